@@ -1,0 +1,90 @@
+/**
+ * Typed errors. Every error the library throws on purpose is a `SyncError` with a stable
+ * `code`, so hosts can branch on `err.code` without parsing messages.
+ */
+export type SyncErrorCode =
+  | 'VALIDATION'
+  | 'OWNERSHIP'
+  | 'NOT_FOUND'
+  | 'CLOCK_DRIFT'
+  | 'HLC_DECODE'
+  | 'MODEL_DEFINITION'
+  | 'SCHEMA_MISMATCH'
+  | 'STOPPED';
+
+export class SyncError extends Error {
+  readonly code: SyncErrorCode;
+
+  constructor(code: SyncErrorCode, message: string) {
+    super(message);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A write or a remote change does not match its model (unknown field, wrong type, missing field). */
+export class ValidationError extends SyncError {
+  constructor(message: string) {
+    super('VALIDATION', message);
+  }
+}
+
+/** A device tried to write a device-owned row that belongs to another device. */
+export class OwnershipError extends SyncError {
+  constructor(message: string) {
+    super('OWNERSHIP', message);
+  }
+}
+
+/** A record, model or library that the caller named does not exist (or is deleted). */
+export class NotFoundError extends SyncError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+
+/** A remote HLC is further ahead of local wall time than `maxClockDriftMs` allows. */
+export class ClockDriftError extends SyncError {
+  readonly remoteWallMs: number;
+  readonly localWallMs: number;
+  readonly maxDriftMs: number;
+
+  constructor(remoteWallMs: number, localWallMs: number, maxDriftMs: number) {
+    super(
+      'CLOCK_DRIFT',
+      `remote clock is ${remoteWallMs - localWallMs} ms ahead of local wall time ` +
+        `(maximum allowed drift is ${maxDriftMs} ms); change refused, local clock unchanged`,
+    );
+    this.remoteWallMs = remoteWallMs;
+    this.localWallMs = localWallMs;
+    this.maxDriftMs = maxDriftMs;
+  }
+}
+
+/** An encoded HLC string is malformed. */
+export class HlcDecodeError extends SyncError {
+  constructor(message: string) {
+    super('HLC_DECODE', message);
+  }
+}
+
+/** A model definition is invalid (bad name, bad field, conflict rule that does not fit). */
+export class ModelDefinitionError extends SyncError {
+  constructor(message: string) {
+    super('MODEL_DEFINITION', message);
+  }
+}
+
+/** The models a node was started with do not fit the tables already stored in a library. */
+export class SchemaMismatchError extends SyncError {
+  constructor(message: string) {
+    super('SCHEMA_MISMATCH', message);
+  }
+}
+
+/** The node or library was stopped; no further operations are accepted. */
+export class StoppedError extends SyncError {
+  constructor(message = 'the sync node is stopped') {
+    super('STOPPED', message);
+  }
+}

@@ -1,0 +1,34 @@
+export { createSyncNode, SyncNode, type SyncNodeOptions, type CreateLibraryOptions } from './node/sync-node.js';
+export {
+  Library,
+  type LibraryTransaction,
+  type ListOptions,
+  type LibraryEvents,
+} from './library/library.js';
+export type { ChangeEvent } from './library/write-batch.js';
+export type { ApplyResult, GapReport, OwnedApplyResult, OwnedRowUpdate } from './library/remote-apply.js';
+export {
+  defineModel,
+  type ModelInput,
+  type DeviceModelInput,
+  type SharedModelInput,
+  type Model,
+  type FieldSpec,
+  type FieldInput,
+  type ConflictRule,
+  type ApplyFunction,
+} from './models/define.js';
+export type {
+  Row,
+  FieldType,
+  FieldValue,
+  JsonValue,
+  StoredValue,
+  StoredValues,
+  Change,
+  ChangeOp,
+  SharedRowState,
+} from './models/types.js';
+export type { LogEntry, VersionVector, ReadLimits, EntriesAfterResult } from './peer-log/types.js';
+export { type Hlc, compareHlc, encodeHlc, decodeHlc, HlcClock, DEFAULT_MAX_CLOCK_DRIFT_MS } from './hlc/index.js';
+export * from './errors.js';

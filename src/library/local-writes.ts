@@ -1,0 +1,172 @@
+import { v5 as uuidv5, v7 as uuidv7 } from 'uuid';
+import { NotFoundError, OwnershipError, ValidationError } from '../errors.js';
+import { encodeHlc, type HlcClock } from '../hlc/index.js';
+import type { DeviceModel, Model, SharedModel } from '../models/define.js';
+import type { ModelRegistry } from '../models/registry.js';
+import type { Change, ChangeOp, Row, SharedRowState, StoredValues } from '../models/types.js';
+import { checkRecordId, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
+import type { ModelTable } from '../storage/model-table.js';
+import type { WriteBatch } from './write-batch.js';
+
+/** What a local write needs; one per open library. */
+export interface WriteContext {
+  readonly libraryId: string;
+  readonly deviceId: string;
+  readonly clock: HlcClock;
+  readonly registry: ModelRegistry;
+  readonly tables: ReadonlyMap<string, ModelTable>;
+}
+
+/**
+ * Local writes inside one transaction. Each computes the new row through the model registry
+ * (the same apply path remote changes take) and, for shared models, appends the change to the
+ * peer log with the next own sequence number.
+ */
+export class LocalWriter {
+  constructor(
+    private readonly ctx: WriteContext,
+    private readonly batch: WriteBatch,
+  ) {}
+
+  async upsert(modelName: string, input: Record<string, unknown>): Promise<Row> {
+    const model = this.ctx.registry.get(modelName);
+    const values = storedFromFullRow(model, input);
+    if (model.ownership === 'device') {
+      const id = input.id === undefined ? uuidv7() : checkRecordId(model, input.id);
+      const current = input.id === undefined ? undefined : await this.ownedRow(model, id);
+      return this.writeOwned(model, id, current === undefined ? 'upsert' : 'update', values, false);
+    }
+    const id = this.sharedId(model, input.id, values);
+    // A freshly generated id cannot exist yet, so only caller-chosen or derived ids need a read.
+    const freshId = input.id === undefined && model.conflict !== 'union';
+    return this.writeShared(model, { op: 'upsert', id, fields: values }, freshId ? undefined : 'load');
+  }
+
+  async update(modelName: string, idInput: string, partial: Record<string, unknown>): Promise<Row> {
+    const model = this.ctx.registry.get(modelName);
+    const id = checkRecordId(model, idInput);
+    const changes = storedFromPartial(model, partial);
+    if (model.ownership === 'device') {
+      const current = await this.liveOwnedRow(model, id);
+      return this.writeOwned(model, id, 'update', { ...current.values, ...changes }, false);
+    }
+    const current = await this.liveSharedRow(model, id);
+    if (model.conflict === 'lww') {
+      // Row-level LWW compares whole rows, so the logged change carries the whole new row.
+      return this.writeShared(model, { op: 'upsert', id, fields: { ...current.values, ...changes } }, current);
+    }
+    for (const key of model.naturalKey) {
+      if (!(key in changes)) continue;
+      if (changes[key] !== current.values[key]) {
+        throw new ValidationError(`${model.name}.${key} is part of the natural key and cannot change`);
+      }
+      delete changes[key];
+    }
+    if (Object.keys(changes).length === 0) return rowFromStored(model, id, current.values);
+    return this.writeShared(model, { op: 'update', id, fields: changes }, current);
+  }
+
+  async delete(modelName: string, idInput: string): Promise<void> {
+    const model = this.ctx.registry.get(modelName);
+    const id = checkRecordId(model, idInput);
+    if (model.ownership === 'device') {
+      const current = await this.liveOwnedRow(model, id);
+      const cleared: StoredValues = {};
+      for (const key of Object.keys(current.values)) cleared[key] = null;
+      await this.writeOwned(model, id, 'delete', cleared, true);
+      return;
+    }
+    const current = await this.liveSharedRow(model, id);
+    await this.writeShared(model, { op: 'delete', id, fields: null }, current);
+  }
+
+  private sharedId(model: SharedModel, given: unknown, values: StoredValues): string {
+    if (model.conflict !== 'union') return given === undefined ? uuidv7() : checkRecordId(model, given);
+    const derived = naturalKeyId(this.ctx.libraryId, model, values);
+    if (given !== undefined && given !== derived) {
+      throw new ValidationError(
+        `${model.name}: id ${JSON.stringify(given)} does not match the id derived from its natural key (${derived})`,
+      );
+    }
+    return derived;
+  }
+
+  private async writeShared(
+    model: SharedModel,
+    change: Omit<Change, 'hlc'>,
+    current: SharedRowState | undefined | 'load',
+  ): Promise<Row> {
+    const table = this.table(model);
+    const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
+    const stamped: Change = { ...change, hlc: encodeHlc(this.ctx.clock.now()) };
+    const state = this.ctx.registry.applyShared(model, before, stamped);
+    await this.batch.putShared(table, state);
+    await this.batch.appendLog({
+      origin: this.ctx.deviceId,
+      seq: this.batch.seqOf(this.ctx.deviceId) + 1,
+      hlc: stamped.hlc,
+      model: model.name,
+      id: change.id,
+      op: change.op,
+      fields: change.fields,
+    });
+    this.batch.events.push({ model: model.name, id: change.id, op: change.op, origin: 'local' });
+    return rowFromStored(model, change.id, state.values);
+  }
+
+  private async writeOwned(
+    model: DeviceModel,
+    id: string,
+    op: ChangeOp,
+    values: StoredValues,
+    deleted: boolean,
+  ): Promise<Row> {
+    const owner = this.ctx.deviceId;
+    await this.batch.putOwned(this.table(model), {
+      id,
+      values,
+      owner,
+      version: this.batch.versionOf(owner) + 1,
+      hlc: encodeHlc(this.ctx.clock.now()),
+      deleted,
+    });
+    this.batch.events.push({ model: model.name, id, op, origin: 'local' });
+    return rowFromStored(model, id, values);
+  }
+
+  /** A device-owned row, if any; throws if it belongs to another device. */
+  private async ownedRow(model: DeviceModel, id: string) {
+    const current = await this.batch.loadOwned(this.table(model), id);
+    if (current && current.owner !== this.ctx.deviceId) {
+      throw new OwnershipError(
+        `${model.name} ${id} is owned by device ${current.owner}; only its owner may write it`,
+      );
+    }
+    return current;
+  }
+
+  private async liveOwnedRow(model: DeviceModel, id: string) {
+    const current = await this.ownedRow(model, id);
+    if (!current || current.deleted) throw new NotFoundError(`${model.name} ${id} does not exist`);
+    return current;
+  }
+
+  private async liveSharedRow(model: SharedModel, id: string) {
+    const current = await this.batch.loadShared(this.table(model), id);
+    if (!current || current.deleted) throw new NotFoundError(`${model.name} ${id} does not exist`);
+    return current;
+  }
+
+  private table(model: Model): ModelTable {
+    return this.ctx.tables.get(model.name)!;
+  }
+}
+
+/**
+ * The id of a `union` record: UUID v5 of its natural-key values, namespaced by the library, so
+ * every device that creates "the same" record computes the same id.
+ */
+export function naturalKeyId(libraryId: string, model: SharedModel, values: StoredValues): string {
+  const key = JSON.stringify([model.name, ...model.naturalKey.map((k) => values[k] ?? null)]);
+  return uuidv5(key, libraryId);
+}

@@ -1,0 +1,243 @@
+import { OwnershipError, ValidationError } from '../errors.js';
+import { decodeHlc, isDeviceId, type Hlc } from '../hlc/index.js';
+import type { SharedModel } from '../models/define.js';
+import type { ModelRegistry } from '../models/registry.js';
+import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
+import { checkRecordId, checkStored } from '../models/values.js';
+import type { LogEntry } from '../peer-log/types.js';
+import { naturalKeyId, type WriteContext } from './local-writes.js';
+import type { WriteBatch } from './write-batch.js';
+
+export interface GapReport {
+  origin: string;
+  /** Last seq of `origin` held here: the puller should ask for entries after it. */
+  heldSeq: number;
+  /** First seq of `origin` in the batch that could not be applied. */
+  firstReceivedSeq: number;
+}
+
+export interface ApplyResult {
+  /** Entries applied and appended to the local log. */
+  applied: number;
+  /** Entries already held (or repeated within the batch): ignored. */
+  duplicates: number;
+  /** Origins whose entries did not extend the held prefix; those entries were not applied. */
+  gaps: GapReport[];
+}
+
+const OPS: ReadonlySet<string> = new Set<ChangeOp>(['upsert', 'update', 'delete']);
+
+/**
+ * Checks the shape of entries that came from a peer, against the models. Throws
+ * `ValidationError` naming the first bad entry; nothing is applied from a batch that fails.
+ * Returns the decoded HLC of every entry, in order.
+ */
+export function validateRemoteEntries(ctx: WriteContext, entries: readonly unknown[]): Hlc[] {
+  if (!Array.isArray(entries)) throw new ValidationError('entries must be an array');
+  return entries.map((entry, index) => {
+    try {
+      return validateEntry(ctx, entry);
+    } catch (err) {
+      if (err instanceof Error) err.message = `entry ${index}: ${err.message}`;
+      throw err;
+    }
+  });
+}
+
+function validateEntry(ctx: WriteContext, raw: unknown): Hlc {
+  if (raw === null || typeof raw !== 'object') throw new ValidationError('entry must be an object');
+  const e = raw as Record<string, unknown>;
+  if (!isDeviceId(e.origin)) throw new ValidationError('origin must be a device uuid');
+  if (typeof e.seq !== 'number' || !Number.isSafeInteger(e.seq) || e.seq < 1) {
+    throw new ValidationError('seq must be a positive integer');
+  }
+  const hlc = decodeHlc(e.hlc);
+  if (hlc.deviceId !== e.origin) throw new ValidationError('hlc was not issued by the entry origin');
+  if (typeof e.op !== 'string' || !OPS.has(e.op)) throw new ValidationError('op must be upsert, update or delete');
+  const model = ctx.registry.shared(e.model as string);
+  const id = checkRecordId(model, e.id);
+  const fields = e.fields;
+  if (e.op === 'delete') {
+    if (fields !== null && fields !== undefined) throw new ValidationError('a delete carries no fields');
+    return hlc;
+  }
+  if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
+    throw new ValidationError('fields must be an object');
+  }
+  const values = checkFields(model, fields as Record<string, unknown>, e.op === 'upsert');
+  if (e.op === 'update') {
+    if (model.conflict === 'lww') throw new ValidationError(`${model.name}: row-level LWW takes no partial updates`);
+    if (model.naturalKey.some((k) => k in values)) throw new ValidationError(`${model.name}: natural key fields never change`);
+  } else if (model.conflict === 'union' && naturalKeyId(ctx.libraryId, model, values) !== id) {
+    throw new ValidationError(`${model.name}: id does not match the natural key`);
+  }
+  return hlc;
+}
+
+function checkFields(model: SharedModel, fields: Record<string, unknown>, full: boolean): StoredValues {
+  const values: StoredValues = {};
+  for (const [name, value] of Object.entries(fields)) {
+    const field = model.fieldsByName.get(name);
+    if (!field) throw new ValidationError(`${model.name}: unknown field "${name}"`);
+    values[name] = checkStored(model, field, value);
+  }
+  if (full) {
+    for (const field of model.fields) {
+      if (!(field.name in values)) throw new ValidationError(`${model.name}: upsert lacks field "${field.name}"`);
+    }
+  } else if (Object.keys(values).length === 0) {
+    throw new ValidationError(`${model.name}: update names no fields`);
+  }
+  return values;
+}
+
+/**
+ * Applies validated entries inside the caller's transaction. Per origin, only entries that
+ * extend the held contiguous prefix are applied; duplicates are skipped; anything after a gap
+ * is reported and left for a later pull. The conflict rules make the outcome independent of
+ * the order entries arrive in.
+ */
+export async function applyRemoteEntries(
+  ctx: WriteContext,
+  batch: WriteBatch,
+  entries: readonly LogEntry[],
+): Promise<ApplyResult> {
+  const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [] };
+  const accepted: LogEntry[] = [];
+  const sorted = [...entries].sort((a, b) => (a.origin !== b.origin ? (a.origin < b.origin ? -1 : 1) : a.seq - b.seq));
+  let blockedOrigin: string | undefined;
+  const expected = new Map<string, number>();
+  for (const entry of sorted) {
+    if (entry.origin === blockedOrigin) continue;
+    const held = expected.get(entry.origin) ?? batch.seqOf(entry.origin);
+    if (entry.seq <= held) {
+      result.duplicates += 1;
+    } else if (entry.seq === held + 1) {
+      expected.set(entry.origin, entry.seq);
+      accepted.push(entry);
+    } else {
+      result.gaps.push({ origin: entry.origin, heldSeq: held, firstReceivedSeq: entry.seq });
+      blockedOrigin = entry.origin;
+    }
+  }
+
+  const byModel = new Map<SharedModel, LogEntry[]>();
+  for (const entry of accepted) {
+    const model = ctx.registry.shared(entry.model);
+    const list = byModel.get(model) ?? [];
+    list.push(entry);
+    byModel.set(model, list);
+  }
+  let maxHlc: string | undefined;
+  for (const [model, modelEntries] of byModel) {
+    const table = ctx.tables.get(model.name)!;
+    const states: Map<string, SharedRowState> = await batch.loadManyShared(
+      table,
+      modelEntries.map((e) => e.id),
+    );
+    const changed = new Set<string>();
+    for (const entry of modelEntries) {
+      const before = states.get(entry.id);
+      const after = ctx.registry.applyShared(model, before, entry);
+      if (after !== before) {
+        states.set(entry.id, after);
+        changed.add(entry.id);
+        batch.events.push({ model: model.name, id: entry.id, op: entry.op, origin: 'remote' });
+      }
+      if (maxHlc === undefined || entry.hlc > maxHlc) maxHlc = entry.hlc;
+    }
+    for (const id of changed) await batch.putShared(table, states.get(id)!);
+  }
+  // Log entries are appended in per-origin sequence order, as the batch requires.
+  for (const entry of accepted) await batch.appendLog(entry);
+  if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
+  result.applied = accepted.length;
+  return result;
+}
+
+/** A device-owned row as replicated from its owner (state-based sync). */
+export interface OwnedRowUpdate {
+  readonly model: string;
+  readonly id: string;
+  readonly owner: string;
+  readonly version: number;
+  readonly hlc: string;
+  readonly deleted: boolean;
+  /** Every field when live; ignored for a tombstone. */
+  readonly values: StoredValues | null;
+}
+
+export interface OwnedApplyResult {
+  applied: number;
+  /** Rows at or below the version already held: ignored. */
+  stale: number;
+}
+
+export function validateOwnedRows(ctx: WriteContext, rows: readonly unknown[]): Hlc[] {
+  if (!Array.isArray(rows)) throw new ValidationError('rows must be an array');
+  return rows.map((raw, index) => {
+    const where = `row ${index}`;
+    if (raw === null || typeof raw !== 'object') throw new ValidationError(`${where} must be an object`);
+    const r = raw as Record<string, unknown>;
+    const model = ctx.registry.get(r.model as string);
+    if (model.ownership !== 'device') throw new ValidationError(`${where}: model "${model.name}" is not device-owned`);
+    checkRecordId(model, r.id);
+    if (!isDeviceId(r.owner)) throw new ValidationError(`${where}: owner must be a device uuid`);
+    if (typeof r.version !== 'number' || !Number.isSafeInteger(r.version) || r.version < 1) {
+      throw new ValidationError(`${where}: version must be a positive integer`);
+    }
+    if (typeof r.deleted !== 'boolean') throw new ValidationError(`${where}: deleted must be a boolean`);
+    const hlc = decodeHlc(r.hlc);
+    if (hlc.deviceId !== r.owner) throw new ValidationError(`${where}: hlc was not issued by the owner`);
+    if (!r.deleted) {
+      const values = r.values;
+      if (values === null || typeof values !== 'object') throw new ValidationError(`${where}: values must be an object`);
+      for (const name of Object.keys(values)) {
+        if (!model.fieldsByName.has(name)) throw new ValidationError(`${where}: unknown field "${name}"`);
+      }
+      for (const field of model.fields) checkStored(model, field, (values as Record<string, unknown>)[field.name]);
+    }
+    return hlc;
+  });
+}
+
+/**
+ * Applies replicated device-owned rows: a row replaces the held one only if its version is
+ * newer. A row claiming an id held under another owner is refused with `OwnershipError`
+ * (the whole batch, since the caller's transaction rolls back).
+ */
+export async function applyRemoteOwned(
+  ctx: WriteContext,
+  batch: WriteBatch,
+  rows: readonly OwnedRowUpdate[],
+): Promise<OwnedApplyResult> {
+  const result: OwnedApplyResult = { applied: 0, stale: 0 };
+  let maxHlc: string | undefined;
+  for (const row of rows) {
+    const model = ctx.registry.get(row.model);
+    const table = ctx.tables.get(model.name)!;
+    const current = await batch.loadOwned(table, row.id);
+    if (current && current.owner !== row.owner) {
+      throw new OwnershipError(`${model.name} ${row.id} is owned by ${current.owner}, not ${row.owner}`);
+    }
+    if (row.owner === ctx.deviceId || (current && current.version >= row.version)) {
+      result.stale += 1;
+      continue;
+    }
+    const values: StoredValues = {};
+    for (const field of model.fields) values[field.name] = row.deleted ? null : (row.values?.[field.name] ?? null);
+    await batch.putOwned(table, {
+      id: row.id,
+      values,
+      owner: row.owner,
+      version: row.version,
+      hlc: row.hlc,
+      deleted: row.deleted,
+    });
+    batch.events.push({ model: model.name, id: row.id, op: row.deleted ? 'delete' : 'upsert', origin: 'remote' });
+    if (maxHlc === undefined || row.hlc > maxHlc) maxHlc = row.hlc;
+    result.applied += 1;
+  }
+  if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
+  return result;
+}

@@ -1,0 +1,171 @@
+import type { Kysely } from 'kysely';
+import { appendEntries, writeVector } from '../peer-log/log-store.js';
+import type { LogEntry } from '../peer-log/types.js';
+import type { ModelTable, SqlRow } from '../storage/model-table.js';
+import type { InternalTables } from '../storage/schema.js';
+import type { ChangeOp, OwnedRowState, SharedRowState, StoredValue } from '../models/types.js';
+import { runSql } from '../util/sql.js';
+
+export interface ChangeEvent {
+  model: string;
+  id: string;
+  op: ChangeOp;
+  origin: 'local' | 'remote';
+}
+
+/** Counters a transaction advances; adopted by the library only when the transaction commits. */
+export interface SyncCounters {
+  /** Per-origin contiguous prefix held (the version vector). */
+  readonly vector: ReadonlyMap<string, number>;
+  /** Per-owner highest version held of device-owned rows (own device included). */
+  readonly ownerVersions: ReadonlyMap<string, number>;
+}
+
+/** Pending rows are written out in the middle of a long transaction past this many. */
+const FLUSH_THRESHOLD = 4_000;
+const IDS_PER_SELECT = 500;
+
+type Pending<S> = Map<ModelTable, Map<string, S>>;
+
+/**
+ * The state of one write transaction: rows and log entries accumulate in memory (bounded) and
+ * are written with multi-row statements, counters advance in a private copy. Reads inside the
+ * transaction see pending rows first, then the database.
+ */
+export class WriteBatch {
+  readonly events: ChangeEvent[] = [];
+  private readonly shared: Pending<SharedRowState> = new Map();
+  private readonly owned: Pending<OwnedRowState> = new Map();
+  private log: LogEntry[] = [];
+  private pendingCount = 0;
+  private readonly vector: Map<string, number>;
+  private readonly ownerVersions: Map<string, number>;
+  private readonly changedOrigins = new Set<string>();
+  private readonly changedOwners = new Set<string>();
+
+  constructor(
+    readonly db: Kysely<InternalTables>,
+    committed: SyncCounters,
+  ) {
+    this.vector = new Map(committed.vector);
+    this.ownerVersions = new Map(committed.ownerVersions);
+  }
+
+  counters(): SyncCounters {
+    return { vector: this.vector, ownerVersions: this.ownerVersions };
+  }
+
+  seqOf(origin: string): number {
+    return this.vector.get(origin) ?? 0;
+  }
+
+  versionOf(owner: string): number {
+    return this.ownerVersions.get(owner) ?? 0;
+  }
+
+  setVersion(owner: string, version: number): void {
+    if (version <= this.versionOf(owner)) return;
+    this.ownerVersions.set(owner, version);
+    this.changedOwners.add(owner);
+  }
+
+  async loadShared(table: ModelTable, id: string): Promise<SharedRowState | undefined> {
+    const pending = this.shared.get(table)?.get(id);
+    if (pending) return pending;
+    const rows = await runSql<SqlRow>(this.db, table.selectByIdsSql(1), [id]);
+    return rows[0] ? table.sharedFromRow(rows[0]) : undefined;
+  }
+
+  async loadOwned(table: ModelTable, id: string): Promise<OwnedRowState | undefined> {
+    const pending = this.owned.get(table)?.get(id);
+    if (pending) return pending;
+    const rows = await runSql<SqlRow>(this.db, table.selectByIdsSql(1), [id]);
+    return rows[0] ? table.ownedFromRow(rows[0]) : undefined;
+  }
+
+  /** Loads the current state of many rows with few statements (remote batches). */
+  async loadManyShared(table: ModelTable, ids: readonly string[]): Promise<Map<string, SharedRowState>> {
+    const found = new Map<string, SharedRowState>();
+    const missing: string[] = [];
+    const pending = this.shared.get(table);
+    for (const id of new Set(ids)) {
+      const state = pending?.get(id);
+      if (state) found.set(id, state);
+      else missing.push(id);
+    }
+    for (let start = 0; start < missing.length; start += IDS_PER_SELECT) {
+      const chunk = missing.slice(start, start + IDS_PER_SELECT);
+      for (const row of await runSql<SqlRow>(this.db, table.selectByIdsSql(chunk.length), chunk)) {
+        found.set(row.id as string, table.sharedFromRow(row));
+      }
+    }
+    return found;
+  }
+
+  async putShared(table: ModelTable, state: SharedRowState): Promise<void> {
+    await this.put(this.shared, table, state);
+  }
+
+  async putOwned(table: ModelTable, state: OwnedRowState): Promise<void> {
+    this.setVersion(state.owner, state.version);
+    await this.put(this.owned, table, state);
+  }
+
+  /** Appends a log entry; its seq must extend the origin's contiguous prefix. */
+  async appendLog(entry: LogEntry): Promise<void> {
+    if (entry.seq !== this.seqOf(entry.origin) + 1) {
+      throw new Error(`internal: log entry ${entry.origin}#${entry.seq} would leave a gap`);
+    }
+    this.vector.set(entry.origin, entry.seq);
+    this.changedOrigins.add(entry.origin);
+    this.log.push(entry);
+    await this.countPending();
+  }
+
+  /** Writes everything pending, including counters. The caller commits the transaction. */
+  async flush(): Promise<void> {
+    for (const [table, rows] of this.shared) await this.writeRows(table, rows, (s, out) => table.sharedParams(s, out));
+    for (const [table, rows] of this.owned) await this.writeRows(table, rows, (s, out) => table.ownedParams(s, out));
+    this.shared.clear();
+    this.owned.clear();
+    await appendEntries(this.db, this.log);
+    this.log = [];
+    this.pendingCount = 0;
+    await writeVector(this.db, new Map([...this.changedOrigins].map((o) => [o, this.seqOf(o)])));
+    this.changedOrigins.clear();
+    if (this.changedOwners.size > 0) {
+      await this.db
+        .insertInto('sync_owner_versions')
+        .values([...this.changedOwners].map((owner) => ({ owner, version: this.versionOf(owner) })))
+        .onConflict((oc) => oc.column('owner').doUpdateSet((eb) => ({ version: eb.ref('excluded.version') })))
+        .execute();
+      this.changedOwners.clear();
+    }
+  }
+
+  private async put<S extends { id: string }>(pending: Pending<S>, table: ModelTable, state: S): Promise<void> {
+    let rows = pending.get(table);
+    if (!rows) pending.set(table, (rows = new Map()));
+    rows.set(state.id, state);
+    await this.countPending();
+  }
+
+  private async countPending(): Promise<void> {
+    this.pendingCount += 1;
+    if (this.pendingCount >= FLUSH_THRESHOLD) await this.flush();
+  }
+
+  private async writeRows<S>(
+    table: ModelTable,
+    rows: Map<string, S>,
+    params: (state: S, out: StoredValue[]) => void,
+  ): Promise<void> {
+    const states = [...rows.values()];
+    for (let start = 0; start < states.length; start += table.rowsPerStatement) {
+      const chunk = states.slice(start, start + table.rowsPerStatement);
+      const out: StoredValue[] = [];
+      for (const state of chunk) params(state, out);
+      await runSql(this.db, table.upsertSql(chunk.length), out);
+    }
+  }
+}

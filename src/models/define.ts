@@ -1,0 +1,146 @@
+import { ModelDefinitionError } from '../errors.js';
+import type { Change, FieldType, SharedRowState } from './types.js';
+
+export interface FieldSpec {
+  type: FieldType;
+  nullable?: boolean;
+}
+
+/** A field given as a bare type is required (not nullable). */
+export type FieldInput = FieldType | FieldSpec;
+
+/**
+ * A custom conflict rule. It must be a pure function of its inputs, and merging must be
+ * commutative, associative and idempotent: applying the same set of changes in any order, with
+ * duplicates, must produce the same state. See docs/models.md for the contract.
+ */
+export type ApplyFunction = (current: SharedRowState | undefined, change: Change) => SharedRowState;
+
+export type ConflictRule = 'lww' | 'lww-field' | 'union';
+
+interface ModelInputBase {
+  name: string;
+  fields: Record<string, FieldInput>;
+}
+
+export interface DeviceModelInput extends ModelInputBase {
+  ownership: 'device';
+}
+
+export interface SharedModelInput extends ModelInputBase {
+  ownership: 'shared';
+  conflict: ConflictRule;
+  /** Required for `union`: fields whose values identify the record (deterministic id). */
+  naturalKey?: string[];
+  /** Replaces the built-in merge of `conflict`; the stored shape is still `conflict`'s. */
+  apply?: ApplyFunction;
+}
+
+export type ModelInput = DeviceModelInput | SharedModelInput;
+
+export interface FieldDefinition {
+  readonly name: string;
+  readonly type: FieldType;
+  readonly nullable: boolean;
+}
+
+interface ModelBase {
+  readonly name: string;
+  /** Fields in declaration order: the canonical order for storage and digests. */
+  readonly fields: readonly FieldDefinition[];
+  readonly fieldsByName: ReadonlyMap<string, FieldDefinition>;
+}
+
+export interface DeviceModel extends ModelBase {
+  readonly ownership: 'device';
+}
+
+export interface SharedModel extends ModelBase {
+  readonly ownership: 'shared';
+  readonly conflict: ConflictRule;
+  readonly naturalKey: readonly string[];
+  readonly apply: ApplyFunction | undefined;
+}
+
+export type Model = DeviceModel | SharedModel;
+
+const MODEL_NAME = /^[a-z][a-z0-9_]{0,62}$/;
+const FIELD_NAME = /^[A-Za-z][A-Za-z0-9_]{0,62}$/;
+const FIELD_TYPES: ReadonlySet<string> = new Set(['text', 'integer', 'real', 'boolean', 'json', 'blob']);
+const RESERVED_FIELDS = new Set(['id']);
+
+/** Field-level rules keep one HLC per field; row LWW keeps one per row. */
+export function usesFieldClocks(model: Model): boolean {
+  return model.ownership === 'shared' && model.conflict !== 'lww';
+}
+
+export function defineModel(input: ModelInput): Model {
+  const name = input.name;
+  if (typeof name !== 'string' || !MODEL_NAME.test(name) || name.startsWith('sync_')) {
+    throw new ModelDefinitionError(
+      `model name ${JSON.stringify(name)} must match ${MODEL_NAME} and must not start with "sync_"`,
+    );
+  }
+  const fields = Object.entries(input.fields ?? {}).map(([fieldName, spec]) => defineField(name, fieldName, spec));
+  if (fields.length === 0) throw new ModelDefinitionError(`model "${name}" declares no fields`);
+  const fieldsByName = new Map(fields.map((f) => [f.name, f]));
+  // SQLite column names are case-insensitive, so "title" and "Title" would be one column.
+  if (new Set(fields.map((f) => f.name.toLowerCase())).size !== fields.length) {
+    throw new ModelDefinitionError(`model "${name}" declares two fields whose names differ only in case`);
+  }
+
+  if (input.ownership === 'device') {
+    if ('conflict' in input || 'naturalKey' in input || 'apply' in input) {
+      throw new ModelDefinitionError(
+        `model "${name}" is device-owned: only its owner writes it, so conflict, naturalKey and apply do not apply`,
+      );
+    }
+    return { name, ownership: 'device', fields, fieldsByName };
+  }
+  if (input.ownership !== 'shared') {
+    throw new ModelDefinitionError(`model "${name}": ownership must be 'device' or 'shared'`);
+  }
+  if (input.conflict !== 'lww' && input.conflict !== 'lww-field' && input.conflict !== 'union') {
+    throw new ModelDefinitionError(`model "${name}": conflict must be 'lww', 'lww-field' or 'union'`);
+  }
+  const naturalKey = input.naturalKey ?? [];
+  if (input.conflict === 'union') {
+    if (naturalKey.length === 0) {
+      throw new ModelDefinitionError(`model "${name}" uses 'union' and must declare a naturalKey`);
+    }
+    for (const key of naturalKey) {
+      const field = fieldsByName.get(key);
+      if (!field) throw new ModelDefinitionError(`model "${name}": naturalKey field "${key}" is not declared`);
+      if (field.nullable) throw new ModelDefinitionError(`model "${name}": naturalKey field "${key}" must not be nullable`);
+      if (field.type === 'blob') throw new ModelDefinitionError(`model "${name}": naturalKey field "${key}" must not be a blob`);
+    }
+  } else if (naturalKey.length > 0) {
+    throw new ModelDefinitionError(`model "${name}": naturalKey is only meaningful with conflict 'union'`);
+  }
+  if (input.apply !== undefined && typeof input.apply !== 'function') {
+    throw new ModelDefinitionError(`model "${name}": apply must be a function`);
+  }
+  return {
+    name,
+    ownership: 'shared',
+    fields,
+    fieldsByName,
+    conflict: input.conflict,
+    naturalKey,
+    apply: input.apply,
+  };
+}
+
+function defineField(model: string, name: string, spec: FieldInput): FieldDefinition {
+  if (!FIELD_NAME.test(name) || RESERVED_FIELDS.has(name.toLowerCase())) {
+    throw new ModelDefinitionError(
+      `model "${model}": field name "${name}" must match ${FIELD_NAME} and must not be "id"`,
+    );
+  }
+  const type = typeof spec === 'string' ? spec : spec?.type;
+  if (typeof type !== 'string' || !FIELD_TYPES.has(type)) {
+    throw new ModelDefinitionError(`model "${model}": field "${name}" has unknown type ${JSON.stringify(type)}`);
+  }
+  const nullable = typeof spec === 'object' && spec.nullable === true;
+  return { name, type: type as FieldType, nullable };
+}

@@ -1,0 +1,84 @@
+import { maxEncodedHlc } from '../hlc/hlc.js';
+import type { Model } from './define.js';
+import type { Change, SharedRowState, StoredValues } from './types.js';
+
+/**
+ * Built-in conflict rules. Each is a join: the resulting state depends only on the *set* of
+ * changes applied, not on their order or on duplicates, which is what makes replicas converge.
+ */
+
+function nullValues(model: Model): StoredValues {
+  const values: StoredValues = {};
+  for (const field of model.fields) values[field.name] = null;
+  return values;
+}
+
+/**
+ * Row-level last writer wins: the change with the greatest HLC decides the whole row. A delete
+ * that wins leaves a tombstone; a later `upsert` (which always carries the full row) wins over
+ * the tombstone and brings the row back; an older one never does.
+ */
+export function mergeRowLww(model: Model, current: SharedRowState | undefined, change: Change): SharedRowState {
+  if (current !== undefined && change.hlc <= current.hlc) return current;
+  if (change.op === 'delete') {
+    return {
+      id: change.id,
+      values: nullValues(model),
+      hlc: change.hlc,
+      deleted: true,
+      fieldHlcs: null,
+      upsertHlc: null,
+      deleteHlc: change.hlc,
+    };
+  }
+  return {
+    id: change.id,
+    values: { ...nullValues(model), ...change.fields },
+    hlc: change.hlc,
+    deleted: false,
+    fieldHlcs: null,
+    upsertHlc: change.hlc,
+    deleteHlc: null,
+  };
+}
+
+/**
+ * Field-level last writer wins (also used by `union`). Each field keeps the value of its
+ * newest write. The row is live once a full write (`upsert`) is newer than every delete; values
+ * written at or before the newest delete are cleared, so a delete is never undone by an older
+ * write, and a partial `update` newer than a delete does not resurrect the row on its own.
+ */
+export function mergeFieldLww(model: Model, current: SharedRowState | undefined, change: Change): SharedRowState {
+  const values: StoredValues = current ? { ...current.values } : nullValues(model);
+  const fieldHlcs: Record<string, string> = current?.fieldHlcs ? { ...current.fieldHlcs } : {};
+  let upsertHlc = current?.upsertHlc ?? null;
+  let deleteHlc = current?.deleteHlc ?? null;
+
+  if (change.op === 'delete') {
+    deleteHlc = maxEncodedHlc(deleteHlc, change.hlc);
+  } else {
+    if (change.op === 'upsert') upsertHlc = maxEncodedHlc(upsertHlc, change.hlc);
+    for (const [name, value] of Object.entries(change.fields ?? {})) {
+      const fieldHlc = fieldHlcs[name];
+      if (fieldHlc === undefined || change.hlc > fieldHlc) {
+        fieldHlcs[name] = change.hlc;
+        values[name] = value;
+      }
+    }
+  }
+  if (deleteHlc !== null) {
+    for (const [name, fieldHlc] of Object.entries(fieldHlcs)) {
+      if (fieldHlc <= deleteHlc) values[name] = null;
+    }
+  }
+  const live = upsertHlc !== null && (deleteHlc === null || upsertHlc > deleteHlc);
+  return {
+    id: change.id,
+    values,
+    hlc: maxEncodedHlc(current?.hlc ?? null, change.hlc)!,
+    deleted: !live,
+    fieldHlcs,
+    upsertHlc,
+    deleteHlc,
+  };
+}

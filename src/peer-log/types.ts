@@ -1,0 +1,36 @@
+import type { ChangeOp, StoredValues } from '../models/types.js';
+
+/**
+ * One entry of the peer log: a change to a shared record, identified by its origin device and
+ * that device's dense sequence number (1, 2, 3 …).
+ */
+export interface LogEntry {
+  readonly origin: string;
+  readonly seq: number;
+  /** Encoded HLC of the change. */
+  readonly hlc: string;
+  readonly model: string;
+  readonly id: string;
+  readonly op: ChangeOp;
+  /** `upsert`: every field; `update`: the changed fields; `delete`: null. */
+  readonly fields: StoredValues | null;
+}
+
+/** For each origin, the last sequence number of the contiguous prefix held. */
+export type VersionVector = Record<string, number>;
+
+export interface ReadLimits {
+  maxRecords: number;
+  maxBytes: number;
+}
+
+export interface EntriesAfterResult {
+  entries: LogEntry[];
+  /** More entries after the vector exist than fitted the limits. */
+  hasMore: boolean;
+  /**
+   * Origins for which the requester's position is older than what this log still holds: those
+   * changes were pruned here and must come from a snapshot or another peer.
+   */
+  pruned: { origin: string; requestedAfter: number; prunedThrough: number }[];
+}

@@ -1,0 +1,84 @@
+import { type Kysely, Migrator } from 'kysely';
+import { SchemaMismatchError } from '../errors.js';
+import { decodeHlc, type Hlc } from '../hlc/index.js';
+import type { ModelRegistry } from '../models/registry.js';
+import { runSql } from '../util/sql.js';
+import { readVector } from '../peer-log/log-store.js';
+import type { SyncCounters } from '../library/write-batch.js';
+import { ModelTable } from './model-table.js';
+import { type InternalTables, migrationProvider } from './schema.js';
+
+export interface LibraryMeta {
+  id: string;
+  name: string;
+  /** The device this database belongs to: a library file must not be reused by another device. */
+  deviceId: string;
+}
+
+export interface PreparedLibrary {
+  meta: LibraryMeta;
+  tables: Map<string, ModelTable>;
+  counters: SyncCounters;
+  /** The persisted HLC high-water mark, if any write ever happened. */
+  highWater: Hlc | undefined;
+}
+
+/**
+ * Brings a library database up to date (internal migrations, then one table per model) and
+ * reads what the library needs in memory. `create` is given for a new library; an existing one
+ * must carry matching metadata.
+ */
+export async function prepareLibrary(
+  db: Kysely<InternalTables>,
+  registry: ModelRegistry,
+  expected: { deviceId: string; create?: { id: string; name: string } },
+): Promise<PreparedLibrary> {
+  const migrated = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
+  if (migrated.error) throw migrated.error;
+
+  if (expected.create) {
+    await db
+      .insertInto('sync_meta')
+      .values([
+        { key: 'library_id', value: expected.create.id },
+        { key: 'library_name', value: expected.create.name },
+        { key: 'device_id', value: expected.deviceId },
+      ])
+      .execute();
+  }
+  const metaRows = await db.selectFrom('sync_meta').selectAll().execute();
+  const metaMap = new Map(metaRows.map((r) => [r.key, r.value]));
+  const meta: LibraryMeta = {
+    id: metaMap.get('library_id') ?? '',
+    name: metaMap.get('library_name') ?? '',
+    deviceId: metaMap.get('device_id') ?? '',
+  };
+  if (!meta.id) throw new SchemaMismatchError('database holds no library metadata');
+  if (meta.deviceId !== expected.deviceId) {
+    throw new SchemaMismatchError(
+      `library ${meta.id} belongs to device ${meta.deviceId}, not ${expected.deviceId}; a library file cannot be copied between devices`,
+    );
+  }
+
+  const tables = new Map<string, ModelTable>();
+  for (const model of registry.all()) {
+    const table = new ModelTable(model);
+    const existing = await runSql<{ name: string; type: string }>(db, `PRAGMA table_info(${table.table})`);
+    const statements =
+      existing.length === 0
+        ? table.createStatements()
+        : table.upgradeStatements(new Map(existing.map((c) => [c.name.toLowerCase(), c.type])));
+    for (const statement of statements) await runSql(db, statement);
+    tables.set(model.name, table);
+  }
+
+  const vector = new Map([...(await readVector(db))].map(([origin, v]) => [origin, v.seq]));
+  const owners = await db.selectFrom('sync_owner_versions').selectAll().execute();
+  const hlc = metaMap.get('hlc');
+  return {
+    meta,
+    tables,
+    counters: { vector, ownerVersions: new Map(owners.map((o) => [o.owner, o.version])) },
+    highWater: hlc === undefined ? undefined : decodeHlc(hlc),
+  };
+}

@@ -1,0 +1,16 @@
+import { Packr } from 'msgpackr';
+
+/**
+ * The one msgpack configuration used for stored log fields and (later) the wire. Records
+ * (msgpackr's shared-structure extension) are off so every encoding is self-contained and
+ * identical for identical values.
+ */
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+export function pack(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+export function unpack(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes);
+}
