@@ -24,6 +24,7 @@ const ENCODED = /^[0-9a-f]{16}[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 /** Length of every encoded HLC. */
 export const ENCODED_HLC_LENGTH = WALL_DIGITS + COUNTER_DIGITS + 36;
 
+/** Device and library ids are lowercase uuids. */
 export function isDeviceId(value: unknown): value is string {
   return typeof value === 'string' && DEVICE_ID.test(value);
 }

@@ -100,8 +100,8 @@ export class LocalWriter {
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
     const stamped: Change = { ...change, hlc: encodeHlc(this.ctx.clock.now()) };
     const state = this.ctx.registry.applyShared(model, before, stamped);
-    await this.batch.putShared(table, state);
-    await this.batch.appendLog({
+    this.batch.putShared(table, state);
+    this.batch.appendLog({
       origin: this.ctx.deviceId,
       seq: this.batch.seqOf(this.ctx.deviceId) + 1,
       hlc: stamped.hlc,
@@ -111,6 +111,7 @@ export class LocalWriter {
       fields: change.fields,
     });
     this.batch.events.push({ model: model.name, id: change.id, op: change.op, origin: 'local' });
+    await this.batch.flushIfFull();
     return rowFromStored(model, change.id, state.values);
   }
 
@@ -122,7 +123,7 @@ export class LocalWriter {
     deleted: boolean,
   ): Promise<Row> {
     const owner = this.ctx.deviceId;
-    await this.batch.putOwned(this.table(model), {
+    this.batch.putOwned(this.table(model), {
       id,
       values,
       owner,
@@ -131,6 +132,7 @@ export class LocalWriter {
       deleted,
     });
     this.batch.events.push({ model: model.name, id, op, origin: 'local' });
+    await this.batch.flushIfFull();
     return rowFromStored(model, id, values);
   }
 

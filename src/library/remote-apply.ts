@@ -146,10 +146,11 @@ export async function applyRemoteEntries(
       }
       if (maxHlc === undefined || entry.hlc > maxHlc) maxHlc = entry.hlc;
     }
-    for (const id of changed) await batch.putShared(table, states.get(id)!);
+    for (const id of changed) batch.putShared(table, states.get(id)!);
   }
   // Log entries are appended in per-origin sequence order, as the batch requires.
-  for (const entry of accepted) await batch.appendLog(entry);
+  for (const entry of accepted) batch.appendLog(entry);
+  await batch.flushIfFull();
   if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
   result.applied = accepted.length;
   return result;
@@ -226,7 +227,7 @@ export async function applyRemoteOwned(
     }
     const values: StoredValues = {};
     for (const field of model.fields) values[field.name] = row.deleted ? null : (row.values?.[field.name] ?? null);
-    await batch.putOwned(table, {
+    batch.putOwned(table, {
       id: row.id,
       values,
       owner: row.owner,
@@ -235,6 +236,7 @@ export async function applyRemoteOwned(
       deleted: row.deleted,
     });
     batch.events.push({ model: model.name, id: row.id, op: row.deleted ? 'delete' : 'upsert', origin: 'remote' });
+    await batch.flushIfFull();
     if (maxHlc === undefined || row.hlc > maxHlc) maxHlc = row.hlc;
     result.applied += 1;
   }

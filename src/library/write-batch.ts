@@ -102,24 +102,29 @@ export class WriteBatch {
     return found;
   }
 
-  async putShared(table: ModelTable, state: SharedRowState): Promise<void> {
-    await this.put(this.shared, table, state);
+  putShared(table: ModelTable, state: SharedRowState): void {
+    this.put(this.shared, table, state);
   }
 
-  async putOwned(table: ModelTable, state: OwnedRowState): Promise<void> {
+  putOwned(table: ModelTable, state: OwnedRowState): void {
     this.setVersion(state.owner, state.version);
-    await this.put(this.owned, table, state);
+    this.put(this.owned, table, state);
   }
 
   /** Appends a log entry; its seq must extend the origin's contiguous prefix. */
-  async appendLog(entry: LogEntry): Promise<void> {
+  appendLog(entry: LogEntry): void {
     if (entry.seq !== this.seqOf(entry.origin) + 1) {
       throw new Error(`internal: log entry ${entry.origin}#${entry.seq} would leave a gap`);
     }
     this.vector.set(entry.origin, entry.seq);
     this.changedOrigins.add(entry.origin);
     this.log.push(entry);
-    await this.countPending();
+    this.pendingCount += 1;
+  }
+
+  /** Writes pending rows out once they pass the bound, so a long transaction stays small in memory. */
+  async flushIfFull(): Promise<void> {
+    if (this.pendingCount >= FLUSH_THRESHOLD) await this.flush();
   }
 
   /** Writes everything pending, including counters. The caller commits the transaction. */
@@ -143,16 +148,11 @@ export class WriteBatch {
     }
   }
 
-  private async put<S extends { id: string }>(pending: Pending<S>, table: ModelTable, state: S): Promise<void> {
+  private put<S extends { id: string }>(pending: Pending<S>, table: ModelTable, state: S): void {
     let rows = pending.get(table);
     if (!rows) pending.set(table, (rows = new Map()));
     rows.set(state.id, state);
-    await this.countPending();
-  }
-
-  private async countPending(): Promise<void> {
     this.pendingCount += 1;
-    if (this.pendingCount >= FLUSH_THRESHOLD) await this.flush();
   }
 
   private async writeRows<S>(

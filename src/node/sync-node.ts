@@ -1,6 +1,6 @@
 import { v4 as uuidv4 } from 'uuid';
 import { NotFoundError, StoppedError, ValidationError } from '../errors.js';
-import { compareHlc, type Hlc, HlcClock, type WallClock } from '../hlc/index.js';
+import { compareHlc, type Hlc, HlcClock, isDeviceId, type WallClock } from '../hlc/index.js';
 import { Library } from '../library/library.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
@@ -21,6 +21,11 @@ export interface SyncNodeOptions {
 
 export interface CreateLibraryOptions {
   name: string;
+  /**
+   * Open a replica of an existing library (a uuid) instead of minting a new id. Joining by
+   * invite builds on this; tests and tools use it to place one library on several devices.
+   */
+  id?: string;
 }
 
 /**
@@ -105,7 +110,9 @@ export class SyncNode {
     if (typeof name !== 'string' || name.trim() === '' || name.length > 200) {
       throw new ValidationError('createLibrary: name must be a non-empty string of at most 200 characters');
     }
-    const id = uuidv4();
+    const id = options.id ?? uuidv4();
+    if (!isDeviceId(id)) throw new ValidationError('createLibrary: id must be a lowercase uuid');
+    if (this.open.has(id)) throw new ValidationError(`createLibrary: library ${id} already exists on this node`);
     const db = openSqliteFile(this.dataDir.libraryFile(id));
     const prepared = await prepareLibrary(db, this.registry, { deviceId: this.deviceId, create: { id, name } });
     const library = new Library({

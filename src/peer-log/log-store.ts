@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { ENCODED_HLC_LENGTH } from '../hlc/hlc.js';
 import type { InternalTables } from '../storage/schema.js';
 import type { ChangeOp, StoredValues } from '../models/types.js';
 import { pack, unpack } from '../util/msgpack.js';
@@ -9,6 +10,11 @@ type Db = Kysely<InternalTables>;
 
 /** Bytes an entry costs besides its fields: ids, clock and framing, rounded up. */
 const ENTRY_OVERHEAD_BYTES = 160;
+/**
+ * An entry's HLC was issued by its origin (checked on receipt), so the log stores only the
+ * time part (wall + counter) and appends the origin when reading.
+ */
+const HLC_TIME_LENGTH = ENCODED_HLC_LENGTH - 36;
 const LOG_COLUMNS = 7;
 const ENTRIES_PER_STATEMENT = Math.floor(8_000 / LOG_COLUMNS);
 
@@ -18,7 +24,7 @@ export async function appendEntries(db: Db, entries: readonly LogEntry[]): Promi
     const chunk = entries.slice(start, start + ENTRIES_PER_STATEMENT);
     const params: unknown[] = [];
     for (const e of chunk) {
-      params.push(e.origin, e.seq, e.hlc, e.model, e.id, e.op, e.fields === null ? null : pack(e.fields));
+      params.push(e.origin, e.seq, e.hlc.slice(0, HLC_TIME_LENGTH), e.model, e.id, e.op, e.fields === null ? null : pack(e.fields));
     }
     await runSql(
       db,
@@ -84,7 +90,7 @@ export async function entriesAfter(db: Db, after: VersionVector, limits: ReadLim
       result.entries.push({
         origin: row.origin,
         seq: row.seq,
-        hlc: row.hlc,
+        hlc: row.hlc + row.origin,
         model: row.model,
         id: row.record_id,
         op: row.op as ChangeOp,

