@@ -7,6 +7,7 @@ export type SyncErrorCode =
   | 'OWNERSHIP'
   | 'NOT_FOUND'
   | 'CLOCK_DRIFT'
+  | 'CLOCK_RANGE'
   | 'HLC_DECODE'
   | 'MODEL_DEFINITION'
   | 'SCHEMA_MISMATCH'
@@ -58,6 +59,16 @@ export class ClockDriftError extends SyncError {
     this.remoteWallMs = remoteWallMs;
     this.localWallMs = localWallMs;
     this.maxDriftMs = maxDriftMs;
+  }
+}
+
+/**
+ * The clock would have to issue a value past the end of the encodable range (year 10889): only
+ * reachable with a broken wall clock, and refused rather than breaking the order of encodings.
+ */
+export class ClockRangeError extends SyncError {
+  constructor() {
+    super('CLOCK_RANGE', 'the HLC cannot advance past the largest encodable wall time (48-bit milliseconds)');
   }
 }
 

@@ -1,4 +1,4 @@
-import { ClockDriftError } from '../errors.js';
+import { ClockDriftError, ClockRangeError } from '../errors.js';
 import { type Hlc, MAX_COUNTER, MAX_WALL_MS } from './hlc.js';
 
 export type WallClock = () => number;
@@ -20,7 +20,8 @@ export interface HlcClockOptions {
  *
  * Counter overflow: the paper bounds c by the clock-drift bound; a burst of more than 65 536
  * events inside one millisecond would exceed our 16-bit field, so instead of throwing we move l
- * one millisecond forward and reset c. Order is preserved because (l + 1, 0) > (l, MAX).
+ * one millisecond forward and reset c. Order is preserved because (l + 1, 0) > (l, MAX). Only
+ * at the very end of the encodable range (year 10889) does that throw `ClockRangeError`.
  */
 export class HlcClock {
   readonly deviceId: string;
@@ -83,6 +84,7 @@ export class HlcClock {
 
   private bumpCounter(c: number): void {
     if (c > MAX_COUNTER) {
+      if (this.l >= MAX_WALL_MS) throw new ClockRangeError();
       this.l += 1;
       this.c = 0;
     } else {

@@ -1,8 +1,11 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { v4 as uuidv4 } from 'uuid';
 import { SyncError } from '../errors.js';
 import { isDeviceId } from '../hlc/index.js';
+
+/** Data directories open in this process: a lock file alone cannot tell two of our own apart. */
+const openInThisProcess = new Set<string>();
 
 /**
  * The node's directory:
@@ -11,7 +14,11 @@ import { isDeviceId } from '../hlc/index.js';
  *   libraries/<id>.sqlite     one database per library
  */
 export class DataDir {
-  constructor(readonly path: string) {}
+  readonly path: string;
+
+  constructor(path: string) {
+    this.path = resolve(path);
+  }
 
   get librariesPath(): string {
     return join(this.path, 'libraries');
@@ -43,21 +50,36 @@ export class DataDir {
   }
 
   /**
-   * Claims the directory for this process. Two live nodes on one directory would both issue
-   * sequence numbers for the same device; a lock left by a dead process is taken over.
+   * Claims the directory for this node. Two live nodes on one directory would both issue
+   * sequence numbers and clocks for the same device. The lock file is created exclusively; one
+   * left by a dead process is removed and the claim retried once.
    */
   async lock(): Promise<() => Promise<void>> {
-    const file = join(this.path, 'node.lock');
-    try {
-      const pid = Number((await readFile(file, 'utf8')).trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new SyncError('STOPPED', `data directory ${this.path} is in use by process ${pid}`);
-      }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (openInThisProcess.has(this.path)) {
+      throw new SyncError('STOPPED', `data directory ${this.path} is already open in this process`);
     }
-    await writeFile(file, `${process.pid}\n`);
-    return () => rm(file, { force: true });
+    const file = join(this.path, 'node.lock');
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const handle = await open(file, 'wx');
+        await handle.writeFile(`${process.pid}\n`);
+        await handle.close();
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+        const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+        if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+          throw new SyncError('STOPPED', `data directory ${this.path} is in use by process ${pid}`);
+        }
+        await rm(file, { force: true });
+      }
+    }
+    openInThisProcess.add(this.path);
+    return async () => {
+      openInThisProcess.delete(this.path);
+      const holder = (await readFile(file, 'utf8').catch(() => '')).trim();
+      if (holder === String(process.pid)) await rm(file, { force: true });
+    };
   }
 
   async libraryIds(): Promise<string[]> {
@@ -67,6 +89,9 @@ export class DataDir {
 }
 
 function isAlive(pid: number): boolean {
+  // Our own pid in a lock we do not hold is stale: a previous process got the same pid (common
+  // in containers); this process's own open directories are tracked in `openInThisProcess`.
+  if (pid === process.pid) return false;
   try {
     process.kill(pid, 0);
     return true;
