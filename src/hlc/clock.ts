@@ -45,13 +45,7 @@ export class HlcClock {
 
   now(): Hlc {
     const pt = this.physicalTime();
-    if (pt > this.l) {
-      this.l = pt;
-      this.c = 0;
-    } else {
-      this.bumpCounter(this.c + 1);
-    }
-    return { wallMs: this.l, counter: this.c, deviceId: this.deviceId };
+    return pt > this.l ? this.advance(pt, 0) : this.advance(this.l, this.c + 1);
   }
 
   /**
@@ -72,24 +66,22 @@ export class HlcClock {
     const pt = this.physicalTime();
     const previous = this.l;
     const l = Math.max(previous, remote.wallMs, pt);
-    let c: number;
-    if (l === previous && l === remote.wallMs) c = Math.max(this.c, remote.counter) + 1;
-    else if (l === previous) c = this.c + 1;
-    else if (l === remote.wallMs) c = remote.counter + 1;
-    else c = 0;
-    this.l = l;
-    this.bumpCounter(c);
-    return { wallMs: this.l, counter: this.c, deviceId: this.deviceId };
+    if (l === previous && l === remote.wallMs) return this.advance(l, Math.max(this.c, remote.counter) + 1);
+    if (l === previous) return this.advance(l, this.c + 1);
+    if (l === remote.wallMs) return this.advance(l, remote.counter + 1);
+    return this.advance(l, 0);
   }
 
-  private bumpCounter(c: number): void {
+  /** Moves the state to (l, c), rolling an overflowing counter into the next millisecond. */
+  private advance(l: number, c: number): Hlc {
     if (c > MAX_COUNTER) {
-      if (this.l >= MAX_WALL_MS) throw new ClockRangeError();
-      this.l += 1;
-      this.c = 0;
-    } else {
-      this.c = c;
+      if (l >= MAX_WALL_MS) throw new ClockRangeError();
+      l += 1;
+      c = 0;
     }
+    this.l = l;
+    this.c = c;
+    return { wallMs: l, counter: c, deviceId: this.deviceId };
   }
 
   private physicalTime(): number {

@@ -14,7 +14,7 @@ import {
   readAcks,
   recordAck,
 } from '../peer-log/log-store.js';
-import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
+import type { EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import { pack } from '../util/msgpack.js';
@@ -207,9 +207,9 @@ export class Library {
    */
   async applyRemote(entries: readonly unknown[]): Promise<ApplyResult> {
     this.assertOpen();
-    const hlcs = validateRemoteEntries(this.ctx, entries);
-    for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, entries as LogEntry[]));
+    const validated = validateRemoteEntries(this.ctx, entries);
+    for (const { hlc } of validated) this.ctx.clock.checkDrift(hlc);
+    return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry)));
   }
 
   /** Applies replicated device-owned rows (state-based sync), in one transaction. */

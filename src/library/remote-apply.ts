@@ -27,12 +27,17 @@ export interface ApplyResult {
 
 const OPS: ReadonlySet<string> = new Set<ChangeOp>(['upsert', 'update', 'delete']);
 
+export interface ValidatedEntry {
+  /** The entry in normal form: exactly the `LogEntry` fields, `fields` null for a delete. */
+  entry: LogEntry;
+  hlc: Hlc;
+}
+
 /**
  * Checks the shape of entries that came from a peer, against the models. Throws
  * `ValidationError` naming the first bad entry; nothing is applied from a batch that fails.
- * Returns the decoded HLC of every entry, in order.
  */
-export function validateRemoteEntries(ctx: WriteContext, entries: readonly unknown[]): Hlc[] {
+export function validateRemoteEntries(ctx: WriteContext, entries: readonly unknown[]): ValidatedEntry[] {
   if (!Array.isArray(entries)) throw new ValidationError('entries must be an array');
   return entries.map((entry, index) => {
     try {
@@ -44,7 +49,7 @@ export function validateRemoteEntries(ctx: WriteContext, entries: readonly unkno
   });
 }
 
-function validateEntry(ctx: WriteContext, raw: unknown): Hlc {
+function validateEntry(ctx: WriteContext, raw: unknown): ValidatedEntry {
   if (raw === null || typeof raw !== 'object') throw new ValidationError('entry must be an object');
   const e = raw as Record<string, unknown>;
   if (!isDeviceId(e.origin)) throw new ValidationError('origin must be a device uuid');
@@ -57,9 +62,13 @@ function validateEntry(ctx: WriteContext, raw: unknown): Hlc {
   const model = ctx.registry.shared(e.model as string);
   const id = checkRecordId(model, e.id);
   const fields = e.fields;
+  const entry = (values: StoredValues | null): ValidatedEntry => ({
+    entry: { origin: e.origin as string, seq: e.seq as number, hlc: e.hlc as string, model: model.name, id, op: e.op as ChangeOp, fields: values },
+    hlc,
+  });
   if (e.op === 'delete') {
     if (fields !== null && fields !== undefined) throw new ValidationError('a delete carries no fields');
-    return hlc;
+    return entry(null);
   }
   if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
     throw new ValidationError('fields must be an object');
@@ -71,7 +80,7 @@ function validateEntry(ctx: WriteContext, raw: unknown): Hlc {
   } else if (model.conflict === 'union' && naturalKeyId(ctx.libraryId, model, values) !== id) {
     throw new ValidationError(`${model.name}: id does not match the natural key`);
   }
-  return hlc;
+  return entry(values);
 }
 
 function checkFields(model: SharedModel, fields: Record<string, unknown>, full: boolean): StoredValues {

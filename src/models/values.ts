@@ -11,33 +11,39 @@ export function checkRecordId(model: Model, id: unknown): string {
   return id;
 }
 
-/** Converts a host value to its stored form, or throws `ValidationError`. */
-export function toStored(model: Model, field: FieldDefinition, value: FieldValue | undefined): StoredValue {
-  const where = `${model.name}.${field.name}`;
-  if (value === null || value === undefined) {
-    if (field.nullable) return null;
-    throw new ValidationError(`${where} is required and must not be null`);
-  }
+/**
+ * Text, integer, real and blob values have the same form for the host and in storage; returns
+ * the value if it fits the type, otherwise undefined.
+ */
+function sameFormValue(field: FieldDefinition, value: unknown): StoredValue | undefined {
   switch (field.type) {
     case 'text':
-      if (typeof value === 'string') return value;
-      break;
+      return typeof value === 'string' ? value : undefined;
     case 'integer':
-      if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
-      break;
+      return typeof value === 'number' && Number.isSafeInteger(value) ? value : undefined;
     case 'real':
-      if (typeof value === 'number' && Number.isFinite(value)) return value;
-      break;
-    case 'boolean':
-      if (typeof value === 'boolean') return value ? 1 : 0;
-      break;
-    case 'json':
-      return canonicalJson(value, where);
+      return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
     case 'blob':
-      if (value instanceof Uint8Array) return value;
-      break;
+      return value instanceof Uint8Array ? value : undefined;
+    default:
+      return undefined;
   }
-  throw new ValidationError(`${where} must be of type ${field.type}, got ${describe(value)}`);
+}
+
+/** null for a nullable field; throws for a required one. */
+function checkNull(model: Model, field: FieldDefinition): null {
+  if (field.nullable) return null;
+  throw new ValidationError(`${model.name}.${field.name} is required and must not be null`);
+}
+
+/** Converts a host value to its stored form, or throws `ValidationError`. */
+export function toStored(model: Model, field: FieldDefinition, value: FieldValue | undefined): StoredValue {
+  if (value === null || value === undefined) return checkNull(model, field);
+  const where = `${model.name}.${field.name}`;
+  if (field.type === 'json') return canonicalJson(value, where);
+  const stored = field.type === 'boolean' ? (typeof value === 'boolean' ? (value ? 1 : 0) : undefined) : sameFormValue(field, value);
+  if (stored === undefined) throw new ValidationError(`${where} must be of type ${field.type}, got ${describe(value)}`);
+  return stored;
 }
 
 /** Converts a stored value back to what the host wrote. */
@@ -63,32 +69,15 @@ export function fromStored(field: FieldDefinition, value: StoredValue): FieldVal
  * json must be canonical, so that every device stores byte-identical values.
  */
 export function checkStored(model: Model, field: FieldDefinition, value: unknown): StoredValue {
-  const where = `${model.name}.${field.name}`;
-  if (value === null || value === undefined) {
-    if (field.nullable) return null;
-    throw new ValidationError(`${where} is required and must not be null`);
+  if (value === null || value === undefined) return checkNull(model, field);
+  let stored: StoredValue | undefined;
+  if (field.type === 'boolean') stored = value === 0 || value === 1 ? value : undefined;
+  else if (field.type === 'json') stored = typeof value === 'string' && isCanonicalJson(value) ? value : undefined;
+  else stored = sameFormValue(field, value);
+  if (stored === undefined) {
+    throw new ValidationError(`${model.name}.${field.name} must be a stored ${field.type}, got ${describe(value)}`);
   }
-  switch (field.type) {
-    case 'text':
-      if (typeof value === 'string') return value;
-      break;
-    case 'integer':
-      if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
-      break;
-    case 'real':
-      if (typeof value === 'number' && Number.isFinite(value)) return value;
-      break;
-    case 'boolean':
-      if (value === 0 || value === 1) return value;
-      break;
-    case 'json':
-      if (typeof value === 'string' && isCanonicalJson(value)) return value;
-      break;
-    case 'blob':
-      if (value instanceof Uint8Array) return value;
-      break;
-  }
-  throw new ValidationError(`${where} must be a stored ${field.type}, got ${describe(value)}`);
+  return stored;
 }
 
 /** A full row from the host: every non-nullable field present, no unknown fields. */
@@ -141,8 +130,10 @@ function canonicalize(value: unknown, where: string): JsonValue {
     throw new ValidationError(`${where}: json numbers must be finite`);
   }
   if (Array.isArray(value)) return value.map((item) => canonicalize(item, where));
-  if (typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
-    const out: Record<string, JsonValue> = {};
+  const proto = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+  if (proto === Object.prototype || proto === null) {
+    // No prototype, so an own "__proto__" key (as JSON.parse makes) stays an ordinary key.
+    const out: Record<string, JsonValue> = Object.create(null);
     for (const key of Object.keys(value as object).sort()) {
       const item = (value as Record<string, unknown>)[key];
       if (item !== undefined) out[key] = canonicalize(item, where);
