@@ -1,0 +1,712 @@
+/**
+ * Input validation, ownership, transaction atomicity, remote batch atomicity, duplicate and gap
+ * handling of applyRemote, and the conflict-rule semantics of deletes, field-level LWW and union
+ * (src/models/merge.ts). Every refused operation must leave digest, version vector and log
+ * size exactly as they were.
+ *
+ * Two devices in one library: the second opens its replica with `createLibrary({ name, id })`;
+ * `union` record ids are derived from the library id, so union convergence needs the shared id.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import {
+  type ChangeEvent,
+  createSyncNode,
+  defineModel,
+  encodeHlc,
+  HlcDecodeError,
+  type Library,
+  type LogEntry,
+  NotFoundError,
+  OwnershipError,
+  type SyncNode,
+  ValidationError,
+} from '../src/index.js';
+
+const item = defineModel({
+  name: 'item',
+  ownership: 'shared',
+  conflict: 'lww',
+  fields: {
+    title: 'text',
+    count: 'integer',
+    ratio: 'real',
+    flag: 'boolean',
+    data: 'json',
+    bin: 'blob',
+    note: { type: 'text', nullable: true },
+  },
+});
+const doc = defineModel({
+  name: 'doc',
+  ownership: 'shared',
+  conflict: 'lww-field',
+  fields: {
+    title: 'text',
+    body: { type: 'text', nullable: true },
+    stars: { type: 'integer', nullable: true },
+  },
+});
+const tag = defineModel({
+  name: 'tag',
+  ownership: 'shared',
+  conflict: 'union',
+  naturalKey: ['name'],
+  fields: { name: 'text', color: { type: 'text', nullable: true } },
+});
+const volume = defineModel({
+  name: 'volume',
+  ownership: 'device',
+  fields: { label: 'text', size: 'integer' },
+});
+const MODELS = [item, doc, tag, volume];
+
+const T = 1_750_000_000_000;
+const BIG = { maxRecords: 100_000, maxBytes: 1 << 30 };
+const OTHER_DEVICE = '3c3c3c3c-4d4d-4e4e-8f8f-909090909090';
+
+class ManualClock {
+  constructor(public ms: number) {}
+  readonly read = (): number => this.ms;
+}
+
+const dirs: string[] = [];
+const nodes: SyncNode[] = [];
+
+afterEach(async () => {
+  for (const node of nodes.splice(0)) await node.stop();
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lsync-validation-'));
+  dirs.push(dir);
+  return dir;
+}
+
+interface Device {
+  node: SyncNode;
+  lib: Library;
+  wall: ManualClock;
+  events: ChangeEvent[];
+}
+
+async function newDevice(wallMs = T): Promise<Device> {
+  const wall = new ManualClock(wallMs);
+  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, wallClock: wall.read });
+  nodes.push(node);
+  const lib = await node.createLibrary({ name: 'main' });
+  const events: ChangeEvent[] = [];
+  lib.on('change', (e) => events.push(e));
+  return { node, lib, wall, events };
+}
+
+/** A second device with its own replica of library `libraryId`. */
+async function joinDevice(libraryId: string, wallMs = T): Promise<Device> {
+  const wall = new ManualClock(wallMs);
+  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, wallClock: wall.read });
+  nodes.push(node);
+  const lib = await node.createLibrary({ name: 'main', id: libraryId });
+  const events: ChangeEvent[] = [];
+  lib.on('change', (e) => events.push(e));
+  return { node, lib, wall, events };
+}
+
+const validItem = () => ({
+  title: 'hello',
+  count: 3,
+  ratio: 0.25,
+  flag: true,
+  data: { b: [1, 'x', null], a: { z: true } },
+  bin: new Uint8Array([0, 1, 255]),
+});
+
+async function snapshot(lib: Library) {
+  return { digest: await lib.digest(), vector: lib.versionVector(), logSize: await lib.logSize() };
+}
+
+/** Runs a failing operation and checks that it changed nothing. */
+async function expectRefused(
+  device: Device,
+  run: () => Promise<unknown>,
+  errorClass: new (...args: never[]) => Error,
+  options: { clock?: boolean } = {},
+): Promise<Error> {
+  const before = await snapshot(device.lib);
+  const clockBefore = device.lib.clockHighWater();
+  const eventsBefore = device.events.length;
+  let thrown: unknown;
+  try {
+    await run();
+  } catch (err) {
+    thrown = err;
+  }
+  expect(thrown, 'operation should have been refused').toBeInstanceOf(errorClass);
+  expect(await snapshot(device.lib)).toEqual(before);
+  expect(device.events.length).toBe(eventsBefore);
+  if (options.clock) expect(device.lib.clockHighWater()).toBe(clockBefore);
+  return thrown as Error;
+}
+
+async function allEntries(lib: Library): Promise<LogEntry[]> {
+  const page = await lib.entriesAfter({}, BIG);
+  expect(page.hasMore).toBe(false);
+  return page.entries;
+}
+
+/** Sends `to` everything `from` has that `to` lacks. */
+async function sync(from: Device, to: Device): Promise<void> {
+  const page = await from.lib.entriesAfter(to.lib.versionVector(), BIG);
+  const result = await to.lib.applyRemote(page.entries);
+  expect(result.gaps).toEqual([]);
+}
+
+/** A device with some state in every model, so digests are not trivially equal. */
+async function seeded(): Promise<Device & { itemId: string; docId: string; tagId: string; volumeId: string }> {
+  const d = await newDevice();
+  const i = await d.lib.upsert('item', validItem());
+  const dc = await d.lib.upsert('doc', { title: 'doc', body: 'text', stars: 2 });
+  const tg = await d.lib.upsert('tag', { name: 'red', color: 'ff0000' });
+  const v = await d.lib.upsert('volume', { label: 'disk', size: 100 });
+  return { ...d, itemId: i.id, docId: dc.id, tagId: tg.id, volumeId: v.id };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('local write validation', () => {
+  test('a valid row roundtrips every field type exactly; omitted nullable fields are null', async () => {
+    const d = await newDevice();
+    const row = await d.lib.upsert('item', validItem());
+    const expected = { id: row.id, ...validItem(), note: null };
+    expect(row).toEqual(expected);
+    const got = await d.lib.get('item', row.id);
+    expect(got).toEqual(expected);
+    expect(got!.bin).toBeInstanceOf(Uint8Array);
+    expect(got!.flag).toBe(true);
+  });
+
+  const wrongTypes: Array<[string, unknown]> = [
+    ['title', 5],
+    ['title', true],
+    ['title', new Uint8Array([1])],
+    ['count', 1.5],
+    ['count', '1'],
+    ['count', 2 ** 53],
+    ['count', true],
+    ['count', 10n],
+    ['ratio', '0.5'],
+    ['ratio', Number.NaN],
+    ['ratio', Number.POSITIVE_INFINITY],
+    ['flag', 1],
+    ['flag', 'true'],
+    ['data', new Date(0)],
+    ['data', { a: Number.NaN }],
+    ['data', [1, Number.POSITIVE_INFINITY]],
+    ['data', new Map([['a', 1]])],
+    ['data', () => 1],
+    ['data', 1n],
+    ['bin', 'AAE='],
+    ['bin', [0, 1]],
+    ['bin', new ArrayBuffer(2)],
+    ['note', 7],
+  ];
+
+  test.each(wrongTypes)('upsert with a wrong type for %s (%s) is a ValidationError and writes nothing', async (field, value) => {
+    const d = await seeded();
+    await expectRefused(d, () => d.lib.upsert('item', { ...validItem(), [field]: value }), ValidationError);
+    // the same through update of an existing row
+    await expectRefused(d, () => d.lib.update('item', d.itemId, { [field]: value }), ValidationError);
+  });
+
+  test('unknown field, missing required field and null for a non-nullable field are ValidationErrors', async () => {
+    const d = await seeded();
+    await expectRefused(d, () => d.lib.upsert('item', { ...validItem(), colour: 'red' }), ValidationError);
+    await expectRefused(d, () => d.lib.update('item', d.itemId, { colour: 'red' }), ValidationError);
+    await expectRefused(d, () => d.lib.update('doc', d.docId, { title: 'ok', colour: 'red' }), ValidationError);
+    for (const field of ['title', 'count', 'ratio', 'flag', 'data', 'bin']) {
+      const row: Record<string, unknown> = validItem();
+      delete row[field];
+      await expectRefused(d, () => d.lib.upsert('item', row), ValidationError);
+      await expectRefused(d, () => d.lib.upsert('item', { ...validItem(), [field]: null }), ValidationError);
+      await expectRefused(d, () => d.lib.upsert('item', { ...validItem(), [field]: undefined }), ValidationError);
+      await expectRefused(d, () => d.lib.update('item', d.itemId, { [field]: null }), ValidationError);
+    }
+    await expectRefused(d, () => d.lib.upsert('doc', { body: 'no title' }), ValidationError);
+    await expectRefused(d, () => d.lib.update('doc', d.docId, { title: null }), ValidationError);
+    await expectRefused(d, () => d.lib.upsert('volume', { label: 'no size' }), ValidationError);
+    await expectRefused(d, () => d.lib.update('volume', d.volumeId, { size: null }), ValidationError);
+  });
+
+  test('rows that are not objects and invalid ids are ValidationErrors', async () => {
+    const d = await seeded();
+    for (const row of [null, [], 'row', 42]) {
+      await expectRefused(d, () => d.lib.upsert('item', row as never), ValidationError);
+    }
+    for (const id of ['', 'x'.repeat(257), 42, null]) {
+      await expectRefused(d, () => d.lib.upsert('item', { ...validItem(), id }), ValidationError);
+      await expectRefused(d, () => d.lib.update('doc', id as string, { title: 'x' }), ValidationError);
+      await expectRefused(d, () => d.lib.delete('doc', id as string), ValidationError);
+    }
+  });
+
+  test('an empty update is a ValidationError for every kind of model', async () => {
+    const d = await seeded();
+    await expectRefused(d, () => d.lib.update('item', d.itemId, {}), ValidationError);
+    await expectRefused(d, () => d.lib.update('doc', d.docId, {}), ValidationError);
+    await expectRefused(d, () => d.lib.update('tag', d.tagId, {}), ValidationError);
+    await expectRefused(d, () => d.lib.update('volume', d.volumeId, {}), ValidationError);
+  });
+
+  test('an unknown model is a NotFoundError for every operation', async () => {
+    const d = await seeded();
+    await expectRefused(d, () => d.lib.upsert('nope', { title: 'x' }), NotFoundError);
+    await expectRefused(d, () => d.lib.update('nope', d.itemId, { title: 'x' }), NotFoundError);
+    await expectRefused(d, () => d.lib.delete('nope', d.itemId), NotFoundError);
+    await expectRefused(d, () => d.lib.get('nope', d.itemId), NotFoundError);
+    await expectRefused(d, () => d.lib.list('nope'), NotFoundError);
+  });
+
+  test('update or delete of a record that does not exist (or was deleted) is a NotFoundError', async () => {
+    const d = await seeded();
+    const patches: Record<string, Record<string, unknown>> = {
+      item: { title: 'x' },
+      doc: { title: 'x' },
+      tag: { color: 'x' },
+      volume: { label: 'x' },
+    };
+    for (const [model, patch] of Object.entries(patches)) {
+      await expectRefused(d, () => d.lib.update(model, 'missing', patch), NotFoundError);
+      await expectRefused(d, () => d.lib.delete(model, 'missing'), NotFoundError);
+    }
+    await d.lib.delete('doc', d.docId);
+    await expectRefused(d, () => d.lib.update('doc', d.docId, { title: 'x' }), NotFoundError);
+    await expectRefused(d, () => d.lib.delete('doc', d.docId), NotFoundError);
+  });
+
+  test('union: the natural key cannot change, and an explicit id must match the derived one', async () => {
+    const d = await seeded();
+    await expectRefused(d, () => d.lib.update('tag', d.tagId, { name: 'blue' }), ValidationError);
+    await expectRefused(d, () => d.lib.upsert('tag', { id: 'my-own-id', name: 'blue', color: null }), ValidationError);
+    await expectRefused(d, () => d.lib.upsert('tag', { id: d.tagId, name: 'blue', color: null }), ValidationError);
+    // Naming the key with its current value is allowed and changes only the other fields.
+    expect(await d.lib.update('tag', d.tagId, { name: 'red', color: '00ff00' })).toEqual({
+      id: d.tagId,
+      name: 'red',
+      color: '00ff00',
+    });
+    expect((await d.lib.upsert('tag', { id: d.tagId, name: 'red', color: null })).id).toBe(d.tagId);
+  });
+
+  test('json values are stored exactly, including an own "__proto__" key', async () => {
+    // JSON.parse creates "__proto__" as an ordinary own key; the canonical form must keep it.
+    const d = await newDevice();
+    const text = '{"__proto__":{"x":1},"y":2}';
+    const data = JSON.parse(text) as Record<string, unknown>;
+    expect(Object.keys(data)).toEqual(['__proto__', 'y']);
+    const row = await d.lib.upsert('item', { ...validItem(), data });
+    const got = await d.lib.get('item', row.id);
+    expect(JSON.stringify(got!.data)).toBe(text);
+  });
+});
+
+describe('ownership of device-owned rows', () => {
+  async function withForeignRow() {
+    const d = await seeded();
+    const foreign = {
+      model: 'volume',
+      id: 'their-volume',
+      owner: OTHER_DEVICE,
+      version: 1,
+      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: OTHER_DEVICE }),
+      deleted: false,
+      values: { label: 'theirs', size: 7 },
+    };
+    d.wall.ms = Date.now(); // keep local wall time near the foreign row's clock
+    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 1, stale: 0 });
+    expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
+    return { d, foreign };
+  }
+
+  test('upsert with the id, update and delete of a row owned by another device are OwnershipErrors', async () => {
+    const { d } = await withForeignRow();
+    await expectRefused(d, () => d.lib.upsert('volume', { id: 'their-volume', label: 'mine', size: 1 }), OwnershipError);
+    await expectRefused(d, () => d.lib.update('volume', 'their-volume', { label: 'mine' }), OwnershipError);
+    await expectRefused(d, () => d.lib.delete('volume', 'their-volume'), OwnershipError);
+    await expectRefused(
+      d,
+      () =>
+        d.lib.transaction(async (tx) => {
+          await tx.upsert('item', validItem()); // would be fine on its own
+          await tx.update('volume', 'their-volume', { size: 8 });
+        }),
+      OwnershipError,
+    );
+    expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
+    // The device's own rows stay writable.
+    expect(await d.lib.update('volume', d.volumeId, { size: 101 })).toEqual({ id: d.volumeId, label: 'disk', size: 101 });
+  });
+
+  test('a replicated row that claims an id owned by someone else is refused as a whole batch', async () => {
+    const { d, foreign } = await withForeignRow();
+    const hijack = {
+      ...foreign,
+      id: d.volumeId, // owned by this device
+      hlc: encodeHlc({ wallMs: Date.now(), counter: 1, deviceId: OTHER_DEVICE }),
+    };
+    const newer = { ...foreign, version: 2, values: { label: 'theirs v2', size: 8 } };
+    await expectRefused(d, () => d.lib.applyRemoteOwned([newer, hijack]), OwnershipError);
+    expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
+    expect(await d.lib.get('volume', d.volumeId)).toEqual({ id: d.volumeId, label: 'disk', size: 100 });
+    // An older version of the foreign row is stale.
+    expect(await d.lib.applyRemoteOwned([newer])).toEqual({ applied: 1, stale: 0 });
+    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 0, stale: 1 });
+    expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs v2', size: 8 });
+  });
+});
+
+describe('transactions', () => {
+  test('a throw inside a transaction leaves nothing written; later writes get dense sequence numbers', async () => {
+    const d = await newDevice();
+    const before = await snapshot(d.lib);
+    await expectRefused(
+      d,
+      () =>
+        d.lib.transaction(async (tx) => {
+          const a = await tx.upsert('item', validItem());
+          await tx.upsert('doc', { title: 'in tx' });
+          await tx.update('item', a.id, { title: 'changed' });
+          await tx.upsert('tag', { name: 'tx-tag', color: null });
+          await tx.upsert('volume', { label: 'tx-volume', size: 1 });
+          await tx.delete('item', a.id);
+          expect(await tx.get('doc', 'nothing')).toBeUndefined();
+          throw new RangeError('boom');
+        }),
+      RangeError,
+    );
+    expect(await snapshot(d.lib)).toEqual(before);
+    expect(d.lib.versionVector()).toEqual({});
+    for (const model of ['item', 'doc', 'tag', 'volume']) expect(await d.lib.list(model)).toEqual([]);
+
+    // A transaction whose third write is invalid also leaves nothing behind.
+    await expectRefused(
+      d,
+      () =>
+        d.lib.transaction(async (tx) => {
+          await tx.upsert('item', validItem());
+          await tx.upsert('doc', { title: 'ok' });
+          await tx.upsert('doc', { title: 5 });
+        }),
+      ValidationError,
+    );
+    expect(d.lib.versionVector()).toEqual({});
+
+    const a = await d.lib.upsert('item', validItem());
+    await d.lib.transaction(async (tx) => {
+      await tx.update('item', a.id, { count: 4 });
+      await tx.upsert('doc', { title: 'after' });
+    });
+    const entries = await allEntries(d.lib);
+    expect(entries.map((e) => [e.origin, e.seq])).toEqual([
+      [d.node.deviceId, 1],
+      [d.node.deviceId, 2],
+      [d.node.deviceId, 3],
+    ]);
+    expect(d.lib.versionVector()).toEqual({ [d.node.deviceId]: 3 });
+    expect(await d.lib.logSize()).toBe(3);
+    expect(d.events.map((e) => [e.model, e.op, e.origin])).toEqual([
+      ['item', 'upsert', 'local'],
+      ['item', 'upsert', 'local'], // row-LWW logs an update as a full upsert
+      ['doc', 'upsert', 'local'],
+    ]);
+  });
+
+  test('reads inside a transaction see its own pending writes', async () => {
+    const d = await newDevice();
+    await d.lib.transaction(async (tx) => {
+      const row = await tx.upsert('doc', { title: 'draft' });
+      await tx.update('doc', row.id, { stars: 5 });
+      expect(await tx.get('doc', row.id)).toEqual({ id: row.id, title: 'draft', body: null, stars: 5 });
+      await tx.delete('doc', row.id);
+      expect(await tx.get('doc', row.id)).toBeUndefined();
+    });
+    expect(d.lib.versionVector()).toEqual({ [d.node.deviceId]: 3 });
+  });
+});
+
+describe('applyRemote', () => {
+  /** A and B share a library; B has written one change of every kind. */
+  async function pair() {
+    const a = await seeded();
+    const b = await joinDevice(a.lib.id);
+    const i = await b.lib.upsert('item', validItem());
+    const dc = await b.lib.upsert('doc', { title: 'b doc' });
+    await b.lib.update('doc', dc.id, { stars: 1 });
+    const tg = await b.lib.upsert('tag', { name: 'green', color: null });
+    await b.lib.delete('item', i.id);
+    const entries = await allEntries(b.lib);
+    expect(entries.map((e) => e.op)).toEqual(['upsert', 'upsert', 'update', 'upsert', 'delete']);
+    return { a, b, entries, tagId: tg.id };
+  }
+
+  type Corrupt = (entries: Record<string, unknown>[]) => void;
+  const fieldsOf = (e: Record<string, unknown>) => e.fields as Record<string, unknown>;
+  const corruptions: Array<[string, Corrupt, new (...args: never[]) => Error]> = [
+    ['wrong stored type', (es) => void (fieldsOf(es[0]!).count = 'x'), ValidationError],
+    ['boolean not stored as 0/1', (es) => void (fieldsOf(es[0]!).flag = true), ValidationError],
+    ['non-canonical json', (es) => void (fieldsOf(es[0]!).data = '{"b":1,"a":2}'), ValidationError],
+    ['unknown field', (es) => void (fieldsOf(es[1]!).colour = 'red'), ValidationError],
+    ['upsert lacking a field', (es) => void delete fieldsOf(es[1]!).title, ValidationError],
+    ['null for a non-nullable field', (es) => void (fieldsOf(es[2]!).title = null), ValidationError],
+    ['partial update on a row-LWW model', (es) => void (es[0]!.op = 'update'), ValidationError],
+    ['update naming the natural key', (es) => Object.assign(es[2]!, { model: 'tag', id: es[3]!.id, fields: { name: 'green' } }), ValidationError],
+    ['union id not derived from the natural key', (es) => void (es[3]!.id = '11111111-2222-5333-8444-555555555555'), ValidationError],
+    ['delete carrying fields', (es) => void (es[4]!.fields = { title: 'x' }), ValidationError],
+    ['unknown op', (es) => void (es[4]!.op = 'merge'), ValidationError],
+    ['seq 0', (es) => void (es[4]!.seq = 0), ValidationError],
+    ['fractional seq', (es) => void (es[4]!.seq = 4.5), ValidationError],
+    ['origin not a uuid', (es) => void (es[4]!.origin = 'device-b'), ValidationError],
+    ['hlc issued by another device', (es) => void (es[4]!.hlc = encodeHlc({ wallMs: T, counter: 0, deviceId: OTHER_DEVICE })), ValidationError],
+    ['malformed hlc', (es) => void (es[4]!.hlc = 'ZZ' + (es[4]!.hlc as string).slice(2)), HlcDecodeError],
+    ['device-owned model', (es) => void (es[4]!.model = 'volume'), ValidationError],
+    ['unknown model', (es) => void (es[4]!.model = 'nope'), NotFoundError],
+    ['empty id', (es) => void (es[4]!.id = ''), ValidationError],
+    ['entry that is not an object', (es) => void (es[4] = null as never), ValidationError],
+  ];
+
+  test.each(corruptions)('a batch with one invalid entry (%s) applies nothing', async (_name, corrupt, errorClass) => {
+    const { a, entries } = await pair();
+    const bad = structuredClone(entries) as unknown as Record<string, unknown>[];
+    corrupt(bad);
+    await expectRefused(a, () => a.lib.applyRemote(bad), errorClass, { clock: true });
+    // The intact batch is then accepted whole.
+    expect(await a.lib.applyRemote(entries)).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+  });
+
+  test('a batch that is not an array is a ValidationError', async () => {
+    const { a } = await pair();
+    await expectRefused(a, () => a.lib.applyRemote('entries' as never), ValidationError, { clock: true });
+    await expectRefused(a, () => a.lib.applyRemote({ length: 1, 0: {} } as never), ValidationError, { clock: true });
+  });
+
+  test('accepted entries are logged in normalized form: a delete without a fields key is served onward with fields null', async () => {
+    const { a, entries } = await pair();
+    const received = entries.map((e) => {
+      if (e.op !== 'delete') return e;
+      const { fields: _omitted, ...rest } = e;
+      return rest; // validation accepts a delete whose fields are absent
+    });
+    expect(await a.lib.applyRemote(received)).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+    const relayed = (await a.lib.entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
+    expect(relayed).toHaveLength(5);
+    // LogEntry.fields is `StoredValues | null`; the relayed delete must equal the original.
+    expect(relayed[4]!.fields).toBeNull();
+    expect(relayed).toEqual(entries);
+  });
+
+  test('duplicates are skipped and entries after a gap are held back, per origin', async () => {
+    const a = await seeded();
+    const b = await joinDevice(a.lib.id);
+    const c = await joinDevice(a.lib.id);
+    for (let i = 1; i <= 5; i++) await b.lib.upsert('doc', { id: `b${i}`, title: `b${i}` });
+    for (let i = 1; i <= 3; i++) await c.lib.upsert('doc', { id: `c${i}`, title: `c${i}` });
+    const [e1, e2, e3, e4, e5] = await allEntries(b.lib);
+    const [c1, c2, c3] = await allEntries(c.lib);
+    const B = b.node.deviceId;
+    const C = c.node.deviceId;
+    const logBase = await a.lib.logSize();
+
+    const start = await snapshot(a.lib);
+    expect(await a.lib.applyRemote([e3!, e4!])).toEqual({
+      applied: 0,
+      duplicates: 0,
+      gaps: [{ origin: B, heldSeq: 0, firstReceivedSeq: 3 }],
+    });
+    expect(await snapshot(a.lib)).toEqual(start);
+    expect(await a.lib.get('doc', 'b3')).toBeUndefined();
+
+    expect(await a.lib.applyRemote([e2!, e1!])).toEqual({ applied: 2, duplicates: 0, gaps: [] });
+    expect(a.lib.versionVector()[B]).toBe(2);
+    expect(await a.lib.applyRemote([e1!, e2!, e2!, e3!])).toEqual({ applied: 1, duplicates: 3, gaps: [] });
+    expect(await a.lib.applyRemote([e5!, e4!, e4!])).toEqual({ applied: 2, duplicates: 1, gaps: [] });
+    expect(a.lib.versionVector()[B]).toBe(5);
+    expect(await a.lib.logSize()).toBe(logBase + 5);
+
+    // Everything again: all duplicates, nothing changes.
+    const full = await snapshot(a.lib);
+    expect(await a.lib.applyRemote([e5!, e1!, e2!, e3!, e4!])).toEqual({ applied: 0, duplicates: 5, gaps: [] });
+    expect(await snapshot(a.lib)).toEqual(full);
+
+    // A gap in one origin does not hold back another origin in the same batch.
+    expect(await a.lib.applyRemote([c3!, c2!])).toEqual({
+      applied: 0,
+      duplicates: 0,
+      gaps: [{ origin: C, heldSeq: 0, firstReceivedSeq: 2 }],
+    });
+    await b.lib.upsert('doc', { id: 'b6', title: 'b6' });
+    const e6 = (await allEntries(b.lib))[5]!;
+    expect(await a.lib.applyRemote([c3!, e6, c1!])).toEqual({
+      applied: 2,
+      duplicates: 0,
+      gaps: [{ origin: C, heldSeq: 1, firstReceivedSeq: 3 }],
+    });
+    expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 1 });
+    expect(await a.lib.get('doc', 'c3')).toBeUndefined();
+    expect(await a.lib.applyRemote([c3!, c2!, c1!])).toEqual({ applied: 2, duplicates: 1, gaps: [] });
+    expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 3 });
+    expect(await a.lib.logSize()).toBe(logBase + 9);
+    for (const id of ['b1', 'b6', 'c1', 'c3']) expect(await a.lib.get('doc', id)).toMatchObject({ id, title: id });
+
+    // Entries received from a peer are served onward unchanged (same origin, seq, hlc).
+    const relayed = (await a.lib.entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
+    expect(relayed).toEqual([e1, e2, e3, e4, e5, e6, c1, c2, c3].sort((x, y) => (x!.origin < y!.origin ? -1 : x!.origin > y!.origin ? 1 : x!.seq - y!.seq)));
+  });
+});
+
+describe('conflict rules', () => {
+  async function trio() {
+    const a = await newDevice(T);
+    const b = await joinDevice(a.lib.id, T);
+    const c = await joinDevice(a.lib.id, T);
+    return { a, b, c };
+  }
+
+  async function expectConverged(...devices: Device[]): Promise<string> {
+    const digest = await devices[0]!.lib.digest();
+    for (const d of devices.slice(1)) expect(await d.lib.digest()).toBe(digest);
+    return digest;
+  }
+
+  test('row LWW: an older upsert never resurrects a deleted row; a newer one does', async () => {
+    const { a, b, c } = await trio();
+    const row = (title: string) => ({ ...validItem(), id: 'x', title });
+
+    await a.lib.upsert('item', row('v1'));
+    await sync(a, b);
+    a.wall.ms = T + 1_000;
+    await a.lib.upsert('item', row('v2')); // older than B's delete below
+    b.wall.ms = T + 2_000;
+    await b.lib.delete('item', 'x');
+    expect(await a.lib.get('item', 'x')).toMatchObject({ title: 'v2' });
+
+    await sync(a, b);
+    expect(await b.lib.get('item', 'x')).toBeUndefined();
+    await sync(b, a);
+    expect(await a.lib.get('item', 'x')).toBeUndefined();
+    // A third device that gets the delete first and the older write later agrees.
+    const fromB = (await allEntries(b.lib)).filter((e) => e.origin === b.node.deviceId);
+    const fromA = (await allEntries(a.lib)).filter((e) => e.origin === a.node.deviceId);
+    expect((await c.lib.applyRemote(fromB)).applied).toBe(1); // the delete, before any write
+    expect(await c.lib.get('item', 'x')).toBeUndefined();
+    expect((await c.lib.applyRemote(fromA)).applied).toBe(2); // both older writes, afterwards
+    expect(await c.lib.get('item', 'x')).toBeUndefined();
+    expect(await a.lib.list('item')).toEqual([]);
+    await expectConverged(a, b, c);
+
+    // A newer upsert brings the row back everywhere.
+    a.wall.ms = T + 3_000;
+    await a.lib.upsert('item', row('v3'));
+    await sync(a, b);
+    await sync(a, c);
+    for (const d of [a, b, c]) expect(await d.lib.get('item', 'x')).toMatchObject({ id: 'x', title: 'v3', note: null });
+    await expectConverged(a, b, c);
+  });
+
+  test('row LWW: a newer upsert from a device that never saw the delete wins over it', async () => {
+    const { a, b } = await trio();
+    await a.lib.upsert('item', { ...validItem(), id: 'y', title: 'first' });
+    await sync(a, b);
+    b.wall.ms = T + 2_000;
+    await b.lib.delete('item', 'y');
+    a.wall.ms = T + 5_000;
+    await a.lib.upsert('item', { ...validItem(), id: 'y', title: 'rewritten' });
+    await sync(a, b);
+    await sync(b, a);
+    for (const d of [a, b]) expect(await d.lib.get('item', 'y')).toMatchObject({ title: 'rewritten' });
+    await expectConverged(a, b);
+  });
+
+  test('field LWW: older writes never resurrect a delete; a newer partial update alone does not either; a newer upsert does', async () => {
+    const { a, b, c } = await trio();
+    await a.lib.upsert('doc', { id: 'd', title: 'a', body: 'b', stars: 1 });
+    await sync(a, b);
+    a.wall.ms = T + 1_000;
+    await a.lib.upsert('doc', { id: 'd', title: 'old full write', body: null, stars: null });
+    await a.lib.update('doc', 'd', { body: 'old partial write' });
+    b.wall.ms = T + 2_000;
+    await b.lib.delete('doc', 'd');
+
+    await sync(a, b);
+    await sync(b, a);
+    for (const d of [a, b]) expect(await d.lib.get('doc', 'd')).toBeUndefined();
+    await expectConverged(a, b);
+
+    // A partial update newer than the delete, from a device that had not seen it yet.
+    await c.lib.applyRemote((await allEntries(a.lib)).filter((e) => e.origin === a.node.deviceId && e.seq <= 3));
+    expect(await c.lib.get('doc', 'd')).toMatchObject({ body: 'old partial write' });
+    c.wall.ms = T + 3_000;
+    await c.lib.update('doc', 'd', { stars: 5 });
+    await sync(c, a);
+    await sync(a, b);
+    await sync(a, c);
+    for (const d of [a, b, c]) {
+      expect(await d.lib.get('doc', 'd')).toBeUndefined();
+      expect(await d.lib.list('doc')).toEqual([]);
+    }
+    await expectConverged(a, b, c);
+
+    // A newer full write brings it back, with the upsert's values (all newer than the update).
+    b.wall.ms = T + 4_000;
+    await b.lib.upsert('doc', { id: 'd', title: 'back', body: null, stars: null });
+    await sync(b, a);
+    await sync(b, c);
+    for (const d of [a, b, c]) expect(await d.lib.get('doc', 'd')).toEqual({ id: 'd', title: 'back', body: null, stars: null });
+    await expectConverged(a, b, c);
+  });
+
+  test('field LWW: concurrent edits to different fields both survive; to the same field the later wins', async () => {
+    const { a, b } = await trio();
+    await a.lib.upsert('doc', { id: 'e', title: 'start', body: 'start', stars: 0 });
+    await sync(a, b);
+    a.wall.ms = T + 100;
+    await a.lib.update('doc', 'e', { title: 'title by A', stars: 1 });
+    b.wall.ms = T + 200;
+    await b.lib.update('doc', 'e', { body: 'body by B', stars: 2 });
+    await sync(a, b);
+    await sync(b, a);
+    for (const d of [a, b]) expect(await d.lib.get('doc', 'e')).toEqual({ id: 'e', title: 'title by A', body: 'body by B', stars: 2 });
+    await expectConverged(a, b);
+  });
+
+  test('row LWW, by contrast, keeps only the later of two concurrent edits', async () => {
+    const { a, b } = await trio();
+    await a.lib.upsert('item', { ...validItem(), id: 'r', title: 'start', count: 0 });
+    await sync(a, b);
+    a.wall.ms = T + 100;
+    await a.lib.update('item', 'r', { title: 'title by A' });
+    b.wall.ms = T + 200;
+    await b.lib.update('item', 'r', { count: 2 });
+    await sync(b, a);
+    await sync(a, b);
+    for (const d of [a, b]) expect(await d.lib.get('item', 'r')).toMatchObject({ title: 'start', count: 2 });
+    await expectConverged(a, b);
+  });
+
+  test('union: two devices creating the same natural key converge to one row id', async () => {
+    const { a, b, c } = await trio();
+    a.wall.ms = T + 100;
+    const fromA = await a.lib.upsert('tag', { name: 'urgent', color: 'red' });
+    b.wall.ms = T + 200;
+    const fromB = await b.lib.upsert('tag', { name: 'urgent', color: 'orange' });
+    expect(fromB.id).toBe(fromA.id);
+    await sync(a, b);
+    await sync(b, a);
+    await sync(b, c);
+    for (const d of [a, b, c]) expect(await d.lib.list('tag')).toEqual([{ id: fromA.id, name: 'urgent', color: 'orange' }]);
+    await expectConverged(a, b, c);
+    // The same key in another library is another record.
+    const other = await newDevice();
+    expect((await other.lib.upsert('tag', { name: 'urgent', color: null })).id).not.toBe(fromA.id);
+  });
+});
