@@ -98,7 +98,7 @@ export class LocalWriter {
   ): Promise<Row> {
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
-    const stamped: Change = { ...change, hlc: encodeHlc(this.ctx.clock.now()) };
+    const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc: encodeHlc(this.ctx.clock.now()) };
     const state = this.ctx.registry.applyShared(model, before, stamped);
     this.batch.putShared(table, state);
     this.batch.appendLog({
@@ -111,7 +111,7 @@ export class LocalWriter {
       fields: change.fields,
     });
     this.batch.events.push({ model: model.name, id: change.id, op: change.op, origin: 'local' });
-    await this.batch.flushIfFull();
+    if (this.batch.full) await this.batch.flush();
     return rowFromStored(model, change.id, state.values);
   }
 
@@ -132,7 +132,7 @@ export class LocalWriter {
       deleted,
     });
     this.batch.events.push({ model: model.name, id, op, origin: 'local' });
-    await this.batch.flushIfFull();
+    if (this.batch.full) await this.batch.flush();
     return rowFromStored(model, id, values);
   }
 

@@ -159,7 +159,7 @@ export async function applyRemoteEntries(
   }
   // Log entries are appended in per-origin sequence order, as the batch requires.
   for (const entry of accepted) batch.appendLog(entry);
-  await batch.flushIfFull();
+  if (batch.full) await batch.flush();
   if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
   result.applied = accepted.length;
   return result;
@@ -245,7 +245,7 @@ export async function applyRemoteOwned(
       deleted: row.deleted,
     });
     batch.events.push({ model: model.name, id: row.id, op: row.deleted ? 'delete' : 'upsert', origin: 'remote' });
-    await batch.flushIfFull();
+    if (batch.full) await batch.flush();
     if (maxHlc === undefined || row.hlc > maxHlc) maxHlc = row.hlc;
     result.applied += 1;
   }

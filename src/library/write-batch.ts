@@ -122,9 +122,9 @@ export class WriteBatch {
     this.pendingCount += 1;
   }
 
-  /** Writes pending rows out once they pass the bound, so a long transaction stays small in memory. */
-  async flushIfFull(): Promise<void> {
-    if (this.pendingCount >= FLUSH_THRESHOLD) await this.flush();
+  /** Pending rows passed the bound: flush, so a long transaction stays small in memory. */
+  get full(): boolean {
+    return this.pendingCount >= FLUSH_THRESHOLD;
   }
 
   /** Writes everything pending, including counters. The caller commits the transaction. */

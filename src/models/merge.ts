@@ -49,6 +49,7 @@ export function mergeRowLww(model: Model, current: SharedRowState | undefined, c
  * write, and a partial `update` newer than a delete does not resurrect the row on its own.
  */
 export function mergeFieldLww(model: Model, current: SharedRowState | undefined, change: Change): SharedRowState {
+  if (current === undefined && change.op === 'upsert') return firstUpsert(model, change);
   const values: StoredValues = current ? { ...current.values } : nullValues(model);
   const fieldHlcs: Record<string, string> = current?.fieldHlcs ? { ...current.fieldHlcs } : {};
   let upsertHlc = current?.upsertHlc ?? null;
@@ -81,4 +82,15 @@ export function mergeFieldLww(model: Model, current: SharedRowState | undefined,
     upsertHlc,
     deleteHlc,
   };
+}
+
+/** The common case of a new record, without the general merge's copying. */
+function firstUpsert(model: Model, change: Change): SharedRowState {
+  const values: StoredValues = {};
+  const fieldHlcs: Record<string, string> = {};
+  for (const field of model.fields) {
+    values[field.name] = change.fields?.[field.name] ?? null;
+    fieldHlcs[field.name] = change.hlc;
+  }
+  return { id: change.id, values, hlc: change.hlc, deleted: false, fieldHlcs, upsertHlc: change.hlc, deleteHlc: null };
 }

@@ -1,39 +1,19 @@
 import type { Kysely } from 'kysely';
-import { ENCODED_HLC_LENGTH } from '../hlc/hlc.js';
 import type { InternalTables } from '../storage/schema.js';
-import type { ChangeOp, StoredValues } from '../models/types.js';
-import { pack, unpack } from '../util/msgpack.js';
-import { runSql } from '../util/sql.js';
+import { decodeChunk, encodeChunks } from './chunk.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
 
 type Db = Kysely<InternalTables>;
 
-/** Bytes an entry costs besides its fields: ids, clock and framing, rounded up. */
-const ENTRY_OVERHEAD_BYTES = 160;
-/**
- * An entry's HLC was issued by its origin (checked on receipt), so the log stores only the
- * time part (wall + counter) and appends the origin when reading.
- */
-const HLC_TIME_LENGTH = ENCODED_HLC_LENGTH - 36;
-const LOG_COLUMNS = 7;
-const ENTRIES_PER_STATEMENT = Math.floor(8_000 / LOG_COLUMNS);
-
-/** Appends entries (already sequenced) to the log; call inside the write transaction. */
+/** Appends entries (grouped by origin, already sequenced); call inside the write transaction. */
 export async function appendEntries(db: Db, entries: readonly LogEntry[]): Promise<void> {
-  for (let start = 0; start < entries.length; start += ENTRIES_PER_STATEMENT) {
-    const chunk = entries.slice(start, start + ENTRIES_PER_STATEMENT);
-    const params: unknown[] = [];
-    for (const e of chunk) {
-      params.push(e.origin, e.seq, e.hlc.slice(0, HLC_TIME_LENGTH), e.model, e.id, e.op, e.fields === null ? null : pack(e.fields));
-    }
-    await runSql(
-      db,
-      `INSERT INTO sync_log (origin, seq, hlc, model, record_id, op, fields) VALUES ${chunk
-        .map(() => '(?, ?, ?, ?, ?, ?, ?)')
-        .join(', ')}`,
-      params,
-    );
-  }
+  if (entries.length === 0) return;
+  await db
+    .insertInto('sync_log')
+    .values(
+      encodeChunks(entries).map((c) => ({ origin: c.origin, first_seq: c.firstSeq, last_seq: c.lastSeq, entries: c.entries })),
+    )
+    .execute();
 }
 
 export async function readVector(db: Db): Promise<Map<string, { seq: number; prunedThrough: number }>> {
@@ -72,32 +52,35 @@ export async function entriesAfter(db: Db, after: VersionVector, limits: ReadLim
       result.hasMore = true;
       continue;
     }
-    const rows = await db
-      .selectFrom('sync_log')
-      .selectAll()
-      .where('origin', '=', origin)
-      .where('seq', '>', from)
-      .orderBy('seq')
-      .limit(limits.maxRecords - result.entries.length)
-      .execute();
-    for (const row of rows) {
-      const size = ENTRY_OVERHEAD_BYTES + (row.fields?.byteLength ?? 0);
-      if (result.entries.length > 0 && bytes + size > limits.maxBytes) {
-        result.hasMore = true;
-        break;
+    let next = from + 1;
+    let stopped = false;
+    while (!stopped && next <= heldSeq) {
+      // A few chunks at a time: bounded memory whatever the limits.
+      const chunks = await db
+        .selectFrom('sync_log')
+        .select('entries')
+        .where('origin', '=', origin)
+        .where('last_seq', '>=', next)
+        .orderBy('last_seq')
+        .limit(4)
+        .execute();
+      const before = next;
+      for (const chunk of chunks) {
+        for (const { entry, size } of decodeChunk(origin, chunk.entries)) {
+          if (entry.seq < next) continue;
+          if (result.entries.length >= limits.maxRecords || (result.entries.length > 0 && bytes + size > limits.maxBytes)) {
+            stopped = true;
+            break;
+          }
+          bytes += size;
+          result.entries.push(entry);
+          next = entry.seq + 1;
+        }
+        if (stopped) break;
       }
-      bytes += size;
-      result.entries.push({
-        origin: row.origin,
-        seq: row.seq,
-        hlc: row.hlc + row.origin,
-        model: row.model,
-        id: row.record_id,
-        op: row.op as ChangeOp,
-        fields: row.fields === null ? null : (unpack(row.fields) as StoredValues),
-      });
+      if (next === before) break; // nothing stored past `next`: the vector is ahead of the log
     }
-    if (from + rows.length < heldSeq) result.hasMore = true;
+    if (next <= heldSeq) result.hasMore = true;
   }
   return result;
 }
@@ -141,13 +124,21 @@ export async function pruneAcknowledged(db: Db, partners: readonly string[]): Pr
     let through = heldSeq;
     for (const partner of partners) through = Math.min(through, acks.get(partner)?.[origin] ?? 0);
     if (through <= prunedThrough) continue;
-    const result = await db
+    // Whole chunks only: a chunk that reaches past `through` stays until all of it is acked.
+    const gone = await db
       .deleteFrom('sync_log')
       .where('origin', '=', origin)
-      .where('seq', '<=', through)
-      .executeTakeFirst();
-    deleted += Number(result.numDeletedRows);
-    await db.updateTable('sync_vector').set({ pruned_through: through }).where('origin', '=', origin).execute();
+      .where('last_seq', '<=', through)
+      .returning(['first_seq', 'last_seq'])
+      .execute();
+    if (gone.length === 0) continue;
+    deleted += gone.reduce((n, c) => n + c.last_seq - c.first_seq + 1, 0);
+    const newPrunedThrough = Math.max(...gone.map((c) => c.last_seq));
+    await db
+      .updateTable('sync_vector')
+      .set({ pruned_through: newPrunedThrough })
+      .where('origin', '=', origin)
+      .execute();
   }
   return deleted;
 }
@@ -155,7 +146,8 @@ export async function pruneAcknowledged(db: Db, partners: readonly string[]): Pr
 export async function countEntries(db: Db): Promise<number> {
   const row = await db
     .selectFrom('sync_log')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .select((eb) => eb.fn.coalesce(eb.fn.sum<number>(eb('last_seq', '-', eb.ref('first_seq'))), eb.lit(0)).as('gaps'))
+    .select((eb) => eb.fn.countAll<number>().as('chunks'))
     .executeTakeFirstOrThrow();
-  return Number(row.n);
+  return Number(row.gaps) + Number(row.chunks);
 }

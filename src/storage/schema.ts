@@ -3,15 +3,8 @@ import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely
 /** Types of the library database's internal tables (model tables are dynamic, see model-table.ts). */
 export interface InternalTables {
   sync_meta: { key: string; value: string };
-  sync_log: {
-    origin: string;
-    seq: number;
-    hlc: string;
-    model: string;
-    record_id: string;
-    op: string;
-    fields: Uint8Array | null;
-  };
+  /** The peer log in chunks: a contiguous run of one origin's entries per row (peer-log/chunk.ts). */
+  sync_log: { origin: string; first_seq: number; last_seq: number; entries: Uint8Array };
   sync_vector: { origin: string; seq: number; pruned_through: number };
   sync_acks: { partner: string; origin: string; seq: number };
   sync_owner_versions: { owner: string; version: number };
@@ -33,17 +26,14 @@ const migrations: Record<string, Migration> = {
         .addColumn('key', 'text', (c) => c.primaryKey())
         .addColumn('value', 'text', (c) => c.notNull())
         .execute();
-      // WITHOUT ROWID: the (origin, seq) key is the only access path, so one b-tree suffices.
+      // WITHOUT ROWID: (origin, last_seq) is the only access path ("chunks reaching past seq n").
       await db.schema
         .createTable('sync_log')
         .addColumn('origin', 'text', (c) => c.notNull())
-        .addColumn('seq', 'integer', (c) => c.notNull())
-        .addColumn('hlc', 'text', (c) => c.notNull())
-        .addColumn('model', 'text', (c) => c.notNull())
-        .addColumn('record_id', 'text', (c) => c.notNull())
-        .addColumn('op', 'text', (c) => c.notNull())
-        .addColumn('fields', 'blob')
-        .addPrimaryKeyConstraint('sync_log_pk', ['origin', 'seq'])
+        .addColumn('first_seq', 'integer', (c) => c.notNull())
+        .addColumn('last_seq', 'integer', (c) => c.notNull())
+        .addColumn('entries', 'blob', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sync_log_pk', ['origin', 'last_seq'])
         .modifyEnd(sqlWithoutRowid)
         .execute();
       await db.schema

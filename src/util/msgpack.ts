@@ -14,3 +14,21 @@ export function pack(value: unknown): Uint8Array {
 export function unpack(bytes: Uint8Array): unknown {
   return packr.unpack(bytes);
 }
+
+/** Decodes a concatenation of msgpack values, giving each value with its encoded size. */
+export function unpackEach(bytes: Uint8Array, each: (value: unknown, size: number) => void): void {
+  packr.unpackMultiple(bytes, (value: unknown, start?: number, end?: number) => {
+    each(value, (end ?? 0) - (start ?? 0));
+  });
+}
+
+/** Concatenates byte arrays into one. */
+export function concatBytes(parts: readonly Uint8Array[], totalLength: number): Uint8Array {
+  const out = new Uint8Array(totalLength);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+  return out;
+}
