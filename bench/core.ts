@@ -32,8 +32,8 @@ const floorId = (i: number) => `0190a0a0-0000-7000-8000-${i.toString(16).padStar
 const floorHlc = (i: number) => `${i.toString(16).padStart(16, '0')}00000000-0000-4000-8000-000000000001`;
 
 /** The floor: one prepared insert of a comparable row (id, the fields, a clock) per write. */
-function rawInsertFloor(dir: string): number {
-  const db = openFloorDb(join(dir, 'floor.sqlite'));
+function rawInsertFloor(path: string): number {
+  const db = openFloorDb(path);
   db.exec('CREATE TABLE note (id TEXT PRIMARY KEY NOT NULL, title TEXT, body TEXT, rank INTEGER, hlc TEXT)');
   const insert = db.prepare('INSERT INTO note (id, title, body, rank, hlc) VALUES (?, ?, ?, ?, ?)');
   const insertMany = db.transaction((from: number) => {
@@ -126,10 +126,10 @@ function median(values: number[]): number {
 }
 
 /**
- * Each figure is the median of ROUNDS rounds; every round measures the floor and the library
- * back to back, so a noisy neighbour slows both and the ratio stays meaningful.
+ * Each figure is the median of ROUNDS rounds. In every round each model is measured right after
+ * its own floor, so a noisy neighbour or a slow fsync slows both and the ratio stays meaningful.
  */
-const ROUNDS = 3;
+const ROUNDS = 5;
 
 export async function runCoreBenchmarks(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ls-bench-core-'));
@@ -146,10 +146,11 @@ export async function runCoreBenchmarks(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       const roundDir = join(dir, `round-${round}`);
       mkdirSync(roundDir);
-      const floor = rawInsertFloor(roundDir);
-      floors.push(floor);
       rowPlusLog.push(rawRowPlusLogFloor(roundDir));
-      for (const model of models) {
+      // Alternate the order so neither model always runs second.
+      for (const model of round % 2 === 0 ? models : [...models].reverse()) {
+        const floor = rawInsertFloor(join(roundDir, `${model.name}-floor.sqlite`));
+        floors.push(floor);
         const measured = await measureModel(join(roundDir, model.name), model);
         const r = rates.get(model)!;
         r.write.push(measured.write);

@@ -42,12 +42,17 @@ export function compareHlc(a: Hlc, b: Hlc): number {
  * be compared as strings and used as index keys.
  */
 export function encodeHlc(hlc: Hlc): string {
-  return (
-    hlc.wallMs.toString(16).padStart(WALL_DIGITS, '0') +
-    hlc.counter.toString(16).padStart(COUNTER_DIGITS, '0') +
-    hlc.deviceId
-  );
+  // Consecutive values mostly share their millisecond: reuse its digits.
+  if (hlc.wallMs !== lastWallMs) {
+    lastWallMs = hlc.wallMs;
+    lastWallDigits = hlc.wallMs.toString(16).padStart(WALL_DIGITS, '0');
+  }
+  // MAX_COUNTER + 1 = 16^COUNTER_DIGITS: adding it and dropping the leading 1 zero-pads.
+  return lastWallDigits + (MAX_COUNTER + 1 + hlc.counter).toString(16).slice(1) + hlc.deviceId;
 }
+
+let lastWallMs = -1;
+let lastWallDigits = '';
 
 export function decodeHlc(encoded: unknown): Hlc {
   if (typeof encoded !== 'string' || encoded.length !== ENCODED_HLC_LENGTH || !ENCODED.test(encoded)) {

@@ -1,4 +1,4 @@
-import { v5 as uuidv5, v7 as uuidv7 } from 'uuid';
+import { v5 as uuidv5 } from 'uuid';
 import { NotFoundError, OwnershipError, ValidationError } from '../errors.js';
 import { encodeHlc, type HlcClock } from '../hlc/index.js';
 import type { DeviceModel, Model, SharedModel } from '../models/define.js';
@@ -6,6 +6,7 @@ import type { ModelRegistry } from '../models/registry.js';
 import type { Change, ChangeOp, Row, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
 import type { ModelTable } from '../storage/model-table.js';
+import { newRecordId } from '../util/ids.js';
 import type { WriteBatch } from './write-batch.js';
 
 /** What a local write needs; one per open library. */
@@ -32,7 +33,7 @@ export class LocalWriter {
     const model = this.ctx.registry.get(modelName);
     const values = storedFromFullRow(model, input);
     if (model.ownership === 'device') {
-      const id = input.id === undefined ? uuidv7() : checkRecordId(model, input.id);
+      const id = input.id === undefined ? newRecordId() : checkRecordId(model, input.id);
       const current = input.id === undefined ? undefined : await this.ownedRow(model, id);
       return this.writeOwned(model, id, current === undefined ? 'upsert' : 'update', values, false);
     }
@@ -81,7 +82,7 @@ export class LocalWriter {
   }
 
   private sharedId(model: SharedModel, given: unknown, values: StoredValues): string {
-    if (model.conflict !== 'union') return given === undefined ? uuidv7() : checkRecordId(model, given);
+    if (model.conflict !== 'union') return given === undefined ? newRecordId() : checkRecordId(model, given);
     const derived = naturalKeyId(this.ctx.libraryId, model, values);
     if (given !== undefined && given !== derived) {
       throw new ValidationError(

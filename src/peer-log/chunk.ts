@@ -1,6 +1,6 @@
 import { ENCODED_HLC_LENGTH } from '../hlc/hlc.js';
 import type { ChangeOp, StoredValues } from '../models/types.js';
-import { concatBytes, pack, unpackEach } from '../util/msgpack.js';
+import { pack, unpackEach } from '../util/msgpack.js';
 import type { LogEntry } from './types.js';
 
 /**
@@ -9,10 +9,13 @@ import type { LogEntry } from './types.js';
  * of 1 000, which is what lets a logged write cost little more than the row write itself.
  *
  * A chunk is a concatenation of msgpack tuples `[seq, hlcTime, model, id, op, fields | null]`,
- * one per entry, so each entry is encoded once and its exact size is known when reading. The
- * HLC was issued by the origin (checked on receipt), so only its time part is kept.
+ * one per entry, so each entry's exact size is known when reading (`unpackEach`). It is made
+ * with one encoder call: a msgpack array is its header followed by its elements back to back,
+ * so packing the run as an array and dropping the header gives the concatenation. The HLC was
+ * issued by the origin (checked on receipt), so only its time part is kept.
  */
 export const MAX_CHUNK_ENTRIES = 256;
+/** Bound on a chunk's estimated size (see `estimateSize`). */
 export const MAX_CHUNK_BYTES = 512 * 1024;
 
 /** Bytes an entry costs on the wire besides its encoded tuple (origin, framing), rounded up. */
@@ -32,35 +35,57 @@ export interface Chunk {
 /** Splits entries (grouped by origin, seq ascending) into chunks within the size bounds. */
 export function encodeChunks(entries: readonly LogEntry[]): Chunk[] {
   const chunks: Chunk[] = [];
-  let parts: Uint8Array[] = [];
+  let run: StoredEntry[] = [];
   let runOrigin = '';
   let firstSeq = 0;
   let lastSeq = 0;
   let runBytes = 0;
   const close = () => {
-    if (parts.length === 0) return;
-    chunks.push({ origin: runOrigin, firstSeq, lastSeq, entries: concatBytes(parts, runBytes) });
-    parts = [];
+    if (run.length === 0) return;
+    chunks.push({ origin: runOrigin, firstSeq, lastSeq, entries: withoutArrayHeader(pack(run)) });
+    run = [];
     runBytes = 0;
   };
   for (const e of entries) {
-    const encoded = pack([e.seq, e.hlc.slice(0, HLC_TIME_LENGTH), e.model, e.id, e.op, e.fields] satisfies StoredEntry);
+    const size = estimateSize(e);
     if (
       e.origin !== runOrigin ||
       e.seq !== lastSeq + 1 ||
-      parts.length >= MAX_CHUNK_ENTRIES ||
-      runBytes + encoded.byteLength > MAX_CHUNK_BYTES
+      run.length >= MAX_CHUNK_ENTRIES ||
+      (run.length > 0 && runBytes + size > MAX_CHUNK_BYTES)
     ) {
       close();
       runOrigin = e.origin;
       firstSeq = e.seq;
     }
-    parts.push(encoded);
+    run.push([e.seq, e.hlc.slice(0, HLC_TIME_LENGTH), e.model, e.id, e.op, e.fields]);
     lastSeq = e.seq;
-    runBytes += encoded.byteLength;
+    runBytes += size;
   }
   close();
   return chunks;
+}
+
+/** msgpack array headers: fixarray (1 byte), array 16 (3 bytes), array 32 (5 bytes). */
+function withoutArrayHeader(packed: Uint8Array): Uint8Array {
+  const first = packed[0]!;
+  const header = first >= 0x90 && first <= 0x9f ? 1 : first === 0xdc ? 3 : first === 0xdd ? 5 : -1;
+  if (header < 0) throw new Error(`internal: expected a msgpack array, got type byte ${first}`);
+  return packed.subarray(header);
+}
+
+/** Roughly the encoded size of an entry (strings counted in UTF-16 units), for chunk bounds. */
+function estimateSize(e: LogEntry): number {
+  let size = 96 + e.id.length + e.model.length;
+  if (e.fields === null) return size;
+  for (const key in e.fields) {
+    const value = e.fields[key];
+    size += key.length + 2;
+    if (typeof value === 'string') size += value.length + 5;
+    else if (value instanceof Uint8Array) size += value.byteLength + 5;
+    else size += 9;
+  }
+  return size;
 }
 
 export interface DecodedEntry {

@@ -191,6 +191,7 @@ export class ModelTable {
    * upsert every field has a clock at least that new). NULL when nothing remains.
    */
   private encodeClocks(state: SharedRowState): string | null {
+    if (state.upsertHlc === state.hlc && state.deleteHlc === null && this.allFieldsAt(state, state.hlc)) return null;
     const clocks: { u?: string | null; d?: string; f?: Record<string, string> } = {};
     if (state.upsertHlc !== state.hlc) clocks.u = state.upsertHlc;
     if (state.deleteHlc !== null) clocks.d = state.deleteHlc;
@@ -199,6 +200,11 @@ export class ModelTable {
       if (hlc !== undefined && hlc !== state.upsertHlc) (clocks.f ??= {})[field.name] = hlc;
     }
     return Object.keys(clocks).length === 0 ? null : JSON.stringify(clocks);
+  }
+
+  private allFieldsAt(state: SharedRowState, hlc: string): boolean {
+    for (const field of this.model.fields) if (state.fieldHlcs?.[field.name] !== hlc) return false;
+    return true;
   }
 
   private decodeClocks(

@@ -22,13 +22,3 @@ export function unpackEach(bytes: Uint8Array, each: (value: unknown, size: numbe
   });
 }
 
-/** Concatenates byte arrays into one. */
-export function concatBytes(parts: readonly Uint8Array[], totalLength: number): Uint8Array {
-  const out = new Uint8Array(totalLength);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
-}
