@@ -126,8 +126,9 @@ function median(values: number[]): number {
 }
 
 /**
- * Each figure is the median of ROUNDS rounds. In every round each model is measured right after
- * its own floor, so a noisy neighbour or a slow fsync slows both and the ratio stays meaningful.
+ * Each figure is the median of ROUNDS rounds. In every round each model is bracketed by its own
+ * floor (measured right before and right after), so a noisy neighbour or a slow fsync slows both
+ * and the ratio stays meaningful.
  */
 const ROUNDS = 5;
 
@@ -149,9 +150,11 @@ export async function runCoreBenchmarks(): Promise<void> {
       rowPlusLog.push(rawRowPlusLogFloor(roundDir));
       // Alternate the order so neither model always runs second.
       for (const model of round % 2 === 0 ? models : [...models].reverse()) {
-        const floor = rawInsertFloor(join(roundDir, `${model.name}-floor.sqlite`));
-        floors.push(floor);
+        // The floor is measured just before and just after the model; their mean is its floor.
+        const before = rawInsertFloor(join(roundDir, `${model.name}-floor-before.sqlite`));
         const measured = await measureModel(join(roundDir, model.name), model);
+        const floor = (before + rawInsertFloor(join(roundDir, `${model.name}-floor-after.sqlite`))) / 2;
+        floors.push(floor);
         const r = rates.get(model)!;
         r.write.push(measured.write);
         r.apply.push(measured.apply);

@@ -33,7 +33,8 @@ export function mergeRowLww(model: Model, current: SharedRowState | undefined, c
   }
   return {
     id: change.id,
-    values: { ...nullValues(model), ...change.fields },
+    // An upsert carries every field (validated), and states are never mutated: share it.
+    values: change.fields ?? nullValues(model),
     hlc: change.hlc,
     deleted: false,
     fieldHlcs: null,
@@ -86,11 +87,9 @@ export function mergeFieldLww(model: Model, current: SharedRowState | undefined,
 
 /** The common case of a new record, without the general merge's copying. */
 function firstUpsert(model: Model, change: Change): SharedRowState {
-  const values: StoredValues = {};
   const fieldHlcs: Record<string, string> = {};
-  for (const field of model.fields) {
-    values[field.name] = change.fields?.[field.name] ?? null;
-    fieldHlcs[field.name] = change.hlc;
-  }
+  for (const field of model.fields) fieldHlcs[field.name] = change.hlc;
+  // An upsert carries every field (validated), and states are never mutated: share it.
+  const values = change.fields ?? nullValues(model);
   return { id: change.id, values, hlc: change.hlc, deleted: false, fieldHlcs, upsertHlc: change.hlc, deleteHlc: null };
 }
