@@ -48,12 +48,18 @@ export function mergeRowLww(model: Model, current: SharedRowState | undefined, c
  * newest write. The row is live once a full write (`upsert`) is newer than every delete; values
  * written at or before the newest delete are cleared, so a delete is never undone by an older
  * write, and a partial `update` newer than a delete does not resurrect the row on its own.
+ *
+ * Field clocks are kept sparse: a field without an entry in `fieldHlcs` has the clock
+ * `upsertHlc` (every upsert writes every field, so after the newest one a field's clock is that
+ * upsert's unless a newer write touched the field). Entries equal to `upsertHlc` are dropped,
+ * so equal states have equal representations.
  */
 export function mergeFieldLww(model: Model, current: SharedRowState | undefined, change: Change): SharedRowState {
   if (current === undefined && change.op === 'upsert') return firstUpsert(model, change);
   const values: StoredValues = current ? { ...current.values } : nullValues(model);
   const fieldHlcs: Record<string, string> = current?.fieldHlcs ? { ...current.fieldHlcs } : {};
-  let upsertHlc = current?.upsertHlc ?? null;
+  const previousUpsert = current?.upsertHlc ?? null;
+  let upsertHlc = previousUpsert;
   let deleteHlc = current?.deleteHlc ?? null;
 
   if (change.op === 'delete') {
@@ -61,16 +67,20 @@ export function mergeFieldLww(model: Model, current: SharedRowState | undefined,
   } else {
     if (change.op === 'upsert') upsertHlc = maxEncodedHlc(upsertHlc, change.hlc);
     for (const [name, value] of Object.entries(change.fields ?? {})) {
-      const fieldHlc = fieldHlcs[name];
-      if (fieldHlc === undefined || change.hlc > fieldHlc) {
+      const fieldHlc = fieldHlcs[name] ?? previousUpsert;
+      if (fieldHlc === null || change.hlc > fieldHlc) {
         fieldHlcs[name] = change.hlc;
         values[name] = value;
       }
     }
+    if (upsertHlc !== previousUpsert) {
+      for (const name of Object.keys(fieldHlcs)) if (fieldHlcs[name] === upsertHlc) delete fieldHlcs[name];
+    }
   }
   if (deleteHlc !== null) {
-    for (const [name, fieldHlc] of Object.entries(fieldHlcs)) {
-      if (fieldHlc <= deleteHlc) values[name] = null;
+    for (const field of model.fields) {
+      const fieldHlc = fieldHlcs[field.name] ?? upsertHlc;
+      if (fieldHlc !== null && fieldHlc <= deleteHlc) values[field.name] = null;
     }
   }
   const live = upsertHlc !== null && (deleteHlc === null || upsertHlc > deleteHlc);
@@ -85,11 +95,19 @@ export function mergeFieldLww(model: Model, current: SharedRowState | undefined,
   };
 }
 
-/** The common case of a new record, without the general merge's copying. */
+const NO_FIELD_CLOCKS: Readonly<Record<string, string>> = Object.freeze({});
+
+/** The common case of a new record: every field at the upsert's clock, nothing to copy. */
 function firstUpsert(model: Model, change: Change): SharedRowState {
-  const fieldHlcs: Record<string, string> = {};
-  for (const field of model.fields) fieldHlcs[field.name] = change.hlc;
   // An upsert carries every field (validated), and states are never mutated: share it.
   const values = change.fields ?? nullValues(model);
-  return { id: change.id, values, hlc: change.hlc, deleted: false, fieldHlcs, upsertHlc: change.hlc, deleteHlc: null };
+  return {
+    id: change.id,
+    values,
+    hlc: change.hlc,
+    deleted: false,
+    fieldHlcs: NO_FIELD_CLOCKS,
+    upsertHlc: change.hlc,
+    deleteHlc: null,
+  };
 }

@@ -186,38 +186,38 @@ export class ModelTable {
   /**
    * The clocks of a field-rule row as compact, canonical JSON `{"u": …, "d": …, "f": {…}}`,
    * in that key order and fields in declaration order, so equal states are stored
-   * byte-identically. What is implied is left out: `u` when it equals `_hlc` (the usual case
-   * after an upsert), `d` when there was no delete, a field clock when it equals `u` (after an
-   * upsert every field has a clock at least that new). NULL when nothing remains.
+   * byte-identically: `u` the newest upsert's clock (left out when it equals `_hlc`, the usual
+   * case), `d` the newest delete's (left out when there was none), `f` the sparse field clocks
+   * (see `mergeFieldLww`: fields without an entry are at `u`). NULL when nothing remains.
    */
   private encodeClocks(state: SharedRowState): string | null {
-    if (state.upsertHlc === state.hlc && state.deleteHlc === null && this.allFieldsAt(state, state.hlc)) return null;
     const clocks: { u?: string | null; d?: string; f?: Record<string, string> } = {};
-    if (state.upsertHlc !== state.hlc) clocks.u = state.upsertHlc;
-    if (state.deleteHlc !== null) clocks.d = state.deleteHlc;
-    for (const field of this.model.fields) {
-      const hlc = state.fieldHlcs?.[field.name];
-      if (hlc !== undefined && hlc !== state.upsertHlc) (clocks.f ??= {})[field.name] = hlc;
+    let empty = true;
+    if (state.upsertHlc !== state.hlc) {
+      clocks.u = state.upsertHlc;
+      empty = false;
     }
-    return Object.keys(clocks).length === 0 ? null : JSON.stringify(clocks);
-  }
-
-  private allFieldsAt(state: SharedRowState, hlc: string): boolean {
-    for (const field of this.model.fields) if (state.fieldHlcs?.[field.name] !== hlc) return false;
-    return true;
+    if (state.deleteHlc !== null) {
+      clocks.d = state.deleteHlc;
+      empty = false;
+    }
+    const fieldHlcs = state.fieldHlcs ?? {};
+    for (const field of this.model.fields) {
+      const hlc = fieldHlcs[field.name];
+      if (hlc !== undefined) {
+        (clocks.f ??= {})[field.name] = hlc;
+        empty = false;
+      }
+    }
+    return empty ? null : JSON.stringify(clocks);
   }
 
   private decodeClocks(
     encoded: string | null,
     hlc: string,
   ): Pick<SharedRowState, 'fieldHlcs' | 'upsertHlc' | 'deleteHlc'> {
-    const clocks: { u?: string | null; d?: string; f?: Record<string, string> } = encoded === null ? {} : JSON.parse(encoded);
-    const upsertHlc = clocks.u === undefined ? hlc : clocks.u;
-    const fieldHlcs: Record<string, string> = {};
-    for (const field of this.model.fields) {
-      const fieldHlc = clocks.f?.[field.name] ?? upsertHlc;
-      if (fieldHlc !== null) fieldHlcs[field.name] = fieldHlc;
-    }
-    return { fieldHlcs, upsertHlc, deleteHlc: clocks.d ?? null };
+    if (encoded === null) return { fieldHlcs: {}, upsertHlc: hlc, deleteHlc: null };
+    const clocks: { u?: string | null; d?: string; f?: Record<string, string> } = JSON.parse(encoded);
+    return { fieldHlcs: clocks.f ?? {}, upsertHlc: clocks.u === undefined ? hlc : clocks.u, deleteHlc: clocks.d ?? null };
   }
 }
