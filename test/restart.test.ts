@@ -54,7 +54,6 @@ const MODEL_INPUTS: ModelInput[] = [
   },
   { name: 'volume', ownership: 'device', fields: { name: 'text', bytes: 'integer', online: 'boolean' } },
 ];
-const SHARED_MODELS = new Set(MODEL_INPUTS.filter((m) => m.ownership === 'shared').map((m) => m.name));
 const models = () => MODEL_INPUTS.map((m) => defineModel(m));
 
 const EVERYTHING = { maxRecords: 1_000_000, maxBytes: 1 << 30 };

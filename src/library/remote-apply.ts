@@ -1,7 +1,6 @@
 import { OwnershipError, ValidationError } from '../errors.js';
 import { decodeHlc, isDeviceId, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
-import type { ModelRegistry } from '../models/registry.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkStored } from '../models/values.js';
 import type { LogEntry } from '../peer-log/types.js';
