@@ -259,10 +259,11 @@ export class Library {
       const batch = new WriteBatch(trx, this.counters);
       const value = await fn(batch);
       await batch.flush();
+      const highWater = encodeHlc(this.ctx.clock.last());
       await trx
         .insertInto('sync_meta')
-        .values({ key: 'hlc', value: encodeHlc(this.ctx.clock.last()) })
-        .onConflict((oc) => oc.column('key').doUpdateSet({ value: encodeHlc(this.ctx.clock.last()) }))
+        .values({ key: 'hlc', value: highWater })
+        .onConflict((oc) => oc.column('key').doUpdateSet({ value: highWater }))
         .execute();
       return { value, batch };
     });
