@@ -23,6 +23,8 @@ const ENCODED = /^[0-9a-f]{16}[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 /** Length of every encoded HLC. */
 export const ENCODED_HLC_LENGTH = WALL_DIGITS + COUNTER_DIGITS + 36;
+/** Length of the time part (wall + counter) that precedes the device id in an encoded HLC. */
+export const HLC_TIME_LENGTH = WALL_DIGITS + COUNTER_DIGITS;
 
 /** Device and library ids are lowercase uuids. */
 export function isDeviceId(value: unknown): value is string {
@@ -64,8 +66,8 @@ export function decodeHlc(encoded: unknown): Hlc {
   }
   return {
     wallMs: parseInt(encoded.slice(0, WALL_DIGITS), 16),
-    counter: parseInt(encoded.slice(WALL_DIGITS, WALL_DIGITS + COUNTER_DIGITS), 16),
-    deviceId: encoded.slice(WALL_DIGITS + COUNTER_DIGITS),
+    counter: parseInt(encoded.slice(WALL_DIGITS, HLC_TIME_LENGTH), 16),
+    deviceId: encoded.slice(HLC_TIME_LENGTH),
   };
 }
 

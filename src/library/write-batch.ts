@@ -69,18 +69,20 @@ export class WriteBatch {
     this.changedOwners.add(owner);
   }
 
-  async loadShared(table: ModelTable, id: string): Promise<SharedRowState | undefined> {
-    const pending = this.shared.get(table)?.get(id);
-    if (pending) return pending;
-    const rows = await runSql<SqlRow>(this.db, table.selectByIdsSql(1), [id]);
-    return rows[0] ? table.sharedFromRow(rows[0]) : undefined;
+  loadShared(table: ModelTable, id: string): Promise<SharedRowState | undefined> {
+    return this.load(this.shared, table, id, (row) => table.sharedFromRow(row));
   }
 
-  async loadOwned(table: ModelTable, id: string): Promise<OwnedRowState | undefined> {
-    const pending = this.owned.get(table)?.get(id);
-    if (pending) return pending;
+  loadOwned(table: ModelTable, id: string): Promise<OwnedRowState | undefined> {
+    return this.load(this.owned, table, id, (row) => table.ownedFromRow(row));
+  }
+
+  /** A row as this transaction sees it: pending first, then the database. */
+  private async load<S>(pending: Pending<S>, table: ModelTable, id: string, decode: (row: SqlRow) => S): Promise<S | undefined> {
+    const state = pending.get(table)?.get(id);
+    if (state) return state;
     const rows = await runSql<SqlRow>(this.db, table.selectByIdsSql(1), [id]);
-    return rows[0] ? table.ownedFromRow(rows[0]) : undefined;
+    return rows[0] ? decode(rows[0]) : undefined;
   }
 
   /** Loads the current state of many rows with few statements (remote batches). */

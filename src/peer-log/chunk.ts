@@ -1,4 +1,4 @@
-import { ENCODED_HLC_LENGTH } from '../hlc/hlc.js';
+import { HLC_TIME_LENGTH } from '../hlc/hlc.js';
 import type { ChangeOp, StoredValues } from '../models/types.js';
 import { pack, unpackEach } from '../util/msgpack.js';
 import type { LogEntry } from './types.js';
@@ -20,8 +20,6 @@ export const MAX_CHUNK_BYTES = 512 * 1024;
 
 /** Bytes an entry costs on the wire besides its encoded tuple (origin, framing), rounded up. */
 export const ENTRY_OVERHEAD_BYTES = 48;
-
-const HLC_TIME_LENGTH = ENCODED_HLC_LENGTH - 36;
 
 type StoredEntry = [number, string, string, string, ChangeOp, StoredValues | null];
 

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
 import { decodeChunk, encodeChunks } from './chunk.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
@@ -146,8 +146,7 @@ export async function pruneAcknowledged(db: Db, partners: readonly string[]): Pr
 export async function countEntries(db: Db): Promise<number> {
   const row = await db
     .selectFrom('sync_log')
-    .select((eb) => eb.fn.coalesce(eb.fn.sum<number>(eb('last_seq', '-', eb.ref('first_seq'))), eb.lit(0)).as('gaps'))
-    .select((eb) => eb.fn.countAll<number>().as('chunks'))
+    .select(sql<number>`coalesce(sum(last_seq - first_seq + 1), 0)`.as('entries'))
     .executeTakeFirstOrThrow();
-  return Number(row.gaps) + Number(row.chunks);
+  return Number(row.entries);
 }
