@@ -11,7 +11,15 @@ export type SyncErrorCode =
   | 'HLC_DECODE'
   | 'MODEL_DEFINITION'
   | 'SCHEMA_MISMATCH'
-  | 'STOPPED';
+  | 'STOPPED'
+  | 'PROTOCOL'
+  | 'PROTOCOL_VERSION'
+  | 'NOT_MEMBER'
+  | 'INVITE_INVALID'
+  | 'INVITE_EXPIRED'
+  | 'INVITE_USED'
+  | 'NETWORK'
+  | 'TIMEOUT';
 
 export class SyncError extends Error {
   readonly code: SyncErrorCode;
@@ -97,5 +105,53 @@ export class SchemaMismatchError extends SyncError {
 export class StoppedError extends SyncError {
   constructor(message = 'the sync node is stopped') {
     super('STOPPED', message);
+  }
+}
+
+/** A peer sent a frame that is not a valid message (size, encoding, shape, library, order). */
+export class ProtocolError extends SyncError {
+  constructor(message: string) {
+    super('PROTOCOL', message);
+  }
+}
+
+/** The two sides speak incompatible major versions of the sync protocol. */
+export class ProtocolVersionError extends SyncError {
+  constructor(
+    readonly localVersion: string,
+    readonly remoteVersion: string,
+  ) {
+    super(
+      'PROTOCOL_VERSION',
+      `incompatible sync protocol: this node speaks ${localVersion}, the peer speaks ${remoteVersion} (major versions must match)`,
+    );
+  }
+}
+
+/** The peer is not a member of the library (or this node is not a member in the peer's view). */
+export class NotMemberError extends SyncError {
+  constructor(message: string) {
+    super('NOT_MEMBER', message);
+  }
+}
+
+/** An invite was refused: malformed or unknown, expired, or already used. */
+export class InviteError extends SyncError {
+  constructor(code: 'INVITE_INVALID' | 'INVITE_EXPIRED' | 'INVITE_USED', message: string) {
+    super(code, message);
+  }
+}
+
+/** A peer could not be reached, or the connection or stream failed. */
+export class NetworkError extends SyncError {
+  constructor(message: string) {
+    super('NETWORK', message);
+  }
+}
+
+/** A request to a peer got no answer in time. */
+export class TimeoutError extends SyncError {
+  constructor(message: string) {
+    super('TIMEOUT', message);
   }
 }

@@ -1,0 +1,153 @@
+import './shims.js';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { identify } from '@libp2p/identify';
+import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { ping } from '@libp2p/ping';
+import { tcp } from '@libp2p/tcp';
+import { LengthPrefixedDecoder } from '@libp2p/utils';
+import { webSockets } from '@libp2p/websockets';
+import { multiaddr } from '@multiformats/multiaddr';
+import { createLibp2p } from 'libp2p';
+import { encodeUint8Array, encodingLength } from 'uint8-varint';
+import { NetworkError } from '../errors.js';
+import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
+
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
+
+export interface Libp2pTransportOptions {
+  privateKey: PrivateKey;
+  listen: readonly string[];
+  /** libp2p protocol id the sync streams are negotiated under. */
+  protocol: string;
+  /** Largest frame accepted; a larger one resets the stream. */
+  maxFrameBytes: number;
+  /** Concurrent sync streams per connection and direction (one per shared library plus requests). */
+  maxStreams: number;
+}
+
+/** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
+export class Libp2pTransport implements Transport {
+  private readonly listeners: ConnectionListener[] = [];
+
+  private constructor(
+    private readonly node: Libp2p,
+    private readonly options: Libp2pTransportOptions,
+  ) {
+    node.addEventListener('peer:connect', (evt) => this.emit(evt.detail.toString(), true));
+    node.addEventListener('peer:disconnect', (evt) => this.emit(evt.detail.toString(), false));
+  }
+
+  static async start(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
+    const node = await createLibp2p({
+      privateKey: options.privateKey,
+      addresses: { listen: [...options.listen] },
+      transports: [tcp(), webSockets()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: { identify: identify(), ping: ping() },
+    });
+    return new Libp2pTransport(node, options);
+  }
+
+  get localPeer(): string {
+    return this.node.peerId.toString();
+  }
+
+  addresses(): string[] {
+    return this.node.getMultiaddrs().map((ma) => ma.toString());
+  }
+
+  handle(handler: (stream: FrameStream) => void): void {
+    void this.node.handle(
+      this.options.protocol,
+      (stream: Stream, connection: Connection) => {
+        handler(new Libp2pFrameStream(stream, connection.remotePeer.toString(), this.options.maxFrameBytes));
+      },
+      { maxInboundStreams: this.options.maxStreams, maxOutboundStreams: this.options.maxStreams },
+    );
+  }
+
+  async connect(peer: string, addrs: readonly string[], signal?: AbortSignal): Promise<void> {
+    if (this.isConnected(peer)) return;
+    const targets = addrs.map((a) => (a.includes('/p2p/') ? multiaddr(a) : multiaddr(`${a}/p2p/${peer}`)));
+    if (targets.length === 0) throw new NetworkError(`no known address for peer ${peer}`);
+    try {
+      const connection = await this.node.dial(targets, { signal });
+      if (connection.remotePeer.toString() !== peer) {
+        await connection.close();
+        throw new NetworkError(`dialled ${peer} but reached ${connection.remotePeer.toString()}`);
+      }
+    } catch (err) {
+      if (err instanceof NetworkError) throw err;
+      throw new NetworkError(`cannot reach peer ${peer}: ${(err as Error).message}`);
+    }
+  }
+
+  async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
+    try {
+      const stream = await this.node.dialProtocol(peerIdFromString(peer), this.options.protocol, { signal });
+      return new Libp2pFrameStream(stream, peer, this.options.maxFrameBytes);
+    } catch (err) {
+      throw new NetworkError(`cannot open a sync stream to ${peer}: ${(err as Error).message}`);
+    }
+  }
+
+  isConnected(peer: string): boolean {
+    return this.node.getConnections(peerIdFromString(peer)).some((c) => c.status === 'open');
+  }
+
+  async disconnect(peer: string): Promise<void> {
+    await this.node.hangUp(peerIdFromString(peer)).catch(() => undefined);
+  }
+
+  onConnectionChange(listener: ConnectionListener): void {
+    this.listeners.push(listener);
+  }
+
+  async stop(): Promise<void> {
+    this.listeners.length = 0;
+    await this.node.stop();
+  }
+
+  private emit(peer: string, connected: boolean): void {
+    for (const listener of this.listeners) listener(peer, connected);
+  }
+}
+
+/** Varint-length-prefixed frames over a libp2p message stream. */
+class Libp2pFrameStream implements FrameStream {
+  constructor(
+    private readonly stream: Stream,
+    readonly remotePeer: string,
+    private readonly maxFrameBytes: number,
+  ) {}
+
+  async send(frame: Uint8Array): Promise<void> {
+    if (this.stream.status !== 'open') throw new NetworkError(`stream to ${this.remotePeer} is ${this.stream.status}`);
+    const prefix = encodingLength(frame.byteLength);
+    const framed = new Uint8Array(prefix + frame.byteLength);
+    encodeUint8Array(frame.byteLength, framed);
+    framed.set(frame, prefix);
+    if (!this.stream.send(framed)) await this.stream.onDrain();
+  }
+
+  async *frames(): AsyncIterable<Uint8Array> {
+    const decoder = new LengthPrefixedDecoder({
+      maxDataLength: this.maxFrameBytes,
+      maxBufferSize: this.maxFrameBytes + 16,
+    });
+    for await (const chunk of this.stream) {
+      for (const frame of decoder.decode(chunk)) yield frame.subarray();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.stream.close().catch(() => this.stream.abort(new NetworkError('close failed')));
+  }
+
+  abort(reason: Error): void {
+    this.stream.abort(reason);
+  }
+}

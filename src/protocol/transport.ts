@@ -1,0 +1,44 @@
+/**
+ * What the protocol needs from a network, and nothing more: authenticated peers, connections
+ * and streams of whole frames. libp2p is the production implementation
+ * (`network/libp2p-transport.ts`); a simulator can provide an in-memory one. Peers are named by
+ * their PeerId string, which the transport has authenticated (Noise handshake for libp2p).
+ */
+
+/** A bidirectional stream of frames (byte arrays) to one authenticated peer. */
+export interface FrameStream {
+  /** The authenticated PeerId of the other side. */
+  readonly remotePeer: string;
+  /** Queues one frame; resolves once the transport can take more (back-pressure). */
+  send(frame: Uint8Array): Promise<void>;
+  /**
+   * Frames in the order sent. Ends when the remote closes its side; throws if the stream is
+   * reset or a frame exceeds the size limit.
+   */
+  frames(): AsyncIterable<Uint8Array>;
+  /** Closes gracefully after queued frames are sent. */
+  close(): Promise<void>;
+  /** Resets the stream at once. */
+  abort(reason: Error): void;
+}
+
+export type ConnectionListener = (peer: string, connected: boolean) => void;
+
+export interface Transport {
+  /** This node's PeerId. */
+  readonly localPeer: string;
+  /** Addresses this node listens on, each ending in its PeerId (shareable in invites). */
+  addresses(): string[];
+  /** Registers the handler for inbound sync streams. */
+  handle(handler: (stream: FrameStream) => void): void;
+  /** Ensures a connection to `peer`, trying `addrs` if none is open. */
+  connect(peer: string, addrs: readonly string[], signal?: AbortSignal): Promise<void>;
+  /** Opens a sync stream over an existing (or new) connection to `peer`. */
+  openStream(peer: string, signal?: AbortSignal): Promise<FrameStream>;
+  isConnected(peer: string): boolean;
+  /** Closes every connection to `peer` (after it stopped answering). */
+  disconnect(peer: string): Promise<void>;
+  /** Called whenever the first connection to a peer opens or the last one closes. */
+  onConnectionChange(listener: ConnectionListener): void;
+  stop(): Promise<void>;
+}
