@@ -19,7 +19,8 @@ export type SyncErrorCode =
   | 'INVITE_EXPIRED'
   | 'INVITE_USED'
   | 'NETWORK'
-  | 'TIMEOUT';
+  | 'TIMEOUT'
+  | 'LOG_PRUNED';
 
 export class SyncError extends Error {
   readonly code: SyncErrorCode;

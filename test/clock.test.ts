@@ -364,7 +364,7 @@ describe('drift guard', () => {
     expect(await state(libA)).toEqual(before);
     expect(await libA.get('volume', `vol-${T + 1_000}`)).toBeUndefined();
 
-    expect(await libA.applyRemoteOwned([row(T + 1_000)])).toEqual({ applied: 1, stale: 0 });
+    expect(await libA.applyRemoteOwned([row(T + 1_000)])).toEqual({ applied: 1, stale: 0, advanced: false });
     expect(await libA.get('volume', `vol-${T + 1_000}`)).toEqual({ id: `vol-${T + 1_000}`, label: 'theirs' });
     expect(libA.clockHighWater() > row(T + 1_000).hlc).toBe(true);
   });

@@ -324,7 +324,7 @@ describe('ownership of device-owned rows', () => {
       values: { label: 'theirs', size: 7 },
     };
     d.wall.ms = Date.now(); // keep local wall time near the foreign row's clock
-    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 1, stale: 0 });
+    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 1, stale: 0, advanced: false });
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
     return { d, foreign };
   }
@@ -360,8 +360,8 @@ describe('ownership of device-owned rows', () => {
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
     expect(await d.lib.get('volume', d.volumeId)).toEqual({ id: d.volumeId, label: 'disk', size: 100 });
     // An older version of the foreign row is stale.
-    expect(await d.lib.applyRemoteOwned([newer])).toEqual({ applied: 1, stale: 0 });
-    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 0, stale: 1 });
+    expect(await d.lib.applyRemoteOwned([newer])).toEqual({ applied: 1, stale: 0, advanced: false });
+    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 0, stale: 1, advanced: false });
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs v2', size: 8 });
   });
 });

@@ -12,6 +12,7 @@ import {
   entriesAfter,
   pruneAcknowledged,
   readAcks,
+  readVector,
   recordAck,
 } from '../peer-log/log-store.js';
 import type { EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
@@ -25,14 +26,37 @@ import {
   applyRemoteEntries,
   applyRemoteOwned,
   type OwnedApplyResult,
+  type OwnedCoverage,
   type OwnedRowUpdate,
   validateOwnedRows,
   validateRemoteEntries,
 } from './remote-apply.js';
 import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.js';
+import { MEMBERS_MODEL } from '../models/system.js';
+import type { LibraryStatus } from '../replication/status.js';
+import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
 
 export interface LibraryEvents {
   change: [ChangeEvent];
+  status: [LibraryStatus];
+}
+
+/** A member device of the library, as the synced member list records it. */
+export interface Member {
+  device: string;
+  peer: string;
+  addrs: string[];
+}
+
+export interface InviteOptions {
+  /** How long the invite can be used, in ms (default 24 hours). */
+  ttlMs?: number;
+}
+
+/** What the replication layer provides to a library once the node is networked. */
+export interface LibrarySync {
+  createInvite(options: InviteOptions): Promise<string>;
+  status(): Promise<LibraryStatus>;
 }
 
 /** The writes available inside `lib.transaction(...)`; all of them commit or none does. */
@@ -74,16 +98,20 @@ const MAX_LIST_LIMIT = 10_000;
 export class Library {
   readonly id: string;
   readonly name: string;
+  /** This device's id (the origin of its own changes, the owner of its own rows). */
+  readonly deviceId: string;
   private readonly db: Kysely<InternalTables>;
   private readonly ctx: WriteContext;
   private readonly release: () => Promise<void>;
   private readonly events = new EventEmitter<LibraryEvents>();
   private counters: SyncCounters;
   private closed = false;
+  private sync: LibrarySync | undefined;
 
   constructor(options: LibraryOptions) {
     this.id = options.id;
     this.name = options.name;
+    this.deviceId = options.deviceId;
     this.db = options.db;
     this.release = options.release;
     this.counters = options.counters;
@@ -212,12 +240,85 @@ export class Library {
     return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry)));
   }
 
-  /** Applies replicated device-owned rows (state-based sync), in one transaction. */
-  async applyRemoteOwned(rows: readonly unknown[]): Promise<OwnedApplyResult> {
+  /**
+   * Applies replicated device-owned rows (state-based sync), in one transaction. With
+   * `coverage`, the rows are all of the owner's rows in that version range, and the owner's
+   * cursor moves forward when it is contiguous with what is held.
+   */
+  async applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage): Promise<OwnedApplyResult> {
     this.assertOpen();
     const hlcs = validateOwnedRows(this.ctx, rows);
     for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[]));
+    return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage));
+  }
+
+  /** Per owner, the version through which every device-owned row is held. */
+  ownedVector(): VersionVector {
+    return Object.fromEntries(this.counters.ownerVersions);
+  }
+
+  /** Device-owned rows of `owner` after `after`, as far as they are held contiguously. */
+  async ownedAfter(owner: string, after: number, limits: ReadLimits): Promise<OwnedPage> {
+    this.assertOpen();
+    const through = this.counters.ownerVersions.get(owner) ?? 0;
+    const tables = [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
+    return readOwnedAfter(this.db, tables, owner, after, through, limits);
+  }
+
+  /** The library's member devices (synced data: every member learns of a new one). */
+  async members(): Promise<Member[]> {
+    const members: Member[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.list(MEMBERS_MODEL.name, { limit: MAX_LIST_LIMIT, after });
+      for (const row of page) members.push({ device: row.id, peer: row.peer as string, addrs: row.addrs as string[] });
+      if (page.length < MAX_LIST_LIMIT) return members;
+      after = page[page.length - 1]!.id;
+    }
+  }
+
+  /**
+   * A transaction for the sync engine itself: it may write system models (membership) and
+   * use the raw transaction for its own tables. Not for application code.
+   */
+  async systemTransaction<T>(fn: (writer: LocalWriter, trx: Kysely<InternalTables>) => Promise<T>): Promise<T> {
+    return this.write(async (batch) => fn(new LocalWriter(this.ctx, batch, true), batch.db));
+  }
+
+  /** Reads one of the engine's own settings stored with the library. */
+  async metaValue(key: string): Promise<string | undefined> {
+    this.assertOpen();
+    const row = await this.db.selectFrom('sync_meta').select('value').where('key', '=', key).executeTakeFirst();
+    return row?.value;
+  }
+
+  async setMetaValue(key: string, value: string): Promise<void> {
+    this.assertOpen();
+    await this.db
+      .insertInto('sync_meta')
+      .values({ key, value })
+      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+      .execute();
+  }
+
+  /** Creates a one-time invite another device can join this library with. */
+  createInvite(options: InviteOptions = {}): Promise<string> {
+    return this.requireSync().createInvite(options);
+  }
+
+  /** Partners, their acknowledged vectors, this device's vectors, log size and sync state. */
+  status(): Promise<LibraryStatus> {
+    return this.requireSync().status();
+  }
+
+  /** Connects the library to the node's replication; called once by the node. */
+  attachSync(sync: LibrarySync): void {
+    this.sync = sync;
+  }
+
+  /** Emits a status change (called by the replication layer). */
+  emitStatus(status: LibraryStatus): void {
+    this.events.emit('status', status);
   }
 
   /** Records the vector an authenticated partner device has acknowledged. */
@@ -231,10 +332,20 @@ export class Library {
     return readAcks(this.db);
   }
 
-  /** Deletes log entries acknowledged by every one of `partners`; returns how many. */
-  async prune(partners: readonly string[]): Promise<number> {
+  /**
+   * Deletes log entries acknowledged by every one of `partners`, keeping at most
+   * `retainEntries` per origin for a partner that lags further; returns how many.
+   */
+  async prune(partners: readonly string[], retainEntries?: number): Promise<number> {
     this.assertOpen();
-    return this.db.transaction().execute((trx) => pruneAcknowledged(trx, partners));
+    return this.db.transaction().execute((trx) => pruneAcknowledged(trx, partners, retainEntries));
+  }
+
+  /** Per origin, the last seq deleted from this log (0 where nothing was pruned). */
+  async prunedVector(): Promise<VersionVector> {
+    this.assertOpen();
+    const held = await readVector(this.db);
+    return Object.fromEntries([...held].map(([origin, v]) => [origin, v.prunedThrough]));
   }
 
   async logSize(): Promise<number> {
@@ -283,6 +394,12 @@ export class Library {
 
   private table(name: string): ModelTable {
     return this.ctx.tables.get(name)!;
+  }
+
+  private requireSync(): LibrarySync {
+    this.assertOpen();
+    if (!this.sync) throw new StoppedError(`library ${this.id} is not attached to a running sync node`);
+    return this.sync;
   }
 
   private assertOpen(): void {

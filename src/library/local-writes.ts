@@ -27,10 +27,20 @@ export class LocalWriter {
   constructor(
     private readonly ctx: WriteContext,
     private readonly batch: WriteBatch,
+    /** Whether the sync engine's own models (membership) may be written. */
+    private readonly allowSystem = false,
   ) {}
 
+  private model(name: string): Model {
+    const model = this.ctx.registry.get(name);
+    if (model.ownership === 'shared' && model.system && !this.allowSystem) {
+      throw new ValidationError(`model "${name}" is maintained by the sync engine and cannot be written directly`);
+    }
+    return model;
+  }
+
   async upsert(modelName: string, input: Record<string, unknown>): Promise<Row> {
-    const model = this.ctx.registry.get(modelName);
+    const model = this.model(modelName);
     const values = storedFromFullRow(model, input);
     if (model.ownership === 'device') {
       const id = input.id === undefined ? newRecordId() : checkRecordId(model, input.id);
@@ -44,7 +54,7 @@ export class LocalWriter {
   }
 
   async update(modelName: string, idInput: string, partial: Record<string, unknown>): Promise<Row> {
-    const model = this.ctx.registry.get(modelName);
+    const model = this.model(modelName);
     const id = checkRecordId(model, idInput);
     const changes = storedFromPartial(model, partial);
     if (model.ownership === 'device') {
@@ -68,7 +78,7 @@ export class LocalWriter {
   }
 
   async delete(modelName: string, idInput: string): Promise<void> {
-    const model = this.ctx.registry.get(modelName);
+    const model = this.model(modelName);
     const id = checkRecordId(model, idInput);
     if (model.ownership === 'device') {
       const current = await this.liveOwnedRow(model, id);
@@ -124,11 +134,13 @@ export class LocalWriter {
     deleted: boolean,
   ): Promise<Row> {
     const owner = this.ctx.deviceId;
+    const version = this.batch.versionOf(owner) + 1;
+    this.batch.setVersion(owner, version);
     this.batch.putOwned(this.table(model), {
       id,
       values,
       owner,
-      version: this.batch.versionOf(owner) + 1,
+      version,
       hlc: encodeHlc(this.ctx.clock.now()),
       deleted,
     });

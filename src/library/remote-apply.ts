@@ -176,10 +176,23 @@ export interface OwnedRowUpdate {
   readonly values: StoredValues | null;
 }
 
+/**
+ * What a batch of owned rows vouches for: every row of `owner` with a version in
+ * `(from, to]` is in it. A receiver holding `owner` through `from` or later then holds it
+ * through `to`; one further behind keeps its cursor (it must pull the versions it lacks).
+ */
+export interface OwnedCoverage {
+  readonly owner: string;
+  readonly from: number;
+  readonly to: number;
+}
+
 export interface OwnedApplyResult {
   applied: number;
   /** Rows at or below the version already held: ignored. */
   stale: number;
+  /** Whether the coverage extended this device's cursor for the owner. */
+  advanced: boolean;
 }
 
 export function validateOwnedRows(ctx: WriteContext, rows: readonly unknown[]): Hlc[] {
@@ -219,8 +232,12 @@ export async function applyRemoteOwned(
   ctx: WriteContext,
   batch: WriteBatch,
   rows: readonly OwnedRowUpdate[],
+  coverage?: OwnedCoverage,
 ): Promise<OwnedApplyResult> {
-  const result: OwnedApplyResult = { applied: 0, stale: 0 };
+  const result: OwnedApplyResult = { applied: 0, stale: 0, advanced: false };
+  if (coverage && rows.some((r) => r.owner !== coverage.owner || r.version <= coverage.from || r.version > coverage.to)) {
+    throw new ValidationError(`rows fall outside the covered versions (${coverage.from}, ${coverage.to}] of ${coverage.owner}`);
+  }
   let maxHlc: string | undefined;
   for (const row of rows) {
     const model = ctx.registry.get(row.model);
@@ -249,5 +266,9 @@ export async function applyRemoteOwned(
     result.applied += 1;
   }
   if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
+  if (coverage && coverage.owner !== ctx.deviceId && coverage.from <= batch.versionOf(coverage.owner)) {
+    result.advanced = coverage.to > batch.versionOf(coverage.owner);
+    batch.setVersion(coverage.owner, coverage.to);
+  }
   return result;
 }

@@ -17,7 +17,10 @@ export interface ChangeEvent {
 export interface SyncCounters {
   /** Per-origin contiguous prefix held (the version vector). */
   readonly vector: ReadonlyMap<string, number>;
-  /** Per-owner highest version held of device-owned rows (own device included). */
+  /**
+   * Per owner, the version through which this device holds every device-owned row (its own
+   * writes, or replicated pages and batches that covered a contiguous version range).
+   */
   readonly ownerVersions: ReadonlyMap<string, number>;
 }
 
@@ -109,7 +112,6 @@ export class WriteBatch {
   }
 
   putOwned(table: ModelTable, state: OwnedRowState): void {
-    this.setVersion(state.owner, state.version);
     this.put(this.owned, table, state);
   }
 

@@ -60,6 +60,8 @@ export interface SharedModel extends ModelBase {
   readonly conflict: ConflictRule;
   readonly naturalKey: readonly string[];
   readonly apply: ApplyFunction | undefined;
+  /** Internal to the sync engine (membership): the public write API refuses it. */
+  readonly system?: true;
 }
 
 export type Model = DeviceModel | SharedModel;

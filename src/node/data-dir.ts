@@ -10,6 +10,7 @@ const openInThisProcess = new Set<string>();
 /**
  * The node's directory:
  *   node.json                 { "deviceId": "<uuid>" }, created once
+ *   peer.key                  libp2p Ed25519 private key (protobuf), mode 0600, created once
  *   node.lock                 pid of the process that has the directory open
  *   libraries/<id>.sqlite     one database per library
  */
@@ -22,6 +23,11 @@ export class DataDir {
 
   get librariesPath(): string {
     return join(this.path, 'libraries');
+  }
+
+  /** The libp2p private key (Ed25519, mode 0600): the device's stable PeerId. */
+  get peerKeyFile(): string {
+    return join(this.path, 'peer.key');
   }
 
   libraryFile(id: string): string {

@@ -1,9 +1,16 @@
 import { v4 as uuidv4 } from 'uuid';
-import { NotFoundError, StoppedError, ValidationError } from '../errors.js';
+import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
 import { compareHlc, type Hlc, HlcClock, isDeviceId, type WallClock } from '../hlc/index.js';
-import { Library } from '../library/library.js';
+import { Library, type Member } from '../library/library.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
+import { SYSTEM_MODELS } from '../models/system.js';
+import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
+import { loadOrCreatePeerKey } from '../network/peer-key.js';
+import { MAX_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
+import { decodeInvite } from '../replication/invite-code.js';
+import { SyncNetwork } from '../replication/network.js';
+import { LibraryReplicator, type ReplicationTuning } from '../replication/replicator.js';
 import { prepareLibrary } from '../storage/open-library.js';
 import { openSqliteFile } from '../storage/sqlite-node.js';
 import { DataDir } from './data-dir.js';
@@ -17,7 +24,39 @@ export interface SyncNodeOptions {
   wallClock?: WallClock;
   /** Remote clocks further ahead of local wall time than this are refused. Default 60 000. */
   maxClockDriftMs?: number;
+  /**
+   * libp2p listen multiaddrs. Default: TCP and WebSockets on all interfaces, ephemeral ports.
+   * `[]` listens nowhere (the node can still dial out).
+   */
+  listen?: string[];
+  /** Replication timings and limits; the defaults suit a LAN or the internet. */
+  sync?: Partial<SyncTuning>;
 }
+
+export interface SyncTuning extends ReplicationTuning {
+  /** Bounds of the exponential backoff (with jitter) between redials of a partner. */
+  redialMinMs: number;
+  redialMaxMs: number;
+  /** How often connections and sessions are checked against the member lists. */
+  reconcileMs: number;
+}
+
+export const DEFAULT_SYNC_TUNING: SyncTuning = {
+  heartbeatMs: 1_000,
+  peerTimeoutMs: 5_000,
+  requestTimeoutMs: 30_000,
+  pushWindow: 4,
+  batchRecords: 1_000,
+  batchBytes: 256 * 1024,
+  pruneIntervalMs: 10_000,
+  retainLogEntries: 1_000_000,
+  statusThrottleMs: 50,
+  redialMinMs: 250,
+  redialMaxMs: 15_000,
+  reconcileMs: 1_000,
+};
+
+const BOOTSTRAP_META_KEY = 'bootstrap_member';
 
 export interface CreateLibraryOptions {
   name: string;
@@ -26,6 +65,8 @@ export interface CreateLibraryOptions {
    * invite builds on this; tests and tools use it to place one library on several devices.
    */
   id?: string;
+  /** Internal: the inviter a joined library trusts until the synced member list arrives. */
+  bootstrap?: Member;
 }
 
 /**
@@ -42,7 +83,21 @@ export class SyncNode {
     private readonly clock: HlcClock,
     private readonly open: Map<string, Library>,
     private readonly unlock: () => Promise<void>,
+    private readonly transport: Libp2pTransport,
+    private readonly network: SyncNetwork,
+    private readonly tuning: SyncTuning,
+    private readonly wallClock: () => number,
   ) {}
+
+  /** This device's libp2p PeerId (stable across restarts: the key is kept in dataDir). */
+  get peerId(): string {
+    return this.transport.localPeer;
+  }
+
+  /** The addresses this node listens on, each ending in /p2p/<peerId>. */
+  multiaddrs(): string[] {
+    return this.transport.addresses();
+  }
 
   static async create(options: SyncNodeOptions): Promise<SyncNode> {
     if (typeof options?.dataDir !== 'string' || options.dataDir === '') {
@@ -53,7 +108,12 @@ export class SyncNode {
     if (drift !== undefined && (!Number.isFinite(drift) || drift < 0)) {
       throw new ValidationError('createSyncNode: maxClockDriftMs must be a non-negative number');
     }
-    const registry = new ModelRegistry(options.models);
+    const tuning = checkTuning(options.sync);
+    const listen = options.listen ?? DEFAULT_LISTEN;
+    if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
+      throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
+    }
+    const registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
     const dataDir = new DataDir(options.dataDir);
     await dataDir.ensure();
     const unlock = await dataDir.lock();
@@ -97,7 +157,27 @@ export class SyncNode {
           }),
         );
       }
-      return new SyncNode(deviceId, dataDir, registry, clock, open, unlock);
+      const wallClock = options.wallClock ?? Date.now;
+      const transport = await Libp2pTransport.start({
+        privateKey: await loadOrCreatePeerKey(dataDir.peerKeyFile),
+        listen,
+        protocol: PROTOCOL_ID,
+        maxFrameBytes: MAX_FRAME_BYTES,
+        maxStreams: MAX_STREAMS_PER_CONNECTION,
+      });
+      const network = new SyncNetwork(transport, deviceId, {
+        backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
+        reconcileMs: tuning.reconcileMs,
+        handshakeTimeoutMs: tuning.requestTimeoutMs,
+        now: wallClock,
+        random: Math.random,
+      });
+      const node = new SyncNode(deviceId, dataDir, registry, clock, open, unlock, transport, network, tuning, wallClock);
+      for (const library of open.values()) {
+        const bootstrap = await library.metaValue(BOOTSTRAP_META_KEY);
+        await node.replicate(library, bootstrap === undefined ? undefined : (JSON.parse(bootstrap) as Member));
+      }
+      return node;
     } catch (err) {
       await unlock();
       throw err;
@@ -127,6 +207,26 @@ export class SyncNode {
       release: () => db.destroy(),
     });
     this.open.set(id, library);
+    await this.replicate(library, options.bootstrap);
+    return library;
+  }
+
+  /**
+   * Joins a library by invite: dials the inviter, proves the invite's secret and becomes a
+   * member. Resolves with the (still empty) library; it fills as it syncs with its partners.
+   */
+  async joinLibrary(invite: string, options: { signal?: AbortSignal } = {}): Promise<Library> {
+    this.assertRunning();
+    const parsed = decodeInvite(invite);
+    if (parsed.expiresAt < this.wallClock()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
+    if (this.open.has(parsed.library)) {
+      throw new ValidationError(`joinLibrary: library ${parsed.library} is already on this node`);
+    }
+    const inviter = await this.network.join(parsed, options.signal);
+    this.assertRunning();
+    const bootstrap: Member = { device: inviter.device, peer: parsed.inviterPeer, addrs: parsed.inviterAddrs };
+    const library = await this.createLibrary({ id: parsed.library, name: inviter.name, bootstrap });
+    await library.setMetaValue(BOOTSTRAP_META_KEY, JSON.stringify(bootstrap));
     return library;
   }
 
@@ -142,18 +242,43 @@ export class SyncNode {
     return [...this.open.values()];
   }
 
-  /** Closes every library and releases the data directory. Idempotent. */
+  /** Closes sessions, connections and every library, then releases the data directory. Idempotent. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    await this.network.stop();
     for (const library of this.open.values()) await library.close();
     this.open.clear();
     await this.unlock();
   }
 
+  private async replicate(library: Library, bootstrap: Member | undefined): Promise<void> {
+    const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
+    this.network.add(replicator);
+    await replicator.start();
+    // Listen ports may differ from the last run: tell the other members where to find us.
+    if ((await library.members()).some((m) => m.device === this.deviceId)) await replicator.registerSelf();
+  }
+
   private assertRunning(): void {
     if (this.stopped) throw new StoppedError();
   }
+}
+
+/** One stream per shared library and partner, plus short join streams. */
+const MAX_STREAMS_PER_CONNECTION = 256;
+
+function checkTuning(input: Partial<SyncTuning> | undefined): SyncTuning {
+  const tuning = { ...DEFAULT_SYNC_TUNING, ...input };
+  for (const [key, value] of Object.entries(tuning)) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+      throw new ValidationError(`createSyncNode: sync.${key} must be a positive number`);
+    }
+  }
+  if (tuning.peerTimeoutMs <= tuning.heartbeatMs) {
+    throw new ValidationError('createSyncNode: sync.peerTimeoutMs must be longer than sync.heartbeatMs');
+  }
+  return tuning;
 }
 
 export function createSyncNode(options: SyncNodeOptions): Promise<SyncNode> {

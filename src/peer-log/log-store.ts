@@ -114,15 +114,22 @@ export async function readAcks(db: Db): Promise<Map<string, VersionVector>> {
 /**
  * Deletes the entries every partner in `partners` has acknowledged. A partner that never acked
  * counts as holding nothing, so it blocks pruning (unlike a system that only looks at the acks
- * it has). Returns the number of entries deleted.
+ * it has). With `retainEntries`, a lagging partner holds back at most that many entries per
+ * origin: past the bound it must catch up from a snapshot (see docs/protocol.md). Returns the
+ * number of entries deleted.
  */
-export async function pruneAcknowledged(db: Db, partners: readonly string[]): Promise<number> {
+export async function pruneAcknowledged(
+  db: Db,
+  partners: readonly string[],
+  retainEntries = Number.POSITIVE_INFINITY,
+): Promise<number> {
   const held = await readVector(db);
   const acks = await readAcks(db);
   let deleted = 0;
   for (const [origin, { seq: heldSeq, prunedThrough }] of held) {
     let through = heldSeq;
     for (const partner of partners) through = Math.min(through, acks.get(partner)?.[origin] ?? 0);
+    through = Math.max(through, heldSeq - retainEntries);
     if (through <= prunedThrough) continue;
     // Whole chunks only: a chunk that reaches past `through` stays until all of it is acked.
     const gone = await db

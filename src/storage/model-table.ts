@@ -123,6 +123,11 @@ export class ModelTable {
       .join(', ')}`;
   }
 
+  /** Rows of one owner with `after < _version <= through`, in version order (device-owned tables). */
+  ownedAfterSql(): string {
+    return `SELECT * FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ? ORDER BY _version LIMIT ?`;
+  }
+
   liveRowsSql(withAfter: boolean): string {
     return `SELECT * FROM ${this.table} WHERE _deleted = 0${withAfter ? ' AND id > ?' : ''} ORDER BY id LIMIT ?`;
   }

@@ -8,6 +8,8 @@ export interface InternalTables {
   sync_vector: { origin: string; seq: number; pruned_through: number };
   sync_acks: { partner: string; origin: string; seq: number };
   sync_owner_versions: { owner: string; version: number };
+  /** Invites this device issued; only the inviter can honour its own invites. */
+  sync_invites: { id: string; secret_hash: string; expires_at: number; used_by: string | null };
 }
 
 export type LibraryDb = Kysely<InternalTables>;
@@ -53,6 +55,17 @@ const migrations: Record<string, Migration> = {
         .createTable('sync_owner_versions')
         .addColumn('owner', 'text', (c) => c.primaryKey())
         .addColumn('version', 'integer', (c) => c.notNull())
+        .execute();
+    },
+  },
+  '0002-invites': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('sync_invites')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('secret_hash', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'integer', (c) => c.notNull())
+        .addColumn('used_by', 'text')
         .execute();
     },
   },

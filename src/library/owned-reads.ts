@@ -1,0 +1,71 @@
+import type { Kysely } from 'kysely';
+import type { ReadLimits } from '../peer-log/types.js';
+import type { ModelTable, SqlRow } from '../storage/model-table.js';
+import type { InternalTables } from '../storage/schema.js';
+import { pack } from '../util/msgpack.js';
+import { runSql } from '../util/sql.js';
+import type { OwnedRowUpdate } from './remote-apply.js';
+
+export interface OwnedPage {
+  /** Rows with `from < version <= to`, in version order. */
+  rows: OwnedRowUpdate[];
+  from: number;
+  /** The page covers every row of the owner up to this version. */
+  to: number;
+  hasMore: boolean;
+}
+
+/** Per-row overhead counted against `maxBytes` besides the encoded values. */
+const ROW_OVERHEAD_BYTES = 120;
+
+/**
+ * The owner's device-owned rows (tombstones included) after version `after`, across every
+ * device-owned model, merged in version order and cut at the limits. Only versions this device
+ * holds contiguously (`through`) are served, so the page's coverage claim is true.
+ */
+export async function readOwnedAfter(
+  db: Kysely<InternalTables>,
+  tables: readonly ModelTable[],
+  owner: string,
+  after: number,
+  through: number,
+  limits: ReadLimits,
+): Promise<OwnedPage> {
+  if (through <= after) return { rows: [], from: after, to: after, hasMore: false };
+  const candidates: OwnedRowUpdate[] = [];
+  // A table cut at the record limit may hold more rows just above its last one, so nothing
+  // beyond the smallest such version is known to be complete.
+  let safeThrough = through;
+  for (const table of tables) {
+    const found = await runSql<SqlRow>(db, table.ownedAfterSql(), [owner, after, through, limits.maxRecords + 1]);
+    const kept = found.slice(0, limits.maxRecords);
+    if (found.length > limits.maxRecords) safeThrough = Math.min(safeThrough, kept[kept.length - 1]!._version as number);
+    for (const row of kept) {
+      const state = table.ownedFromRow(row);
+      candidates.push({
+        model: table.model.name,
+        id: state.id,
+        owner: state.owner,
+        version: state.version,
+        hlc: state.hlc,
+        deleted: state.deleted,
+        values: state.deleted ? null : state.values,
+      });
+    }
+  }
+  candidates.sort((a, b) => a.version - b.version);
+  const rows: OwnedRowUpdate[] = [];
+  let bytes = 0;
+  let to = safeThrough;
+  for (const row of candidates) {
+    if (row.version > safeThrough) break;
+    const size = ROW_OVERHEAD_BYTES + (row.values ? pack(row.values).byteLength : 0);
+    if (rows.length >= limits.maxRecords || (rows.length > 0 && bytes + size > limits.maxBytes)) {
+      to = rows[rows.length - 1]!.version;
+      break;
+    }
+    rows.push(row);
+    bytes += size;
+  }
+  return { rows, from: after, to, hasMore: to < through };
+}

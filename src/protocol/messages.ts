@@ -1,0 +1,119 @@
+import { z } from 'zod';
+
+/**
+ * The sync wire protocol: every message, with its runtime schema. docs/protocol.md is the
+ * prose spec of the same shapes; a message is used only after `decodeMessage` has checked it.
+ */
+
+/** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
+export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
+export const PROTOCOL_VERSION = [1, 0] as const;
+
+/** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
+export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
+/** Upper bounds a server applies to page requests, whatever the requester asks for. */
+export const MAX_PAGE_RECORDS = 5_000;
+export const MAX_PAGE_BYTES = 1024 * 1024;
+
+const MAX_VECTOR_ORIGINS = 10_000;
+const MAX_BATCH_RECORDS = MAX_PAGE_RECORDS;
+
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const shortText = z.string().max(256);
+const fieldValues = z.record(z.string().max(64), z.unknown());
+
+/** `{origin device: last seq}` (shared log) or `{owner device: version}` (device-owned rows). */
+const vector = z
+  .record(uuid, count)
+  .refine((v) => Object.keys(v).length <= MAX_VECTOR_ORIGINS, 'too many origins in a vector');
+
+/** A log entry as a tuple: origin, seq, hlc, model, id, op, fields. */
+const entryTuple = z.tuple([
+  uuid,
+  count.min(1),
+  shortText,
+  shortText,
+  shortText,
+  z.enum(['upsert', 'update', 'delete']),
+  fieldValues.nullable(),
+]);
+export type EntryTuple = z.infer<typeof entryTuple>;
+
+/** A device-owned row as a tuple: model, id, owner, version, hlc, deleted, values. */
+const ownedRowTuple = z.tuple([shortText, shortText, uuid, count.min(1), shortText, z.boolean(), fieldValues.nullable()]);
+export type OwnedRowTuple = z.infer<typeof ownedRowTuple>;
+
+const version = z.tuple([count, count]);
+const base = { library: uuid };
+const request = { ...base, req: count, maxRecords: count.min(1), maxBytes: count.min(1) };
+
+const hello = z.object({ t: z.literal('hello'), v: version, ...base, device: uuid, shared: vector, owned: vector });
+const changes = z.object({ t: z.literal('changes'), ...base, batch: count, entries: z.array(entryTuple).max(MAX_BATCH_RECORDS) });
+const state = z.object({
+  t: z.literal('state'),
+  ...base,
+  batch: count,
+  owner: uuid,
+  from: count,
+  to: count,
+  rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS),
+});
+const ack = z.object({ t: z.literal('ack'), ...base, batch: count.nullable(), shared: vector, owned: vector });
+const heartbeat = z.object({ t: z.literal('heartbeat'), ...base, shared: vector, owned: vector });
+const pullShared = z.object({ t: z.literal('pull-shared'), ...request, after: vector });
+const sharedPage = z.object({
+  t: z.literal('shared-page'),
+  ...base,
+  req: count,
+  entries: z.array(entryTuple).max(MAX_BATCH_RECORDS),
+  hasMore: z.boolean(),
+  pruned: z.array(z.tuple([uuid, count, count])).max(MAX_VECTOR_ORIGINS),
+});
+const pullState = z.object({ t: z.literal('pull-state'), ...request, owner: uuid, after: count });
+const statePage = z.object({
+  t: z.literal('state-page'),
+  ...base,
+  req: count,
+  owner: uuid,
+  from: count,
+  to: count,
+  rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS),
+  hasMore: z.boolean(),
+});
+const join = z.object({
+  t: z.literal('join'),
+  v: version,
+  ...base,
+  invite: uuid,
+  proof: z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.byteLength === 32, 'proof must be 32 bytes'),
+  device: uuid,
+  addrs: z.array(z.string().max(512)).max(32),
+});
+const welcome = z.object({ t: z.literal('welcome'), ...base, name: z.string().max(200), device: uuid });
+const error = z.object({
+  t: z.literal('error'),
+  ...base,
+  code: z.string().max(64),
+  message: z.string().max(2000),
+  req: count.nullable(),
+});
+
+export const messageSchema = z.discriminatedUnion('t', [
+  hello,
+  changes,
+  state,
+  ack,
+  heartbeat,
+  pullShared,
+  sharedPage,
+  pullState,
+  statePage,
+  join,
+  welcome,
+  error,
+]);
+
+export type Message = z.infer<typeof messageSchema>;
+export type MessageOf<T extends Message['t']> = Extract<Message, { t: T }>;
+export type Hello = MessageOf<'hello'>;

@@ -1,0 +1,263 @@
+import { NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError } from '../errors.js';
+import type { Library } from '../library/library.js';
+import { decodeMessage, encodeMessage } from '../protocol/codec.js';
+import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
+import type { FrameStream, Transport } from '../protocol/transport.js';
+import type { Invite } from './invite-code.js';
+import { hashSecret, inviteProof } from './invite-code.js';
+import type { LibraryReplicator } from './replicator.js';
+import { Session } from './session.js';
+import { errorFromWire } from './wire-errors.js';
+
+export interface BackoffPolicy {
+  minMs: number;
+  maxMs: number;
+}
+
+interface PeerBackoff {
+  failures: number;
+  nextAttemptAt: number;
+}
+
+/**
+ * The node's side of the network, shared by all its libraries: accepts inbound streams
+ * (hello or join), keeps a connection to every partner of every library (redialled with
+ * exponential backoff and jitter) and opens one session per library and partner.
+ *
+ * Who opens a session: the side with the smaller PeerId, so two devices never race to open
+ * two sessions for the same library. Either side may dial the connection.
+ */
+export class SyncNetwork {
+  private readonly replicators = new Map<string, LibraryReplicator>();
+  private readonly backoff = new Map<string, PeerBackoff>();
+  private readonly opening = new Set<string>();
+  private reconcileTimer: ReturnType<typeof setInterval> | undefined;
+  private reconcileQueued = false;
+  private protocolErrorCount = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly deviceId: string,
+    private readonly options: {
+      backoff: BackoffPolicy;
+      reconcileMs: number;
+      handshakeTimeoutMs: number;
+      now: () => number;
+      random: () => number;
+    },
+  ) {
+    transport.handle((stream) => void this.accept(stream));
+    transport.onConnectionChange((peer, connected) => {
+      if (connected) this.backoff.delete(peer);
+      this.reconcileSoon();
+    });
+    this.reconcileTimer = setInterval(() => this.reconcile(), options.reconcileMs);
+  }
+
+  get localPeer(): string {
+    return this.transport.localPeer;
+  }
+
+  addresses(): string[] {
+    return this.transport.addresses();
+  }
+
+  isConnected(peer: string): boolean {
+    return this.transport.isConnected(peer);
+  }
+
+  disconnect(peer: string): void {
+    void this.transport.disconnect(peer);
+  }
+
+  protocolErrors(): number {
+    return this.protocolErrorCount;
+  }
+
+  now(): number {
+    return this.options.now();
+  }
+
+  add(replicator: LibraryReplicator): void {
+    this.replicators.set(replicator.library.id, replicator);
+  }
+
+  reconcileSoon(): void {
+    if (this.reconcileQueued || this.stopped) return;
+    this.reconcileQueued = true;
+    queueMicrotask(() => {
+      this.reconcileQueued = false;
+      this.reconcile();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.reconcileTimer);
+    for (const replicator of this.replicators.values()) replicator.stop();
+    await this.transport.stop();
+  }
+
+  /**
+   * Joins through an invite: dial the inviter (who must authenticate as the invite's PeerId),
+   * prove the secret, and wait for the welcome. Returns the inviter as a member.
+   */
+  async join(invite: Invite, signal?: AbortSignal): Promise<{ device: string; name: string }> {
+    await this.transport.connect(invite.inviterPeer, invite.inviterAddrs, signal);
+    const stream = await this.transport.openStream(invite.inviterPeer, signal);
+    const frames = stream.frames()[Symbol.asyncIterator]();
+    try {
+      await stream.send(
+        encodeMessage({
+          t: 'join',
+          v: [...PROTOCOL_VERSION],
+          library: invite.library,
+          invite: invite.id,
+          proof: inviteProof(hashSecret(invite.secret), this.localPeer, invite.library),
+          device: this.deviceId,
+          addrs: this.addresses(),
+        }),
+      );
+      const reply = await this.firstMessage(frames, stream);
+      if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
+      if (reply.t !== 'welcome' || reply.library !== invite.library) throw new ProtocolError(`expected welcome, got ${reply.t}`);
+      return { device: reply.device, name: reply.name };
+    } finally {
+      await stream.close();
+    }
+  }
+
+  private reconcile(): void {
+    if (this.stopped) return;
+    for (const replicator of this.replicators.values()) {
+      for (const partner of replicator.partners()) {
+        if (!this.transport.isConnected(partner.peer)) {
+          this.dial(partner.peer, partner.addrs);
+        } else if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) {
+          void this.open(replicator, partner.peer, partner.device);
+        }
+      }
+    }
+  }
+
+  private dial(peer: string, addrs: readonly string[]): void {
+    const key = `dial:${peer}`;
+    if (this.opening.has(key) || !this.due(peer)) return;
+    this.opening.add(key);
+    this.transport
+      .connect(peer, addrs)
+      .catch(() => this.failed(peer))
+      .finally(() => this.opening.delete(key));
+  }
+
+  /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
+  private async open(replicator: LibraryReplicator, peer: string, device: string): Promise<void> {
+    const key = `${replicator.library.id}:${peer}`;
+    if (this.opening.has(key) || !this.due(key)) return;
+    this.opening.add(key);
+    let stream: FrameStream | undefined;
+    try {
+      stream = await this.transport.openStream(peer);
+      const frames = stream.frames()[Symbol.asyncIterator]();
+      await stream.send(encodeMessage(helloFor(replicator.library)));
+      const reply = await this.firstMessage(frames, stream);
+      if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
+      if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
+      checkHello(reply, replicator, peer);
+      if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
+      this.backoff.delete(key);
+      replicator.adopt(new Session(replicator, stream, frames, device, reply));
+    } catch (err) {
+      this.failed(key);
+      if (err instanceof ProtocolError) this.protocolErrorCount += 1;
+      stream?.abort(err instanceof Error ? err : new SyncError('NETWORK', String(err)));
+    } finally {
+      this.opening.delete(key);
+    }
+  }
+
+  /** An inbound stream: its first frame is a hello (session) or a join (invite). */
+  private async accept(stream: FrameStream): Promise<void> {
+    const frames = stream.frames()[Symbol.asyncIterator]();
+    let library = '00000000-0000-0000-0000-000000000000';
+    try {
+      const first = await this.firstMessage(frames, stream);
+      library = first.library;
+      const replicator = this.replicators.get(first.library);
+      if (first.t === 'hello') {
+        if (!replicator) throw new NotMemberError('this device is not a member of that library');
+        checkHello(first, replicator, stream.remotePeer);
+        await stream.send(encodeMessage(helloFor(replicator.library)));
+        replicator.adopt(new Session(replicator, stream, frames, first.device, first));
+      } else if (first.t === 'join') {
+        checkVersion(first.v);
+        if (!replicator) throw new NotMemberError('this device is not a member of that library');
+        await replicator.admit(first, stream.remotePeer);
+        const reply: Message = { t: 'welcome', library: first.library, name: replicator.library.name, device: this.deviceId };
+        await stream.send(encodeMessage(reply));
+        await stream.close();
+      } else {
+        throw new ProtocolError(`a stream must start with hello or join, not ${first.t}`);
+      }
+    } catch (err) {
+      const error = err instanceof SyncError ? err : new ProtocolError(String((err as Error)?.message ?? err));
+      if (error instanceof ProtocolError) this.protocolErrorCount += 1;
+      await stream
+        .send(encodeMessage({ t: 'error', library, code: error.code, message: error.message, req: null }))
+        .catch(() => undefined);
+      stream.abort(error);
+    }
+  }
+
+  private async firstMessage(frames: AsyncIterator<Uint8Array>, stream: FrameStream): Promise<Message> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new TimeoutError(`peer ${stream.remotePeer} did not complete the handshake`)),
+        this.options.handshakeTimeoutMs,
+      );
+    });
+    try {
+      const next = await Promise.race([frames.next(), timeout]);
+      if (next.done) throw new ProtocolError('stream closed before the handshake');
+      return decodeMessage(next.value);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private due(key: string): boolean {
+    const state = this.backoff.get(key);
+    return !state || state.nextAttemptAt <= this.now();
+  }
+
+  /** Exponential backoff with ±25 % jitter, capped. */
+  private failed(key: string): void {
+    const failures = (this.backoff.get(key)?.failures ?? 0) + 1;
+    const base = Math.min(this.options.backoff.maxMs, this.options.backoff.minMs * 2 ** (failures - 1));
+    const delay = base * (0.75 + this.options.random() * 0.5);
+    this.backoff.set(key, { failures, nextAttemptAt: this.now() + delay });
+  }
+}
+
+function helloFor(library: Library): MessageOf<'hello'> {
+  return {
+    t: 'hello',
+    v: [...PROTOCOL_VERSION],
+    library: library.id,
+    device: library.deviceId,
+    shared: library.versionVector(),
+    owned: library.ownedVector(),
+  };
+}
+
+function checkVersion(v: readonly [number, number]): void {
+  if (v[0] !== PROTOCOL_VERSION[0]) throw new ProtocolVersionError(PROTOCOL_VERSION.join('.'), v.join('.'));
+}
+
+function checkHello(hello: MessageOf<'hello'>, replicator: LibraryReplicator, peer: string): void {
+  checkVersion(hello.v);
+  if (hello.library !== replicator.library.id) throw new ProtocolError('hello names another library');
+  replicator.requireMember(peer, hello.device);
+}

@@ -1,0 +1,254 @@
+import { InviteError, NotMemberError } from '../errors.js';
+import type { InviteOptions, Library, LibrarySync, Member } from '../library/library.js';
+import { MEMBERS_MODEL } from '../models/system.js';
+import type { VersionVector } from '../peer-log/types.js';
+import type { MessageOf } from '../protocol/messages.js';
+import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
+import { type Session, type SessionHost, type SessionTuning, isBehind } from './session.js';
+import type { LibraryStatus, PartnerStatus } from './status.js';
+
+export interface ReplicationTuning extends SessionTuning {
+  /** How often acknowledged log entries are pruned, in ms. */
+  pruneIntervalMs: number;
+  /**
+   * Retention bound: per origin, at most this many entries are kept for a partner that has not
+   * acknowledged them. A partner lagging further no longer holds pruning back (see
+   * docs/protocol.md, "Lagging beyond retention").
+   */
+  retainLogEntries: number;
+  /** Status events are coalesced over this many ms. */
+  statusThrottleMs: number;
+}
+
+/** What a library's replicator needs from the node's networking. */
+export interface ReplicatorNetwork {
+  readonly localPeer: string;
+  addresses(): string[];
+  isConnected(peer: string): boolean;
+  disconnect(peer: string): void;
+  /** Re-examines connections and sessions soon (membership or a session changed). */
+  reconcileSoon(): void;
+  protocolErrors(): number;
+  now(): number;
+}
+
+const DEFAULT_INVITE_TTL_MS = 24 * 60 * 60 * 1000;
+const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
+
+/**
+ * Replication of one library: its partner sessions, membership and invites, ack bookkeeping,
+ * pruning and status. The node's network layer opens and accepts sessions; this decides who
+ * may sync and what happens with what they report.
+ */
+export class LibraryReplicator implements SessionHost, LibrarySync {
+  readonly sessions = new Map<string, Session>();
+  private membersByPeer = new Map<string, Member>();
+  private readonly recordedAcks = new Map<string, VersionVector>();
+  private pruneTimer: ReturnType<typeof setInterval> | undefined;
+  private statusTimer: ReturnType<typeof setTimeout> | undefined;
+  private stopped = false;
+  private readonly onChange = (event: { model: string }) => {
+    if (event.model === MEMBERS_MODEL.name) void this.refreshMembers();
+  };
+
+  constructor(
+    readonly library: Library,
+    readonly tuning: ReplicationTuning,
+    private readonly network: ReplicatorNetwork,
+    /** The inviter this device joined through: a member until the synced list arrives. */
+    private readonly bootstrap: Member | undefined,
+  ) {}
+
+  async start(): Promise<void> {
+    this.library.attachSync(this);
+    this.library.on('change', this.onChange);
+    await this.refreshMembers();
+    this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.pruneTimer);
+    clearTimeout(this.statusTimer);
+    this.library.off('change', this.onChange);
+    for (const session of [...this.sessions.values()]) session.close();
+  }
+
+  now(): number {
+    return this.network.now();
+  }
+
+  /** Other member devices, by PeerId. */
+  partners(): Member[] {
+    return [...this.membersByPeer.values()].filter((m) => m.peer !== this.network.localPeer);
+  }
+
+  memberByPeer(peer: string): Member | undefined {
+    return this.membersByPeer.get(peer);
+  }
+
+  /** Refuses a peer that is not a member, or whose hello names another device than it is. */
+  requireMember(peer: string, device: string): Member {
+    const member = this.membersByPeer.get(peer);
+    if (!member || peer === this.network.localPeer) throw new NotMemberError(`peer ${peer} is not a member of this library`);
+    if (member.device !== device) throw new NotMemberError(`peer ${peer} is member device ${member.device}, not ${device}`);
+    return member;
+  }
+
+  adopt(session: Session): void {
+    const previous = this.sessions.get(session.peer);
+    this.sessions.set(session.peer, session);
+    previous?.close();
+    session.start();
+    this.scheduleStatus();
+  }
+
+  onAck(session: Session, shared: VersionVector): void {
+    const recorded = this.recordedAcks.get(session.device);
+    if (recorded && !isBehind(recorded, shared)) return;
+    this.recordedAcks.set(session.device, { ...recorded, ...shared });
+    void this.library.recordAck(session.device, shared).catch(() => undefined);
+    this.scheduleStatus();
+  }
+
+  onStateChange(): void {
+    this.scheduleStatus();
+  }
+
+  onClosed(session: Session, reason: Error | undefined): void {
+    if (this.sessions.get(session.peer) === session) this.sessions.delete(session.peer);
+    if (this.stopped) return;
+    // A silent partner is likely gone: drop the connection so it is redialled with backoff.
+    if (reason && (reason as { code?: string }).code === 'TIMEOUT') this.network.disconnect(session.peer);
+    this.scheduleStatus();
+    this.network.reconcileSoon();
+  }
+
+  async createInvite(options: InviteOptions): Promise<string> {
+    const ttlMs = options?.ttlMs ?? DEFAULT_INVITE_TTL_MS;
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_INVITE_TTL_MS) {
+      throw new InviteError('INVITE_INVALID', `ttlMs must be an integer from 1 to ${MAX_INVITE_TTL_MS}`);
+    }
+    await this.registerSelf();
+    const secret = newInviteSecret();
+    const id = crypto.randomUUID();
+    const expiresAt = this.now() + ttlMs;
+    await this.library.systemTransaction((_, trx) =>
+      trx.insertInto('sync_invites').values({ id, secret_hash: hashSecret(secret), expires_at: expiresAt, used_by: null }).execute(),
+    );
+    return encodeInvite({
+      library: this.library.id,
+      name: this.library.name,
+      inviterPeer: this.network.localPeer,
+      inviterAddrs: this.network.addresses(),
+      id,
+      secret,
+      expiresAt,
+    });
+  }
+
+  /**
+   * Honours a join request from the authenticated `joinerPeer`: the invite must exist, be
+   * unexpired and unused, and the proof must match. Marking the invite used and adding the
+   * member happen in one transaction; the member row then syncs to every member.
+   */
+  async admit(join: MessageOf<'join'>, joinerPeer: string): Promise<void> {
+    await this.library.systemTransaction(async (writer, trx) => {
+      const invite = await trx.selectFrom('sync_invites').selectAll().where('id', '=', join.invite).executeTakeFirst();
+      if (!invite) throw new InviteError('INVITE_INVALID', 'unknown invite');
+      if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
+      if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
+      if (!proofsEqual(inviteProof(invite.secret_hash, joinerPeer, this.library.id), join.proof)) {
+        throw new InviteError('INVITE_INVALID', 'the invite secret does not match');
+      }
+      const existing = this.partners().find((m) => m.device === join.device);
+      if (existing && existing.peer !== joinerPeer) {
+        throw new InviteError('INVITE_INVALID', `device ${join.device} is already a member under another key`);
+      }
+      await trx.updateTable('sync_invites').set({ used_by: joinerPeer }).where('id', '=', invite.id).execute();
+      await writer.upsert(MEMBERS_MODEL.name, { id: join.device, peer: joinerPeer, addrs: join.addrs });
+    });
+    await this.refreshMembers();
+  }
+
+  /**
+   * Records this device as a member with its current addresses (no write if unchanged). A
+   * library's creator is its only member until it first invites, so this runs then.
+   */
+  async registerSelf(): Promise<void> {
+    const device = this.library.deviceId;
+    const addrs = this.network.addresses();
+    const current = this.membersByPeer.get(this.network.localPeer);
+    if (current && current.device === device && sameList(current.addrs, addrs)) return;
+    await this.library.systemTransaction((writer) =>
+      writer.upsert(MEMBERS_MODEL.name, { id: device, peer: this.network.localPeer, addrs }),
+    );
+    await this.refreshMembers();
+  }
+
+  async status(): Promise<LibraryStatus> {
+    const acks = await this.library.acks();
+    const pruned = await this.library.prunedVector();
+    const partners: PartnerStatus[] = this.partners().map((member) => {
+      const session = this.sessions.get(member.peer);
+      const acked = acks.get(member.device) ?? {};
+      const connected = this.network.isConnected(member.peer);
+      return {
+        device: member.device,
+        peer: member.peer,
+        connected,
+        state: session ? session.state === 'closed' ? 'offline' : session.state : connected ? 'connecting' : 'offline',
+        acked,
+        ackedOwned: session ? { ...session.remoteOwned } : {},
+        lastSeenAt: session ? session.lastSeenAt : null,
+        beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
+      };
+    });
+    const failing = [...this.sessions.values()].find((s) => s.syncError);
+    const catchingUp = [...this.sessions.values()].some((s) => s.state === 'catching-up');
+    return {
+      library: this.library.id,
+      state: failing ? 'error' : catchingUp ? 'catching-up' : 'ready',
+      error: failing?.syncError ? { code: failing.syncError.code, message: failing.syncError.message } : null,
+      vector: this.library.versionVector(),
+      ownedVector: this.library.ownedVector(),
+      logSize: await this.library.logSize(),
+      partners,
+      protocolErrors: this.network.protocolErrors(),
+    };
+  }
+
+  /** Prunes what every member acknowledged (bounded by the retention bound). */
+  async prune(): Promise<number> {
+    const partnerDevices = this.partners().map((m) => m.device);
+    const deleted = await this.library.prune(partnerDevices, this.tuning.retainLogEntries);
+    if (deleted > 0) this.scheduleStatus();
+    return deleted;
+  }
+
+  scheduleStatus(): void {
+    if (this.statusTimer || this.stopped) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = undefined;
+      if (this.stopped) return;
+      void this.status()
+        .then((status) => this.library.emitStatus(status))
+        .catch(() => undefined);
+    }, this.tuning.statusThrottleMs);
+  }
+
+  private async refreshMembers(): Promise<void> {
+    const members = await this.library.members();
+    const byPeer = new Map(members.map((m) => [m.peer, m]));
+    if (this.bootstrap && !byPeer.has(this.bootstrap.peer)) byPeer.set(this.bootstrap.peer, this.bootstrap);
+    this.membersByPeer = byPeer;
+    // A member removed from the list (or re-keyed) loses its session at once.
+    for (const [peer, session] of this.sessions) if (!byPeer.has(peer)) session.close();
+    this.network.reconcileSoon();
+    this.scheduleStatus();
+  }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}

@@ -1,0 +1,498 @@
+import { ProtocolError, SyncError, TimeoutError } from '../errors.js';
+import type { Library } from '../library/library.js';
+import type { OwnedRowUpdate } from '../library/remote-apply.js';
+import type { LogEntry, VersionVector } from '../peer-log/types.js';
+import { decodeMessage, encodeMessage } from '../protocol/codec.js';
+import type { EntryTuple, Message, MessageOf, OwnedRowTuple } from '../protocol/messages.js';
+import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS } from '../protocol/messages.js';
+import type { FrameStream } from '../protocol/transport.js';
+import { errorFromWire } from './wire-errors.js';
+
+export interface SessionTuning {
+  /** A heartbeat (with both vectors) is sent this often, in ms. */
+  heartbeatMs: number;
+  /** A partner silent for this long is considered dead; the session closes. */
+  peerTimeoutMs: number;
+  /** A pull request unanswered for this long fails the session. */
+  requestTimeoutMs: number;
+  /** Unacknowledged push batches allowed in flight; beyond it new changes wait in the log. */
+  pushWindow: number;
+  /** Limits of one push batch or pull page. */
+  batchRecords: number;
+  batchBytes: number;
+}
+
+/** What a session reports to the library's replicator. */
+export interface SessionHost {
+  readonly library: Library;
+  readonly tuning: SessionTuning;
+  now(): number;
+  /** The partner (authenticated) holds at least these vectors. */
+  onAck(session: Session, shared: VersionVector): void;
+  onStateChange(session: Session): void;
+  onClosed(session: Session, reason: Error | undefined): void;
+}
+
+export type SessionState = 'catching-up' | 'live' | 'closed';
+
+type PageReply = MessageOf<'shared-page'> | MessageOf<'state-page'>;
+
+interface PendingRequest {
+  resolve(reply: PageReply): void;
+  reject(err: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * One sync session: a library shared with one partner device over one stream. Symmetric: both
+ * sides push their new changes, pull what they lack and answer the other's pulls.
+ *
+ * - Catch-up: while the partner advertises (hello, acks, heartbeats) more than this device
+ *   holds, pull pages after this device's vectors and apply each in one transaction.
+ * - Live push: once the partner has caught up with what this device had at hello, every
+ *   committed change is read from the log and pushed. The log is the queue: at most
+ *   `pushWindow` batches are in flight, so a slow partner costs no memory; it receives the
+ *   rest as its acks arrive, or by pull after a reconnect.
+ */
+export class Session {
+  state: SessionState = 'catching-up';
+  /** What the partner holds, as far as this side knows (max-merged). */
+  readonly remoteShared: VersionVector;
+  readonly remoteOwned: VersionVector;
+  lastSeenAt: number;
+  /** Why this device cannot catch up from the partner, if it cannot. */
+  syncError: SyncError | null = null;
+
+  private readonly library: Library;
+  private readonly helloShared: VersionVector;
+  private readonly helloOwned: VersionVector;
+  private pushedShared: VersionVector | undefined;
+  private readonly pushedOwned = new Map<string, number>();
+  private inFlight = 0;
+  private batchSeq = 0;
+  private requestSeq = 0;
+  private readonly pending = new Map<number, PendingRequest>();
+  private pumping = false;
+  private pumpAgain = false;
+  private catchingUp = false;
+  private catchUpAgain = false;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
+  private readonly onChange = () => void this.pump();
+
+  constructor(
+    private readonly host: SessionHost,
+    private readonly stream: FrameStream,
+    private readonly frames: AsyncIterator<Uint8Array>,
+    readonly device: string,
+    remoteHello: MessageOf<'hello'>,
+  ) {
+    this.library = host.library;
+    this.remoteShared = { ...remoteHello.shared };
+    this.remoteOwned = { ...remoteHello.owned };
+    this.helloShared = this.library.versionVector();
+    this.helloOwned = this.library.ownedVector();
+    this.lastSeenAt = host.now();
+  }
+
+  get peer(): string {
+    return this.stream.remotePeer;
+  }
+
+  /** Runs the session until the stream ends or fails; errors are reported through the host. */
+  start(): void {
+    this.library.on('change', this.onChange);
+    this.heartbeat = setInterval(() => this.tick(), this.host.tuning.heartbeatMs);
+    this.host.onAck(this, this.remoteShared);
+    void this.readLoop();
+    void this.catchUp();
+    this.checkPartnerCaughtUp();
+  }
+
+  close(reason?: Error): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearInterval(this.heartbeat);
+    this.library.off('change', this.onChange);
+    for (const request of this.pending.values()) {
+      clearTimeout(request.timer);
+      request.reject(reason ?? new SyncError('STOPPED', 'session closed'));
+    }
+    this.pending.clear();
+    if (reason instanceof SyncError && reason.code !== 'STOPPED') {
+      // Tell the partner why, best effort, then reset: nothing more will be read.
+      void this.stream
+        .send(encodeMessage({ t: 'error', library: this.library.id, code: reason.code, message: reason.message, req: null }))
+        .catch(() => undefined)
+        .finally(() => this.stream.abort(reason));
+    } else {
+      void this.stream.close();
+    }
+    this.host.onClosed(this, reason);
+  }
+
+  private async readLoop(): Promise<void> {
+    try {
+      for (;;) {
+        const next = await this.frames.next();
+        if (next.done) break;
+        this.lastSeenAt = this.host.now();
+        const message = decodeMessage(next.value);
+        if (message.library !== this.library.id) throw new ProtocolError('message names another library');
+        await this.handle(message);
+        if (this.state === 'closed') return;
+      }
+      this.close();
+    } catch (err) {
+      this.close(asError(err));
+    }
+  }
+
+  private async handle(message: Message): Promise<void> {
+    switch (message.t) {
+      case 'changes':
+        return this.receiveChanges(message);
+      case 'state':
+        return this.receiveState(message);
+      case 'ack':
+        if (message.batch !== null) this.inFlight = Math.max(0, this.inFlight - 1);
+        this.learnRemote(message.shared, message.owned);
+        void this.pump();
+        return;
+      case 'heartbeat':
+        this.learnRemote(message.shared, message.owned);
+        this.antiEntropy(message);
+        return;
+      case 'pull-shared': {
+        const page = await this.library.entriesAfter(message.after, {
+          maxRecords: Math.min(message.maxRecords, MAX_PAGE_RECORDS),
+          maxBytes: Math.min(message.maxBytes, MAX_PAGE_BYTES),
+        });
+        return this.send({
+          t: 'shared-page',
+          library: this.library.id,
+          req: message.req,
+          entries: page.entries.map(entryToTuple),
+          hasMore: page.hasMore,
+          pruned: page.pruned.map((p) => [p.origin, p.requestedAfter, p.prunedThrough]),
+        });
+      }
+      case 'pull-state': {
+        const page = await this.library.ownedAfter(message.owner, message.after, {
+          maxRecords: Math.min(message.maxRecords, MAX_PAGE_RECORDS),
+          maxBytes: Math.min(message.maxBytes, MAX_PAGE_BYTES),
+        });
+        return this.send({
+          t: 'state-page',
+          library: this.library.id,
+          req: message.req,
+          owner: message.owner,
+          from: page.from,
+          to: page.to,
+          rows: page.rows.map(ownedToTuple),
+          hasMore: page.hasMore,
+        });
+      }
+      case 'shared-page':
+      case 'state-page':
+        return this.settle(message.req, (p) => p.resolve(message));
+      case 'error': {
+        const err = errorFromWire(message.code, message.message);
+        if (message.req !== null) return this.settle(message.req, (p) => p.reject(err));
+        throw err;
+      }
+      default:
+        throw new ProtocolError(`unexpected ${message.t} message in a running session`);
+    }
+  }
+
+  private async receiveChanges(message: MessageOf<'changes'>): Promise<void> {
+    const entries = message.entries.map(entryFromTuple);
+    // The partner holds what it sends: never push those entries back to it.
+    const sent: VersionVector = {};
+    for (const e of entries) sent[e.origin] = Math.max(sent[e.origin] ?? 0, e.seq);
+    this.learnRemote(sent, {});
+    const result = await this.library.applyRemote(entries);
+    await this.sendAck(message.batch);
+    // A gap means this device is behind the partner: its pull fills the gap.
+    if (result.gaps.length > 0) void this.catchUp();
+  }
+
+  private async receiveState(message: MessageOf<'state'>): Promise<void> {
+    const { owner, from, to } = message;
+    this.learnRemote({}, { [owner]: to });
+    const held = this.library.ownedVector()[owner] ?? 0;
+    if (from <= held && owner !== this.library.deviceId) {
+      await this.library.applyRemoteOwned(message.rows.map(ownedFromTuple), { owner, from, to });
+    }
+    await this.sendAck(message.batch);
+    if (from > held) void this.catchUp();
+  }
+
+  /** Pulls everything the partner advertises and this device lacks, then acks. */
+  private async catchUp(): Promise<void> {
+    if (this.catchingUp) {
+      this.catchUpAgain = true;
+      return;
+    }
+    this.catchingUp = true;
+    try {
+      do {
+        this.catchUpAgain = false;
+        await this.pullShared();
+        await this.pullOwned();
+      } while (this.catchUpAgain && this.state !== 'closed');
+      if (this.state === 'closed') return;
+      await this.sendAck(null);
+      if (this.state === 'catching-up') {
+        this.state = 'live';
+        this.host.onStateChange(this);
+      }
+    } catch (err) {
+      this.close(asError(err));
+    } finally {
+      this.catchingUp = false;
+    }
+  }
+
+  private async pullShared(): Promise<void> {
+    while (this.state !== 'closed' && isBehind(this.library.versionVector(), this.remoteShared)) {
+      const page = await this.request<MessageOf<'shared-page'>>({
+        t: 'pull-shared',
+        library: this.library.id,
+        req: 0,
+        after: this.library.versionVector(),
+        maxRecords: this.host.tuning.batchRecords,
+        maxBytes: this.host.tuning.batchBytes,
+      });
+      if (page.pruned.length > 0) {
+        const [origin, after, through] = page.pruned[0]!;
+        this.syncError = new SyncError(
+          'LOG_PRUNED',
+          `partner ${this.device} pruned changes of ${origin} through seq ${through}, but this device holds only through ${after}: it must catch up from a snapshot`,
+        );
+        this.host.onStateChange(this);
+        return;
+      }
+      if (page.entries.length === 0) return;
+      this.syncError = null;
+      await this.library.applyRemote(page.entries.map(entryFromTuple));
+    }
+  }
+
+  private async pullOwned(): Promise<void> {
+    for (const [owner, advertised] of Object.entries(this.remoteOwned)) {
+      if (owner === this.library.deviceId) continue;
+      while (this.state !== 'closed') {
+        const held = this.library.ownedVector()[owner] ?? 0;
+        if (held >= advertised) break;
+        const page = await this.request<MessageOf<'state-page'>>({
+          t: 'pull-state',
+          library: this.library.id,
+          req: 0,
+          owner,
+          after: held,
+          maxRecords: this.host.tuning.batchRecords,
+          maxBytes: this.host.tuning.batchBytes,
+        });
+        if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
+        if (page.to <= held) break;
+        await this.library.applyRemoteOwned(page.rows.map(ownedFromTuple), { owner, from: page.from, to: page.to });
+      }
+    }
+  }
+
+  /** Pushes committed changes the partner lacks, within the in-flight window. */
+  private async pump(): Promise<void> {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        await this.pushShared();
+        await this.pushOwned();
+      } while (this.pumpAgain && this.state !== 'closed');
+    } catch (err) {
+      this.close(asError(err));
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private async pushShared(): Promise<void> {
+    const limits = { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
+    while (this.pushedShared && this.state !== 'closed' && this.inFlight < this.host.tuning.pushWindow) {
+      const page = await this.library.entriesAfter(this.pushedShared, limits);
+      if (page.entries.length === 0) return;
+      for (const e of page.entries) this.pushedShared[e.origin] = Math.max(this.pushedShared[e.origin] ?? 0, e.seq);
+      this.inFlight += 1;
+      await this.send({
+        t: 'changes',
+        library: this.library.id,
+        batch: ++this.batchSeq,
+        entries: page.entries.map(entryToTuple),
+      });
+    }
+  }
+
+  private async pushOwned(): Promise<void> {
+    if (!this.pushedShared) return;
+    const limits = { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
+    for (const [owner, held] of Object.entries(this.library.ownedVector())) {
+      if (owner === this.device) continue;
+      let sent = this.pushedOwned.get(owner) ?? 0;
+      while (sent < held && this.state !== 'closed' && this.inFlight < this.host.tuning.pushWindow) {
+        const page = await this.library.ownedAfter(owner, sent, limits);
+        if (page.to <= sent) break;
+        this.inFlight += 1;
+        await this.send({
+          t: 'state',
+          library: this.library.id,
+          batch: ++this.batchSeq,
+          owner,
+          from: page.from,
+          to: page.to,
+          rows: page.rows.map(ownedToTuple),
+        });
+        sent = page.to;
+        this.pushedOwned.set(owner, sent);
+      }
+    }
+  }
+
+  /**
+   * Records what the partner holds. This never starts a pull by itself: pushes in flight make
+   * the partner look ahead for a moment; gaps, hello and heartbeats decide when to pull.
+   */
+  private learnRemote(shared: VersionVector, owned: VersionVector): void {
+    mergeMax(this.remoteShared, shared);
+    mergeMax(this.remoteOwned, owned);
+    for (const [owner, version] of Object.entries(owned)) {
+      this.pushedOwned.set(owner, Math.max(this.pushedOwned.get(owner) ?? 0, version));
+    }
+    if (this.pushedShared) mergeMax(this.pushedShared, shared);
+    if (Object.keys(shared).length > 0) this.host.onAck(this, this.remoteShared);
+    this.checkPartnerCaughtUp();
+  }
+
+  /**
+   * Periodic catch-up: what the partner already held at its previous heartbeat has had a
+   * whole interval to arrive by push; if it has not, pull it.
+   */
+  private antiEntropy(heartbeat: MessageOf<'heartbeat'>): void {
+    const previous = this.previousHeartbeat;
+    this.previousHeartbeat = heartbeat;
+    if (!previous) return;
+    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) void this.catchUp();
+  }
+
+  /** Live push starts once the partner holds everything this device had at hello. */
+  private checkPartnerCaughtUp(): void {
+    if (this.pushedShared || this.state === 'closed') return;
+    if (isBehind(this.remoteShared, this.helloShared) || isBehind(this.remoteOwned, this.helloOwned)) return;
+    this.pushedShared = { ...this.remoteShared };
+    void this.pump();
+  }
+
+  private ownedBehind(advertised: VersionVector): boolean {
+    const held = this.library.ownedVector();
+    return Object.entries(advertised).some(
+      ([owner, v]) => owner !== this.library.deviceId && v > (held[owner] ?? 0),
+    );
+  }
+
+  private tick(): void {
+    if (this.host.now() - this.lastSeenAt > this.host.tuning.peerTimeoutMs) {
+      this.close(new TimeoutError(`partner ${this.device} sent nothing for ${this.host.tuning.peerTimeoutMs} ms`));
+      return;
+    }
+    void this.send({
+      t: 'heartbeat',
+      library: this.library.id,
+      shared: this.library.versionVector(),
+      owned: this.library.ownedVector(),
+    }).catch((err) => this.close(asError(err)));
+  }
+
+  private sendAck(batch: number | null): Promise<void> {
+    return this.send({
+      t: 'ack',
+      library: this.library.id,
+      batch,
+      shared: this.library.versionVector(),
+      owned: this.library.ownedVector(),
+    });
+  }
+
+  private request<R extends PageReply>(message: MessageOf<'pull-shared'> | MessageOf<'pull-state'>): Promise<R> {
+    const req = ++this.requestSeq;
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(req);
+        reject(new TimeoutError(`partner ${this.device} did not answer ${message.t} in ${this.host.tuning.requestTimeoutMs} ms`));
+      }, this.host.tuning.requestTimeoutMs);
+      this.pending.set(req, { resolve: resolve as (reply: PageReply) => void, reject, timer });
+      this.send({ ...message, req }).catch((err) => {
+        clearTimeout(timer);
+        this.pending.delete(req);
+        reject(asError(err));
+      });
+    });
+  }
+
+  private settle(req: number, fn: (pending: PendingRequest) => void): void {
+    const pending = this.pending.get(req);
+    if (!pending) throw new ProtocolError(`reply to unknown request ${req}`);
+    this.pending.delete(req);
+    clearTimeout(pending.timer);
+    fn(pending);
+  }
+
+  private async send(message: Message): Promise<void> {
+    if (this.state === 'closed') return;
+    await this.stream.send(encodeMessage(message));
+  }
+}
+
+/** Whether `mine` lacks anything `theirs` has. */
+export function isBehind(mine: VersionVector, theirs: VersionVector): boolean {
+  for (const [origin, seq] of Object.entries(theirs)) if (seq > (mine[origin] ?? 0)) return true;
+  return false;
+}
+
+/** Raises `target` to `source` origin by origin; returns whether anything rose. */
+function mergeMax(target: VersionVector, source: VersionVector): boolean {
+  let rose = false;
+  for (const [origin, seq] of Object.entries(source)) {
+    if (seq > (target[origin] ?? 0)) {
+      target[origin] = seq;
+      rose = true;
+    }
+  }
+  return rose;
+}
+
+function asError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  // libp2p reports some failures as events rather than Errors.
+  return new SyncError('NETWORK', String((err as { type?: string })?.type ?? err));
+}
+
+function entryToTuple(e: LogEntry): EntryTuple {
+  return [e.origin, e.seq, e.hlc, e.model, e.id, e.op, e.fields];
+}
+
+function entryFromTuple([origin, seq, hlc, model, id, op, fields]: EntryTuple): LogEntry {
+  return { origin, seq, hlc, model, id, op, fields: fields as LogEntry['fields'] };
+}
+
+function ownedToTuple(r: OwnedRowUpdate): OwnedRowTuple {
+  return [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values];
+}
+
+function ownedFromTuple([model, id, owner, version, hlc, deleted, values]: OwnedRowTuple): OwnedRowUpdate {
+  return { model, id, owner, version, hlc, deleted, values: values as OwnedRowUpdate['values'] };
+}

@@ -1,0 +1,44 @@
+import type { VersionVector } from '../peer-log/types.js';
+
+/**
+ * A partner session's phase: `catching-up` while this device pulls what the partner has and
+ * it lacks, `live` once caught up (new changes are pushed as they commit).
+ */
+export type PartnerSyncState = 'offline' | 'connecting' | 'catching-up' | 'live';
+
+export interface PartnerStatus {
+  device: string;
+  peer: string;
+  connected: boolean;
+  state: PartnerSyncState;
+  /** The shared-log vector the partner last acknowledged (persisted; survives restarts). */
+  acked: VersionVector;
+  /** The device-owned versions the partner last reported holding (this session only). */
+  ackedOwned: VersionVector;
+  /** Wall-clock ms of the last frame received from the partner, or null. */
+  lastSeenAt: number | null;
+  /**
+   * The partner's acknowledged position is older than what this log still holds: it lags
+   * beyond the retention bound and cannot catch up from this device's log.
+   */
+  beyondRetention: boolean;
+}
+
+/**
+ * `ready`: every connected partner session is live. `catching-up`: some session is still
+ * pulling. `error`: this device cannot catch up (see `error`), e.g. a partner's log was pruned
+ * past this device's position.
+ */
+export type LibrarySyncState = 'catching-up' | 'ready' | 'error';
+
+export interface LibraryStatus {
+  library: string;
+  state: LibrarySyncState;
+  error: { code: string; message: string } | null;
+  vector: VersionVector;
+  ownedVector: VersionVector;
+  logSize: number;
+  partners: PartnerStatus[];
+  /** Streams closed because a peer sent something invalid, since the node started. */
+  protocolErrors: number;
+}

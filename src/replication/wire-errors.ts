@@ -1,0 +1,37 @@
+import {
+  InviteError,
+  NotMemberError,
+  ProtocolError,
+  ProtocolVersionError,
+  SyncError,
+  type SyncErrorCode,
+} from '../errors.js';
+import { PROTOCOL_VERSION } from '../protocol/messages.js';
+
+const INVITE_CODES = new Set(['INVITE_INVALID', 'INVITE_EXPIRED', 'INVITE_USED']);
+const KNOWN_CODES: ReadonlySet<string> = new Set<SyncErrorCode>([
+  'VALIDATION',
+  'OWNERSHIP',
+  'CLOCK_DRIFT',
+  'STOPPED',
+  'TIMEOUT',
+  'LOG_PRUNED',
+  'NETWORK',
+]);
+
+/**
+ * The typed error for an `error` message a peer sent. Only the code is trusted for the type;
+ * the message is the peer's text, prefixed so it is never mistaken for a local diagnosis.
+ */
+export function errorFromWire(code: string, message: string): SyncError {
+  const text = `peer reported: ${message}`;
+  if (code === 'PROTOCOL_VERSION') {
+    const remote = /speaks (\S+),/.exec(message)?.[1] ?? 'unknown';
+    return new ProtocolVersionError(PROTOCOL_VERSION.join('.'), remote);
+  }
+  if (code === 'NOT_MEMBER') return new NotMemberError(text);
+  if (code === 'PROTOCOL') return new ProtocolError(text);
+  if (INVITE_CODES.has(code)) return new InviteError(code as 'INVITE_INVALID', text);
+  if (KNOWN_CODES.has(code)) return new SyncError(code as SyncErrorCode, text);
+  return new SyncError('PROTOCOL', `peer reported unknown error ${JSON.stringify(code)}: ${message}`);
+}

@@ -1,0 +1,79 @@
+import { expect } from 'vitest';
+import { createSyncNode, defineModel, type Library, type SyncNode, type SyncNodeOptions } from '../../src/index.js';
+import { makeTempDir } from './child-process.js';
+
+/** Models covering every conflict rule and both ownerships, shared by the multi-node tests. */
+export const clusterModels = [
+  defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', body: { type: 'text', nullable: true } } }),
+  defineModel({
+    name: 'profile',
+    ownership: 'shared',
+    conflict: 'lww-field',
+    fields: { name: 'text', color: { type: 'text', nullable: true }, score: { type: 'integer', nullable: true } },
+  }),
+  defineModel({ name: 'tag', ownership: 'shared', conflict: 'union', naturalKey: ['label'], fields: { label: 'text' } }),
+  defineModel({ name: 'volume', ownership: 'device', fields: { path: 'text', bytes: 'integer' } }),
+];
+
+/** Fast timings so dead peers and catch-up show within a test's patience. */
+export const fastSync: SyncNodeOptions['sync'] = {
+  heartbeatMs: 200,
+  peerTimeoutMs: 1_500,
+  redialMinMs: 100,
+  redialMaxMs: 1_000,
+  reconcileMs: 200,
+  pruneIntervalMs: 300,
+};
+
+const running = new Set<SyncNode>();
+
+export async function startNode(dataDir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
+  const node = await createSyncNode({
+    dataDir: dataDir ?? (await makeTempDir('lsync-node-')),
+    models: clusterModels,
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    sync: fastSync,
+    ...options,
+  });
+  running.add(node);
+  return node;
+}
+
+export async function stopNode(node: SyncNode): Promise<void> {
+  running.delete(node);
+  await node.stop();
+}
+
+export async function stopAllNodes(): Promise<void> {
+  await Promise.all([...running].map((n) => stopNode(n)));
+}
+
+/** Polls `check` until it returns true or the deadline passes (no fixed sleeps). */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Waits until every library has the same digest, then asserts it. */
+export async function waitForConvergence(libraries: Library[], timeoutMs = 30_000): Promise<string> {
+  await waitFor(
+    async () => new Set(await Promise.all(libraries.map((l) => l.digest()))).size === 1,
+    'equal digests',
+    timeoutMs,
+  );
+  const digests = await Promise.all(libraries.map((l) => l.digest()));
+  expect(new Set(digests).size).toBe(1);
+  return digests[0]!;
+}
+
+/** Creates a library on `owner` and joins it from each of `joiners` by invite. */
+export async function shareLibrary(owner: SyncNode, joiners: SyncNode[]): Promise<Library[]> {
+  const lib = await owner.createLibrary({ name: 'shared' });
+  const libs = [lib];
+  for (const joiner of joiners) libs.push(await joiner.joinLibrary(await lib.createInvite()));
+  return libs;
+}
