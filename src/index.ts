@@ -1,12 +1,25 @@
-export { createSyncNode, SyncNode, type SyncNodeOptions, type CreateLibraryOptions } from './node/sync-node.js';
+export {
+  createSyncNode,
+  SyncNode,
+  DEFAULT_SYNC_TUNING,
+  type SyncNodeOptions,
+  type SyncNodeEvents,
+  type SyncTuning,
+  type CreateLibraryOptions,
+} from './node/sync-node.js';
 export {
   Library,
   type LibraryTransaction,
   type ListOptions,
   type LibraryEvents,
+  type Member,
+  type InviteOptions,
 } from './library/library.js';
+export type { LibraryStatus, LibrarySyncState, PartnerStatus, PartnerSyncState } from './replication/status.js';
+export type { SessionErrorEvent } from './replication/network.js';
+export { PROTOCOL_ID, PROTOCOL_VERSION, MAX_FRAME_BYTES } from './protocol/messages.js';
 export type { ChangeEvent } from './library/write-batch.js';
-export type { ApplyResult, GapReport, OwnedApplyResult, OwnedRowUpdate } from './library/remote-apply.js';
+export type { ApplyResult, GapReport, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from './library/remote-apply.js';
 export {
   defineModel,
   type ModelInput,

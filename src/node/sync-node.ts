@@ -1,3 +1,4 @@
+import { EventEmitter } from 'eventemitter3';
 import { v4 as uuidv4 } from 'uuid';
 import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
 import { compareHlc, type Hlc, HlcClock, isDeviceId, type WallClock } from '../hlc/index.js';
@@ -9,7 +10,7 @@ import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js'
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
 import { decodeInvite } from '../replication/invite-code.js';
-import { SyncNetwork } from '../replication/network.js';
+import { type SessionErrorEvent, SyncNetwork } from '../replication/network.js';
 import { LibraryReplicator, type ReplicationTuning } from '../replication/replicator.js';
 import { prepareLibrary } from '../storage/open-library.js';
 import { openSqliteFile } from '../storage/sqlite-node.js';
@@ -56,6 +57,10 @@ export const DEFAULT_SYNC_TUNING: SyncTuning = {
   reconcileMs: 1_000,
 };
 
+export interface SyncNodeEvents {
+  'session-error': [SessionErrorEvent];
+}
+
 const BOOTSTRAP_META_KEY = 'bootstrap_member';
 
 export interface CreateLibraryOptions {
@@ -87,7 +92,22 @@ export class SyncNode {
     private readonly network: SyncNetwork,
     private readonly tuning: SyncTuning,
     private readonly wallClock: () => number,
+    private readonly events: EventEmitter<SyncNodeEvents>,
   ) {}
+
+  /**
+   * `session-error`: a sync session could not start or ended with an error (version mismatch,
+   * non-member, malformed frame, dead peer…). Informational: the node keeps serving others.
+   */
+  on<E extends keyof SyncNodeEvents>(event: E, listener: (...args: SyncNodeEvents[E]) => void): this {
+    this.events.on(event, listener);
+    return this;
+  }
+
+  off<E extends keyof SyncNodeEvents>(event: E, listener: (...args: SyncNodeEvents[E]) => void): this {
+    this.events.off(event, listener);
+    return this;
+  }
 
   /** This device's libp2p PeerId (stable across restarts: the key is kept in dataDir). */
   get peerId(): string {
@@ -158,6 +178,7 @@ export class SyncNode {
         );
       }
       const wallClock = options.wallClock ?? Date.now;
+      const events = new EventEmitter<SyncNodeEvents>();
       const transport = await Libp2pTransport.start({
         privateKey: await loadOrCreatePeerKey(dataDir.peerKeyFile),
         listen,
@@ -171,8 +192,9 @@ export class SyncNode {
         handshakeTimeoutMs: tuning.requestTimeoutMs,
         now: wallClock,
         random: Math.random,
+        onSessionError: (event) => events.emit('session-error', event),
       });
-      const node = new SyncNode(deviceId, dataDir, registry, clock, open, unlock, transport, network, tuning, wallClock);
+      const node = new SyncNode(deviceId, dataDir, registry, clock, open, unlock, transport, network, tuning, wallClock, events);
       for (const library of open.values()) {
         const bootstrap = await library.metaValue(BOOTSTRAP_META_KEY);
         await node.replicate(library, bootstrap === undefined ? undefined : (JSON.parse(bootstrap) as Member));
@@ -247,6 +269,7 @@ export class SyncNode {
     if (this.stopped) return;
     this.stopped = true;
     await this.network.stop();
+    this.events.removeAllListeners();
     for (const library of this.open.values()) await library.close();
     this.open.clear();
     await this.unlock();

@@ -14,6 +14,16 @@ export interface BackoffPolicy {
   maxMs: number;
 }
 
+/** A session that could not start or ended with an error, as reported to the node's listeners. */
+export interface SessionErrorEvent {
+  peer: string;
+  /** The library concerned, when known. */
+  library: string | undefined;
+  /** Which side of the handshake this node was: `outbound` opened the stream. */
+  direction: 'inbound' | 'outbound';
+  error: Error;
+}
+
 interface PeerBackoff {
   failures: number;
   nextAttemptAt: number;
@@ -45,6 +55,7 @@ export class SyncNetwork {
       handshakeTimeoutMs: number;
       now: () => number;
       random: () => number;
+      onSessionError: (event: SessionErrorEvent) => void;
     },
   ) {
     transport.handle((stream) => void this.accept(stream));
@@ -167,11 +178,12 @@ export class SyncNetwork {
       checkHello(reply, replicator, peer);
       if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
       this.backoff.delete(key);
-      replicator.adopt(new Session(replicator, stream, frames, device, reply));
+      replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
     } catch (err) {
       this.failed(key);
-      if (err instanceof ProtocolError) this.protocolErrorCount += 1;
-      stream?.abort(err instanceof Error ? err : new SyncError('NETWORK', String(err)));
+      const error = err instanceof Error ? err : new SyncError('NETWORK', String(err));
+      this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
+      stream?.abort(error);
     } finally {
       this.opening.delete(key);
     }
@@ -189,7 +201,7 @@ export class SyncNetwork {
         if (!replicator) throw new NotMemberError('this device is not a member of that library');
         checkHello(first, replicator, stream.remotePeer);
         await stream.send(encodeMessage(helloFor(replicator.library)));
-        replicator.adopt(new Session(replicator, stream, frames, first.device, first));
+        replicator.adopt(new Session(replicator, stream, frames, first.device, first, 'inbound'));
       } else if (first.t === 'join') {
         checkVersion(first.v);
         if (!replicator) throw new NotMemberError('this device is not a member of that library');
@@ -202,12 +214,19 @@ export class SyncNetwork {
       }
     } catch (err) {
       const error = err instanceof SyncError ? err : new ProtocolError(String((err as Error)?.message ?? err));
-      if (error instanceof ProtocolError) this.protocolErrorCount += 1;
+      const known = this.replicators.has(library) ? library : undefined;
+      this.reportSessionError({ peer: stream.remotePeer, library: known, direction: 'inbound', error });
       await stream
         .send(encodeMessage({ t: 'error', library, code: error.code, message: error.message, req: null }))
         .catch(() => undefined);
       stream.abort(error);
     }
+  }
+
+  /** Counts protocol violations and tells the node's listeners. */
+  reportSessionError(event: SessionErrorEvent): void {
+    if (event.error instanceof ProtocolError) this.protocolErrorCount += 1;
+    this.options.onSessionError(event);
   }
 
   private async firstMessage(frames: AsyncIterator<Uint8Array>, stream: FrameStream): Promise<Message> {

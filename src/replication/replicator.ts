@@ -5,6 +5,7 @@ import type { VersionVector } from '../peer-log/types.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import { type Session, type SessionHost, type SessionTuning, isBehind } from './session.js';
+import type { SessionErrorEvent } from './network.js';
 import type { LibraryStatus, PartnerStatus } from './status.js';
 
 export interface ReplicationTuning extends SessionTuning {
@@ -26,6 +27,7 @@ export interface ReplicatorNetwork {
   addresses(): string[];
   isConnected(peer: string): boolean;
   disconnect(peer: string): void;
+  reportSessionError(event: SessionErrorEvent): void;
   /** Re-examines connections and sessions soon (membership or a session changed). */
   reconcileSoon(): void;
   protocolErrors(): number;
@@ -118,6 +120,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   onClosed(session: Session, reason: Error | undefined): void {
     if (this.sessions.get(session.peer) === session) this.sessions.delete(session.peer);
     if (this.stopped) return;
+    if (reason) {
+      this.network.reportSessionError({ peer: session.peer, library: this.library.id, direction: session.direction, error: reason });
+    }
     // A silent partner is likely gone: drop the connection so it is redialled with backoff.
     if (reason && (reason as { code?: string }).code === 'TIMEOUT') this.network.disconnect(session.peer);
     this.scheduleStatus();

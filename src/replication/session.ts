@@ -86,6 +86,8 @@ export class Session {
     private readonly frames: AsyncIterator<Uint8Array>,
     readonly device: string,
     remoteHello: MessageOf<'hello'>,
+    /** `outbound` if this node opened the stream. */
+    readonly direction: 'inbound' | 'outbound',
   ) {
     this.library = host.library;
     this.remoteShared = { ...remoteHello.shared };
