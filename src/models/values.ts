@@ -1,3 +1,4 @@
+import { pack } from '../util/msgpack.js';
 import { ValidationError } from '../errors.js';
 import type { FieldDefinition, Model } from './define.js';
 import type { FieldValue, JsonValue, Row, StoredValue, StoredValues } from './types.js';
@@ -85,7 +86,7 @@ export function storedFromFullRow(model: Model, input: Record<string, unknown>):
   rejectUnknownFields(model, input, true);
   const values: StoredValues = {};
   for (const field of model.fields) values[field.name] = toStored(model, field, input[field.name] as FieldValue);
-  return values;
+  return checkRecordSize(model, values);
 }
 
 /** A partial change from the host: only declared fields, at least one. */
@@ -97,6 +98,24 @@ export function storedFromPartial(model: Model, input: Record<string, unknown>):
     values[name] = toStored(model, model.fieldsByName.get(name)!, value as FieldValue);
   }
   if (Object.keys(values).length === 0) throw new ValidationError(`${model.name}: update names no fields`);
+  return checkRecordSize(model, values);
+}
+
+/**
+ * Largest encoded record (its field values) a write may carry. A change must fit one protocol
+ * frame with room to spare, or it could never be replicated.
+ */
+export const MAX_RECORD_BYTES = 1024 * 1024;
+
+function checkRecordSize(model: Model, values: StoredValues): StoredValues {
+  let bytes = 0;
+  for (const value of Object.values(values)) {
+    // Upper bound of the encoded size: UTF-8 uses at most 3 bytes per UTF-16 unit.
+    bytes += typeof value === 'string' ? value.length * 3 : value instanceof Uint8Array ? value.byteLength : 9;
+  }
+  if (bytes > MAX_RECORD_BYTES && pack(values).byteLength > MAX_RECORD_BYTES) {
+    throw new ValidationError(`${model.name}: record is larger than ${MAX_RECORD_BYTES} bytes encoded`);
+  }
   return values;
 }
 

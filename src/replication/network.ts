@@ -61,6 +61,9 @@ export class SyncNetwork {
     transport.handle((stream) => void this.accept(stream));
     transport.onConnectionChange((peer, connected) => {
       if (connected) this.backoff.delete(peer);
+      for (const replicator of this.replicators.values()) {
+        if (replicator.memberByPeer(peer)) replicator.scheduleStatus();
+      }
       this.reconcileSoon();
     });
     this.reconcileTimer = setInterval(() => this.reconcile(), options.reconcileMs);

@@ -49,6 +49,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private pruneTimer: ReturnType<typeof setInterval> | undefined;
   private statusTimer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
+  private everLive = false;
   private readonly onChange = (event: { model: string }) => {
     if (event.model === MEMBERS_MODEL.name) void this.refreshMembers();
   };
@@ -113,7 +114,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.scheduleStatus();
   }
 
-  onStateChange(): void {
+  onStateChange(session: Session): void {
+    if (session.state === 'live') this.everLive = true;
     this.scheduleStatus();
   }
 
@@ -210,7 +212,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       };
     });
     const failing = [...this.sessions.values()].find((s) => s.syncError);
-    const catchingUp = [...this.sessions.values()].some((s) => s.state === 'catching-up');
+    // Until one partner session has gone live, a library with partners has not synced yet.
+    const catchingUp =
+      [...this.sessions.values()].some((s) => s.state === 'catching-up') || (partners.length > 0 && !this.everLive);
     return {
       library: this.library.id,
       state: failing ? 'error' : catchingUp ? 'catching-up' : 'ready',
@@ -226,6 +230,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   /** Prunes what every member acknowledged (bounded by the retention bound). */
   async prune(): Promise<number> {
     const partnerDevices = this.partners().map((m) => m.device);
+    // Alone, "acknowledged by every partner" would hold vacuously and empty the log that the
+    // first device to join must catch up from.
+    if (partnerDevices.length === 0) return 0;
     const deleted = await this.library.prune(partnerDevices, this.tuning.retainLogEntries);
     if (deleted > 0) this.scheduleStatus();
     return deleted;
