@@ -2,25 +2,28 @@
  * Typed errors. Every error the library throws on purpose is a `SyncError` with a stable
  * `code`, so hosts can branch on `err.code` without parsing messages.
  */
-export type SyncErrorCode =
-  | 'VALIDATION'
-  | 'OWNERSHIP'
-  | 'NOT_FOUND'
-  | 'CLOCK_DRIFT'
-  | 'CLOCK_RANGE'
-  | 'HLC_DECODE'
-  | 'MODEL_DEFINITION'
-  | 'SCHEMA_MISMATCH'
-  | 'STOPPED'
-  | 'PROTOCOL'
-  | 'PROTOCOL_VERSION'
-  | 'NOT_MEMBER'
-  | 'INVITE_INVALID'
-  | 'INVITE_EXPIRED'
-  | 'INVITE_USED'
-  | 'NETWORK'
-  | 'TIMEOUT'
-  | 'LOG_PRUNED';
+export const SYNC_ERROR_CODES = [
+  'VALIDATION',
+  'OWNERSHIP',
+  'NOT_FOUND',
+  'CLOCK_DRIFT',
+  'CLOCK_RANGE',
+  'HLC_DECODE',
+  'MODEL_DEFINITION',
+  'SCHEMA_MISMATCH',
+  'STOPPED',
+  'PROTOCOL',
+  'PROTOCOL_VERSION',
+  'NOT_MEMBER',
+  'INVITE_INVALID',
+  'INVITE_EXPIRED',
+  'INVITE_USED',
+  'NETWORK',
+  'TIMEOUT',
+  'LOG_PRUNED',
+] as const;
+
+export type SyncErrorCode = (typeof SYNC_ERROR_CODES)[number];
 
 export class SyncError extends Error {
   readonly code: SyncErrorCode;

@@ -38,6 +38,8 @@ import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
 
 export interface LibraryEvents {
   change: [ChangeEvent];
+  /** A transaction committed that grew the peer log or advanced a device-owned cursor. */
+  appended: [];
   status: [LibraryStatus];
 }
 
@@ -380,6 +382,7 @@ export class Library {
     });
     this.counters = batch.counters();
     if (this.events.listenerCount('change') > 0) for (const event of batch.events) this.events.emit('change', event);
+    if (batch.advanced) this.events.emit('appended');
     return value;
   }
 

@@ -43,6 +43,8 @@ export class WriteBatch {
   private pendingCount = 0;
   private readonly vector: Map<string, number>;
   private readonly ownerVersions: Map<string, number>;
+  /** Whether this transaction appended to the log or moved an owner's cursor. */
+  advanced = false;
   private readonly changedOrigins = new Set<string>();
   private readonly changedOwners = new Set<string>();
 
@@ -70,6 +72,7 @@ export class WriteBatch {
     if (version <= this.versionOf(owner)) return;
     this.ownerVersions.set(owner, version);
     this.changedOwners.add(owner);
+    this.advanced = true;
   }
 
   loadShared(table: ModelTable, id: string): Promise<SharedRowState | undefined> {
@@ -122,6 +125,7 @@ export class WriteBatch {
     }
     this.vector.set(entry.origin, entry.seq);
     this.changedOrigins.add(entry.origin);
+    this.advanced = true;
     this.log.push(entry);
     this.pendingCount += 1;
   }

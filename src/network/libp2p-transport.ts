@@ -11,7 +11,7 @@ import { webSockets } from '@libp2p/websockets';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
-import { NetworkError } from '../errors.js';
+import { NetworkError, ProtocolError, ProtocolVersionError } from '../errors.js';
 import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
@@ -90,6 +90,10 @@ export class Libp2pTransport implements Transport {
       const stream = await this.node.dialProtocol(peerIdFromString(peer), this.options.protocol, { signal });
       return new Libp2pFrameStream(stream, peer, this.options.maxFrameBytes);
     } catch (err) {
+      if ((err as Error).name === 'UnsupportedProtocolError') {
+        // The peer runs libp2p but not this protocol id: another major version (or no sync).
+        throw new ProtocolVersionError(this.options.protocol, `a version other than ${this.options.protocol}`);
+      }
       throw new NetworkError(`cannot open a sync stream to ${peer}: ${(err as Error).message}`);
     }
   }
@@ -139,7 +143,14 @@ class Libp2pFrameStream implements FrameStream {
       maxBufferSize: this.maxFrameBytes + 16,
     });
     for await (const chunk of this.stream) {
-      for (const frame of decoder.decode(chunk)) yield frame.subarray();
+      let frames: Uint8Array[];
+      try {
+        frames = [...decoder.decode(chunk)].map((f) => f.subarray());
+      } catch (err) {
+        // Oversize or malformed length prefix: the peer broke the framing.
+        throw new ProtocolError(`bad frame from ${this.remotePeer}: ${(err as Error).message}`);
+      }
+      yield* frames;
     }
   }
 

@@ -7,7 +7,7 @@ import type { Invite } from './invite-code.js';
 import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
 import { Session } from './session.js';
-import { errorFromWire } from './wire-errors.js';
+import { errorFromWire, isBadInput, isPeerReported } from './wire-errors.js';
 
 export interface BackoffPolicy {
   minMs: number;
@@ -167,7 +167,7 @@ export class SyncNetwork {
 
   /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
   private async open(replicator: LibraryReplicator, peer: string, device: string): Promise<void> {
-    const key = `${replicator.library.id}:${peer}`;
+    const key = sessionKey(replicator.library.id, peer);
     if (this.opening.has(key) || !this.due(key)) return;
     this.opening.add(key);
     let stream: FrameStream | undefined;
@@ -180,13 +180,12 @@ export class SyncNetwork {
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
       checkHello(reply, replicator, peer);
       if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
-      this.backoff.delete(key);
       replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
     } catch (err) {
       this.failed(key);
       const error = err instanceof Error ? err : new SyncError('NETWORK', String(err));
       this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
-      stream?.abort(error);
+      if (stream) await refuse(stream, replicator.library.id, error);
     } finally {
       this.opening.delete(key);
     }
@@ -201,13 +200,14 @@ export class SyncNetwork {
       library = first.library;
       const replicator = this.replicators.get(first.library);
       if (first.t === 'hello') {
-        if (!replicator) throw new NotMemberError('this device is not a member of that library');
+        checkVersion(first.v);
+        if (!replicator) throw notMember(stream.remotePeer);
         checkHello(first, replicator, stream.remotePeer);
         await stream.send(encodeMessage(helloFor(replicator.library)));
         replicator.adopt(new Session(replicator, stream, frames, first.device, first, 'inbound'));
       } else if (first.t === 'join') {
         checkVersion(first.v);
-        if (!replicator) throw new NotMemberError('this device is not a member of that library');
+        if (!replicator) throw notMember(stream.remotePeer);
         await replicator.admit(first, stream.remotePeer);
         const reply: Message = { t: 'welcome', library: first.library, name: replicator.library.name, device: this.deviceId };
         await stream.send(encodeMessage(reply));
@@ -219,17 +219,24 @@ export class SyncNetwork {
       const error = err instanceof SyncError ? err : new ProtocolError(String((err as Error)?.message ?? err));
       const known = this.replicators.has(library) ? library : undefined;
       this.reportSessionError({ peer: stream.remotePeer, library: known, direction: 'inbound', error });
-      await stream
-        .send(encodeMessage({ t: 'error', library, code: error.code, message: error.message, req: null }))
-        .catch(() => undefined);
-      stream.abort(error);
+      await refuse(stream, library, error);
     }
   }
 
   /** Counts protocol violations and tells the node's listeners. */
   reportSessionError(event: SessionErrorEvent): void {
-    if (event.error instanceof ProtocolError) this.protocolErrorCount += 1;
+    if (isBadInput(event.error)) this.protocolErrorCount += 1;
     this.options.onSessionError(event);
+  }
+
+  /** A session this node opened failed: the next attempt waits (exponential backoff). */
+  sessionFailed(library: string, peer: string): void {
+    this.failed(sessionKey(library, peer));
+  }
+
+  /** A session went live: attempts to that partner start from the shortest backoff again. */
+  sessionLive(library: string, peer: string): void {
+    this.backoff.delete(sessionKey(library, peer));
   }
 
   private async firstMessage(frames: AsyncIterator<Uint8Array>, stream: FrameStream): Promise<Message> {
@@ -261,6 +268,25 @@ export class SyncNetwork {
     const delay = base * (0.75 + this.options.random() * 0.5);
     this.backoff.set(key, { failures, nextAttemptAt: this.now() + delay });
   }
+}
+
+function sessionKey(library: string, peer: string): string {
+  return `${library}:${peer}`;
+}
+
+/** The same answer for an unknown library and a non-member: a stranger learns nothing. */
+export function notMember(peer: string): NotMemberError {
+  return new NotMemberError(`peer ${peer} is not a member of this library`);
+}
+
+/** Tells the peer why (unless it told us), then resets the stream. */
+async function refuse(stream: FrameStream, library: string, error: Error): Promise<void> {
+  if (error instanceof SyncError && !isPeerReported(error)) {
+    await stream
+      .send(encodeMessage({ t: 'error', library, code: error.code, message: error.message, req: null }))
+      .catch(() => undefined);
+  }
+  stream.abort(error);
 }
 
 function helloFor(library: Library): MessageOf<'hello'> {

@@ -5,7 +5,7 @@ import type { VersionVector } from '../peer-log/types.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import { type Session, type SessionHost, type SessionTuning, isBehind } from './session.js';
-import type { SessionErrorEvent } from './network.js';
+import { notMember, type SessionErrorEvent } from './network.js';
 import type { LibraryStatus, PartnerStatus } from './status.js';
 
 export interface ReplicationTuning extends SessionTuning {
@@ -28,6 +28,8 @@ export interface ReplicatorNetwork {
   isConnected(peer: string): boolean;
   disconnect(peer: string): void;
   reportSessionError(event: SessionErrorEvent): void;
+  sessionFailed(library: string, peer: string): void;
+  sessionLive(library: string, peer: string): void;
   /** Re-examines connections and sessions soon (membership or a session changed). */
   reconcileSoon(): void;
   protocolErrors(): number;
@@ -93,7 +95,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
   requireMember(peer: string, device: string): Member {
     const member = this.membersByPeer.get(peer);
-    if (!member || peer === this.network.localPeer) throw new NotMemberError(`peer ${peer} is not a member of this library`);
+    if (!member || peer === this.network.localPeer) throw notMember(peer);
     if (member.device !== device) throw new NotMemberError(`peer ${peer} is member device ${member.device}, not ${device}`);
     return member;
   }
@@ -115,7 +117,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   onStateChange(session: Session): void {
-    if (session.state === 'live') this.everLive = true;
+    if (session.state === 'live') {
+      this.everLive = true;
+      this.network.sessionLive(this.library.id, session.peer);
+    }
     this.scheduleStatus();
   }
 
@@ -123,6 +128,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     if (this.sessions.get(session.peer) === session) this.sessions.delete(session.peer);
     if (this.stopped) return;
     if (reason) {
+      this.network.sessionFailed(this.library.id, session.peer);
       this.network.reportSessionError({ peer: session.peer, library: this.library.id, direction: session.direction, error: reason });
     }
     // A silent partner is likely gone: drop the connection so it is redialled with backoff.

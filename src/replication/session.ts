@@ -6,7 +6,7 @@ import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import type { EntryTuple, Message, MessageOf, OwnedRowTuple } from '../protocol/messages.js';
 import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS } from '../protocol/messages.js';
 import type { FrameStream } from '../protocol/transport.js';
-import { errorFromWire } from './wire-errors.js';
+import { errorFromWire, isPeerReported } from './wire-errors.js';
 
 export interface SessionTuning {
   /** A heartbeat (with both vectors) is sent this often, in ms. */
@@ -78,7 +78,7 @@ export class Session {
   private catchUpAgain = false;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
-  private readonly onChange = () => void this.pump();
+  private readonly onAppended = () => void this.pump();
 
   constructor(
     private readonly host: SessionHost,
@@ -94,6 +94,7 @@ export class Session {
     this.remoteOwned = { ...remoteHello.owned };
     this.helloShared = this.library.versionVector();
     this.helloOwned = this.library.ownedVector();
+    for (const [owner, version] of Object.entries(remoteHello.owned)) this.pushedOwned.set(owner, version);
     this.lastSeenAt = host.now();
   }
 
@@ -103,7 +104,7 @@ export class Session {
 
   /** Runs the session until the stream ends or fails; errors are reported through the host. */
   start(): void {
-    this.library.on('change', this.onChange);
+    this.library.on('appended', this.onAppended);
     this.heartbeat = setInterval(() => this.tick(), this.host.tuning.heartbeatMs);
     this.host.onAck(this, this.remoteShared);
     void this.readLoop();
@@ -115,13 +116,13 @@ export class Session {
     if (this.state === 'closed') return;
     this.state = 'closed';
     clearInterval(this.heartbeat);
-    this.library.off('change', this.onChange);
+    this.library.off('appended', this.onAppended);
     for (const request of this.pending.values()) {
       clearTimeout(request.timer);
       request.reject(reason ?? new SyncError('STOPPED', 'session closed'));
     }
     this.pending.clear();
-    if (reason instanceof SyncError && reason.code !== 'STOPPED') {
+    if (reason instanceof SyncError && reason.code !== 'STOPPED' && !isPeerReported(reason)) {
       // Tell the partner why, best effort, then reset: nothing more will be read.
       void this.stream
         .send(encodeMessage({ t: 'error', library: this.library.id, code: reason.code, message: reason.message, req: null }))
@@ -274,10 +275,12 @@ export class Session {
           `partner ${this.device} pruned changes of ${origin} through seq ${through}, but this device holds only through ${after}: it must catch up from a snapshot`,
         );
         this.host.onStateChange(this);
-        return;
+      } else if (this.syncError) {
+        this.syncError = null;
+        this.host.onStateChange(this);
       }
+      // Entries of the origins that are not pruned still apply.
       if (page.entries.length === 0) return;
-      this.syncError = null;
       await this.library.applyRemote(page.entries.map(entryFromTuple));
     }
   }
@@ -359,7 +362,7 @@ export class Session {
           to: page.to,
           rows: page.rows.map(ownedToTuple),
         });
-        sent = page.to;
+        sent = Math.max(page.to, this.pushedOwned.get(owner) ?? 0);
         this.pushedOwned.set(owner, sent);
       }
     }

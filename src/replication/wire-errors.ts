@@ -3,27 +3,39 @@ import {
   NotMemberError,
   ProtocolError,
   ProtocolVersionError,
+  SYNC_ERROR_CODES,
   SyncError,
   type SyncErrorCode,
 } from '../errors.js';
 import { PROTOCOL_VERSION } from '../protocol/messages.js';
 
 const INVITE_CODES = new Set(['INVITE_INVALID', 'INVITE_EXPIRED', 'INVITE_USED']);
-const KNOWN_CODES: ReadonlySet<string> = new Set<SyncErrorCode>([
-  'VALIDATION',
-  'OWNERSHIP',
-  'CLOCK_DRIFT',
-  'STOPPED',
-  'TIMEOUT',
-  'LOG_PRUNED',
-  'NETWORK',
-]);
+const KNOWN_CODES: ReadonlySet<string> = new Set(SYNC_ERROR_CODES);
+const reportedByPeer = new WeakSet<Error>();
+
+/** Whether an error is one a peer reported (not something this node detected). */
+export function isPeerReported(err: Error): boolean {
+  return reportedByPeer.has(err);
+}
+
+/** Errors that mean a peer sent bad input: they are counted as protocol errors. */
+const BAD_INPUT_CODES: ReadonlySet<string> = new Set(['PROTOCOL', 'VALIDATION', 'OWNERSHIP', 'HLC_DECODE', 'NOT_FOUND', 'CLOCK_DRIFT']);
+
+export function isBadInput(err: Error): boolean {
+  return !reportedByPeer.has(err) && BAD_INPUT_CODES.has((err as { code?: string }).code ?? '');
+}
 
 /**
  * The typed error for an `error` message a peer sent. Only the code is trusted for the type;
  * the message is the peer's text, prefixed so it is never mistaken for a local diagnosis.
  */
 export function errorFromWire(code: string, message: string): SyncError {
+  const err = typedError(code, message);
+  reportedByPeer.add(err);
+  return err;
+}
+
+function typedError(code: string, message: string): SyncError {
   const text = `peer reported: ${message}`;
   if (code === 'PROTOCOL_VERSION') {
     const remote = /speaks (\S+),/.exec(message)?.[1] ?? 'unknown';

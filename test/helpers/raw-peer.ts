@@ -1,0 +1,236 @@
+/**
+ * A raw protocol client for security tests: a libp2p peer with its own fresh key that speaks
+ * PROTOCOL_ID frame by frame, without any of the node's checks, so tests can send exactly what
+ * an attacker (or a buggy peer) would and record exactly what comes back.
+ */
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface';
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
+import { Libp2pTransport } from '../../src/network/libp2p-transport.js';
+import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
+import { MAX_FRAME_BYTES, type Message, PROTOCOL_ID, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import type { FrameStream } from '../../src/protocol/transport.js';
+import { decodeInvite, hashSecret, inviteProof } from '../../src/replication/invite-code.js';
+import { waitFor } from './cluster.js';
+
+/** Something a raw peer can dial: a sync node or another raw peer. */
+export interface Dialable {
+  readonly peerId: string;
+  multiaddrs(): string[];
+}
+
+/** An Ed25519 key whose PeerId satisfies `accept` (e.g. sorts after a given node's). */
+export async function keyWhere(accept: (peerId: string) => boolean): Promise<PrivateKey> {
+  for (let i = 0; i < 1_000; i++) {
+    const key = await generateKeyPair('Ed25519');
+    if (accept(peerIdFromPrivateKey(key).toString())) return key;
+  }
+  throw new Error('no key with the wanted PeerId found');
+}
+
+const started = new Set<RawPeer>();
+
+/** Stops every raw peer still running (for afterEach). */
+export async function stopAllRawPeers(): Promise<void> {
+  await Promise.all([...started].map((p) => p.stop()));
+}
+
+/** How a stream ended, as seen by the raw peer's reader. */
+export type StreamEnd = { kind: 'closed' } | { kind: 'reset'; error: Error };
+
+/**
+ * One stream with a background reader that records every frame received (decoded when it is a
+ * valid message, kept raw otherwise) and how the stream ended.
+ */
+export class RawStream {
+  /** Every frame received, in order, decoded where possible. */
+  readonly received: Array<Message | { undecodable: Uint8Array }> = [];
+  end: StreamEnd | undefined;
+  private readonly sendFailures: Error[] = [];
+
+  constructor(readonly stream: FrameStream) {
+    void this.read();
+  }
+
+  get remotePeer(): string {
+    return this.stream.remotePeer;
+  }
+
+  /** Received frames that decoded as messages. */
+  get messages(): Message[] {
+    return this.received.filter((m): m is Message => 't' in m);
+  }
+
+  async send(message: Message | Record<string, unknown>): Promise<void> {
+    // Bypasses the schema on purpose: tests send malformed messages too.
+    await this.sendFrame(encodeMessage(message as Message));
+  }
+
+  /** Sends one length-prefixed frame of arbitrary bytes; a failure (stream gone) is recorded. */
+  async sendFrame(frame: Uint8Array): Promise<boolean> {
+    try {
+      await this.stream.send(frame);
+      return true;
+    } catch (err) {
+      this.sendFailures.push(err as Error);
+      return false;
+    }
+  }
+
+  /** Waits for the `index`-th received frame (0-based) as a message. */
+  async message(index: number, what = `message #${index}`, timeoutMs = 20_000): Promise<Message> {
+    await waitFor(() => this.received.length > index || this.end !== undefined, what, timeoutMs);
+    const frame = this.received[index];
+    if (!frame) throw new Error(`stream ended (${this.end?.kind}) before ${what}; received ${this.describe()}`);
+    if (!('t' in frame)) throw new Error(`${what} is not a valid message`);
+    return frame;
+  }
+
+  /** Waits until the remote closes or resets the stream. */
+  async ended(what = 'the stream to end', timeoutMs = 20_000): Promise<StreamEnd> {
+    await waitFor(() => this.end !== undefined, what, timeoutMs);
+    return this.end!;
+  }
+
+  close(): Promise<void> {
+    return this.stream.close();
+  }
+
+  abort(): void {
+    this.stream.abort(new Error('raw peer aborted'));
+  }
+
+  describe(): string {
+    return JSON.stringify(this.received.map((m) => ('t' in m ? m.t : 'undecodable')));
+  }
+
+  private async read(): Promise<void> {
+    try {
+      for await (const frame of this.stream.frames()) {
+        try {
+          this.received.push(decodeMessage(frame));
+        } catch {
+          this.received.push({ undecodable: frame });
+        }
+      }
+      this.end = { kind: 'closed' };
+    } catch (err) {
+      this.end = { kind: 'reset', error: err as Error };
+    }
+  }
+}
+
+/** A stream written without framing: the test controls every byte, including length prefixes. */
+export class UnframedStream {
+  readonly chunks: Uint8Array[] = [];
+  end: StreamEnd | undefined;
+
+  constructor(readonly stream: Stream) {
+    void this.read();
+  }
+
+  /** Writes bytes as they are; false if the stream refused them (already closed or reset). */
+  async write(bytes: Uint8Array): Promise<boolean> {
+    try {
+      if (this.stream.status !== 'open') return false;
+      if (!this.stream.send(bytes)) await this.stream.onDrain();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async ended(what = 'the unframed stream to end', timeoutMs = 20_000): Promise<StreamEnd> {
+    await waitFor(() => this.end !== undefined, what, timeoutMs);
+    return this.end!;
+  }
+
+  private async read(): Promise<void> {
+    try {
+      for await (const chunk of this.stream) this.chunks.push(chunk.subarray());
+      this.end = { kind: 'closed' };
+    } catch (err) {
+      this.end = { kind: 'reset', error: err as Error };
+    }
+  }
+}
+
+export class RawPeer implements Dialable {
+  /** Streams other peers opened to this one, in order. */
+  readonly inbound: RawStream[] = [];
+  /** Called for each inbound stream as it opens (after it is recorded in `inbound`). */
+  onInbound: ((stream: RawStream) => void) | undefined;
+
+  private constructor(readonly transport: Libp2pTransport) {
+    transport.handle((stream) => {
+      const raw = new RawStream(stream);
+      this.inbound.push(raw);
+      this.onInbound?.(raw);
+    });
+  }
+
+  /** Starts a raw peer listening on 127.0.0.1 with `key` (default: a fresh Ed25519 key). */
+  static async start(key?: PrivateKey): Promise<RawPeer> {
+    const transport = await Libp2pTransport.start({
+      privateKey: key ?? (await generateKeyPair('Ed25519')),
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      protocol: PROTOCOL_ID,
+      maxFrameBytes: MAX_FRAME_BYTES,
+      maxStreams: 8,
+    });
+    const peer = new RawPeer(transport);
+    started.add(peer);
+    return peer;
+  }
+
+  get peerId(): string {
+    return this.transport.localPeer;
+  }
+
+  multiaddrs(): string[] {
+    return this.transport.addresses();
+  }
+
+  /** Connects to `target` and opens a sync stream (nothing sent yet). */
+  async open(target: Dialable): Promise<RawStream> {
+    await this.transport.connect(target.peerId, target.multiaddrs());
+    return new RawStream(await this.transport.openStream(target.peerId));
+  }
+
+  /** Opens a sync stream whose bytes the caller writes itself (no length prefixes added). */
+  async openUnframed(target: Dialable): Promise<UnframedStream> {
+    await this.transport.connect(target.peerId, target.multiaddrs());
+    // The transport keeps its libp2p node private; the unframed stream needs it directly.
+    const node = (this.transport as unknown as { node: Libp2p }).node;
+    return new UnframedStream(await node.dialProtocol(peerIdFromString(target.peerId), PROTOCOL_ID));
+  }
+
+  /**
+   * Sends a join for `invite` (an invite string) as the node's own `join` would, with the
+   * proof bound to this peer's PeerId unless `proof` is given. Returns the stream; the reply
+   * (welcome or error) arrives as its first message.
+   */
+  async join(
+    inviteText: string,
+    options: { device: string; proof?: Uint8Array; library?: string; v?: [number, number] },
+  ): Promise<RawStream> {
+    const invite = decodeInvite(inviteText);
+    const library = options.library ?? invite.library;
+    const stream = await this.open({ peerId: invite.inviterPeer, multiaddrs: () => invite.inviterAddrs });
+    await stream.send({
+      t: 'join',
+      v: options.v ?? [...PROTOCOL_VERSION],
+      library,
+      invite: invite.id,
+      proof: options.proof ?? inviteProof(hashSecret(invite.secret), this.peerId, invite.library),
+      device: options.device,
+      addrs: this.multiaddrs(),
+    });
+    return stream;
+  }
+
+  async stop(): Promise<void> {
+    if (!started.delete(this)) return;
+    await this.transport.stop();
+  }
+}
