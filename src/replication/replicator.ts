@@ -169,12 +169,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     await this.library.systemTransaction(async (writer, trx) => {
       const invite = await trx.selectFrom('sync_invites').selectAll().where('id', '=', join.invite).executeTakeFirst();
       if (!invite) throw new InviteError('INVITE_INVALID', 'unknown invite');
-      if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
-      if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
+      // The proof first: without the secret, nothing about the invite is revealed.
       if (!proofsEqual(inviteProof(invite.secret_hash, joinerPeer, this.library.id), join.proof)) {
         throw new InviteError('INVITE_INVALID', 'the invite secret does not match');
       }
-      const existing = this.partners().find((m) => m.device === join.device);
+      if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
+      if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
+      // Every member counts, this device included: a joiner must not take over a device id.
+      const existing = [...this.membersByPeer.values()].find((m) => m.device === join.device);
       if (existing && existing.peer !== joinerPeer) {
         throw new InviteError('INVITE_INVALID', `device ${join.device} is already a member under another key`);
       }
