@@ -14,10 +14,10 @@ const ROWS = 100_000;
 const TX = 1_000;
 
 const noteFields = { title: 'text', body: { type: 'text', nullable: true }, rank: 'integer' } as const;
-const NoteLww = defineModel({ name: 'note_lww', ownership: 'shared', conflict: 'lww', fields: noteFields });
+export const NoteLww = defineModel({ name: 'note_lww', ownership: 'shared', conflict: 'lww', fields: noteFields });
 const NoteFields = defineModel({ name: 'note_fields', ownership: 'shared', conflict: 'lww-field', fields: noteFields });
 
-function sampleRow(i: number) {
+export function sampleRow(i: number) {
   return { title: `note ${i}`, body: `body of note ${i} with some text`, rank: i };
 }
 
@@ -32,7 +32,7 @@ const floorId = (i: number) => `0190a0a0-0000-7000-8000-${i.toString(16).padStar
 const floorHlc = (i: number) => `${i.toString(16).padStart(16, '0')}00000000-0000-4000-8000-000000000001`;
 
 /** The floor: one prepared insert of a comparable row (id, the fields, a clock) per write. */
-function rawInsertFloor(path: string): number {
+export function rawInsertFloor(path: string): number {
   const db = openFloorDb(path);
   db.exec('CREATE TABLE note (id TEXT PRIMARY KEY NOT NULL, title TEXT, body TEXT, rank INTEGER, hlc TEXT)');
   const insert = db.prepare('INSERT INTO note (id, title, body, rank, hlc) VALUES (?, ?, ?, ?, ?)');
@@ -120,7 +120,7 @@ async function measureModel(dir: string, model: Model): Promise<ModelRates> {
   return { write: ROWS / writeSeconds, apply: entries.length / applySeconds };
 }
 
-function median(values: number[]): number {
+export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
 }
