@@ -178,6 +178,7 @@ export class SyncNetwork {
       const reply = await this.firstMessage(frames, stream);
       if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
+      checkVersion(reply.v);
       checkHello(reply, replicator, peer);
       if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
       replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
@@ -304,8 +305,8 @@ function checkVersion(v: readonly [number, number]): void {
   if (v[0] !== PROTOCOL_VERSION[0]) throw new ProtocolVersionError(PROTOCOL_VERSION.join('.'), v.join('.'));
 }
 
+/** Library and membership of a hello whose version was already checked. */
 function checkHello(hello: MessageOf<'hello'>, replicator: LibraryReplicator, peer: string): void {
-  checkVersion(hello.v);
   if (hello.library !== replicator.library.id) throw new ProtocolError('hello names another library');
   replicator.requireMember(peer, hello.device);
 }

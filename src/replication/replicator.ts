@@ -208,11 +208,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       const session = this.sessions.get(member.peer);
       const acked = acks.get(member.device) ?? {};
       const connected = this.network.isConnected(member.peer);
+      const state = session && session.state !== 'closed' ? session.state : connected ? 'connecting' : 'offline';
       return {
         device: member.device,
         peer: member.peer,
         connected,
-        state: session ? session.state === 'closed' ? 'offline' : session.state : connected ? 'connecting' : 'offline',
+        state,
         acked,
         ackedOwned: session ? { ...session.remoteOwned } : {},
         lastSeenAt: session ? session.lastSeenAt : null,

@@ -72,13 +72,19 @@ export class Session {
   private batchSeq = 0;
   private requestSeq = 0;
   private readonly pending = new Map<number, PendingRequest>();
-  private pumping = false;
-  private pumpAgain = false;
-  private catchingUp = false;
-  private catchUpAgain = false;
+  /** Pulls everything the partner advertises and this device lacks (coalesced). */
+  private readonly catchUp = coalescing(
+    () => this.catchUpRound(),
+    (err) => this.close(asError(err)),
+  );
+  /** Pushes committed changes the partner lacks, within the in-flight window (coalesced). */
+  private readonly pump = coalescing(
+    () => this.pushRound(),
+    (err) => this.close(asError(err)),
+  );
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
-  private readonly onAppended = () => void this.pump();
+  private readonly onAppended = () => this.pump();
 
   constructor(
     private readonly host: SessionHost,
@@ -108,7 +114,7 @@ export class Session {
     this.heartbeat = setInterval(() => this.tick(), this.host.tuning.heartbeatMs);
     this.host.onAck(this, this.remoteShared);
     void this.readLoop();
-    void this.catchUp();
+    this.catchUp();
     this.checkPartnerCaughtUp();
   }
 
@@ -160,7 +166,7 @@ export class Session {
       case 'ack':
         if (message.batch !== null) this.inFlight = Math.max(0, this.inFlight - 1);
         this.learnRemote(message.shared, message.owned);
-        void this.pump();
+        this.pump();
         return;
       case 'heartbeat':
         this.learnRemote(message.shared, message.owned);
@@ -218,7 +224,7 @@ export class Session {
     const result = await this.library.applyRemote(entries);
     await this.sendAck(message.batch);
     // A gap means this device is behind the partner: its pull fills the gap.
-    if (result.gaps.length > 0) void this.catchUp();
+    if (result.gaps.length > 0) this.catchUp();
   }
 
   private async receiveState(message: MessageOf<'state'>): Promise<void> {
@@ -229,32 +235,18 @@ export class Session {
       await this.library.applyRemoteOwned(message.rows.map(ownedFromTuple), { owner, from, to });
     }
     await this.sendAck(message.batch);
-    if (from > held) void this.catchUp();
+    if (from > held) this.catchUp();
   }
 
-  /** Pulls everything the partner advertises and this device lacks, then acks. */
-  private async catchUp(): Promise<void> {
-    if (this.catchingUp) {
-      this.catchUpAgain = true;
-      return;
-    }
-    this.catchingUp = true;
-    try {
-      do {
-        this.catchUpAgain = false;
-        await this.pullShared();
-        await this.pullOwned();
-      } while (this.catchUpAgain && this.state !== 'closed');
-      if (this.state === 'closed') return;
-      await this.sendAck(null);
-      if (this.state === 'catching-up') {
-        this.state = 'live';
-        this.host.onStateChange(this);
-      }
-    } catch (err) {
-      this.close(asError(err));
-    } finally {
-      this.catchingUp = false;
+  /** One catch-up round: pull, then ack; the first completed round makes the session live. */
+  private async catchUpRound(): Promise<void> {
+    await this.pullShared();
+    await this.pullOwned();
+    if (this.state === 'closed') return;
+    await this.sendAck(null);
+    if (this.state === 'catching-up') {
+      this.state = 'live';
+      this.host.onStateChange(this);
     }
   }
 
@@ -307,24 +299,9 @@ export class Session {
     }
   }
 
-  /** Pushes committed changes the partner lacks, within the in-flight window. */
-  private async pump(): Promise<void> {
-    if (this.pumping) {
-      this.pumpAgain = true;
-      return;
-    }
-    this.pumping = true;
-    try {
-      do {
-        this.pumpAgain = false;
-        await this.pushShared();
-        await this.pushOwned();
-      } while (this.pumpAgain && this.state !== 'closed');
-    } catch (err) {
-      this.close(asError(err));
-    } finally {
-      this.pumping = false;
-    }
+  private async pushRound(): Promise<void> {
+    await this.pushShared();
+    await this.pushOwned();
   }
 
   private async pushShared(): Promise<void> {
@@ -391,7 +368,7 @@ export class Session {
     const previous = this.previousHeartbeat;
     this.previousHeartbeat = heartbeat;
     if (!previous) return;
-    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) void this.catchUp();
+    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) this.catchUp();
   }
 
   /** Live push starts once the partner holds everything this device had at hello. */
@@ -399,7 +376,7 @@ export class Session {
     if (this.pushedShared || this.state === 'closed') return;
     if (isBehind(this.remoteShared, this.helloShared) || isBehind(this.remoteOwned, this.helloOwned)) return;
     this.pushedShared = { ...this.remoteShared };
-    void this.pump();
+    this.pump();
   }
 
   private ownedBehind(advertised: VersionVector): boolean {
@@ -460,6 +437,34 @@ export class Session {
     if (this.state === 'closed') return;
     await this.stream.send(encodeMessage(message));
   }
+}
+
+/**
+ * Wraps an async round so that triggers coalesce: a trigger while a round runs asks for one
+ * more round after it, and rounds never overlap. A failing round is handed to `onError`.
+ */
+function coalescing(round: () => Promise<void>, onError: (err: unknown) => void): () => void {
+  let running = false;
+  let again = false;
+  return () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    void (async () => {
+      try {
+        do {
+          again = false;
+          await round();
+        } while (again);
+      } catch (err) {
+        onError(err);
+      } finally {
+        running = false;
+      }
+    })();
+  };
 }
 
 /** Whether `mine` lacks anything `theirs` has. */
