@@ -23,8 +23,10 @@ import {
   type VersionVector,
 } from '../src/index.js';
 import { encodeHlc } from '../src/hlc/index.js';
+import { encodeChunks } from '../src/peer-log/chunk.js';
+import type { LogEntry } from '../src/peer-log/types.js';
 import { encodeMessage } from '../src/protocol/codec.js';
-import type { EntryTuple, Message, MessageOf } from '../src/protocol/messages.js';
+import type { ChunkTuple, Message, MessageOf } from '../src/protocol/messages.js';
 import { decodeInvite, encodeInvite, hashSecret, inviteProof } from '../src/replication/invite-code.js';
 import { pack, unpack } from '../src/util/msgpack.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
@@ -100,14 +102,21 @@ async function startNodeWithKey(key: PrivateKey): Promise<SyncNode> {
  * Log entries an attacker would push: well-formed and valid for the models (a fresh origin, the
  * next seq of a real member's origin, and a member row admitting the attacker).
  */
-function forgedEntries(memberDevice: string, memberNextSeq: number, attackerPeer: string): EntryTuple[] {
+function forgedEntries(memberDevice: string, memberNextSeq: number, attackerPeer: string): LogEntry[] {
   const fresh = randomUUID();
   const now = Date.now();
+  const forged = (origin: string, seq: number, counter: number, model: string, id: string, fields: Record<string, unknown>) =>
+    ({ origin, seq, hlc: encodeHlc({ wallMs: now, counter, deviceId: origin }), model, id, op: 'upsert', fields }) as LogEntry;
   return [
-    [fresh, 1, encodeHlc({ wallMs: now, counter: 0, deviceId: fresh }), 'note', 'forged-1', 'upsert', { title: 'forged', body: null }],
-    [memberDevice, memberNextSeq, encodeHlc({ wallMs: now, counter: 0, deviceId: memberDevice }), 'note', 'forged-2', 'upsert', { title: 'forged', body: null }],
-    [fresh, 2, encodeHlc({ wallMs: now, counter: 1, deviceId: fresh }), 'sync_members', fresh, 'upsert', { peer: attackerPeer, addrs: '[]' }],
+    forged(fresh, 1, 0, 'note', 'forged-1', { title: 'forged', body: null }),
+    forged(memberDevice, memberNextSeq, 0, 'note', 'forged-2', { title: 'forged', body: null }),
+    forged(fresh, 2, 1, 'sync_members', fresh, { peer: attackerPeer, addrs: '[]' }),
   ];
+}
+
+/** Entries as the wire carries them: runs of one origin in the log's chunk encoding. */
+function asChunks(entries: LogEntry[]): ChunkTuple[] {
+  return encodeChunks(entries).map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
 }
 
 function expectOnlyErrors(streams: RawStream[]): void {
@@ -131,14 +140,13 @@ describe('non-members', () => {
     const beforeB = await snapshot(libB);
     const outsider = await RawPeer.start();
     const entries = forgedEntries(b.deviceId, (libA.versionVector()[b.deviceId] ?? 0) + 1, outsider.peerId);
+    const chunks = asChunks(entries);
 
     // The forged entries are valid data: a library that accepts them applies them. Their absence
     // on A below is therefore the membership check's doing, not validation's.
     const scratchNode = await startNode();
     const scratch = await scratchNode.createLibrary({ name: 'scratch' });
-    await scratch.applyRemote(
-      entries.map(([origin, seq, hlc, model, id, op, fields]) => ({ origin, seq, hlc, model, id, op, fields }) as never),
-    );
+    await scratch.applyRemote(entries);
     expect(await scratch.get('note', 'forged-1')).toBeDefined();
     await stopNode(scratchNode);
 
@@ -150,7 +158,7 @@ describe('non-members', () => {
       streams.push(s);
       await s.send(hello(libA.id, device, { [device]: 5 }));
       await s.sendFrame(encodeMessage(pullShared(libA.id)));
-      await s.sendFrame(encodeMessage({ t: 'changes', library: libA.id, batch: 1, entries }));
+      await s.sendFrame(encodeMessage({ t: 'changes', library: libA.id, batch: 1, chunks }));
       const reply = await s.message(0, `refusal of hello as ${device}`);
       expect(reply).toMatchObject({ t: 'error', library: libA.id, code: 'NOT_MEMBER', req: null });
       await s.ended();
@@ -160,7 +168,7 @@ describe('non-members', () => {
     }
 
     // pull-shared or changes as the very first frame (no hello at all).
-    for (const first of [pullShared(libA.id), { t: 'changes', library: libA.id, batch: 1, entries } as Message]) {
+    for (const first of [pullShared(libA.id), { t: 'changes', library: libA.id, batch: 1, chunks } as Message]) {
       const s = await outsider.open(a);
       streams.push(s);
       await s.send(first);
@@ -176,7 +184,7 @@ describe('non-members', () => {
     await refused.send(hello(libA.id, b.deviceId));
     expect(await refused.message(0)).toMatchObject({ t: 'error', code: 'NOT_MEMBER' });
     await refused.ended();
-    for (const next of [pullShared(libA.id), { t: 'changes', library: libA.id, batch: 2, entries } as Message]) {
+    for (const next of [pullShared(libA.id), { t: 'changes', library: libA.id, batch: 2, chunks } as Message]) {
       const s = await outsider.open(a);
       streams.push(s);
       await s.send(next);

@@ -8,6 +8,7 @@ import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
 import { checkRecordId, rowFromStored } from '../models/values.js';
 import {
+  chunksAfter,
   countEntries,
   entriesAfter,
   pruneAcknowledged,
@@ -15,9 +16,10 @@ import {
   readVector,
   recordAck,
 } from '../peer-log/log-store.js';
-import type { EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
+import type { ChunksAfterResult, EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
+import { EventLoopTurns } from '../util/event-loop.js';
 import { pack } from '../util/msgpack.js';
 import { runSql } from '../util/sql.js';
 import { LocalWriter, type WriteContext } from './local-writes.js';
@@ -106,6 +108,7 @@ export class Library {
   private readonly ctx: WriteContext;
   private readonly release: () => Promise<void>;
   private readonly events = new EventEmitter<LibraryEvents>();
+  private readonly turns = new EventLoopTurns();
   private counters: SyncCounters;
   private closed = false;
   private sync: LibrarySync | undefined;
@@ -229,6 +232,12 @@ export class Library {
   async entriesAfter(vector: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
     this.assertOpen();
     return entriesAfter(this.db, vector, limits);
+  }
+
+  /** `entriesAfter` in the log's stored form (what the wire carries), not decoded. */
+  async chunksAfter(vector: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
+    this.assertOpen();
+    return chunksAfter(this.db, vector, limits);
   }
 
   /**
@@ -367,6 +376,9 @@ export class Library {
    * mark with the data and adopts the batch's counters, then emits change events.
    */
   private async write<T>(fn: (batch: WriteBatch) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    // Between transactions, let sockets and timers run if a burst of writes has held the loop.
+    await this.turns.turn();
     this.assertOpen();
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
       const batch = new WriteBatch(trx, this.counters);

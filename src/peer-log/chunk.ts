@@ -1,5 +1,6 @@
 import { HLC_TIME_LENGTH } from '../hlc/hlc.js';
 import type { ChangeOp, StoredValues } from '../models/types.js';
+import { ProtocolError } from '../errors.js';
 import { pack, unpackEach } from '../util/msgpack.js';
 import type { LogEntry } from './types.js';
 
@@ -18,8 +19,8 @@ export const MAX_CHUNK_ENTRIES = 256;
 /** Bound on a chunk's estimated size (see `estimateSize`). */
 export const MAX_CHUNK_BYTES = 512 * 1024;
 
-/** Bytes an entry costs on the wire besides its encoded tuple (origin, framing), rounded up. */
-export const ENTRY_OVERHEAD_BYTES = 48;
+/** Bytes a chunk costs on the wire besides its entries (origin, seqs, framing), rounded up. */
+export const CHUNK_OVERHEAD_BYTES = 64;
 
 type StoredEntry = [number, string, string, string, ChangeOp, StoredValues | null];
 
@@ -88,15 +89,36 @@ function estimateSize(e: LogEntry): number {
 
 export interface DecodedEntry {
   entry: LogEntry;
-  /** Bytes the entry takes on the wire: its encoded tuple plus a fixed overhead. */
-  size: number;
+  /** Where the entry's tuple starts and ends in the chunk's bytes. */
+  start: number;
+  end: number;
 }
 
-export function decodeChunk(origin: string, bytes: Uint8Array): DecodedEntry[] {
+/**
+ * Decodes a chunk, stored or received from a peer. Checks the framing: each tuple has six
+ * elements with the expected seq (`firstSeq`, `firstSeq + 1` … `lastSeq`, nothing more or less)
+ * and string clock, model and id; a chunk that fails is a `ProtocolError`. What the values mean
+ * (known model, valid id, clock, op and fields) is checked where entries are applied.
+ */
+export function decodeChunk(chunk: Chunk): DecodedEntry[] {
+  const { origin, firstSeq, lastSeq } = chunk;
   const decoded: DecodedEntry[] = [];
-  unpackEach(bytes, (value, size) => {
-    const [seq, hlcTime, model, id, op, fields] = value as StoredEntry;
-    decoded.push({ entry: { origin, seq, hlc: hlcTime + origin, model, id, op, fields }, size: ENTRY_OVERHEAD_BYTES + size });
-  });
+  try {
+    unpackEach(chunk.entries, (value, start, end) => {
+      const seq = firstSeq + decoded.length;
+      if (!Array.isArray(value) || value.length !== 6) throw new Error(`entry ${seq} is not a 6-tuple`);
+      const [storedSeq, hlcTime, model, id, op, fields] = value as StoredEntry;
+      if (storedSeq !== seq) throw new Error(`expected seq ${seq}, found ${String(storedSeq)}`);
+      if (typeof hlcTime !== 'string' || typeof model !== 'string' || typeof id !== 'string') {
+        throw new Error(`entry ${seq}: clock, model and id must be strings`);
+      }
+      decoded.push({ entry: { origin, seq, hlc: hlcTime + origin, model, id, op, fields }, start, end });
+    });
+  } catch (err) {
+    throw new ProtocolError(`malformed log chunk of ${origin} (${firstSeq}..${lastSeq}): ${(err as Error).message}`);
+  }
+  if (decoded.length !== lastSeq - firstSeq + 1) {
+    throw new ProtocolError(`log chunk of ${origin} claims ${firstSeq}..${lastSeq} but holds ${decoded.length} entries`);
+  }
   return decoded;
 }

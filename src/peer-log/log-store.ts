@@ -1,7 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
-import { decodeChunk, encodeChunks } from './chunk.js';
-import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
+import { type Chunk, CHUNK_OVERHEAD_BYTES, decodeChunk, encodeChunks } from './chunk.js';
+import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
 
 type Db = Kysely<InternalTables>;
 
@@ -31,16 +31,25 @@ export async function writeVector(db: Db, changed: ReadonlyMap<string, number>):
 }
 
 /**
- * Entries the holder of `after` lacks, bounded by record count and bytes. Entries come grouped
- * by origin in sequence order, so every prefix of the result keeps each origin gap-free.
- * At least one entry is returned when any is missing, so a single large entry still moves.
+ * Log chunks holding the entries the holder of `after` lacks, bounded by entry count and bytes.
+ * Chunks come grouped by origin in sequence order, so every prefix of the result keeps each
+ * origin gap-free. Stored chunks are handed out as they are, without decoding; a chunk is cut
+ * only where the vector or the limits fall inside it. At least one entry is returned when any
+ * is missing, so a single large entry still moves.
  */
-export async function entriesAfter(db: Db, after: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
+export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
   const held = await readVector(db);
-  const result: EntriesAfterResult = { entries: [], hasMore: false, pruned: [] };
+  const result: ChunksAfterResult = { chunks: [], entries: 0, hasMore: false, pruned: [] };
   let bytes = 0;
-  const origins = [...held.keys()].sort();
-  for (const origin of origins) {
+  let full = false;
+  const room = (entries: number, size: number) =>
+    result.entries + entries <= limits.maxRecords && bytes + size + CHUNK_OVERHEAD_BYTES <= limits.maxBytes;
+  const take = (chunk: Chunk) => {
+    result.chunks.push(chunk);
+    result.entries += chunk.lastSeq - chunk.firstSeq + 1;
+    bytes += chunk.entries.byteLength + CHUNK_OVERHEAD_BYTES;
+  };
+  for (const origin of [...held.keys()].sort()) {
     const { seq: heldSeq, prunedThrough } = held.get(origin)!;
     const from = after[origin] ?? 0;
     if (heldSeq <= from) continue;
@@ -48,41 +57,72 @@ export async function entriesAfter(db: Db, after: VersionVector, limits: ReadLim
       result.pruned.push({ origin, requestedAfter: from, prunedThrough });
       continue;
     }
-    if (result.entries.length >= limits.maxRecords || bytes >= limits.maxBytes) {
+    if (full) {
       result.hasMore = true;
       continue;
     }
     let next = from + 1;
-    let stopped = false;
-    while (!stopped && next <= heldSeq) {
+    let reading = true;
+    while (reading && next <= heldSeq) {
       // A few chunks at a time: bounded memory whatever the limits.
-      const chunks = await db
+      const stored = await db
         .selectFrom('sync_log')
-        .select('entries')
+        .select(['first_seq', 'last_seq', 'entries'])
         .where('origin', '=', origin)
         .where('last_seq', '>=', next)
         .orderBy('last_seq')
         .limit(4)
         .execute();
-      const before = next;
-      for (const chunk of chunks) {
-        for (const { entry, size } of decodeChunk(origin, chunk.entries)) {
-          if (entry.seq < next) continue;
-          if (result.entries.length >= limits.maxRecords || (result.entries.length > 0 && bytes + size > limits.maxBytes)) {
-            stopped = true;
-            break;
-          }
-          bytes += size;
-          result.entries.push(entry);
-          next = entry.seq + 1;
+      reading = stored.length > 0;
+      for (const row of stored) {
+        // Nothing stored at `next`: the vector is ahead of the log.
+        if (row.first_seq > next) reading = false;
+        if (!reading) break;
+        const chunk: Chunk = { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries };
+        const whole = chunk.firstSeq === next && room(chunk.lastSeq - chunk.firstSeq + 1, chunk.entries.byteLength);
+        const part = whole ? chunk : cutChunk(chunk, next, room, result.entries === 0);
+        if (part) {
+          take(part);
+          next = part.lastSeq + 1;
         }
-        if (stopped) break;
+        if (next <= chunk.lastSeq) {
+          full = true;
+          reading = false;
+        }
       }
-      if (next === before) break; // nothing stored past `next`: the vector is ahead of the log
     }
     if (next <= heldSeq) result.hasMore = true;
   }
   return result;
+}
+
+/**
+ * The longest part of `chunk` starting at seq `from` that `room` allows (at least one entry
+ * when `atLeastOne`), sliced from the stored bytes; undefined when nothing fits.
+ */
+function cutChunk(
+  chunk: Chunk,
+  from: number,
+  room: (entries: number, bytes: number) => boolean,
+  atLeastOne: boolean,
+): Chunk | undefined {
+  const decoded = decodeChunk(chunk).filter((d) => d.entry.seq >= from);
+  let count = 0;
+  while (count < decoded.length) {
+    const size = decoded[count]!.end - decoded[0]!.start;
+    if (!room(count + 1, size) && !(atLeastOne && count === 0)) break;
+    count += 1;
+  }
+  if (count === 0) return undefined;
+  const first = decoded[0]!;
+  const last = decoded[count - 1]!;
+  return { origin: chunk.origin, firstSeq: first.entry.seq, lastSeq: last.entry.seq, entries: chunk.entries.subarray(first.start, last.end) };
+}
+
+/** `chunksAfter`, decoded into entries. */
+export async function entriesAfter(db: Db, after: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
+  const { chunks, hasMore, pruned } = await chunksAfter(db, after, limits);
+  return { entries: chunks.flatMap((c) => decodeChunk(c).map((d) => d.entry)), hasMore, pruned };
 }
 
 /** Records what `partner` (an authenticated device) holds; acks only ever move forward. */

@@ -1,3 +1,4 @@
+import type { Chunk } from './chunk.js';
 import type { ChangeOp, StoredValues } from '../models/types.js';
 
 /**
@@ -24,13 +25,28 @@ export interface ReadLimits {
   maxBytes: number;
 }
 
+/**
+ * Origins for which a requester's position is older than what this log still holds: those
+ * changes were pruned here and must come from a snapshot or another peer.
+ */
+export interface PrunedOrigin {
+  origin: string;
+  requestedAfter: number;
+  prunedThrough: number;
+}
+
 export interface EntriesAfterResult {
   entries: LogEntry[];
   /** More entries after the vector exist than fitted the limits. */
   hasMore: boolean;
-  /**
-   * Origins for which the requester's position is older than what this log still holds: those
-   * changes were pruned here and must come from a snapshot or another peer.
-   */
-  pruned: { origin: string; requestedAfter: number; prunedThrough: number }[];
+  pruned: PrunedOrigin[];
+}
+
+/** `EntriesAfterResult` in stored form: runs of one origin's entries, not decoded. */
+export interface ChunksAfterResult {
+  chunks: Chunk[];
+  /** Entries in `chunks`. */
+  entries: number;
+  hasMore: boolean;
+  pruned: PrunedOrigin[];
 }

@@ -28,17 +28,24 @@ const vector = z
   .record(uuid, count)
   .refine((v) => Object.keys(v).length <= MAX_VECTOR_ORIGINS, 'too many origins in a vector');
 
-/** A log entry as a tuple: origin, seq, hlc, model, id, op, fields. */
-const entryTuple = z.tuple([
-  uuid,
-  count.min(1),
-  shortText,
-  shortText,
-  shortText,
-  z.enum(['upsert', 'update', 'delete']),
-  fieldValues.nullable(),
-]);
-export type EntryTuple = z.infer<typeof entryTuple>;
+const bytes = (max: number) =>
+  z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.byteLength <= max, `must be at most ${max} bytes`);
+
+/**
+ * A run of one origin's log entries: origin, first seq, last seq, and the entries in the log's
+ * chunk encoding (docs/protocol.md, "Log chunk"), so stored chunks go out as they are.
+ */
+const chunkTuple = z
+  .tuple([uuid, count.min(1), count.min(1), bytes(MAX_FRAME_BYTES)])
+  .refine(([, first, last]) => last >= first && last - first < MAX_BATCH_RECORDS, 'lastSeq must be firstSeq or after');
+export type ChunkTuple = z.infer<typeof chunkTuple>;
+const chunkList = z
+  .array(chunkTuple)
+  .max(MAX_BATCH_RECORDS)
+  .refine(
+    (chunks) => chunks.reduce((n, [, first, last]) => n + last - first + 1, 0) <= MAX_BATCH_RECORDS,
+    `at most ${MAX_BATCH_RECORDS} entries`,
+  );
 
 /** A device-owned row as a tuple: model, id, owner, version, hlc, deleted, values. */
 const ownedRowTuple = z.tuple([shortText, shortText, uuid, count.min(1), shortText, z.boolean(), fieldValues.nullable()]);
@@ -49,7 +56,7 @@ const base = { library: uuid };
 const request = { ...base, req: count, maxRecords: count.min(1), maxBytes: count.min(1) };
 
 const hello = z.object({ t: z.literal('hello'), v: version, ...base, device: uuid, shared: vector, owned: vector });
-const changes = z.object({ t: z.literal('changes'), ...base, batch: count, entries: z.array(entryTuple).max(MAX_BATCH_RECORDS) });
+const changes = z.object({ t: z.literal('changes'), ...base, batch: count, chunks: chunkList });
 const state = z.object({
   t: z.literal('state'),
   ...base,
@@ -66,7 +73,7 @@ const sharedPage = z.object({
   t: z.literal('shared-page'),
   ...base,
   req: count,
-  entries: z.array(entryTuple).max(MAX_BATCH_RECORDS),
+  chunks: chunkList,
   hasMore: z.boolean(),
   pruned: z.array(z.tuple([uuid, count, count])).max(MAX_VECTOR_ORIGINS),
 });
@@ -86,7 +93,7 @@ const join = z.object({
   v: version,
   ...base,
   invite: uuid,
-  proof: z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.byteLength === 32, 'proof must be 32 bytes'),
+  proof: bytes(32).refine((b) => b.byteLength === 32, 'proof must be 32 bytes'),
   device: uuid,
   addrs: z.array(z.string().max(512)).max(32),
 });

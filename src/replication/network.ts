@@ -109,7 +109,7 @@ export class SyncNetwork {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.reconcileTimer);
-    for (const replicator of this.replicators.values()) replicator.stop();
+    await Promise.all([...this.replicators.values()].map((r) => r.stop().catch(() => undefined)));
     await this.transport.stop();
   }
 

@@ -4,7 +4,8 @@ import { MEMBERS_MODEL } from '../models/system.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
-import { type Session, type SessionHost, type SessionTuning, isBehind } from './session.js';
+import type { Session, SessionHost, SessionTuning } from './session.js';
+import { mergeMax } from './vectors.js';
 import { notMember, type SessionErrorEvent } from './network.js';
 import type { LibraryStatus, PartnerStatus } from './status.js';
 
@@ -47,7 +48,13 @@ const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
 export class LibraryReplicator implements SessionHost, LibrarySync {
   readonly sessions = new Map<string, Session>();
   private membersByPeer = new Map<string, Member>();
-  private readonly recordedAcks = new Map<string, VersionVector>();
+  /**
+   * What each partner device acknowledged (max-merged). Acks arrive with every batch, so they
+   * are kept here and written out before pruning and on stop, not one commit per ack: a lost ack
+   * only means pruning waits for the next one.
+   */
+  private readonly acks = new Map<string, VersionVector>();
+  private readonly unsavedAcks = new Set<string>();
   private pruneTimer: ReturnType<typeof setInterval> | undefined;
   private statusTimer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
@@ -65,18 +72,21 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   ) {}
 
   async start(): Promise<void> {
+    for (const [device, vector] of await this.library.acks()) this.acks.set(device, vector);
     this.library.attachSync(this);
     this.library.on('change', this.onChange);
     await this.refreshMembers();
     this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
   }
 
-  stop(): void {
+  /** Ends every session and saves the acks received; the library stays open. */
+  async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.pruneTimer);
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
     for (const session of [...this.sessions.values()]) session.close();
+    await this.saveAcks();
   }
 
   now(): number {
@@ -109,10 +119,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   onAck(session: Session, shared: VersionVector): void {
-    const recorded = this.recordedAcks.get(session.device);
-    if (recorded && !isBehind(recorded, shared)) return;
-    this.recordedAcks.set(session.device, { ...recorded, ...shared });
-    void this.library.recordAck(session.device, shared).catch(() => undefined);
+    const merged = { ...this.acks.get(session.device) };
+    if (!mergeMax(merged, shared)) return;
+    this.acks.set(session.device, merged);
+    this.unsavedAcks.add(session.device);
     this.scheduleStatus();
   }
 
@@ -202,11 +212,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   async status(): Promise<LibraryStatus> {
-    const acks = await this.library.acks();
     const pruned = await this.library.prunedVector();
     const partners: PartnerStatus[] = this.partners().map((member) => {
       const session = this.sessions.get(member.peer);
-      const acked = acks.get(member.device) ?? {};
+      const acked = { ...this.acks.get(member.device) };
       const connected = this.network.isConnected(member.peer);
       const state = session && session.state !== 'closed' ? session.state : connected ? 'connecting' : 'offline';
       return {
@@ -242,6 +251,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     // Alone, "acknowledged by every partner" would hold vacuously and empty the log that the
     // first device to join must catch up from.
     if (partnerDevices.length === 0) return 0;
+    await this.saveAcks();
     const deleted = await this.library.prune(partnerDevices, this.tuning.retainLogEntries);
     if (deleted > 0) this.scheduleStatus();
     return deleted;
@@ -256,6 +266,13 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         .then((status) => this.library.emitStatus(status))
         .catch(() => undefined);
     }, this.tuning.statusThrottleMs);
+  }
+
+  private async saveAcks(): Promise<void> {
+    for (const device of [...this.unsavedAcks]) {
+      this.unsavedAcks.delete(device);
+      await this.library.recordAck(device, this.acks.get(device)!);
+    }
   }
 
   private async refreshMembers(): Promise<void> {

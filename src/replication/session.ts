@@ -1,11 +1,13 @@
 import { ProtocolError, SyncError, TimeoutError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import type { OwnedRowUpdate } from '../library/remote-apply.js';
+import { type Chunk, decodeChunk } from '../peer-log/chunk.js';
 import type { LogEntry, VersionVector } from '../peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
-import type { EntryTuple, Message, MessageOf, OwnedRowTuple } from '../protocol/messages.js';
+import type { ChunkTuple, Message, MessageOf, OwnedRowTuple } from '../protocol/messages.js';
 import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS } from '../protocol/messages.js';
 import type { FrameStream } from '../protocol/transport.js';
+import { isBehind, mergeMax } from './vectors.js';
 import { errorFromWire, isPeerReported } from './wire-errors.js';
 
 export interface SessionTuning {
@@ -173,7 +175,7 @@ export class Session {
         this.antiEntropy(message);
         return;
       case 'pull-shared': {
-        const page = await this.library.entriesAfter(message.after, {
+        const page = await this.library.chunksAfter(message.after, {
           maxRecords: Math.min(message.maxRecords, MAX_PAGE_RECORDS),
           maxBytes: Math.min(message.maxBytes, MAX_PAGE_BYTES),
         });
@@ -181,7 +183,7 @@ export class Session {
           t: 'shared-page',
           library: this.library.id,
           req: message.req,
-          entries: page.entries.map(entryToTuple),
+          chunks: page.chunks.map(chunkToTuple),
           hasMore: page.hasMore,
           pruned: page.pruned.map((p) => [p.origin, p.requestedAfter, p.prunedThrough]),
         });
@@ -216,10 +218,10 @@ export class Session {
   }
 
   private async receiveChanges(message: MessageOf<'changes'>): Promise<void> {
-    const entries = message.entries.map(entryFromTuple);
+    const entries = entriesOf(message.chunks);
     // The partner holds what it sends: never push those entries back to it.
     const sent: VersionVector = {};
-    for (const e of entries) sent[e.origin] = Math.max(sent[e.origin] ?? 0, e.seq);
+    for (const [origin, , lastSeq] of message.chunks) sent[origin] = Math.max(sent[origin] ?? 0, lastSeq);
     this.learnRemote(sent, {});
     const result = await this.library.applyRemote(entries);
     await this.sendAck(message.batch);
@@ -272,8 +274,8 @@ export class Session {
         this.host.onStateChange(this);
       }
       // Entries of the origins that are not pruned still apply.
-      if (page.entries.length === 0) return;
-      await this.library.applyRemote(page.entries.map(entryFromTuple));
+      if (page.chunks.length === 0) return;
+      await this.library.applyRemote(entriesOf(page.chunks));
     }
   }
 
@@ -307,15 +309,15 @@ export class Session {
   private async pushShared(): Promise<void> {
     const limits = { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
     while (this.pushedShared && this.state !== 'closed' && this.inFlight < this.host.tuning.pushWindow) {
-      const page = await this.library.entriesAfter(this.pushedShared, limits);
-      if (page.entries.length === 0) return;
-      for (const e of page.entries) this.pushedShared[e.origin] = Math.max(this.pushedShared[e.origin] ?? 0, e.seq);
+      const page = await this.library.chunksAfter(this.pushedShared, limits);
+      if (page.chunks.length === 0) return;
+      for (const c of page.chunks) this.pushedShared[c.origin] = Math.max(this.pushedShared[c.origin] ?? 0, c.lastSeq);
       this.inFlight += 1;
       await this.send({
         t: 'changes',
         library: this.library.id,
         batch: ++this.batchSeq,
-        entries: page.entries.map(entryToTuple),
+        chunks: page.chunks.map(chunkToTuple),
       });
     }
   }
@@ -467,36 +469,21 @@ function coalescing(round: () => Promise<void>, onError: (err: unknown) => void)
   };
 }
 
-/** Whether `mine` lacks anything `theirs` has. */
-export function isBehind(mine: VersionVector, theirs: VersionVector): boolean {
-  for (const [origin, seq] of Object.entries(theirs)) if (seq > (mine[origin] ?? 0)) return true;
-  return false;
-}
-
-/** Raises `target` to `source` origin by origin; returns whether anything rose. */
-function mergeMax(target: VersionVector, source: VersionVector): boolean {
-  let rose = false;
-  for (const [origin, seq] of Object.entries(source)) {
-    if (seq > (target[origin] ?? 0)) {
-      target[origin] = seq;
-      rose = true;
-    }
-  }
-  return rose;
-}
-
 function asError(err: unknown): Error {
   if (err instanceof Error) return err;
   // libp2p reports some failures as events rather than Errors.
   return new SyncError('NETWORK', String((err as { type?: string })?.type ?? err));
 }
 
-function entryToTuple(e: LogEntry): EntryTuple {
-  return [e.origin, e.seq, e.hlc, e.model, e.id, e.op, e.fields];
+function chunkToTuple(c: Chunk): ChunkTuple {
+  return [c.origin, c.firstSeq, c.lastSeq, c.entries];
 }
 
-function entryFromTuple([origin, seq, hlc, model, id, op, fields]: EntryTuple): LogEntry {
-  return { origin, seq, hlc, model, id, op, fields: fields as LogEntry['fields'] };
+/** The entries of received chunks; a malformed chunk is a `ProtocolError`. */
+function entriesOf(chunks: readonly ChunkTuple[]): LogEntry[] {
+  return chunks.flatMap(([origin, firstSeq, lastSeq, entries]) =>
+    decodeChunk({ origin, firstSeq, lastSeq, entries }).map((d) => d.entry),
+  );
 }
 
 function ownedToTuple(r: OwnedRowUpdate): OwnedRowTuple {

@@ -15,10 +15,10 @@ export function unpack(bytes: Uint8Array): unknown {
   return packr.unpack(bytes);
 }
 
-/** Decodes a concatenation of msgpack values, giving each value with its encoded size. */
-export function unpackEach(bytes: Uint8Array, each: (value: unknown, size: number) => void): void {
+/** Decodes a concatenation of msgpack values, giving each value with its byte range. */
+export function unpackEach(bytes: Uint8Array, each: (value: unknown, start: number, end: number) => void): void {
   packr.unpackMultiple(bytes, (value: unknown, start?: number, end?: number) => {
-    each(value, (end ?? 0) - (start ?? 0));
+    each(value, start ?? 0, end ?? 0);
   });
 }
 
