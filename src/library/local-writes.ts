@@ -48,9 +48,11 @@ export class LocalWriter {
       return this.writeOwned(model, id, current === undefined ? 'upsert' : 'update', values, false);
     }
     const id = this.sharedId(model, input.id, values);
-    // A freshly generated id cannot exist yet, so only caller-chosen or derived ids need a read.
-    const freshId = input.id === undefined && model.conflict !== 'union';
-    return this.writeShared(model, { op: 'upsert', id, fields: values }, freshId ? undefined : 'load');
+    // No read is needed when the stored row cannot matter: a freshly generated id does not exist
+    // yet, and under row-level LWW a local upsert replaces the row whole, with a clock newer than
+    // any stored (the clock receives every applied one; the table keeps a newer row regardless).
+    const blind = model.conflict === 'lww' || (input.id === undefined && model.conflict !== 'union');
+    return this.writeShared(model, { op: 'upsert', id, fields: values }, blind ? undefined : 'load');
   }
 
   async update(modelName: string, idInput: string, partial: Record<string, unknown>): Promise<Row> {

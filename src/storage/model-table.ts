@@ -56,6 +56,8 @@ export class ModelTable {
   private readonly meta: readonly MetaColumn[];
   private readonly columnList: string;
   private readonly rowPlaceholder: string;
+  /** `SET` list that overwrites every column but the id with the inserted row's. */
+  private readonly replaceAll: string;
 
   constructor(model: Model) {
     this.model = model;
@@ -64,6 +66,10 @@ export class ModelTable {
     this.columns = ['id', ...model.fields.map((f) => f.name), ...this.meta.map((c) => c.name)];
     this.columnList = this.columns.map(quoteIdent).join(', ');
     this.rowPlaceholder = `(${this.columns.map(() => '?').join(', ')})`;
+    this.replaceAll = this.columns
+      .slice(1)
+      .map((c) => `${quoteIdent(c)} = excluded.${quoteIdent(c)}`)
+      .join(', ');
     this.rowsPerStatement = Math.max(1, Math.floor(MAX_PARAMS_PER_STATEMENT / this.columns.length));
   }
 
@@ -117,10 +123,17 @@ export class ModelTable {
     return `SELECT * FROM ${this.table} WHERE id IN (${new Array(count).fill('?').join(', ')})`;
   }
 
+  /**
+   * Writes whole rows. Row-level LWW tables keep a stored row whose clock is newer than the one
+   * written, so a local upsert can be written without reading the row first (see
+   * `LocalWriter.upsert`) and the newer row still wins.
+   */
   upsertSql(rowCount: number): string {
-    return `INSERT OR REPLACE INTO ${this.table} (${this.columnList}) VALUES ${new Array(rowCount)
-      .fill(this.rowPlaceholder)
-      .join(', ')}`;
+    const values = new Array(rowCount).fill(this.rowPlaceholder).join(', ');
+    if (this.model.ownership === 'device' || this.model.conflict !== 'lww') {
+      return `INSERT OR REPLACE INTO ${this.table} (${this.columnList}) VALUES ${values}`;
+    }
+    return `INSERT INTO ${this.table} (${this.columnList}) VALUES ${values} ON CONFLICT (id) DO UPDATE SET ${this.replaceAll} WHERE excluded._hlc > ${this.table}._hlc`;
   }
 
   /** Rows of one owner with `after < _version <= through`, in version order (device-owned tables). */
