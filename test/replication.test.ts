@@ -1,8 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
+import { encodeInvite, newInviteSecret } from '../src/replication/invite-code.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
 
 afterEach(async () => {
+  await stopAllRawPeers();
   await stopAllNodes();
   await removeTempDirs();
 });
@@ -32,6 +37,43 @@ describe('replication between two nodes', () => {
     await waitForConvergence([libA, libB]);
     await waitFor(async () => (await libB.status()).state === 'ready', 'joiner ready');
     expect(await libB.get('note', 'n9')).toMatchObject({ title: 't' });
+  });
+
+  it('a hello the inviter sends before its welcome waits for the joined library instead of being refused', async () => {
+    const joiner = await startNode();
+    const inviter = await RawPeer.start();
+    const library = randomUUID();
+    const inviterDevice = randomUUID();
+    const invite = encodeInvite({
+      library,
+      name: 'raced',
+      inviterPeer: inviter.peerId,
+      inviterAddrs: inviter.multiaddrs(),
+      id: randomUUID(),
+      secret: newInviteSecret(),
+      expiresAt: Date.now() + 60_000,
+    });
+    // The inviter admits the joiner and, before welcoming it, opens a session: the worst case of
+    // a real inviter whose reconcile runs while its welcome is still in flight.
+    let session: RawStream | undefined;
+    let beforeWelcome = '';
+    inviter.onInbound = (joinStream) =>
+      void (async () => {
+        const join = await joinStream.message(0, 'join');
+        if (join.t !== 'join') throw new Error(`expected join, got ${join.t}`);
+        session = await inviter.open({ peerId: joinStream.remotePeer, multiaddrs: () => join.addrs });
+        await session.send({ t: 'hello', v: [...PROTOCOL_VERSION], library, device: inviterDevice, shared: {}, owned: {} });
+        // A hello that is not held is refused at once: give a refusal time to arrive (there is no
+        // event for "nothing happened"), then record what the session saw before the welcome.
+        const replied = session.ended('a refusal', 500).catch(() => undefined);
+        await replied;
+        beforeWelcome = `${session.describe()} ${session.end?.kind ?? 'open'}`;
+        await joinStream.send({ t: 'welcome', library, name: 'raced', device: inviterDevice });
+      })();
+    const lib = await joiner.joinLibrary(invite);
+    expect(lib.id).toBe(library);
+    expect(beforeWelcome).toBe('[] open');
+    expect(await session!.message(0, 'the joiner to answer the held hello')).toMatchObject({ t: 'hello', library, device: joiner.deviceId });
   });
 
   it('joining fails with a NETWORK error when the inviter cannot be reached, and creates nothing', async () => {

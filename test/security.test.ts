@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { privateKeyToProtobuf } from '@libp2p/crypto/keys';
+import Database from 'better-sqlite3';
 import type { PrivateKey } from '@libp2p/interface';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -91,8 +92,8 @@ async function seededPair(options: Parameters<typeof startNode>[1] = {}) {
 }
 
 /** Starts a node whose PeerId is chosen by the caller (the key is placed in its data directory). */
-async function startNodeWithKey(key: PrivateKey): Promise<SyncNode> {
-  const dir = await makeTempDir('lsync-node-');
+async function startNodeWithKey(key: PrivateKey, dir?: string): Promise<SyncNode> {
+  dir ??= await makeTempDir('lsync-node-');
   await writeFile(join(dir, 'peer.key'), privateKeyToProtobuf(key), { mode: 0o600 });
   const node = await startNode(dir);
   return node;
@@ -211,14 +212,19 @@ describe('non-members', () => {
     const beforeA = await snapshot(libA);
     const beforeB = await snapshot(libB);
     // The smaller PeerId opens sessions: this node will keep trying to open one to A.
-    const intruder = await startNodeWithKey(await keyWhere((peer) => peer < a.peerId));
+    const intruderKey = await keyWhere((peer) => peer < a.peerId);
+    const intruderDir = await makeTempDir('lsync-node-');
+    const setup = await startNodeWithKey(intruderKey, intruderDir);
+    await setup.createLibrary({ name: 'shared', id: libA.id });
+    await stopNode(setup);
+    // Trust A as if it had invited this node (the meta a join stores): it dials A and says hello.
+    const file = new Database(join(intruderDir, 'libraries', `${libA.id}.sqlite`), { fileMustExist: true });
+    const bootstrap = JSON.stringify({ device: a.deviceId, peer: a.peerId, addrs: a.multiaddrs() });
+    file.prepare("INSERT INTO sync_meta (key, value) VALUES ('bootstrap_member', ?)").run(bootstrap);
+    file.close();
+    const intruder = await startNodeWithKey(intruderKey, intruderDir);
     const errorsOnIntruder = recordSessionErrors(intruder);
-    const replica = await intruder.createLibrary({
-      name: 'shared',
-      id: libA.id,
-      // Trust A as if it had invited this node: it dials A and says hello for the library.
-      bootstrap: { device: a.deviceId, peer: a.peerId, addrs: a.multiaddrs() },
-    });
+    const replica = intruder.library(libA.id);
     const emptyDigest = await replica.digest();
     // Its own write must not reach the members either.
     await replica.upsert('note', { id: 'intruder-note', title: 'push attempt', body: null });

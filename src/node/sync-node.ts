@@ -70,8 +70,6 @@ export interface CreateLibraryOptions {
    * invite builds on this; tests and tools use it to place one library on several devices.
    */
   id?: string;
-  /** Internal: the inviter a joined library trusts until the synced member list arrives. */
-  bootstrap?: Member;
 }
 
 /**
@@ -215,22 +213,7 @@ export class SyncNode {
     const id = options.id ?? uuidv4();
     if (!isDeviceId(id)) throw new ValidationError('createLibrary: id must be a lowercase uuid');
     if (this.open.has(id)) throw new ValidationError(`createLibrary: library ${id} already exists on this node`);
-    const db = openSqliteFile(this.dataDir.libraryFile(id));
-    const prepared = await prepareLibrary(db, this.registry, { deviceId: this.deviceId, create: { id, name } });
-    const library = new Library({
-      id,
-      name,
-      db,
-      deviceId: this.deviceId,
-      clock: this.clock,
-      registry: this.registry,
-      tables: prepared.tables,
-      counters: prepared.counters,
-      release: () => db.destroy(),
-    });
-    this.open.set(id, library);
-    await this.replicate(library, options.bootstrap);
-    return library;
+    return this.newLibrary(id, name, undefined);
   }
 
   /**
@@ -244,12 +227,14 @@ export class SyncNode {
     if (this.open.has(parsed.library)) {
       throw new ValidationError(`joinLibrary: library ${parsed.library} is already on this node`);
     }
-    const inviter = await this.network.join(parsed, options.signal);
-    this.assertRunning();
-    const bootstrap: Member = { device: inviter.device, peer: parsed.inviterPeer, addrs: parsed.inviterAddrs };
-    const library = await this.createLibrary({ id: parsed.library, name: inviter.name, bootstrap });
-    await library.setMetaValue(BOOTSTRAP_META_KEY, JSON.stringify(bootstrap));
-    return library;
+    // The inviter may open a session right after admitting this device: the network holds
+    // such a hello until the library exists here.
+    return this.network.whileJoining(parsed.library, async () => {
+      const inviter = await this.network.join(parsed, options.signal);
+      this.assertRunning();
+      const bootstrap: Member = { device: inviter.device, peer: parsed.inviterPeer, addrs: parsed.inviterAddrs };
+      return this.newLibrary(parsed.library, inviter.name, bootstrap);
+    });
   }
 
   library(id: string): Library {
@@ -273,6 +258,30 @@ export class SyncNode {
     for (const library of this.open.values()) await library.close();
     this.open.clear();
     await this.unlock();
+  }
+
+  /**
+   * Creates the library's database and starts replicating it. A joined library's bootstrap
+   * member is stored with its identity, so a crash cannot leave it without a partner.
+   */
+  private async newLibrary(id: string, name: string, bootstrap: Member | undefined): Promise<Library> {
+    const db = openSqliteFile(this.dataDir.libraryFile(id));
+    const meta: Record<string, string> = bootstrap ? { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap) } : {};
+    const prepared = await prepareLibrary(db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
+    const library = new Library({
+      id,
+      name,
+      db,
+      deviceId: this.deviceId,
+      clock: this.clock,
+      registry: this.registry,
+      tables: prepared.tables,
+      counters: prepared.counters,
+      release: () => db.destroy(),
+    });
+    this.open.set(id, library);
+    await this.replicate(library, bootstrap);
+    return library;
   }
 
   private async replicate(library: Library, bootstrap: Member | undefined): Promise<void> {

@@ -41,6 +41,8 @@ export class SyncNetwork {
   private readonly replicators = new Map<string, LibraryReplicator>();
   private readonly backoff = new Map<string, PeerBackoff>();
   private readonly opening = new Set<string>();
+  /** Libraries being joined: settles once the library exists here (or the join failed). */
+  private readonly joining = new Map<string, Promise<unknown>>();
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
   private reconcileQueued = false;
   private protocolErrorCount = 0;
@@ -142,6 +144,22 @@ export class SyncNetwork {
     }
   }
 
+  /** Runs a join of `library`; a hello for it arriving meanwhile waits for the outcome. */
+  async whileJoining<T>(library: string, join: () => Promise<T>): Promise<T> {
+    const joined = join();
+    this.joining.set(library, joined);
+    try {
+      return await joined;
+    } finally {
+      this.joining.delete(library);
+    }
+  }
+
+  private async replicatorFor(library: string): Promise<LibraryReplicator | undefined> {
+    await this.joining.get(library)?.catch(() => undefined);
+    return this.replicators.get(library);
+  }
+
   private reconcile(): void {
     if (this.stopped) return;
     for (const replicator of this.replicators.values()) {
@@ -199,7 +217,7 @@ export class SyncNetwork {
     try {
       const first = await this.firstMessage(frames, stream);
       library = first.library;
-      const replicator = this.replicators.get(first.library);
+      const replicator = await this.replicatorFor(first.library);
       if (first.t === 'hello') {
         checkVersion(first.v);
         if (!replicator) throw notMember(stream.remotePeer);

@@ -25,13 +25,13 @@ export interface PreparedLibrary {
 
 /**
  * Brings a library database up to date (internal migrations, then one table per model) and
- * reads what the library needs in memory. `create` is given for a new library; an existing one
- * must carry matching metadata.
+ * reads what the library needs in memory. `create` is given for a new library (its `meta` is
+ * stored with the identity, in the same statement); an existing one must carry matching metadata.
  */
 export async function prepareLibrary(
   db: Kysely<InternalTables>,
   registry: ModelRegistry,
-  expected: { deviceId: string; create?: { id: string; name: string } },
+  expected: { deviceId: string; create?: { id: string; name: string; meta?: Readonly<Record<string, string>> } },
 ): Promise<PreparedLibrary> {
   const migrated = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
   if (migrated.error) throw migrated.error;
@@ -43,6 +43,7 @@ export async function prepareLibrary(
         { key: 'library_id', value: expected.create.id },
         { key: 'library_name', value: expected.create.name },
         { key: 'device_id', value: expected.deviceId },
+        ...Object.entries(expected.create.meta ?? {}).map(([key, value]) => ({ key, value })),
       ])
       .execute();
   }
