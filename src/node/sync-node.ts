@@ -47,8 +47,10 @@ export const DEFAULT_SYNC_TUNING: SyncTuning = {
   peerTimeoutMs: 5_000,
   requestTimeoutMs: 30_000,
   pushWindow: 4,
-  batchRecords: 1_000,
-  batchBytes: 256 * 1024,
+  // Batches fill only while a partner lags: then large ones let it apply (and fsync) the
+  // backlog in few transactions. A lone write still goes out at once, alone.
+  batchRecords: 4_000,
+  batchBytes: 1024 * 1024,
   pruneIntervalMs: 10_000,
   retainLogEntries: 1_000_000,
   statusThrottleMs: 50,
