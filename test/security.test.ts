@@ -31,7 +31,7 @@ import type { ChunkTuple, Message, MessageOf } from '../src/protocol/messages.js
 import { decodeInvite, encodeInvite, hashSecret, inviteProof } from '../src/replication/invite-code.js';
 import { pack, unpack } from '../src/util/msgpack.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { keyWhere, RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
 
 afterEach(async () => {
@@ -63,16 +63,6 @@ function ack(library: string, shared: VersionVector): MessageOf<'ack'> {
   return { t: 'ack', library, batch: null, shared, owned: {} };
 }
 
-/** What must stay unchanged on a member when an outsider attacks. */
-async function snapshot(lib: Library) {
-  return {
-    digest: await lib.digest(),
-    vector: lib.versionVector(),
-    owned: lib.ownedVector(),
-    logSize: await lib.logSize(),
-    members: (await lib.members()).map((m) => `${m.device}@${m.peer}`).sort(),
-  };
-}
 
 /** Pruning never runs within a test: the log size is then an invariant an attack must not move. */
 const noPruning: Parameters<typeof startNode>[1] = { sync: { ...fastSync, pruneIntervalMs: 3_600_000 } };
@@ -137,8 +127,8 @@ describe('non-members', () => {
   it('cannot pull or push over the raw protocol, even claiming a member device', async () => {
     const { a, b, libA, libB } = await seededPair(noPruning);
     const errorsOnA = recordSessionErrors(a);
-    const beforeA = await snapshot(libA);
-    const beforeB = await snapshot(libB);
+    const beforeA = await librarySnapshot(libA);
+    const beforeB = await librarySnapshot(libB);
     const outsider = await RawPeer.start();
     const entries = forgedEntries(b.deviceId, (libA.versionVector()[b.deviceId] ?? 0) + 1, outsider.peerId);
     const chunks = asChunks(entries);
@@ -200,8 +190,8 @@ describe('non-members', () => {
     expect(fromOutsider.filter((e) => e.error instanceof NotMemberError)).toHaveLength(3);
     expect(fromOutsider.filter((e) => e.error instanceof ProtocolError)).toHaveLength(4);
 
-    expect(await snapshot(libA)).toEqual(beforeA);
-    expect(await snapshot(libB)).toEqual(beforeB);
+    expect(await librarySnapshot(libA)).toEqual(beforeA);
+    expect(await librarySnapshot(libB)).toEqual(beforeB);
     expect(await libA.get('note', 'forged-1')).toBeUndefined();
     expect(await libA.get('note', 'forged-2')).toBeUndefined();
   });
@@ -209,8 +199,8 @@ describe('non-members', () => {
   it('a never-invited node holding a replica of the library id gets none of its data', async () => {
     const { a, libA, libB } = await seededPair(noPruning);
     const errorsOnA = recordSessionErrors(a);
-    const beforeA = await snapshot(libA);
-    const beforeB = await snapshot(libB);
+    const beforeA = await librarySnapshot(libA);
+    const beforeB = await librarySnapshot(libB);
     // The smaller PeerId opens sessions: this node will keep trying to open one to A.
     const intruderKey = await keyWhere((peer) => peer < a.peerId);
     const intruderDir = await makeTempDir('lsync-node-');
@@ -246,8 +236,8 @@ describe('non-members', () => {
     expect(await replica.list('note')).toEqual([expect.objectContaining({ id: 'intruder-note' })]);
     expect(await replica.members()).toEqual([]);
 
-    expect(await snapshot(libA)).toEqual(beforeA);
-    expect(await snapshot(libB)).toEqual(beforeB);
+    expect(await librarySnapshot(libA)).toEqual(beforeA);
+    expect(await librarySnapshot(libB)).toEqual(beforeB);
     expect(await libA.get('note', 'intruder-note')).toBeUndefined();
     expect((await libA.acks()).has(intruder.deviceId)).toBe(false);
   });

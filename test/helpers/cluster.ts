@@ -77,3 +77,14 @@ export async function shareLibrary(owner: SyncNode, joiners: SyncNode[]): Promis
   for (const joiner of joiners) libs.push(await joiner.joinLibrary(await lib.createInvite()));
   return libs;
 }
+
+/** What a library holds, for asserting that something left it untouched. */
+export async function librarySnapshot(lib: Library) {
+  return {
+    digest: await lib.digest(),
+    vector: lib.versionVector(),
+    owned: lib.ownedVector(),
+    logSize: await lib.logSize(),
+    members: (await lib.members()).map((m) => `${m.device}@${m.peer}`).sort(),
+  };
+}

@@ -1,0 +1,217 @@
+/**
+ * A raw protocol peer that is a real member of a library: it joins by invite (join with the
+ * invite proof bound to its PeerId, then welcome), opens a session with a hello and then speaks
+ * the session protocol frame by frame, under the test's control. It records every frame it
+ * receives, keeps the session alive with heartbeats (advertising `shared` / `owned`, which the
+ * test sets) and answers pulls, but never acks on its own: the test sends each ack.
+ */
+import { randomUUID } from 'node:crypto';
+import { expect } from 'vitest';
+import type { Library, SyncNode, VersionVector } from '../../src/index.js';
+import { decodeChunk } from '../../src/peer-log/chunk.js';
+import type { LogEntry } from '../../src/peer-log/types.js';
+import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
+import { type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import type { FrameStream } from '../../src/protocol/transport.js';
+import { waitFor } from './cluster.js';
+import { keyWhere, RawPeer, type StreamEnd } from './raw-peer.js';
+
+export interface RawMember {
+  peer: RawPeer;
+  device: string;
+}
+
+/**
+ * Starts a raw peer whose PeerId sorts below every one of `nodes` (so only it opens sessions:
+ * no node ever sends it a hello it would leave unanswered) and joins `lib` through an invite
+ * issued by `inviter`. Returns once the inviter lists it as a member.
+ */
+export async function joinAsRawMember(inviter: SyncNode, lib: Library, nodes: SyncNode[] = [inviter]): Promise<RawMember> {
+  const peer = await RawPeer.start(await keyWhere((id) => nodes.every((n) => id < n.peerId)));
+  const device = randomUUID();
+  const joined = await peer.join(await lib.createInvite({ ttlMs: 60_000 }), { device });
+  expect(await joined.message(0, 'the welcome')).toMatchObject({ t: 'welcome', library: lib.id, device: inviter.deviceId });
+  await waitFor(
+    async () => (await lib.members()).some((m) => m.device === device && m.peer === peer.peerId),
+    'the raw member to be admitted',
+  );
+  return { peer, device };
+}
+
+export interface MemberSessionOptions {
+  /** Vectors in the hello (default: empty, a member that holds nothing). */
+  shared?: VersionVector;
+  owned?: VersionVector;
+  /** Heartbeat interval of the raw side (it must stay under the node's peerTimeoutMs). */
+  heartbeatMs: number;
+  /** Reply to a pull-shared (default: an empty, final page). */
+  answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message;
+}
+
+/** One session of a raw member with a node, frame by frame. */
+const openSessions = new Set<MemberSession>();
+
+/** Stops every raw member session still open (for afterEach). */
+export function stopAllMemberSessions(): void {
+  for (const session of openSessions) session.stop();
+}
+
+export class MemberSession {
+  /** Every frame received after the node's hello, in order (decoded; undecodable ones counted). */
+  readonly received: Message[] = [];
+  undecodable = 0;
+  end: StreamEnd | undefined;
+  /** The node's hello reply. */
+  hello!: MessageOf<'hello'>;
+  /** What this side advertises in its heartbeats. */
+  shared: VersionVector;
+  owned: VersionVector;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private helloReceived: ((m: MessageOf<'hello'>) => void) | undefined;
+
+  private constructor(
+    readonly stream: FrameStream,
+    readonly library: string,
+    private readonly options: MemberSessionOptions,
+  ) {
+    this.shared = { ...options.shared };
+    this.owned = { ...options.owned };
+  }
+
+  /** Opens a session stream to `node` as `member`: hello out, the node's hello back. */
+  static async open(member: RawMember, node: SyncNode, library: string, options: MemberSessionOptions): Promise<MemberSession> {
+    await member.peer.transport.connect(node.peerId, node.multiaddrs());
+    const stream = await member.peer.transport.openStream(node.peerId);
+    const session = new MemberSession(stream, library, options);
+    openSessions.add(session);
+    const hello = new Promise<MessageOf<'hello'>>((resolve) => (session.helloReceived = resolve));
+    void session.read();
+    await session.send({
+      t: 'hello',
+      v: [...PROTOCOL_VERSION],
+      library,
+      device: member.device,
+      shared: session.shared,
+      owned: session.owned,
+    });
+    await waitFor(() => session.helloReceived === undefined || session.end !== undefined, "the node's hello");
+    if (session.helloReceived) throw new Error(`the node ended the session before its hello: ${JSON.stringify(session.received)}`);
+    session.hello = await hello;
+    // The node may already have ended the session (e.g. after a pull answered with bad data).
+    if (session.end) return session;
+    session.heartbeat = setInterval(() => {
+      void session.send({ t: 'heartbeat', library, shared: session.shared, owned: session.owned });
+    }, options.heartbeatMs);
+    return session;
+  }
+
+  async send(message: Message | Record<string, unknown>): Promise<void> {
+    if (this.end) return;
+    await this.stream.send(encodeMessage(message as Message)).catch(() => undefined);
+  }
+
+  ack(batch: number | null, shared: VersionVector, owned: VersionVector = this.owned): Promise<void> {
+    return this.send({ t: 'ack', library: this.library, batch, shared, owned });
+  }
+
+  of<T extends Message['t']>(t: T): Array<MessageOf<T>> {
+    return this.received.filter((m): m is MessageOf<T> => m.t === t);
+  }
+
+  count(t: Message['t']): number {
+    return this.of(t).length;
+  }
+
+  /**
+   * Waits until a heartbeat from the node satisfies `ready`, then until `more` further
+   * heartbeats have arrived: by then the node has had that many intervals to send anything it
+   * was going to send (its frames arrive in order on this one stream).
+   */
+  async heartbeatsAfter(ready: (h: MessageOf<'heartbeat'>) => boolean, more: number, what: string): Promise<void> {
+    let at = -1;
+    await waitFor(() => {
+      if (at < 0) at = this.received.findIndex((m) => m.t === 'heartbeat' && ready(m));
+      if (this.end) throw new Error(`session ended while waiting for ${what}: ${JSON.stringify(this.end)}`);
+      return at >= 0 && this.received.slice(at + 1).filter((m) => m.t === 'heartbeat').length >= more;
+    }, what);
+  }
+
+  /**
+   * Waits until `beats` heartbeats from the node have arrived after this call: the node has
+   * had that many intervals to send whatever it was going to send by now.
+   */
+  async quietFor(beats: number, what: string): Promise<void> {
+    const start = this.received.length;
+    await waitFor(() => {
+      if (this.end) throw new Error(`session ended while waiting for ${what}: ${JSON.stringify(this.end)}`);
+      return this.received.slice(start).filter((m) => m.t === 'heartbeat').length >= beats;
+    }, what);
+  }
+
+  /** Waits until the node ends the stream. */
+  async ended(what = 'the node to end the session'): Promise<StreamEnd> {
+    await waitFor(() => this.end !== undefined, what);
+    return this.end!;
+  }
+
+  stop(): void {
+    openSessions.delete(this);
+    clearInterval(this.heartbeat);
+    if (!this.end) this.stream.abort(new Error('raw member stopped'));
+  }
+
+  private async read(): Promise<void> {
+    try {
+      for await (const frame of this.stream.frames()) {
+        let message: Message;
+        try {
+          message = decodeMessage(frame);
+        } catch {
+          this.undecodable += 1;
+          continue;
+        }
+        if (this.helloReceived && message.t === 'hello') {
+          const resolve = this.helloReceived;
+          this.helloReceived = undefined;
+          resolve(message);
+          continue;
+        }
+        this.received.push(message);
+        if (message.t === 'pull-shared') {
+          const reply = this.options.answerPullShared?.(message) ?? {
+            t: 'shared-page',
+            library: this.library,
+            req: message.req,
+            chunks: [],
+            hasMore: false,
+            pruned: [],
+          };
+          void this.send(reply);
+        } else if (message.t === 'pull-state') {
+          void this.send({
+            t: 'state-page',
+            library: this.library,
+            req: message.req,
+            owner: message.owner,
+            from: message.after,
+            to: message.after,
+            rows: [],
+            hasMore: false,
+          });
+        }
+      }
+      this.end = { kind: 'closed' };
+    } catch (err) {
+      this.end = { kind: 'reset', error: err as Error };
+    } finally {
+      clearInterval(this.heartbeat);
+    }
+  }
+}
+
+/** The entries a `changes` or `shared-page` message carries, decoded from its chunks. */
+export function entriesOfMessage(message: MessageOf<'changes'> | MessageOf<'shared-page'>): LogEntry[] {
+  return message.chunks.flatMap(([origin, firstSeq, lastSeq, entries]) =>
+    decodeChunk({ origin, firstSeq, lastSeq, entries }).map((d) => d.entry),
+  );
+}
