@@ -60,7 +60,8 @@ describe('replication between two nodes', () => {
     inviter.onInbound = (joinStream) =>
       void (async () => {
         const join = await joinStream.message(0, 'join');
-        if (join.t !== 'join') throw new Error(`expected join, got ${join.t}`);
+        // Once joined, a joiner with the smaller PeerId opens its own session here: not under test.
+        if (join.t !== 'join') return;
         session = await inviter.open({ peerId: joinStream.remotePeer, multiaddrs: () => join.addrs });
         await session.send({ t: 'hello', v: [...PROTOCOL_VERSION], library, device: inviterDevice, shared: {}, owned: {} });
         // A hello that is not held is refused at once: give a refusal time to arrive (there is no
