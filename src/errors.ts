@@ -21,6 +21,8 @@ export const SYNC_ERROR_CODES = [
   'NETWORK',
   'TIMEOUT',
   'LOG_PRUNED',
+  'BUSY',
+  'ABORTED',
 ] as const;
 
 export type SyncErrorCode = (typeof SYNC_ERROR_CODES)[number];
@@ -157,5 +159,22 @@ export class NetworkError extends SyncError {
 export class TimeoutError extends SyncError {
   constructor(message: string) {
     super('TIMEOUT', message);
+  }
+}
+
+/** A partner is serving as many catch-ups as it allows; ask again after `retryAfterMs`. */
+export class BusyError extends SyncError {
+  constructor(
+    readonly partner: string,
+    readonly retryAfterMs: number,
+  ) {
+    super('BUSY', `partner ${partner} is busy; retry after ${retryAfterMs} ms`);
+  }
+}
+
+/** A wait (such as `lib.synced()`) was abandoned through its AbortSignal. */
+export class AbortedError extends SyncError {
+  constructor(message = 'aborted') {
+    super('ABORTED', message);
   }
 }

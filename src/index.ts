@@ -17,9 +17,12 @@ export {
 } from './library/library.js';
 export type { LibraryStatus, LibrarySyncState, PartnerStatus, PartnerSyncState } from './replication/status.js';
 export type { SessionErrorEvent } from './replication/network.js';
+export type { SyncedOptions } from './replication/replicator.js';
+export type { SyncProgress } from './backfill/catch-up.js';
+export type { SyncRun, SyncRunOutcome, SyncCheckpoint } from './backfill/history.js';
 export { PROTOCOL_ID, PROTOCOL_VERSION, MAX_FRAME_BYTES } from './protocol/messages.js';
 export type { ChangeEvent } from './library/write-batch.js';
-export type { ApplyResult, GapReport, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from './library/remote-apply.js';
+export type { ApplyResult, GapReport, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, RemoteCounts } from './library/remote-apply.js';
 export {
   defineModel,
   type ModelInput,

@@ -395,7 +395,7 @@ describe('replication among several nodes', () => {
     expect(await libC.get('note', 'after-prune')).toMatchObject({ title: 'still syncing' });
   });
 
-  it('keeps a stopped member’s entries up to the retention bound, then it reports LOG_PRUNED', async () => {
+  it('keeps a stopped member’s entries up to the retention bound, then it catches up from a snapshot', async () => {
     const RETAIN = 300;
     const sync = { ...fastSync, retainLogEntries: RETAIN };
     const cDir = await makeTempDir('lsync-node-c-');
@@ -477,13 +477,23 @@ describe('replication among several nodes', () => {
       expect((await lib.entriesAfter(cVector, EVERYTHING)).pruned.map((p) => p.origin).sort()).toEqual(laggingOrigins.sort());
     }
 
-    // C comes back: it cannot catch up from pruned logs and says so.
+    // C comes back: the logs no longer reach back to it, so it catches up from a snapshot of
+    // the current rows, then from the log after the snapshot's vector.
     const c2 = await startNode(cDir, { sync });
     expect(c2.peerId).toBe(c.peerId);
     const libC2 = c2.library(libraryId);
-    const status = await waitForStatus(libC2, (s) => s.state === 'error', 'C reports an error', 30_000);
-    expect(status.error?.code).toBe('LOG_PRUNED');
-    expect(await libC2.get('note', 'a2-799')).toBeUndefined();
+    await libC2.synced();
+    await waitForConvergence([libA, libB, libC2], 45_000);
+    expect(await libC2.get('note', 'a2-799')).toMatchObject({ title: 'a2 799' });
+    const runs = await libC2.syncHistory();
+    const last = runs[runs.length - 1]!;
+    expect(last).toMatchObject({ kind: 'catch-up', outcome: 'done' });
+    // It started from where C stopped (C's own origin moved on: it re-registered its addresses).
+    for (const origin of [a.deviceId, b.deviceId]) expect(last.resumedFrom?.shared[origin]).toBe(cVector[origin]);
+    expect(last.added).toBeGreaterThanOrEqual(writtenWhileDown - 2 * RETAIN);
+    // C holds the lagging origins as pruned through the snapshot: it cannot serve what it never had.
+    const prunedOnC = await libC2.prunedVector();
+    for (const origin of [a.deviceId, b.deviceId]) expect(prunedOnC[origin]!).toBeGreaterThan(cVector[origin] ?? 0);
   });
 
   it('reports partner status and events; a stop is prompt and the others keep syncing', async () => {

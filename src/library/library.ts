@@ -30,19 +30,33 @@ import {
   type OwnedApplyResult,
   type OwnedCoverage,
   type OwnedRowUpdate,
+  type RemoteCounts,
   validateOwnedRows,
   validateRemoteEntries,
 } from './remote-apply.js';
 import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.js';
 import { MEMBERS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from '../replication/status.js';
+import type { SyncedOptions } from '../replication/replicator.js';
+import type { SyncProgress } from '../backfill/catch-up.js';
 import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
+import {
+  applySnapshotRows,
+  readSnapshot,
+  type SnapshotPage,
+  type SnapshotPosition,
+  type SnapshotRow,
+  validateSnapshotRows,
+} from './snapshot.js';
+import { readRuns, type SyncRun } from '../backfill/history.js';
 
 export interface LibraryEvents {
   change: [ChangeEvent];
   /** A transaction committed that grew the peer log or advanced a device-owned cursor. */
   appended: [];
   status: [LibraryStatus];
+  /** A backfill or catch-up run received a page. */
+  progress: [SyncProgress];
 }
 
 /** A member device of the library, as the synced member list records it. */
@@ -61,6 +75,7 @@ export interface InviteOptions {
 export interface LibrarySync {
   createInvite(options: InviteOptions): Promise<string>;
   status(): Promise<LibraryStatus>;
+  synced(options: SyncedOptions): Promise<void>;
 }
 
 /** The writes available inside `lib.transaction(...)`; all of them commit or none does. */
@@ -92,6 +107,13 @@ export interface LibraryOptions {
 }
 
 const DIGEST_PAGE = 1_000;
+const SNAPSHOT_META_KEY = 'snapshot_checkpoint';
+
+/** Where a snapshot read stands: the vector it covers and the position of the next page. */
+export interface SnapshotCheckpoint {
+  vector: VersionVector;
+  next: SnapshotPosition | null;
+}
 const MAX_LIST_LIMIT = 10_000;
 
 /**
@@ -244,11 +266,66 @@ export class Library {
    * Applies shared-change entries received from peers, in one transaction. Validated first
    * (`ValidationError`) and drift-checked (`ClockDriftError`) before anything is touched.
    */
-  async applyRemote(entries: readonly unknown[]): Promise<ApplyResult> {
+  async applyRemote(entries: readonly unknown[], counts?: RemoteCounts): Promise<ApplyResult> {
     this.assertOpen();
     const validated = validateRemoteEntries(this.ctx, entries);
     for (const { hlc } of validated) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry)));
+    return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry), counts));
+  }
+
+  /** Current shared rows after `after` (tombstones and clocks included), for a partner's snapshot. */
+  async snapshotAfter(after: SnapshotPosition | null, limits: ReadLimits): Promise<SnapshotPage> {
+    this.assertOpen();
+    const shared = this.ctx.registry.all().filter((m) => m.ownership === 'shared');
+    return readSnapshot(this.db, shared.map((m) => this.table(m.name)), after, limits);
+  }
+
+  /** Shared rows held, tombstones included: the size of a snapshot. */
+  async sharedRowCount(): Promise<number> {
+    this.assertOpen();
+    let total = 0;
+    for (const model of this.ctx.registry.all()) {
+      if (model.ownership !== 'shared') continue;
+      const [row] = await runSql<{ n: number }>(this.db, `SELECT count(*) AS n FROM ${this.table(model.name).table}`);
+      total += row!.n;
+    }
+    return total;
+  }
+
+  /**
+   * Merges a page of a partner's snapshot into the held rows and records where the snapshot
+   * stands, in one transaction. On the last page (`checkpoint.next` null) the library holds
+   * every origin through the snapshot's vector instead, and continues from there by the log.
+   */
+  async applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void> {
+    this.assertOpen();
+    for (const hlc of validateSnapshotRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
+    await this.write(async (batch) => {
+      await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
+      if (checkpoint.next === null) {
+        for (const [origin, through] of Object.entries(checkpoint.vector)) batch.adoptPrunedPrefix(origin, through);
+        await batch.db.deleteFrom('sync_meta').where('key', '=', SNAPSHOT_META_KEY).execute();
+      } else {
+        const value = JSON.stringify(checkpoint);
+        await batch.db
+          .insertInto('sync_meta')
+          .values({ key: SNAPSHOT_META_KEY, value })
+          .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+          .execute();
+      }
+    });
+  }
+
+  /** Where an unfinished snapshot read stands, if one is in progress. */
+  async snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined> {
+    const value = await this.metaValue(SNAPSHOT_META_KEY);
+    return value === undefined ? undefined : (JSON.parse(value) as SnapshotCheckpoint);
+  }
+
+  /** Past and running backfill and catch-up runs, oldest first (at most the last 1 000). */
+  async syncHistory(): Promise<SyncRun[]> {
+    this.assertOpen();
+    return readRuns(this.db);
   }
 
   /**
@@ -256,11 +333,11 @@ export class Library {
    * `coverage`, the rows are all of the owner's rows in that version range, and the owner's
    * cursor moves forward when it is contiguous with what is held.
    */
-  async applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage): Promise<OwnedApplyResult> {
+  async applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult> {
     this.assertOpen();
     const hlcs = validateOwnedRows(this.ctx, rows);
     for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage));
+    return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
   }
 
   /** Per owner, the version through which every device-owned row is held. */
@@ -303,6 +380,17 @@ export class Library {
     return row?.value;
   }
 
+  async deleteMetaValue(key: string): Promise<void> {
+    this.assertOpen();
+    await this.db.deleteFrom('sync_meta').where('key', '=', key).execute();
+  }
+
+  /** The library's database, for the sync engine's own bookkeeping (history). Not for application code. */
+  engineDb(): Kysely<InternalTables> {
+    this.assertOpen();
+    return this.db;
+  }
+
   async setMetaValue(key: string, value: string): Promise<void> {
     this.assertOpen();
     await this.db
@@ -322,6 +410,14 @@ export class Library {
     return this.requireSync().status();
   }
 
+  /**
+   * Resolves once the library is `ready` (backfilled and caught up with its connected
+   * partners); rejects if it reports `error`, or with `ABORTED` when `signal` aborts.
+   */
+  synced(options: SyncedOptions = {}): Promise<void> {
+    return this.requireSync().synced(options);
+  }
+
   /** Connects the library to the node's replication; called once by the node. */
   attachSync(sync: LibrarySync): void {
     this.sync = sync;
@@ -330,6 +426,11 @@ export class Library {
   /** Emits a status change (called by the replication layer). */
   emitStatus(status: LibraryStatus): void {
     this.events.emit('status', status);
+  }
+
+  /** Emits sync progress (called by the replication layer). */
+  emitProgress(progress: SyncProgress): void {
+    this.events.emit('progress', progress);
   }
 
   /** Records the vector an authenticated partner device has acknowledged. */

@@ -5,6 +5,7 @@ import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js'
 import { checkRecordId, checkStored } from '../models/values.js';
 import type { LogEntry } from '../peer-log/types.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
+import { countChange } from './snapshot.js';
 import type { WriteBatch } from './write-batch.js';
 
 export interface GapReport {
@@ -13,6 +14,13 @@ export interface GapReport {
   heldSeq: number;
   /** First seq of `origin` in the batch that could not be applied. */
   firstReceivedSeq: number;
+}
+
+/** Rows a batch of remote changes made live, changed or deleted (for sync history). */
+export interface RemoteCounts {
+  added: number;
+  updated: number;
+  deleted: number;
 }
 
 export interface ApplyResult {
@@ -109,6 +117,7 @@ export async function applyRemoteEntries(
   ctx: WriteContext,
   batch: WriteBatch,
   entries: readonly LogEntry[],
+  counts?: RemoteCounts,
 ): Promise<ApplyResult> {
   const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [] };
   const accepted: LogEntry[] = [];
@@ -148,6 +157,7 @@ export async function applyRemoteEntries(
       const before = states.get(entry.id);
       const after = ctx.registry.applyShared(model, before, entry);
       if (after !== before) {
+        if (counts) countChange(counts, before, after);
         states.set(entry.id, after);
         changed.add(entry.id);
         batch.events.push({ model: model.name, id: entry.id, op: entry.op, origin: 'remote' });
@@ -233,6 +243,7 @@ export async function applyRemoteOwned(
   batch: WriteBatch,
   rows: readonly OwnedRowUpdate[],
   coverage?: OwnedCoverage,
+  counts?: RemoteCounts,
 ): Promise<OwnedApplyResult> {
   const result: OwnedApplyResult = { applied: 0, stale: 0, advanced: false };
   if (coverage && rows.some((r) => r.owner !== coverage.owner || r.version <= coverage.from || r.version > coverage.to)) {
@@ -252,6 +263,7 @@ export async function applyRemoteOwned(
     }
     const values: StoredValues = {};
     for (const field of model.fields) values[field.name] = row.deleted ? null : (row.values?.[field.name] ?? null);
+    if (counts) countChange(counts, current, row);
     batch.putOwned(table, {
       id: row.id,
       values,

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { appendEntries, writeVector } from '../peer-log/log-store.js';
+import { appendEntries, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
 import type { LogEntry } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
@@ -47,6 +47,7 @@ export class WriteBatch {
   advanced = false;
   private readonly changedOrigins = new Set<string>();
   private readonly changedOwners = new Set<string>();
+  private readonly prunedPrefixes = new Map<string, number>();
 
   constructor(
     readonly db: Kysely<InternalTables>,
@@ -130,6 +131,17 @@ export class WriteBatch {
     this.pendingCount += 1;
   }
 
+  /**
+   * Holds `origin` through `through` without its entries: a snapshot covered them. The log
+   * keeps none of them (they count as pruned here), so the next entry appended is `through + 1`.
+   */
+  adoptPrunedPrefix(origin: string, through: number): void {
+    if (through <= this.seqOf(origin)) return;
+    this.vector.set(origin, through);
+    this.prunedPrefixes.set(origin, through);
+    this.advanced = true;
+  }
+
   /** Pending rows passed the bound: flush, so a long transaction stays small in memory. */
   get full(): boolean {
     return this.pendingCount >= FLUSH_THRESHOLD;
@@ -144,6 +156,8 @@ export class WriteBatch {
     await appendEntries(this.db, this.log);
     this.log = [];
     this.pendingCount = 0;
+    for (const [origin, through] of this.prunedPrefixes) await holdPrunedPrefix(this.db, origin, through);
+    this.prunedPrefixes.clear();
     await writeVector(this.db, new Map([...this.changedOrigins].map((o) => [o, this.seqOf(o)])));
     this.changedOrigins.clear();
     if (this.changedOwners.size > 0) {

@@ -1,5 +1,5 @@
 import { maxEncodedHlc } from '../hlc/hlc.js';
-import type { Model } from './define.js';
+import { type Model, type SharedModel, usesFieldClocks } from './define.js';
 import type { Change, SharedRowState, StoredValues } from './types.js';
 
 /**
@@ -110,4 +110,31 @@ function firstUpsert(model: Model, change: Change): SharedRowState {
     upsertHlc: change.hlc,
     deleteHlc: null,
   };
+}
+
+/**
+ * The join of two states of the same row under the model's rule: what a replica holding the
+ * changes of both would hold. Used to merge snapshot rows, whose changes are no longer in any
+ * log. Row-level LWW keeps the state with the newer clock; the field rules keep each field's
+ * newest value, the newest upsert and the newest delete, then apply the delete as
+ * `mergeFieldLww` does. A custom apply function has no state join: the newer clock wins.
+ */
+export function mergeStates(model: SharedModel, a: SharedRowState, b: SharedRowState): SharedRowState {
+  if (!usesFieldClocks(model) || model.apply) return a.hlc >= b.hlc ? a : b;
+  const upsertHlc = maxEncodedHlc(a.upsertHlc, b.upsertHlc);
+  const deleteHlc = maxEncodedHlc(a.deleteHlc, b.deleteHlc);
+  const values: StoredValues = {};
+  const fieldHlcs: Record<string, string> = {};
+  for (const field of model.fields) {
+    const clockA = a.fieldHlcs?.[field.name] ?? a.upsertHlc;
+    const clockB = b.fieldHlcs?.[field.name] ?? b.upsertHlc;
+    const fromB = clockB !== null && (clockA === null || clockB > clockA);
+    const clock = fromB ? clockB : clockA;
+    values[field.name] = (fromB ? b.values[field.name] : a.values[field.name]) ?? null;
+    if (clock !== null && clock !== upsertHlc) fieldHlcs[field.name] = clock;
+    const effective = clock ?? upsertHlc;
+    if (deleteHlc !== null && effective !== null && effective <= deleteHlc) values[field.name] = null;
+  }
+  const live = upsertHlc !== null && (deleteHlc === null || upsertHlc > deleteHlc);
+  return { id: a.id, values, hlc: maxEncodedHlc(a.hlc, b.hlc)!, deleted: !live, fieldHlcs, upsertHlc, deleteHlc };
 }

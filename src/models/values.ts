@@ -107,13 +107,18 @@ export function storedFromPartial(model: Model, input: Record<string, unknown>):
  */
 export const MAX_RECORD_BYTES = 1024 * 1024;
 
-function checkRecordSize(model: Model, values: StoredValues): StoredValues {
+/** An upper bound of the values' encoded size, without encoding them. */
+export function encodedSizeBound(values: StoredValues): number {
   let bytes = 0;
   for (const value of Object.values(values)) {
-    // Upper bound of the encoded size: UTF-8 uses at most 3 bytes per UTF-16 unit.
+    // UTF-8 uses at most 3 bytes per UTF-16 unit.
     bytes += typeof value === 'string' ? value.length * 3 : value instanceof Uint8Array ? value.byteLength : 9;
   }
-  if (bytes > MAX_RECORD_BYTES && pack(values).byteLength > MAX_RECORD_BYTES) {
+  return bytes;
+}
+
+function checkRecordSize(model: Model, values: StoredValues): StoredValues {
+  if (encodedSizeBound(values) > MAX_RECORD_BYTES && pack(values).byteLength > MAX_RECORD_BYTES) {
     throw new ValidationError(`${model.name}: record is larger than ${MAX_RECORD_BYTES} bytes encoded`);
   }
   return values;

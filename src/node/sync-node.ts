@@ -12,6 +12,7 @@ import { MAX_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
 import { decodeInvite } from '../replication/invite-code.js';
 import { type SessionErrorEvent, SyncNetwork } from '../replication/network.js';
 import { LibraryReplicator, type ReplicationTuning } from '../replication/replicator.js';
+import { BACKFILL_META_KEY } from '../backfill/catch-up.js';
 import { prepareLibrary } from '../storage/open-library.js';
 import { openSqliteFile } from '../storage/sqlite-node.js';
 import { DataDir } from './data-dir.js';
@@ -40,6 +41,8 @@ export interface SyncTuning extends ReplicationTuning {
   redialMaxMs: number;
   /** How often connections and sessions are checked against the member lists. */
   reconcileMs: number;
+  /** Catch-ups (backfills included) this node serves at once; more pullers are answered busy. */
+  maxConcurrentServes: number;
 }
 
 export const DEFAULT_SYNC_TUNING: SyncTuning = {
@@ -57,6 +60,7 @@ export const DEFAULT_SYNC_TUNING: SyncTuning = {
   redialMinMs: 250,
   redialMaxMs: 15_000,
   reconcileMs: 1_000,
+  maxConcurrentServes: 4,
 };
 
 export interface SyncNodeEvents {
@@ -190,6 +194,7 @@ export class SyncNode {
         backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
         reconcileMs: tuning.reconcileMs,
         handshakeTimeoutMs: tuning.requestTimeoutMs,
+        maxConcurrentServes: tuning.maxConcurrentServes,
         now: wallClock,
         random: Math.random,
         onSessionError: (event) => events.emit('session-error', event),
@@ -268,7 +273,10 @@ export class SyncNode {
    */
   private async newLibrary(id: string, name: string, bootstrap: Member | undefined): Promise<Library> {
     const db = openSqliteFile(this.dataDir.libraryFile(id));
-    const meta: Record<string, string> = bootstrap ? { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap) } : {};
+    // A joined library backfills from its partners before it is ready.
+    const meta: Record<string, string> = bootstrap
+      ? { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap), [BACKFILL_META_KEY]: 'pending' }
+      : {};
     const prepared = await prepareLibrary(db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
     const library = new Library({
       id,

@@ -30,6 +30,16 @@ export async function writeVector(db: Db, changed: ReadonlyMap<string, number>):
     .execute();
 }
 
+/** Records `origin` as held and pruned through `through` (a snapshot covered it); drops its older chunks. */
+export async function holdPrunedPrefix(db: Db, origin: string, through: number): Promise<void> {
+  await db.deleteFrom('sync_log').where('origin', '=', origin).where('last_seq', '<=', through).execute();
+  await db
+    .insertInto('sync_vector')
+    .values({ origin, seq: through, pruned_through: through })
+    .onConflict((oc) => oc.column('origin').doUpdateSet({ seq: through, pruned_through: through }))
+    .execute();
+}
+
 /**
  * Log chunks holding the entries the holder of `after` lacks, bounded by entry count and bytes.
  * Chunks come grouped by origin in sequence order, so every prefix of the result keeps each

@@ -51,6 +51,25 @@ const chunkList = z
 const ownedRowTuple = z.tuple([shortText, shortText, uuid, count.min(1), shortText, z.boolean(), fieldValues.nullable()]);
 export type OwnedRowTuple = z.infer<typeof ownedRowTuple>;
 
+/**
+ * A shared row as it stands, with its conflict metadata: model, id, hlc (the row's newest
+ * clock), deleted, values, and for field rules the field clocks, upsert clock and delete clock.
+ */
+const snapshotRowTuple = z.tuple([
+  shortText,
+  shortText,
+  shortText,
+  z.boolean(),
+  fieldValues,
+  z.record(z.string().max(64), shortText).nullable(),
+  shortText.nullable(),
+  shortText.nullable(),
+]);
+export type SnapshotRowTuple = z.infer<typeof snapshotRowTuple>;
+/** Where a snapshot read stands: the last model and id returned. */
+const snapshotPosition = z.tuple([shortText, shortText]);
+export type SnapshotPosition = z.infer<typeof snapshotPosition>;
+
 const version = z.tuple([count, count]);
 const base = { library: uuid };
 const request = { ...base, req: count, maxRecords: count.min(1), maxBytes: count.min(1) };
@@ -88,6 +107,17 @@ const statePage = z.object({
   rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS),
   hasMore: z.boolean(),
 });
+const pullSnapshot = z.object({ t: z.literal('pull-snapshot'), ...request, after: snapshotPosition.nullable() });
+const snapshotPage = z.object({
+  t: z.literal('snapshot-page'),
+  ...base,
+  req: count,
+  vector,
+  rows: z.array(snapshotRowTuple).max(MAX_BATCH_RECORDS),
+  next: snapshotPosition.nullable(),
+  total: count.nullable(),
+});
+const busy = z.object({ t: z.literal('busy'), ...base, req: count, retryAfterMs: count.max(3_600_000) });
 const join = z.object({
   t: z.literal('join'),
   v: version,
@@ -116,6 +146,9 @@ export const messageSchema = z.discriminatedUnion('t', [
   sharedPage,
   pullState,
   statePage,
+  pullSnapshot,
+  snapshotPage,
+  busy,
   join,
   welcome,
   error,

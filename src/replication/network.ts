@@ -46,6 +46,8 @@ export class SyncNetwork {
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
   private reconcileQueued = false;
   private protocolErrorCount = 0;
+  /** Sessions (library and peer) served a pull recently: the catch-ups this node is serving. */
+  private readonly serving = new Map<string, number>();
   private stopped = false;
 
   constructor(
@@ -55,6 +57,7 @@ export class SyncNetwork {
       backoff: BackoffPolicy;
       reconcileMs: number;
       handshakeTimeoutMs: number;
+      maxConcurrentServes: number;
       now: () => number;
       random: () => number;
       onSessionError: (event: SessionErrorEvent) => void;
@@ -242,6 +245,19 @@ export class SyncNetwork {
     }
   }
 
+  /**
+   * A node serves at most `maxConcurrentServes` catch-ups at once; a session counts as one
+   * while its pulls keep coming (within SERVE_IDLE_MS of each other). Others are answered busy.
+   */
+  mayServe(library: string, peer: string): boolean {
+    const key = sessionKey(library, peer);
+    const now = this.now();
+    for (const [other, at] of this.serving) if (now - at > SERVE_IDLE_MS) this.serving.delete(other);
+    if (!this.serving.has(key) && this.serving.size >= this.options.maxConcurrentServes) return false;
+    this.serving.set(key, now);
+    return true;
+  }
+
   /** Counts protocol violations and tells the node's listeners. */
   reportSessionError(event: SessionErrorEvent): void {
     if (isBadInput(event.error)) this.protocolErrorCount += 1;
@@ -288,6 +304,9 @@ export class SyncNetwork {
     this.backoff.set(key, { failures, nextAttemptAt: this.now() + delay });
   }
 }
+
+/** A served session that has not pulled for this long no longer holds a serving slot. */
+const SERVE_IDLE_MS = 2_000;
 
 function sessionKey(library: string, peer: string): string {
   return `${library}:${peer}`;

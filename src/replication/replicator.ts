@@ -1,4 +1,5 @@
-import { InviteError, NotMemberError } from '../errors.js';
+import { AbortedError, InviteError, NotMemberError, SyncError, type SyncErrorCode } from '../errors.js';
+import { CatchUp } from '../backfill/catch-up.js';
 import type { InviteOptions, Library, LibrarySync, Member } from '../library/library.js';
 import { MEMBERS_MODEL } from '../models/system.js';
 import type { VersionVector } from '../peer-log/types.js';
@@ -22,6 +23,11 @@ export interface ReplicationTuning extends SessionTuning {
   statusThrottleMs: number;
 }
 
+export interface SyncedOptions {
+  /** Abandons the wait (the promise rejects with `ABORTED`); the sync itself goes on. */
+  signal?: AbortSignal;
+}
+
 /** What a library's replicator needs from the node's networking. */
 export interface ReplicatorNetwork {
   readonly localPeer: string;
@@ -29,6 +35,8 @@ export interface ReplicatorNetwork {
   isConnected(peer: string): boolean;
   disconnect(peer: string): void;
   reportSessionError(event: SessionErrorEvent): void;
+  /** Whether this node serves one more pull now (it serves a bounded number of catch-ups). */
+  mayServe(library: string, peer: string): boolean;
   sessionFailed(library: string, peer: string): void;
   sessionLive(library: string, peer: string): void;
   /** Re-examines connections and sessions soon (membership or a session changed). */
@@ -59,6 +67,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private statusTimer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
   private everLive = false;
+  private catchUp!: CatchUp;
   private readonly onChange = (event: { model: string }) => {
     if (event.model === MEMBERS_MODEL.name) void this.refreshMembers();
   };
@@ -73,6 +82,13 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   async start(): Promise<void> {
     for (const [device, vector] of await this.library.acks()) this.acks.set(device, vector);
+    this.catchUp = await CatchUp.open({
+      library: this.library,
+      sessions: () => [...this.sessions.values()],
+      now: () => this.now(),
+      onProgress: (progress) => this.library.emitProgress(progress),
+      onChange: () => this.scheduleStatus(),
+    });
     this.library.attachSync(this);
     this.library.on('change', this.onChange);
     await this.refreshMembers();
@@ -85,6 +101,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     clearInterval(this.pruneTimer);
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
+    this.catchUp.stop();
     for (const session of [...this.sessions.values()]) session.close();
     await this.saveAcks();
   }
@@ -115,7 +132,37 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.sessions.set(session.peer, session);
     previous?.close();
     session.start();
+    this.catchUp.poke();
     this.scheduleStatus();
+  }
+
+  onPartnerAhead(): void {
+    this.catchUp.trigger();
+  }
+
+  mayServe(session: Session): boolean {
+    return this.network.mayServe(this.library.id, session.peer);
+  }
+
+  /** Resolves once the library is `ready`; rejects if it reports `error` or on abort. */
+  synced(options: SyncedOptions = {}): Promise<void> {
+    const { signal } = options;
+    return new Promise<void>((resolve, reject) => {
+      const settle = (status: LibraryStatus) => {
+        if (status.state === 'ready') finish(() => resolve());
+        else if (status.state === 'error') finish(() => reject(new SyncError(status.error!.code as SyncErrorCode, status.error!.message)));
+      };
+      const onAbort = () => finish(() => reject(new AbortedError('lib.synced() was aborted')));
+      const finish = (settleWith: () => void) => {
+        this.library.off('status', settle);
+        signal?.removeEventListener('abort', onAbort);
+        settleWith();
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.library.on('status', settle);
+      void this.status().then(settle, (err: unknown) => finish(() => reject(err)));
+    });
   }
 
   onAck(session: Session, shared: VersionVector): void {
@@ -137,6 +184,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   onClosed(session: Session, reason: Error | undefined): void {
     if (this.sessions.get(session.peer) === session) this.sessions.delete(session.peer);
     if (this.stopped) return;
+    // Whatever it was pulling, another partner may serve.
+    this.catchUp.trigger();
     if (reason) {
       this.network.sessionFailed(this.library.id, session.peer);
       this.network.reportSessionError({ peer: session.peer, library: this.library.id, direction: session.direction, error: reason });
@@ -229,14 +278,17 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
       };
     });
-    const failing = [...this.sessions.values()].find((s) => s.syncError);
+    const pulling = this.catchUp.state;
     // Until one partner session has gone live, a library with partners has not synced yet.
     const catchingUp =
-      [...this.sessions.values()].some((s) => s.state === 'catching-up') || (partners.length > 0 && !this.everLive);
+      pulling === 'catching-up' ||
+      [...this.sessions.values()].some((s) => s.state === 'catching-up') ||
+      (partners.length > 0 && !this.everLive);
+    const failure = this.catchUp.error;
     return {
       library: this.library.id,
-      state: failing ? 'error' : catchingUp ? 'catching-up' : 'ready',
-      error: failing?.syncError ? { code: failing.syncError.code, message: failing.syncError.message } : null,
+      state: pulling === 'error' || pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',
+      error: failure ? { code: failure.code, message: failure.message } : null,
       vector: this.library.versionVector(),
       ownedVector: this.library.ownedVector(),
       logSize: await this.library.logSize(),

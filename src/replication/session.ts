@@ -1,10 +1,13 @@
-import { ProtocolError, SyncError, TimeoutError } from '../errors.js';
+import { BusyError, ProtocolError, SyncError, TimeoutError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import type { OwnedRowUpdate } from '../library/remote-apply.js';
 import { type Chunk, decodeChunk } from '../peer-log/chunk.js';
 import type { LogEntry, VersionVector } from '../peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
-import type { ChunkTuple, Message, MessageOf, OwnedRowTuple } from '../protocol/messages.js';
+import type { ChunkTuple, Message, MessageOf, OwnedRowTuple, SnapshotPosition, SnapshotRowTuple } from '../protocol/messages.js';
+import type { SnapshotRow } from '../library/snapshot.js';
+import type { StoredValues } from '../models/types.js';
+import { coalescing } from '../util/coalescing.js';
 import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS } from '../protocol/messages.js';
 import type { FrameStream } from '../protocol/transport.js';
 import { isBehind, mergeMax } from './vectors.js';
@@ -31,16 +34,30 @@ export interface SessionHost {
   now(): number;
   /** The partner (authenticated) holds at least these vectors. */
   onAck(session: Session, shared: VersionVector): void;
+  /** The partner holds changes this device lacks (hello, a gap, or a heartbeat): pull them. */
+  onPartnerAhead(session: Session): void;
+  /** Whether a pull from this session may be served now (otherwise it is answered `busy`). */
+  mayServe(session: Session): boolean;
   onStateChange(session: Session): void;
   onClosed(session: Session, reason: Error | undefined): void;
 }
 
 export type SessionState = 'catching-up' | 'live' | 'closed';
 
-type PageReply = MessageOf<'shared-page'> | MessageOf<'state-page'>;
+/** How long a partner answering `busy` asks the puller to wait, in ms. */
+const BUSY_RETRY_MS = 500;
+
+type PageReply = MessageOf<'shared-page'> | MessageOf<'state-page'> | MessageOf<'snapshot-page'>;
+type PullRequest = MessageOf<'pull-shared'> | MessageOf<'pull-state'> | MessageOf<'pull-snapshot'>;
+
+/** A page a partner sent, with the size of its frame. */
+export interface Reply<R extends PageReply> {
+  page: R;
+  bytes: number;
+}
 
 interface PendingRequest {
-  resolve(reply: PageReply): void;
+  resolve(reply: Reply<PageReply>): void;
   reject(err: Error): void;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -62,8 +79,6 @@ export class Session {
   readonly remoteShared: VersionVector;
   readonly remoteOwned: VersionVector;
   lastSeenAt: number;
-  /** Why this device cannot catch up from the partner, if it cannot. */
-  syncError: SyncError | null = null;
 
   private readonly library: Library;
   private readonly helloShared: VersionVector;
@@ -74,11 +89,8 @@ export class Session {
   private batchSeq = 0;
   private requestSeq = 0;
   private readonly pending = new Map<number, PendingRequest>();
-  /** Pulls everything the partner advertises and this device lacks (coalesced). */
-  private readonly catchUp = coalescing(
-    () => this.catchUpRound(),
-    (err) => this.close(asError(err)),
-  );
+  /** Size of the frame being handled (for page replies). */
+  private frameBytes = 0;
   /** Pushes committed changes the partner lacks, within the in-flight window (coalesced). */
   private readonly pump = coalescing(
     () => this.pushRound(),
@@ -116,8 +128,39 @@ export class Session {
     this.heartbeat = setInterval(() => this.tick(), this.host.tuning.heartbeatMs);
     this.host.onAck(this, this.remoteShared);
     void this.readLoop();
-    this.catchUp();
+    this.host.onPartnerAhead(this);
     this.checkPartnerCaughtUp();
+  }
+
+  /** Whether the partner advertises changes (shared or device-owned) this device lacks. */
+  partnerAhead(): boolean {
+    return isBehind(this.library.versionVector(), this.remoteShared) || this.ownedBehind(this.remoteOwned);
+  }
+
+  /**
+   * This device holds what the partner advertised: tell it (an ack, so it starts pushing) and
+   * go live.
+   */
+  async caughtUp(): Promise<void> {
+    await this.sendAck(null);
+    if (this.state !== 'catching-up') return;
+    this.state = 'live';
+    this.host.onStateChange(this);
+  }
+
+  /** Pulls one page of shared changes after `after` (a partner under load may answer busy). */
+  pullShared(after: VersionVector): Promise<Reply<MessageOf<'shared-page'>>> {
+    return this.request({ t: 'pull-shared', library: this.library.id, req: 0, after, ...this.limits() });
+  }
+
+  /** Pulls one page of `owner`'s device-owned rows after version `after`. */
+  pullState(owner: string, after: number): Promise<Reply<MessageOf<'state-page'>>> {
+    return this.request({ t: 'pull-state', library: this.library.id, req: 0, owner, after, ...this.limits() });
+  }
+
+  /** Pulls one page of the partner's current shared rows after `after` (null: from the start). */
+  pullSnapshot(after: SnapshotPosition | null): Promise<Reply<MessageOf<'snapshot-page'>>> {
+    return this.request({ t: 'pull-snapshot', library: this.library.id, req: 0, after, ...this.limits() });
   }
 
   close(reason?: Error): void {
@@ -148,6 +191,7 @@ export class Session {
         const next = await this.frames.next();
         if (next.done) break;
         this.lastSeenAt = this.host.now();
+        this.frameBytes = next.value.byteLength;
         const message = decodeMessage(next.value);
         if (message.library !== this.library.id) throw new ProtocolError('message names another library');
         await this.handle(message);
@@ -174,11 +218,39 @@ export class Session {
         this.learnRemote(message.shared, message.owned);
         this.antiEntropy(message);
         return;
+      case 'pull-shared':
+      case 'pull-state':
+      case 'pull-snapshot':
+        if (!this.host.mayServe(this)) {
+          return this.send({ t: 'busy', library: this.library.id, req: message.req, retryAfterMs: BUSY_RETRY_MS });
+        }
+        return this.serve(message);
+      case 'shared-page':
+      case 'state-page':
+      case 'snapshot-page': {
+        const bytes = this.frameBytes;
+        return this.settle(message.req, (p) => p.resolve({ page: message, bytes }));
+      }
+      case 'busy':
+        return this.settle(message.req, (p) => p.reject(new BusyError(this.device, message.retryAfterMs)));
+      case 'error': {
+        const err = errorFromWire(message.code, message.message);
+        if (message.req !== null) return this.settle(message.req, (p) => p.reject(err));
+        throw err;
+      }
+      default:
+        throw new ProtocolError(`unexpected ${message.t} message in a running session`);
+    }
+  }
+
+  private async serve(message: PullRequest): Promise<void> {
+    const limits = {
+      maxRecords: Math.min(message.maxRecords, MAX_PAGE_RECORDS),
+      maxBytes: Math.min(message.maxBytes, MAX_PAGE_BYTES),
+    };
+    switch (message.t) {
       case 'pull-shared': {
-        const page = await this.library.chunksAfter(message.after, {
-          maxRecords: Math.min(message.maxRecords, MAX_PAGE_RECORDS),
-          maxBytes: Math.min(message.maxBytes, MAX_PAGE_BYTES),
-        });
+        const page = await this.library.chunksAfter(message.after, limits);
         return this.send({
           t: 'shared-page',
           library: this.library.id,
@@ -189,10 +261,7 @@ export class Session {
         });
       }
       case 'pull-state': {
-        const page = await this.library.ownedAfter(message.owner, message.after, {
-          maxRecords: Math.min(message.maxRecords, MAX_PAGE_RECORDS),
-          maxBytes: Math.min(message.maxBytes, MAX_PAGE_BYTES),
-        });
+        const page = await this.library.ownedAfter(message.owner, message.after, limits);
         return this.send({
           t: 'state-page',
           library: this.library.id,
@@ -204,16 +273,18 @@ export class Session {
           hasMore: page.hasMore,
         });
       }
-      case 'shared-page':
-      case 'state-page':
-        return this.settle(message.req, (p) => p.resolve(message));
-      case 'error': {
-        const err = errorFromWire(message.code, message.message);
-        if (message.req !== null) return this.settle(message.req, (p) => p.reject(err));
-        throw err;
+      case 'pull-snapshot': {
+        const page = await this.library.snapshotAfter(message.after, limits);
+        return this.send({
+          t: 'snapshot-page',
+          library: this.library.id,
+          req: message.req,
+          vector: this.library.versionVector(),
+          rows: page.rows.map(snapshotRowToTuple),
+          next: page.next,
+          total: message.after === null ? await this.library.sharedRowCount() : null,
+        });
       }
-      default:
-        throw new ProtocolError(`unexpected ${message.t} message in a running session`);
     }
   }
 
@@ -226,7 +297,7 @@ export class Session {
     const result = await this.library.applyRemote(entries);
     await this.sendAck(message.batch);
     // A gap means this device is behind the partner: its pull fills the gap.
-    if (result.gaps.length > 0) this.catchUp();
+    if (result.gaps.length > 0) this.host.onPartnerAhead(this);
   }
 
   private async receiveState(message: MessageOf<'state'>): Promise<void> {
@@ -237,68 +308,7 @@ export class Session {
       await this.library.applyRemoteOwned(message.rows.map(ownedFromTuple), { owner, from, to });
     }
     await this.sendAck(message.batch);
-    if (from > held) this.catchUp();
-  }
-
-  /** One catch-up round: pull, then ack; the first completed round makes the session live. */
-  private async catchUpRound(): Promise<void> {
-    await this.pullShared();
-    await this.pullOwned();
-    if (this.state === 'closed') return;
-    await this.sendAck(null);
-    if (this.state === 'catching-up') {
-      this.state = 'live';
-      this.host.onStateChange(this);
-    }
-  }
-
-  private async pullShared(): Promise<void> {
-    while (this.state !== 'closed' && isBehind(this.library.versionVector(), this.remoteShared)) {
-      const page = await this.request<MessageOf<'shared-page'>>({
-        t: 'pull-shared',
-        library: this.library.id,
-        req: 0,
-        after: this.library.versionVector(),
-        maxRecords: this.host.tuning.batchRecords,
-        maxBytes: this.host.tuning.batchBytes,
-      });
-      if (page.pruned.length > 0) {
-        const [origin, after, through] = page.pruned[0]!;
-        this.syncError = new SyncError(
-          'LOG_PRUNED',
-          `partner ${this.device} pruned changes of ${origin} through seq ${through}, but this device holds only through ${after}: it must catch up from a snapshot`,
-        );
-        this.host.onStateChange(this);
-      } else if (this.syncError) {
-        this.syncError = null;
-        this.host.onStateChange(this);
-      }
-      // Entries of the origins that are not pruned still apply.
-      if (page.chunks.length === 0) return;
-      await this.library.applyRemote(entriesOf(page.chunks));
-    }
-  }
-
-  private async pullOwned(): Promise<void> {
-    for (const [owner, advertised] of Object.entries(this.remoteOwned)) {
-      if (owner === this.library.deviceId) continue;
-      while (this.state !== 'closed') {
-        const held = this.library.ownedVector()[owner] ?? 0;
-        if (held >= advertised) break;
-        const page = await this.request<MessageOf<'state-page'>>({
-          t: 'pull-state',
-          library: this.library.id,
-          req: 0,
-          owner,
-          after: held,
-          maxRecords: this.host.tuning.batchRecords,
-          maxBytes: this.host.tuning.batchBytes,
-        });
-        if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
-        if (page.to <= held) break;
-        await this.library.applyRemoteOwned(page.rows.map(ownedFromTuple), { owner, from: page.from, to: page.to });
-      }
-    }
+    if (from > held) this.host.onPartnerAhead(this);
   }
 
   private async pushRound(): Promise<void> {
@@ -307,7 +317,7 @@ export class Session {
   }
 
   private async pushShared(): Promise<void> {
-    const limits = { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
+    const limits = this.limits();
     while (this.pushedShared && this.state !== 'closed' && this.inFlight < this.host.tuning.pushWindow) {
       const page = await this.library.chunksAfter(this.pushedShared, limits);
       if (page.chunks.length === 0) return;
@@ -324,7 +334,7 @@ export class Session {
 
   private async pushOwned(): Promise<void> {
     if (!this.pushedShared) return;
-    const limits = { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
+    const limits = this.limits();
     for (const [owner, held] of Object.entries(this.library.ownedVector())) {
       if (owner === this.device) continue;
       let sent = this.pushedOwned.get(owner) ?? 0;
@@ -370,7 +380,9 @@ export class Session {
     const previous = this.previousHeartbeat;
     this.previousHeartbeat = heartbeat;
     if (!previous) return;
-    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) this.catchUp();
+    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) {
+      this.host.onPartnerAhead(this);
+    }
   }
 
   /** Live push starts once the partner holds everything this device had at hello. */
@@ -411,14 +423,18 @@ export class Session {
     });
   }
 
-  private request<R extends PageReply>(message: MessageOf<'pull-shared'> | MessageOf<'pull-state'>): Promise<R> {
+  private limits(): { maxRecords: number; maxBytes: number } {
+    return { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
+  }
+
+  private request<R extends PageReply>(message: PullRequest): Promise<Reply<R>> {
     const req = ++this.requestSeq;
-    return new Promise<R>((resolve, reject) => {
+    return new Promise<Reply<R>>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(req);
         reject(new TimeoutError(`partner ${this.device} did not answer ${message.t} in ${this.host.tuning.requestTimeoutMs} ms`));
       }, this.host.tuning.requestTimeoutMs);
-      this.pending.set(req, { resolve: resolve as (reply: PageReply) => void, reject, timer });
+      this.pending.set(req, { resolve: resolve as (reply: Reply<PageReply>) => void, reject, timer });
       this.send({ ...message, req }).catch((err) => {
         clearTimeout(timer);
         this.pending.delete(req);
@@ -441,38 +457,18 @@ export class Session {
   }
 }
 
-/**
- * Wraps an async round so that triggers coalesce: a trigger while a round runs asks for one
- * more round after it, and rounds never overlap. A failing round is handed to `onError`.
- */
-function coalescing(round: () => Promise<void>, onError: (err: unknown) => void): () => void {
-  let running = false;
-  let again = false;
-  return () => {
-    if (running) {
-      again = true;
-      return;
-    }
-    running = true;
-    void (async () => {
-      try {
-        do {
-          again = false;
-          await round();
-        } while (again);
-      } catch (err) {
-        onError(err);
-      } finally {
-        running = false;
-      }
-    })();
-  };
-}
-
 function asError(err: unknown): Error {
   if (err instanceof Error) return err;
   // libp2p reports some failures as events rather than Errors.
   return new SyncError('NETWORK', String((err as { type?: string })?.type ?? err));
+}
+
+function snapshotRowToTuple({ model, state }: SnapshotRow): SnapshotRowTuple {
+  return [model, state.id, state.hlc, state.deleted, state.values, state.fieldHlcs, state.upsertHlc, state.deleteHlc];
+}
+
+export function snapshotRowFromTuple([model, id, hlc, deleted, values, fieldHlcs, upsertHlc, deleteHlc]: SnapshotRowTuple): SnapshotRow {
+  return { model, state: { id, hlc, deleted, values: values as StoredValues, fieldHlcs, upsertHlc, deleteHlc } };
 }
 
 function chunkToTuple(c: Chunk): ChunkTuple {
@@ -480,7 +476,7 @@ function chunkToTuple(c: Chunk): ChunkTuple {
 }
 
 /** The entries of received chunks; a malformed chunk is a `ProtocolError`. */
-function entriesOf(chunks: readonly ChunkTuple[]): LogEntry[] {
+export function entriesOf(chunks: readonly ChunkTuple[]): LogEntry[] {
   return chunks.flatMap(([origin, firstSeq, lastSeq, entries]) =>
     decodeChunk({ origin, firstSeq, lastSeq, entries }).map((d) => d.entry),
   );
@@ -490,6 +486,6 @@ function ownedToTuple(r: OwnedRowUpdate): OwnedRowTuple {
   return [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values];
 }
 
-function ownedFromTuple([model, id, owner, version, hlc, deleted, values]: OwnedRowTuple): OwnedRowUpdate {
+export function ownedFromTuple([model, id, owner, version, hlc, deleted, values]: OwnedRowTuple): OwnedRowUpdate {
   return { model, id, owner, version, hlc, deleted, values: values as OwnedRowUpdate['values'] };
 }

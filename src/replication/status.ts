@@ -25,11 +25,12 @@ export interface PartnerStatus {
 }
 
 /**
- * `ready`: every connected partner session is live. `catching-up`: some session is still
- * pulling. `error`: this device cannot catch up (see `error`), e.g. a partner's log was pruned
- * past this device's position.
+ * `backfilling`: the library was joined and has not completed its first sync yet (it resumes
+ * after a restart). `catching-up`: some partner holds changes this device is pulling.
+ * `ready`: every connected partner session is live. `error`: the last catch-up run failed on
+ * this device (see `error`); the next change or partner starts another.
  */
-export type LibrarySyncState = 'catching-up' | 'ready' | 'error';
+export type LibrarySyncState = 'backfilling' | 'catching-up' | 'ready' | 'error';
 
 export interface LibraryStatus {
   library: string;

@@ -141,6 +141,11 @@ export class ModelTable {
     return `SELECT * FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ? ORDER BY _version LIMIT ?`;
   }
 
+  /** Every row, tombstones included, in id order (snapshots). */
+  allRowsSql(withAfter: boolean): string {
+    return `SELECT * FROM ${this.table}${withAfter ? ' WHERE id > ?' : ''} ORDER BY id LIMIT ?`;
+  }
+
   liveRowsSql(withAfter: boolean): string {
     return `SELECT * FROM ${this.table} WHERE _deleted = 0${withAfter ? ' AND id > ?' : ''} ORDER BY id LIMIT ?`;
   }

@@ -1,4 +1,4 @@
-import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { type Generated, type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
 
 /** Types of the library database's internal tables (model tables are dynamic, see model-table.ts). */
 export interface InternalTables {
@@ -10,6 +10,21 @@ export interface InternalTables {
   sync_owner_versions: { owner: string; version: number };
   /** Invites this device issued; only the inviter can honour its own invites. */
   sync_invites: { id: string; secret_hash: string; expires_at: number; used_by: string | null };
+  /** Backfill and catch-up runs (`lib.syncHistory()`); JSON in `peers` and `resumed_from`. */
+  sync_runs: {
+    id: Generated<number>;
+    kind: string;
+    started_at: number;
+    ended_at: number | null;
+    peers: string;
+    added: number;
+    updated: number;
+    deleted: number;
+    bytes: number;
+    outcome: string;
+    resumed_from: string | null;
+    error: string | null;
+  };
 }
 
 export type LibraryDb = Kysely<InternalTables>;
@@ -66,6 +81,25 @@ const migrations: Record<string, Migration> = {
         .addColumn('secret_hash', 'text', (c) => c.notNull())
         .addColumn('expires_at', 'integer', (c) => c.notNull())
         .addColumn('used_by', 'text')
+        .execute();
+    },
+  },
+  '0003-sync-runs': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('sync_runs')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('started_at', 'integer', (c) => c.notNull())
+        .addColumn('ended_at', 'integer')
+        .addColumn('peers', 'text', (c) => c.notNull())
+        .addColumn('added', 'integer', (c) => c.notNull())
+        .addColumn('updated', 'integer', (c) => c.notNull())
+        .addColumn('deleted', 'integer', (c) => c.notNull())
+        .addColumn('bytes', 'integer', (c) => c.notNull())
+        .addColumn('outcome', 'text', (c) => c.notNull())
+        .addColumn('resumed_from', 'text')
+        .addColumn('error', 'text')
         .execute();
     },
   },

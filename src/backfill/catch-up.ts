@@ -1,0 +1,316 @@
+import { BusyError, ProtocolError, SyncError } from '../errors.js';
+import type { Library, SnapshotCheckpoint } from '../library/library.js';
+import type { RemoteCounts } from '../library/remote-apply.js';
+import type { VersionVector } from '../peer-log/types.js';
+import { entriesOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
+import { isBehind } from '../replication/vectors.js';
+import { isBadInput } from '../replication/wire-errors.js';
+import { coalescing } from '../util/coalescing.js';
+import { insertRun, markInterrupted, type SyncCheckpoint, type SyncRun, updateRun } from './history.js';
+
+/** A library's sync state, as `lib.status().state` reports it. */
+export type SyncState = 'backfilling' | 'catching-up' | 'ready' | 'error';
+
+/** Progress of a running backfill or catch-up (`lib.on('progress', ...)`). */
+export interface SyncProgress {
+  kind: SyncRun['kind'];
+  /** What is being pulled: device-owned rows, a snapshot of shared rows, or shared log entries. */
+  phase: 'owned' | 'snapshot' | 'shared';
+  /** Records (entries or rows) received so far in this run. */
+  done: number;
+  /** Estimate of the records this run will receive in all, from the partners' vectors. */
+  total: number;
+}
+
+export interface CatchUpHost {
+  readonly library: Library;
+  /** The library's open sessions, whatever their state. */
+  sessions(): Session[];
+  now(): number;
+  onProgress(progress: SyncProgress): void;
+  /** The state or a run changed: report status. */
+  onChange(): void;
+}
+
+/** Meta key present while a joined library has not completed its first sync (its backfill). */
+export const BACKFILL_META_KEY = 'backfill_pending';
+
+/** Page latencies are averaged with this weight on the newest one. */
+const LATENCY_WEIGHT = 0.3;
+
+type Run = Omit<SyncRun, 'id'> & { id: number; counts: RemoteCounts; done: number; total: number };
+
+/**
+ * Catch-up of one library, backfill included: pulls what partners hold and this device lacks,
+ * from one partner at a time, page by page. Each page is applied in one transaction together
+ * with the position it reaches (version vectors, per-owner versions, or the snapshot
+ * checkpoint), so a crash or a lost partner costs at most the page in flight: the next run,
+ * from any partner, continues from there.
+ *
+ * Order: device-owned rows of every owner the partner holds, then shared changes after this
+ * device's vector — or, where the partner's log was pruned past it, a snapshot of the current
+ * shared rows followed by the log after the snapshot's vector.
+ *
+ * Partner choice: the partner that served the previous page while it still has something to
+ * give; otherwise, among partners ahead of this device and not busy, the one with the lowest
+ * average page latency (one never asked counts as the fastest, so every partner gets tried).
+ */
+export class CatchUp {
+  private pending: boolean;
+  private failure: SyncError | null = null;
+  private running = false;
+  private stopped = false;
+  private current: string | undefined;
+  private readonly busyUntil = new Map<string, number>();
+  private readonly latencyMs = new Map<string, number>();
+  private wake: (() => void) | undefined;
+  /** Starts a run, or asks the running one to look again (coalesced). */
+  readonly trigger = coalescing(
+    () => this.run(),
+    () => undefined,
+  );
+
+  private constructor(
+    private readonly host: CatchUpHost,
+    backfillPending: boolean,
+  ) {
+    this.pending = backfillPending;
+  }
+
+  static async open(host: CatchUpHost): Promise<CatchUp> {
+    await markInterrupted(host.library.engineDb());
+    return new CatchUp(host, (await host.library.metaValue(BACKFILL_META_KEY)) !== undefined);
+  }
+
+  /** `backfilling` until the first sync after joining completed, `error` after a failed run. */
+  get state(): 'backfilling' | 'catching-up' | 'error' | 'idle' {
+    if (this.failure) return 'error';
+    if (this.pending) return 'backfilling';
+    return this.running ? 'catching-up' : 'idle';
+  }
+
+  get error(): SyncError | null {
+    return this.failure;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  /** A session opened or a partner stopped being busy: look again at once. */
+  poke(): void {
+    this.wake?.();
+    this.trigger();
+  }
+
+  private async run(): Promise<void> {
+    let run: Run | undefined;
+    try {
+      for (;;) {
+        if (this.stopped) break;
+        const sessions = this.host.sessions().filter((s) => s.state !== 'closed');
+        for (const session of sessions) if (session.state === 'catching-up' && !session.partnerAhead()) await session.caughtUp();
+        const ahead = sessions.filter((s) => s.partnerAhead());
+        if (ahead.length === 0) {
+          if (this.pending && sessions.length > 0) await this.completeBackfill();
+          break;
+        }
+        const session = this.choose(ahead);
+        if (!session) {
+          await this.untilSomeoneIsFree(ahead);
+          continue;
+        }
+        run ??= await this.startRun();
+        this.running = true;
+        this.host.onChange();
+        if (!run.peers.includes(session.peer)) run.peers.push(session.peer);
+        run.total = Math.max(run.total, run.done + estimate(this.host.library, session));
+        await this.pullFrom(session, run).catch((err: unknown) => this.onPullFailed(session, err));
+      }
+      if (run) await this.endRun(run, 'done');
+      if (this.failure) {
+        this.failure = null;
+        this.host.onChange();
+      }
+    } catch (err) {
+      this.failure = err instanceof SyncError ? err : new SyncError('PROTOCOL', String((err as Error)?.message ?? err));
+      if (run) await this.endRun(run, 'failed', this.failure.message).catch(() => undefined);
+    } finally {
+      this.running = false;
+      this.current = undefined;
+      this.host.onChange();
+    }
+  }
+
+  /**
+   * Busy: ask again after its delay, or another partner meanwhile. A lost or silent partner,
+   * or one that sent bad data: end its session (reported like any failed session) and go on
+   * with another. Anything else is this device's own failure and ends the run.
+   */
+  private onPullFailed(session: Session, err: unknown): void {
+    this.current = undefined;
+    if (err instanceof BusyError) {
+      this.busyUntil.set(session.peer, this.host.now() + err.retryAfterMs);
+      return;
+    }
+    if (!(err instanceof Error)) throw err;
+    if (session.state === 'closed' || isTransient(err) || isBadInput(err)) {
+      session.close(err);
+      return;
+    }
+    throw err;
+  }
+
+  private choose(ahead: Session[]): Session | undefined {
+    const now = this.host.now();
+    const free = ahead.filter((s) => (this.busyUntil.get(s.peer) ?? 0) <= now);
+    const sticky = free.find((s) => s.peer === this.current);
+    if (sticky) return sticky;
+    free.sort((a, b) => (this.latencyMs.get(a.peer) ?? 0) - (this.latencyMs.get(b.peer) ?? 0));
+    this.current = free[0]?.peer;
+    return free[0];
+  }
+
+  private async untilSomeoneIsFree(ahead: Session[]): Promise<void> {
+    const now = this.host.now();
+    const soonest = Math.min(...ahead.map((s) => this.busyUntil.get(s.peer) ?? now));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, soonest - now));
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wake = undefined;
+  }
+
+  private async pullFrom(session: Session, run: Run): Promise<void> {
+    const library = this.host.library;
+    for (const [owner, advertised] of Object.entries(session.remoteOwned)) {
+      if (owner === library.deviceId) continue;
+      for (;;) {
+        const held = library.ownedVector()[owner] ?? 0;
+        if (held >= advertised || session.state === 'closed') break;
+        const { page, bytes } = await this.timed(session, () => session.pullState(owner, held));
+        if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
+        if (page.to <= held) break;
+        await library.applyRemoteOwned(page.rows.map(ownedFromTuple), { owner, from: page.from, to: page.to }, run.counts);
+        this.advance(run, 'owned', page.rows.length, bytes);
+      }
+    }
+    while (session.state !== 'closed' && isBehind(library.versionVector(), session.remoteShared)) {
+      const checkpoint = await library.snapshotCheckpoint();
+      if (checkpoint) {
+        await this.snapshotFrom(session, run, checkpoint);
+        continue;
+      }
+      const { page, bytes } = await this.timed(session, () => session.pullShared(library.versionVector()));
+      if (page.pruned.length > 0) {
+        // The partner's log no longer reaches back to this device's position.
+        await this.snapshotFrom(session, run, undefined);
+        continue;
+      }
+      if (page.chunks.length === 0) break;
+      const entries = entriesOf(page.chunks);
+      await library.applyRemote(entries, run.counts);
+      this.advance(run, 'shared', entries.length, bytes);
+    }
+  }
+
+  /**
+   * Reads the partner's current shared rows page by page. The snapshot covers the vector the
+   * partner held at its first page: every later page reflects at least that. A page from a
+   * partner that does not hold that vector (after a failover) restarts the snapshot from it.
+   */
+  private async snapshotFrom(session: Session, run: Run, resumed: SnapshotCheckpoint | undefined): Promise<void> {
+    const library = this.host.library;
+    let checkpoint = resumed;
+    for (;;) {
+      if (session.state === 'closed') return;
+      const { page, bytes } = await this.timed(session, () => session.pullSnapshot(checkpoint?.next ?? null));
+      if (checkpoint && isBehind(page.vector, checkpoint.vector)) {
+        checkpoint = undefined;
+        continue;
+      }
+      if (page.total !== null) run.total = Math.max(run.total, run.done + page.total);
+      const vector: VersionVector = checkpoint?.vector ?? page.vector;
+      checkpoint = { vector, next: page.next };
+      await library.applySnapshot(page.rows.map(snapshotRowFromTuple), checkpoint, run.counts);
+      this.advance(run, 'snapshot', page.rows.length, bytes);
+      if (page.next === null) return;
+    }
+  }
+
+  private async timed<R>(session: Session, pull: () => Promise<R>): Promise<R> {
+    const start = this.host.now();
+    const reply = await pull();
+    const took = this.host.now() - start;
+    const average = this.latencyMs.get(session.peer);
+    this.latencyMs.set(session.peer, average === undefined ? took : average + LATENCY_WEIGHT * (took - average));
+    return reply;
+  }
+
+  private advance(run: Run, phase: SyncProgress['phase'], records: number, bytes: number): void {
+    run.done += records;
+    run.bytes += bytes;
+    Object.assign(run, run.counts);
+    this.host.onProgress({ kind: run.kind, phase, done: run.done, total: Math.max(run.total, run.done) });
+  }
+
+  private async startRun(): Promise<Run> {
+    const library = this.host.library;
+    const shared = library.versionVector();
+    const owned = library.ownedVector();
+    const checkpoint = await library.snapshotCheckpoint();
+    const nothingHeld = Object.keys(shared).length === 0 && Object.keys(owned).length === 0 && !checkpoint;
+    const resumedFrom: SyncCheckpoint | null = nothingHeld
+      ? null
+      : { shared, owned, snapshot: checkpoint?.next ? { model: checkpoint.next[0], id: checkpoint.next[1] } : null };
+    const run = {
+      kind: this.pending ? ('backfill' as const) : ('catch-up' as const),
+      startedAt: this.host.now(),
+      endedAt: null,
+      peers: [],
+      added: 0,
+      updated: 0,
+      deleted: 0,
+      bytes: 0,
+      outcome: 'running' as const,
+      resumedFrom,
+      counts: { added: 0, updated: 0, deleted: 0 },
+      done: 0,
+      total: 0,
+    };
+    return { ...run, id: await insertRun(library.engineDb(), run) };
+  }
+
+  private async endRun(run: Run, outcome: 'done' | 'failed', error?: string): Promise<void> {
+    Object.assign(run, run.counts, { endedAt: this.host.now(), outcome, ...(error === undefined ? {} : { error }) });
+    await updateRun(this.host.library.engineDb(), run.id, run);
+  }
+
+  private async completeBackfill(): Promise<void> {
+    await this.host.library.deleteMetaValue(BACKFILL_META_KEY);
+    this.pending = false;
+    this.host.onChange();
+  }
+}
+
+/** Records the partner advertises beyond what this device holds (shared and device-owned). */
+function estimate(library: Library, session: Session): number {
+  let total = 0;
+  const shared = library.versionVector();
+  for (const [origin, seq] of Object.entries(session.remoteShared)) total += Math.max(0, seq - (shared[origin] ?? 0));
+  const owned = library.ownedVector();
+  for (const [owner, version] of Object.entries(session.remoteOwned)) {
+    if (owner !== library.deviceId) total += Math.max(0, version - (owned[owner] ?? 0));
+  }
+  return total;
+}
+
+/** Failures of the partner or the link: another partner may serve. */
+function isTransient(err: Error): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'TIMEOUT' || code === 'NETWORK' || code === 'STOPPED';
+}

@@ -1,0 +1,148 @@
+import { ValidationError } from '../errors.js';
+import { decodeHlc, type Hlc } from '../hlc/index.js';
+import type { SharedModel } from '../models/define.js';
+import { mergeStates } from '../models/merge.js';
+import type { SharedRowState, StoredValues } from '../models/types.js';
+import { checkRecordId, checkStored, encodedSizeBound } from '../models/values.js';
+import type { ReadLimits } from '../peer-log/types.js';
+import type { ModelTable, SqlRow } from '../storage/model-table.js';
+import { runSql } from '../util/sql.js';
+import type { Kysely } from 'kysely';
+import type { InternalTables } from '../storage/schema.js';
+import type { WriteContext } from './local-writes.js';
+import type { WriteBatch } from './write-batch.js';
+import type { RemoteCounts } from './remote-apply.js';
+
+/**
+ * Snapshots: the current state of every shared row, tombstones included, with the clocks its
+ * conflict rule keeps. A device whose log position was pruned away on its partners catches up
+ * from a snapshot, then from the log after the snapshot's vector.
+ */
+
+/** Where a snapshot read stands: the last model and id returned. */
+export type SnapshotPosition = [model: string, id: string];
+
+export interface SnapshotRow {
+  model: string;
+  state: SharedRowState;
+}
+
+export interface SnapshotPage {
+  rows: SnapshotRow[];
+  /** Where the next page starts; null when every shared row was read. */
+  next: SnapshotPosition | null;
+}
+
+/** Bytes a row costs besides its values (id, clocks, framing), rounded up. */
+const ROW_OVERHEAD_BYTES = 160;
+
+/** Reads shared rows after `after`, models in name order and ids in order, within `limits`. */
+export async function readSnapshot(
+  db: Kysely<InternalTables>,
+  tables: readonly ModelTable[],
+  after: SnapshotPosition | null,
+  limits: ReadLimits,
+): Promise<SnapshotPage> {
+  const rows: SnapshotRow[] = [];
+  let bytes = 0;
+  for (const table of tables) {
+    const name = table.model.name;
+    if (after && name < after[0]) continue;
+    let afterId = after && name === after[0] ? after[1] : undefined;
+    for (;;) {
+      const wanted = limits.maxRecords - rows.length;
+      const stored = await runSql<SqlRow>(
+        db,
+        table.allRowsSql(afterId !== undefined),
+        afterId === undefined ? [Math.min(wanted, 1_000)] : [afterId, Math.min(wanted, 1_000)],
+      );
+      for (const row of stored) {
+        const state = table.sharedFromRow(row);
+        const size = ROW_OVERHEAD_BYTES + state.id.length + encodedSizeBound(state.values);
+        if (rows.length > 0 && bytes + size > limits.maxBytes) return { rows, next: [name, afterId ?? ''] };
+        rows.push({ model: name, state });
+        bytes += size;
+        afterId = state.id;
+        if (rows.length >= limits.maxRecords) return { rows, next: [name, afterId] };
+      }
+      if (stored.length < Math.min(wanted, 1_000)) break;
+    }
+  }
+  return { rows, next: null };
+}
+
+/** Checks snapshot rows a peer sent against the models; returns the clocks to drift-check. */
+export function validateSnapshotRows(ctx: WriteContext, rows: readonly SnapshotRow[]): Hlc[] {
+  const clocks: Hlc[] = [];
+  rows.forEach(({ model: name, state }, index) => {
+    try {
+      const model = ctx.registry.shared(name);
+      checkRecordId(model, state.id);
+      if (typeof state.deleted !== 'boolean') throw new ValidationError('deleted must be a boolean');
+      clocks.push(decodeHlc(state.hlc));
+      if (state.values === null || typeof state.values !== 'object') throw new ValidationError('values must be an object');
+      for (const key of Object.keys(state.values)) {
+        if (!model.fieldsByName.has(key)) throw new ValidationError(`${model.name}: unknown field "${key}"`);
+      }
+      for (const field of model.fields) checkStored(model, field, state.values[field.name] ?? null);
+      for (const hlc of [state.upsertHlc, state.deleteHlc]) if (hlc !== null) clocks.push(decodeHlc(hlc));
+      for (const [key, hlc] of Object.entries(state.fieldHlcs ?? {})) {
+        if (!model.fieldsByName.has(key)) throw new ValidationError(`${model.name}: clock of unknown field "${key}"`);
+        clocks.push(decodeHlc(hlc));
+      }
+    } catch (err) {
+      if (err instanceof Error) err.message = `snapshot row ${index}: ${err.message}`;
+      throw err;
+    }
+  });
+  return clocks;
+}
+
+/** Merges validated snapshot rows into the held rows (the join of both states). */
+export async function applySnapshotRows(
+  ctx: WriteContext,
+  batch: WriteBatch,
+  rows: readonly SnapshotRow[],
+  counts: RemoteCounts,
+): Promise<void> {
+  const byModel = new Map<SharedModel, SharedRowState[]>();
+  for (const { model: name, state } of rows) {
+    const model = ctx.registry.shared(name);
+    byModel.set(model, [...(byModel.get(model) ?? []), normalState(model, state)]);
+  }
+  for (const [model, states] of byModel) {
+    const table = ctx.tables.get(model.name)!;
+    const held = await batch.loadManyShared(
+      table,
+      states.map((s) => s.id),
+    );
+    for (const remote of states) {
+      const before = held.get(remote.id);
+      const after = before ? mergeStates(model, before, remote) : remote;
+      if (after === before) continue;
+      held.set(remote.id, after);
+      batch.putShared(table, after);
+      countChange(counts, before, after);
+      batch.events.push({ model: model.name, id: remote.id, op: after.deleted ? 'delete' : 'upsert', origin: 'remote' });
+    }
+    if (batch.full) await batch.flush();
+  }
+}
+
+/** Exactly the model's fields, and no field clocks for row-level LWW. */
+function normalState(model: SharedModel, state: SharedRowState): SharedRowState {
+  const values: StoredValues = {};
+  for (const field of model.fields) values[field.name] = state.values[field.name] ?? null;
+  return { ...state, values, fieldHlcs: model.conflict === 'lww' && !model.apply ? null : (state.fieldHlcs ?? {}) };
+}
+
+/** Tallies a row change as added (now live, was absent or deleted), deleted or updated. */
+export function countChange(counts: RemoteCounts, before: { deleted: boolean } | undefined, after: { deleted: boolean }): void {
+  if (after.deleted) {
+    if (before && !before.deleted) counts.deleted += 1;
+  } else if (!before || before.deleted) {
+    counts.added += 1;
+  } else {
+    counts.updated += 1;
+  }
+}
