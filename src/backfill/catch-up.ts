@@ -1,5 +1,6 @@
 import { BusyError, ProtocolError, SyncError } from '../errors.js';
 import type { Library, SnapshotCheckpoint } from '../library/library.js';
+import type { SnapshotPosition } from '../library/snapshot.js';
 import type { RemoteCounts } from '../library/remote-apply.js';
 import type { VersionVector } from '../peer-log/types.js';
 import { entriesOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
@@ -60,13 +61,15 @@ export class CatchUp {
   private failure: SyncError | null = null;
   private running = false;
   private stopped = false;
+  /** The run in progress, so `stop()` can wait for it to record how it ended. */
+  private finished: Promise<void> = Promise.resolve();
   private current: string | undefined;
   private readonly busyUntil = new Map<string, number>();
   private readonly latencyMs = new Map<string, number>();
   private wake: (() => void) | undefined;
   /** Starts a run, or asks the running one to look again (coalesced). */
   readonly trigger = coalescing(
-    () => this.run(),
+    () => (this.finished = this.run()),
     () => undefined,
   );
 
@@ -93,9 +96,15 @@ export class CatchUp {
     return this.failure;
   }
 
+  /** Stops pulling: the run in flight ends (as `interrupted`) once its page settles. */
   stop(): void {
     this.stopped = true;
     this.wake?.();
+  }
+
+  /** Resolves once no run is in progress any more. */
+  async settled(): Promise<void> {
+    await this.finished;
   }
 
   /** A session opened or a partner stopped being busy: look again at once. */
@@ -110,7 +119,11 @@ export class CatchUp {
       for (;;) {
         if (this.stopped) break;
         const sessions = this.host.sessions().filter((s) => s.state !== 'closed');
-        for (const session of sessions) if (session.state === 'catching-up' && !session.partnerAhead()) await session.caughtUp();
+        for (const session of sessions) {
+          if (session.state === 'catching-up' && !session.partnerAhead()) {
+            await session.caughtUp().catch((err: unknown) => session.close(err instanceof Error ? err : undefined));
+          }
+        }
         const ahead = sessions.filter((s) => s.partnerAhead());
         if (ahead.length === 0) {
           if (this.pending && sessions.length > 0) await this.completeBackfill();
@@ -128,7 +141,7 @@ export class CatchUp {
         run.total = Math.max(run.total, run.done + estimate(this.host.library, session));
         await this.pullFrom(session, run).catch((err: unknown) => this.onPullFailed(session, err));
       }
-      if (run) await this.endRun(run, 'done');
+      if (run) await this.endRun(run, this.stopped ? 'interrupted' : 'done');
       if (this.failure) {
         this.failure = null;
         this.host.onChange();
@@ -185,7 +198,19 @@ export class CatchUp {
     this.wake = undefined;
   }
 
+  /**
+   * Pulls everything `session`'s partner advertises. A partner that advertises changes but
+   * serves none of them would keep this loop spinning: that is bad input.
+   */
   private async pullFrom(session: Session, run: Run): Promise<void> {
+    const before = run.done;
+    await this.pullAll(session, run);
+    if (run.done === before && session.state !== 'closed' && session.partnerAhead()) {
+      throw new ProtocolError(`partner ${session.device} advertises changes it does not serve`);
+    }
+  }
+
+  private async pullAll(session: Session, run: Run): Promise<void> {
     const library = this.host.library;
     for (const [owner, advertised] of Object.entries(session.remoteOwned)) {
       if (owner === library.deviceId) continue;
@@ -205,7 +230,8 @@ export class CatchUp {
         await this.snapshotFrom(session, run, checkpoint);
         continue;
       }
-      const { page, bytes } = await this.timed(session, () => session.pullShared(library.versionVector()));
+      const requested = library.versionVector();
+      const { page, bytes } = await this.timed(session, () => session.pullShared(requested));
       if (page.pruned.length > 0) {
         // The partner's log no longer reaches back to this device's position.
         await this.snapshotFrom(session, run, undefined);
@@ -214,6 +240,8 @@ export class CatchUp {
       if (page.chunks.length === 0) break;
       const entries = entriesOf(page.chunks);
       await library.applyRemote(entries, run.counts);
+      // The page starts right after `requested`: if nothing moved past it, the page was bogus.
+      if (!isBehind(requested, library.versionVector())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
       this.advance(run, 'shared', entries.length, bytes);
     }
   }
@@ -235,6 +263,9 @@ export class CatchUp {
       }
       if (page.total !== null) run.total = Math.max(run.total, run.done + page.total);
       const vector: VersionVector = checkpoint?.vector ?? page.vector;
+      if (page.next !== null && checkpoint?.next && !positionAfter(page.next, checkpoint.next)) {
+        throw new ProtocolError(`partner ${session.device} sent a snapshot page that does not move forward`);
+      }
       checkpoint = { vector, next: page.next };
       await library.applySnapshot(page.rows.map(snapshotRowFromTuple), checkpoint, run.counts);
       this.advance(run, 'snapshot', page.rows.length, bytes);
@@ -285,7 +316,7 @@ export class CatchUp {
     return { ...run, id: await insertRun(library.engineDb(), run) };
   }
 
-  private async endRun(run: Run, outcome: 'done' | 'failed', error?: string): Promise<void> {
+  private async endRun(run: Run, outcome: 'done' | 'failed' | 'interrupted', error?: string): Promise<void> {
     Object.assign(run, run.counts, { endedAt: this.host.now(), outcome, ...(error === undefined ? {} : { error }) });
     await updateRun(this.host.library.engineDb(), run.id, run);
   }
@@ -307,6 +338,10 @@ function estimate(library: Library, session: Session): number {
     if (owner !== library.deviceId) total += Math.max(0, version - (owned[owner] ?? 0));
   }
   return total;
+}
+
+function positionAfter([model, id]: SnapshotPosition, [prevModel, prevId]: SnapshotPosition): boolean {
+  return model > prevModel || (model === prevModel && id > prevId);
 }
 
 /** Failures of the partner or the link: another partner may serve. */

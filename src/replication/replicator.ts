@@ -103,6 +103,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.library.off('change', this.onChange);
     this.catchUp.stop();
     for (const session of [...this.sessions.values()]) session.close();
+    await this.catchUp.settled();
     await this.saveAcks();
   }
 
