@@ -7,7 +7,7 @@
  * 2. relay: A and C cannot reach each other, B carries their changes;
  * 3. offline catch-up of thousands of changes, HLC monotonicity and PeerId after restart;
  * 4. pruning: acknowledged log is pruned to nothing; a stopped member holds the log back only up
- *    to the retention bound, and reports LOG_PRUNED when it comes back;
+ *    to the retention bound, and catches up from a snapshot when it comes back;
  * 5. status events and partner state, prompt stop, the rest keep syncing;
  * 6. WebSockets-only nodes.
  */

@@ -107,7 +107,7 @@ export class CatchUp {
     await this.finished;
   }
 
-  /** A session opened or a partner stopped being busy: look again at once. */
+  /** A session opened: look again at once, also if the run is waiting out busy partners. */
   poke(): void {
     this.wake?.();
     this.trigger();
@@ -115,6 +115,7 @@ export class CatchUp {
 
   private async run(): Promise<void> {
     let run: Run | undefined;
+    let completed = false;
     try {
       for (;;) {
         if (this.stopped) break;
@@ -126,7 +127,9 @@ export class CatchUp {
         }
         const ahead = sessions.filter((s) => s.partnerAhead());
         if (ahead.length === 0) {
-          if (this.pending && sessions.length > 0) await this.completeBackfill();
+          // Caught up with every open session; with none open, the run could not finish.
+          completed = sessions.length > 0;
+          if (this.pending && completed) await this.completeBackfill();
           break;
         }
         const session = this.choose(ahead);
@@ -137,11 +140,10 @@ export class CatchUp {
         run ??= await this.startRun();
         this.running = true;
         this.host.onChange();
-        if (!run.peers.includes(session.peer)) run.peers.push(session.peer);
         run.total = Math.max(run.total, run.done + estimate(this.host.library, session));
         await this.pullFrom(session, run).catch((err: unknown) => this.onPullFailed(session, err));
       }
-      if (run) await this.endRun(run, this.stopped ? 'interrupted' : 'done');
+      if (run) await this.endRun(run, completed ? 'done' : 'interrupted');
       if (this.failure) {
         this.failure = null;
         this.host.onChange();
@@ -221,7 +223,7 @@ export class CatchUp {
         if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
         if (page.to <= held) break;
         await library.applyRemoteOwned(page.rows.map(ownedFromTuple), { owner, from: page.from, to: page.to }, run.counts);
-        this.advance(run, 'owned', page.rows.length, bytes);
+        this.advance(run, session, 'owned', page.rows.length, bytes);
       }
     }
     while (session.state !== 'closed' && isBehind(library.versionVector(), session.remoteShared)) {
@@ -242,7 +244,7 @@ export class CatchUp {
       await library.applyRemote(entries, run.counts);
       // The page starts right after `requested`: if nothing moved past it, the page was bogus.
       if (!isBehind(requested, library.versionVector())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
-      this.advance(run, 'shared', entries.length, bytes);
+      this.advance(run, session, 'shared', entries.length, bytes);
     }
   }
 
@@ -268,7 +270,7 @@ export class CatchUp {
       }
       checkpoint = { vector, next: page.next };
       await library.applySnapshot(page.rows.map(snapshotRowFromTuple), checkpoint, run.counts);
-      this.advance(run, 'snapshot', page.rows.length, bytes);
+      this.advance(run, session, 'snapshot', page.rows.length, bytes);
       if (page.next === null) return;
     }
   }
@@ -282,7 +284,8 @@ export class CatchUp {
     return reply;
   }
 
-  private advance(run: Run, phase: SyncProgress['phase'], records: number, bytes: number): void {
+  private advance(run: Run, session: Session, phase: SyncProgress['phase'], records: number, bytes: number): void {
+    if (!run.peers.includes(session.peer)) run.peers.push(session.peer);
     run.done += records;
     run.bytes += bytes;
     Object.assign(run, run.counts);
@@ -340,8 +343,18 @@ function estimate(library: Library, session: Session): number {
   return total;
 }
 
+/** Whether `position` comes after `previous` in SQLite's order (text compares as UTF-8 bytes). */
 function positionAfter([model, id]: SnapshotPosition, [prevModel, prevId]: SnapshotPosition): boolean {
-  return model > prevModel || (model === prevModel && id > prevId);
+  return model > prevModel || (model === prevModel && compareUtf8(id, prevId) > 0);
+}
+
+const utf8 = new TextEncoder();
+
+function compareUtf8(a: string, b: string): number {
+  const x = utf8.encode(a);
+  const y = utf8.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
+  return x.length - y.length;
 }
 
 /** Failures of the partner or the link: another partner may serve. */

@@ -9,7 +9,7 @@ import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import { runSql } from '../util/sql.js';
 import type { Kysely } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
-import type { WriteContext } from './local-writes.js';
+import { naturalKeyId, type WriteContext } from './local-writes.js';
 import type { WriteBatch } from './write-batch.js';
 import type { RemoteCounts } from './remote-apply.js';
 
@@ -33,8 +33,10 @@ export interface SnapshotPage {
   next: SnapshotPosition | null;
 }
 
-/** Bytes a row costs besides its values (id, clocks, framing), rounded up. */
+/** Bytes a row costs besides its values and field clocks (id, row clocks, framing), rounded up. */
 const ROW_OVERHEAD_BYTES = 160;
+/** Bytes of one field clock (name and HLC), rounded up. */
+const FIELD_CLOCK_BYTES = 130;
 
 /** Reads shared rows after `after`, models in name order and ids in order, within `limits`. */
 export async function readSnapshot(
@@ -58,7 +60,8 @@ export async function readSnapshot(
       );
       for (const row of stored) {
         const state = table.sharedFromRow(row);
-        const size = ROW_OVERHEAD_BYTES + state.id.length + encodedSizeBound(state.values);
+        const clocks = Object.keys(state.fieldHlcs ?? {}).length;
+        const size = ROW_OVERHEAD_BYTES + state.id.length + encodedSizeBound(state.values) + clocks * FIELD_CLOCK_BYTES;
         if (rows.length > 0 && bytes + size > limits.maxBytes) return { rows, next: [name, afterId ?? ''] };
         rows.push({ model: name, state });
         bytes += size;
@@ -84,7 +87,14 @@ export function validateSnapshotRows(ctx: WriteContext, rows: readonly SnapshotR
       for (const key of Object.keys(state.values)) {
         if (!model.fieldsByName.has(key)) throw new ValidationError(`${model.name}: unknown field "${key}"`);
       }
-      for (const field of model.fields) checkStored(model, field, state.values[field.name] ?? null);
+      for (const field of model.fields) {
+        const value = state.values[field.name] ?? null;
+        // A delete clears fields, required ones included.
+        if (value !== null || !state.deleted) checkStored(model, field, value);
+      }
+      if (model.conflict === 'union' && !state.deleted && naturalKeyId(ctx.libraryId, model, state.values) !== state.id) {
+        throw new ValidationError(`${model.name}: id does not match the natural key`);
+      }
       for (const hlc of [state.upsertHlc, state.deleteHlc]) if (hlc !== null) clocks.push(decodeHlc(hlc));
       for (const [key, hlc] of Object.entries(state.fieldHlcs ?? {})) {
         if (!model.fieldsByName.has(key)) throw new ValidationError(`${model.name}: clock of unknown field "${key}"`);

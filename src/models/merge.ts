@@ -136,5 +136,20 @@ export function mergeStates(model: SharedModel, a: SharedRowState, b: SharedRowS
     if (deleteHlc !== null && effective !== null && effective <= deleteHlc) values[field.name] = null;
   }
   const live = upsertHlc !== null && (deleteHlc === null || upsertHlc > deleteHlc);
-  return { id: a.id, values, hlc: maxEncodedHlc(a.hlc, b.hlc)!, deleted: !live, fieldHlcs, upsertHlc, deleteHlc };
+  const merged = { id: a.id, values, hlc: maxEncodedHlc(a.hlc, b.hlc)!, deleted: !live, fieldHlcs, upsertHlc, deleteHlc };
+  // Unchanged: keep `a` itself, so callers can tell that nothing needs writing.
+  return sameState(a, merged) ? a : merged;
+}
+
+function sameState(a: SharedRowState, b: SharedRowState): boolean {
+  if (a.hlc !== b.hlc || a.deleted !== b.deleted || a.upsertHlc !== b.upsertHlc || a.deleteHlc !== b.deleteHlc) return false;
+  const clocksA = Object.entries(a.fieldHlcs ?? {});
+  if (clocksA.length !== Object.keys(b.fieldHlcs ?? {}).length) return false;
+  if (clocksA.some(([name, hlc]) => b.fieldHlcs?.[name] !== hlc)) return false;
+  return Object.keys(b.values).every((name) => sameValue(a.values[name] ?? null, b.values[name] ?? null));
+}
+
+function sameValue(x: unknown, y: unknown): boolean {
+  if (x instanceof Uint8Array && y instanceof Uint8Array) return x.length === y.length && x.every((byte, i) => byte === y[i]);
+  return x === y;
 }

@@ -274,12 +274,14 @@ export class Session {
         });
       }
       case 'pull-snapshot': {
+        // Taken before the read: every change it covers is then in the rows read.
+        const vector = this.library.versionVector();
         const page = await this.library.snapshotAfter(message.after, limits);
         return this.send({
           t: 'snapshot-page',
           library: this.library.id,
           req: message.req,
-          vector: this.library.versionVector(),
+          vector,
           rows: page.rows.map(snapshotRowToTuple),
           next: page.next,
           total: message.after === null ? await this.library.sharedRowCount() : null,
