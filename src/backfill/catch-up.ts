@@ -232,19 +232,34 @@ export class CatchUp {
         await this.snapshotFrom(session, run, checkpoint);
         continue;
       }
-      const requested = library.versionVector();
-      const { page, bytes } = await this.timed(session, () => session.pullShared(requested));
-      if (page.pruned.length > 0) {
-        // The partner's log no longer reaches back to this device's position.
-        await this.snapshotFrom(session, run, undefined);
-        continue;
-      }
-      if (page.chunks.length === 0) break;
+      if (!(await this.pullLog(session, run))) await this.snapshotFrom(session, run, undefined);
+    }
+  }
+
+  /**
+   * Pulls log pages while the partner has more, asking for the next page before applying the
+   * current one (its position is known from the page), so the partner reads while this device
+   * writes. Returns false when the partner's log no longer reaches back to this device.
+   */
+  private async pullLog(session: Session, run: Run): Promise<boolean> {
+    const library = this.host.library;
+    let requested = library.versionVector();
+    let reply = this.timed(session, () => session.pullShared(requested));
+    for (;;) {
+      const { page, bytes } = await reply;
+      if (page.pruned.length > 0) return false;
+      if (page.chunks.length === 0) return true;
+      const next = { ...requested };
+      for (const [origin, , lastSeq] of page.chunks) next[origin] = Math.max(next[origin] ?? 0, lastSeq);
+      const more = page.hasMore && session.state !== 'closed';
+      if (more) reply = prefetched(this.timed(session, () => session.pullShared(next)));
       const entries = entriesOf(page.chunks);
       await library.applyRemote(entries, run.counts);
       // The page starts right after `requested`: if nothing moved past it, the page was bogus.
       if (!isBehind(requested, library.versionVector())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
       this.advance(run, session, 'shared', entries.length, bytes);
+      if (!more) return true;
+      requested = next;
     }
   }
 
@@ -256,13 +271,16 @@ export class CatchUp {
   private async snapshotFrom(session: Session, run: Run, resumed: SnapshotCheckpoint | undefined): Promise<void> {
     const library = this.host.library;
     let checkpoint = resumed;
+    let reply = this.timed(session, () => session.pullSnapshot(checkpoint?.next ?? null));
     for (;;) {
-      if (session.state === 'closed') return;
-      const { page, bytes } = await this.timed(session, () => session.pullSnapshot(checkpoint?.next ?? null));
+      const { page, bytes } = await reply;
       if (checkpoint && isBehind(page.vector, checkpoint.vector)) {
         checkpoint = undefined;
+        reply = this.timed(session, () => session.pullSnapshot(null));
         continue;
       }
+      // The next page is read by the partner while this one is applied.
+      if (page.next !== null) reply = prefetched(this.timed(session, () => session.pullSnapshot(page.next)));
       if (page.total !== null) run.total = Math.max(run.total, run.done + page.total);
       const vector: VersionVector = checkpoint?.vector ?? page.vector;
       if (page.next !== null && checkpoint?.next && !positionAfter(page.next, checkpoint.next)) {
@@ -329,6 +347,12 @@ export class CatchUp {
     this.pending = false;
     this.host.onChange();
   }
+}
+
+/** A request made ahead of its use: if it fails and is never awaited, that is not an error. */
+function prefetched<T>(reply: Promise<T>): Promise<T> {
+  reply.catch(() => undefined);
+  return reply;
 }
 
 /** Records the partner advertises beyond what this device holds (shared and device-owned). */
