@@ -228,6 +228,8 @@ export class Library {
       const table = this.table(model.name);
       let after: string | undefined;
       for (;;) {
+        // A digest of a large library takes seconds: let sockets and timers run meanwhile.
+        await this.turns.turn();
         const rows = await runSql<SqlRow>(
           this.db,
           table.liveRowsSql(after !== undefined),
