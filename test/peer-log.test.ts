@@ -117,6 +117,38 @@ describe('reading the log after a version vector', () => {
   });
 });
 
+describe('applying received chunks', () => {
+  test('a chunk partly held is applied from its first new entry; every entry is logged once', async () => {
+    const a = await device();
+    await writeNotes(a.lib, 300);
+    const chunks = (await a.lib.chunksAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).chunks;
+    expect(chunks[0]!.firstSeq).toBe(1);
+    expect(chunks[0]!.lastSeq).toBeGreaterThan(100);
+    const b = await device(a.lib.id);
+    const first100 = (await a.lib.entriesAfter({}, { maxRecords: 100, maxBytes: 1 << 30 })).entries;
+    await b.lib.applyRemote(first100);
+    // The first chunk (100 of its entries held), then the rest: the same log as A's.
+    expect(await b.lib.applyRemoteChunks(chunks)).toMatchObject({ applied: 200, duplicates: 100, gaps: [] });
+    const seqs = (await b.lib.entriesAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).entries
+      .filter((e) => e.origin === a.node.deviceId)
+      .map((e) => e.seq);
+    expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(await b.lib.logSize()).toBe(300);
+    expect(await b.lib.digest()).toBe(await a.lib.digest());
+  });
+
+  test('a chunk after a gap is not applied and leaves the log untouched', async () => {
+    const a = await device();
+    await writeNotes(a.lib, 300);
+    const chunks = (await a.lib.chunksAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).chunks;
+    const b = await device(a.lib.id);
+    const result = await b.lib.applyRemoteChunks(chunks.slice(1));
+    expect(result.applied).toBe(0);
+    expect(result.gaps).toEqual([{ origin: a.node.deviceId, heldSeq: 0, firstReceivedSeq: chunks[1]!.firstSeq }]);
+    expect(await b.lib.logSize()).toBe(0);
+  });
+});
+
 describe('acks and pruning', () => {
   test('a partner that never acked holds pruning back; acks only move forward', async () => {
     const { node, lib } = await device();

@@ -3,7 +3,7 @@ import type { Library, SnapshotCheckpoint } from '../library/library.js';
 import type { SnapshotPosition } from '../library/snapshot.js';
 import type { RemoteCounts } from '../library/remote-apply.js';
 import type { VersionVector } from '../peer-log/types.js';
-import { entriesOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
+import { chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
 import { isBadInput } from '../replication/wire-errors.js';
 import { coalescing } from '../util/coalescing.js';
@@ -253,11 +253,11 @@ export class CatchUp {
       for (const [origin, , lastSeq] of page.chunks) next[origin] = Math.max(next[origin] ?? 0, lastSeq);
       const more = page.hasMore && session.state !== 'closed';
       if (more) reply = prefetched(this.timed(session, () => session.pullShared(next)));
-      const entries = entriesOf(page.chunks);
-      await library.applyRemote(entries, run.counts);
+      await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
       // The page starts right after `requested`: if nothing moved past it, the page was bogus.
       if (!isBehind(requested, library.versionVector())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
-      this.advance(run, session, 'shared', entries.length, bytes);
+      const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
+      this.advance(run, session, 'shared', records, bytes);
       if (!more) return true;
       requested = next;
     }

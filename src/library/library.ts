@@ -16,6 +16,7 @@ import {
   readVector,
   recordAck,
 } from '../peer-log/log-store.js';
+import { type Chunk, decodeChunk } from '../peer-log/chunk.js';
 import type { ChunksAfterResult, EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
@@ -273,6 +274,18 @@ export class Library {
     const validated = validateRemoteEntries(this.ctx, entries);
     for (const { hlc } of validated) this.ctx.clock.checkDrift(hlc);
     return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry), counts));
+  }
+
+  /**
+   * `applyRemote` for log chunks as the wire carries them: decoded (a malformed chunk is a
+   * `ProtocolError`) and validated the same way; a chunk applied whole is stored as received.
+   */
+  async applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult> {
+    this.assertOpen();
+    const entries = chunks.flatMap((chunk) => decodeChunk(chunk).map((d) => d.entry));
+    const validated = validateRemoteEntries(this.ctx, entries);
+    for (const { hlc } of validated) this.ctx.clock.checkDrift(hlc);
+    return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry), counts, chunks));
   }
 
   /** Current shared rows after `after` (tombstones and clocks included), for a partner's snapshot. */

@@ -3,6 +3,7 @@ import { decodeHlc, isDeviceId, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkStored } from '../models/values.js';
+import { type Chunk, MAX_CHUNK_BYTES, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
 import type { LogEntry } from '../peer-log/types.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import { countChange } from './snapshot.js';
@@ -118,6 +119,7 @@ export async function applyRemoteEntries(
   batch: WriteBatch,
   entries: readonly LogEntry[],
   counts?: RemoteCounts,
+  received: readonly Chunk[] = [],
 ): Promise<ApplyResult> {
   const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [] };
   const accepted: LogEntry[] = [];
@@ -167,11 +169,46 @@ export async function applyRemoteEntries(
     for (const id of changed) batch.putShared(table, states.get(id)!);
   }
   // Log entries are appended in per-origin sequence order, as the batch requires.
-  for (const entry of accepted) batch.appendLog(entry);
+  appendAccepted(batch, accepted, received);
   if (batch.full) await batch.flush();
   if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
   result.applied = accepted.length;
   return result;
+}
+
+/**
+ * Appends accepted entries (sorted by origin and seq) to the log. A received chunk whose
+ * entries were all accepted, and which fits the stored-chunk bounds, is stored as received;
+ * the other entries are encoded into new chunks.
+ */
+function appendAccepted(batch: WriteBatch, accepted: readonly LogEntry[], received: readonly Chunk[]): void {
+  const acceptedRange = new Map<string, { first: number; last: number }>();
+  for (const entry of accepted) {
+    const range = acceptedRange.get(entry.origin);
+    if (range) range.last = entry.seq;
+    else acceptedRange.set(entry.origin, { first: entry.seq, last: entry.seq });
+  }
+  const whole = new Map<string, Chunk>();
+  for (const chunk of received) {
+    const range = acceptedRange.get(chunk.origin);
+    const fits = chunk.lastSeq - chunk.firstSeq < MAX_CHUNK_ENTRIES && chunk.entries.byteLength <= MAX_CHUNK_BYTES;
+    if (range && fits && range.first <= chunk.firstSeq && chunk.lastSeq <= range.last) {
+      whole.set(`${chunk.origin}:${chunk.firstSeq}`, chunk);
+    }
+  }
+  let storedOrigin = '';
+  let storedThrough = 0;
+  for (const entry of accepted) {
+    if (entry.origin === storedOrigin && entry.seq <= storedThrough) continue;
+    const chunk = whole.get(`${entry.origin}:${entry.seq}`);
+    if (chunk) {
+      batch.appendChunk(chunk);
+      storedOrigin = chunk.origin;
+      storedThrough = chunk.lastSeq;
+    } else {
+      batch.appendLog(entry);
+    }
+  }
 }
 
 /** A device-owned row as replicated from its owner (state-based sync). */

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import { appendEntries, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
+import type { Chunk } from '../peer-log/chunk.js';
 import type { LogEntry } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
@@ -40,6 +41,7 @@ export class WriteBatch {
   private readonly shared: Pending<SharedRowState> = new Map();
   private readonly owned: Pending<OwnedRowState> = new Map();
   private log: LogEntry[] = [];
+  private chunks: Chunk[] = [];
   private pendingCount = 0;
   private readonly vector: Map<string, number>;
   private readonly ownerVersions: Map<string, number>;
@@ -119,6 +121,21 @@ export class WriteBatch {
     this.put(this.owned, table, state);
   }
 
+  /**
+   * Appends a whole chunk as received (already decoded and validated by the caller), so it is
+   * stored without being encoded again; its first seq must extend the origin's prefix.
+   */
+  appendChunk(chunk: Chunk): void {
+    if (chunk.firstSeq !== this.seqOf(chunk.origin) + 1) {
+      throw new Error(`internal: log chunk ${chunk.origin}#${chunk.firstSeq} would leave a gap`);
+    }
+    this.vector.set(chunk.origin, chunk.lastSeq);
+    this.changedOrigins.add(chunk.origin);
+    this.advanced = true;
+    this.chunks.push(chunk);
+    this.pendingCount += chunk.lastSeq - chunk.firstSeq + 1;
+  }
+
   /** Appends a log entry; its seq must extend the origin's contiguous prefix. */
   appendLog(entry: LogEntry): void {
     if (entry.seq !== this.seqOf(entry.origin) + 1) {
@@ -153,8 +170,9 @@ export class WriteBatch {
     for (const [table, rows] of this.owned) await this.writeRows(table, rows, (s, out) => table.ownedParams(s, out));
     this.shared.clear();
     this.owned.clear();
-    await appendEntries(this.db, this.log);
+    await appendEntries(this.db, this.log, this.chunks);
     this.log = [];
+    this.chunks = [];
     this.pendingCount = 0;
     for (const [origin, through] of this.prunedPrefixes) await holdPrunedPrefix(this.db, origin, through);
     this.prunedPrefixes.clear();

@@ -5,14 +5,16 @@ import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, Versi
 
 type Db = Kysely<InternalTables>;
 
-/** Appends entries (grouped by origin, already sequenced); call inside the write transaction. */
-export async function appendEntries(db: Db, entries: readonly LogEntry[]): Promise<void> {
-  if (entries.length === 0) return;
+/**
+ * Appends entries (grouped by origin, already sequenced) and chunks kept in their received
+ * encoding; call inside the write transaction.
+ */
+export async function appendEntries(db: Db, entries: readonly LogEntry[], chunks: readonly Chunk[] = []): Promise<void> {
+  const rows = [...encodeChunks(entries), ...chunks];
+  if (rows.length === 0) return;
   await db
     .insertInto('sync_log')
-    .values(
-      encodeChunks(entries).map((c) => ({ origin: c.origin, first_seq: c.firstSeq, last_seq: c.lastSeq, entries: c.entries })),
-    )
+    .values(rows.map((c) => ({ origin: c.origin, first_seq: c.firstSeq, last_seq: c.lastSeq, entries: c.entries })))
     .execute();
 }
 

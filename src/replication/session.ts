@@ -1,8 +1,8 @@
 import { BusyError, ProtocolError, SyncError, TimeoutError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import type { OwnedRowUpdate } from '../library/remote-apply.js';
-import { type Chunk, decodeChunk } from '../peer-log/chunk.js';
-import type { LogEntry, VersionVector } from '../peer-log/types.js';
+import type { Chunk } from '../peer-log/chunk.js';
+import type { VersionVector } from '../peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import type { ChunkTuple, Message, MessageOf, OwnedRowTuple, SnapshotPosition, SnapshotRowTuple } from '../protocol/messages.js';
 import type { SnapshotRow } from '../library/snapshot.js';
@@ -291,12 +291,11 @@ export class Session {
   }
 
   private async receiveChanges(message: MessageOf<'changes'>): Promise<void> {
-    const entries = entriesOf(message.chunks);
     // The partner holds what it sends: never push those entries back to it.
     const sent: VersionVector = {};
     for (const [origin, , lastSeq] of message.chunks) sent[origin] = Math.max(sent[origin] ?? 0, lastSeq);
     this.learnRemote(sent, {});
-    const result = await this.library.applyRemote(entries);
+    const result = await this.library.applyRemoteChunks(chunksOf(message.chunks));
     await this.sendAck(message.batch);
     // A gap means this device is behind the partner: its pull fills the gap.
     if (result.gaps.length > 0) this.host.onPartnerAhead(this);
@@ -477,11 +476,8 @@ function chunkToTuple(c: Chunk): ChunkTuple {
   return [c.origin, c.firstSeq, c.lastSeq, c.entries];
 }
 
-/** The entries of received chunks; a malformed chunk is a `ProtocolError`. */
-export function entriesOf(chunks: readonly ChunkTuple[]): LogEntry[] {
-  return chunks.flatMap(([origin, firstSeq, lastSeq, entries]) =>
-    decodeChunk({ origin, firstSeq, lastSeq, entries }).map((d) => d.entry),
-  );
+export function chunksOf(tuples: readonly ChunkTuple[]): Chunk[] {
+  return tuples.map(([origin, firstSeq, lastSeq, entries]) => ({ origin, firstSeq, lastSeq, entries }));
 }
 
 function ownedToTuple(r: OwnedRowUpdate): OwnedRowTuple {
