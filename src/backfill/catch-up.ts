@@ -39,7 +39,18 @@ export const BACKFILL_META_KEY = 'backfill_pending';
 /** Page latencies are averaged with this weight on the newest one. */
 const LATENCY_WEIGHT = 0.3;
 
-type Run = Omit<SyncRun, 'id'> & { id: number; counts: RemoteCounts; done: number; total: number };
+type Run = Omit<SyncRun, 'id'> & {
+  id: number;
+  counts: RemoteCounts;
+  done: number;
+  total: number;
+  phase: SyncProgress['phase'];
+  /** When the run's record was last written (it is kept current while the run goes on). */
+  savedAt: number;
+};
+
+/** A running run's record is rewritten at most this often, so a killed run keeps its figures. */
+const SAVE_RUN_EVERY_MS = 1_000;
 
 /**
  * Catch-up of one library, backfill included: pulls what partners hold and this device lacks,
@@ -141,7 +152,8 @@ export class CatchUp {
         this.running = true;
         this.host.onChange();
         run.total = Math.max(run.total, run.done + estimate(this.host.library, session));
-        await this.pullFrom(session, run).catch((err: unknown) => this.onPullFailed(session, err));
+        const pulling = run;
+        await this.pullFrom(session, pulling).catch((err: unknown) => this.onPullFailed(session, pulling, err));
       }
       if (run) await this.endRun(run, completed ? 'done' : 'interrupted');
       if (this.failure) {
@@ -163,10 +175,11 @@ export class CatchUp {
    * or one that sent bad data: end its session (reported like any failed session) and go on
    * with another. Anything else is this device's own failure and ends the run.
    */
-  private onPullFailed(session: Session, err: unknown): void {
+  private onPullFailed(session: Session, run: Run, err: unknown): void {
     this.current = undefined;
     if (err instanceof BusyError) {
       this.busyUntil.set(session.peer, this.host.now() + err.retryAfterMs);
+      run.busyReplies += 1;
       return;
     }
     if (!(err instanceof Error)) throw err;
@@ -306,8 +319,13 @@ export class CatchUp {
     if (!run.peers.includes(session.peer)) run.peers.push(session.peer);
     run.done += records;
     run.bytes += bytes;
+    run.phase = phase;
     Object.assign(run, run.counts);
     this.host.onProgress({ kind: run.kind, phase, done: run.done, total: Math.max(run.total, run.done) });
+    if (this.host.now() - run.savedAt >= SAVE_RUN_EVERY_MS) {
+      run.savedAt = this.host.now();
+      void updateRun(this.host.library.engineDb(), run.id, run).catch(() => undefined);
+    }
   }
 
   private async startRun(): Promise<Run> {
@@ -328,11 +346,14 @@ export class CatchUp {
       updated: 0,
       deleted: 0,
       bytes: 0,
+      busyReplies: 0,
       outcome: 'running' as const,
       resumedFrom,
       counts: { added: 0, updated: 0, deleted: 0 },
       done: 0,
       total: 0,
+      phase: 'owned' as const,
+      savedAt: this.host.now(),
     };
     return { ...run, id: await insertRun(library.engineDb(), run) };
   }
@@ -340,6 +361,8 @@ export class CatchUp {
   private async endRun(run: Run, outcome: 'done' | 'failed' | 'interrupted', error?: string): Promise<void> {
     Object.assign(run, run.counts, { endedAt: this.host.now(), outcome, ...(error === undefined ? {} : { error }) });
     await updateRun(this.host.library.engineDb(), run.id, run);
+    // The estimate counts versions, not rows: a finished run reports what it really took.
+    if (outcome === 'done' && run.done > 0) this.host.onProgress({ kind: run.kind, phase: run.phase, done: run.done, total: run.done });
   }
 
   private async completeBackfill(): Promise<void> {

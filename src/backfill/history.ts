@@ -26,6 +26,8 @@ export interface SyncRun {
   deleted: number;
   /** Bytes of the pages received. */
   bytes: number;
+  /** Pulls a partner answered `busy` (it was serving as many catch-ups as it allows). */
+  busyReplies: number;
   outcome: SyncRunOutcome;
   /** The checkpoint the run started from; null when it started from nothing. */
   resumedFrom: SyncCheckpoint | null;
@@ -49,6 +51,7 @@ export async function insertRun(db: Db, run: Omit<SyncRun, 'id'>): Promise<numbe
       updated: run.updated,
       deleted: run.deleted,
       bytes: run.bytes,
+      busy_replies: run.busyReplies,
       outcome: run.outcome,
       resumed_from: run.resumedFrom === null ? null : JSON.stringify(run.resumedFrom),
       error: run.error ?? null,
@@ -70,6 +73,7 @@ export async function updateRun(db: Db, id: number, run: Omit<SyncRun, 'id'>): P
       updated: run.updated,
       deleted: run.deleted,
       bytes: run.bytes,
+      busy_replies: run.busyReplies,
       outcome: run.outcome,
       error: run.error ?? null,
     })
@@ -94,6 +98,7 @@ export async function readRuns(db: Db): Promise<SyncRun[]> {
       updated: r.updated,
       deleted: r.deleted,
       bytes: r.bytes,
+    busyReplies: r.busy_replies,
     outcome: r.outcome as SyncRunOutcome,
     resumedFrom: r.resumed_from === null ? null : (JSON.parse(r.resumed_from) as SyncCheckpoint),
     ...(r.error === null ? {} : { error: r.error }),

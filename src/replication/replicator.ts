@@ -1,4 +1,4 @@
-import { AbortedError, InviteError, NotMemberError, SyncError, type SyncErrorCode } from '../errors.js';
+import { AbortedError, InviteError, NotMemberError, StoppedError, SyncError, type SyncErrorCode } from '../errors.js';
 import { CatchUp } from '../backfill/catch-up.js';
 import type { InviteOptions, Library, LibrarySync, Member } from '../library/library.js';
 import { MEMBERS_MODEL } from '../models/system.js';
@@ -68,6 +68,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private stopped = false;
   private everLive = false;
   private catchUp!: CatchUp;
+  /** Pending `synced()` calls, rejected with `STOPPED` when the node stops. */
+  private readonly syncedWaiters = new Set<() => void>();
   private readonly onChange = (event: { model: string }) => {
     if (event.model === MEMBERS_MODEL.name) void this.refreshMembers();
   };
@@ -98,6 +100,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   /** Ends every session and saves the acks received; the library stays open. */
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const stopWaiting of [...this.syncedWaiters]) stopWaiting();
     clearInterval(this.pruneTimer);
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
@@ -154,12 +157,16 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         else if (status.state === 'error') finish(() => reject(new SyncError(status.error!.code as SyncErrorCode, status.error!.message)));
       };
       const onAbort = () => finish(() => reject(new AbortedError('lib.synced() was aborted')));
+      const onStop = () => finish(() => reject(new StoppedError('the node stopped before the library was synced')));
       const finish = (settleWith: () => void) => {
         this.library.off('status', settle);
         signal?.removeEventListener('abort', onAbort);
+        this.syncedWaiters.delete(onStop);
         settleWith();
       };
+      if (this.stopped) return onStop();
       if (signal?.aborted) return onAbort();
+      this.syncedWaiters.add(onStop);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.library.on('status', settle);
       void this.status().then(settle, (err: unknown) => finish(() => reject(err)));

@@ -21,6 +21,7 @@ export interface InternalTables {
     updated: number;
     deleted: number;
     bytes: number;
+    busy_replies: number;
     outcome: string;
     resumed_from: string | null;
     error: string | null;
@@ -97,6 +98,7 @@ const migrations: Record<string, Migration> = {
         .addColumn('updated', 'integer', (c) => c.notNull())
         .addColumn('deleted', 'integer', (c) => c.notNull())
         .addColumn('bytes', 'integer', (c) => c.notNull())
+        .addColumn('busy_replies', 'integer', (c) => c.notNull())
         .addColumn('outcome', 'text', (c) => c.notNull())
         .addColumn('resumed_from', 'text')
         .addColumn('error', 'text')
