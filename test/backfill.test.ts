@@ -575,6 +575,42 @@ describe('backfill', () => {
     }
   }, 120_000);
 
+  it('aborting the join signal interrupts the backfill after its page in flight; it resumes at the next start', async () => {
+    const a = await startNode();
+    const libA = await a.createLibrary({ name: 'interrupt' });
+    await writeDataset(libA, 'a', { notes: 20_000, volumes: 2_000 });
+    const dirB = await makeTempDir('lsync-interrupt-b-');
+    const sync = { ...noPruning, batchRecords: 500 };
+    const b = await startNode(dirB, { sync });
+    const controller = new AbortController();
+    const libB = await b.joinLibrary(await libA.createInvite(), { signal: controller.signal });
+    const progress = recordProgress(libB);
+    await waitFor(() => progress.length > 0, 'the backfill to start');
+    controller.abort();
+    await waitFor(async () => (await libB.syncHistory()).at(-1)?.outcome === 'interrupted', 'the run to end interrupted');
+    const held = { shared: libB.versionVector(), owned: libB.ownedVector(), pages: progress.length };
+    expect(await stateOf(libB)).toBe('backfilling');
+    // Nothing more is pulled while the session stays up: two more heartbeats of B reach A.
+    const seenOnA = async () => (await libA.status()).partners.find((p) => p.peer === b.peerId)?.lastSeenAt ?? 0;
+    for (let beat = 0; beat < 2; beat++) {
+      const before = await seenOnA();
+      await waitFor(async () => (await seenOnA()) > before, 'a heartbeat of B on A');
+    }
+    expect({ shared: libB.versionVector(), owned: libB.ownedVector(), pages: progress.length }).toEqual(held);
+    expect(totalOf(held.shared) + totalOf(held.owned)).toBeGreaterThan(0);
+
+    // The next start resumes from the checkpoint and completes.
+    await stopNode(b);
+    const b2 = await startNode(dirB, { sync });
+    const libB2 = b2.library(libA.id);
+    await libB2.synced();
+    await converge([libA, libB2]);
+    const resumed = (await libB2.syncHistory()).at(-1)!;
+    expect(resumed).toMatchObject({ kind: 'backfill', outcome: 'done' });
+    expect(resumed.resumedFrom?.shared[a.deviceId] ?? 0).toBe(held.shared[a.deviceId] ?? 0);
+    expect(resumed.resumedFrom?.owned).toEqual(held.owned);
+  }, 120_000);
+
   it('synced() resolves at once for a library with no partners', async () => {
     const a = await startNode();
     const lib = await a.createLibrary({ name: 'alone' });

@@ -220,7 +220,7 @@ export class CatchUp {
   private async pullFrom(session: Session, run: Run): Promise<void> {
     const before = run.done;
     await this.pullAll(session, run);
-    if (run.done === before && session.state !== 'closed' && session.partnerAhead()) {
+    if (!this.stopped && run.done === before && session.state !== 'closed' && session.partnerAhead()) {
       throw new ProtocolError(`partner ${session.device} advertises changes it does not serve`);
     }
   }
@@ -231,7 +231,7 @@ export class CatchUp {
       if (owner === library.deviceId) continue;
       for (;;) {
         const held = library.ownedVector()[owner] ?? 0;
-        if (held >= advertised || session.state === 'closed') break;
+        if (held >= advertised || session.state === 'closed' || this.stopped) break;
         const { page, bytes } = await this.timed(session, () => session.pullState(owner, held));
         if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
         if (page.to <= held) break;
@@ -239,7 +239,7 @@ export class CatchUp {
         this.advance(run, session, 'owned', page.rows.length, bytes);
       }
     }
-    while (session.state !== 'closed' && isBehind(library.versionVector(), session.remoteShared)) {
+    while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.remoteShared)) {
       const checkpoint = await library.snapshotCheckpoint();
       if (checkpoint) {
         await this.snapshotFrom(session, run, checkpoint);
@@ -271,7 +271,7 @@ export class CatchUp {
       if (!isBehind(requested, library.versionVector())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
       const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
       this.advance(run, session, 'shared', records, bytes);
-      if (!more) return true;
+      if (!more || this.stopped) return true;
       requested = next;
     }
   }
@@ -302,7 +302,7 @@ export class CatchUp {
       checkpoint = { vector, next: page.next };
       await library.applySnapshot(page.rows.map(snapshotRowFromTuple), checkpoint, run.counts);
       this.advance(run, session, 'snapshot', page.rows.length, bytes);
-      if (page.next === null) return;
+      if (page.next === null || this.stopped) return;
     }
   }
 

@@ -225,7 +225,10 @@ export class SyncNode {
 
   /**
    * Joins a library by invite: dials the inviter, proves the invite's secret and becomes a
-   * member. Resolves with the (still empty) library; it fills as it syncs with its partners.
+   * member. Resolves with the (still empty) library; it backfills from its partners in the
+   * background (`lib.synced()` waits for that). Aborting `signal` interrupts the join, or the
+   * backfill once joined: it stops after the page in flight, its checkpoint kept, and resumes
+   * when the node next starts.
    */
   async joinLibrary(invite: string, options: { signal?: AbortSignal } = {}): Promise<Library> {
     this.assertRunning();
@@ -240,7 +243,7 @@ export class SyncNode {
       const inviter = await this.network.join(parsed, options.signal);
       this.assertRunning();
       const bootstrap: Member = { device: inviter.device, peer: parsed.inviterPeer, addrs: parsed.inviterAddrs };
-      return this.newLibrary(parsed.library, inviter.name, bootstrap);
+      return this.newLibrary(parsed.library, inviter.name, bootstrap, options.signal);
     });
   }
 
@@ -271,7 +274,7 @@ export class SyncNode {
    * Creates the library's database and starts replicating it. A joined library's bootstrap
    * member is stored with its identity, so a crash cannot leave it without a partner.
    */
-  private async newLibrary(id: string, name: string, bootstrap: Member | undefined): Promise<Library> {
+  private async newLibrary(id: string, name: string, bootstrap: Member | undefined, signal?: AbortSignal): Promise<Library> {
     const db = openSqliteFile(this.dataDir.libraryFile(id));
     // A joined library backfills from its partners before it is ready.
     const meta: Record<string, string> = bootstrap
@@ -290,16 +293,18 @@ export class SyncNode {
       release: () => db.destroy(),
     });
     this.open.set(id, library);
-    await this.replicate(library, bootstrap);
+    const replicator = await this.replicate(library, bootstrap);
+    signal?.addEventListener('abort', () => replicator.interruptBackfill(), { once: true });
     return library;
   }
 
-  private async replicate(library: Library, bootstrap: Member | undefined): Promise<void> {
+  private async replicate(library: Library, bootstrap: Member | undefined): Promise<LibraryReplicator> {
     const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
     this.network.add(replicator);
     await replicator.start();
     // Listen ports may differ from the last run: tell the other members where to find us.
     if ((await library.members()).some((m) => m.device === this.deviceId)) await replicator.registerSelf();
+    return replicator;
   }
 
   private assertRunning(): void {

@@ -140,6 +140,11 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.scheduleStatus();
   }
 
+  /** Stops a backfill in progress (after the page in flight); it resumes at the next start. */
+  interruptBackfill(): void {
+    if (this.catchUp.state === 'backfilling') this.catchUp.stop();
+  }
+
   onPartnerAhead(): void {
     this.catchUp.trigger();
   }
