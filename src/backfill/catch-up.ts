@@ -9,9 +9,6 @@ import { isBadInput } from '../replication/wire-errors.js';
 import { coalescing } from '../util/coalescing.js';
 import { insertRun, markInterrupted, type SyncCheckpoint, type SyncRun, updateRun } from './history.js';
 
-/** A library's sync state, as `lib.status().state` reports it. */
-export type SyncState = 'backfilling' | 'catching-up' | 'ready' | 'error';
-
 /** Progress of a running backfill or catch-up (`lib.on('progress', ...)`). */
 export interface SyncProgress {
   kind: SyncRun['kind'];
