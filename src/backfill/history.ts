@@ -39,22 +39,29 @@ type Db = Kysely<InternalTables>;
 
 const MAX_RUNS_KEPT = 1_000;
 
+/** The columns a run's progress changes (everything but its identity and start). */
+function progressColumns(run: Omit<SyncRun, 'id'>) {
+  return {
+    ended_at: run.endedAt,
+    peers: JSON.stringify(run.peers),
+    added: run.added,
+    updated: run.updated,
+    deleted: run.deleted,
+    bytes: run.bytes,
+    busy_replies: run.busyReplies,
+    outcome: run.outcome,
+    error: run.error ?? null,
+  };
+}
+
 export async function insertRun(db: Db, run: Omit<SyncRun, 'id'>): Promise<number> {
   const row = await db
     .insertInto('sync_runs')
     .values({
       kind: run.kind,
       started_at: run.startedAt,
-      ended_at: run.endedAt,
-      peers: JSON.stringify(run.peers),
-      added: run.added,
-      updated: run.updated,
-      deleted: run.deleted,
-      bytes: run.bytes,
-      busy_replies: run.busyReplies,
-      outcome: run.outcome,
       resumed_from: run.resumedFrom === null ? null : JSON.stringify(run.resumedFrom),
-      error: run.error ?? null,
+      ...progressColumns(run),
     })
     .returning('id')
     .executeTakeFirstOrThrow();
@@ -64,21 +71,7 @@ export async function insertRun(db: Db, run: Omit<SyncRun, 'id'>): Promise<numbe
 }
 
 export async function updateRun(db: Db, id: number, run: Omit<SyncRun, 'id'>): Promise<void> {
-  await db
-    .updateTable('sync_runs')
-    .set({
-      ended_at: run.endedAt,
-      peers: JSON.stringify(run.peers),
-      added: run.added,
-      updated: run.updated,
-      deleted: run.deleted,
-      bytes: run.bytes,
-      busy_replies: run.busyReplies,
-      outcome: run.outcome,
-      error: run.error ?? null,
-    })
-    .where('id', '=', id)
-    .execute();
+  await db.updateTable('sync_runs').set(progressColumns(run)).where('id', '=', id).execute();
 }
 
 /** Runs a crash or kill left `running` did not end well: they were interrupted. */

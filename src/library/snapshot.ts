@@ -118,7 +118,9 @@ export async function applySnapshotRows(
   const byModel = new Map<SharedModel, SharedRowState[]>();
   for (const { model: name, state } of rows) {
     const model = ctx.registry.shared(name);
-    byModel.set(model, [...(byModel.get(model) ?? []), normalState(model, state)]);
+    let states = byModel.get(model);
+    if (!states) byModel.set(model, (states = []));
+    states.push(normalState(model, state));
   }
   for (const [model, states] of byModel) {
     const table = ctx.tables.get(model.name)!;
