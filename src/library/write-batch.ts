@@ -126,26 +126,22 @@ export class WriteBatch {
    * stored without being encoded again; its first seq must extend the origin's prefix.
    */
   appendChunk(chunk: Chunk): void {
-    if (chunk.firstSeq !== this.seqOf(chunk.origin) + 1) {
-      throw new Error(`internal: log chunk ${chunk.origin}#${chunk.firstSeq} would leave a gap`);
-    }
-    this.vector.set(chunk.origin, chunk.lastSeq);
-    this.changedOrigins.add(chunk.origin);
-    this.advanced = true;
+    this.extendPrefix(chunk.origin, chunk.firstSeq, chunk.lastSeq);
     this.chunks.push(chunk);
-    this.pendingCount += chunk.lastSeq - chunk.firstSeq + 1;
   }
 
   /** Appends a log entry; its seq must extend the origin's contiguous prefix. */
   appendLog(entry: LogEntry): void {
-    if (entry.seq !== this.seqOf(entry.origin) + 1) {
-      throw new Error(`internal: log entry ${entry.origin}#${entry.seq} would leave a gap`);
-    }
-    this.vector.set(entry.origin, entry.seq);
-    this.changedOrigins.add(entry.origin);
-    this.advanced = true;
+    this.extendPrefix(entry.origin, entry.seq, entry.seq);
     this.log.push(entry);
-    this.pendingCount += 1;
+  }
+
+  private extendPrefix(origin: string, firstSeq: number, lastSeq: number): void {
+    if (firstSeq !== this.seqOf(origin) + 1) throw new Error(`internal: log entry ${origin}#${firstSeq} would leave a gap`);
+    this.vector.set(origin, lastSeq);
+    this.changedOrigins.add(origin);
+    this.advanced = true;
+    this.pendingCount += lastSeq - firstSeq + 1;
   }
 
   /**
