@@ -13,7 +13,9 @@ import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import {
   type ChangeEvent,
+  ClockDriftError,
   createSyncNode,
+  DEFAULT_MAX_CLOCK_DRIFT_MS,
   defineModel,
   encodeHlc,
   HlcDecodeError,
@@ -24,6 +26,8 @@ import {
   type SyncNode,
   ValidationError,
 } from '../src/index.js';
+import { type Chunk, encodeChunks } from '../src/peer-log/chunk.js';
+import { pack } from '../src/util/msgpack.js';
 
 const item = defineModel({
   name: 'item',
@@ -482,6 +486,46 @@ describe('applyRemote', () => {
     await expectRefused(a, () => a.lib.applyRemote(bad), errorClass, { clock: true });
     // The intact batch is then accepted whole.
     expect(await a.lib.applyRemote(entries)).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+  });
+
+  // The same checks hold for entries that arrive as log chunks (what the wire carries), where an
+  // entry's origin is its chunk's and its clock is stored as the time part only.
+  const entryOnly = new Set(['seq 0', 'fractional seq', 'origin not a uuid', 'hlc issued by another device', 'malformed hlc', 'entry that is not an object']);
+  test.each(corruptions.filter(([name]) => !entryOnly.has(name)))(
+    'chunks with one invalid entry (%s) apply nothing',
+    async (_name, corrupt, errorClass) => {
+      const { a, entries } = await pair();
+      const bad = structuredClone(entries) as unknown as Record<string, unknown>[];
+      corrupt(bad);
+      await expectRefused(a, () => a.lib.applyRemoteChunks(encodeChunks(bad as unknown as LogEntry[])), errorClass, { clock: true });
+      expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+    },
+  );
+
+  test('a chunk whose origin is not a uuid, or whose entry clock is not 16 hex digits, applies nothing', async () => {
+    const { a, entries } = await pair();
+    const [chunk] = encodeChunks(entries);
+    await expectRefused(a, () => a.lib.applyRemoteChunks([{ ...chunk!, origin: 'device-b' }]), ValidationError, { clock: true });
+    const tuples = entries.map((e) => [e.seq, e.hlc.slice(0, 16), e.model, e.id, e.op, e.fields]);
+    const withClock = (index: number, time: string): Chunk => {
+      const changed = tuples.map((t, i) => (i === index ? [t[0], time, ...t.slice(2)] : t));
+      return { ...chunk!, entries: Buffer.concat(changed.map((t) => pack(t))) };
+    };
+    const time = tuples[2]![1] as string;
+    for (const badTime of ['ZZ' + time.slice(2), time.toUpperCase().replace(/^./, 'A'), time + '0', time.slice(1), '']) {
+      const thrown = await expectRefused(a, () => a.lib.applyRemoteChunks([withClock(2, badTime)]), ValidationError, { clock: true });
+      expect(thrown.message).toContain(`#${entries[2]!.seq}`);
+    }
+    expect(await a.lib.applyRemoteChunks([withClock(2, time)])).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+  });
+
+  test('chunks are drift-checked as a whole: one entry too far ahead refuses the batch', async () => {
+    const { a, b, entries } = await pair();
+    b.wall.ms = T + DEFAULT_MAX_CLOCK_DRIFT_MS + 60_000;
+    await b.lib.upsert('doc', { id: 'ahead', title: 'from the future' });
+    const ahead = (await allEntries(b.lib)).at(-1)!;
+    await expectRefused(a, () => a.lib.applyRemoteChunks(encodeChunks([...entries, ahead])), ClockDriftError, { clock: true });
+    expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [] });
   });
 
   test('a batch that is not an array is a ValidationError', async () => {

@@ -19,6 +19,7 @@ export const MAX_COUNTER = 0xffff;
 const WALL_DIGITS = 12;
 const COUNTER_DIGITS = 4;
 const DEVICE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const TIME_PREFIX = /^[0-9a-f]{16}/;
 const ENCODED = /^[0-9a-f]{16}[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Length of every encoded HLC. */
@@ -29,6 +30,14 @@ export const HLC_TIME_LENGTH = WALL_DIGITS + COUNTER_DIGITS;
 /** Device and library ids are lowercase uuids. */
 export function isDeviceId(value: unknown): value is string {
   return typeof value === 'string' && DEVICE_ID.test(value);
+}
+
+/**
+ * Whether `encoded` is a well-formed HLC issued by `deviceId`, itself known to be a device id:
+ * `decodeHlc`'s check without decoding, for checking many values of one device.
+ */
+export function isHlcOf(encoded: string, deviceId: string): boolean {
+  return encoded.length === ENCODED_HLC_LENGTH && encoded.endsWith(deviceId) && TIME_PREFIX.test(encoded);
 }
 
 export function compareHlc(a: Hlc, b: Hlc): number {

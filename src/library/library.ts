@@ -16,7 +16,7 @@ import {
   readVector,
   recordAck,
 } from '../peer-log/log-store.js';
-import { type Chunk, decodeChunk } from '../peer-log/chunk.js';
+import type { Chunk } from '../peer-log/chunk.js';
 import type { ChunksAfterResult, EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
@@ -33,6 +33,7 @@ import {
   type OwnedRowUpdate,
   type RemoteCounts,
   validateOwnedRows,
+  validateRemoteChunks,
   validateRemoteEntries,
 } from './remote-apply.js';
 import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.js';
@@ -271,9 +272,9 @@ export class Library {
    */
   async applyRemote(entries: readonly unknown[], counts?: RemoteCounts): Promise<ApplyResult> {
     this.assertOpen();
-    const validated = validateRemoteEntries(this.ctx, entries);
-    for (const { hlc } of validated) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry), counts));
+    const { entries: valid, newest } = validateRemoteEntries(this.ctx, entries);
+    if (newest) this.ctx.clock.checkDrift(newest);
+    return this.write((batch) => applyRemoteEntries(this.ctx, batch, valid, counts));
   }
 
   /**
@@ -282,10 +283,9 @@ export class Library {
    */
   async applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult> {
     this.assertOpen();
-    const entries = chunks.flatMap((chunk) => decodeChunk(chunk).map((d) => d.entry));
-    const validated = validateRemoteEntries(this.ctx, entries);
-    for (const { hlc } of validated) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, validated.map((v) => v.entry), counts, chunks));
+    const { entries, newest } = validateRemoteChunks(this.ctx, chunks);
+    if (newest) this.ctx.clock.checkDrift(newest);
+    return this.write((batch) => applyRemoteEntries(this.ctx, batch, entries, counts, chunks));
   }
 
   /** Current shared rows after `after` (tombstones and clocks included), for a partner's snapshot. */

@@ -1,9 +1,9 @@
 import { OwnershipError, ValidationError } from '../errors.js';
-import { decodeHlc, isDeviceId, type Hlc } from '../hlc/index.js';
+import { decodeHlc, isDeviceId, isHlcOf, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkStored } from '../models/values.js';
-import { type Chunk, MAX_CHUNK_BYTES, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
+import { type Chunk, decodeChunk, MAX_CHUNK_BYTES, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
 import type { LogEntry } from '../peer-log/types.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import { countChange } from './snapshot.js';
@@ -35,60 +35,104 @@ export interface ApplyResult {
 
 const OPS: ReadonlySet<string> = new Set<ChangeOp>(['upsert', 'update', 'delete']);
 
-export interface ValidatedEntry {
-  /** The entry in normal form: exactly the `LogEntry` fields, `fields` null for a delete. */
-  entry: LogEntry;
-  hlc: Hlc;
+export interface ValidatedEntries {
+  /** The entries in normal form: exactly the `LogEntry` fields, `fields` null for a delete. */
+  entries: LogEntry[];
+  /** The newest clock among them (for the drift check), if any. */
+  newest: Hlc | undefined;
 }
 
 /**
  * Checks the shape of entries that came from a peer, against the models. Throws
  * `ValidationError` naming the first bad entry; nothing is applied from a batch that fails.
  */
-export function validateRemoteEntries(ctx: WriteContext, entries: readonly unknown[]): ValidatedEntry[] {
+export function validateRemoteEntries(ctx: WriteContext, entries: readonly unknown[]): ValidatedEntries {
   if (!Array.isArray(entries)) throw new ValidationError('entries must be an array');
-  return entries.map((entry, index) => {
-    try {
-      return validateEntry(ctx, entry);
-    } catch (err) {
-      if (err instanceof Error) err.message = `entry ${index}: ${err.message}`;
-      throw err;
-    }
-  });
+  let newest = '';
+  const valid = entries.map((raw, index) =>
+    naming(`entry ${index}`, () => {
+      if (raw === null || typeof raw !== 'object') throw new ValidationError('entry must be an object');
+      const e = raw as Record<string, unknown>;
+      if (!isDeviceId(e.origin)) throw new ValidationError('origin must be a device uuid');
+      if (typeof e.seq !== 'number' || !Number.isSafeInteger(e.seq) || e.seq < 1) {
+        throw new ValidationError('seq must be a positive integer');
+      }
+      if (decodeHlc(e.hlc).deviceId !== e.origin) throw new ValidationError('hlc was not issued by the entry origin');
+      if ((e.hlc as string) > newest) newest = e.hlc as string;
+      return checkChange(ctx, e.origin, e.seq, e.hlc as string, e);
+    }),
+  );
+  return { entries: valid, newest: newest === '' ? undefined : decodeHlc(newest) };
 }
 
-function validateEntry(ctx: WriteContext, raw: unknown): ValidatedEntry {
-  if (raw === null || typeof raw !== 'object') throw new ValidationError('entry must be an object');
-  const e = raw as Record<string, unknown>;
-  if (!isDeviceId(e.origin)) throw new ValidationError('origin must be a device uuid');
-  if (typeof e.seq !== 'number' || !Number.isSafeInteger(e.seq) || e.seq < 1) {
-    throw new ValidationError('seq must be a positive integer');
+/**
+ * `validateRemoteEntries` for entries decoded from received chunks (`decodeChunk` checked their
+ * framing). A chunk's entries share its origin, so the origin is checked once per chunk and each
+ * entry's clock only for its time part.
+ */
+export function validateRemoteChunks(ctx: WriteContext, chunks: readonly Chunk[]): ValidatedEntries {
+  const valid: LogEntry[] = [];
+  let newest = '';
+  for (const chunk of chunks) {
+    if (!isDeviceId(chunk.origin)) throw new ValidationError('chunk origin must be a device uuid');
+    const decoded = decodeChunk(chunk);
+    let seq = chunk.firstSeq;
+    try {
+      for (const { entry } of decoded) {
+        seq = entry.seq;
+        if (!isHlcOf(entry.hlc, chunk.origin)) throw new ValidationError('malformed hlc');
+        if (entry.hlc > newest) newest = entry.hlc;
+        valid.push(checkChange(ctx, entry.origin, entry.seq, entry.hlc, entry));
+      }
+    } catch (err) {
+      throw prefixed(`entry ${chunk.origin}#${seq}`, err);
+    }
   }
-  const hlc = decodeHlc(e.hlc);
-  if (hlc.deviceId !== e.origin) throw new ValidationError('hlc was not issued by the entry origin');
+  return { entries: valid, newest: newest === '' ? undefined : decodeHlc(newest) };
+}
+
+/** Runs `check`, prefixing the message of an error it throws with `where`. */
+function naming<T>(where: string, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    throw prefixed(where, err);
+  }
+}
+
+function prefixed(where: string, err: unknown): unknown {
+  if (err instanceof Error) err.message = `${where}: ${err.message}`;
+  return err;
+}
+
+/** The model, id, op and fields of an entry whose origin, seq and clock were checked. */
+function checkChange(
+  ctx: WriteContext,
+  origin: string,
+  seq: number,
+  hlc: string,
+  e: { model?: unknown; id?: unknown; op?: unknown; fields?: unknown },
+): LogEntry {
   if (typeof e.op !== 'string' || !OPS.has(e.op)) throw new ValidationError('op must be upsert, update or delete');
+  const op = e.op as ChangeOp;
   const model = ctx.registry.shared(e.model as string);
   const id = checkRecordId(model, e.id);
   const fields = e.fields;
-  const entry = (values: StoredValues | null): ValidatedEntry => ({
-    entry: { origin: e.origin as string, seq: e.seq as number, hlc: e.hlc as string, model: model.name, id, op: e.op as ChangeOp, fields: values },
-    hlc,
-  });
-  if (e.op === 'delete') {
+  if (op === 'delete') {
     if (fields !== null && fields !== undefined) throw new ValidationError('a delete carries no fields');
-    return entry(null);
+    return { origin, seq, hlc, model: model.name, id, op, fields: null };
   }
   if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
     throw new ValidationError('fields must be an object');
   }
-  const values = checkFields(model, fields as Record<string, unknown>, e.op === 'upsert');
-  if (e.op === 'update') {
+  const values = checkFields(model, fields as Record<string, unknown>, op === 'upsert');
+  if (op === 'update') {
     if (model.conflict === 'lww') throw new ValidationError(`${model.name}: row-level LWW takes no partial updates`);
     if (model.naturalKey.some((k) => k in values)) throw new ValidationError(`${model.name}: natural key fields never change`);
   } else if (model.conflict === 'union' && naturalKeyId(ctx.libraryId, model, values) !== id) {
     throw new ValidationError(`${model.name}: id does not match the natural key`);
   }
-  return entry(values);
+  return { origin, seq, hlc, model: model.name, id, op, fields: values };
 }
 
 function checkFields(model: SharedModel, fields: Record<string, unknown>, full: boolean): StoredValues {
