@@ -549,6 +549,35 @@ describe('applyRemote', () => {
     expect(relayed).toEqual(entries);
   });
 
+  test('a batch mixing new rows with rows already held applies each by its rule, with one event and count per change', async () => {
+    const a = await seeded();
+    const b = await joinDevice(a.lib.id);
+    await sync(a, b);
+    await b.lib.upsert('item', { ...validItem(), id: 'old', title: 'b first' });
+    await sync(b, a);
+    a.wall.ms = T + 10_000;
+    await a.lib.upsert('item', { ...validItem(), id: 'mine', title: 'a, later' });
+    b.wall.ms = T + 1_000;
+    const sent = b.lib.versionVector()[b.node.deviceId]!;
+    await b.lib.upsert('item', { ...validItem(), id: 'mine', title: 'b, earlier' });
+    await b.lib.upsert('item', { ...validItem(), id: 'old', title: 'b again' });
+    await b.lib.upsert('item', { ...validItem(), id: 'new', title: 'b new' });
+    await b.lib.delete('item', a.itemId);
+    const entries = (await b.lib.entriesAfter({ ...a.lib.versionVector(), [b.node.deviceId]: sent }, BIG)).entries;
+    expect(entries).toHaveLength(4);
+    const events = a.events.length;
+    const counts = { added: 0, updated: 0, deleted: 0 };
+    expect(await a.lib.applyRemote(entries, counts)).toEqual({ applied: 4, duplicates: 0, gaps: [] });
+    expect(counts).toEqual({ added: 1, updated: 1, deleted: 1 });
+    expect(a.events.slice(events).map((e) => e.id).sort()).toEqual(['new', 'old', a.itemId].sort());
+    expect(await a.lib.get('item', 'mine')).toMatchObject({ title: 'a, later' });
+    expect(await a.lib.get('item', 'old')).toMatchObject({ title: 'b again' });
+    expect(await a.lib.get('item', 'new')).toMatchObject({ title: 'b new' });
+    expect(await a.lib.get('item', a.itemId)).toBeUndefined();
+    await sync(a, b);
+    for (const id of ['mine', 'old', 'new', a.itemId]) expect(await b.lib.get('item', id)).toEqual(await a.lib.get('item', id));
+  });
+
   test('duplicates are skipped and entries after a gap are held back, per origin', async () => {
     const a = await seeded();
     const b = await joinDevice(a.lib.id);

@@ -8,6 +8,7 @@ import type { LogEntry } from '../peer-log/types.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import { countChange } from './snapshot.js';
 import type { WriteBatch } from './write-batch.js';
+import type { ModelTable } from '../storage/model-table.js';
 
 export interface GapReport {
   origin: string;
@@ -167,7 +168,7 @@ export async function applyRemoteEntries(
 ): Promise<ApplyResult> {
   const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [] };
   const accepted: LogEntry[] = [];
-  const sorted = [...entries].sort((a, b) => (a.origin !== b.origin ? (a.origin < b.origin ? -1 : 1) : a.seq - b.seq));
+  const sorted = isInOriginSeqOrder(entries) ? entries : [...entries].sort(byOriginSeq);
   let blockedOrigin: string | undefined;
   const expected = new Map<string, number>();
   for (const entry of sorted) {
@@ -194,23 +195,32 @@ export async function applyRemoteEntries(
   let maxHlc: string | undefined;
   for (const [model, modelEntries] of byModel) {
     const table = ctx.tables.get(model.name)!;
-    const states: Map<string, SharedRowState> = await batch.loadManyShared(
-      table,
-      modelEntries.map((e) => e.id),
-    );
-    const changed = new Set<string>();
+    const byId = new Map<string, LogEntry[]>();
     for (const entry of modelEntries) {
-      const before = states.get(entry.id);
-      const after = ctx.registry.applyShared(model, before, entry);
-      if (after !== before) {
-        if (counts) countChange(counts, before, after);
-        states.set(entry.id, after);
-        changed.add(entry.id);
-        batch.events.push({ model: model.name, id: entry.id, op: entry.op, origin: 'remote' });
-      }
+      const list = byId.get(entry.id);
+      if (list) list.push(entry);
+      else byId.set(entry.id, [entry]);
       if (maxHlc === undefined || entry.hlc > maxHlc) maxHlc = entry.hlc;
     }
-    for (const id of changed) batch.putShared(table, states.get(id)!);
+    const record = (entry: LogEntry, before: SharedRowState | undefined, after: SharedRowState) => {
+      if (counts) countChange(counts, before, after);
+      batch.events.push({ model: model.name, id: entry.id, op: entry.op, origin: 'remote' });
+    };
+    const inserted = await insertNewRows(ctx, batch, model, table, byId);
+    for (const [id, state] of inserted) record(byId.get(id)![0]!, undefined, state);
+    const rest = inserted.size === 0 ? [...byId.keys()] : [...byId.keys()].filter((id) => !inserted.has(id));
+    const states = await batch.loadManyShared(table, rest);
+    for (const id of rest) {
+      const before = states.get(id);
+      let state = before;
+      for (const entry of byId.get(id)!) {
+        const after = ctx.registry.applyShared(model, state, entry);
+        if (after === state) continue;
+        record(entry, state, after);
+        state = after;
+      }
+      if (state !== before) batch.putShared(table, state!);
+    }
   }
   // Log entries are appended in per-origin sequence order, as the batch requires.
   appendAccepted(batch, accepted, received);
@@ -218,6 +228,43 @@ export async function applyRemoteEntries(
   if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
   result.applied = accepted.length;
   return result;
+}
+
+/**
+ * Most remote changes create rows this device does not hold yet (all of them in a backfill).
+ * Under the built-in rules such a row is the change applied to nothing, so it is inserted
+ * without reading first; rows whose insert meets an id the database holds (see
+ * `WriteBatch.insertIfAbsent`) take the read-merge-write path. Only rows with a single change in the batch and nothing pending in this
+ * transaction qualify, and no model with a custom apply (host code runs exactly once per change).
+ * Returns the rows inserted.
+ */
+async function insertNewRows(
+  ctx: WriteContext,
+  batch: WriteBatch,
+  model: SharedModel,
+  table: ModelTable,
+  byId: ReadonlyMap<string, readonly LogEntry[]>,
+): Promise<Map<string, SharedRowState>> {
+  const candidates: SharedRowState[] = [];
+  if (!model.apply) {
+    for (const [id, list] of byId) {
+      if (list.length === 1 && !batch.hasPendingShared(table, id)) candidates.push(ctx.registry.applyShared(model, undefined, list[0]!));
+    }
+  }
+  const inserted = new Map<string, SharedRowState>();
+  for (const state of candidates) inserted.set(state.id, state);
+  if (candidates.length > 0) for (const state of await batch.insertIfAbsent(table, candidates)) inserted.delete(state.id);
+  return inserted;
+}
+
+/** Whether entries are grouped by origin in ascending order and by seq within an origin. */
+function isInOriginSeqOrder(entries: readonly LogEntry[]): boolean {
+  for (let i = 1; i < entries.length; i++) if (byOriginSeq(entries[i - 1]!, entries[i]!) > 0) return false;
+  return true;
+}
+
+function byOriginSeq(a: LogEntry, b: LogEntry): number {
+  return a.origin !== b.origin ? (a.origin < b.origin ? -1 : 1) : a.seq - b.seq;
 }
 
 /**

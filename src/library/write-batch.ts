@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { CompiledQuery, type Kysely } from 'kysely';
 import { appendEntries, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
 import type { Chunk } from '../peer-log/chunk.js';
 import type { LogEntry } from '../peer-log/types.js';
@@ -111,6 +111,36 @@ export class WriteBatch {
       }
     }
     return found;
+  }
+
+  /** Whether this transaction holds a pending (unwritten) state of the row. */
+  hasPendingShared(table: ModelTable, id: string): boolean {
+    return this.shared.get(table)?.has(id) ?? false;
+  }
+
+  /**
+   * Writes rows at once if the database holds none of their ids, in statements of
+   * `rowsPerStatement` rows; a statement that meets a held id writes nothing. Returns the rows
+   * not written. For rows with nothing pending in this transaction (`hasPendingShared`), so later
+   * reads see them in the database.
+   */
+  async insertIfAbsent(table: ModelTable, states: readonly SharedRowState[]): Promise<SharedRowState[]> {
+    const notWritten: SharedRowState[] = [];
+    for (let start = 0; start < states.length; start += table.rowsPerStatement) {
+      const chunk = states.slice(start, start + table.rowsPerStatement);
+      const out: StoredValue[] = [];
+      for (const state of chunk) table.sharedParams(state, out);
+      // Inserting is cheaper than first reading which ids are held; the savepoint undoes the
+      // rare statement that finds some held (it inserted only the others).
+      await runSql(this.db, 'SAVEPOINT insert_if_absent');
+      const { numAffectedRows } = await this.db.executeQuery(CompiledQuery.raw(table.insertIfAbsentSql(chunk.length), out));
+      if (Number(numAffectedRows) !== chunk.length) {
+        await runSql(this.db, 'ROLLBACK TO insert_if_absent');
+        notWritten.push(...chunk);
+      }
+      await runSql(this.db, 'RELEASE insert_if_absent');
+    }
+    return notWritten;
   }
 
   putShared(table: ModelTable, state: SharedRowState): void {

@@ -136,6 +136,11 @@ export class ModelTable {
     return `INSERT INTO ${this.table} (${this.columnList}) VALUES ${values} ON CONFLICT (id) DO UPDATE SET ${this.replaceAll} WHERE excluded._hlc > ${this.table}._hlc`;
   }
 
+  /** Inserts whole rows, skipping ids already held. */
+  insertIfAbsentSql(rowCount: number): string {
+    return `INSERT INTO ${this.table} (${this.columnList}) VALUES ${new Array(rowCount).fill(this.rowPlaceholder).join(', ')} ON CONFLICT (id) DO NOTHING`;
+  }
+
   /** Rows of one owner with `after < _version <= through`, in version order (device-owned tables). */
   ownedAfterSql(): string {
     return `SELECT * FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ? ORDER BY _version LIMIT ?`;
