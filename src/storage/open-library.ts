@@ -23,6 +23,11 @@ export interface PreparedLibrary {
   highWater: Hlc | undefined;
 }
 
+export interface PrepareOptions {
+  deviceId: string;
+  create?: { id: string; name: string; meta?: Readonly<Record<string, string>> };
+}
+
 /**
  * Brings a library database up to date (internal migrations, then one table per model) and
  * reads what the library needs in memory. `create` is given for a new library (its `meta` is
@@ -31,7 +36,26 @@ export interface PreparedLibrary {
 export async function prepareLibrary(
   db: Kysely<InternalTables>,
   registry: ModelRegistry,
-  expected: { deviceId: string; create?: { id: string; name: string; meta?: Readonly<Record<string, string>> } },
+  expected: PrepareOptions,
+): Promise<PreparedLibrary> {
+  // One transaction: an upgrade is all or nothing, and creating a library costs one commit
+  // (one fsync) rather than one per statement. Kysely's SQLite migrator runs its migrations
+  // without a transaction of its own, on the single connection, so they join this one.
+  await runSql(db, 'BEGIN IMMEDIATE');
+  try {
+    const prepared = await prepareInTransaction(db, registry, expected);
+    await runSql(db, 'COMMIT');
+    return prepared;
+  } catch (err) {
+    await runSql(db, 'ROLLBACK');
+    throw err;
+  }
+}
+
+async function prepareInTransaction(
+  db: Kysely<InternalTables>,
+  registry: ModelRegistry,
+  expected: PrepareOptions,
 ): Promise<PreparedLibrary> {
   const migrated = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
   if (migrated.error) throw migrated.error;
