@@ -24,8 +24,8 @@ import { report } from './report.js';
  *   (start-up included), which is below the backfill peak anyway.
  * - Timed: from the call of `joinLibrary(invite)` on B (the invite handshake included) until
  *   `lib.synced()` resolves on B. `join_s` (the handshake alone) is reported as context.
- *   records/s = N / that time. B's `synced()` resolves on a status event, coalesced over
- *   `statusThrottleMs` (50 ms): negligible here.
+ *   records/s = N / that time. B's `synced()` resolves on the status event of the change to
+ *   `ready`, which is emitted at once (not throttled).
  * - Then B's digest must equal A's (the bench throws otherwise).
  *
  * Floor (same run): with better-sqlite3 directly, copy A's N rows (read from A's library file,

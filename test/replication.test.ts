@@ -24,6 +24,20 @@ describe('replication between two nodes', () => {
     expect((await libA!.members()).length).toBe(2);
   });
 
+  it('sync-state changes are not held back by the status throttle: synced() resolves under a 10-minute one', async () => {
+    const slowStatus = { ...fastSync, statusThrottleMs: 600_000 };
+    const a = await startNode(undefined, { sync: slowStatus });
+    const b = await startNode(undefined, { sync: slowStatus });
+    const libA = await a.createLibrary({ name: 'throttled' });
+    await libA.upsert('note', { id: 'n1', title: 'before the join', body: null });
+    const libB = await b.joinLibrary(await libA.createInvite());
+    const states: string[] = [];
+    libB.on('status', (status) => states.push(status.state));
+    await libB.synced();
+    expect(states.at(-1)).toBe('ready');
+    expect(await libB.get('note', 'n1')).toMatchObject({ title: 'before the join' });
+  });
+
   it('a library used alone keeps its log for the first device that joins', async () => {
     const a = await startNode();
     const b = await startNode();

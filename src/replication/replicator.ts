@@ -89,7 +89,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       sessions: () => [...this.sessions.values()],
       now: () => this.now(),
       onProgress: (progress) => this.library.emitProgress(progress),
-      onChange: () => this.scheduleStatus(),
+      onChange: () => this.scheduleStatus(true),
     });
     this.library.attachSync(this);
     this.library.on('change', this.onChange);
@@ -191,7 +191,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       this.everLive = true;
       this.network.sessionLive(this.library.id, session.peer);
     }
-    this.scheduleStatus();
+    this.scheduleStatus(true);
   }
 
   onClosed(session: Session, reason: Error | undefined): void {
@@ -322,15 +322,27 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     return deleted;
   }
 
-  scheduleStatus(): void {
-    if (this.statusTimer || this.stopped) return;
-    this.statusTimer = setTimeout(() => {
-      this.statusTimer = undefined;
-      if (this.stopped) return;
-      void this.status()
-        .then((status) => this.library.emitStatus(status))
-        .catch(() => undefined);
-    }, this.tuning.statusThrottleMs);
+  /**
+   * Emits a status event for a change. A change of sync state (`urgent`: catch-up runs and
+   * session states) is emitted at once, so `synced()` and hosts see `ready` without delay;
+   * other changes (acks, pruning, members) are coalesced over `statusThrottleMs`.
+   */
+  scheduleStatus(urgent = false): void {
+    if (this.stopped) return;
+    if (this.statusTimer) {
+      if (!urgent) return;
+      clearTimeout(this.statusTimer);
+    }
+    this.statusTimer = setTimeout(
+      () => {
+        this.statusTimer = undefined;
+        if (this.stopped) return;
+        void this.status()
+          .then((status) => this.library.emitStatus(status))
+          .catch(() => undefined);
+      },
+      urgent ? 0 : this.tuning.statusThrottleMs,
+    );
   }
 
   private async saveAcks(): Promise<void> {
