@@ -137,19 +137,19 @@ function checkChange(
 }
 
 function checkFields(model: SharedModel, fields: Record<string, unknown>, full: boolean): StoredValues {
+  const names = Object.keys(fields);
   const values: StoredValues = {};
-  for (const [name, value] of Object.entries(fields)) {
+  for (const name of names) {
     const field = model.fieldsByName.get(name);
     if (!field) throw new ValidationError(`${model.name}: unknown field "${name}"`);
-    values[name] = checkStored(model, field, value);
+    values[name] = checkStored(model, field, fields[name]);
   }
-  if (full) {
-    for (const field of model.fields) {
-      if (!(field.name in values)) throw new ValidationError(`${model.name}: upsert lacks field "${field.name}"`);
-    }
-  } else if (Object.keys(values).length === 0) {
-    throw new ValidationError(`${model.name}: update names no fields`);
+  // Every name is a distinct known field: as many names as fields means all are there.
+  if (full && names.length !== model.fields.length) {
+    const missing = model.fields.find((field) => !(field.name in values))!;
+    throw new ValidationError(`${model.name}: upsert lacks field "${missing.name}"`);
   }
+  if (names.length === 0) throw new ValidationError(`${model.name}: update names no fields`);
   return values;
 }
 
