@@ -8,7 +8,7 @@
  * 2. a joiner killed (SIGKILL) mid-backfill resumes from its checkpoint after a restart (log
  *    and snapshot);
  * 3. failover: the serving partner stops mid-backfill, another member finishes it (log and
- *    snapshot paths);
+ *    snapshot paths); the same when it stops answering (frozen with SIGSTOP, connection open);
  * 4. a member lagging past the pruned log catches up from a snapshot, and so does a new joiner;
  * 5. writes on two members during a backfill all reach the joiner (log and snapshot paths);
  * 6. a partner serving at most one catch-up answers the second joiner busy; both complete;
@@ -68,6 +68,23 @@ function startChild(dataDir: string, invite?: string, sync: object = noPruning) 
   });
   const of = <T extends ChildLine['t']>(t: T) => lines.filter((l): l is Extract<ChildLine, { t: T }> => l.t === t);
   return { child, lines, of };
+}
+
+const SERVING_CHILD = join(REPO_ROOT, 'test', 'fixtures', 'serving-child.mjs');
+
+type ServingLine =
+  | { t: 'ready'; peerId: string; deviceId: string; libraryId: string; invites: [string, string] }
+  | { t: 'written'; vector: Record<string, number>; owned: Record<string, number>; noteIds: [string, string]; volumeIds: [string, string] };
+
+/** A serving-child.mjs process (a member writing `notes` and `volumes` rows) and its lines. */
+async function startServingChild(spec: { notes: number; volumes: number }, sync: object = noPruning) {
+  const lines: ServingLine[] = [];
+  const options = { entry, dataDir: await makeTempDir('lsync-serving-'), models: MODEL_INPUTS, sync, ...spec };
+  const child = new LineChild(SERVING_CHILD, [JSON.stringify(options)], (line) => {
+    lines.push(JSON.parse(line) as ServingLine);
+  });
+  const line = <T extends ServingLine['t']>(t: T) => lines.find((l): l is Extract<ServingLine, { t: T }> => l.t === t);
+  return { child, line };
 }
 
 /** Pruning effectively off. */
@@ -366,6 +383,78 @@ describe('backfill', () => {
       expect(progress.at(-1)!.done).toBe(ownedRows + shared);
     }, 120_000);
   });
+
+  it('the serving partner stops answering mid-backfill (frozen): the joiner finishes from another member', async () => {
+    // A runs in a child process so that it can be frozen (SIGSTOP): it answers nothing more but
+    // its TCP connection stays open, so only B's own timeouts tell B that A is gone. The one
+    // exercised here is the heartbeat timeout (Session.tick in src/replication/session.ts): a
+    // partner that sent no frame for peerTimeoutMs (1.5 s in fastSync, heartbeats every 200 ms)
+    // has its session closed with TIMEOUT, which rejects the pull in flight, and the run goes on
+    // with C. The request timeout (requestTimeoutMs, 30 s by default) would come much later.
+    // A serves from its own process, fast (~50 000 records/s here): this many notes keep B
+    // pulling from A for a couple of seconds, well after B's session to C is up.
+    const spec = { notes: 100_000, volumes: 3_000 };
+    const { child, line } = await startServingChild(spec);
+    await child.waitFor(() => line('ready') !== undefined, 'A to create the library', 30_000);
+    const a = line('ready')!;
+    const [inviteC, inviteB] = a.invites;
+
+    // C joins first: A writes its data only then, so C's member row comes early in A's log (a
+    // joiner learns of C on its first shared page).
+    const c = await startNode(undefined, { sync: noPruning });
+    const libC = await c.joinLibrary(inviteC);
+    await child.waitFor(() => line('written') !== undefined, 'A to write its data', 60_000);
+    const written = line('written')!;
+    await libC.synced();
+    await waitFor(
+      () => sameVector(libC.versionVector(), written.vector) && sameVector(libC.ownedVector(), written.owned),
+      'C to hold everything A wrote',
+      45_000,
+    );
+
+    // B pulls small pages: the backfill takes many round trips.
+    const b = await startNode(undefined, { sync: { ...noPruning, batchRecords: 500 } });
+    const libB = await b.joinLibrary(inviteB);
+    const progress = recordProgress(libB);
+    const partnerState = async (peer: string) => (await libB.status()).partners.find((p) => p.peer === peer)?.state;
+    await waitFor(
+      async () => progress.some((p) => p.phase === 'shared') && ['catching-up', 'live'].includes((await partnerState(c.peerId)) ?? ''),
+      'B pulling shared pages from A, with a session to C',
+    );
+    expect(await stateOf(libB)).toBe('backfilling');
+    const pagesBefore = progress.length;
+    process.kill(child.pid, 'SIGSTOP');
+    const frozenAt = Date.now();
+    expect(await stateOf(libB)).toBe('backfilling');
+
+    // B gives up on A within the heartbeat timeout (plus a heartbeat and some slack), well
+    // before a request would time out.
+    await waitFor(
+      async () => !['catching-up', 'live'].includes((await partnerState(a.peerId)) ?? ''),
+      'B to end its session to the frozen A',
+      15_000,
+    );
+    expect(Date.now() - frozenAt).toBeLessThan(fastSync!.peerTimeoutMs! + 5_000);
+
+    await libB.synced();
+    expect(await libB.digest()).toBe(await libC.digest());
+    expect(libB.versionVector()).toEqual(libC.versionVector());
+    expect(libB.ownedVector()).toEqual(libC.ownedVector());
+    expect(await libB.get('note', written.noteIds[1])).toMatchObject({ title: `title ${written.noteIds[1]}` });
+    expect(await libB.get('volume', written.volumeIds[1])).toMatchObject({ path: `/vol/${written.volumeIds[1]}` });
+
+    const runs = await libB.syncHistory();
+    expect(runs).toHaveLength(1);
+    expect(runs[0]).toMatchObject({ kind: 'backfill', outcome: 'done', resumedFrom: null, peers: [a.peerId, c.peerId] });
+    // C served pages after A froze, continuing where A left off: every record arrived once.
+    expect(progress.length).toBeGreaterThan(pagesBefore);
+    expectOrderedProgress(progress, ['owned', 'shared']);
+    expect(progress.at(-1)!.done).toBe(spec.volumes + totalOf(libC.versionVector()));
+
+    // Not left stopped: resumed, then killed (afterEach's SIGKILL also ends a stopped process).
+    process.kill(child.pid, 'SIGCONT');
+    await child.kill();
+  }, 120_000);
 
   it('a member whose position was pruned catches up from a snapshot, and so does a new joiner', async () => {
     // Retention bound 200 on every node: a member away for more than 200 entries per origin no
