@@ -192,36 +192,9 @@ export async function applyRemoteEntries(
     list.push(entry);
     byModel.set(model, list);
   }
+  for (const [model, modelEntries] of byModel) await applyToModel(ctx, batch, model, modelEntries, counts);
   let maxHlc: string | undefined;
-  for (const [model, modelEntries] of byModel) {
-    const table = ctx.tables.get(model.name)!;
-    const byId = new Map<string, LogEntry[]>();
-    for (const entry of modelEntries) {
-      const list = byId.get(entry.id);
-      if (list) list.push(entry);
-      else byId.set(entry.id, [entry]);
-      if (maxHlc === undefined || entry.hlc > maxHlc) maxHlc = entry.hlc;
-    }
-    const record = (entry: LogEntry, before: SharedRowState | undefined, after: SharedRowState) => {
-      if (counts) countChange(counts, before, after);
-      batch.events.push({ model: model.name, id: entry.id, op: entry.op, origin: 'remote' });
-    };
-    const inserted = await insertNewRows(ctx, batch, model, table, byId);
-    for (const [id, state] of inserted) record(byId.get(id)![0]!, undefined, state);
-    const rest = inserted.size === 0 ? [...byId.keys()] : [...byId.keys()].filter((id) => !inserted.has(id));
-    const states = await batch.loadManyShared(table, rest);
-    for (const id of rest) {
-      const before = states.get(id);
-      let state = before;
-      for (const entry of byId.get(id)!) {
-        const after = ctx.registry.applyShared(model, state, entry);
-        if (after === state) continue;
-        record(entry, state, after);
-        state = after;
-      }
-      if (state !== before) batch.putShared(table, state!);
-    }
-  }
+  for (const entry of accepted) if (maxHlc === undefined || entry.hlc > maxHlc) maxHlc = entry.hlc;
   // Log entries are appended in per-origin sequence order, as the batch requires.
   appendAccepted(batch, accepted, received);
   if (batch.full) await batch.flush();
@@ -230,13 +203,49 @@ export async function applyRemoteEntries(
   return result;
 }
 
+/** Applies one model's accepted entries (in order per row), recording events and counts. */
+async function applyToModel(
+  ctx: WriteContext,
+  batch: WriteBatch,
+  model: SharedModel,
+  entries: readonly LogEntry[],
+  counts: RemoteCounts | undefined,
+): Promise<void> {
+  const table = ctx.tables.get(model.name)!;
+  const byId = new Map<string, LogEntry[]>();
+  for (const entry of entries) {
+    const list = byId.get(entry.id);
+    if (list) list.push(entry);
+    else byId.set(entry.id, [entry]);
+  }
+  const record = (entry: LogEntry, before: SharedRowState | undefined, after: SharedRowState) => {
+    if (counts) countChange(counts, before, after);
+    batch.events.push({ model: model.name, id: entry.id, op: entry.op, origin: 'remote' });
+  };
+  const inserted = await insertNewRows(ctx, batch, model, table, byId);
+  for (const [id, state] of inserted) record(byId.get(id)![0]!, undefined, state);
+  const rest = inserted.size === 0 ? [...byId.keys()] : [...byId.keys()].filter((id) => !inserted.has(id));
+  const states = await batch.loadManyShared(table, rest);
+  for (const id of rest) {
+    const before = states.get(id);
+    let state = before;
+    for (const entry of byId.get(id)!) {
+      const after = ctx.registry.applyShared(model, state, entry);
+      if (after === state) continue;
+      record(entry, state, after);
+      state = after;
+    }
+    if (state !== before) batch.putShared(table, state!);
+  }
+}
+
 /**
  * Most remote changes create rows this device does not hold yet (all of them in a backfill).
  * Under the built-in rules such a row is the change applied to nothing, so it is inserted
  * without reading first; rows whose insert meets an id the database holds (see
- * `WriteBatch.insertIfAbsent`) take the read-merge-write path. Only rows with a single change in the batch and nothing pending in this
- * transaction qualify, and no model with a custom apply (host code runs exactly once per change).
- * Returns the rows inserted.
+ * `WriteBatch.insertIfAbsent`) take the read-merge-write path. Only rows with a single change in
+ * the batch and nothing pending in this transaction qualify, and no model with a custom apply
+ * (host code runs exactly once per change). Returns the rows inserted.
  */
 async function insertNewRows(
   ctx: WriteContext,
@@ -248,7 +257,9 @@ async function insertNewRows(
   const candidates: SharedRowState[] = [];
   if (!model.apply) {
     for (const [id, list] of byId) {
-      if (list.length === 1 && !batch.hasPendingShared(table, id)) candidates.push(ctx.registry.applyShared(model, undefined, list[0]!));
+      if (list.length === 1 && !batch.hasPendingShared(table, id)) {
+        candidates.push(ctx.registry.applyShared(model, undefined, list[0]!));
+      }
     }
   }
   const inserted = new Map<string, SharedRowState>();
