@@ -3,12 +3,12 @@
  * the column; a change that would reinterpret stored data is refused with SchemaMismatchError,
  * and a refused open changes nothing in the file (the upgrade runs in one transaction).
  */
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, expect, test } from 'vitest';
-import { createSyncNode, defineModel, type Model, SchemaMismatchError, type SyncNode } from '../src/index.js';
+import { defineModel, SchemaMismatchError } from '../src/index.js';
+import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { startNode, stopAllNodes, stopNode } from './helpers/cluster.js';
 
 const noteV1 = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text' } });
 const noteV2 = defineModel({
@@ -20,24 +20,10 @@ const noteV2 = defineModel({
 const countV1 = defineModel({ name: 'tally', ownership: 'shared', conflict: 'lww-field', fields: { n: 'integer' } });
 const countRetyped = defineModel({ name: 'tally', ownership: 'shared', conflict: 'lww-field', fields: { n: 'text' } });
 
-const dirs: string[] = [];
-const nodes: SyncNode[] = [];
-
 afterEach(async () => {
-  for (const node of nodes.splice(0)) await node.stop();
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  await stopAllNodes();
+  await removeTempDirs();
 });
-
-async function start(dataDir: string, models: Model[]): Promise<SyncNode> {
-  const node = await createSyncNode({ dataDir, models });
-  nodes.push(node);
-  return node;
-}
-
-async function stop(node: SyncNode): Promise<void> {
-  nodes.splice(nodes.indexOf(node), 1);
-  await node.stop();
-}
 
 function columns(dataDir: string, libraryId: string, table: string): string[] {
   const db = new Database(path.join(dataDir, 'libraries', `${libraryId}.sqlite`), { readonly: true });
@@ -49,14 +35,13 @@ function columns(dataDir: string, libraryId: string, table: string): string[] {
 }
 
 test('a new nullable field becomes a column on reopen: old rows read it as null, new writes store it', async () => {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lsync-schema-'));
-  dirs.push(dataDir);
-  const first = await start(dataDir, [noteV1]);
+  const dataDir = await makeTempDir('lsync-schema-');
+  const first = await startNode(dataDir, { models: [noteV1] });
   const lib = await first.createLibrary({ name: 'main' });
   const old = await lib.upsert('note', { title: 'before' });
-  await stop(first);
+  await stopNode(first);
 
-  const second = await start(dataDir, [noteV2]);
+  const second = await startNode(dataDir, { models: [noteV2] });
   const reopened = second.library(lib.id);
   expect(await reopened.get('note', old.id)).toEqual({ id: old.id, title: 'before', tags: null });
   const fresh = await reopened.upsert('note', { title: 'after', tags: ['x'] });
@@ -65,26 +50,25 @@ test('a new nullable field becomes a column on reopen: old rows read it as null,
 });
 
 test('a retyped field is refused, and the refused open leaves the file as it was', async () => {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lsync-schema-'));
-  dirs.push(dataDir);
-  const first = await start(dataDir, [noteV1, countV1]);
+  const dataDir = await makeTempDir('lsync-schema-');
+  const first = await startNode(dataDir, { models: [noteV1, countV1] });
   const lib = await first.createLibrary({ name: 'main' });
   await lib.upsert('tally', { n: 1 });
   const digest = await lib.digest();
-  await stop(first);
+  await stopNode(first);
 
   // Models are prepared in name order: the note table gains its column before the retyped
   // tally field is found.
   const models = [noteV2, countRetyped];
   let thrown: unknown;
   try {
-    await start(dataDir, models);
+    await startNode(dataDir, { models });
   } catch (err) {
     thrown = err;
   }
   expect(thrown).toBeInstanceOf(SchemaMismatchError);
   expect(columns(dataDir, lib.id, 'note')).not.toContain('tags');
 
-  const again = await start(dataDir, [noteV1, countV1]);
+  const again = await startNode(dataDir, { models: [noteV1, countV1] });
   expect(await again.library(lib.id).digest()).toBe(digest);
 });
