@@ -109,6 +109,7 @@ export class LocalWriter {
     change: Omit<Change, 'hlc'>,
     current: SharedRowState | undefined | 'load',
   ): Promise<Row> {
+    if (change.fields) model.checkRecord?.(change.fields, change.op === 'upsert');
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
     const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc: encodeHlc(this.ctx.clock.now()) };

@@ -127,6 +127,7 @@ function checkChange(
     throw new ValidationError('fields must be an object');
   }
   const values = checkFields(model, fields as Record<string, unknown>, op === 'upsert');
+  model.checkRecord?.(values, op === 'upsert');
   if (op === 'update') {
     if (model.conflict === 'lww') throw new ValidationError(`${model.name}: row-level LWW takes no partial updates`);
     if (model.naturalKey.some((k) => k in values)) throw new ValidationError(`${model.name}: natural key fields never change`);

@@ -95,6 +95,7 @@ export function validateSnapshotRows(ctx: WriteContext, rows: readonly SnapshotR
       if (model.conflict === 'union' && !state.deleted && naturalKeyId(ctx.libraryId, model, state.values) !== state.id) {
         throw new ValidationError(`${model.name}: id does not match the natural key`);
       }
+      if (!state.deleted) model.checkRecord?.(state.values, true);
       for (const hlc of [state.upsertHlc, state.deleteHlc]) if (hlc !== null) clocks.push(decodeHlc(hlc));
       for (const [key, hlc] of Object.entries(state.fieldHlcs ?? {})) {
         if (!model.fieldsByName.has(key)) throw new ValidationError(`${model.name}: clock of unknown field "${key}"`);

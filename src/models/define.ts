@@ -1,5 +1,5 @@
 import { ModelDefinitionError } from '../errors.js';
-import type { Change, FieldType, SharedRowState } from './types.js';
+import type { Change, FieldType, SharedRowState, StoredValues } from './types.js';
 
 export interface FieldSpec {
   type: FieldType;
@@ -62,6 +62,12 @@ export interface SharedModel extends ModelBase {
   readonly apply: ApplyFunction | undefined;
   /** Internal to the sync engine (membership): the public write API refuses it. */
   readonly system?: true;
+  /**
+   * System models only: checks beyond the field types, run on every record of the model that is
+   * written here or arrives (a change's fields, `whole` for an upsert; a live snapshot row's
+   * values, whole). Throws `ValidationError`.
+   */
+  readonly checkRecord?: (fields: StoredValues, whole: boolean) => void;
 }
 
 export type Model = DeviceModel | SharedModel;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_ADDR_LENGTH, MAX_MEMBER_ADDRS } from '../models/system.js';
 
 /**
  * The sync wire protocol: every message, with its runtime schema. docs/protocol.md is the
@@ -125,7 +126,7 @@ const join = z.object({
   invite: uuid,
   proof: bytes(32).refine((b) => b.byteLength === 32, 'proof must be 32 bytes'),
   device: uuid,
-  addrs: z.array(z.string().max(512)).max(32),
+  addrs: z.array(z.string().max(MAX_ADDR_LENGTH)).max(MAX_MEMBER_ADDRS),
 });
 const welcome = z.object({ t: z.literal('welcome'), ...base, name: z.string().max(200), device: uuid });
 const error = z.object({

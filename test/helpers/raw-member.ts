@@ -46,6 +46,8 @@ export interface MemberSessionOptions {
   heartbeatMs: number;
   /** Reply to a pull-shared (default: an empty, final page). */
   answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message;
+  /** Frames sent in reply to a pull-snapshot, in order (default: none, the pull times out). */
+  answerPullSnapshot?: (pull: MessageOf<'pull-snapshot'>) => Message[];
 }
 
 /** One session of a raw member with a node, frame by frame. */
@@ -187,6 +189,8 @@ export class MemberSession {
             pruned: [],
           };
           void this.send(reply);
+        } else if (message.t === 'pull-snapshot') {
+          for (const reply of this.options.answerPullSnapshot?.(message) ?? []) void this.send(reply);
         } else if (message.t === 'pull-state') {
           void this.send({
             t: 'state-page',
