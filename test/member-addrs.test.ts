@@ -15,7 +15,7 @@ import type { LogEntry } from '../src/peer-log/types.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, stopAllMemberSessions } from './helpers/raw-member.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 
 afterEach(async () => {
@@ -90,12 +90,8 @@ describe('member rows', () => {
     const before = await librarySnapshot(libV);
     const pointsAtN = JSON.stringify([n.multiaddrs()[0]]);
 
-    const expectRefused = async (what: string, open: Parameters<typeof MemberSession.open>[3], act: (s: MemberSession) => Promise<void>, pattern: RegExp) => {
-      const s = await MemberSession.open(member, v, libV.id, open);
-      await act(s);
-      expect((await s.ended(`V to end the session after ${what}`)).kind, what).toBe('reset');
-      expect(s.of('error'), what).toMatchObject([{ code: 'VALIDATION' }]);
-      expect(s.of('error')[0]!.message, what).toMatch(pattern);
+    const expectRefused = async (what: string, open: MemberSessionOptions, act: (s: MemberSession) => Promise<unknown>, message: RegExp) => {
+      await expectSessionRefused(member, v, libV.id, what, open, act, { code: 'VALIDATION', message });
       expect(await librarySnapshot(libV), what).toEqual(before);
     };
     const push = (chunk: ChunkTuple) => (s: MemberSession) => s.send({ t: 'changes', library: libV.id, batch: 1, chunks: [chunk] } satisfies Message);

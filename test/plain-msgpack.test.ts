@@ -19,7 +19,7 @@ import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { checkPlain, pack, unpack } from '../src/util/msgpack.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, stopAllMemberSessions } from './helpers/raw-member.js';
 import { stopAllRawPeers } from './helpers/raw-peer.js';
 
 afterEach(async () => {
@@ -112,12 +112,8 @@ describe('a member sending msgpack extensions', () => {
     const base = (await libA.status()).protocolErrors;
     let refused = 0;
 
-    const expectRefused = async (what: string, open: Parameters<typeof MemberSession.open>[3], act: (s: MemberSession) => Promise<void>) => {
-      const s = await MemberSession.open(member, a, libA.id, open);
-      await act(s);
-      expect((await s.ended(`A to end the session after ${what}`)).kind, what).toBe('reset');
-      expect(s.of('error'), what).toMatchObject([{ code: 'PROTOCOL' }]);
-      expect(s.of('error')[0]!.message, what).toMatch(/extension types are refused/);
+    const expectRefused = async (what: string, open: MemberSessionOptions, act: (s: MemberSession) => Promise<unknown>) => {
+      await expectSessionRefused(member, a, libA.id, what, open, act, { code: 'PROTOCOL', message: /extension types are refused/ });
       refused += 1;
       await waitFor(async () => (await libA.status()).protocolErrors === base + refused, `protocolErrors to count ${what}`);
       expect(await librarySnapshot(libA), what).toEqual(before);

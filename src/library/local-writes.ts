@@ -4,7 +4,7 @@ import { encodeHlc, type HlcClock } from '../hlc/index.js';
 import type { DeviceModel, Model, SharedModel } from '../models/define.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Change, ChangeOp, Row, SharedRowState, StoredValues } from '../models/types.js';
-import { checkRecordId, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
+import { checkRecordId, checkRecordSize, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
 import type { ModelTable } from '../storage/model-table.js';
 import { newRecordId } from '../util/ids.js';
 import type { WriteBatch } from './write-batch.js';
@@ -109,11 +109,16 @@ export class LocalWriter {
     change: Omit<Change, 'hlc'>,
     current: SharedRowState | undefined | 'load',
   ): Promise<Row> {
-    if (change.fields) model.checkRecord?.(change.fields, change.op === 'upsert');
+    if (change.fields) {
+      checkRecordSize(model.name, change.fields);
+      model.checkRecord?.(change.fields, change.op === 'upsert');
+    }
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
     const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc: encodeHlc(this.ctx.clock.now()) };
     const state = this.ctx.registry.applyShared(model, before, stamped);
+    // The row is what a snapshot carries: a write must not grow it past the limit either.
+    checkRecordSize(`${model.name} ${change.id} after this write`, state.values);
     this.batch.putShared(table, state);
     this.batch.appendLog({
       origin: this.ctx.deviceId,
@@ -136,6 +141,7 @@ export class LocalWriter {
     values: StoredValues,
     deleted: boolean,
   ): Promise<Row> {
+    checkRecordSize(model.name, values);
     const owner = this.ctx.deviceId;
     const version = this.batch.versionOf(owner) + 1;
     this.batch.setVersion(owner, version);

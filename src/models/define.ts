@@ -72,6 +72,8 @@ export interface SharedModel extends ModelBase {
 
 export type Model = DeviceModel | SharedModel;
 
+/** Fields of one model at most, so a row's clocks stay small beside its values (see MAX_RECORD_BYTES). */
+export const MAX_FIELDS = 256;
 const MODEL_NAME = /^[a-z][a-z0-9_]{0,62}$/;
 const FIELD_NAME = /^[A-Za-z][A-Za-z0-9_]{0,62}$/;
 const FIELD_TYPES: ReadonlySet<string> = new Set(['text', 'integer', 'real', 'boolean', 'json', 'blob']);
@@ -91,6 +93,7 @@ export function defineModel(input: ModelInput): Model {
   }
   const fields = Object.entries(input.fields ?? {}).map(([fieldName, spec]) => defineField(name, fieldName, spec));
   if (fields.length === 0) throw new ModelDefinitionError(`model "${name}" declares no fields`);
+  if (fields.length > MAX_FIELDS) throw new ModelDefinitionError(`model "${name}" declares more than ${MAX_FIELDS} fields`);
   const fieldsByName = new Map(fields.map((f) => [f.name, f]));
   // SQLite column names are case-insensitive, so "title" and "Title" would be one column.
   if (new Set(fields.map((f) => f.name.toLowerCase())).size !== fields.length) {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MAX_ADDR_LENGTH, MAX_MEMBER_ADDRS } from '../models/system.js';
+import { MAX_RECORD_BYTES } from '../models/values.js';
 
 /**
  * The sync wire protocol: every message, with its runtime schema. docs/protocol.md is the
@@ -12,12 +13,31 @@ export const PROTOCOL_VERSION = [1, 0] as const;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
-/** Upper bounds a server applies to page requests, whatever the requester asks for. */
+/** Upper bounds a server applies to page requests (and a sender to its pushes), whatever is asked. */
 export const MAX_PAGE_RECORDS = 5_000;
 export const MAX_PAGE_BYTES = 1024 * 1024;
 
-const MAX_VECTOR_ORIGINS = 10_000;
+export const MAX_VECTOR_ORIGINS = 10_000;
 const MAX_BATCH_RECORDS = MAX_PAGE_RECORDS;
+
+/**
+ * Bytes a page or batch message holds at most besides its records: a vector or `pruned` list at
+ * its maximum (10 000 origins of 46 and 56 bytes), a snapshot position of two 256-character ids,
+ * and the other fields; rounded up.
+ */
+export const MAX_PAGE_ENVELOPE_BYTES = 640 * 1024;
+/**
+ * Bytes one record's tuple takes at most: its values at the record limit, plus id (256 UTF-16
+ * units), model name, owner, clocks and up to `MAX_FIELDS` field clocks; rounded up.
+ */
+export const MAX_RECORD_TUPLE_BYTES = MAX_RECORD_BYTES + 64 * 1024;
+
+// Readers count each record by an upper bound of its encoding and stop before `MAX_PAGE_BYTES`,
+// except that a page always carries its first record, whatever its size: so a page holds
+// records worth at most `MAX_PAGE_BYTES`, or one record alone. Either fits one frame.
+if (Math.max(MAX_PAGE_BYTES, MAX_RECORD_TUPLE_BYTES) + MAX_PAGE_ENVELOPE_BYTES > MAX_FRAME_BYTES) {
+  throw new Error('internal: a page of records, or one record of the largest size, must fit one frame');
+}
 
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);

@@ -424,8 +424,12 @@ export class Session {
     });
   }
 
+  /** Limits of a push batch or a pull; within the page bounds, so a batch always fits a frame. */
   private limits(): { maxRecords: number; maxBytes: number } {
-    return { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
+    return {
+      maxRecords: Math.min(this.host.tuning.batchRecords, MAX_PAGE_RECORDS),
+      maxBytes: Math.min(this.host.tuning.batchBytes, MAX_PAGE_BYTES),
+    };
   }
 
   private request<R extends PageReply>(message: PullRequest): Promise<Reply<R>> {

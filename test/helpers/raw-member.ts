@@ -213,6 +213,28 @@ export class MemberSession {
   }
 }
 
+/**
+ * Opens a session of `member` with `node`, lets `act` deliver bad input through it, and expects
+ * the node to end the session (reset) with one `error` frame of `code` whose message matches
+ * `message`. Returns the session, for further checks.
+ */
+export async function expectSessionRefused(
+  member: RawMember,
+  node: SyncNode,
+  library: string,
+  what: string,
+  options: MemberSessionOptions,
+  act: (session: MemberSession) => Promise<unknown>,
+  expected: { code: string; message: RegExp },
+): Promise<MemberSession> {
+  const session = await MemberSession.open(member, node, library, options);
+  await act(session);
+  expect((await session.ended(`the node to end the session after ${what}`)).kind, what).toBe('reset');
+  expect(session.of('error'), what).toMatchObject([{ code: expected.code, req: null }]);
+  expect(session.of('error')[0]!.message, what).toMatch(expected.message);
+  return session;
+}
+
 /** The entries a `changes` or `shared-page` message carries, decoded from its chunks. */
 export function entriesOfMessage(message: MessageOf<'changes'> | MessageOf<'shared-page'>): LogEntry[] {
   return message.chunks.flatMap(([origin, firstSeq, lastSeq, entries]) =>
