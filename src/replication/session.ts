@@ -98,6 +98,12 @@ export class Session {
   );
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
+  /**
+   * The vectors this side last sent (in an ack or a heartbeat; they only grow). A position this
+   * side claims (a snapshot's vector, a coverage's `to`) must not exceed what it advertised, and
+   * the partner holds it to that, so such a claim is preceded by a heartbeat where needed.
+   */
+  private advertised: { shared: VersionVector; owned: VersionVector } = { shared: {}, owned: {} };
   private readonly onAppended = () => this.pump();
 
   constructor(
@@ -262,6 +268,7 @@ export class Session {
       }
       case 'pull-state': {
         const page = await this.library.ownedAfter(message.owner, message.after, limits);
+        await this.advertise({}, { [message.owner]: page.to });
         return this.send({
           t: 'state-page',
           library: this.library.id,
@@ -277,6 +284,7 @@ export class Session {
         // Taken before the read: every change it covers is then in the rows read.
         const vector = this.library.versionVector();
         const page = await this.library.snapshotAfter(message.after, limits);
+        await this.advertise(vector, {});
         return this.send({
           t: 'snapshot-page',
           library: this.library.id,
@@ -303,6 +311,7 @@ export class Session {
 
   private async receiveState(message: MessageOf<'state'>): Promise<void> {
     const { owner, from, to } = message;
+    checkClaim(this, owner, to);
     this.learnRemote({}, { [owner]: to });
     const held = this.library.ownedVector()[owner] ?? 0;
     if (from <= held && owner !== this.library.deviceId) {
@@ -342,6 +351,7 @@ export class Session {
       while (sent < held && this.state !== 'closed' && this.inFlight < this.host.tuning.pushWindow) {
         const page = await this.library.ownedAfter(owner, sent, limits);
         if (page.to <= sent) break;
+        await this.advertise({}, { [owner]: page.to });
         this.inFlight += 1;
         await this.send({
           t: 'state',
@@ -406,22 +416,25 @@ export class Session {
       this.close(new TimeoutError(`partner ${this.device} sent nothing for ${this.host.tuning.peerTimeoutMs} ms`));
       return;
     }
-    void this.send({
-      t: 'heartbeat',
-      library: this.library.id,
-      shared: this.library.versionVector(),
-      owned: this.library.ownedVector(),
-    }).catch((err) => this.close(asError(err)));
+    this.sendHeartbeat().catch((err) => this.close(asError(err)));
+  }
+
+  private sendHeartbeat(): Promise<void> {
+    return this.send({ t: 'heartbeat', library: this.library.id, ...this.vectorsToAdvertise() });
   }
 
   private sendAck(batch: number | null): Promise<void> {
-    return this.send({
-      t: 'ack',
-      library: this.library.id,
-      batch,
-      shared: this.library.versionVector(),
-      owned: this.library.ownedVector(),
-    });
+    return this.send({ t: 'ack', library: this.library.id, batch, ...this.vectorsToAdvertise() });
+  }
+
+  private vectorsToAdvertise(): { shared: VersionVector; owned: VersionVector } {
+    this.advertised = { shared: this.library.versionVector(), owned: this.library.ownedVector() };
+    return this.advertised;
+  }
+
+  /** Advertises this side's vectors first unless the partner already knows it holds these. */
+  private async advertise(shared: VersionVector, owned: VersionVector): Promise<void> {
+    if (isBehind(this.advertised.shared, shared) || isBehind(this.advertised.owned, owned)) await this.sendHeartbeat();
   }
 
   /** Limits of a push batch or a pull; within the page bounds, so a batch always fits a frame. */
@@ -459,6 +472,18 @@ export class Session {
   private async send(message: Message): Promise<void> {
     if (this.state === 'closed') return;
     await this.stream.send(encodeMessage(message));
+  }
+}
+
+/**
+ * A partner's claim that it holds `owner` through `to` (a coverage) must not exceed what it
+ * advertised before (hello, acks, heartbeats): an honest side advertises first, and a claim
+ * beyond would move this device's cursor past versions the partner never showed it holds.
+ */
+export function checkClaim(session: Session, owner: string, to: number): void {
+  const advertised = session.remoteOwned[owner] ?? 0;
+  if (to > advertised) {
+    throw new ProtocolError(`partner ${session.device} claims ${owner} through version ${to} but advertised ${advertised}`);
   }
 }
 
