@@ -17,19 +17,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, type SyncNode } from '../src/index.js';
 import type { Message } from '../src/protocol/messages.js';
-import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, stopAllMemberSessions } from './helpers/raw-member.js';
-import { stopAllRawPeers } from './helpers/raw-peer.js';
+import { makeTempDir } from './helpers/child-process.js';
+import { shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 
-afterEach(async () => {
-  stopAllMemberSessions();
-  await stopAllRawPeers();
-  await stopAllNodes();
-  await removeTempDirs();
-});
+afterEach(stopRawMemberTest);
 
-const sync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
 describe('a snapshot applied at the library', () => {
   it("never moves the device's own counter, also across a restart", async () => {
@@ -55,8 +48,8 @@ describe('a snapshot applied at the library', () => {
 describe('positions a member claims', () => {
   it('cannot move the victim past what the member advertised, nor its own counter; the victim restarts and syncs', async () => {
     const dirV = await makeTempDir('lsync-node-');
-    let v: SyncNode = await startNode(dirV, { sync });
-    const n = await startNode(undefined, { sync });
+    let v: SyncNode = await startNode(dirV, { sync: rawMemberSync });
+    const n = await startNode(undefined, { sync: rawMemberSync });
     const [libV0, libN] = (await shareLibrary(v, [n])) as [Library, Library];
     const id = libV0.id;
     let libV = libV0;
@@ -81,7 +74,7 @@ describe('positions a member claims', () => {
     /** Restarts the victim; it must start, and keep syncing both ways with N, owned rows included. */
     const restartAndSync = async (what: string) => {
       await stopNode(v);
-      v = await startNode(dirV, { sync });
+      v = await startNode(dirV, { sync: rawMemberSync });
       libV = v.library(id);
       round += 1;
       await libN.upsert('note', { id: `n-after-${round}`, title: what, body: null });

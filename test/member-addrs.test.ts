@@ -13,19 +13,12 @@ import { encodeHlc, type Library, NetworkError, ValidationError } from '../src/i
 import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
-import { removeTempDirs } from './helpers/child-process.js';
-import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, stopAllMemberSessions } from './helpers/raw-member.js';
-import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { RawPeer } from './helpers/raw-peer.js';
 
-afterEach(async () => {
-  stopAllMemberSessions();
-  await stopAllRawPeers();
-  await stopAllNodes();
-  await removeTempDirs();
-});
+afterEach(stopRawMemberTest);
 
-const sync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
 /** An address without its trailing /p2p/<PeerId>. */
 function withoutPeerId(addr: string): string {
@@ -72,8 +65,8 @@ describe('dialling a member', () => {
 
 describe('member rows', () => {
   it('with an address ending in another PeerId are refused from a member, pushed, pulled or in a snapshot', async () => {
-    const v = await startNode(undefined, { sync });
-    const n = await startNode(undefined, { sync });
+    const v = await startNode(undefined, { sync: rawMemberSync });
+    const n = await startNode(undefined, { sync: rawMemberSync });
     const [libV, libN] = (await shareLibrary(v, [n])) as [Library, Library];
     const member = await joinAsRawMember(v, libV, [v, n]);
     const m = member.device;
@@ -159,8 +152,8 @@ describe('member rows', () => {
   });
 
   it('with an address ending in another PeerId are refused when a joiner asks to be admitted with one', async () => {
-    const v = await startNode(undefined, { sync });
-    const n = await startNode(undefined, { sync });
+    const v = await startNode(undefined, { sync: rawMemberSync });
+    const n = await startNode(undefined, { sync: rawMemberSync });
     const [libV] = (await shareLibrary(v, [n])) as [Library, Library];
     const before = (await libV.members()).map((x) => x.device).sort();
     const joiner = await RawPeer.start();

@@ -17,19 +17,11 @@ import { decodeChunk } from '../src/peer-log/chunk.js';
 import { decodeMessage } from '../src/protocol/codec.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { checkPlain, pack, unpack } from '../src/util/msgpack.js';
-import { removeTempDirs } from './helpers/child-process.js';
-import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, stopAllMemberSessions } from './helpers/raw-member.js';
-import { stopAllRawPeers } from './helpers/raw-peer.js';
+import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 
-afterEach(async () => {
-  stopAllMemberSessions();
-  await stopAllRawPeers();
-  await stopAllNodes();
-  await removeTempDirs();
-});
+afterEach(stopRawMemberTest);
 
-const sync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
 /** A stored-form tuple of a valid note upsert by `origin`. */
 function noteTuple(origin: string, seq: number, id: string): unknown[] {
@@ -101,8 +93,8 @@ describe('checkPlain', () => {
 describe('a member sending msgpack extensions', () => {
   it('is refused with PROTOCOL, nothing is stored, and honest members keep syncing, sliced chunks included', async () => {
     // Pages and pushes of 2 entries: chunks A stored as received reach B cut into slices.
-    const a = await startNode(undefined, { sync: { ...sync, batchRecords: 2 } });
-    const b = await startNode(undefined, { sync: { ...sync, batchRecords: 2 } });
+    const a = await startNode(undefined, { sync: { ...rawMemberSync, batchRecords: 2 } });
+    const b = await startNode(undefined, { sync: { ...rawMemberSync, batchRecords: 2 } });
     const [libA, libB] = (await shareLibrary(a, [b])) as [Library, Library];
     const member = await joinAsRawMember(a, libA, [a, b]);
     const m = member.device;

@@ -35,19 +35,12 @@ import {
   type Message,
 } from '../src/protocol/messages.js';
 import { pack } from '../src/util/msgpack.js';
-import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
-import { stopAllRawPeers } from './helpers/raw-peer.js';
+import { makeTempDir } from './helpers/child-process.js';
+import { librarySnapshot, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 
-afterEach(async () => {
-  stopAllMemberSessions();
-  await stopAllRawPeers();
-  await stopAllNodes();
-  await removeTempDirs();
-});
+afterEach(stopRawMemberTest);
 
-const sync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 const PAGE = { maxRecords: MAX_PAGE_RECORDS, maxBytes: MAX_PAGE_BYTES };
 
 /** `note` fields (`{ title: 'x', body }`) that encode to exactly `bytes` (a str 32 body). */
@@ -176,8 +169,8 @@ describe('local writes', () => {
 describe('records at and over the limit between nodes', () => {
   it('one at the limit is pushed and pulled; a larger one from a member is refused with VALIDATION', async () => {
     const dirB = await makeTempDir('lsync-node-');
-    const a = await startNode(undefined, { sync });
-    let b = await startNode(dirB, { sync });
+    const a = await startNode(undefined, { sync: rawMemberSync });
+    let b = await startNode(dirB, { sync: rawMemberSync });
     const [libA, libB0] = (await shareLibrary(a, [b])) as [Library, Library];
     const member = await joinAsRawMember(a, libA, [a, b]);
     const m = member.device;
@@ -211,7 +204,7 @@ describe('records at and over the limit between nodes', () => {
     good.stop();
     await libA.upsert('note', { id: 'after', title: 'after the big one', body: null });
 
-    b = await startNode(dirB, { sync });
+    b = await startNode(dirB, { sync: rawMemberSync });
     const libB = b.library(libA.id);
     await waitForConvergence([libA, libB]);
     expect((await libB.get('note', 'big-1'))?.body).toBe(noteOf(MAX_RECORD_BYTES).body);
@@ -224,7 +217,7 @@ describe('records at and over the limit between nodes', () => {
 
   it('a record held over the limit (from before it) is never sent: a partner still completes its sync', async () => {
     const dirA = await makeTempDir('lsync-node-');
-    let a = await startNode(dirA, { sync });
+    let a = await startNode(dirA, { sync: rawMemberSync });
     let libA = await a.createLibrary({ name: 'held' });
     await libA.upsert('note', { id: 'n1', title: 'before', body: null });
     await libA.upsert('note', { id: 'big', title: 'big', body: 'small for now' });
@@ -246,11 +239,11 @@ describe('records at and over the limit between nodes', () => {
     expect(db.prepare(`UPDATE volume SET path = ? WHERE id = 'vbig'`).run(huge).changes).toBe(1);
     db.close();
 
-    a = await startNode(dirA, { sync });
+    a = await startNode(dirA, { sync: rawMemberSync });
     libA = a.library(id);
     const errors: SessionErrorEvent[] = [];
     a.on('session-error', (e) => errors.push(e));
-    const c = await startNode(undefined, { sync });
+    const c = await startNode(undefined, { sync: rawMemberSync });
     c.on('session-error', (e) => errors.push(e));
     const libC = await c.joinLibrary(await libA.createInvite());
     await libC.synced();

@@ -13,8 +13,9 @@ import type { LogEntry } from '../../src/peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import type { FrameStream } from '../../src/protocol/transport.js';
-import { waitFor } from './cluster.js';
-import { keyWhere, RawPeer, type StreamEnd } from './raw-peer.js';
+import { removeTempDirs } from './child-process.js';
+import { fastSync, stopAllNodes, waitFor } from './cluster.js';
+import { keyWhere, RawPeer, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
 
 export interface RawMember {
   peer: RawPeer;
@@ -57,6 +58,17 @@ const openSessions = new Set<MemberSession>();
 export function stopAllMemberSessions(): void {
   for (const session of openSessions) session.stop();
 }
+
+/** Everything a test with raw members started: sessions, raw peers, nodes, temp dirs (for afterEach). */
+export async function stopRawMemberTest(): Promise<void> {
+  stopAllMemberSessions();
+  await stopAllRawPeers();
+  await stopAllNodes();
+  await removeTempDirs();
+}
+
+/** Node timings for tests with a raw member: a generous peer timeout (no drop under load), no pruning. */
+export const rawMemberSync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
 export class MemberSession {
   /** Every frame received after the node's hello, in order (decoded; undecodable ones counted). */
