@@ -12,9 +12,16 @@
  */
 import fc from 'fast-check';
 import { afterAll, expect, test } from 'vitest';
-import { defineModel, type Library, NotFoundError, type SyncNode, type VersionVector } from '../src/index.js';
-import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { startNode, stopAllNodes, stopNode } from './helpers/cluster.js';
+import { defineModel, NotFoundError, type VersionVector } from '../src/index.js';
+import { removeTempDirs } from './helpers/child-process.js';
+import {
+  type ClockedDevice as Device,
+  ManualClock,
+  restartClockedDevice as restart,
+  startClockedDevice,
+  stopAllNodes,
+  stopNode,
+} from './helpers/cluster.js';
 
 const MODELS = [
   defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', n: 'integer' } }),
@@ -46,31 +53,6 @@ afterAll(async () => {
   await stopAllNodes();
   await removeTempDirs();
 });
-
-class ManualClock {
-  constructor(public ms: number) {}
-  readonly read = (): number => this.ms;
-}
-
-interface Device {
-  dataDir: string;
-  wall: ManualClock;
-  node: SyncNode;
-  lib: Library;
-}
-
-async function openDevice(wall: ManualClock, libraryId?: string): Promise<Device> {
-  const dataDir = await makeTempDir('lsync-ackw');
-  const node = await startNode(dataDir, { models: MODELS, wallClock: wall.read, maxClockDriftMs: MAX_DRIFT });
-  const lib = await node.createLibrary({ name: 'ackw', ...(libraryId ? { id: libraryId } : {}) });
-  return { dataDir, wall, node, lib };
-}
-
-async function restart(d: Device): Promise<void> {
-  await stopNode(d.node);
-  d.node = await startNode(d.dataDir, { models: MODELS, wallClock: d.wall.read, maxClockDriftMs: MAX_DRIFT });
-  d.lib = d.node.library(d.lib.id);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Programs
@@ -238,8 +220,13 @@ test('every acknowledged write, after snapshots, chunks and owned rows from skew
   await fc.assert(
     fc.asyncProperty(programArb, async (program) => {
       const walls = program.skews.map((skew) => new ManualClock(T + skew));
-      const first = await openDevice(walls[0]!);
-      const devices = [first, await openDevice(walls[1]!, first.lib.id), await openDevice(walls[2]!, first.lib.id)];
+      const options = { models: MODELS, maxClockDriftMs: MAX_DRIFT };
+      const first = await startClockedDevice(walls[0]!, options);
+      const devices = [
+        first,
+        await startClockedDevice(walls[1]!, options, first.lib.id),
+        await startClockedDevice(walls[2]!, options, first.lib.id),
+      ];
       const made: MadeWrite[] = [];
       let label = 0;
       const run = async (d: Device, w: Write) => {

@@ -8,9 +8,17 @@
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeHlc, type Library, type SyncNode } from '../src/index.js';
-import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { startNode, stopAllNodes, stopNode } from './helpers/cluster.js';
+import { encodeHlc, type Library } from '../src/index.js';
+import { removeTempDirs } from './helpers/child-process.js';
+import {
+  type ClockedDevice,
+  ManualClock,
+  restartClockedDevice,
+  startClockedDevice,
+  startNode,
+  stopAllNodes,
+  stopNode,
+} from './helpers/cluster.js';
 
 afterEach(async () => {
   await stopAllNodes();
@@ -21,34 +29,6 @@ const T = 1_750_000_000_000;
 const SKEW_MS = 5_000;
 const EVERYTHING = { maxRecords: 100_000, maxBytes: 1 << 30 };
 
-/** A wall clock the test sets by hand. */
-class ManualClock {
-  constructor(public ms: number) {}
-  readonly read = (): number => this.ms;
-}
-
-interface Device {
-  dataDir: string;
-  wall: ManualClock;
-  node: SyncNode;
-  lib: Library;
-}
-
-async function device(wallMs: number, libraryId?: string): Promise<Device> {
-  const dataDir = await makeTempDir('lsync-snapclock');
-  const wall = new ManualClock(wallMs);
-  const node = await startNode(dataDir, { wallClock: wall.read });
-  const lib = await node.createLibrary({ name: 'snap-clock', ...(libraryId ? { id: libraryId } : {}) });
-  return { dataDir, wall, node, lib };
-}
-
-/** Stops the device's node and starts it again from its data directory, same wall clock. */
-async function restart(d: Device): Promise<void> {
-  await stopNode(d.node);
-  d.node = await startNode(d.dataDir, { wallClock: d.wall.read });
-  d.lib = d.node.library(d.lib.id);
-}
-
 /** B merges A's whole snapshot, as its last page (A's vector held as pruned). */
 async function applyWholeSnapshot(from: Library, to: Library): Promise<void> {
   const page = await from.snapshotAfter(null, EVERYTHING);
@@ -57,7 +37,7 @@ async function applyWholeSnapshot(from: Library, to: Library): Promise<void> {
 }
 
 /** A applies B's own changes (what a push would bring), then both must agree. */
-async function deliverOwnChanges(from: Device, to: Device): Promise<void> {
+async function deliverOwnChanges(from: ClockedDevice, to: ClockedDevice): Promise<void> {
   const entries = (await from.lib.entriesAfter(to.lib.versionVector(), EVERYTHING)).entries;
   expect(entries.length).toBeGreaterThan(0);
   expect(entries.every((e) => e.origin === from.node.deviceId)).toBe(true);
@@ -106,11 +86,11 @@ describe('a write after a snapshot whose clocks are ahead of the wall clock', ()
   for (const restartAfterSnapshot of [false, true]) {
     for (const scenario of scenarios) {
       it(`${scenario.rule}: wins on both devices${restartAfterSnapshot ? ', across a restart right after the snapshot' : ''}`, async () => {
-        const a = await device(T + SKEW_MS);
-        const b = await device(T, a.lib.id);
+        const a = await startClockedDevice(new ManualClock(T + SKEW_MS));
+        const b = await startClockedDevice(new ManualClock(T), {}, a.lib.id);
         const { model, id } = await scenario.seed(a.lib);
         await applyWholeSnapshot(a.lib, b.lib);
-        if (restartAfterSnapshot) await restart(b);
+        if (restartAfterSnapshot) await restartClockedDevice(b);
 
         const written = await scenario.write(b.lib, id);
         expect(await b.lib.get(model, id)).toEqual(written);
@@ -131,7 +111,7 @@ describe('the invariant is checked where the row is written', () => {
    * persisted high-water mark. A local write of that row must fail, not resolve and lose.
    */
   async function rowAboveHighWater(model: 'note' | 'profile', fields: Record<string, unknown>) {
-    const d = await device(T);
+    const d = await startClockedDevice(new ManualClock(T));
     const row = await d.lib.upsert(model, fields);
     const libId = d.lib.id;
     await stopNode(d.node);
