@@ -60,6 +60,11 @@ export class WriteBatch {
   private readonly prunedPrefixes = new Map<string, number>();
   /** The newest clock put in this transaction that the clock has not received yet. */
   private unreceived: string | null = null;
+  /**
+   * A value the clock has reached (the last one stamped or received here): clocks at or below it
+   * need no receive, which keeps a local write's own clocks from costing anything.
+   */
+  private covered = '';
   /** Pending shared row states written by local writes: the table must take every one. */
   private readonly localStates = new Set<SharedRowState>();
 
@@ -75,7 +80,8 @@ export class WriteBatch {
   /** A clock for a local write: above every clock stored so far, this transaction's included. */
   stamp(): string {
     this.receiveStored();
-    return encodeHlc(this.clock.now());
+    this.covered = encodeHlc(this.clock.now());
+    return this.covered;
   }
 
   /** The clock's high-water mark to persist with this transaction: it covers every clock stored. */
@@ -88,12 +94,13 @@ export class WriteBatch {
     const newest = this.unreceived;
     if (newest === null) return;
     this.unreceived = null;
-    // Local writes put clocks this clock issued: only a newer one from elsewhere is received.
+    // The clock is shared by the device's libraries and may be past `covered` already.
     if (newest > encodeHlc(this.clock.last())) this.clock.receive(decodeHlc(newest));
+    this.covered = encodeHlc(this.clock.last());
   }
 
   private observe(hlc: string): void {
-    if (this.unreceived === null || hlc > this.unreceived) this.unreceived = hlc;
+    if (hlc > (this.unreceived ?? this.covered)) this.unreceived = hlc;
   }
 
   counters(): SyncCounters {
