@@ -489,7 +489,8 @@ export class Library {
 
   /**
    * Runs `fn` in a transaction with a fresh batch; on commit, persists the clock high-water
-   * mark with the data and adopts the batch's counters, then emits change events.
+   * mark with the data and adopts the batch's counters, then emits change events. The mark is
+   * taken after the clock received every clock the batch stored (`WriteBatch.highWater`).
    */
   private async write<T>(fn: (batch: WriteBatch) => Promise<T>): Promise<T> {
     this.assertOpen();
@@ -497,10 +498,10 @@ export class Library {
     await this.turns.turn();
     this.assertOpen();
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock);
       const value = await fn(batch);
       await batch.flush();
-      const highWater = encodeHlc(this.ctx.clock.last());
+      const highWater = batch.highWater();
       await trx
         .insertInto('sync_meta')
         .values({ key: 'hlc', value: highWater })

@@ -88,3 +88,37 @@ export async function librarySnapshot(lib: Library) {
     members: (await lib.members()).map((m) => `${m.device}@${m.peer}`).sort(),
   };
 }
+
+/** A wall clock the test sets by hand (the `wallClock` option of a node). */
+export class ManualClock {
+  constructor(public ms: number) {}
+  readonly read = (): number => this.ms;
+}
+
+/** A node on a hand-set wall clock with one library, that can restart from its data directory. */
+export interface ClockedDevice {
+  dataDir: string;
+  wall: ManualClock;
+  options: Partial<SyncNodeOptions>;
+  node: SyncNode;
+  lib: Library;
+}
+
+/** Starts a device at `wall` with a new library, or its replica of `libraryId`. */
+export async function startClockedDevice(
+  wall: ManualClock,
+  options: Partial<SyncNodeOptions> = {},
+  libraryId?: string,
+): Promise<ClockedDevice> {
+  const dataDir = await makeTempDir('lsync-clocked');
+  const node = await startNode(dataDir, { ...options, wallClock: wall.read });
+  const lib = await node.createLibrary({ name: 'clocked', ...(libraryId ? { id: libraryId } : {}) });
+  return { dataDir, wall, options, node, lib };
+}
+
+/** Stops the device's node and starts it again from its data directory, same clock and options. */
+export async function restartClockedDevice(d: ClockedDevice): Promise<void> {
+  await stopNode(d.node);
+  d.node = await startNode(d.dataDir, { ...d.options, wallClock: d.wall.read });
+  d.lib = d.node.library(d.lib.id);
+}
