@@ -1,4 +1,4 @@
-import { NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError } from '../errors.js';
+import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
@@ -205,7 +205,7 @@ export class SyncNetwork {
       replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
     } catch (err) {
       this.failed(key);
-      const error = err instanceof Error ? err : new SyncError('NETWORK', String(err));
+      const error = toSyncError(err);
       this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
       if (stream) await refuse(stream, replicator.library.id, error);
     } finally {
@@ -238,7 +238,7 @@ export class SyncNetwork {
         throw new ProtocolError(`a stream must start with hello or join, not ${first.t}`);
       }
     } catch (err) {
-      const error = err instanceof SyncError ? err : new ProtocolError(String((err as Error)?.message ?? err));
+      const error = toSyncError(err);
       const known = this.replicators.has(library) ? library : undefined;
       this.reportSessionError({ peer: stream.remotePeer, library: known, direction: 'inbound', error });
       await refuse(stream, library, error);
@@ -284,7 +284,8 @@ export class SyncNetwork {
     });
     try {
       const next = await Promise.race([frames.next(), timeout]);
-      if (next.done) throw new ProtocolError('stream closed before the handshake');
+      // A peer gone before its first frame is a lost stream, not bad input.
+      if (next.done) throw new NetworkError(`the stream with peer ${stream.remotePeer} ended before the handshake completed`);
       return decodeMessage(next.value);
     } finally {
       clearTimeout(timer);

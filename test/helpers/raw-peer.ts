@@ -140,6 +140,16 @@ export class UnframedStream {
     }
   }
 
+  /** Closes this side gracefully (the remote reads to the end of what was written). */
+  async close(): Promise<void> {
+    await this.stream.close();
+  }
+
+  /** Resets the stream at once. */
+  abort(): void {
+    this.stream.abort(new Error('raw peer aborted'));
+  }
+
   async ended(what = 'the unframed stream to end', timeoutMs = 20_000): Promise<StreamEnd> {
     await waitFor(() => this.end !== undefined, what, timeoutMs);
     return this.end!;
