@@ -8,15 +8,13 @@
  */
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Stream } from '@libp2p/interface';
 import { type Library, NetworkError, ProtocolError, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import type { Chunk } from '../src/peer-log/chunk.js';
 import type { ChunkTuple, MessageOf } from '../src/protocol/messages.js';
-import type { FrameStream } from '../src/protocol/transport.js';
 import { ensureBuilt, killRunningChildren, LineChild, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
-import { fastSync, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { startNode, steadySync, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { joinAsRawMember, joinThroughRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
-import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+import { libp2pStream, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 
 const HALF_HANDSHAKE_CHILD = join(REPO_ROOT, 'test', 'fixtures', 'half-handshake-child.mjs');
 
@@ -97,16 +95,9 @@ describe('a stream that ends during the handshake', () => {
   });
 });
 
-// Generous peer timeout: no session may drop for load reasons during a test; no pruning.
-const sync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
 const asTuple = (c: Chunk): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries];
 
-
-/** The libp2p stream under a frame stream: the raw member acts below the framing. */
-function libp2pStream(stream: FrameStream): Stream {
-  return (stream as unknown as { stream: Stream }).stream;
-}
 
 /**
  * How the raw member M ends its stream with J: it closes the stream, resets it, or hangs up the
@@ -122,8 +113,8 @@ describe.each([
   { under: 'a push', end: 'hangs up' },
 ] as const)('a partner that $end under $under', ({ under, end }) => {
   it('is failed over: the backfill ends done from another partner, synced() resolves, every session-error is typed', async () => {
-    const a = await startNode(undefined, { sync });
-    const j = await startNode(undefined, { sync });
+    const a = await startNode(undefined, { sync: steadySync });
+    const j = await startNode(undefined, { sync: steadySync });
     const libA = await a.createLibrary({ name: 'lost partner' });
     // M sorts below A and J: only M opens sessions with them.
     const member = await joinAsRawMember(a, libA, [a, j]);

@@ -1,10 +1,10 @@
 import { generateKeyPair } from '@libp2p/crypto/keys';
-import type { Stream } from '@libp2p/interface';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NetworkError } from '../src/errors.js';
 import { Libp2pTransport } from '../src/network/libp2p-transport.js';
 import type { FrameStream } from '../src/protocol/transport.js';
 import { waitFor } from './helpers/cluster.js';
+import { libp2pStream } from './helpers/raw-peer.js';
 
 const PROTOCOL = '/leaderless-sync-test/1.0.0';
 const started: Libp2pTransport[] = [];
@@ -27,11 +27,6 @@ afterEach(async () => {
 
 function nextInbound(transport: Libp2pTransport): Promise<FrameStream> {
   return new Promise((resolve) => transport.handle(resolve));
-}
-
-/** The libp2p stream under a frame stream, for the tests that must act below the framing. */
-function libp2pStream(stream: FrameStream): Stream {
-  return (stream as unknown as { stream: Stream }).stream;
 }
 
 /** A connected pair of transports and one stream between them, both ends. */

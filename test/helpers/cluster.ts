@@ -29,6 +29,9 @@ export const fastSync: SyncNodeOptions['sync'] = {
   pruneIntervalMs: 300,
 };
 
+/** Fast timings, but no session drops for load reasons (a generous peer timeout), and no pruning. */
+export const steadySync: SyncNodeOptions['sync'] = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
+
 const running = new Set<SyncNode>();
 
 export async function startNode(dataDir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {

@@ -28,6 +28,11 @@ export async function keyWhere(accept: (peerId: string) => boolean): Promise<Pri
   throw new Error('no key with the wanted PeerId found');
 }
 
+/** The libp2p stream under a frame stream, for tests that must act below the framing. */
+export function libp2pStream(stream: FrameStream): Stream {
+  return (stream as unknown as { stream: Stream }).stream;
+}
+
 const started = new Set<RawPeer>();
 
 /** Stops every raw peer still running (for afterEach). */
