@@ -1,7 +1,10 @@
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { afterEach, describe, expect, it } from 'vitest';
+import { NetworkError } from '../src/errors.js';
 import { Libp2pTransport } from '../src/network/libp2p-transport.js';
 import type { FrameStream } from '../src/protocol/transport.js';
+import { waitFor } from './helpers/cluster.js';
+import { libp2pStream } from './helpers/raw-peer.js';
 
 const PROTOCOL = '/leaderless-sync-test/1.0.0';
 const started: Libp2pTransport[] = [];
@@ -24,6 +27,51 @@ afterEach(async () => {
 
 function nextInbound(transport: Libp2pTransport): Promise<FrameStream> {
   return new Promise((resolve) => transport.handle(resolve));
+}
+
+/** A connected pair of transports and one stream between them, both ends. */
+async function streamPair(): Promise<{ a: Libp2pTransport; b: Libp2pTransport; out: FrameStream; inStream: FrameStream }> {
+  const a = await startTransport();
+  const b = await startTransport();
+  const inbound = nextInbound(b);
+  await a.connect(b.localPeer, b.addresses());
+  const out = await a.openStream(b.localPeer);
+  return { a, b, out, inStream: await inbound };
+}
+
+/** Reads `stream` to its end in the background; resolves with the error it failed with, if any. */
+function readToEnd(stream: FrameStream): Promise<unknown> {
+  return (async () => {
+    for await (const _ of stream.frames()) void _;
+  })().then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+}
+
+/**
+ * Sends a frame larger than the stream's window while the remote grants no more window (its
+ * stream paused), and returns once the send waits for a drain, with the send's outcome (the
+ * error, or 'sent').
+ */
+async function sendUntilDrainWait(out: FrameStream, remote: FrameStream): Promise<{ outcome: Promise<unknown> }> {
+  libp2pStream(remote).pause();
+  const sending = out.send(new Uint8Array(1024 * 1024)).then(
+    () => 'sent',
+    (err: unknown) => err,
+  );
+  await waitFor(() => (libp2pStream(out) as unknown as { writableNeedsDrain: boolean }).writableNeedsDrain, 'the send to wait for a drain');
+  // Wrapped: an async function returning the promise itself would wait for it.
+  return { outcome: sending };
+}
+
+/** What every failure of a stream must be: a NetworkError naming the peer, with a message. */
+function expectNetworkError(err: unknown, peer: string, cause: RegExp): void {
+  expect(err).toBeInstanceOf(NetworkError);
+  const error = err as NetworkError;
+  expect(error.code).toBe('NETWORK');
+  expect(error.message).toContain(peer);
+  expect(error.message).toMatch(cause);
 }
 
 describe('libp2p transport', () => {
@@ -62,5 +110,29 @@ describe('libp2p transport', () => {
     await expect(async () => {
       for await (const _ of inStream.frames()) void _;
     }).rejects.toThrow(/length/i);
+  });
+
+  it('a reset by the remote fails reading and every later send with a NetworkError that says so', async () => {
+    const { b, out, inStream } = await streamPair();
+    const reading = readToEnd(out);
+    inStream.abort(new Error('remote gone'));
+    expectNetworkError(await reading, b.localPeer, /reading: StreamResetError/);
+    const sent = await out.send(new Uint8Array([1])).then(() => undefined, (err: unknown) => err);
+    expectNetworkError(sent, b.localPeer, /stream is reset/);
+  });
+
+  it('a send waiting for the stream to drain fails with a NetworkError when the remote resets', async () => {
+    const { b, out, inStream } = await streamPair();
+    const { outcome: sending } = await sendUntilDrainWait(out, inStream);
+    inStream.abort(new Error('remote gone'));
+    expectNetworkError(await sending, b.localPeer, /sending: StreamResetError/);
+  });
+
+  it('a send waiting for the stream to drain fails with a NetworkError when the connection closes', async () => {
+    const { a, b, out, inStream } = await streamPair();
+    const { outcome: sending } = await sendUntilDrainWait(out, inStream);
+    await b.disconnect(a.localPeer);
+    // libp2p rejects the drain with a StreamClosedError, which has no message.
+    expectNetworkError(await sending, b.localPeer, /sending: \w+/);
   });
 });

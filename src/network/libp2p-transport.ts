@@ -11,7 +11,7 @@ import { webSockets } from '@libp2p/websockets';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
-import { NetworkError, ProtocolError, ProtocolVersionError } from '../errors.js';
+import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
 import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
@@ -81,7 +81,7 @@ export class Libp2pTransport implements Transport {
       }
     } catch (err) {
       if (err instanceof NetworkError) throw err;
-      throw new NetworkError(`cannot reach peer ${peer}: ${(err as Error).message}`);
+      throw new NetworkError(`cannot reach peer ${peer}: ${describeError(err)}`);
     }
   }
 
@@ -94,7 +94,7 @@ export class Libp2pTransport implements Transport {
         // The peer runs libp2p but not this protocol id: another major version (or no sync).
         throw new ProtocolVersionError(this.options.protocol, `a version other than ${this.options.protocol}`);
       }
-      throw new NetworkError(`cannot open a sync stream to ${peer}: ${(err as Error).message}`);
+      throw new NetworkError(`cannot open a sync stream to ${peer}: ${describeError(err)}`);
     }
   }
 
@@ -120,7 +120,12 @@ export class Libp2pTransport implements Transport {
   }
 }
 
-/** Varint-length-prefixed frames over a libp2p message stream. */
+/**
+ * Varint-length-prefixed frames over a libp2p message stream. Every error that leaves it is a
+ * `SyncError`: libp2p's own (a reset, `StreamClosedError` with no message, a refused write)
+ * become a `NetworkError` that names the peer, the operation and the libp2p error; a broken
+ * length prefix is a `ProtocolError`.
+ */
 class Libp2pFrameStream implements FrameStream {
   constructor(
     private readonly stream: Stream,
@@ -129,12 +134,16 @@ class Libp2pFrameStream implements FrameStream {
   ) {}
 
   async send(frame: Uint8Array): Promise<void> {
-    if (this.stream.status !== 'open') throw new NetworkError(`stream to ${this.remotePeer} is ${this.stream.status}`);
+    if (this.stream.status !== 'open') throw new NetworkError(`cannot send to ${this.remotePeer}: the sync stream is ${this.stream.status}`);
     const prefix = encodingLength(frame.byteLength);
     const framed = new Uint8Array(prefix + frame.byteLength);
     encodeUint8Array(frame.byteLength, framed);
     framed.set(frame, prefix);
-    if (!this.stream.send(framed)) await this.stream.onDrain();
+    try {
+      if (!this.stream.send(framed)) await this.stream.onDrain();
+    } catch (err) {
+      throw this.failure('sending', err);
+    }
   }
 
   async *frames(): AsyncIterable<Uint8Array> {
@@ -142,23 +151,35 @@ class Libp2pFrameStream implements FrameStream {
       maxDataLength: this.maxFrameBytes,
       maxBufferSize: this.maxFrameBytes + 16,
     });
-    for await (const chunk of this.stream) {
-      let frames: Uint8Array[];
-      try {
-        frames = [...decoder.decode(chunk)].map((f) => f.subarray());
-      } catch (err) {
-        // Oversize or malformed length prefix: the peer broke the framing.
-        throw new ProtocolError(`bad frame from ${this.remotePeer}: ${(err as Error).message}`);
+    try {
+      for await (const chunk of this.stream) {
+        let frames: Uint8Array[];
+        try {
+          frames = [...decoder.decode(chunk)].map((f) => f.subarray());
+        } catch (err) {
+          // Oversize or malformed length prefix: the peer broke the framing.
+          throw new ProtocolError(`bad frame from ${this.remotePeer}: ${describeError(err)}`);
+        }
+        yield* frames;
       }
-      yield* frames;
+    } catch (err) {
+      throw this.failure('reading', err);
     }
   }
 
   async close(): Promise<void> {
-    await this.stream.close().catch(() => this.stream.abort(new NetworkError('close failed')));
+    await this.stream.close().catch((err: unknown) => this.stream.abort(this.failure('closing', err)));
   }
 
   abort(reason: Error): void {
     this.stream.abort(reason);
+  }
+
+  /**
+   * The typed error for a failed stream operation. A `SyncError` passes as it is: it is this
+   * node's own (the framing check, or the reason this side gave when it aborted the stream).
+   */
+  private failure(operation: string, err: unknown): SyncError {
+    return toSyncError(err, (cause) => new NetworkError(`sync stream with ${this.remotePeer} failed while ${operation}: ${cause}`));
   }
 }

@@ -140,9 +140,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.scheduleStatus();
   }
 
+  /** Whether the library is in its first sync after joining: its member list is still arriving. */
+  get backfilling(): boolean {
+    // Undefined until start(): the network may refuse a hello for the library before that.
+    return this.catchUp?.state === 'backfilling';
+  }
+
   /** Stops a backfill in progress (after the page in flight); it resumes at the next start. */
   interruptBackfill(): void {
-    if (this.catchUp.state === 'backfilling') this.catchUp.stop();
+    if (this.backfilling) this.catchUp.stop();
   }
 
   onPartnerAhead(): void {

@@ -1,4 +1,4 @@
-import { BusyError, ProtocolError, SyncError, TimeoutError } from '../errors.js';
+import { BusyError, ProtocolError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import type { OwnedRowUpdate } from '../library/remote-apply.js';
 import type { Chunk } from '../peer-log/chunk.js';
@@ -94,7 +94,7 @@ export class Session {
   /** Pushes committed changes the partner lacks, within the in-flight window (coalesced). */
   private readonly pump = coalescing(
     () => this.pushRound(),
-    (err) => this.close(asError(err)),
+    (err) => this.close(toSyncError(err)),
   );
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
@@ -199,7 +199,7 @@ export class Session {
       }
       this.close();
     } catch (err) {
-      this.close(asError(err));
+      this.close(toSyncError(err));
     }
   }
 
@@ -411,7 +411,7 @@ export class Session {
       library: this.library.id,
       shared: this.library.versionVector(),
       owned: this.library.ownedVector(),
-    }).catch((err) => this.close(asError(err)));
+    }).catch((err) => this.close(toSyncError(err)));
   }
 
   private sendAck(batch: number | null): Promise<void> {
@@ -439,7 +439,7 @@ export class Session {
       this.send({ ...message, req }).catch((err) => {
         clearTimeout(timer);
         this.pending.delete(req);
-        reject(asError(err));
+        reject(toSyncError(err));
       });
     });
   }
@@ -458,11 +458,6 @@ export class Session {
   }
 }
 
-function asError(err: unknown): Error {
-  if (err instanceof Error) return err;
-  // libp2p reports some failures as events rather than Errors.
-  return new SyncError('NETWORK', String((err as { type?: string })?.type ?? err));
-}
 
 function snapshotRowToTuple({ model, state }: SnapshotRow): SnapshotRowTuple {
   return [model, state.id, state.hlc, state.deleted, state.values, state.fieldHlcs, state.upsertHlc, state.deleteHlc];

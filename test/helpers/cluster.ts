@@ -1,3 +1,7 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { privateKeyToProtobuf } from '@libp2p/crypto/keys';
+import type { PrivateKey } from '@libp2p/interface';
 import { expect } from 'vitest';
 import { createSyncNode, defineModel, type Library, type SyncNode, type SyncNodeOptions } from '../../src/index.js';
 import { makeTempDir } from './child-process.js';
@@ -25,6 +29,9 @@ export const fastSync: SyncNodeOptions['sync'] = {
   pruneIntervalMs: 300,
 };
 
+/** Fast timings, but no session drops for load reasons (a generous peer timeout), and no pruning. */
+export const steadySync: SyncNodeOptions['sync'] = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
+
 const running = new Set<SyncNode>();
 
 export async function startNode(dataDir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
@@ -37,6 +44,13 @@ export async function startNode(dataDir?: string, options: Partial<SyncNodeOptio
   });
   running.add(node);
   return node;
+}
+
+/** Starts a node whose PeerId is chosen by the caller (the key is placed in its data directory). */
+export async function startNodeWithKey(key: PrivateKey, dir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
+  dir ??= await makeTempDir('lsync-node-');
+  await writeFile(join(dir, 'peer.key'), privateKeyToProtobuf(key), { mode: 0o600 });
+  return startNode(dir, options);
 }
 
 export async function stopNode(node: SyncNode): Promise<void> {

@@ -28,6 +28,11 @@ export async function keyWhere(accept: (peerId: string) => boolean): Promise<Pri
   throw new Error('no key with the wanted PeerId found');
 }
 
+/** The libp2p stream under a frame stream, for tests that must act below the framing. */
+export function libp2pStream(stream: FrameStream): Stream {
+  return (stream as unknown as { stream: Stream }).stream;
+}
+
 const started = new Set<RawPeer>();
 
 /** Stops every raw peer still running (for afterEach). */
@@ -138,6 +143,16 @@ export class UnframedStream {
     } catch {
       return false;
     }
+  }
+
+  /** Closes this side gracefully (the remote reads to the end of what was written). */
+  async close(): Promise<void> {
+    await this.stream.close();
+  }
+
+  /** Resets the stream at once. */
+  abort(): void {
+    this.stream.abort(new Error('raw peer aborted'));
   }
 
   async ended(what = 'the unframed stream to end', timeoutMs = 20_000): Promise<StreamEnd> {
