@@ -1,4 +1,4 @@
-import { NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError } from '../errors.js';
+import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
@@ -46,6 +46,8 @@ export class SyncNetwork {
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
   private reconcileQueued = false;
   private protocolErrorCount = 0;
+  /** Inbound streams of peers that are members of no library here, still in their handshake. */
+  private strangerHandshakes = 0;
   /** Sessions (library and peer) served a pull recently: the catch-ups this node is serving. */
   private readonly serving = new Map<string, number>();
   private stopped = false;
@@ -63,7 +65,8 @@ export class SyncNetwork {
       onSessionError: (event: SessionErrorEvent) => void;
     },
   ) {
-    transport.handle((stream) => void this.accept(stream));
+    transport.handle((stream) => this.acceptWithinBudget(stream));
+    transport.setKnownPeers((peer) => this.isKnownPeer(peer));
     transport.onConnectionChange((peer, connected) => {
       if (connected) this.backoff.delete(peer);
       for (const replicator of this.replicators.values()) {
@@ -213,6 +216,30 @@ export class SyncNetwork {
     }
   }
 
+  /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
+  private isKnownPeer(peer: string): boolean {
+    for (const replicator of this.replicators.values()) if (replicator.memberByPeer(peer)) return true;
+    return false;
+  }
+
+  /**
+   * Memory held for peers that are not members has a node-wide budget: at most
+   * MAX_STRANGER_HANDSHAKES of their streams wait for a first frame (each at most the handshake
+   * frame limit); a stream beyond it is reset at once, unread.
+   */
+  private acceptWithinBudget(stream: FrameStream): void {
+    if (this.isKnownPeer(stream.remotePeer)) {
+      void this.accept(stream);
+      return;
+    }
+    if (this.strangerHandshakes >= MAX_STRANGER_HANDSHAKES) {
+      stream.abort(new NetworkError(`too many handshakes of non-members in progress (${MAX_STRANGER_HANDSHAKES})`));
+      return;
+    }
+    this.strangerHandshakes += 1;
+    void this.accept(stream).finally(() => (this.strangerHandshakes -= 1));
+  }
+
   /** An inbound stream: its first frame is a hello (session) or a join (invite). */
   private async accept(stream: FrameStream): Promise<void> {
     const frames = stream.frames()[Symbol.asyncIterator]();
@@ -307,6 +334,8 @@ export class SyncNetwork {
 
 /** A served session that has not pulled for this long no longer holds a serving slot. */
 const SERVE_IDLE_MS = 2_000;
+/** Inbound streams of non-members in their handshake, node-wide, at most. */
+const MAX_STRANGER_HANDSHAKES = 16;
 
 function sessionKey(library: string, peer: string): string {
   return `${library}:${peer}`;
