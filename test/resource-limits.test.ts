@@ -7,12 +7,14 @@
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, type SessionErrorEvent, type SyncNode } from '../src/index.js';
-import { MAX_HANDSHAKE_FRAME_BYTES } from '../src/protocol/messages.js';
+import { MAX_HANDSHAKE_FRAME_BYTES, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
 import { RawPeer, stopAllRawPeers, type UnframedStream } from './helpers/raw-peer.js';
 
 afterEach(async () => {
+  stopAllMemberSessions();
   await stopAllRawPeers();
   await stopAllNodes();
   await removeTempDirs();
@@ -101,5 +103,55 @@ describe('partial frames from a non-member', () => {
       await probe.ended('the probe to end');
       return probe.messages.some((m) => m.t === 'error' && m.code === 'NOT_MEMBER');
     }, 'a hello of a non-member to be answered again');
+  });
+});
+
+/** A vector of `entries` origins nobody knows, each at `seq`. */
+function invented(entries: number, seq: number): Record<string, number> {
+  return Object.fromEntries(Array.from({ length: entries }, () => [crypto.randomUUID(), seq]));
+}
+
+describe('vectors with invented origins', () => {
+  it('are kept for known origins only: acks at most the member count, and a new member counts once known', async () => {
+    const a = await startNode(undefined, { sync: { ...fastSync, peerTimeoutMs: 15_000 } });
+    const libA = await a.createLibrary({ name: 'acks' });
+    await libA.upsert('note', { id: 'n1', title: 'one', body: null });
+    const raw = await joinAsRawMember(a, libA);
+    const ownA = libA.versionVector()[a.deviceId]!;
+    // Everything a member sends with vectors: its hello, heartbeats, acks (and the caught-up ack).
+    const session = await MemberSession.open(raw, a, libA.id, {
+      shared: invented(MAX_VECTOR_ORIGINS, 5),
+      owned: invented(MAX_VECTOR_ORIGINS, 5),
+      heartbeatMs: 200,
+    });
+    session.shared = invented(MAX_VECTOR_ORIGINS, 7);
+    session.owned = invented(MAX_VECTOR_ORIGINS, 7);
+    for (let i = 0; i < 30; i++) {
+      await session.ack(i === 0 ? null : i, { ...invented(MAX_VECTOR_ORIGINS - 1, 9), [a.deviceId]: ownA }, invented(MAX_VECTOR_ORIGINS, 9));
+    }
+    // A handles frames in order: once this pull is answered, every ack before it was handled.
+    await session.send({ t: 'pull-shared', library: libA.id, req: 1, after: libA.versionVector(), maxRecords: 10, maxBytes: 1_000 });
+    await waitFor(() => session.received.some((m) => (m.t === 'shared-page' || m.t === 'busy') && m.req === 1), 'the pull to be answered');
+    await session.quietFor(2, 'two heartbeats of the raw member to reach A');
+
+    const members = await libA.members();
+    const partner = (await libA.status()).partners.find((p) => p.device === raw.device)!;
+    expect(partner.acked).toEqual({ [a.deviceId]: ownA });
+    expect(Object.keys(partner.acked).length).toBeLessThanOrEqual(members.length);
+    expect(partner.ackedOwned).toEqual({});
+    expect(session.end).toBeUndefined();
+
+    // A member A learns of later is known from then on: the raw member's next ack counts.
+    const c = await startNode();
+    const libC = await c.joinLibrary(await libA.createInvite());
+    await libC.upsert('note', { id: 'from-c', title: 'c', body: null });
+    await waitFor(() => (libA.versionVector()[c.deviceId] ?? 0) > 0, "C's write to reach A");
+    await session.ack(null, { [c.deviceId]: 1, ...invented(10, 1) });
+    await waitFor(async () => {
+      const acked = (await libA.status()).partners.find((p) => p.device === raw.device)!.acked;
+      return acked[c.deviceId] === 1;
+    }, "the ack of C's origin to be kept");
+    const acked = (await libA.status()).partners.find((p) => p.device === raw.device)!.acked;
+    expect(acked).toEqual({ [a.deviceId]: ownA, [c.deviceId]: 1 });
   });
 });

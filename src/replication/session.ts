@@ -10,7 +10,7 @@ import type { StoredValues } from '../models/types.js';
 import { coalescing } from '../util/coalescing.js';
 import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS } from '../protocol/messages.js';
 import type { FrameStream } from '../protocol/transport.js';
-import { isBehind, mergeMax } from './vectors.js';
+import { filterOrigins, isBehind, mergeMax } from './vectors.js';
 import { errorFromWire, isPeerReported } from './wire-errors.js';
 
 export interface SessionTuning {
@@ -34,6 +34,8 @@ export interface SessionHost {
   now(): number;
   /** The partner (authenticated) holds at least these vectors. */
   onAck(session: Session, shared: VersionVector): void;
+  /** Whether a vector entry the partner sends names an origin (or owner) worth keeping. */
+  isKnownOrigin(origin: string): boolean;
   /** The partner holds changes this device lacks (hello, a gap, or a heartbeat): pull them. */
   onPartnerAhead(session: Session): void;
   /** Whether a pull from this session may be served now (otherwise it is answered `busy`). */
@@ -110,11 +112,11 @@ export class Session {
     readonly direction: 'inbound' | 'outbound',
   ) {
     this.library = host.library;
-    this.remoteShared = { ...remoteHello.shared };
-    this.remoteOwned = { ...remoteHello.owned };
+    this.remoteShared = this.known(remoteHello.shared);
+    this.remoteOwned = this.known(remoteHello.owned);
     this.helloShared = this.library.versionVector();
     this.helloOwned = this.library.ownedVector();
-    for (const [owner, version] of Object.entries(remoteHello.owned)) this.pushedOwned.set(owner, version);
+    for (const [owner, version] of Object.entries(this.remoteOwned)) this.pushedOwned.set(owner, version);
     this.lastSeenAt = host.now();
   }
 
@@ -296,6 +298,8 @@ export class Session {
     for (const [origin, , lastSeq] of message.chunks) sent[origin] = Math.max(sent[origin] ?? 0, lastSeq);
     this.learnRemote(sent, {});
     const result = await this.library.applyRemoteChunks(chunksOf(message.chunks));
+    // An origin new here is known once its entries are held: record it now, not at the next ack.
+    this.learnRemote(sent, {});
     await this.sendAck(message.batch);
     // A gap means this device is behind the partner: its pull fills the gap.
     if (result.gaps.length > 0) this.host.onPartnerAhead(this);
@@ -359,10 +363,13 @@ export class Session {
   }
 
   /**
-   * Records what the partner holds. This never starts a pull by itself: pushes in flight make
-   * the partner look ahead for a moment; gaps, hello and heartbeats decide when to pull.
+   * Records what the partner holds, for known origins only (`host.isKnownOrigin`). This never
+   * starts a pull by itself: pushes in flight make the partner look ahead for a moment; gaps,
+   * hello and heartbeats decide when to pull.
    */
-  private learnRemote(shared: VersionVector, owned: VersionVector): void {
+  private learnRemote(sharedSent: VersionVector, ownedSent: VersionVector): void {
+    const shared = this.known(sharedSent);
+    const owned = this.known(ownedSent);
     mergeMax(this.remoteShared, shared);
     mergeMax(this.remoteOwned, owned);
     for (const [owner, version] of Object.entries(owned)) {
@@ -379,7 +386,7 @@ export class Session {
    */
   private antiEntropy(heartbeat: MessageOf<'heartbeat'>): void {
     const previous = this.previousHeartbeat;
-    this.previousHeartbeat = heartbeat;
+    this.previousHeartbeat = { ...heartbeat, shared: this.known(heartbeat.shared), owned: this.known(heartbeat.owned) };
     if (!previous) return;
     if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) {
       this.host.onPartnerAhead(this);
@@ -392,6 +399,10 @@ export class Session {
     if (isBehind(this.remoteShared, this.helloShared) || isBehind(this.remoteOwned, this.helloOwned)) return;
     this.pushedShared = { ...this.remoteShared };
     this.pump();
+  }
+
+  private known(vector: VersionVector): VersionVector {
+    return filterOrigins(vector, (origin) => this.host.isKnownOrigin(origin));
   }
 
   private ownedBehind(advertised: VersionVector): boolean {
