@@ -112,46 +112,44 @@ function invented(entries: number, seq: number): Record<string, number> {
 }
 
 describe('vectors with invented origins', () => {
-  it('are kept for known origins only: acks at most the member count, and a new member counts once known', async () => {
+  it('acks keep known origins only, at most the member count; a claim never served ends the session, not sync', async () => {
     const a = await startNode(undefined, { sync: { ...fastSync, peerTimeoutMs: 15_000 } });
     const libA = await a.createLibrary({ name: 'acks' });
     await libA.upsert('note', { id: 'n1', title: 'one', body: null });
     const raw = await joinAsRawMember(a, libA);
     const ownA = libA.versionVector()[a.deviceId]!;
-    // Everything a member sends with vectors: its hello, heartbeats, acks (and the caught-up ack).
-    const session = await MemberSession.open(raw, a, libA.id, {
-      shared: invented(MAX_VECTOR_ORIGINS, 5),
-      owned: invented(MAX_VECTOR_ORIGINS, 5),
-      heartbeatMs: 200,
-    });
-    session.shared = invented(MAX_VECTOR_ORIGINS, 7);
-    session.owned = invented(MAX_VECTOR_ORIGINS, 7);
+    const session = await MemberSession.open(raw, a, libA.id, { heartbeatMs: 200 });
     for (let i = 0; i < 30; i++) {
       await session.ack(i === 0 ? null : i, { ...invented(MAX_VECTOR_ORIGINS - 1, 9), [a.deviceId]: ownA }, invented(MAX_VECTOR_ORIGINS, 9));
     }
     // A handles frames in order: once this pull is answered, every ack before it was handled.
     await session.send({ t: 'pull-shared', library: libA.id, req: 1, after: libA.versionVector(), maxRecords: 10, maxBytes: 1_000 });
     await waitFor(() => session.received.some((m) => (m.t === 'shared-page' || m.t === 'busy') && m.req === 1), 'the pull to be answered');
-    await session.quietFor(2, 'two heartbeats of the raw member to reach A');
 
+    const partnerOf = async (device: string) => (await libA.status()).partners.find((p) => p.device === device)!;
     const members = await libA.members();
-    const partner = (await libA.status()).partners.find((p) => p.device === raw.device)!;
+    const partner = await partnerOf(raw.device);
     expect(partner.acked).toEqual({ [a.deviceId]: ownA });
     expect(Object.keys(partner.acked).length).toBeLessThanOrEqual(members.length);
     expect(partner.ackedOwned).toEqual({});
     expect(session.end).toBeUndefined();
+    const errorsBefore = (await libA.status()).protocolErrors;
 
-    // A member A learns of later is known from then on: the raw member's next ack counts.
+    // The raw member claimed to hold changes of those origins: A's next catch-up (when C's
+    // session opens) asks it for them, gets nothing, and ends that session as bad input. The
+    // run goes on with C, whose write reaches A.
     const c = await startNode();
     const libC = await c.joinLibrary(await libA.createInvite());
     await libC.upsert('note', { id: 'from-c', title: 'c', body: null });
     await waitFor(() => (libA.versionVector()[c.deviceId] ?? 0) > 0, "C's write to reach A");
-    await session.ack(null, { [c.deviceId]: 1, ...invented(10, 1) });
-    await waitFor(async () => {
-      const acked = (await libA.status()).partners.find((p) => p.device === raw.device)!.acked;
-      return acked[c.deviceId] === 1;
-    }, "the ack of C's origin to be kept");
-    const acked = (await libA.status()).partners.find((p) => p.device === raw.device)!.acked;
-    expect(acked).toEqual({ [a.deviceId]: ownA, [c.deviceId]: 1 });
+    await session.ended('A to end the session of the member that advertised changes it never served');
+    await waitFor(async () => (await libA.status()).protocolErrors > errorsBefore, 'the bad claim to be counted');
+    await waitForConvergence([libA, libC]);
+
+    // C, a member A learned of after those acks, is known from then on: a later claim counts.
+    const again = await MemberSession.open(raw, a, libA.id, { shared: { [c.deviceId]: 1 }, heartbeatMs: 200 });
+    await waitFor(async () => (await partnerOf(raw.device)).acked[c.deviceId] === 1, "the ack of C's origin to be kept");
+    expect((await partnerOf(raw.device)).acked).toEqual({ [a.deviceId]: ownA, [c.deviceId]: 1 });
+    expect(again.end).toBeUndefined();
   });
 });

@@ -98,7 +98,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     // have acked meanwhile: merge.
     for (const [device, vector] of await this.library.acks()) {
       const merged = { ...this.acks.get(device) };
-      mergeMax(merged, filterOrigins(vector, (origin) => this.isKnownOrigin(origin)));
+      mergeMax(merged, this.knownOnly(vector));
       this.acks.set(device, merged);
     }
     this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
@@ -131,15 +131,20 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   /**
-   * Whether a vector entry (origin, or owner of device-owned rows) that a partner sends may be
-   * kept: a member device (the bootstrap inviter included), or an origin or owner this library
-   * holds (this device, a former member). Others are ignored, not refused: right after a join a
-   * new member's origin can reach this node before its member row, and the partner's next ack
-   * or heartbeat carries the entry again. Without this, invented origins grew acks (and
-   * `status()`) without bound.
+   * Whether a vector entry (origin, or owner of device-owned rows) that a partner sends names a
+   * known origin: a member device (the bootstrap inviter included), or an origin or owner this
+   * library holds (this device, a former member). Acks, saved and shown by `status()`, keep known
+   * entries only (without this, invented origins grew them without bound); the others are
+   * ignored, not refused, because right after a join a new member's origin can reach this node
+   * before its member row, and the partner's next ack or heartbeat carries the entry again. A
+   * session keeps a bounded number of unknown entries for catch-up (see `Session`).
    */
   isKnownOrigin(origin: string): boolean {
     return this.memberDevices.has(origin) || origin === this.library.deviceId || this.library.holdsOrigin(origin);
+  }
+
+  private knownOnly(vector: VersionVector): VersionVector {
+    return filterOrigins(vector, (origin) => this.isKnownOrigin(origin));
   }
 
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
@@ -199,7 +204,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   onAck(session: Session, shared: VersionVector): void {
     const merged = { ...this.acks.get(session.device) };
-    if (!mergeMax(merged, shared)) return;
+    if (!mergeMax(merged, this.knownOnly(shared))) return;
     this.acks.set(session.device, merged);
     this.unsavedAcks.add(session.device);
     this.scheduleStatus();
@@ -305,7 +310,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         connected,
         state,
         acked,
-        ackedOwned: session ? { ...session.remoteOwned } : {},
+        ackedOwned: session ? this.knownOnly(session.remoteOwned) : {},
         lastSeenAt: session ? session.lastSeenAt : null,
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
       };
