@@ -153,3 +153,50 @@ describe('vectors with invented origins', () => {
     expect(again.end).toBeUndefined();
   });
 });
+
+describe('serving slots', () => {
+  it('a member pulling in a loop cannot hold the only slot: a restarted member still catches up', async () => {
+    const steady = { ...fastSync, peerTimeoutMs: 15_000 };
+    const a = await startNode(undefined, { sync: { ...steady, maxConcurrentServes: 1 } });
+    const dirB = await makeTempDir('lsync-serving-b-');
+    const syncB = { ...steady, batchRecords: 200 };
+    let b = await startNode(dirB, { sync: syncB });
+    const [libA, libB] = await shareLibrary(a, [b]);
+    await waitForConvergence([libA!, libB!]);
+    const raw = await joinAsRawMember(a, libA!, [a, b]);
+    const puller = await MemberSession.open(raw, a, libA!.id, { heartbeatMs: 200 });
+
+    await stopNode(b);
+    await libA!.transaction(async (tx) => {
+      for (let i = 0; i < 2_000; i++) await tx.upsert('note', { id: `while-b-was-down-${i}`, title: `note ${i}`, body: null });
+    });
+
+    // The raw member pulls again as soon as each reply arrives, busy or not, for the whole test.
+    let pulling = true;
+    let served = 0;
+    const loop = (async () => {
+      for (let req = 1; pulling && !puller.end; req++) {
+        await puller.send({ t: 'pull-shared', library: libA!.id, req, after: {}, maxRecords: 1, maxBytes: 1_000 });
+        await waitFor(() => puller.end !== undefined || puller.received.some((m) => 'req' in m && m.req === req), `the reply to pull ${req}`);
+        if (puller.of('shared-page').some((m) => m.req === req)) served += 1;
+      }
+    })();
+    await waitFor(() => served >= 3, 'the raw member to hold the serving slot');
+
+    const restartedAt = Date.now();
+    b = await startNode(dirB, { sync: syncB });
+    const libB2 = b.library(libA!.id);
+    const caughtUp = async () => (await libB2.syncHistory()).find((r) => r.startedAt >= restartedAt && r.outcome === 'done');
+    await waitFor(async () => (await caughtUp()) !== undefined, "B's catch-up to complete", 60_000);
+    await waitForConvergence([libA!, libB2]);
+    // B did wait for the slot, and the raw member is served on, in its turns.
+    const run = (await caughtUp())!;
+    expect(run).toMatchObject({ kind: 'catch-up', added: 2_000 });
+    expect(run.busyReplies).toBeGreaterThan(0);
+    const servedBefore = served;
+    await waitFor(() => served > servedBefore, 'the raw member to be served again');
+    pulling = false;
+    await loop;
+    expect(puller.end).toBeUndefined();
+  }, 120_000);
+});

@@ -6,6 +6,7 @@ import type { FrameStream, Transport } from '../protocol/transport.js';
 import type { Invite } from './invite-code.js';
 import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
+import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
 import { errorFromWire, isBadInput, isPeerReported } from './wire-errors.js';
 
@@ -48,8 +49,8 @@ export class SyncNetwork {
   private protocolErrorCount = 0;
   /** Inbound streams of peers that are members of no library here, still in their handshake. */
   private strangerHandshakes = 0;
-  /** Sessions (library and peer) served a pull recently: the catch-ups this node is serving. */
-  private readonly serving = new Map<string, number>();
+  /** The catch-ups this node is serving, by session (library and peer). */
+  private readonly serving: ServingSlots;
   private stopped = false;
 
   constructor(
@@ -65,6 +66,7 @@ export class SyncNetwork {
       onSessionError: (event: SessionErrorEvent) => void;
     },
   ) {
+    this.serving = new ServingSlots(options.maxConcurrentServes, options.now);
     transport.handle((stream) => this.acceptWithinBudget(stream));
     transport.setKnownPeers((peer) => this.isKnownPeer(peer));
     transport.onConnectionChange((peer, connected) => {
@@ -272,17 +274,9 @@ export class SyncNetwork {
     }
   }
 
-  /**
-   * A node serves at most `maxConcurrentServes` catch-ups at once; a session counts as one
-   * while its pulls keep coming (within SERVE_IDLE_MS of each other). Others are answered busy.
-   */
+  /** A node serves at most `maxConcurrentServes` catch-ups at once, fairly (`ServingSlots`). */
   mayServe(library: string, peer: string): boolean {
-    const key = sessionKey(library, peer);
-    const now = this.now();
-    for (const [other, at] of this.serving) if (now - at > SERVE_IDLE_MS) this.serving.delete(other);
-    if (!this.serving.has(key) && this.serving.size >= this.options.maxConcurrentServes) return false;
-    this.serving.set(key, now);
-    return true;
+    return this.serving.mayServe(sessionKey(library, peer));
   }
 
   /** Counts protocol violations and tells the node's listeners. */
@@ -332,8 +326,6 @@ export class SyncNetwork {
   }
 }
 
-/** A served session that has not pulled for this long no longer holds a serving slot. */
-const SERVE_IDLE_MS = 2_000;
 /** Inbound streams of non-members in their handshake, node-wide, at most. */
 const MAX_STRANGER_HANDSHAKES = 16;
 
