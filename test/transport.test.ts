@@ -9,13 +9,15 @@ import { libp2pStream } from './helpers/raw-peer.js';
 const PROTOCOL = '/leaderless-sync-test/1.0.0';
 const started: Libp2pTransport[] = [];
 
-async function startTransport(maxFrameBytes = 1024): Promise<Libp2pTransport> {
+async function startTransport(maxFrameBytes = 1024, maxFirstFrameBytes = maxFrameBytes, maxStrangerConnections = 8): Promise<Libp2pTransport> {
   const transport = await Libp2pTransport.start({
     privateKey: await generateKeyPair('Ed25519'),
     listen: ['/ip4/127.0.0.1/tcp/0'],
     protocol: PROTOCOL,
     maxFrameBytes,
+    maxFirstFrameBytes,
     maxStreams: 8,
+    maxStrangerConnections,
   });
   started.push(transport);
   return transport;
@@ -109,7 +111,49 @@ describe('libp2p transport', () => {
     const inStream = await inbound;
     await expect(async () => {
       for await (const _ of inStream.frames()) void _;
-    }).rejects.toThrow(/length/i);
+    }).rejects.toThrow(/of 101 bytes exceeds the limit of 100/);
+  });
+
+  it('holds the first frame of a stream to the smaller handshake limit, later ones to the frame limit', async () => {
+    const a = await startTransport();
+    const b = await startTransport(1000, 100);
+    const inbound: FrameStream[] = [];
+    b.handle((stream) => inbound.push(stream));
+    await a.connect(b.localPeer, b.addresses());
+    const first = await a.openStream(b.localPeer);
+    await first.send(new Uint8Array(100).fill(1));
+    await first.send(new Uint8Array(1000).fill(2));
+    await waitFor(() => inbound.length === 1, 'the first stream');
+    const accepted = inbound[0]!.frames()[Symbol.asyncIterator]();
+    expect((await accepted.next()).value).toHaveLength(100);
+    expect((await accepted.next()).value).toHaveLength(1000);
+
+    const oversize = await a.openStream(b.localPeer);
+    await oversize.send(new Uint8Array(101));
+    await waitFor(() => inbound.length === 2, 'the second stream');
+    await expect(async () => {
+      for await (const _ of inbound[1]!.frames()) void _;
+    }).rejects.toThrow(/first frame \(handshake\) of 101 bytes exceeds the limit of 100/);
+  });
+
+  it('admits only a few connections of peers it does not know, and every known peer', async () => {
+    // At most five connection attempts: libp2p refuses a sixth within a second from one host.
+    const node = await startTransport(1024, 1024, 2);
+    const [s1, s2, s3] = [await startTransport(), await startTransport(), await startTransport()];
+    await s1.connect(node.localPeer, node.addresses());
+    await s2.connect(node.localPeer, node.addresses());
+    await waitFor(() => node.isConnected(s1.localPeer) && node.isConnected(s2.localPeer), 'two strangers connected');
+    // The third is refused right after its Noise handshake (its dial may resolve just before
+    // the refusal arrives): no stream can open.
+    await s3.connect(node.localPeer, node.addresses()).catch(() => undefined);
+    await expect(s3.openStream(node.localPeer)).rejects.toThrow(NetworkError);
+    expect(node.isConnected(s3.localPeer)).toBe(false);
+
+    node.setKnownPeers((peer) => peer === s3.localPeer);
+    await s3.connect(node.localPeer, node.addresses());
+    const inbound = new Promise<FrameStream>((resolve) => node.handle(resolve));
+    await (await s3.openStream(node.localPeer)).send(new Uint8Array([1]));
+    expect((await inbound).remotePeer).toBe(s3.localPeer);
   });
 
   it('a reset by the remote fails reading and every later send with a NetworkError that says so', async () => {

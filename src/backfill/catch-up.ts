@@ -244,7 +244,10 @@ export class CatchUp {
         await this.snapshotFrom(session, run, checkpoint);
         continue;
       }
+      const before = run.done;
       if (!(await this.pullLog(session, run))) await this.snapshotFrom(session, run, undefined);
+      // An empty page: the partner serves nothing more; `pullFrom` judges what it advertised.
+      else if (run.done === before) return;
     }
   }
 

@@ -250,6 +250,11 @@ export class Library {
     return Object.fromEntries(this.counters.vector);
   }
 
+  /** Whether this library holds changes of `origin`, or device-owned rows of it as owner. */
+  holdsOrigin(origin: string): boolean {
+    return this.counters.vector.has(origin) || this.counters.ownerVersions.has(origin);
+  }
+
   /** The HLC high-water mark of this device's clock, encoded. */
   clockHighWater(): string {
     return encodeHlc(this.ctx.clock.last());

@@ -6,12 +6,12 @@ import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
-import { LengthPrefixedDecoder } from '@libp2p/utils';
 import { webSockets } from '@libp2p/websockets';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
+import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
 import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
@@ -23,13 +23,23 @@ export interface Libp2pTransportOptions {
   protocol: string;
   /** Largest frame accepted; a larger one resets the stream. */
   maxFrameBytes: number;
+  /** Largest first frame of a stream (the handshake); a larger one resets the stream. */
+  maxFirstFrameBytes: number;
   /** Concurrent sync streams per connection and direction (one per shared library plus requests). */
   maxStreams: number;
+  /** Open connections with peers that are not known (see `setKnownPeers`), at most. */
+  maxStrangerConnections: number;
 }
+
+/** Streams per connection of the other protocols mounted (identify, its push, ping), at most. */
+const OTHER_PROTOCOL_STREAMS = 8;
+/** Inbound connections still in their Noise/Yamux upgrade, at most (libp2p's default is 10). */
+const MAX_PENDING_UPGRADES = 8;
 
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {
   private readonly listeners: ConnectionListener[] = [];
+  private isKnown: (peer: string) => boolean = () => false;
 
   private constructor(
     private readonly node: Libp2p,
@@ -40,15 +50,21 @@ export class Libp2pTransport implements Transport {
   }
 
   static async start(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
+    let transport: Libp2pTransport | undefined;
+    const streams = options.maxStreams + OTHER_PROTOCOL_STREAMS;
     const node = await createLibp2p({
       privateKey: options.privateKey,
       addresses: { listen: [...options.listen] },
       transports: [tcp(), webSockets()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [yamux({ maxInboundStreams: streams, maxOutboundStreams: streams })],
+      connectionManager: { maxIncomingPendingConnections: MAX_PENDING_UPGRADES },
+      // Right after Noise, before a muxer exists: the first point where the PeerId is known.
+      connectionGater: { denyInboundEncryptedConnection: (peer) => transport?.refusesStranger(peer.toString()) ?? false },
       services: { identify: identify(), ping: ping() },
     });
-    return new Libp2pTransport(node, options);
+    transport = new Libp2pTransport(node, options);
+    return transport;
   }
 
   get localPeer(): string {
@@ -63,7 +79,7 @@ export class Libp2pTransport implements Transport {
     void this.node.handle(
       this.options.protocol,
       (stream: Stream, connection: Connection) => {
-        handler(new Libp2pFrameStream(stream, connection.remotePeer.toString(), this.options.maxFrameBytes));
+        handler(new Libp2pFrameStream(stream, connection.remotePeer.toString(), this.frameLimits()));
       },
       { maxInboundStreams: this.options.maxStreams, maxOutboundStreams: this.options.maxStreams },
     );
@@ -88,7 +104,7 @@ export class Libp2pTransport implements Transport {
   async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
     try {
       const stream = await this.node.dialProtocol(peerIdFromString(peer), this.options.protocol, { signal });
-      return new Libp2pFrameStream(stream, peer, this.options.maxFrameBytes);
+      return new Libp2pFrameStream(stream, peer, this.frameLimits());
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') {
         // The peer runs libp2p but not this protocol id: another major version (or no sync).
@@ -110,6 +126,10 @@ export class Libp2pTransport implements Transport {
     this.listeners.push(listener);
   }
 
+  setKnownPeers(isKnown: (peer: string) => boolean): void {
+    this.isKnown = isKnown;
+  }
+
   async stop(): Promise<void> {
     this.listeners.length = 0;
     await this.node.stop();
@@ -117,6 +137,17 @@ export class Libp2pTransport implements Transport {
 
   private emit(peer: string, connected: boolean): void {
     for (const listener of this.listeners) listener(peer, connected);
+  }
+
+  private frameLimits(): FrameLimits {
+    return { firstFrameBytes: this.options.maxFirstFrameBytes, frameBytes: this.options.maxFrameBytes };
+  }
+
+  /** A peer this node does not know gets a connection only while few others have one. */
+  private refusesStranger(peer: string): boolean {
+    if (this.isKnown(peer)) return false;
+    const strangers = this.node.getConnections().filter((c) => !this.isKnown(c.remotePeer.toString())).length;
+    return strangers >= this.options.maxStrangerConnections;
   }
 }
 
@@ -130,7 +161,7 @@ class Libp2pFrameStream implements FrameStream {
   constructor(
     private readonly stream: Stream,
     readonly remotePeer: string,
-    private readonly maxFrameBytes: number,
+    private readonly limits: FrameLimits,
   ) {}
 
   async send(frame: Uint8Array): Promise<void> {
@@ -147,15 +178,12 @@ class Libp2pFrameStream implements FrameStream {
   }
 
   async *frames(): AsyncIterable<Uint8Array> {
-    const decoder = new LengthPrefixedDecoder({
-      maxDataLength: this.maxFrameBytes,
-      maxBufferSize: this.maxFrameBytes + 16,
-    });
+    const decoder = new FrameDecoder(this.limits);
     try {
       for await (const chunk of this.stream) {
         let frames: Uint8Array[];
         try {
-          frames = [...decoder.decode(chunk)].map((f) => f.subarray());
+          frames = [...decoder.push(chunk.subarray())];
         } catch (err) {
           // Oversize or malformed length prefix: the peer broke the framing.
           throw new ProtocolError(`bad frame from ${this.remotePeer}: ${describeError(err)}`);

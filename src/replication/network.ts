@@ -6,6 +6,7 @@ import type { FrameStream, Transport } from '../protocol/transport.js';
 import type { Invite } from './invite-code.js';
 import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
+import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
 import { errorFromWire, isBadInput, isPeerReported } from './wire-errors.js';
 
@@ -49,8 +50,10 @@ export class SyncNetwork {
   private readonly awaitingMemberRow = new Map<string, { since: number; refusals: number }>();
   private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private protocolErrorCount = 0;
-  /** Sessions (library and peer) served a pull recently: the catch-ups this node is serving. */
-  private readonly serving = new Map<string, number>();
+  /** Inbound streams of peers that are members of no library here, still in their handshake. */
+  private strangerHandshakes = 0;
+  /** The catch-ups this node is serving, by session (library and peer). */
+  private readonly serving: ServingSlots;
   private stopped = false;
 
   constructor(
@@ -66,7 +69,9 @@ export class SyncNetwork {
       onSessionError: (event: SessionErrorEvent) => void;
     },
   ) {
-    transport.handle((stream) => void this.accept(stream));
+    this.serving = new ServingSlots(options.maxConcurrentServes, options.now);
+    transport.handle((stream) => this.acceptWithinBudget(stream));
+    transport.setKnownPeers((peer) => this.isKnownPeer(peer));
     transport.onConnectionChange((peer, connected) => {
       if (connected) this.backoff.delete(peer);
       for (const replicator of this.replicators.values()) {
@@ -219,6 +224,30 @@ export class SyncNetwork {
     }
   }
 
+  /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
+  private isKnownPeer(peer: string): boolean {
+    for (const replicator of this.replicators.values()) if (replicator.memberByPeer(peer)) return true;
+    return false;
+  }
+
+  /**
+   * Memory held for peers that are not members has a node-wide budget: at most
+   * MAX_STRANGER_HANDSHAKES of their streams wait for a first frame (each at most the handshake
+   * frame limit); a stream beyond it is reset at once, unread.
+   */
+  private acceptWithinBudget(stream: FrameStream): void {
+    if (this.isKnownPeer(stream.remotePeer)) {
+      void this.accept(stream);
+      return;
+    }
+    if (this.strangerHandshakes >= MAX_STRANGER_HANDSHAKES) {
+      stream.abort(new NetworkError(`too many handshakes of non-members in progress (${MAX_STRANGER_HANDSHAKES})`));
+      return;
+    }
+    this.strangerHandshakes += 1;
+    void this.accept(stream).finally(() => (this.strangerHandshakes -= 1));
+  }
+
   /** An inbound stream: its first frame is a hello (session) or a join (invite). */
   private async accept(stream: FrameStream): Promise<void> {
     const frames = stream.frames()[Symbol.asyncIterator]();
@@ -255,17 +284,9 @@ export class SyncNetwork {
     }
   }
 
-  /**
-   * A node serves at most `maxConcurrentServes` catch-ups at once; a session counts as one
-   * while its pulls keep coming (within SERVE_IDLE_MS of each other). Others are answered busy.
-   */
+  /** A node serves at most `maxConcurrentServes` catch-ups at once, fairly (`ServingSlots`). */
   mayServe(library: string, peer: string): boolean {
-    const key = sessionKey(library, peer);
-    const now = this.now();
-    for (const [other, at] of this.serving) if (now - at > SERVE_IDLE_MS) this.serving.delete(other);
-    if (!this.serving.has(key) && this.serving.size >= this.options.maxConcurrentServes) return false;
-    this.serving.set(key, now);
-    return true;
+    return this.serving.mayServe(sessionKey(library, peer));
   }
 
   /** Counts protocol violations and tells the node's listeners. */
@@ -341,8 +362,8 @@ export class SyncNetwork {
   }
 }
 
-/** A served session that has not pulled for this long no longer holds a serving slot. */
-const SERVE_IDLE_MS = 2_000;
+/** Inbound streams of non-members in their handshake, node-wide, at most. */
+const MAX_STRANGER_HANDSHAKES = 16;
 
 /** How long, and how often, a session refused for a member row not yet synced is retried quietly. */
 const MEMBER_ROW_GRACE_MS = 30_000;
