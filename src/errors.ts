@@ -12,6 +12,7 @@ export const SYNC_ERROR_CODES = [
   'MODEL_DEFINITION',
   'SCHEMA_MISMATCH',
   'STOPPED',
+  'INTERNAL',
   'PROTOCOL',
   'PROTOCOL_VERSION',
   'NOT_MEMBER',
@@ -114,6 +115,16 @@ export class StoppedError extends SyncError {
   }
 }
 
+/**
+ * A failure of this node itself (its storage, a bug), not of a peer or of the network: what a
+ * foreign error (one that is not a `SyncError`) thrown inside the node is reported as.
+ */
+export class InternalError extends SyncError {
+  constructor(message: string) {
+    super('INTERNAL', message);
+  }
+}
+
 /** A peer sent a frame that is not a valid message (size, encoding, shape, library, order). */
 export class ProtocolError extends SyncError {
   constructor(message: string) {
@@ -177,4 +188,27 @@ export class AbortedError extends SyncError {
   constructor(message = 'aborted') {
     super('ABORTED', message);
   }
+}
+
+/**
+ * What a thrown value says, never empty: libp2p throws errors that have a name and no message
+ * (`StreamClosedError`), and some of its failures arrive as events rather than Errors.
+ */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const name = err.name || 'Error';
+    return err.message ? `${name}: ${err.message}` : name;
+  }
+  const type = (err as { type?: unknown } | null)?.type;
+  if (typeof type === 'string' && type !== '') return `${type} event`;
+  return String(err) || 'an error without a description';
+}
+
+/**
+ * `err` if it is a `SyncError`; else a typed error, made by `wrap`, with what `err` says. By
+ * default a foreign error is this node's own failure (`INTERNAL`): the edges (the transport)
+ * turn theirs into typed errors before they reach the core.
+ */
+export function toSyncError(err: unknown, wrap: (description: string) => SyncError = (d) => new InternalError(d)): SyncError {
+  return err instanceof SyncError ? err : wrap(describeError(err));
 }

@@ -650,13 +650,11 @@ describe('backfill', () => {
       const busyReplies = await Promise.all([libB, libC].map(async (lib) => (await lib.syncHistory())[0]!.busyReplies));
       expect(Math.max(...busyReplies)).toBeGreaterThan(0);
 
-      // Observable: A served one backfill at a time. The second joiner received its first
-      // page only after the first joiner's last one, and its run waited at least one busy
-      // retry (500 ms) between its start and that page.
-      const [firstLib, secondLib] = [libB, libC].sort((x, y) => progress.get(x)![0]!.at - progress.get(y)![0]!.at) as [Library, Library];
-      const firstPages = progress.get(firstLib)!;
+      // Observable: A served one backfill at a time. The joiner served second waited at least
+      // one busy retry (500 ms) between its run's start and its first page. (Serving is fair:
+      // once the first joiner's lease is over, the two may take turns; see serving-slots.)
+      const [, secondLib] = [libB, libC].sort((x, y) => progress.get(x)![0]!.at - progress.get(y)![0]!.at) as [Library, Library];
       const secondPages = progress.get(secondLib)!;
-      expect(secondPages[0]!.at).toBeGreaterThanOrEqual(firstPages.at(-1)!.at);
       const secondRun = (await secondLib.syncHistory())[0]!;
       expect(secondRun).toMatchObject({ kind: 'backfill', outcome: 'done' });
       expect(secondPages[0]!.at - secondRun.startedAt).toBeGreaterThanOrEqual(500);

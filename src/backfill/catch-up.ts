@@ -1,11 +1,11 @@
-import { BusyError, ProtocolError, SyncError } from '../errors.js';
+import { BusyError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
 import type { Library, SnapshotCheckpoint } from '../library/library.js';
 import type { SnapshotPosition } from '../library/snapshot.js';
 import type { RemoteCounts } from '../library/remote-apply.js';
 import type { VersionVector } from '../peer-log/types.js';
 import { checkClaim, chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
-import { isBadInput } from '../replication/wire-errors.js';
+import { isBadInput, isPeerReported } from '../replication/wire-errors.js';
 import { coalescing } from '../util/coalescing.js';
 import { insertRun, markInterrupted, type SyncCheckpoint, type SyncRun, updateRun } from './history.js';
 
@@ -158,7 +158,7 @@ export class CatchUp {
         this.host.onChange();
       }
     } catch (err) {
-      this.failure = err instanceof SyncError ? err : new SyncError('PROTOCOL', String((err as Error)?.message ?? err));
+      this.failure = toSyncError(err);
       if (run) await this.endRun(run, 'failed', this.failure.message).catch(() => undefined);
     } finally {
       this.running = false;
@@ -168,9 +168,11 @@ export class CatchUp {
   }
 
   /**
-   * Busy: ask again after its delay, or another partner meanwhile. A lost or silent partner,
-   * or one that sent bad data: end its session (reported like any failed session) and go on
-   * with another. Anything else is this device's own failure and ends the run.
+   * Busy: ask again after its delay, or another partner meanwhile. A lost or silent partner
+   * (its session closed, whether before or after the pull failed: `NETWORK`, `TIMEOUT`,
+   * `STOPPED`), one that sent bad data, or one that reported an error: end its session
+   * (reported like any failed session) and go on with another. Anything else is this device's
+   * own failure and ends the run.
    */
   private onPullFailed(session: Session, run: Run, err: unknown): void {
     this.current = undefined;
@@ -179,12 +181,12 @@ export class CatchUp {
       run.busyReplies += 1;
       return;
     }
-    if (!(err instanceof Error)) throw err;
-    if (session.state === 'closed' || isTransient(err) || isBadInput(err)) {
-      session.close(err);
+    const error = toSyncError(err);
+    if (session.state === 'closed' || isTransient(error) || isBadInput(error) || isPeerReported(error)) {
+      session.close(error);
       return;
     }
-    throw err;
+    throw error;
   }
 
   private choose(ahead: Session[]): Session | undefined {
@@ -243,7 +245,10 @@ export class CatchUp {
         await this.snapshotFrom(session, run, checkpoint);
         continue;
       }
+      const before = run.done;
       if (!(await this.pullLog(session, run))) await this.snapshotFrom(session, run, undefined);
+      // An empty page: the partner serves nothing more; `pullFrom` judges what it advertised.
+      else if (run.done === before) return;
     }
   }
 
@@ -418,7 +423,6 @@ function compareUtf8(a: string, b: string): number {
 }
 
 /** Failures of the partner or the link: another partner may serve. */
-function isTransient(err: Error): boolean {
-  const code = (err as { code?: string }).code;
-  return code === 'TIMEOUT' || code === 'NETWORK' || code === 'STOPPED';
+function isTransient(err: SyncError): boolean {
+  return err.code === 'TIMEOUT' || err.code === 'NETWORK' || err.code === 'STOPPED';
 }

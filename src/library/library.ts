@@ -250,6 +250,11 @@ export class Library {
     return Object.fromEntries(this.counters.vector);
   }
 
+  /** Whether this library holds changes of `origin`, or device-owned rows of it as owner. */
+  holdsOrigin(origin: string): boolean {
+    return this.counters.vector.has(origin) || this.counters.ownerVersions.has(origin);
+  }
+
   /** The HLC high-water mark of this device's clock, encoded. */
   clockHighWater(): string {
     return encodeHlc(this.ctx.clock.last());
@@ -493,7 +498,8 @@ export class Library {
 
   /**
    * Runs `fn` in a transaction with a fresh batch; on commit, persists the clock high-water
-   * mark with the data and adopts the batch's counters, then emits change events.
+   * mark with the data and adopts the batch's counters, then emits change events. The mark is
+   * taken after the clock received every clock the batch stored (`WriteBatch.highWater`).
    */
   private async write<T>(fn: (batch: WriteBatch) => Promise<T>): Promise<T> {
     this.assertOpen();
@@ -501,10 +507,10 @@ export class Library {
     await this.turns.turn();
     this.assertOpen();
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock);
       const value = await fn(batch);
       await batch.flush();
-      const highWater = encodeHlc(this.ctx.clock.last());
+      const highWater = batch.highWater();
       await trx
         .insertInto('sync_meta')
         .values({ key: 'hlc', value: highWater })

@@ -1,9 +1,10 @@
 import { v5 as uuidv5 } from 'uuid';
 import { NotFoundError, OwnershipError, ValidationError } from '../errors.js';
-import { encodeHlc, type HlcClock } from '../hlc/index.js';
+import type { HlcClock } from '../hlc/index.js';
 import type { DeviceModel, Model, SharedModel } from '../models/define.js';
+import { newestClockOf } from '../models/merge.js';
 import type { ModelRegistry } from '../models/registry.js';
-import type { Change, ChangeOp, Row, SharedRowState, StoredValues } from '../models/types.js';
+import type { Change, ChangeOp, OwnedRowState, Row, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkRecordSize, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
 import type { ModelTable } from '../storage/model-table.js';
 import { newRecordId } from '../util/ids.js';
@@ -45,12 +46,14 @@ export class LocalWriter {
     if (model.ownership === 'device') {
       const id = input.id === undefined ? newRecordId() : checkRecordId(model, input.id);
       const current = input.id === undefined ? undefined : await this.ownedRow(model, id);
-      return this.writeOwned(model, id, current === undefined ? 'upsert' : 'update', values, false);
+      return this.writeOwned(model, id, current === undefined ? 'upsert' : 'update', values, false, current);
     }
     const id = this.sharedId(model, input.id, values);
     // No read is needed when the stored row cannot matter: a freshly generated id does not exist
     // yet, and under row-level LWW a local upsert replaces the row whole, with a clock newer than
-    // any stored (the clock receives every applied one; the table keeps a newer row regardless).
+    // any stored (every transaction that stores a clock makes the clock receive it, see
+    // `WriteBatch`). The table keeps a newer stored row regardless, and the batch fails the write
+    // if it ever does (`putLocalShared`), so a broken clock cannot make this write lose silently.
     const blind = model.conflict === 'lww' || (input.id === undefined && model.conflict !== 'union');
     return this.writeShared(model, { op: 'upsert', id, fields: values }, blind ? undefined : 'load');
   }
@@ -61,7 +64,7 @@ export class LocalWriter {
     const changes = storedFromPartial(model, partial);
     if (model.ownership === 'device') {
       const current = await this.liveOwnedRow(model, id);
-      return this.writeOwned(model, id, 'update', { ...current.values, ...changes }, false);
+      return this.writeOwned(model, id, 'update', { ...current.values, ...changes }, false, current);
     }
     const current = await this.liveSharedRow(model, id);
     if (model.conflict === 'lww') {
@@ -86,7 +89,7 @@ export class LocalWriter {
       const current = await this.liveOwnedRow(model, id);
       const cleared: StoredValues = {};
       for (const key of Object.keys(current.values)) cleared[key] = null;
-      await this.writeOwned(model, id, 'delete', cleared, true);
+      await this.writeOwned(model, id, 'delete', cleared, true, current);
       return;
     }
     const current = await this.liveSharedRow(model, id);
@@ -115,11 +118,13 @@ export class LocalWriter {
     }
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
-    const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc: encodeHlc(this.ctx.clock.now()) };
+    const hlc = this.batch.stamp();
+    if (before) assertNewer(hlc, newestClockOf(before), model, change.id);
+    const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc };
     const state = this.ctx.registry.applyShared(model, before, stamped);
     // The row is what a snapshot carries: a write must not grow it past the limit either.
     checkRecordSize(`${model.name} ${change.id} after this write`, state.values);
-    this.batch.putShared(table, state);
+    this.batch.putLocalShared(table, state);
     this.batch.appendLog({
       origin: this.ctx.deviceId,
       seq: this.batch.seqOf(this.ctx.deviceId) + 1,
@@ -140,26 +145,22 @@ export class LocalWriter {
     op: ChangeOp,
     values: StoredValues,
     deleted: boolean,
+    current: OwnedRowState | undefined,
   ): Promise<Row> {
     checkRecordSize(model.name, values);
     const owner = this.ctx.deviceId;
     const version = this.batch.versionOf(owner) + 1;
+    const hlc = this.batch.stamp();
+    if (current) assertNewer(hlc, current.hlc, model, id);
     this.batch.setVersion(owner, version);
-    this.batch.putOwned(this.table(model), {
-      id,
-      values,
-      owner,
-      version,
-      hlc: encodeHlc(this.ctx.clock.now()),
-      deleted,
-    });
+    this.batch.putOwned(this.table(model), { id, values, owner, version, hlc, deleted });
     this.batch.events.push({ model: model.name, id, op, origin: 'local' });
     if (this.batch.full) await this.batch.flush();
     return rowFromStored(model, id, values);
   }
 
   /** A device-owned row, if any; throws if it belongs to another device. */
-  private async ownedRow(model: DeviceModel, id: string) {
+  private async ownedRow(model: DeviceModel, id: string): Promise<OwnedRowState | undefined> {
     const current = await this.batch.loadOwned(this.table(model), id);
     if (current && current.owner !== this.ctx.deviceId) {
       throw new OwnershipError(
@@ -184,6 +185,18 @@ export class LocalWriter {
   private table(model: Model): ModelTable {
     return this.ctx.tables.get(model.name)!;
   }
+}
+
+/**
+ * A local write replaces a row only with a clock newer than every clock the row holds; otherwise
+ * it would resolve and lose (invariant 3 broken somewhere): fail the transaction instead.
+ */
+function assertNewer(hlc: string, newestHeld: string, model: Model, id: string): void {
+  if (hlc > newestHeld) return;
+  throw new Error(
+    `internal: the clock issued ${hlc} for a write of ${model.name} ${id}, which holds a clock as new as ` +
+      `${newestHeld} (HLC invariant broken); the transaction is rolled back`,
+  );
 }
 
 /**

@@ -195,12 +195,10 @@ export async function applyRemoteEntries(
     byModel.set(model, list);
   }
   for (const [model, modelEntries] of byModel) await applyToModel(ctx, batch, model, modelEntries, counts);
-  let maxHlc: string | undefined;
-  for (const entry of accepted) if (maxHlc === undefined || entry.hlc > maxHlc) maxHlc = entry.hlc;
-  // Log entries are appended in per-origin sequence order, as the batch requires.
+  // Log entries are appended in per-origin sequence order, as the batch requires. The batch
+  // makes the clock receive their clocks (and those of the rows) before the transaction ends.
   appendAccepted(batch, accepted, received);
   if (batch.full) await batch.flush();
-  if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
   result.applied = accepted.length;
   return result;
 }
@@ -300,18 +298,20 @@ function appendAccepted(batch: WriteBatch, accepted: readonly LogEntry[], receiv
       whole.set(`${chunk.origin}:${chunk.firstSeq}`, chunk);
     }
   }
-  let storedOrigin = '';
-  let storedThrough = 0;
-  for (const entry of accepted) {
-    if (entry.origin === storedOrigin && entry.seq <= storedThrough) continue;
+  for (let i = 0; i < accepted.length; ) {
+    const entry = accepted[i]!;
     const chunk = whole.get(`${entry.origin}:${entry.seq}`);
-    if (chunk) {
-      batch.appendChunk(chunk);
-      storedOrigin = chunk.origin;
-      storedThrough = chunk.lastSeq;
-    } else {
+    if (!chunk) {
       batch.appendLog(entry);
+      i += 1;
+      continue;
     }
+    // The chunk's entries are the next ones of `accepted` (one origin, consecutive seqs).
+    const end = i + chunk.lastSeq - chunk.firstSeq + 1;
+    let newest = entry.hlc;
+    for (let k = i + 1; k < end; k++) if (accepted[k]!.hlc > newest) newest = accepted[k]!.hlc;
+    batch.appendChunk(chunk, newest);
+    i = end;
   }
 }
 
@@ -391,7 +391,6 @@ export async function applyRemoteOwned(
   if (coverage && rows.some((r) => r.owner !== coverage.owner || r.version <= coverage.from || r.version > coverage.to)) {
     throw new ValidationError(`rows fall outside the covered versions (${coverage.from}, ${coverage.to}] of ${coverage.owner}`);
   }
-  let maxHlc: string | undefined;
   for (const row of rows) {
     const model = ctx.registry.get(row.model);
     const table = ctx.tables.get(model.name)!;
@@ -416,10 +415,8 @@ export async function applyRemoteOwned(
     });
     batch.events.push({ model: model.name, id: row.id, op: row.deleted ? 'delete' : 'upsert', origin: 'remote' });
     if (batch.full) await batch.flush();
-    if (maxHlc === undefined || row.hlc > maxHlc) maxHlc = row.hlc;
     result.applied += 1;
   }
-  if (maxHlc !== undefined) ctx.clock.receive(decodeHlc(maxHlc));
   if (coverage && coverage.owner !== ctx.deviceId && coverage.from <= batch.versionOf(coverage.owner)) {
     result.advanced = coverage.to > batch.versionOf(coverage.owner);
     batch.setVersion(coverage.owner, coverage.to);

@@ -1,4 +1,6 @@
 import { CompiledQuery, type Kysely } from 'kysely';
+import { decodeHlc, encodeHlc, type HlcClock } from '../hlc/index.js';
+import { newestClockOf } from '../models/merge.js';
 import { appendEntries, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
 import type { Chunk } from '../peer-log/chunk.js';
 import type { LogEntry } from '../peer-log/types.js';
@@ -35,6 +37,12 @@ type Pending<S> = Map<ModelTable, Map<string, S>>;
  * The state of one write transaction: rows and log entries accumulate in memory (bounded) and
  * are written with multi-row statements, counters advance in a private copy. Reads inside the
  * transaction see pending rows first, then the database.
+ *
+ * It is also where the clock learns of clocks from elsewhere (invariant 3): every row state, log
+ * entry and chunk put here has its newest clock noted (a string comparison), and the clock
+ * receives the newest one before it stamps a local write (`stamp`) and before the transaction
+ * persists its high-water mark (`highWater`). So whatever path stores a clock, the clock moves
+ * past it in the same transaction, and the persisted mark covers it across restarts.
  */
 export class WriteBatch {
   readonly events: ChangeEvent[] = [];
@@ -50,13 +58,49 @@ export class WriteBatch {
   private readonly changedOrigins = new Set<string>();
   private readonly changedOwners = new Set<string>();
   private readonly prunedPrefixes = new Map<string, number>();
+  /** The newest clock put in this transaction that the clock has not received yet. */
+  private unreceived: string | null = null;
+  /**
+   * A value the clock has reached (the last one stamped or received here): clocks at or below it
+   * need no receive, which keeps a local write's own clocks from costing anything.
+   */
+  private covered = '';
+  /** Pending shared row states written by local writes: the table must take every one. */
+  private readonly localStates = new Set<SharedRowState>();
 
   constructor(
     readonly db: Kysely<InternalTables>,
     committed: SyncCounters,
+    private readonly clock: HlcClock,
   ) {
     this.vector = new Map(committed.vector);
     this.ownerVersions = new Map(committed.ownerVersions);
+  }
+
+  /** A clock for a local write: above every clock stored so far, this transaction's included. */
+  stamp(): string {
+    this.receiveStored();
+    this.covered = encodeHlc(this.clock.now());
+    return this.covered;
+  }
+
+  /** The clock's high-water mark to persist with this transaction: it covers every clock stored. */
+  highWater(): string {
+    this.receiveStored();
+    return encodeHlc(this.clock.last());
+  }
+
+  private receiveStored(): void {
+    const newest = this.unreceived;
+    if (newest === null) return;
+    this.unreceived = null;
+    // The clock is shared by the device's libraries and may be past `covered` already.
+    if (newest > encodeHlc(this.clock.last())) this.clock.receive(decodeHlc(newest));
+    this.covered = encodeHlc(this.clock.last());
+  }
+
+  private observe(hlc: string): void {
+    if (hlc > (this.unreceived ?? this.covered)) this.unreceived = hlc;
   }
 
   counters(): SyncCounters {
@@ -126,6 +170,7 @@ export class WriteBatch {
    */
   async insertIfAbsent(table: ModelTable, states: readonly SharedRowState[]): Promise<SharedRowState[]> {
     const notWritten: SharedRowState[] = [];
+    for (const state of states) this.observe(newestClockOf(state));
     for (let start = 0; start < states.length; start += table.rowsPerStatement) {
       const chunk = states.slice(start, start + table.rowsPerStatement);
       const out: StoredValue[] = [];
@@ -144,25 +189,39 @@ export class WriteBatch {
   }
 
   putShared(table: ModelTable, state: SharedRowState): void {
+    this.observe(newestClockOf(state));
     this.put(this.shared, table, state);
   }
 
+  /**
+   * `putShared` for a local write, whose clock is the newest of the row: the write fails at flush
+   * if the table keeps a stored row instead (row-level LWW tables keep a newer stored row).
+   */
+  putLocalShared(table: ModelTable, state: SharedRowState): void {
+    this.putShared(table, state);
+    this.localStates.add(state);
+  }
+
   putOwned(table: ModelTable, state: OwnedRowState): void {
+    this.observe(state.hlc);
     this.put(this.owned, table, state);
   }
 
   /**
    * Appends a whole chunk as received (already decoded and validated by the caller), so it is
    * stored without being encoded again; its first seq must extend the origin's prefix.
+   * `newestHlc` is the newest clock of its entries (the caller decoded them).
    */
-  appendChunk(chunk: Chunk): void {
+  appendChunk(chunk: Chunk, newestHlc: string): void {
     this.extendPrefix(chunk.origin, chunk.firstSeq, chunk.lastSeq);
+    this.observe(newestHlc);
     this.chunks.push(chunk);
   }
 
   /** Appends a log entry; its seq must extend the origin's contiguous prefix. */
   appendLog(entry: LogEntry): void {
     this.extendPrefix(entry.origin, entry.seq, entry.seq);
+    this.observe(entry.hlc);
     this.log.push(entry);
   }
 
@@ -192,10 +251,11 @@ export class WriteBatch {
 
   /** Writes everything pending, including counters. The caller commits the transaction. */
   async flush(): Promise<void> {
-    for (const [table, rows] of this.shared) await this.writeRows(table, rows, (s, out) => table.sharedParams(s, out));
-    for (const [table, rows] of this.owned) await this.writeRows(table, rows, (s, out) => table.ownedParams(s, out));
+    for (const [table, rows] of this.shared) await this.writeShared(table, [...rows.values()]);
+    for (const [table, rows] of this.owned) await this.writeRows(table, [...rows.values()], (s, out) => table.ownedParams(s, out));
     this.shared.clear();
     this.owned.clear();
+    this.localStates.clear();
     await appendEntries(this.db, this.log, this.chunks);
     this.log = [];
     this.chunks = [];
@@ -221,17 +281,38 @@ export class WriteBatch {
     this.pendingCount += 1;
   }
 
+  /**
+   * Local rows go in statements of their own, which must write every row: a row-level LWW table
+   * keeps a stored row with a newer clock (see `ModelTable.upsertSql`), and a local write it
+   * kept would resolve and lose. That cannot happen while the clock covers every stored clock;
+   * if it does, the transaction fails instead. A remote row the table keeps is no loss (a custom
+   * apply may return a state no newer than the stored one).
+   */
+  private async writeShared(table: ModelTable, states: SharedRowState[]): Promise<void> {
+    const params = (s: SharedRowState, out: StoredValue[]) => table.sharedParams(s, out);
+    if (this.localStates.size === 0) return this.writeRows(table, states, params);
+    await this.writeRows(table, states.filter((s) => !this.localStates.has(s)), params);
+    await this.writeRows(table, states.filter((s) => this.localStates.has(s)), params, true);
+  }
+
+  /** Writes rows; with `mustWriteAll`, a row the table keeps instead fails the transaction. */
   private async writeRows<S>(
     table: ModelTable,
-    rows: Map<string, S>,
+    states: readonly S[],
     params: (state: S, out: StoredValue[]) => void,
+    mustWriteAll = false,
   ): Promise<void> {
-    const states = [...rows.values()];
     for (let start = 0; start < states.length; start += table.rowsPerStatement) {
       const chunk = states.slice(start, start + table.rowsPerStatement);
       const out: StoredValue[] = [];
       for (const state of chunk) params(state, out);
-      await runSql(this.db, table.upsertSql(chunk.length), out);
+      const { numAffectedRows } = await this.db.executeQuery(CompiledQuery.raw(table.upsertSql(chunk.length), out));
+      if (mustWriteAll && Number(numAffectedRows) !== chunk.length) {
+        throw new Error(
+          `internal: ${chunk.length - Number(numAffectedRows)} local ${table.model.name} write(s) lost to a stored row ` +
+            `with a newer clock (HLC invariant broken); the transaction is rolled back`,
+        );
+      }
     }
   }
 }

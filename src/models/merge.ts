@@ -141,6 +141,26 @@ export function mergeStates(model: SharedModel, a: SharedRowState, b: SharedRowS
   return sameState(a, merged) ? a : merged;
 }
 
+/**
+ * The newest of every clock a row state holds (row, upsert, delete and field clocks). Built-in
+ * rules keep `hlc` the newest, but a snapshot row or a custom apply's result may not, and every
+ * stored clock bounds what this device may issue next. String comparisons only: encoded clocks
+ * sort as their values.
+ */
+export function newestClockOf(state: SharedRowState): string {
+  let newest = state.hlc;
+  if (typeof state.upsertHlc === 'string' && state.upsertHlc > newest) newest = state.upsertHlc;
+  if (typeof state.deleteHlc === 'string' && state.deleteHlc > newest) newest = state.deleteHlc;
+  const fieldHlcs = state.fieldHlcs;
+  if (fieldHlcs) {
+    for (const name in fieldHlcs) {
+      const hlc = fieldHlcs[name];
+      if (typeof hlc === 'string' && hlc > newest) newest = hlc;
+    }
+  }
+  return newest;
+}
+
 function sameState(a: SharedRowState, b: SharedRowState): boolean {
   if (a.hlc !== b.hlc || a.deleted !== b.deleted || a.upsertHlc !== b.upsertHlc || a.deleteHlc !== b.deleteHlc) return false;
   const clocksA = Object.entries(a.fieldHlcs ?? {});

@@ -6,12 +6,12 @@ import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
-import { LengthPrefixedDecoder } from '@libp2p/utils';
 import { webSockets } from '@libp2p/websockets';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
-import { NetworkError, ProtocolError, ProtocolVersionError } from '../errors.js';
+import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
+import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
 import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
@@ -23,13 +23,23 @@ export interface Libp2pTransportOptions {
   protocol: string;
   /** Largest frame accepted; a larger one resets the stream. */
   maxFrameBytes: number;
+  /** Largest first frame of a stream (the handshake); a larger one resets the stream. */
+  maxFirstFrameBytes: number;
   /** Concurrent sync streams per connection and direction (one per shared library plus requests). */
   maxStreams: number;
+  /** Open connections with peers that are not known (see `setKnownPeers`), at most. */
+  maxStrangerConnections: number;
 }
+
+/** Streams per connection of the other protocols mounted (identify, its push, ping), at most. */
+const OTHER_PROTOCOL_STREAMS = 8;
+/** Inbound connections still in their Noise/Yamux upgrade, at most (libp2p's default is 10). */
+const MAX_PENDING_UPGRADES = 8;
 
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {
   private readonly listeners: ConnectionListener[] = [];
+  private isKnown: (peer: string) => boolean = () => false;
 
   private constructor(
     private readonly node: Libp2p,
@@ -40,15 +50,21 @@ export class Libp2pTransport implements Transport {
   }
 
   static async start(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
+    let transport: Libp2pTransport | undefined;
+    const streams = options.maxStreams + OTHER_PROTOCOL_STREAMS;
     const node = await createLibp2p({
       privateKey: options.privateKey,
       addresses: { listen: [...options.listen] },
       transports: [tcp(), webSockets()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [yamux({ maxInboundStreams: streams, maxOutboundStreams: streams })],
+      connectionManager: { maxIncomingPendingConnections: MAX_PENDING_UPGRADES },
+      // Right after Noise, before a muxer exists: the first point where the PeerId is known.
+      connectionGater: { denyInboundEncryptedConnection: (peer) => transport?.refusesStranger(peer.toString()) ?? false },
       services: { identify: identify(), ping: ping() },
     });
-    return new Libp2pTransport(node, options);
+    transport = new Libp2pTransport(node, options);
+    return transport;
   }
 
   get localPeer(): string {
@@ -63,7 +79,7 @@ export class Libp2pTransport implements Transport {
     void this.node.handle(
       this.options.protocol,
       (stream: Stream, connection: Connection) => {
-        handler(new Libp2pFrameStream(stream, connection.remotePeer.toString(), this.options.maxFrameBytes));
+        handler(new Libp2pFrameStream(stream, connection.remotePeer.toString(), this.frameLimits()));
       },
       { maxInboundStreams: this.options.maxStreams, maxOutboundStreams: this.options.maxStreams },
     );
@@ -83,20 +99,20 @@ export class Libp2pTransport implements Transport {
       }
     } catch (err) {
       if (err instanceof NetworkError) throw err;
-      throw new NetworkError(`cannot reach peer ${peer}: ${(err as Error).message}`);
+      throw new NetworkError(`cannot reach peer ${peer}: ${describeError(err)}`);
     }
   }
 
   async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
     try {
       const stream = await this.node.dialProtocol(peerIdFromString(peer), this.options.protocol, { signal });
-      return new Libp2pFrameStream(stream, peer, this.options.maxFrameBytes);
+      return new Libp2pFrameStream(stream, peer, this.frameLimits());
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') {
         // The peer runs libp2p but not this protocol id: another major version (or no sync).
         throw new ProtocolVersionError(this.options.protocol, `a version other than ${this.options.protocol}`);
       }
-      throw new NetworkError(`cannot open a sync stream to ${peer}: ${(err as Error).message}`);
+      throw new NetworkError(`cannot open a sync stream to ${peer}: ${describeError(err)}`);
     }
   }
 
@@ -112,6 +128,10 @@ export class Libp2pTransport implements Transport {
     this.listeners.push(listener);
   }
 
+  setKnownPeers(isKnown: (peer: string) => boolean): void {
+    this.isKnown = isKnown;
+  }
+
   async stop(): Promise<void> {
     this.listeners.length = 0;
     await this.node.stop();
@@ -119,6 +139,17 @@ export class Libp2pTransport implements Transport {
 
   private emit(peer: string, connected: boolean): void {
     for (const listener of this.listeners) listener(peer, connected);
+  }
+
+  private frameLimits(): FrameLimits {
+    return { firstFrameBytes: this.options.maxFirstFrameBytes, frameBytes: this.options.maxFrameBytes };
+  }
+
+  /** A peer this node does not know gets a connection only while few others have one. */
+  private refusesStranger(peer: string): boolean {
+    if (this.isKnown(peer)) return false;
+    const strangers = this.node.getConnections().filter((c) => !this.isKnown(c.remotePeer.toString())).length;
+    return strangers >= this.options.maxStrangerConnections;
   }
 }
 
@@ -143,45 +174,63 @@ function dialTargets(peer: string, addrs: readonly string[]): Multiaddr[] {
   return targets;
 }
 
-/** Varint-length-prefixed frames over a libp2p message stream. */
+/**
+ * Varint-length-prefixed frames over a libp2p message stream. Every error that leaves it is a
+ * `SyncError`: libp2p's own (a reset, `StreamClosedError` with no message, a refused write)
+ * become a `NetworkError` that names the peer, the operation and the libp2p error; a broken
+ * length prefix is a `ProtocolError`.
+ */
 class Libp2pFrameStream implements FrameStream {
   constructor(
     private readonly stream: Stream,
     readonly remotePeer: string,
-    private readonly maxFrameBytes: number,
+    private readonly limits: FrameLimits,
   ) {}
 
   async send(frame: Uint8Array): Promise<void> {
-    if (this.stream.status !== 'open') throw new NetworkError(`stream to ${this.remotePeer} is ${this.stream.status}`);
+    if (this.stream.status !== 'open') throw new NetworkError(`cannot send to ${this.remotePeer}: the sync stream is ${this.stream.status}`);
     const prefix = encodingLength(frame.byteLength);
     const framed = new Uint8Array(prefix + frame.byteLength);
     encodeUint8Array(frame.byteLength, framed);
     framed.set(frame, prefix);
-    if (!this.stream.send(framed)) await this.stream.onDrain();
+    try {
+      if (!this.stream.send(framed)) await this.stream.onDrain();
+    } catch (err) {
+      throw this.failure('sending', err);
+    }
   }
 
   async *frames(): AsyncIterable<Uint8Array> {
-    const decoder = new LengthPrefixedDecoder({
-      maxDataLength: this.maxFrameBytes,
-      maxBufferSize: this.maxFrameBytes + 16,
-    });
-    for await (const chunk of this.stream) {
-      let frames: Uint8Array[];
-      try {
-        frames = [...decoder.decode(chunk)].map((f) => f.subarray());
-      } catch (err) {
-        // Oversize or malformed length prefix: the peer broke the framing.
-        throw new ProtocolError(`bad frame from ${this.remotePeer}: ${(err as Error).message}`);
+    const decoder = new FrameDecoder(this.limits);
+    try {
+      for await (const chunk of this.stream) {
+        let frames: Uint8Array[];
+        try {
+          frames = [...decoder.push(chunk.subarray())];
+        } catch (err) {
+          // Oversize or malformed length prefix: the peer broke the framing.
+          throw new ProtocolError(`bad frame from ${this.remotePeer}: ${describeError(err)}`);
+        }
+        yield* frames;
       }
-      yield* frames;
+    } catch (err) {
+      throw this.failure('reading', err);
     }
   }
 
   async close(): Promise<void> {
-    await this.stream.close().catch(() => this.stream.abort(new NetworkError('close failed')));
+    await this.stream.close().catch((err: unknown) => this.stream.abort(this.failure('closing', err)));
   }
 
   abort(reason: Error): void {
     this.stream.abort(reason);
+  }
+
+  /**
+   * The typed error for a failed stream operation. A `SyncError` passes as it is: it is this
+   * node's own (the framing check, or the reason this side gave when it aborted the stream).
+   */
+  private failure(operation: string, err: unknown): SyncError {
+    return toSyncError(err, (cause) => new NetworkError(`sync stream with ${this.remotePeer} failed while ${operation}: ${cause}`));
   }
 }

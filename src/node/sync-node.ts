@@ -8,7 +8,7 @@ import { ModelRegistry } from '../models/registry.js';
 import { SYSTEM_MODELS } from '../models/system.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
-import { MAX_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
+import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
 import { decodeInvite } from '../replication/invite-code.js';
 import { type SessionErrorEvent, SyncNetwork } from '../replication/network.js';
 import { LibraryReplicator, type ReplicationTuning } from '../replication/replicator.js';
@@ -188,7 +188,9 @@ export class SyncNode {
         listen,
         protocol: PROTOCOL_ID,
         maxFrameBytes: MAX_FRAME_BYTES,
+        maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
         maxStreams: MAX_STREAMS_PER_CONNECTION,
+        maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
       });
       const network = new SyncNetwork(transport, deviceId, {
         backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
@@ -312,8 +314,13 @@ export class SyncNode {
   }
 }
 
-/** One stream per shared library and partner, plus short join streams. */
-const MAX_STREAMS_PER_CONNECTION = 256;
+/**
+ * One stream per library two devices share, plus short join streams: a few. Together with the
+ * handshake frame limit this bounds what one connection can make this node buffer.
+ */
+const MAX_STREAMS_PER_CONNECTION = 64;
+/** Connections with peers that are members of no library here (joiners, strangers), at once. */
+const MAX_STRANGER_CONNECTIONS = 8;
 
 function checkTuning(input: Partial<SyncTuning> | undefined): SyncTuning {
   const tuning = { ...DEFAULT_SYNC_TUNING, ...input };

@@ -17,15 +17,27 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const MAX_PAGE_RECORDS = 5_000;
 export const MAX_PAGE_BYTES = 1024 * 1024;
 
-export const MAX_VECTOR_ORIGINS = 10_000;
+/**
+ * Entries of one version vector (origins, or owners for device-owned rows) and of a `pruned`
+ * list. A library's origins are its member devices, so this bounds a library's devices over
+ * its lifetime; it also keeps a `hello` small enough for the handshake frame limit.
+ */
+export const MAX_VECTOR_ORIGINS = 1_024;
+/**
+ * Largest first frame of a stream (`hello`, `join`, or the `hello` / `welcome` / `error`
+ * answering them), checked before the peer is known to be a member: a `hello` with two full
+ * vectors takes about 96 KB, a `join` about 17 KB. Until it is accepted, a peer can make this
+ * node hold at most this much per stream, instead of a whole `MAX_FRAME_BYTES`.
+ */
+export const MAX_HANDSHAKE_FRAME_BYTES = 128 * 1024;
 const MAX_BATCH_RECORDS = MAX_PAGE_RECORDS;
 
 /**
  * Bytes a page or batch message holds at most besides its records: a vector or `pruned` list at
- * its maximum (10 000 origins of 46 and 56 bytes), a snapshot position of two 256-character ids,
- * and the other fields; rounded up.
+ * its maximum (`MAX_VECTOR_ORIGINS` origins of 46 and 56 bytes), a snapshot position of two
+ * 256-character ids, and the other fields; rounded up.
  */
-export const MAX_PAGE_ENVELOPE_BYTES = 640 * 1024;
+export const MAX_PAGE_ENVELOPE_BYTES = 128 * 1024;
 /**
  * Bytes one record's tuple takes at most: its values at the record limit, plus id (256 UTF-16
  * units), model name, owner, clocks and up to `MAX_FIELDS` field clocks; rounded up.

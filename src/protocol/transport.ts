@@ -40,5 +40,10 @@ export interface Transport {
   disconnect(peer: string): Promise<void>;
   /** Called whenever the first connection to a peer opens or the last one closes. */
   onConnectionChange(listener: ConnectionListener): void;
+  /**
+   * Tells the transport which peers are known (members of a library here). Others (joiners,
+   * and anyone else) get only a few connections at once.
+   */
+  setKnownPeers(isKnown: (peer: string) => boolean): void;
   stop(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import { NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError } from '../errors.js';
+import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
@@ -6,6 +6,7 @@ import type { FrameStream, Transport } from '../protocol/transport.js';
 import type { Invite } from './invite-code.js';
 import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
+import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
 import { errorFromWire, isBadInput, isPeerReported } from './wire-errors.js';
 
@@ -45,9 +46,14 @@ export class SyncNetwork {
   private readonly joining = new Map<string, Promise<unknown>>();
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
   private reconcileQueued = false;
+  /** Sessions (library and peer) refused by a partner that has not received our member row yet. */
+  private readonly awaitingMemberRow = new Map<string, { since: number; refusals: number }>();
+  private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private protocolErrorCount = 0;
-  /** Sessions (library and peer) served a pull recently: the catch-ups this node is serving. */
-  private readonly serving = new Map<string, number>();
+  /** Inbound streams of peers that are members of no library here, still in their handshake. */
+  private strangerHandshakes = 0;
+  /** The catch-ups this node is serving, by session (library and peer). */
+  private readonly serving: ServingSlots;
   private stopped = false;
 
   constructor(
@@ -63,7 +69,9 @@ export class SyncNetwork {
       onSessionError: (event: SessionErrorEvent) => void;
     },
   ) {
-    transport.handle((stream) => void this.accept(stream));
+    this.serving = new ServingSlots(options.maxConcurrentServes, options.now);
+    transport.handle((stream) => this.acceptWithinBudget(stream));
+    transport.setKnownPeers((peer) => this.isKnownPeer(peer));
     transport.onConnectionChange((peer, connected) => {
       if (connected) this.backoff.delete(peer);
       for (const replicator of this.replicators.values()) {
@@ -114,6 +122,7 @@ export class SyncNetwork {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.reconcileTimer);
+    for (const timer of this.retryTimers) clearTimeout(timer);
     await Promise.all([...this.replicators.values()].map((r) => r.stop().catch(() => undefined)));
     await this.transport.stop();
   }
@@ -204,13 +213,39 @@ export class SyncNetwork {
       if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
       replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
     } catch (err) {
-      this.failed(key);
-      const error = err instanceof Error ? err : new SyncError('NETWORK', String(err));
-      this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
+      const error = toSyncError(err);
+      if (!this.retryForMemberRow(key, error)) {
+        this.failed(key);
+        this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
+      }
       if (stream) await refuse(stream, replicator.library.id, error);
     } finally {
       this.opening.delete(key);
     }
+  }
+
+  /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
+  private isKnownPeer(peer: string): boolean {
+    for (const replicator of this.replicators.values()) if (replicator.memberByPeer(peer)) return true;
+    return false;
+  }
+
+  /**
+   * Memory held for peers that are not members has a node-wide budget: at most
+   * MAX_STRANGER_HANDSHAKES of their streams wait for a first frame (each at most the handshake
+   * frame limit); a stream beyond it is reset at once, unread.
+   */
+  private acceptWithinBudget(stream: FrameStream): void {
+    if (this.isKnownPeer(stream.remotePeer)) {
+      void this.accept(stream);
+      return;
+    }
+    if (this.strangerHandshakes >= MAX_STRANGER_HANDSHAKES) {
+      stream.abort(new NetworkError(`too many handshakes of non-members in progress (${MAX_STRANGER_HANDSHAKES})`));
+      return;
+    }
+    this.strangerHandshakes += 1;
+    void this.accept(stream).finally(() => (this.strangerHandshakes -= 1));
   }
 
   /** An inbound stream: its first frame is a hello (session) or a join (invite). */
@@ -238,24 +273,20 @@ export class SyncNetwork {
         throw new ProtocolError(`a stream must start with hello or join, not ${first.t}`);
       }
     } catch (err) {
-      const error = err instanceof SyncError ? err : new ProtocolError(String((err as Error)?.message ?? err));
-      const known = this.replicators.has(library) ? library : undefined;
-      this.reportSessionError({ peer: stream.remotePeer, library: known, direction: 'inbound', error });
+      const error = toSyncError(err);
+      const replicator = this.replicators.get(library);
+      // A library still backfilling has not received its whole member list: refusing a
+      // member it does not know yet is expected, and that member retries (retryForMemberRow).
+      if (!(error.code === 'NOT_MEMBER' && replicator?.backfilling)) {
+        this.reportSessionError({ peer: stream.remotePeer, library: replicator ? library : undefined, direction: 'inbound', error });
+      }
       await refuse(stream, library, error);
     }
   }
 
-  /**
-   * A node serves at most `maxConcurrentServes` catch-ups at once; a session counts as one
-   * while its pulls keep coming (within SERVE_IDLE_MS of each other). Others are answered busy.
-   */
+  /** A node serves at most `maxConcurrentServes` catch-ups at once, fairly (`ServingSlots`). */
   mayServe(library: string, peer: string): boolean {
-    const key = sessionKey(library, peer);
-    const now = this.now();
-    for (const [other, at] of this.serving) if (now - at > SERVE_IDLE_MS) this.serving.delete(other);
-    if (!this.serving.has(key) && this.serving.size >= this.options.maxConcurrentServes) return false;
-    this.serving.set(key, now);
-    return true;
+    return this.serving.mayServe(sessionKey(library, peer));
   }
 
   /** Counts protocol violations and tells the node's listeners. */
@@ -272,6 +303,31 @@ export class SyncNetwork {
   /** A session went live: attempts to that partner start from the shortest backoff again. */
   sessionLive(library: string, peer: string): void {
     this.backoff.delete(sessionKey(library, peer));
+    this.awaitingMemberRow.delete(sessionKey(library, peer));
+  }
+
+  /**
+   * A member that refuses this device as a non-member (`NOT_MEMBER`) right after a join has
+   * usually not received this device's member row yet; it arrives by ordinary sync. For up to
+   * MEMBER_ROW_GRACE_MS from the first such refusal the session is retried on a short schedule
+   * of its own (MEMBER_ROW_RETRY_MS, doubling up to MEMBER_ROW_RETRY_MAX_MS) and the refusal is
+   * not reported; after that it is a failed session like any other. Returns whether it retries.
+   */
+  private retryForMemberRow(key: string, error: SyncError): boolean {
+    if (error.code !== 'NOT_MEMBER' || !isPeerReported(error) || this.stopped) return false;
+    const now = this.now();
+    const waiting = this.awaitingMemberRow.get(key) ?? { since: now, refusals: 0 };
+    if (now - waiting.since > MEMBER_ROW_GRACE_MS) return false;
+    waiting.refusals += 1;
+    this.awaitingMemberRow.set(key, waiting);
+    const delay = Math.min(MEMBER_ROW_RETRY_MAX_MS, MEMBER_ROW_RETRY_MS * 2 ** (waiting.refusals - 1));
+    this.backoff.set(key, { failures: 0, nextAttemptAt: now + delay });
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(timer);
+      this.reconcileSoon();
+    }, delay);
+    this.retryTimers.add(timer);
+    return true;
   }
 
   private async firstMessage(frames: AsyncIterator<Uint8Array>, stream: FrameStream): Promise<Message> {
@@ -284,7 +340,8 @@ export class SyncNetwork {
     });
     try {
       const next = await Promise.race([frames.next(), timeout]);
-      if (next.done) throw new ProtocolError('stream closed before the handshake');
+      // A peer gone before its first frame is a lost stream, not bad input.
+      if (next.done) throw new NetworkError(`the stream with peer ${stream.remotePeer} ended before the handshake completed`);
       return decodeMessage(next.value);
     } finally {
       clearTimeout(timer);
@@ -305,8 +362,13 @@ export class SyncNetwork {
   }
 }
 
-/** A served session that has not pulled for this long no longer holds a serving slot. */
-const SERVE_IDLE_MS = 2_000;
+/** Inbound streams of non-members in their handshake, node-wide, at most. */
+const MAX_STRANGER_HANDSHAKES = 16;
+
+/** How long, and how often, a session refused for a member row not yet synced is retried quietly. */
+const MEMBER_ROW_GRACE_MS = 30_000;
+const MEMBER_ROW_RETRY_MS = 250;
+const MEMBER_ROW_RETRY_MAX_MS = 2_000;
 
 function sessionKey(library: string, peer: string): string {
   return `${library}:${peer}`;

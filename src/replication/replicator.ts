@@ -6,7 +6,7 @@ import type { VersionVector } from '../peer-log/types.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
-import { mergeMax } from './vectors.js';
+import { filterOrigins, mergeMax } from './vectors.js';
 import { notMember, type SessionErrorEvent } from './network.js';
 import type { LibraryStatus, PartnerStatus } from './status.js';
 
@@ -56,6 +56,7 @@ const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
 export class LibraryReplicator implements SessionHost, LibrarySync {
   readonly sessions = new Map<string, Session>();
   private membersByPeer = new Map<string, Member>();
+  private memberDevices = new Set<string>();
   /**
    * What each partner device acknowledged (max-merged). Acks arrive with every batch, so they
    * are kept here and written out before pruning and on stop, not one commit per ack: a lost ack
@@ -83,7 +84,6 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   ) {}
 
   async start(): Promise<void> {
-    for (const [device, vector] of await this.library.acks()) this.acks.set(device, vector);
     this.catchUp = await CatchUp.open({
       library: this.library,
       sessions: () => [...this.sessions.values()],
@@ -94,6 +94,13 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.library.attachSync(this);
     this.library.on('change', this.onChange);
     await this.refreshMembers();
+    // Saved acks may predate the origin check: keep their known origins only. A session may
+    // have acked meanwhile: merge.
+    for (const [device, vector] of await this.library.acks()) {
+      const merged = { ...this.acks.get(device) };
+      mergeMax(merged, this.knownOnly(vector));
+      this.acks.set(device, merged);
+    }
     this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
   }
 
@@ -123,6 +130,23 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     return this.membersByPeer.get(peer);
   }
 
+  /**
+   * Whether a vector entry (origin, or owner of device-owned rows) that a partner sends names a
+   * known origin: a member device (the bootstrap inviter included), or an origin or owner this
+   * library holds (this device, a former member). Acks, saved and shown by `status()`, keep known
+   * entries only (without this, invented origins grew them without bound); the others are
+   * ignored, not refused, because right after a join a new member's origin can reach this node
+   * before its member row, and the partner's next ack or heartbeat carries the entry again. A
+   * session keeps a bounded number of unknown entries for catch-up (see `Session`).
+   */
+  isKnownOrigin(origin: string): boolean {
+    return this.memberDevices.has(origin) || origin === this.library.deviceId || this.library.holdsOrigin(origin);
+  }
+
+  private knownOnly(vector: VersionVector): VersionVector {
+    return filterOrigins(vector, (origin) => this.isKnownOrigin(origin));
+  }
+
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
   requireMember(peer: string, device: string): Member {
     const member = this.membersByPeer.get(peer);
@@ -140,9 +164,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.scheduleStatus();
   }
 
+  /** Whether the library is in its first sync after joining: its member list is still arriving. */
+  get backfilling(): boolean {
+    // Undefined until start(): the network may refuse a hello for the library before that.
+    return this.catchUp?.state === 'backfilling';
+  }
+
   /** Stops a backfill in progress (after the page in flight); it resumes at the next start. */
   interruptBackfill(): void {
-    if (this.catchUp.state === 'backfilling') this.catchUp.stop();
+    if (this.backfilling) this.catchUp.stop();
   }
 
   onPartnerAhead(): void {
@@ -180,7 +210,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   onAck(session: Session, shared: VersionVector): void {
     const merged = { ...this.acks.get(session.device) };
-    if (!mergeMax(merged, shared)) return;
+    if (!mergeMax(merged, this.knownOnly(shared))) return;
     this.acks.set(session.device, merged);
     this.unsavedAcks.add(session.device);
     this.scheduleStatus();
@@ -286,7 +316,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         connected,
         state,
         acked,
-        ackedOwned: session ? { ...session.remoteOwned } : {},
+        ackedOwned: session ? this.knownOnly(session.remoteOwned) : {},
         lastSeenAt: session ? session.lastSeenAt : null,
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
       };
@@ -357,6 +387,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     const byPeer = new Map(members.map((m) => [m.peer, m]));
     if (this.bootstrap && !byPeer.has(this.bootstrap.peer)) byPeer.set(this.bootstrap.peer, this.bootstrap);
     this.membersByPeer = byPeer;
+    this.memberDevices = new Set([...byPeer.values()].map((m) => m.device));
     // A member removed from the list (or re-keyed) loses its session at once.
     for (const [peer, session] of this.sessions) if (!byPeer.has(peer)) session.close();
     this.network.reconcileSoon();

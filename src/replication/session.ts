@@ -1,4 +1,4 @@
-import { BusyError, ProtocolError, SyncError, TimeoutError } from '../errors.js';
+import { BusyError, ProtocolError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import type { OwnedRowUpdate } from '../library/remote-apply.js';
 import type { Chunk } from '../peer-log/chunk.js';
@@ -8,9 +8,9 @@ import type { ChunkTuple, Message, MessageOf, OwnedRowTuple, SnapshotPosition, S
 import type { SnapshotRow } from '../library/snapshot.js';
 import type { StoredValues } from '../models/types.js';
 import { coalescing } from '../util/coalescing.js';
-import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS } from '../protocol/messages.js';
+import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
 import type { FrameStream } from '../protocol/transport.js';
-import { isBehind, mergeMax } from './vectors.js';
+import { filterOrigins, isBehind, mergeMax } from './vectors.js';
 import { errorFromWire, isPeerReported } from './wire-errors.js';
 
 export interface SessionTuning {
@@ -34,6 +34,8 @@ export interface SessionHost {
   now(): number;
   /** The partner (authenticated) holds at least these vectors. */
   onAck(session: Session, shared: VersionVector): void;
+  /** Whether a vector entry the partner sends names an origin (or owner) known here. */
+  isKnownOrigin(origin: string): boolean;
   /** The partner holds changes this device lacks (hello, a gap, or a heartbeat): pull them. */
   onPartnerAhead(session: Session): void;
   /** Whether a pull from this session may be served now (otherwise it is answered `busy`). */
@@ -43,6 +45,13 @@ export interface SessionHost {
 }
 
 export type SessionState = 'catching-up' | 'live' | 'closed';
+
+/**
+ * Entries of origins (or owners) not known here that a session keeps in its partner's vectors,
+ * at most. Catch-up needs them: a joiner knows few members yet while its partners advertise all
+ * of them. Bounded, they cost at most this much per session, whatever a partner invents.
+ */
+const MAX_UNKNOWN_ORIGINS = 2 * MAX_VECTOR_ORIGINS;
 
 /** How long a partner answering `busy` asks the puller to wait, in ms. */
 const BUSY_RETRY_MS = 500;
@@ -86,6 +95,8 @@ export class Session {
   private pushedShared: VersionVector | undefined;
   private readonly pushedOwned = new Map<string, number>();
   private inFlight = 0;
+  /** Entries of unknown origins added to `remoteShared` / `remoteOwned` (MAX_UNKNOWN_ORIGINS). */
+  private unknownOrigins = 0;
   private batchSeq = 0;
   private requestSeq = 0;
   private readonly pending = new Map<number, PendingRequest>();
@@ -94,7 +105,7 @@ export class Session {
   /** Pushes committed changes the partner lacks, within the in-flight window (coalesced). */
   private readonly pump = coalescing(
     () => this.pushRound(),
-    (err) => this.close(asError(err)),
+    (err) => this.close(toSyncError(err)),
   );
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
@@ -116,11 +127,13 @@ export class Session {
     readonly direction: 'inbound' | 'outbound',
   ) {
     this.library = host.library;
-    this.remoteShared = { ...remoteHello.shared };
-    this.remoteOwned = { ...remoteHello.owned };
+    this.remoteShared = {};
+    this.remoteOwned = {};
+    this.learnAdvertised(this.remoteShared, remoteHello.shared);
+    this.learnAdvertised(this.remoteOwned, remoteHello.owned);
     this.helloShared = this.library.versionVector();
     this.helloOwned = this.library.ownedVector();
-    for (const [owner, version] of Object.entries(remoteHello.owned)) this.pushedOwned.set(owner, version);
+    for (const [owner, version] of Object.entries(this.known(remoteHello.owned))) this.pushedOwned.set(owner, version);
     this.lastSeenAt = host.now();
   }
 
@@ -205,7 +218,7 @@ export class Session {
       }
       this.close();
     } catch (err) {
-      this.close(asError(err));
+      this.close(toSyncError(err));
     }
   }
 
@@ -304,6 +317,8 @@ export class Session {
     for (const [origin, , lastSeq] of message.chunks) sent[origin] = Math.max(sent[origin] ?? 0, lastSeq);
     this.learnRemote(sent, {});
     const result = await this.library.applyRemoteChunks(chunksOf(message.chunks));
+    // An origin new here is known once its entries are held: its push cursor starts now.
+    this.learnRemote(sent, {});
     await this.sendAck(message.batch);
     // A gap means this device is behind the partner: its pull fills the gap.
     if (result.gaps.length > 0) this.host.onPartnerAhead(this);
@@ -373,12 +388,13 @@ export class Session {
    * the partner look ahead for a moment; gaps, hello and heartbeats decide when to pull.
    */
   private learnRemote(shared: VersionVector, owned: VersionVector): void {
-    mergeMax(this.remoteShared, shared);
-    mergeMax(this.remoteOwned, owned);
-    for (const [owner, version] of Object.entries(owned)) {
+    this.learnAdvertised(this.remoteShared, shared);
+    this.learnAdvertised(this.remoteOwned, owned);
+    // Push cursors concern only what this device holds: known origins and owners.
+    for (const [owner, version] of Object.entries(this.known(owned))) {
       this.pushedOwned.set(owner, Math.max(this.pushedOwned.get(owner) ?? 0, version));
     }
-    if (this.pushedShared) mergeMax(this.pushedShared, shared);
+    if (this.pushedShared) mergeMax(this.pushedShared, this.known(shared));
     if (Object.keys(shared).length > 0) this.host.onAck(this, this.remoteShared);
     this.checkPartnerCaughtUp();
   }
@@ -404,6 +420,25 @@ export class Session {
     this.pump();
   }
 
+  /**
+   * Raises one of the partner's vectors; an origin not known here (`host.isKnownOrigin`) is
+   * added only while fewer than MAX_UNKNOWN_ORIGINS were.
+   */
+  private learnAdvertised(target: VersionVector, advertised: VersionVector): void {
+    for (const [origin, seq] of Object.entries(advertised)) {
+      if (seq <= (target[origin] ?? 0)) continue;
+      if (!(origin in target) && !this.host.isKnownOrigin(origin)) {
+        if (this.unknownOrigins >= MAX_UNKNOWN_ORIGINS) continue;
+        this.unknownOrigins += 1;
+      }
+      target[origin] = seq;
+    }
+  }
+
+  private known(vector: VersionVector): VersionVector {
+    return filterOrigins(vector, (origin) => this.host.isKnownOrigin(origin));
+  }
+
   private ownedBehind(advertised: VersionVector): boolean {
     const held = this.library.ownedVector();
     return Object.entries(advertised).some(
@@ -416,7 +451,7 @@ export class Session {
       this.close(new TimeoutError(`partner ${this.device} sent nothing for ${this.host.tuning.peerTimeoutMs} ms`));
       return;
     }
-    this.sendHeartbeat().catch((err) => this.close(asError(err)));
+    this.sendHeartbeat().catch((err) => this.close(toSyncError(err)));
   }
 
   private sendHeartbeat(): Promise<void> {
@@ -456,7 +491,7 @@ export class Session {
       this.send({ ...message, req }).catch((err) => {
         clearTimeout(timer);
         this.pending.delete(req);
-        reject(asError(err));
+        reject(toSyncError(err));
       });
     });
   }
@@ -485,12 +520,6 @@ export function checkClaim(session: Session, owner: string, to: number): void {
   if (to > advertised) {
     throw new ProtocolError(`partner ${session.device} claims ${owner} through version ${to} but advertised ${advertised}`);
   }
-}
-
-function asError(err: unknown): Error {
-  if (err instanceof Error) return err;
-  // libp2p reports some failures as events rather than Errors.
-  return new SyncError('NETWORK', String((err as { type?: string })?.type ?? err));
 }
 
 function snapshotRowToTuple({ model, state }: SnapshotRow): SnapshotRowTuple {

@@ -6,6 +6,13 @@ export function isBehind(mine: VersionVector, theirs: VersionVector): boolean {
   return false;
 }
 
+/** The entries of `vector` whose origin `keep` accepts. */
+export function filterOrigins(vector: VersionVector, keep: (origin: string) => boolean): VersionVector {
+  const kept: VersionVector = {};
+  for (const [origin, seq] of Object.entries(vector)) if (keep(origin)) kept[origin] = seq;
+  return kept;
+}
+
 /** Raises `target` to `source` origin by origin; returns whether anything rose. */
 export function mergeMax(target: VersionVector, source: VersionVector): boolean {
   let rose = false;

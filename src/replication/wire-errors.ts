@@ -35,7 +35,9 @@ export function errorFromWire(code: string, message: string): SyncError {
   return err;
 }
 
-function typedError(code: string, message: string): SyncError {
+function typedError(code: string, peerMessage: string): SyncError {
+  // The schema allows an empty message: the text still says where the error came from.
+  const message = peerMessage === '' ? '(no message)' : peerMessage;
   const text = `peer reported: ${message}`;
   if (code === 'PROTOCOL_VERSION') {
     const remote = /speaks (\S+),/.exec(message)?.[1] ?? 'unknown';

@@ -1,3 +1,7 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { privateKeyToProtobuf } from '@libp2p/crypto/keys';
+import type { PrivateKey } from '@libp2p/interface';
 import { expect } from 'vitest';
 import { createSyncNode, defineModel, type Library, type SyncNode, type SyncNodeOptions } from '../../src/index.js';
 import { makeTempDir } from './child-process.js';
@@ -25,6 +29,9 @@ export const fastSync: SyncNodeOptions['sync'] = {
   pruneIntervalMs: 300,
 };
 
+/** Fast timings, but no session drops for load reasons (a generous peer timeout), and no pruning. */
+export const steadySync: SyncNodeOptions['sync'] = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
+
 const running = new Set<SyncNode>();
 
 export async function startNode(dataDir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
@@ -37,6 +44,13 @@ export async function startNode(dataDir?: string, options: Partial<SyncNodeOptio
   });
   running.add(node);
   return node;
+}
+
+/** Starts a node whose PeerId is chosen by the caller (the key is placed in its data directory). */
+export async function startNodeWithKey(key: PrivateKey, dir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
+  dir ??= await makeTempDir('lsync-node-');
+  await writeFile(join(dir, 'peer.key'), privateKeyToProtobuf(key), { mode: 0o600 });
+  return startNode(dir, options);
 }
 
 export async function stopNode(node: SyncNode): Promise<void> {
@@ -87,4 +101,38 @@ export async function librarySnapshot(lib: Library) {
     logSize: await lib.logSize(),
     members: (await lib.members()).map((m) => `${m.device}@${m.peer}`).sort(),
   };
+}
+
+/** A wall clock the test sets by hand (the `wallClock` option of a node). */
+export class ManualClock {
+  constructor(public ms: number) {}
+  readonly read = (): number => this.ms;
+}
+
+/** A node on a hand-set wall clock with one library, that can restart from its data directory. */
+export interface ClockedDevice {
+  dataDir: string;
+  wall: ManualClock;
+  options: Partial<SyncNodeOptions>;
+  node: SyncNode;
+  lib: Library;
+}
+
+/** Starts a device at `wall` with a new library, or its replica of `libraryId`. */
+export async function startClockedDevice(
+  wall: ManualClock,
+  options: Partial<SyncNodeOptions> = {},
+  libraryId?: string,
+): Promise<ClockedDevice> {
+  const dataDir = await makeTempDir('lsync-clocked');
+  const node = await startNode(dataDir, { ...options, wallClock: wall.read });
+  const lib = await node.createLibrary({ name: 'clocked', ...(libraryId ? { id: libraryId } : {}) });
+  return { dataDir, wall, options, node, lib };
+}
+
+/** Stops the device's node and starts it again from its data directory, same clock and options. */
+export async function restartClockedDevice(d: ClockedDevice): Promise<void> {
+  await stopNode(d.node);
+  d.node = await startNode(d.dataDir, { ...d.options, wallClock: d.wall.read });
+  d.lib = d.node.library(d.lib.id);
 }

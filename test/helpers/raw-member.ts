@@ -5,17 +5,19 @@
  * receives, keeps the session alive with heartbeats (advertising `shared` / `owned`, which the
  * test sets) and answers pulls, but never acks on its own: the test sends each ack.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { expect } from 'vitest';
-import type { Library, SyncNode, VersionVector } from '../../src/index.js';
-import { decodeChunk } from '../../src/peer-log/chunk.js';
+import { encodeHlc, type Library, type SyncNode, type VersionVector } from '../../src/index.js';
+import { MEMBERS_MODEL } from '../../src/models/system.js';
+import { decodeChunk, encodeChunks } from '../../src/peer-log/chunk.js';
 import type { LogEntry } from '../../src/peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
-import { type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import { type ChunkTuple, type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import type { FrameStream } from '../../src/protocol/transport.js';
+import { encodeInvite } from '../../src/replication/invite-code.js';
 import { removeTempDirs } from './child-process.js';
 import { fastSync, stopAllNodes, waitFor } from './cluster.js';
-import { keyWhere, RawPeer, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
+import { keyWhere, RawPeer, type RawStream, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
 
 export interface RawMember {
   peer: RawPeer;
@@ -39,14 +41,62 @@ export async function joinAsRawMember(inviter: SyncNode, lib: Library, nodes: Sy
   return { peer, device };
 }
 
+/**
+ * Has the raw `member` invite `joiner` into `lib` as an inviter does: an invite naming the raw
+ * peer, then, when the join arrives, the joiner's member row written as the member's first
+ * change and pushed to `admitter` (which then accepts the joiner), and a welcome. The joiner's
+ * bootstrap member, and so the first partner it pulls from, is the raw member. Resolves with
+ * the joiner's library once `joinLibrary` does.
+ */
+export async function joinThroughRawMember(member: RawMember, admitter: SyncNode, lib: Library, joiner: SyncNode): Promise<Library> {
+  const invite = encodeInvite({
+    library: lib.id,
+    name: lib.name,
+    inviterPeer: member.peer.peerId,
+    inviterAddrs: member.peer.multiaddrs(),
+    id: randomUUID(),
+    secret: randomBytes(32),
+    expiresAt: Date.now() + 60_000,
+  });
+  let admitting: Promise<void> | undefined;
+  member.peer.onInbound = (stream) => {
+    admitting ??= admitThroughRawMember(member, admitter, lib, stream);
+  };
+  const joined = await joiner.joinLibrary(invite);
+  await admitting;
+  return joined;
+}
+
+async function admitThroughRawMember(member: RawMember, admitter: SyncNode, lib: Library, stream: RawStream): Promise<void> {
+  const join = await stream.message(0, 'the join');
+  if (join.t !== 'join') throw new Error(`expected a join, got ${join.t}`);
+  const row: LogEntry = {
+    origin: member.device,
+    seq: 1,
+    hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: member.device }),
+    model: MEMBERS_MODEL.name,
+    id: join.device,
+    op: 'upsert',
+    fields: { peer: stream.remotePeer, addrs: JSON.stringify(join.addrs) },
+  };
+  const push = await MemberSession.open(member, admitter, lib.id, { heartbeatMs: 200 });
+  const chunks = encodeChunks([row]).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+  await push.send({ t: 'changes', library: lib.id, batch: 1, chunks });
+  await waitFor(() => push.of('ack').some((a) => a.batch === 1), 'the admitter to ack the member row');
+  push.stop();
+  await waitFor(async () => (await lib.members()).some((m) => m.device === join.device), 'the admitter to list the joiner');
+  await stream.send({ t: 'welcome', library: lib.id, name: lib.name, device: member.device });
+  await stream.close();
+}
+
 export interface MemberSessionOptions {
   /** Vectors in the hello (default: empty, a member that holds nothing). */
   shared?: VersionVector;
   owned?: VersionVector;
   /** Heartbeat interval of the raw side (it must stay under the node's peerTimeoutMs). */
   heartbeatMs: number;
-  /** Reply to a pull-shared (default: an empty, final page). */
-  answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message;
+  /** Reply to a pull-shared, or undefined to leave it unanswered (default: an empty, final page). */
+  answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message | undefined;
   /** Frames sent in reply to a pull-snapshot, in order (default: none, the pull times out). */
   answerPullSnapshot?: (pull: MessageOf<'pull-snapshot'>) => Message[];
 }
@@ -192,15 +242,11 @@ export class MemberSession {
         }
         this.received.push(message);
         if (message.t === 'pull-shared') {
-          const reply = this.options.answerPullShared?.(message) ?? {
-            t: 'shared-page',
-            library: this.library,
-            req: message.req,
-            chunks: [],
-            hasMore: false,
-            pruned: [],
-          };
-          void this.send(reply);
+          const { answerPullShared } = this.options;
+          const reply = answerPullShared
+            ? answerPullShared(message)
+            : { t: 'shared-page', library: this.library, req: message.req, chunks: [], hasMore: false, pruned: [] };
+          if (reply) void this.send(reply);
         } else if (message.t === 'pull-snapshot') {
           for (const reply of this.options.answerPullSnapshot?.(message) ?? []) void this.send(reply);
         } else if (message.t === 'pull-state') {

@@ -8,7 +8,7 @@ import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
 import { Libp2pTransport } from '../../src/network/libp2p-transport.js';
 import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
-import { MAX_FRAME_BYTES, type Message, PROTOCOL_ID, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, type Message, PROTOCOL_ID, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import type { FrameStream } from '../../src/protocol/transport.js';
 import { decodeInvite, hashSecret, inviteProof } from '../../src/replication/invite-code.js';
 import { waitFor } from './cluster.js';
@@ -26,6 +26,11 @@ export async function keyWhere(accept: (peerId: string) => boolean): Promise<Pri
     if (accept(peerIdFromPrivateKey(key).toString())) return key;
   }
   throw new Error('no key with the wanted PeerId found');
+}
+
+/** The libp2p stream under a frame stream, for tests that must act below the framing. */
+export function libp2pStream(stream: FrameStream): Stream {
+  return (stream as unknown as { stream: Stream }).stream;
 }
 
 const started = new Set<RawPeer>();
@@ -140,6 +145,16 @@ export class UnframedStream {
     }
   }
 
+  /** Closes this side gracefully (the remote reads to the end of what was written). */
+  async close(): Promise<void> {
+    await this.stream.close();
+  }
+
+  /** Resets the stream at once. */
+  abort(): void {
+    this.stream.abort(new Error('raw peer aborted'));
+  }
+
   async ended(what = 'the unframed stream to end', timeoutMs = 20_000): Promise<StreamEnd> {
     await waitFor(() => this.end !== undefined, what, timeoutMs);
     return this.end!;
@@ -169,14 +184,19 @@ export class RawPeer implements Dialable {
     });
   }
 
-  /** Starts a raw peer listening on 127.0.0.1 with `key` (default: a fresh Ed25519 key). */
-  static async start(key?: PrivateKey): Promise<RawPeer> {
+  /**
+   * Starts a raw peer listening on 127.0.0.1 with `key` (default: a fresh Ed25519 key), which
+   * opens at most `maxStreams` sync streams at once per connection.
+   */
+  static async start(key?: PrivateKey, { maxStreams = 8 } = {}): Promise<RawPeer> {
     const transport = await Libp2pTransport.start({
       privateKey: key ?? (await generateKeyPair('Ed25519')),
       listen: ['/ip4/127.0.0.1/tcp/0'],
       protocol: PROTOCOL_ID,
       maxFrameBytes: MAX_FRAME_BYTES,
-      maxStreams: 8,
+      maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
+      maxStreams,
+      maxStrangerConnections: 64,
     });
     const peer = new RawPeer(transport);
     started.add(peer);

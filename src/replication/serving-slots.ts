@@ -1,0 +1,81 @@
+/** A session that has not pulled for this long loses its serving slot, or its place in the queue. */
+export const SERVE_IDLE_MS = 2_000;
+/**
+ * A slot's lease: after this long, or this many pulls served, its holder yields the slot to a
+ * session that waits (if any) and queues behind it.
+ */
+export const SERVE_LEASE_MS = 5_000;
+export const SERVE_LEASE_PULLS = 64;
+/** Sessions answered busy that keep their place in the queue, at most. */
+export const MAX_WAITING_SESSIONS = 32;
+
+interface Lease {
+  since: number;
+  lastPull: number;
+  pulls: number;
+}
+
+/**
+ * Fair serving of catch-ups: at most `slots` sessions are served at once, and a pull from any
+ * other session is answered busy. A session holds a slot while its pulls keep coming (within
+ * SERVE_IDLE_MS of each other), but not indefinitely: once its lease is over and another session
+ * waits, it yields. Sessions answered busy wait in a small queue in the order they first asked,
+ * and a free slot goes to the ones that have waited longest; a session that stops asking loses
+ * its place. So a few members pulling in a loop cannot keep a restarted member from catching up.
+ */
+export class ServingSlots {
+  private readonly leases = new Map<string, Lease>();
+  /** Sessions waiting for a slot, oldest first, with when each last asked. */
+  private readonly waiting = new Map<string, number>();
+
+  constructor(
+    private readonly slots: number,
+    private readonly now: () => number,
+  ) {}
+
+  /** Whether a pull of session `key` is served now (otherwise it is answered busy). */
+  mayServe(key: string): boolean {
+    const now = this.now();
+    this.expire(now);
+    const lease = this.leases.get(key);
+    if (lease) {
+      const over = now - lease.since >= SERVE_LEASE_MS || lease.pulls >= SERVE_LEASE_PULLS;
+      if (over && this.waiting.size > 0) {
+        this.leases.delete(key);
+        this.wait(key, now);
+        return false;
+      }
+      lease.lastPull = now;
+      lease.pulls += 1;
+      return true;
+    }
+    const free = this.slots - this.leases.size;
+    if (free > 0 && this.placeInQueue(key) < free) {
+      this.waiting.delete(key);
+      this.leases.set(key, { since: now, lastPull: now, pulls: 1 });
+      return true;
+    }
+    this.wait(key, now);
+    return false;
+  }
+
+  /** How many sessions wait ahead of `key` (all of them if it does not wait). */
+  private placeInQueue(key: string): number {
+    let place = 0;
+    for (const waiter of this.waiting.keys()) {
+      if (waiter === key) return place;
+      place += 1;
+    }
+    return place;
+  }
+
+  /** Keeps `key`'s place in the queue (Map order is first insertion), or queues it if there is room. */
+  private wait(key: string, now: number): void {
+    if (this.waiting.has(key) || this.waiting.size < MAX_WAITING_SESSIONS) this.waiting.set(key, now);
+  }
+
+  private expire(now: number): void {
+    for (const [key, lease] of this.leases) if (now - lease.lastPull > SERVE_IDLE_MS) this.leases.delete(key);
+    for (const [key, askedAt] of this.waiting) if (now - askedAt > SERVE_IDLE_MS) this.waiting.delete(key);
+  }
+}
