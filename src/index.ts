@@ -33,7 +33,9 @@ export {
   type FieldInput,
   type ConflictRule,
   type ApplyFunction,
+  MAX_FIELDS,
 } from './models/define.js';
+export { MAX_RECORD_BYTES } from './models/values.js';
 export type {
   Row,
   FieldType,

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../src/errors.js';
 import { decodeMessage, encodeMessage } from '../src/protocol/codec.js';
 import { FrameDecoder } from '../src/protocol/framing.js';
-import { MAX_HANDSHAKE_FRAME_BYTES, MAX_VECTOR_ORIGINS, type Message } from '../src/protocol/messages.js';
+import { MAX_HANDSHAKE_FRAME_BYTES, MAX_POSITION, MAX_VECTOR_ORIGINS, type Message } from '../src/protocol/messages.js';
 
 const limits = { firstFrameBytes: 100, frameBytes: 1_000 };
 
@@ -69,7 +69,8 @@ describe('FrameDecoder', () => {
 
 describe('the handshake frame limit', () => {
   const uuid = (i: number) => `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
-  const fullVector = (entries: number) => Object.fromEntries(Array.from({ length: entries }, (_, i) => [uuid(i), Number.MAX_SAFE_INTEGER]));
+  // The largest position a vector may hold (it encodes in as many bytes as any larger integer).
+  const fullVector = (entries: number) => Object.fromEntries(Array.from({ length: entries }, (_, i) => [uuid(i), MAX_POSITION]));
 
   it('holds a hello with two full vectors and a join with every address', () => {
     const hello: Message = {

@@ -13,20 +13,11 @@ import { encodeHlc, type Library, ProtocolError, type SessionErrorEvent } from '
 import { HLC_TIME_LENGTH } from '../src/hlc/hlc.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { pack } from '../src/util/msgpack.js';
-import { removeTempDirs } from './helpers/child-process.js';
-import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { joinAsRawMember, MemberSession, stopAllMemberSessions, type RawMember } from './helpers/raw-member.js';
-import { stopAllRawPeers } from './helpers/raw-peer.js';
+import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { joinAsRawMember, MemberSession, type RawMember, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 
-afterEach(async () => {
-  stopAllMemberSessions();
-  await stopAllRawPeers();
-  await stopAllNodes();
-  await removeTempDirs();
-});
+afterEach(stopRawMemberTest);
 
-// Generous peer timeout: the A-B session must not drop for load reasons during the test.
-const sync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
 
 /** A stored-form tuple of a valid note upsert by `origin`. */
@@ -41,8 +32,8 @@ function bytesOf(values: unknown[]): Uint8Array {
 
 describe('malformed log chunks from a member', () => {
   it('end only that session with PROTOCOL, store nothing, and the node keeps syncing with its other partner', async () => {
-    const a = await startNode(undefined, { sync });
-    const b = await startNode(undefined, { sync });
+    const a = await startNode(undefined, { sync: rawMemberSync });
+    const b = await startNode(undefined, { sync: rawMemberSync });
     const [libA, libB] = (await shareLibrary(a, [b])) as [Library, Library];
     await libA.upsert('note', { id: 'seed-a', title: 'from a', body: null });
     await libB.upsert('note', { id: 'seed-b', title: 'from b', body: null });

@@ -3,7 +3,7 @@ import type { Library, SnapshotCheckpoint } from '../library/library.js';
 import type { SnapshotPosition } from '../library/snapshot.js';
 import type { RemoteCounts } from '../library/remote-apply.js';
 import type { VersionVector } from '../peer-log/types.js';
-import { chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
+import { checkClaim, chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
 import { isBadInput, isPeerReported } from '../replication/wire-errors.js';
 import { coalescing } from '../util/coalescing.js';
@@ -233,6 +233,7 @@ export class CatchUp {
         if (held >= advertised || session.state === 'closed' || this.stopped) break;
         const { page, bytes } = await this.timed(session, () => session.pullState(owner, held));
         if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
+        checkClaim(session, owner, page.to);
         if (page.to <= held) break;
         await library.applyRemoteOwned(page.rows.map(ownedFromTuple), { owner, from: page.from, to: page.to }, run.counts);
         this.advance(run, session, 'owned', page.rows.length, bytes);
@@ -289,6 +290,7 @@ export class CatchUp {
     let reply = this.timed(session, () => session.pullSnapshot(checkpoint?.next ?? null));
     for (;;) {
       const { page, bytes } = await reply;
+      checkSnapshotVector(session, page.vector, library.deviceId, library.versionVector());
       if (checkpoint && isBehind(page.vector, checkpoint.vector)) {
         checkpoint = undefined;
         reply = this.timed(session, () => session.pullSnapshot(null));
@@ -371,6 +373,20 @@ export class CatchUp {
     await this.host.library.deleteMetaValue(BACKFILL_META_KEY);
     this.pending = false;
     this.host.onChange();
+  }
+}
+
+/**
+ * A snapshot's vector is a claim of positions: it must not exceed what the partner advertised
+ * (it advertises before each page), and it cannot hold changes of this device that this device
+ * does not hold (a snapshot never moves a device's own counter: see `Library.applySnapshot`).
+ */
+function checkSnapshotVector(session: Session, vector: VersionVector, self: string, held: VersionVector): void {
+  if (isBehind(session.remoteShared, vector)) {
+    throw new ProtocolError(`partner ${session.device} sent a snapshot of a vector beyond what it advertised`);
+  }
+  if ((vector[self] ?? 0) > (held[self] ?? 0)) {
+    throw new ProtocolError(`partner ${session.device} sent a snapshot claiming changes of this device that it does not hold`);
   }
 }
 

@@ -323,7 +323,11 @@ export class Library {
     await this.write(async (batch) => {
       await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
       if (checkpoint.next === null) {
-        for (const [origin, through] of Object.entries(checkpoint.vector)) batch.adoptPrunedPrefix(origin, through);
+        for (const [origin, through] of Object.entries(checkpoint.vector)) {
+          // A snapshot never moves this device's own counter: only its own writes do (a
+          // position it adopted would be one it then skips or reuses).
+          if (origin !== this.deviceId) batch.adoptPrunedPrefix(origin, through);
+        }
         await batch.db.deleteFrom('sync_meta').where('key', '=', SNAPSHOT_META_KEY).execute();
       } else {
         const value = JSON.stringify(checkpoint);

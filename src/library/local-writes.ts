@@ -5,7 +5,7 @@ import type { DeviceModel, Model, SharedModel } from '../models/define.js';
 import { newestClockOf } from '../models/merge.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Change, ChangeOp, OwnedRowState, Row, SharedRowState, StoredValues } from '../models/types.js';
-import { checkRecordId, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
+import { checkRecordId, checkRecordSize, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
 import type { ModelTable } from '../storage/model-table.js';
 import { newRecordId } from '../util/ids.js';
 import type { WriteBatch } from './write-batch.js';
@@ -112,12 +112,18 @@ export class LocalWriter {
     change: Omit<Change, 'hlc'>,
     current: SharedRowState | undefined | 'load',
   ): Promise<Row> {
+    if (change.fields) {
+      checkRecordSize(model.name, change.fields);
+      model.checkRecord?.(change.fields, change.op === 'upsert');
+    }
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
     const hlc = this.batch.stamp();
     if (before) assertNewer(hlc, newestClockOf(before), model, change.id);
     const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc };
     const state = this.ctx.registry.applyShared(model, before, stamped);
+    // The row is what a snapshot carries: a write must not grow it past the limit either.
+    checkRecordSize(`${model.name} ${change.id} after this write`, state.values);
     this.batch.putLocalShared(table, state);
     this.batch.appendLog({
       origin: this.ctx.deviceId,
@@ -141,6 +147,7 @@ export class LocalWriter {
     deleted: boolean,
     current: OwnedRowState | undefined,
   ): Promise<Row> {
+    checkRecordSize(model.name, values);
     const owner = this.ctx.deviceId;
     const version = this.batch.versionOf(owner) + 1;
     const hlc = this.batch.stamp();

@@ -2,7 +2,7 @@ import { OwnershipError, ValidationError } from '../errors.js';
 import { decodeHlc, isDeviceId, isHlcOf, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
-import { checkRecordId, checkStored } from '../models/values.js';
+import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js';
 import { type Chunk, decodeChunk, MAX_CHUNK_BYTES, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
 import type { LogEntry } from '../peer-log/types.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
@@ -127,6 +127,8 @@ function checkChange(
     throw new ValidationError('fields must be an object');
   }
   const values = checkFields(model, fields as Record<string, unknown>, op === 'upsert');
+  checkRecordSize(model.name, values);
+  model.checkRecord?.(values, op === 'upsert');
   if (op === 'update') {
     if (model.conflict === 'lww') throw new ValidationError(`${model.name}: row-level LWW takes no partial updates`);
     if (model.naturalKey.some((k) => k in values)) throw new ValidationError(`${model.name}: natural key fields never change`);
@@ -367,6 +369,7 @@ export function validateOwnedRows(ctx: WriteContext, rows: readonly unknown[]): 
         if (!model.fieldsByName.has(name)) throw new ValidationError(`${where}: unknown field "${name}"`);
       }
       for (const field of model.fields) checkStored(model, field, (values as Record<string, unknown>)[field.name]);
+      checkRecordSize(`${where}: ${model.name}`, values as StoredValues);
     }
     return hlc;
   });

@@ -3,7 +3,7 @@ import { decodeHlc, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
 import { mergeStates } from '../models/merge.js';
 import type { SharedRowState, StoredValues } from '../models/types.js';
-import { checkRecordId, checkStored, encodedSizeBound } from '../models/values.js';
+import { checkRecordId, checkRecordSize, checkStored, encodedSizeBound, exceedsRecordLimit } from '../models/values.js';
 import type { ReadLimits } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import { runSql } from '../util/sql.js';
@@ -33,9 +33,14 @@ export interface SnapshotPage {
   next: SnapshotPosition | null;
 }
 
-/** Bytes a row costs besides its values and field clocks (id, row clocks, framing), rounded up. */
-const ROW_OVERHEAD_BYTES = 160;
-/** Bytes of one field clock (name and HLC), rounded up. */
+/**
+ * Bytes a snapshot-row tuple costs at most besides its id, values and field clocks: array
+ * header 1, model name (at most 63 ASCII characters) 65, three HLCs of 54 (52 characters and
+ * header), deleted 1, field-clock map header 5; rounded up. The id counts 3 + 3 bytes per UTF-16
+ * unit, so the estimate is an upper bound of the encoding and a page fits its byte limit.
+ */
+const ROW_OVERHEAD_BYTES = 240;
+/** Bytes of one field clock at most (a name of up to 63 ASCII characters, and an HLC), rounded up. */
 const FIELD_CLOCK_BYTES = 130;
 
 /** Reads shared rows after `after`, models in name order and ids in order, within `limits`. */
@@ -61,8 +66,14 @@ export async function readSnapshot(
       for (const row of stored) {
         const state = table.sharedFromRow(row);
         const clocks = Object.keys(state.fieldHlcs ?? {}).length;
-        const size = ROW_OVERHEAD_BYTES + state.id.length + encodedSizeBound(state.values) + clocks * FIELD_CLOCK_BYTES;
+        const size = ROW_OVERHEAD_BYTES + 3 * state.id.length + encodedSizeBound(state.values) + clocks * FIELD_CLOCK_BYTES;
         if (rows.length > 0 && bytes + size > limits.maxBytes) return { rows, next: [name, afterId ?? ''] };
+        if (exceedsRecordLimit(state.values)) {
+          // Held from before the record limit, or joined past it from concurrent partial writes:
+          // a partner refuses it, so it is never sent (see docs/protocol.md, "Record size").
+          afterId = state.id;
+          continue;
+        }
         rows.push({ model: name, state });
         bytes += size;
         afterId = state.id;
@@ -95,6 +106,8 @@ export function validateSnapshotRows(ctx: WriteContext, rows: readonly SnapshotR
       if (model.conflict === 'union' && !state.deleted && naturalKeyId(ctx.libraryId, model, state.values) !== state.id) {
         throw new ValidationError(`${model.name}: id does not match the natural key`);
       }
+      checkRecordSize(model.name, state.values);
+      if (!state.deleted) model.checkRecord?.(state.values, true);
       for (const hlc of [state.upsertHlc, state.deleteHlc]) if (hlc !== null) clocks.push(decodeHlc(hlc));
       for (const [key, hlc] of Object.entries(state.fieldHlcs ?? {})) {
         if (!model.fieldsByName.has(key)) throw new ValidationError(`${model.name}: clock of unknown field "${key}"`);

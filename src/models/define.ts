@@ -1,5 +1,5 @@
 import { ModelDefinitionError } from '../errors.js';
-import type { Change, FieldType, SharedRowState } from './types.js';
+import type { Change, FieldType, SharedRowState, StoredValues } from './types.js';
 
 export interface FieldSpec {
   type: FieldType;
@@ -62,10 +62,18 @@ export interface SharedModel extends ModelBase {
   readonly apply: ApplyFunction | undefined;
   /** Internal to the sync engine (membership): the public write API refuses it. */
   readonly system?: true;
+  /**
+   * System models only: checks beyond the field types, run on every record of the model that is
+   * written here or arrives (a change's fields, `whole` for an upsert; a live snapshot row's
+   * values, whole). Throws `ValidationError`.
+   */
+  readonly checkRecord?: (fields: StoredValues, whole: boolean) => void;
 }
 
 export type Model = DeviceModel | SharedModel;
 
+/** Fields of one model at most, so a row's clocks stay small beside its values (see MAX_RECORD_BYTES). */
+export const MAX_FIELDS = 256;
 const MODEL_NAME = /^[a-z][a-z0-9_]{0,62}$/;
 const FIELD_NAME = /^[A-Za-z][A-Za-z0-9_]{0,62}$/;
 const FIELD_TYPES: ReadonlySet<string> = new Set(['text', 'integer', 'real', 'boolean', 'json', 'blob']);
@@ -85,6 +93,7 @@ export function defineModel(input: ModelInput): Model {
   }
   const fields = Object.entries(input.fields ?? {}).map(([fieldName, spec]) => defineField(name, fieldName, spec));
   if (fields.length === 0) throw new ModelDefinitionError(`model "${name}" declares no fields`);
+  if (fields.length > MAX_FIELDS) throw new ModelDefinitionError(`model "${name}" declares more than ${MAX_FIELDS} fields`);
   const fieldsByName = new Map(fields.map((f) => [f.name, f]));
   // SQLite column names are case-insensitive, so "title" and "Title" would be one column.
   if (new Set(fields.map((f) => f.name.toLowerCase())).size !== fields.length) {

@@ -1,4 +1,6 @@
+import { ValidationError } from '../errors.js';
 import type { FieldDefinition, SharedModel } from './define.js';
+import type { StoredValues } from './types.js';
 
 const memberFields: readonly FieldDefinition[] = [
   { name: 'peer', type: 'text', nullable: false },
@@ -18,8 +20,48 @@ export const MEMBERS_MODEL: SharedModel = {
   naturalKey: [],
   apply: undefined,
   system: true,
+  checkRecord: checkMemberRecord,
   fields: memberFields,
   fieldsByName: new Map(memberFields.map((f) => [f.name, f])),
 };
+
+/** Bounds of a member row, as for the addresses a joiner sends (`join.addrs`). */
+export const MAX_MEMBER_ADDRS = 32;
+export const MAX_ADDR_LENGTH = 512;
+const MAX_PEER_ID_LENGTH = 128;
+
+/**
+ * A member row is written whole (the engine only ever upserts it), so its PeerId and addresses
+ * are checked together: every address is a multiaddr string, and one that ends in a PeerId must
+ * end in the row's own. Dialling an address that ends in another PeerId reaches that peer (a
+ * member's address listed under another member would make this node dial the wrong peer).
+ */
+function checkMemberRecord(fields: StoredValues, whole: boolean): void {
+  if (!whole) throw new ValidationError('sync_members: a member row is written whole (upsert), never partially');
+  const peer = fields.peer;
+  if (typeof peer !== 'string' || peer.length === 0 || peer.length > MAX_PEER_ID_LENGTH || peer.includes('/')) {
+    throw new ValidationError(`sync_members: peer must be a PeerId of 1 to ${MAX_PEER_ID_LENGTH} characters`);
+  }
+  const addrs: unknown = JSON.parse(fields.addrs as string);
+  if (!Array.isArray(addrs) || addrs.length > MAX_MEMBER_ADDRS) {
+    throw new ValidationError(`sync_members: addrs must be an array of at most ${MAX_MEMBER_ADDRS} multiaddrs`);
+  }
+  for (const addr of addrs) {
+    if (typeof addr !== 'string' || !addr.startsWith('/') || addr.length > MAX_ADDR_LENGTH) {
+      throw new ValidationError(`sync_members: an address must be a multiaddr string of at most ${MAX_ADDR_LENGTH} characters`);
+    }
+    const target = endingPeerId(addr);
+    if (target !== undefined && target !== peer) {
+      throw new ValidationError(`sync_members: address ${addr} ends in PeerId ${target}, not the member's ${peer}`);
+    }
+  }
+}
+
+/** The PeerId a multiaddr string ends in (`…/p2p/<id>`, or the older `…/ipfs/<id>`), if any. */
+function endingPeerId(addr: string): string | undefined {
+  const parts = addr.split('/');
+  const protocol = parts.at(-2);
+  return protocol === 'p2p' || protocol === 'ipfs' ? parts.at(-1) : undefined;
+}
 
 export const SYSTEM_MODELS: readonly SharedModel[] = [MEMBERS_MODEL];

@@ -86,7 +86,7 @@ export function storedFromFullRow(model: Model, input: Record<string, unknown>):
   rejectUnknownFields(model, input, true);
   const values: StoredValues = {};
   for (const field of model.fields) values[field.name] = toStored(model, field, input[field.name] as FieldValue);
-  return checkRecordSize(model, values);
+  return values;
 }
 
 /** A partial change from the host: only declared fields, at least one. */
@@ -98,30 +98,41 @@ export function storedFromPartial(model: Model, input: Record<string, unknown>):
     values[name] = toStored(model, model.fieldsByName.get(name)!, value as FieldValue);
   }
   if (Object.keys(values).length === 0) throw new ValidationError(`${model.name}: update names no fields`);
-  return checkRecordSize(model, values);
+  return values;
 }
 
 /**
- * Largest encoded record (its field values) a write may carry. A change must fit one protocol
- * frame with room to spare, or it could never be replicated.
+ * The record size limit: the largest encoding (msgpack, stored form) of the field values one
+ * record carries — a log entry's fields, a device-owned row's values, a snapshot row's values,
+ * a member row. It holds for every record, written here or received: a larger one is refused
+ * (`ValidationError`), so every record fits one page and one frame with room to spare (the
+ * relation is checked in `src/protocol/limits.ts`).
  */
 export const MAX_RECORD_BYTES = 1024 * 1024;
 
-/** An upper bound of the values' encoded size, without encoding them. */
+/**
+ * An upper bound of `pack(values).byteLength`, without encoding: the map header, and per field
+ * its key and value (UTF-8 takes at most 3 bytes per UTF-16 unit; 5 bytes of header each).
+ */
 export function encodedSizeBound(values: StoredValues): number {
-  let bytes = 0;
-  for (const value of Object.values(values)) {
-    // UTF-8 uses at most 3 bytes per UTF-16 unit.
-    bytes += typeof value === 'string' ? value.length * 3 : value instanceof Uint8Array ? value.byteLength : 9;
+  let bytes = 5;
+  for (const [key, value] of Object.entries(values)) {
+    bytes += key.length * 3 + 5;
+    bytes += typeof value === 'string' ? value.length * 3 + 5 : value instanceof Uint8Array ? value.byteLength + 5 : 9;
   }
   return bytes;
 }
 
-function checkRecordSize(model: Model, values: StoredValues): StoredValues {
-  if (encodedSizeBound(values) > MAX_RECORD_BYTES && pack(values).byteLength > MAX_RECORD_BYTES) {
-    throw new ValidationError(`${model.name}: record is larger than ${MAX_RECORD_BYTES} bytes encoded`);
+/** Whether `values` encode to more than the record size limit (encoded only when they may). */
+export function exceedsRecordLimit(values: StoredValues): boolean {
+  return encodedSizeBound(values) > MAX_RECORD_BYTES && pack(values).byteLength > MAX_RECORD_BYTES;
+}
+
+/** Refuses a record over the size limit (`where` names it in the message). */
+export function checkRecordSize(where: string, values: StoredValues): void {
+  if (exceedsRecordLimit(values)) {
+    throw new ValidationError(`${where}: record is larger than ${MAX_RECORD_BYTES} bytes encoded (${pack(values).byteLength})`);
   }
-  return values;
 }
 
 export function rowFromStored(model: Model, id: string, values: StoredValues): Row {

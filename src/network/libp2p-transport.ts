@@ -7,7 +7,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import { webSockets } from '@libp2p/websockets';
-import { multiaddr } from '@multiformats/multiaddr';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
@@ -87,12 +87,14 @@ export class Libp2pTransport implements Transport {
 
   async connect(peer: string, addrs: readonly string[], signal?: AbortSignal): Promise<void> {
     if (this.isConnected(peer)) return;
-    const targets = addrs.map((a) => (a.includes('/p2p/') ? multiaddr(a) : multiaddr(`${a}/p2p/${peer}`)));
-    if (targets.length === 0) throw new NetworkError(`no known address for peer ${peer}`);
+    const targets = dialTargets(peer, addrs);
+    if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
     try {
       const connection = await this.node.dial(targets, { signal });
+      // Every target ends in `peer`, so libp2p authenticates exactly that peer. Should a
+      // connection to another peer come back all the same, it is that peer's (possibly a
+      // member's, in use): never close it.
       if (connection.remotePeer.toString() !== peer) {
-        await connection.close();
         throw new NetworkError(`dialled ${peer} but reached ${connection.remotePeer.toString()}`);
       }
     } catch (err) {
@@ -149,6 +151,27 @@ export class Libp2pTransport implements Transport {
     const strangers = this.node.getConnections().filter((c) => !this.isKnown(c.remotePeer.toString())).length;
     return strangers >= this.options.maxStrangerConnections;
   }
+}
+
+/**
+ * The addresses `peer` can be dialled at, each ending in `/p2p/<peer>`. An address that ends in
+ * another PeerId is skipped: libp2p would dial that peer instead (or hand back its existing
+ * connection), never `peer`. Addresses that do not parse are skipped too.
+ */
+function dialTargets(peer: string, addrs: readonly string[]): Multiaddr[] {
+  const targets: Multiaddr[] = [];
+  for (const text of addrs) {
+    let address: Multiaddr;
+    try {
+      address = multiaddr(text);
+    } catch {
+      continue;
+    }
+    const last = address.getComponents().at(-1);
+    if (last?.name !== 'p2p') targets.push(address.encapsulate(`/p2p/${peer}`));
+    else if (last.value === peer) targets.push(address);
+  }
+  return targets;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
 import { type Chunk, CHUNK_OVERHEAD_BYTES, decodeChunk, encodeChunks } from './chunk.js';
+import { exceedsRecordLimit, MAX_RECORD_BYTES } from '../models/values.js';
 import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
 
 type Db = Kysely<InternalTables>;
@@ -90,7 +91,17 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
         // Nothing stored at `next`: the vector is ahead of the log.
         if (row.first_seq > next) reading = false;
         if (!reading) break;
-        const chunk: Chunk = { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries };
+        const stored: Chunk = { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries };
+        // Only a chunk larger than the record limit can hold an entry over it.
+        const unservable = stored.entries.byteLength > MAX_RECORD_BYTES ? firstOverLimit(stored, next) : undefined;
+        if (unservable === next) {
+          // Held from before the record limit: a partner would refuse it, so this log cannot
+          // serve past it; reported like a pruned position, the requester takes a snapshot.
+          if (next === from + 1) result.pruned.push({ origin, requestedAfter: from, prunedThrough: next });
+          reading = false;
+          break;
+        }
+        const chunk = unservable === undefined ? stored : sliceChunk(stored, next, unservable - 1);
         const whole = chunk.firstSeq === next && room(chunk.lastSeq - chunk.firstSeq + 1, chunk.entries.byteLength);
         const part = whole ? chunk : cutChunk(chunk, next, room, result.entries === 0);
         if (part) {
@@ -101,6 +112,8 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
           full = true;
           reading = false;
         }
+        // The next page starts at the unservable entry and reports it.
+        if (unservable !== undefined) reading = false;
       }
     }
     if (next <= heldSeq) result.hasMore = true;
@@ -129,6 +142,20 @@ function cutChunk(
   const first = decoded[0]!;
   const last = decoded[count - 1]!;
   return { origin: chunk.origin, firstSeq: first.entry.seq, lastSeq: last.entry.seq, entries: chunk.entries.subarray(first.start, last.end) };
+}
+
+/** The seq of the first entry from seq `from` on whose fields exceed the record limit, if any. */
+function firstOverLimit(chunk: Chunk, from: number): number | undefined {
+  return decodeChunk(chunk).find(({ entry }) => entry.seq >= from && entry.fields !== null && exceedsRecordLimit(entry.fields))
+    ?.entry.seq;
+}
+
+/** The entries `first` … `last` of `chunk`, sliced from its bytes. */
+function sliceChunk(chunk: Chunk, first: number, last: number): Chunk {
+  const decoded = decodeChunk(chunk);
+  const start = decoded[first - chunk.firstSeq]!.start;
+  const end = decoded[last - chunk.firstSeq]!.end;
+  return { origin: chunk.origin, firstSeq: first, lastSeq: last, entries: chunk.entries.subarray(start, end) };
 }
 
 /** `chunksAfter`, decoded into entries. */

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { MAX_ADDR_LENGTH, MAX_MEMBER_ADDRS } from '../models/system.js';
+import { MAX_RECORD_BYTES } from '../models/values.js';
 
 /**
  * The sync wire protocol: every message, with its runtime schema. docs/protocol.md is the
@@ -11,7 +13,7 @@ export const PROTOCOL_VERSION = [1, 0] as const;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
-/** Upper bounds a server applies to page requests, whatever the requester asks for. */
+/** Upper bounds a server applies to page requests (and a sender to its pushes), whatever is asked. */
 export const MAX_PAGE_RECORDS = 5_000;
 export const MAX_PAGE_BYTES = 1024 * 1024;
 
@@ -30,14 +32,42 @@ export const MAX_VECTOR_ORIGINS = 1_024;
 export const MAX_HANDSHAKE_FRAME_BYTES = 128 * 1024;
 const MAX_BATCH_RECORDS = MAX_PAGE_RECORDS;
 
+/**
+ * Bytes a page or batch message holds at most besides its records: a vector or `pruned` list at
+ * its maximum (`MAX_VECTOR_ORIGINS` origins of 46 and 56 bytes), a snapshot position of two
+ * 256-character ids, and the other fields; rounded up.
+ */
+export const MAX_PAGE_ENVELOPE_BYTES = 128 * 1024;
+/**
+ * Bytes one record's tuple takes at most: its values at the record limit, plus id (256 UTF-16
+ * units), model name, owner, clocks and up to `MAX_FIELDS` field clocks; rounded up.
+ */
+export const MAX_RECORD_TUPLE_BYTES = MAX_RECORD_BYTES + 64 * 1024;
+
+// Readers count each record by an upper bound of its encoding and stop before `MAX_PAGE_BYTES`,
+// except that a page always carries its first record, whatever its size: so a page holds
+// records worth at most `MAX_PAGE_BYTES`, or one record alone. Either fits one frame.
+if (Math.max(MAX_PAGE_BYTES, MAX_RECORD_TUPLE_BYTES) + MAX_PAGE_ENVELOPE_BYTES > MAX_FRAME_BYTES) {
+  throw new Error('internal: a page of records, or one record of the largest size, must fit one frame');
+}
+
+/**
+ * Largest log position (seq) or owned version a message may carry: 2^52, far beyond any real
+ * count (a million writes a second for 142 years), with room below 2^53 - 1 so that nothing
+ * computed from a position (the next seq, a run's length) leaves the safe-integer range.
+ */
+export const MAX_POSITION = 2 ** 52;
+
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** A log position (seq) or an owned version: every vector entry, seq, version and coverage bound. */
+const position = z.number().int().min(0).max(MAX_POSITION);
 const shortText = z.string().max(256);
 const fieldValues = z.record(z.string().max(64), z.unknown());
 
 /** `{origin device: last seq}` (shared log) or `{owner device: version}` (device-owned rows). */
 const vector = z
-  .record(uuid, count)
+  .record(uuid, position)
   .refine((v) => Object.keys(v).length <= MAX_VECTOR_ORIGINS, 'too many origins in a vector');
 
 const bytes = (max: number) =>
@@ -48,7 +78,7 @@ const bytes = (max: number) =>
  * chunk encoding (docs/protocol.md, "Log chunk"), so stored chunks go out as they are.
  */
 const chunkTuple = z
-  .tuple([uuid, count.min(1), count.min(1), bytes(MAX_FRAME_BYTES)])
+  .tuple([uuid, position.min(1), position.min(1), bytes(MAX_FRAME_BYTES)])
   .refine(([, first, last]) => last >= first && last - first < MAX_BATCH_RECORDS, 'lastSeq must be firstSeq or after');
 export type ChunkTuple = z.infer<typeof chunkTuple>;
 const chunkList = z
@@ -60,7 +90,7 @@ const chunkList = z
   );
 
 /** A device-owned row as a tuple: model, id, owner, version, hlc, deleted, values. */
-const ownedRowTuple = z.tuple([shortText, shortText, uuid, count.min(1), shortText, z.boolean(), fieldValues.nullable()]);
+const ownedRowTuple = z.tuple([shortText, shortText, uuid, position.min(1), shortText, z.boolean(), fieldValues.nullable()]);
 export type OwnedRowTuple = z.infer<typeof ownedRowTuple>;
 
 /**
@@ -88,15 +118,12 @@ const request = { ...base, req: count, maxRecords: count.min(1), maxBytes: count
 
 const hello = z.object({ t: z.literal('hello'), v: version, ...base, device: uuid, shared: vector, owned: vector });
 const changes = z.object({ t: z.literal('changes'), ...base, batch: count, chunks: chunkList });
-const state = z.object({
-  t: z.literal('state'),
-  ...base,
-  batch: count,
-  owner: uuid,
-  from: count,
-  to: count,
-  rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS),
-});
+/** Coverage `(from, to]` of an owner's versions. */
+const coverage = { owner: uuid, from: position, to: position };
+const coverageInOrder = (c: { from: number; to: number }) => c.from <= c.to;
+const state = z
+  .object({ t: z.literal('state'), ...base, batch: count, ...coverage, rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS) })
+  .refine(coverageInOrder, 'to must not be below from');
 const ack = z.object({ t: z.literal('ack'), ...base, batch: count.nullable(), shared: vector, owned: vector });
 const heartbeat = z.object({ t: z.literal('heartbeat'), ...base, shared: vector, owned: vector });
 const pullShared = z.object({ t: z.literal('pull-shared'), ...request, after: vector });
@@ -106,19 +133,19 @@ const sharedPage = z.object({
   req: count,
   chunks: chunkList,
   hasMore: z.boolean(),
-  pruned: z.array(z.tuple([uuid, count, count])).max(MAX_VECTOR_ORIGINS),
+  pruned: z.array(z.tuple([uuid, position, position])).max(MAX_VECTOR_ORIGINS),
 });
-const pullState = z.object({ t: z.literal('pull-state'), ...request, owner: uuid, after: count });
-const statePage = z.object({
-  t: z.literal('state-page'),
-  ...base,
-  req: count,
-  owner: uuid,
-  from: count,
-  to: count,
-  rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS),
-  hasMore: z.boolean(),
-});
+const pullState = z.object({ t: z.literal('pull-state'), ...request, owner: uuid, after: position });
+const statePage = z
+  .object({
+    t: z.literal('state-page'),
+    ...base,
+    req: count,
+    ...coverage,
+    rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS),
+    hasMore: z.boolean(),
+  })
+  .refine(coverageInOrder, 'to must not be below from');
 const pullSnapshot = z.object({ t: z.literal('pull-snapshot'), ...request, after: snapshotPosition.nullable() });
 const snapshotPage = z.object({
   t: z.literal('snapshot-page'),
@@ -137,7 +164,7 @@ const join = z.object({
   invite: uuid,
   proof: bytes(32).refine((b) => b.byteLength === 32, 'proof must be 32 bytes'),
   device: uuid,
-  addrs: z.array(z.string().max(512)).max(32),
+  addrs: z.array(z.string().max(MAX_ADDR_LENGTH)).max(MAX_MEMBER_ADDRS),
 });
 const welcome = z.object({ t: z.literal('welcome'), ...base, name: z.string().max(200), device: uuid });
 const error = z.object({

@@ -109,6 +109,12 @@ export class Session {
   );
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
+  /**
+   * The vectors this side last sent (in an ack or a heartbeat; they only grow). A position this
+   * side claims (a snapshot's vector, a coverage's `to`) must not exceed what it advertised, and
+   * the partner holds it to that, so such a claim is preceded by a heartbeat where needed.
+   */
+  private advertised: { shared: VersionVector; owned: VersionVector } = { shared: {}, owned: {} };
   private readonly onAppended = () => this.pump();
 
   constructor(
@@ -275,6 +281,7 @@ export class Session {
       }
       case 'pull-state': {
         const page = await this.library.ownedAfter(message.owner, message.after, limits);
+        await this.advertise({}, { [message.owner]: page.to });
         return this.send({
           t: 'state-page',
           library: this.library.id,
@@ -290,6 +297,7 @@ export class Session {
         // Taken before the read: every change it covers is then in the rows read.
         const vector = this.library.versionVector();
         const page = await this.library.snapshotAfter(message.after, limits);
+        await this.advertise(vector, {});
         return this.send({
           t: 'snapshot-page',
           library: this.library.id,
@@ -318,6 +326,7 @@ export class Session {
 
   private async receiveState(message: MessageOf<'state'>): Promise<void> {
     const { owner, from, to } = message;
+    checkClaim(this, owner, to);
     this.learnRemote({}, { [owner]: to });
     const held = this.library.ownedVector()[owner] ?? 0;
     if (from <= held && owner !== this.library.deviceId) {
@@ -357,6 +366,7 @@ export class Session {
       while (sent < held && this.state !== 'closed' && this.inFlight < this.host.tuning.pushWindow) {
         const page = await this.library.ownedAfter(owner, sent, limits);
         if (page.to <= sent) break;
+        await this.advertise({}, { [owner]: page.to });
         this.inFlight += 1;
         await this.send({
           t: 'state',
@@ -441,26 +451,33 @@ export class Session {
       this.close(new TimeoutError(`partner ${this.device} sent nothing for ${this.host.tuning.peerTimeoutMs} ms`));
       return;
     }
-    void this.send({
-      t: 'heartbeat',
-      library: this.library.id,
-      shared: this.library.versionVector(),
-      owned: this.library.ownedVector(),
-    }).catch((err) => this.close(toSyncError(err)));
+    this.sendHeartbeat().catch((err) => this.close(toSyncError(err)));
+  }
+
+  private sendHeartbeat(): Promise<void> {
+    return this.send({ t: 'heartbeat', library: this.library.id, ...this.vectorsToAdvertise() });
   }
 
   private sendAck(batch: number | null): Promise<void> {
-    return this.send({
-      t: 'ack',
-      library: this.library.id,
-      batch,
-      shared: this.library.versionVector(),
-      owned: this.library.ownedVector(),
-    });
+    return this.send({ t: 'ack', library: this.library.id, batch, ...this.vectorsToAdvertise() });
   }
 
+  private vectorsToAdvertise(): { shared: VersionVector; owned: VersionVector } {
+    this.advertised = { shared: this.library.versionVector(), owned: this.library.ownedVector() };
+    return this.advertised;
+  }
+
+  /** Advertises this side's vectors first unless the partner already knows it holds these. */
+  private async advertise(shared: VersionVector, owned: VersionVector): Promise<void> {
+    if (isBehind(this.advertised.shared, shared) || isBehind(this.advertised.owned, owned)) await this.sendHeartbeat();
+  }
+
+  /** Limits of a push batch or a pull; within the page bounds, so a batch always fits a frame. */
   private limits(): { maxRecords: number; maxBytes: number } {
-    return { maxRecords: this.host.tuning.batchRecords, maxBytes: this.host.tuning.batchBytes };
+    return {
+      maxRecords: Math.min(this.host.tuning.batchRecords, MAX_PAGE_RECORDS),
+      maxBytes: Math.min(this.host.tuning.batchBytes, MAX_PAGE_BYTES),
+    };
   }
 
   private request<R extends PageReply>(message: PullRequest): Promise<Reply<R>> {
@@ -493,6 +510,17 @@ export class Session {
   }
 }
 
+/**
+ * A partner's claim that it holds `owner` through `to` (a coverage) must not exceed what it
+ * advertised before (hello, acks, heartbeats): an honest side advertises first, and a claim
+ * beyond would move this device's cursor past versions the partner never showed it holds.
+ */
+export function checkClaim(session: Session, owner: string, to: number): void {
+  const advertised = session.remoteOwned[owner] ?? 0;
+  if (to > advertised) {
+    throw new ProtocolError(`partner ${session.device} claims ${owner} through version ${to} but advertised ${advertised}`);
+  }
+}
 
 function snapshotRowToTuple({ model, state }: SnapshotRow): SnapshotRowTuple {
   return [model, state.id, state.hlc, state.deleted, state.values, state.fieldHlcs, state.upsertHlc, state.deleteHlc];

@@ -15,8 +15,9 @@ import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
 import { type ChunkTuple, type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import type { FrameStream } from '../../src/protocol/transport.js';
 import { encodeInvite } from '../../src/replication/invite-code.js';
-import { waitFor } from './cluster.js';
-import { keyWhere, RawPeer, type RawStream, type StreamEnd } from './raw-peer.js';
+import { removeTempDirs } from './child-process.js';
+import { fastSync, stopAllNodes, waitFor } from './cluster.js';
+import { keyWhere, RawPeer, type RawStream, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
 
 export interface RawMember {
   peer: RawPeer;
@@ -96,6 +97,8 @@ export interface MemberSessionOptions {
   heartbeatMs: number;
   /** Reply to a pull-shared, or undefined to leave it unanswered (default: an empty, final page). */
   answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message | undefined;
+  /** Frames sent in reply to a pull-snapshot, in order (default: none, the pull times out). */
+  answerPullSnapshot?: (pull: MessageOf<'pull-snapshot'>) => Message[];
 }
 
 /** One session of a raw member with a node, frame by frame. */
@@ -105,6 +108,17 @@ const openSessions = new Set<MemberSession>();
 export function stopAllMemberSessions(): void {
   for (const session of openSessions) session.stop();
 }
+
+/** Everything a test with raw members started: sessions, raw peers, nodes, temp dirs (for afterEach). */
+export async function stopRawMemberTest(): Promise<void> {
+  stopAllMemberSessions();
+  await stopAllRawPeers();
+  await stopAllNodes();
+  await removeTempDirs();
+}
+
+/** Node timings for tests with a raw member: a generous peer timeout (no drop under load), no pruning. */
+export const rawMemberSync = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
 export class MemberSession {
   /** Every frame received after the node's hello, in order (decoded; undecodable ones counted). */
@@ -233,6 +247,8 @@ export class MemberSession {
             ? answerPullShared(message)
             : { t: 'shared-page', library: this.library, req: message.req, chunks: [], hasMore: false, pruned: [] };
           if (reply) void this.send(reply);
+        } else if (message.t === 'pull-snapshot') {
+          for (const reply of this.options.answerPullSnapshot?.(message) ?? []) void this.send(reply);
         } else if (message.t === 'pull-state') {
           void this.send({
             t: 'state-page',
@@ -253,6 +269,28 @@ export class MemberSession {
       clearInterval(this.heartbeat);
     }
   }
+}
+
+/**
+ * Opens a session of `member` with `node`, lets `act` deliver bad input through it, and expects
+ * the node to end the session (reset) with one `error` frame of `code` whose message matches
+ * `message`. Returns the session, for further checks.
+ */
+export async function expectSessionRefused(
+  member: RawMember,
+  node: SyncNode,
+  library: string,
+  what: string,
+  options: MemberSessionOptions,
+  act: (session: MemberSession) => Promise<unknown>,
+  expected: { code: string; message: RegExp },
+): Promise<MemberSession> {
+  const session = await MemberSession.open(member, node, library, options);
+  await act(session);
+  expect((await session.ended(`the node to end the session after ${what}`)).kind, what).toBe('reset');
+  expect(session.of('error'), what).toMatchObject([{ code: expected.code, req: null }]);
+  expect(session.of('error')[0]!.message, what).toMatch(expected.message);
+  return session;
 }
 
 /** The entries a `changes` or `shared-page` message carries, decoded from its chunks. */

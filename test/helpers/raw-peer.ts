@@ -232,7 +232,7 @@ export class RawPeer implements Dialable {
    */
   async join(
     inviteText: string,
-    options: { device: string; proof?: Uint8Array; library?: string; v?: [number, number] },
+    options: { device: string; proof?: Uint8Array; library?: string; v?: [number, number]; addrs?: string[] },
   ): Promise<RawStream> {
     const invite = decodeInvite(inviteText);
     const library = options.library ?? invite.library;
@@ -244,7 +244,7 @@ export class RawPeer implements Dialable {
       invite: invite.id,
       proof: options.proof ?? inviteProof(hashSecret(invite.secret), this.peerId, invite.library),
       device: options.device,
-      addrs: this.multiaddrs(),
+      addrs: options.addrs ?? this.multiaddrs(),
     });
     return stream;
   }

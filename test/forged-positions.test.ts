@@ -1,0 +1,166 @@
+/**
+ * Issue 10, items 5d and 5e: positions taken from a member's claims. A member that claimed to be
+ * ahead, answered a pull with `pruned` and served a snapshot made the victim adopt the snapshot's
+ * vector (its position for an honest member jumped, its own counter too; with 2^53 - 1 a later
+ * write broke the log and the node no longer started); a `state` with `to` = 2^53 - 1 moved the
+ * victim's cursor for an owner, whose later rows never arrived. Now:
+ * - a position past 2^52 is bad input on every message (schema);
+ * - a snapshot's vector and a coverage's `to` must not exceed what the sender advertised (an
+ *   honest sender advertises before it claims), else PROTOCOL;
+ * - a snapshot never moves the device's own counter (claiming more of it is PROTOCOL), and a
+ *   coverage of the device's own rows is ignored.
+ * After each attack the victim is restarted: it starts, and keeps syncing with an honest member
+ * (digests equal), whose later writes, shared and owned, still reach it.
+ *
+ * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeHlc, type Library, type SyncNode } from '../src/index.js';
+import type { Message } from '../src/protocol/messages.js';
+import { makeTempDir } from './helpers/child-process.js';
+import { shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+
+afterEach(stopRawMemberTest);
+
+
+describe('a snapshot applied at the library', () => {
+  it("never moves the device's own counter, also across a restart", async () => {
+    const dir = await makeTempDir('lsync-node-');
+    let node = await startNode(dir);
+    let lib = await node.createLibrary({ name: 'own' });
+    await lib.upsert('note', { id: 'a', title: 'a', body: null });
+    const own = lib.versionVector()[node.deviceId]!;
+    const other = '00000000-0000-4000-8000-000000000007';
+    await lib.applySnapshot([], { vector: { [node.deviceId]: own + 1_000, [other]: 7 }, next: null });
+    expect(lib.versionVector()).toMatchObject({ [node.deviceId]: own, [other]: 7 });
+    await lib.upsert('note', { id: 'b', title: 'b', body: null });
+    expect(lib.versionVector()[node.deviceId]).toBe(own + 1);
+    const id = lib.id;
+    await stopNode(node);
+    node = await startNode(dir);
+    lib = node.library(id);
+    expect(lib.versionVector()).toMatchObject({ [node.deviceId]: own + 1, [other]: 7 });
+    expect((await lib.entriesAfter({}, { maxRecords: 100, maxBytes: 1 << 20 })).entries.map((e) => e.seq)).toEqual([own, own + 1]);
+  });
+});
+
+describe('positions a member claims', () => {
+  it('cannot move the victim past what the member advertised, nor its own counter; the victim restarts and syncs', async () => {
+    const dirV = await makeTempDir('lsync-node-');
+    let v: SyncNode = await startNode(dirV, { sync: rawMemberSync });
+    const n = await startNode(undefined, { sync: rawMemberSync });
+    const [libV0, libN] = (await shareLibrary(v, [n])) as [Library, Library];
+    const id = libV0.id;
+    let libV = libV0;
+    const member = await joinAsRawMember(v, libV, [v, n]);
+    const m = member.device;
+    await waitFor(async () => (await libN.members()).some((x) => x.device === m), 'N to learn of the raw member');
+    await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
+    await libN.upsert('note', { id: 'n-1', title: 'from n', body: null });
+    await libN.upsert('volume', { id: 'n-vol-1', path: '/n', bytes: 1 });
+    await waitForConvergence([libV, libN]);
+    let round = 0;
+
+    /** What the victim holds of itself and of the honest member: no attack may move it. */
+    const positions = () => ({
+      own: libV.versionVector()[v.deviceId],
+      honest: libV.versionVector()[n.deviceId],
+      ownedOwn: libV.ownedVector()[v.deviceId],
+      ownedHonest: libV.ownedVector()[n.deviceId],
+      member: libV.versionVector()[m],
+    });
+
+    /** Restarts the victim; it must start, and keep syncing both ways with N, owned rows included. */
+    const restartAndSync = async (what: string) => {
+      await stopNode(v);
+      v = await startNode(dirV, { sync: rawMemberSync });
+      libV = v.library(id);
+      round += 1;
+      await libN.upsert('note', { id: `n-after-${round}`, title: what, body: null });
+      await libN.upsert('volume', { id: `n-vol-after-${round}`, path: '/n', bytes: round });
+      await libV.upsert('note', { id: `v-after-${round}`, title: what, body: null });
+      await waitForConvergence([libV, libN]);
+      expect(await libV.get('volume', `n-vol-after-${round}`), what).toBeDefined();
+      expect(await libN.get('note', `v-after-${round}`), what).toBeDefined();
+    };
+
+    const attack = async (what: string, options: MemberSessionOptions, act: (s: MemberSession) => Promise<unknown>, message: RegExp) => {
+      const before = positions();
+      await expectSessionRefused(member, v, id, what, options, act, { code: 'PROTOCOL', message });
+      expect(positions(), what).toEqual(before);
+      await restartAndSync(what);
+    };
+
+    /** A member that claims to be ahead by `shared`, answers the pull with `pruned` and serves `page` (after `advertise`). */
+    const forgedSnapshot = (shared: Record<string, number>, vector: Record<string, number>, advertise?: Record<string, number>): MemberSessionOptions => ({
+      heartbeatMs: 200,
+      shared,
+      answerPullShared: (pull) => ({ t: 'shared-page', library: id, req: pull.req, chunks: [], hasMore: false, pruned: [[m, 0, shared[m]!]] }),
+      answerPullSnapshot: (pull) => [
+        ...(advertise ? [{ t: 'heartbeat', library: id, shared: advertise, owned: {} } as Message] : []),
+        { t: 'snapshot-page', library: id, req: pull.req, vector, rows: [], next: null, total: 0 },
+      ],
+    });
+    const snapshotPulled = (s: MemberSession) => waitFor(() => s.count('pull-snapshot') > 0 || s.end !== undefined, 'the victim to pull a snapshot');
+
+    // 1. The issue's attack: ahead by 5, a snapshot vector a million further for itself and for N.
+    await attack(
+      'a snapshot vector beyond what the member advertised',
+      forgedSnapshot({ [m]: 5 }, { [m]: 1_000_005, [n.deviceId]: 1_000_005 }),
+      snapshotPulled,
+      /snapshot of a vector beyond what it advertised/,
+    );
+    // 2. Consistent, advertised, but claiming more of the victim's own log than it wrote.
+    const ownAhead = { [m]: 5, [v.deviceId]: (libV.versionVector()[v.deviceId] ?? 0) + 1_000 };
+    await attack('a snapshot claiming the victim’s own changes', forgedSnapshot(ownAhead, ownAhead, ownAhead), snapshotPulled, /claiming changes of this device/);
+    // 3. Positions past 2^52, in a heartbeat, a snapshot page, a chunk and a state.
+    const huge = 2 ** 53 - 1;
+    await attack('a vector position of 2^53 - 1', forgedSnapshot({ [m]: 5 }, { [m]: huge }, { [m]: huge }), snapshotPulled, /invalid message/);
+    await attack(
+      'a chunk position past 2^52',
+      { heartbeatMs: 200 },
+      (s) => s.send({ t: 'changes', library: id, batch: 1, chunks: [[m, 2 ** 52 + 1, 2 ** 52 + 1, new Uint8Array([0x90])]] }),
+      /invalid message/,
+    );
+    await attack(
+      'a coverage of 2^53 - 1',
+      { heartbeatMs: 200 },
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: m, from: 0, to: huge, rows: [] }),
+      /invalid message/,
+    );
+    // 4. The issue's `state` attack on an honest owner's cursor, not advertised.
+    await attack(
+      'a coverage beyond what the member advertised',
+      { heartbeatMs: 200 },
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, rows: [] }),
+      /claims .* through version 1000000 but advertised/,
+    );
+    await attack(
+      'a coverage running backwards',
+      { heartbeatMs: 200 },
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: m, from: 9, to: 3, rows: [] }),
+      /invalid message/,
+    );
+
+    // 5. A coverage of the victim's own rows, even advertised, is ignored (acked, nothing moves);
+    //    then the member's own rows and changes, advertised and covered, are applied.
+    const before = positions();
+    const ownRows = { [v.deviceId]: 1_000_000 };
+    const s = await MemberSession.open(member, v, id, { heartbeatMs: 200, owned: ownRows });
+    await s.send({ t: 'state', library: id, batch: 1, owner: v.deviceId, from: 0, to: 1_000_000, rows: [] });
+    await waitFor(() => s.of('ack').some((a) => a.batch === 1), 'the victim to ack the coverage of its own rows');
+    expect(positions()).toEqual(before);
+    const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: m });
+    s.owned = { ...ownRows, [m]: 1 };
+    await s.send({ t: 'heartbeat', library: id, shared: {}, owned: s.owned });
+    await s.send({ t: 'state', library: id, batch: 2, owner: m, from: 0, to: 1, rows: [['volume', 'm-vol', m, 1, hlc, false, { path: '/m', bytes: 1 }]] });
+    await waitFor(() => s.of('ack').some((a) => a.batch === 2), 'the victim to ack the member’s rows');
+    expect(await libV.get('volume', 'm-vol')).toMatchObject({ path: '/m' });
+    expect(libV.ownedVector()[m]).toBe(1);
+    expect(s.end).toBeUndefined();
+    s.stop();
+    await restartAndSync('after the member’s own rows');
+    expect(libV.ownedVector()[v.deviceId]).toBe(before.ownedOwn);
+  });
+});
