@@ -1,7 +1,7 @@
 import { BusyError, ProtocolError, SyncError } from '../errors.js';
 import type { Library, SnapshotCheckpoint } from '../library/library.js';
 import type { SnapshotPosition } from '../library/snapshot.js';
-import type { RemoteCounts } from '../library/remote-apply.js';
+import type { OwnedCoverage, OwnedRowUpdate, RemoteCounts } from '../library/remote-apply.js';
 import type { VersionVector } from '../peer-log/types.js';
 import { chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
@@ -224,17 +224,12 @@ export class CatchUp {
 
   private async pullAll(session: Session, run: Run): Promise<void> {
     const library = this.host.library;
+    await this.checkOwnRows(session, run);
     for (const [owner, advertised] of Object.entries(session.remoteOwned)) {
       if (owner === library.deviceId) continue;
-      for (;;) {
-        const held = library.ownedVector()[owner] ?? 0;
-        if (held >= advertised || session.state === 'closed' || this.stopped) break;
-        const { page, bytes } = await this.timed(session, () => session.pullState(owner, held));
-        if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
-        if (page.to <= held) break;
-        await library.applyRemoteOwned(page.rows.map(ownedFromTuple), { owner, from: page.from, to: page.to }, run.counts);
-        this.advance(run, session, 'owned', page.rows.length, bytes);
-      }
+      await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (rows, coverage) => {
+        await library.applyRemoteOwned(rows, coverage, run.counts);
+      });
     }
     while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.remoteShared)) {
       const checkpoint = await library.snapshotCheckpoint();
@@ -244,6 +239,52 @@ export class CatchUp {
       }
       if (!(await this.pullLog(session, run))) await this.snapshotFrom(session, run, undefined);
     }
+  }
+
+  /**
+   * This device's own device-owned rows as the partner holds them, when it holds more of them
+   * than this device knows to be alike (a restored or copied data directory): merged page by
+   * page from the confirmed version, then settled, so this device's rows in that range get
+   * versions the partner does not hold yet (`own-rows.ts`). Until settled, the comparison
+   * starts again with the next run.
+   */
+  private async checkOwnRows(session: Session, run: Run): Promise<void> {
+    const library = this.host.library;
+    const through = session.ownRowsToCheck();
+    if (through === undefined) return;
+    let diverged = false;
+    const reached = await this.pullOwned(session, run, library.deviceId, library.ownedConfirmed(), through, async (rows, coverage) => {
+      if (await library.mergeOwnRows(rows, coverage, run.counts)) diverged = true;
+    });
+    if (reached < through) return;
+    await library.settleOwnRows(through, diverged);
+    session.ownRowsChecked = true;
+  }
+
+  /**
+   * Pulls `owner`'s device-owned rows after version `after` up to `through`, one page at a time,
+   * each applied with `apply`; returns the version reached (less than `through` when the
+   * session closed, the catch-up stopped or the partner served nothing more).
+   */
+  private async pullOwned(
+    session: Session,
+    run: Run,
+    owner: string,
+    after: number,
+    through: number,
+    apply: (rows: OwnedRowUpdate[], coverage: OwnedCoverage) => Promise<void>,
+  ): Promise<number> {
+    let held = after;
+    while (held < through && session.state !== 'closed' && !this.stopped) {
+      const from = held;
+      const { page, bytes } = await this.timed(session, () => session.pullState(owner, from));
+      if (page.owner !== owner || page.from !== from) throw new ProtocolError('state page does not answer the request');
+      if (page.to <= from) break;
+      await apply(page.rows.map(ownedFromTuple), { owner, from, to: page.to });
+      this.advance(run, session, 'owned', page.rows.length, bytes);
+      held = page.to;
+    }
+    return held;
   }
 
   /**

@@ -11,6 +11,7 @@ import {
   chunksAfter,
   countEntries,
   entriesAfter,
+  entryAt,
   pruneAcknowledged,
   readAcks,
   readVector,
@@ -51,6 +52,9 @@ import {
   validateSnapshotRows,
 } from './snapshot.js';
 import { readRuns, type SyncRun } from '../backfill/history.js';
+import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
+import { mergeOwnRows, restampOwnRows } from './own-rows.js';
+import { entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 
 export interface LibraryEvents {
   change: [ChangeEvent];
@@ -104,6 +108,8 @@ export interface LibraryOptions {
   readonly registry: ModelRegistry;
   readonly tables: ReadonlyMap<string, ModelTable>;
   readonly counters: SyncCounters;
+  /** Own device-owned version known to be held alike by partners (`prepareLibrary`). */
+  readonly ownedConfirmed: number;
   /** Releases the database; called once by `close()`. */
   readonly release: () => Promise<void>;
 }
@@ -134,6 +140,7 @@ export class Library {
   private readonly events = new EventEmitter<LibraryEvents>();
   private readonly turns = new EventLoopTurns();
   private counters: SyncCounters;
+  private ownedConfirmedVersion: number;
   private closed = false;
   private sync: LibrarySync | undefined;
 
@@ -144,6 +151,7 @@ export class Library {
     this.db = options.db;
     this.release = options.release;
     this.counters = options.counters;
+    this.ownedConfirmedVersion = options.ownedConfirmed;
     this.ctx = {
       libraryId: options.id,
       deviceId: options.deviceId,
@@ -248,6 +256,56 @@ export class Library {
   /** The contiguous prefix of every origin's changes held here. */
   versionVector(): VersionVector {
     return Object.fromEntries(this.counters.vector);
+  }
+
+  /**
+   * The origin this device's shared changes go to now (its writer: the device id, or a writer id
+   * derived from it after a restart that wrote before meeting a partner; docs/architecture.md).
+   */
+  writer(): string {
+    return this.counters.writer.id;
+  }
+
+  /**
+   * Checks this device's writers against what a partner's hello says it holds of them: confirms
+   * the current writer, retires it if the partner holds more (a restored or copied data
+   * directory: the missing tail then arrives by catch-up), or reports a fork (the partner holds
+   * another entry at a position of one of them). Serialised with local writes.
+   */
+  async checkOwnWriters(partner: PartnerHold): Promise<WriterCheck> {
+    this.assertOpen();
+    return this.write(async (batch) => {
+      const writer = batch.currentWriter;
+      for (const [origin, seq, fingerprint] of partner.tips) {
+        if (!isWriterOf(origin, this.deviceId) || seq > batch.seqOf(origin)) continue;
+        const held = await entryAt(batch.db, origin, seq);
+        if (held && entryFingerprint(held) !== fingerprint) {
+          if (origin === writer.id) batch.setWriter({ ...writer, retired: true });
+          return { kind: 'forked', origin, seq };
+        }
+      }
+      if ((partner.shared[writer.id] ?? 0) > batch.seqOf(writer.id)) {
+        if (writer.retired) return { kind: 'unchanged' };
+        batch.setWriter({ ...writer, retired: true });
+        // Appended to in this run, yet the partner holds more: another copy appended too.
+        return writer.confirmed ? { kind: 'forked', origin: writer.id, seq: batch.seqOf(writer.id) + 1 } : { kind: 'restored' };
+      }
+      if (writer.confirmed || writer.retired) return { kind: 'unchanged' };
+      batch.setWriter({ ...writer, confirmed: true });
+      return { kind: 'confirmed' };
+    });
+  }
+
+  /** What this device holds of `device`'s writers, for the hello it sends that device. */
+  async tipsFor(device: string): Promise<WriterTip[]> {
+    this.assertOpen();
+    const tips: WriterTip[] = [];
+    for (const [origin, { seq, prunedThrough }] of await readVector(this.db)) {
+      if (!isWriterOf(origin, device) || seq <= prunedThrough) continue;
+      const entry = await entryAt(this.db, origin, seq);
+      if (entry) tips.push([origin, seq, entryFingerprint(entry)]);
+    }
+    return tips;
   }
 
   /** The HLC high-water mark of this device's clock, encoded. */
@@ -355,6 +413,39 @@ export class Library {
     return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
   }
 
+  /**
+   * Merges a page of this device's own device-owned rows as a partner holds them (after
+   * `ownedConfirmed()`; see `own-rows.ts`); returns whether they differ from the rows held.
+   */
+  async mergeOwnRows(rows: readonly unknown[], coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean> {
+    this.assertOpen();
+    for (const hlc of validateOwnedRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
+    return this.write((batch) => mergeOwnRows(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
+  }
+
+  /**
+   * Ends a merge of the partner's own rows through `through`: this device's version moves past
+   * it and, if they `diverged`, the own rows after the confirmed version get new versions
+   * beyond it. Returns how many rows were given a new version.
+   */
+  async settleOwnRows(through: number, diverged: boolean): Promise<number> {
+    this.assertOpen();
+    return this.write((batch) => restampOwnRows(this.ctx, batch, this.ownedConfirmedVersion, through, diverged));
+  }
+
+  /** Own device-owned version known to be held alike by partners. */
+  ownedConfirmed(): number {
+    return this.ownedConfirmedVersion;
+  }
+
+  /** Records that a partner holds this device's own rows alike through `version` (only forward). */
+  async confirmOwned(version: number): Promise<void> {
+    this.assertOpen();
+    if (version <= this.ownedConfirmedVersion) return;
+    await putMeta(this.db, OWNED_CONFIRMED_META_KEY, String(version));
+    this.ownedConfirmedVersion = version;
+  }
+
   /** Per owner, the version through which every device-owned row is held. */
   ownedVector(): VersionVector {
     return Object.fromEntries(this.counters.ownerVersions);
@@ -408,11 +499,7 @@ export class Library {
 
   async setMetaValue(key: string, value: string): Promise<void> {
     this.assertOpen();
-    await this.db
-      .insertInto('sync_meta')
-      .values({ key, value })
-      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
-      .execute();
+    await putMeta(this.db, key, value);
   }
 
   /** Creates a one-time invite another device can join this library with. */

@@ -111,12 +111,15 @@ export class LocalWriter {
   ): Promise<Row> {
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
-    const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc: encodeHlc(this.ctx.clock.now()) };
+    // The HLC's device part is the writer: two writers of this device never issue equal values.
+    const origin = this.batch.ownOrigin(this.ctx.deviceId);
+    const hlc = encodeHlc({ ...this.ctx.clock.now(), deviceId: origin });
+    const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc };
     const state = this.ctx.registry.applyShared(model, before, stamped);
     this.batch.putShared(table, state);
     this.batch.appendLog({
-      origin: this.ctx.deviceId,
-      seq: this.batch.seqOf(this.ctx.deviceId) + 1,
+      origin,
+      seq: this.batch.seqOf(origin) + 1,
       hlc: stamped.hlc,
       model: model.name,
       id: change.id,

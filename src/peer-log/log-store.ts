@@ -131,6 +131,21 @@ function cutChunk(
   return { origin: chunk.origin, firstSeq: first.entry.seq, lastSeq: last.entry.seq, entries: chunk.entries.subarray(first.start, last.end) };
 }
 
+/** The entry of `origin` at `seq`, if the log holds it (not pruned). */
+export async function entryAt(db: Db, origin: string, seq: number): Promise<LogEntry | undefined> {
+  const row = await db
+    .selectFrom('sync_log')
+    .select(['first_seq', 'last_seq', 'entries'])
+    .where('origin', '=', origin)
+    .where('last_seq', '>=', seq)
+    .orderBy('last_seq')
+    .limit(1)
+    .executeTakeFirst();
+  if (!row || row.first_seq > seq) return undefined;
+  const chunk: Chunk = { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries };
+  return decodeChunk(chunk).find((d) => d.entry.seq === seq)?.entry;
+}
+
 /** `chunksAfter`, decoded into entries. */
 export async function entriesAfter(db: Db, after: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
   const { chunks, hasMore, pruned } = await chunksAfter(db, after, limits);

@@ -7,7 +7,7 @@ import { z } from 'zod';
 
 /** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
 export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
-export const PROTOCOL_VERSION = [1, 0] as const;
+export const PROTOCOL_VERSION = [1, 1] as const;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -74,7 +74,20 @@ const version = z.tuple([count, count]);
 const base = { library: uuid };
 const request = { ...base, req: count, maxRecords: count.min(1), maxBytes: count.min(1) };
 
-const hello = z.object({ t: z.literal('hello'), v: version, ...base, device: uuid, shared: vector, owned: vector });
+/**
+ * What the sender holds of the receiver's own writers: origin, last seq held, and the content
+ * fingerprint of the entry there (docs/protocol.md, `hello`). Optional: 1.0 peers send none.
+ */
+const writerTips = z.array(z.tuple([uuid, count.min(1), z.string().regex(/^[0-9a-f]{32}$/)])).max(MAX_VECTOR_ORIGINS);
+const hello = z.object({
+  t: z.literal('hello'),
+  v: version,
+  ...base,
+  device: uuid,
+  shared: vector,
+  owned: vector,
+  tips: writerTips.optional(),
+});
 const changes = z.object({ t: z.literal('changes'), ...base, batch: count, chunks: chunkList });
 const state = z.object({
   t: z.literal('state'),

@@ -195,12 +195,13 @@ export class SyncNetwork {
     try {
       stream = await this.transport.openStream(peer);
       const frames = stream.frames()[Symbol.asyncIterator]();
-      await stream.send(encodeMessage(helloFor(replicator.library)));
+      await stream.send(encodeMessage(await helloFor(replicator.library, device)));
       const reply = await this.firstMessage(frames, stream);
       if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
       checkVersion(reply.v);
       checkHello(reply, replicator, peer);
+      await replicator.checkWriters(reply, device);
       if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
       replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
     } catch (err) {
@@ -225,7 +226,8 @@ export class SyncNetwork {
         checkVersion(first.v);
         if (!replicator) throw notMember(stream.remotePeer);
         checkHello(first, replicator, stream.remotePeer);
-        await stream.send(encodeMessage(helloFor(replicator.library)));
+        await replicator.checkWriters(first, first.device);
+        await stream.send(encodeMessage(await helloFor(replicator.library, first.device)));
         replicator.adopt(new Session(replicator, stream, frames, first.device, first, 'inbound'));
       } else if (first.t === 'join') {
         checkVersion(first.v);
@@ -327,7 +329,8 @@ async function refuse(stream: FrameStream, library: string, error: Error): Promi
   stream.abort(error);
 }
 
-function helloFor(library: Library): MessageOf<'hello'> {
+/** This device's hello to `partner`, with what it holds of the partner's own writers. */
+async function helloFor(library: Library, partner: string): Promise<MessageOf<'hello'>> {
   return {
     t: 'hello',
     v: [...PROTOCOL_VERSION],
@@ -335,6 +338,7 @@ function helloFor(library: Library): MessageOf<'hello'> {
     device: library.deviceId,
     shared: library.versionVector(),
     owned: library.ownedVector(),
+    tips: await library.tipsFor(partner),
   };
 }
 

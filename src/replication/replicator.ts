@@ -1,9 +1,18 @@
-import { AbortedError, InviteError, NotMemberError, StoppedError, SyncError, type SyncErrorCode } from '../errors.js';
+import {
+  AbortedError,
+  DeviceForkedError,
+  InviteError,
+  NotMemberError,
+  StoppedError,
+  SyncError,
+  type SyncErrorCode,
+} from '../errors.js';
 import { CatchUp } from '../backfill/catch-up.js';
 import type { InviteOptions, Library, LibrarySync, Member } from '../library/library.js';
 import { MEMBERS_MODEL } from '../models/system.js';
 import type { VersionVector } from '../peer-log/types.js';
-import type { MessageOf } from '../protocol/messages.js';
+import type { Hello, MessageOf } from '../protocol/messages.js';
+import { isWriterOf } from '../library/writers.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { mergeMax } from './vectors.js';
@@ -68,6 +77,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private stopped = false;
   private everLive = false;
   private catchUp!: CatchUp;
+  /** This device's member row waits for a confirmed writer (see `refreshSelfWhenConfirmed`). */
+  private selfPending = false;
+  /** The last fork of this device's log a partner's hello showed, with that partner. */
+  private fork: { partner: string; error: DeviceForkedError } | undefined;
   /** Pending `synced()` calls, rejected with `STOPPED` when the node stops. */
   private readonly syncedWaiters = new Set<() => void>();
   private readonly onChange = (event: { model: string }) => {
@@ -94,6 +107,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.library.attachSync(this);
     this.library.on('change', this.onChange);
     await this.refreshMembers();
+    // Nobody else can hold a position of this device's log: its writer is confirmed at once.
+    if (this.partners().length === 0) await this.library.checkOwnWriters({ shared: {}, tips: [] });
     this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
   }
 
@@ -121,6 +136,56 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   memberByPeer(peer: string): Member | undefined {
     return this.membersByPeer.get(peer);
+  }
+
+  /**
+   * Whether `origin` is a log origin of a member: a member's device id or a writer id derived
+   * from it (`library/writers.ts`), this device's included.
+   */
+  isKnownOrigin(origin: string): boolean {
+    if (isWriterOf(origin, this.library.deviceId)) return true;
+    for (const member of this.membersByPeer.values()) if (isWriterOf(origin, member.device)) return true;
+    return false;
+  }
+
+  /**
+   * Before a session with `partner` starts: checks this device's writers against its hello
+   * (`Library.checkOwnWriters`). A fork refuses the session with `DEVICE_FORKED`. Once the
+   * writer is confirmed (or retired), this device's member row is refreshed if it was waiting.
+   */
+  async checkWriters(hello: Hello, partner: string): Promise<void> {
+    const check = await this.library.checkOwnWriters({ shared: hello.shared, tips: hello.tips ?? [] });
+    if (check.kind === 'forked') {
+      const device = this.library.deviceId;
+      const error = new DeviceForkedError(
+        `partner ${partner} holds another change at position ${check.seq} of this device's log (origin ${check.origin}): ` +
+          `this data directory is a copy of device ${device}, and another copy of it wrote there. ` +
+          `Only one copy can be device ${device}: stop the other copies, and give a copy that must stay a device of its own ` +
+          `a fresh data directory (joined by invite)`,
+      );
+      this.fork = { partner, error };
+      this.scheduleStatus(true);
+      throw error;
+    }
+    if (this.fork?.partner === partner) {
+      this.fork = undefined;
+      this.scheduleStatus(true);
+    }
+    if (this.selfPending) {
+      this.selfPending = false;
+      await this.registerSelf();
+    }
+  }
+
+  /**
+   * Refreshes this device's member row (listen addresses may differ from the last run), as soon
+   * as the writer is confirmed: before, the write would cost a fresh writer, and no partner
+   * could learn the new addresses before meeting this device anyway.
+   */
+  async refreshSelfWhenConfirmed(): Promise<void> {
+    if (!(await this.library.members()).some((m) => m.device === this.library.deviceId)) return;
+    if (this.partners().length === 0) await this.registerSelf();
+    else this.selfPending = true;
   }
 
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
@@ -297,10 +362,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       pulling === 'catching-up' ||
       [...this.sessions.values()].some((s) => s.state === 'catching-up') ||
       (partners.length > 0 && !this.everLive);
-    const failure = this.catchUp.error;
+    const failure = this.catchUp.error ?? this.fork?.error;
     return {
       library: this.library.id,
-      state: pulling === 'error' || pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',
+      state: failure ? 'error' : pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',
       error: failure ? { code: failure.code, message: failure.message } : null,
       vector: this.library.versionVector(),
       ownedVector: this.library.ownedVector(),
@@ -350,6 +415,13 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       this.unsavedAcks.delete(device);
       await this.library.recordAck(device, this.acks.get(device)!);
     }
+    // A partner whose copy of this device's own rows matches holds them alike through its ack.
+    const self = this.library.deviceId;
+    let alike = 0;
+    for (const session of this.sessions.values()) {
+      if (session.ownRowsToCheck() === undefined) alike = Math.max(alike, session.remoteOwned[self] ?? 0);
+    }
+    await this.library.confirmOwned(alike);
   }
 
   private async refreshMembers(): Promise<void> {

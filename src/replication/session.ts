@@ -79,6 +79,11 @@ export class Session {
   readonly remoteShared: VersionVector;
   readonly remoteOwned: VersionVector;
   lastSeenAt: number;
+  /**
+   * Whether the catch-up compared this device's own device-owned rows with the partner's copy
+   * of them in this session (see `ownRowsToCheck`).
+   */
+  ownRowsChecked = false;
 
   private readonly library: Library;
   private readonly helloShared: VersionVector;
@@ -134,7 +139,24 @@ export class Session {
 
   /** Whether the partner advertises changes (shared or device-owned) this device lacks. */
   partnerAhead(): boolean {
-    return isBehind(this.library.versionVector(), this.remoteShared) || this.ownedBehind(this.remoteOwned);
+    return (
+      isBehind(this.library.versionVector(), this.remoteShared) ||
+      this.ownedBehind(this.remoteOwned) ||
+      this.ownRowsToCheck() !== undefined
+    );
+  }
+
+  /**
+   * The version of this device's own device-owned rows the partner holds, when the catch-up must
+   * compare them with this device's first: the partner holds more of them than this device
+   * knows to be alike (a restored or copied data directory; `Library.mergeOwnRows`), or, once
+   * compared, more than this device ever wrote (another copy writes them).
+   */
+  ownRowsToCheck(): number | undefined {
+    const self = this.library.deviceId;
+    const theirs = this.remoteOwned[self] ?? 0;
+    const alike = this.ownRowsChecked ? (this.library.ownedVector()[self] ?? 0) : this.library.ownedConfirmed();
+    return theirs > alike ? theirs : undefined;
   }
 
   /**
@@ -381,7 +403,7 @@ export class Session {
     const previous = this.previousHeartbeat;
     this.previousHeartbeat = heartbeat;
     if (!previous) return;
-    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) {
+    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned) || this.ownRowsToCheck() !== undefined) {
       this.host.onPartnerAhead(this);
     }
   }
