@@ -49,6 +49,7 @@ describe('a data directory restored from a backup', () => {
     record(notes, 'before-backup', await writeNotes(firstB!, 'before-backup', 3));
     await firstB!.upsert('volume', { id: 'vol-1', path: '/backup', bytes: 1 });
     await waitForConvergence([libA!, firstB!]);
+    const writerInBackup = firstB!.writer();
 
     // The backup: B's whole data directory, copied while B is stopped.
     await stopNode(b);
@@ -79,6 +80,10 @@ describe('a data directory restored from a backup', () => {
     for (const lib of [libA!, libB]) {
       expect((await lib.list('volume')).map((v) => v.id).sort()).toEqual(['vol-1', 'vol-2', 'vol-3']);
     }
+    // The restored device wrote to a fresh writer and holds its old writer's whole log again.
+    expect(libB.writer()).not.toBe(writerInBackup);
+    expect(libB.versionVector()).toEqual(libA!.versionVector());
+    expect(libB.ownedVector()).toEqual(libA!.ownedVector());
 
     // Writes after the first contact reach A too.
     record(notes, 'after-contact', await writeNotes(libB, 'after-contact', 5));

@@ -120,9 +120,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
     this.catchUp.stop();
+    const ownAlike = this.ownRowsAlike();
     for (const session of [...this.sessions.values()]) session.close();
     await this.catchUp.settled();
-    await this.saveAcks();
+    await this.saveAcks(ownAlike);
   }
 
   now(): number {
@@ -410,18 +411,23 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     );
   }
 
-  private async saveAcks(): Promise<void> {
+  /** Saves the acks received, and how far partners hold this device's own rows alike. */
+  private async saveAcks(ownAlike = this.ownRowsAlike()): Promise<void> {
     for (const device of [...this.unsavedAcks]) {
       this.unsavedAcks.delete(device);
       await this.library.recordAck(device, this.acks.get(device)!);
     }
-    // A partner whose copy of this device's own rows matches holds them alike through its ack.
+    await this.library.confirmOwned(ownAlike);
+  }
+
+  /** A partner whose copy of this device's own rows is known alike holds them alike through its ack. */
+  private ownRowsAlike(): number {
     const self = this.library.deviceId;
     let alike = 0;
     for (const session of this.sessions.values()) {
       if (session.ownRowsToCheck() === undefined) alike = Math.max(alike, session.remoteOwned[self] ?? 0);
     }
-    await this.library.confirmOwned(alike);
+    return alike;
   }
 
   private async refreshMembers(): Promise<void> {

@@ -80,10 +80,11 @@ export class Session {
   readonly remoteOwned: VersionVector;
   lastSeenAt: number;
   /**
-   * Whether the catch-up compared this device's own device-owned rows with the partner's copy
-   * of them in this session (see `ownRowsToCheck`).
+   * Whether this device's own device-owned rows as the partner holds them are known to be alike
+   * (see `ownRowsToCheck`): from the start if its hello held no more of them than confirmed,
+   * else once the catch-up compared them.
    */
-  ownRowsChecked = false;
+  ownRowsChecked: boolean;
 
   private readonly library: Library;
   private readonly helloShared: VersionVector;
@@ -120,6 +121,7 @@ export class Session {
     this.helloShared = this.library.versionVector();
     this.helloOwned = this.library.ownedVector();
     for (const [owner, version] of Object.entries(remoteHello.owned)) this.pushedOwned.set(owner, version);
+    this.ownRowsChecked = (remoteHello.owned[this.library.deviceId] ?? 0) <= this.library.ownedConfirmed();
     this.lastSeenAt = host.now();
   }
 
