@@ -6,9 +6,10 @@
  */
 import { cpSync, rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Library, SyncNode } from '../src/index.js';
+import { DeviceForkedError, type Library, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { keyWhere } from './helpers/raw-peer.js';
 
 afterEach(async () => {
   await stopAllNodes();
@@ -90,5 +91,67 @@ describe('a data directory restored from a backup', () => {
     await waitFor(() => holdsAll(libA!, notes), 'the notes written after contact on A');
     await waitForConvergence([libA!, libB]);
     await expectNotes([libA!, libB], notes);
+  });
+});
+
+describe('two devices started from copies of one data directory', () => {
+  it('the copy that began writing later is refused with DEVICE_FORKED; the other converges with every acknowledged write', async () => {
+    const aDir = await makeTempDir('lsync-clone-a-');
+    let a = await startNode(aDir);
+    const aListen = a.multiaddrs().map((addr) => addr.slice(0, addr.indexOf('/p2p/')));
+    // The copies share a PeerId that sorts below A's, so they open the sessions to A.
+    const bDir = await makeTempDir('lsync-clone-b-');
+    const b = await startNodeWithKey(await keyWhere((id) => id < a.peerId), bDir);
+    const [firstA, firstB] = await shareLibrary(a, [b]);
+    const id = firstA!.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-copy', await writeNotes(firstB!, 'before-copy', 3));
+    await waitForConvergence([firstA!, firstB!]);
+    await stopNode(b);
+    const copyDir = await makeTempDir('lsync-clone-copy-');
+    cpSync(bDir, copyDir, { recursive: true });
+
+    // Both copies start and write while A is away, so neither has met a partner yet.
+    await stopNode(a);
+    const copies = [await startNode(bDir), await startNode(copyDir)];
+    const written = new Map<SyncNode, Map<string, string>>();
+    for (const [n, copy] of copies.entries()) {
+      const own = new Map<string, string>();
+      record(own, `copy${n}`, await writeNotes(copy.library(id), `copy${n}`, 5));
+      await copy.library(id).upsert('volume', { id: `vol-copy${n}`, path: `/copy${n}`, bytes: n });
+      written.set(copy, own);
+    }
+    const errors = new Map<SyncNode, SessionErrorEvent[]>(copies.map((c) => [c, []]));
+    for (const copy of copies) copy.on('session-error', (e) => errors.get(copy)!.push(e));
+    a = await startNode(aDir, { listen: aListen });
+    const libA = a.library(id);
+
+    const forked = async (copy: SyncNode) => (await copy.library(id).status()).error?.code === 'DEVICE_FORKED';
+    await waitFor(async () => (await forked(copies[0]!)) || (await forked(copies[1]!)), 'one copy refused', 30_000);
+    const refused = (await forked(copies[0]!)) ? copies[0]! : copies[1]!;
+    const kept = refused === copies[0] ? copies[1]! : copies[0]!;
+    const refusedStatus = await refused.library(id).status();
+    expect(refusedStatus.state).toBe('error');
+    expect(refusedStatus.error!.message).toMatch(/another copy of this data directory runs as device/);
+    expect(errors.get(refused)!.some((e) => e.error instanceof DeviceForkedError)).toBe(true);
+
+    // A and the copy that goes on converge, with every note either acknowledged before the
+    // copy was made, or since on the copy that goes on.
+    const libKept = kept.library(id);
+    for (const [noteId, title] of written.get(kept)!) notes.set(noteId, title);
+    await waitFor(async () => (await holdsAll(libA, notes)) && (await holdsAll(libKept, notes)), 'the kept copy and A to hold every note', 30_000);
+    await waitForConvergence([libA, libKept]);
+    await expectNotes([libA, libKept], notes);
+    expect(await forked(kept)).toBe(false);
+    expect((await libA.get('volume', `vol-copy${copies.indexOf(kept)}`))?.path).toBe(`/copy${copies.indexOf(kept)}`);
+
+    // It keeps syncing; the refused copy no longer does.
+    const later = await writeNotes(libKept, 'later', 2);
+    record(notes, 'later', later);
+    const refusedLater = await writeNotes(refused.library(id), 'refused-later', 1);
+    await waitFor(() => holdsAll(libA, notes), 'the later notes on A');
+    await waitForConvergence([libA, libKept]);
+    expect(await libA.get('note', refusedLater[0]!)).toBeUndefined();
+    expect((await refused.library(id).status()).partners.every((p) => p.state !== 'live')).toBe(true);
   });
 });

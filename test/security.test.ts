@@ -4,11 +4,8 @@
  * exactly the frames a malicious or broken peer would; every wait polls a condition.
  */
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import Database from 'better-sqlite3';
-import type { PrivateKey } from '@libp2p/interface';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -31,7 +28,17 @@ import type { ChunkTuple, Message, MessageOf } from '../src/protocol/messages.js
 import { decodeInvite, encodeInvite, hashSecret, inviteProof } from '../src/replication/invite-code.js';
 import { pack, unpack } from '../src/util/msgpack.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, librarySnapshot, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  fastSync,
+  librarySnapshot,
+  shareLibrary,
+  startNode,
+  startNodeWithKey,
+  stopAllNodes,
+  stopNode,
+  waitFor,
+  waitForConvergence,
+} from './helpers/cluster.js';
 import { keyWhere, RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
 
 afterEach(async () => {
@@ -82,13 +89,6 @@ async function seededPair(options: Parameters<typeof startNode>[1] = {}) {
 }
 
 /** Starts a node whose PeerId is chosen by the caller (the key is placed in its data directory). */
-async function startNodeWithKey(key: PrivateKey, dir?: string): Promise<SyncNode> {
-  dir ??= await makeTempDir('lsync-node-');
-  await writeFile(join(dir, 'peer.key'), privateKeyToProtobuf(key), { mode: 0o600 });
-  const node = await startNode(dir);
-  return node;
-}
-
 /**
  * Log entries an attacker would push: well-formed and valid for the models (a fresh origin, the
  * next seq of a real member's origin, and a member row admitting the attacker).

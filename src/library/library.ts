@@ -2,8 +2,8 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { StoppedError, ValidationError } from '../errors.js';
-import { encodeHlc, type HlcClock } from '../hlc/index.js';
+import { DeviceForkedError, StoppedError, ValidationError } from '../errors.js';
+import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
 import { checkRecordId, rowFromStored } from '../models/values.js';
@@ -18,7 +18,7 @@ import {
   recordAck,
 } from '../peer-log/log-store.js';
 import type { Chunk } from '../peer-log/chunk.js';
-import type { ChunksAfterResult, EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
+import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import { EventLoopTurns } from '../util/event-loop.js';
@@ -63,6 +63,11 @@ export interface LibraryEvents {
   status: [LibraryStatus];
   /** A backfill or catch-up run received a page. */
   progress: [SyncProgress];
+  /**
+   * Another copy of this data directory runs as this device at the same time, and this copy is
+   * the one that gives way: it refuses every change from partners from now on.
+   */
+  forked: [DeviceForkedError];
 }
 
 /** A member device of the library, as the synced member list records it. */
@@ -141,6 +146,9 @@ export class Library {
   private readonly turns = new EventLoopTurns();
   private counters: SyncCounters;
   private ownedConfirmedVersion: number;
+  /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
+  private readonly openedAt: string;
+  private forkedBy: DeviceForkedError | undefined;
   private closed = false;
   private sync: LibrarySync | undefined;
 
@@ -152,6 +160,7 @@ export class Library {
     this.release = options.release;
     this.counters = options.counters;
     this.ownedConfirmedVersion = options.ownedConfirmed;
+    this.openedAt = encodeHlc(options.clock.now()).slice(0, HLC_TIME_LENGTH);
     this.ctx = {
       libraryId: options.id,
       deviceId: options.deviceId,
@@ -296,6 +305,38 @@ export class Library {
     });
   }
 
+  /**
+   * A device's writers follow one another: it appends to one writer at a time, and only to a
+   * fresh one after the previous one. Entries of another writer of this device, stamped after
+   * this run opened the library, therefore come from another copy of this data directory
+   * running at the same time (a cloned machine; a restored backup's predecessor stopped before
+   * the restore, so its entries are older). Of the two copies, the one whose current writer
+   * began later (or that has not written yet) gives way: it refuses changes from now on
+   * (`DeviceForkedError`, and a `forked` event that stops its replication). The other applies
+   * the changes like any.
+   */
+  private async checkConcurrentCopy(entries: readonly LogEntry[]): Promise<void> {
+    if (this.forkedBy) throw this.forkedBy;
+    const writer = this.counters.writer.id;
+    const other = entries.find(
+      (e) => e.origin !== writer && isWriterOf(e.origin, this.deviceId) && e.hlc.slice(0, HLC_TIME_LENGTH) > this.openedAt,
+    );
+    if (!other) return;
+    const began = async (origin: string) =>
+      entries.find((e) => e.origin === origin && e.seq === 1)?.hlc ?? (await entryAt(this.db, origin, 1))?.hlc;
+    // A current writer whose first entry was pruned is old: it began before any other.
+    const mine = (this.counters.vector.get(writer) ?? 0) === 0 ? undefined : ((await began(writer)) ?? '');
+    const theirs = await began(other.origin);
+    if (mine !== undefined && (theirs === undefined || theirs > mine)) return;
+    this.forkedBy = new DeviceForkedError(
+      `another copy of this data directory runs as device ${this.deviceId} at the same time (it writes as ${other.origin}): ` +
+        `this copy stops syncing library ${this.id}. Only one copy can be device ${this.deviceId}: stop this one, ` +
+        `and give a machine that must stay a device of its own a fresh data directory (joined by invite)`,
+    );
+    this.events.emit('forked', this.forkedBy);
+    throw this.forkedBy;
+  }
+
   /** What this device holds of `device`'s writers, for the hello it sends that device. */
   async tipsFor(device: string): Promise<WriterTip[]> {
     this.assertOpen();
@@ -332,6 +373,7 @@ export class Library {
     this.assertOpen();
     const { entries: valid, newest } = validateRemoteEntries(this.ctx, entries);
     if (newest) this.ctx.clock.checkDrift(newest);
+    await this.checkConcurrentCopy(valid);
     return this.write((batch) => applyRemoteEntries(this.ctx, batch, valid, counts));
   }
 
@@ -343,6 +385,7 @@ export class Library {
     this.assertOpen();
     const { entries, newest } = validateRemoteChunks(this.ctx, chunks);
     if (newest) this.ctx.clock.checkDrift(newest);
+    await this.checkConcurrentCopy(entries);
     return this.write((batch) => applyRemoteEntries(this.ctx, batch, entries, counts, chunks));
   }
 

@@ -166,6 +166,8 @@ export class SyncNetwork {
   private reconcile(): void {
     if (this.stopped) return;
     for (const replicator of this.replicators.values()) {
+      // A copy of this device that gave way to another one syncs this library no more.
+      if (replicator.refusal) continue;
       for (const partner of replicator.partners()) {
         if (!this.transport.isConnected(partner.peer)) {
           this.dial(partner.peer, partner.addrs);

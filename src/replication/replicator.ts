@@ -81,10 +81,19 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private selfPending = false;
   /** The last fork of this device's log a partner's hello showed, with that partner. */
   private fork: { partner: string; error: DeviceForkedError } | undefined;
+  /** Set when this copy of the device gave way to another one running at the same time. */
+  refusal: DeviceForkedError | undefined;
   /** Pending `synced()` calls, rejected with `STOPPED` when the node stops. */
   private readonly syncedWaiters = new Set<() => void>();
   private readonly onChange = (event: { model: string }) => {
     if (event.model === MEMBERS_MODEL.name) void this.refreshMembers();
+  };
+  /** Another copy of this device runs: this one stops syncing the library (sessions end, none open). */
+  private readonly onForked = (error: DeviceForkedError) => {
+    this.refusal = error;
+    this.catchUp.stop();
+    for (const session of [...this.sessions.values()]) session.close(error);
+    this.scheduleStatus(true);
   };
 
   constructor(
@@ -106,6 +115,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     });
     this.library.attachSync(this);
     this.library.on('change', this.onChange);
+    this.library.on('forked', this.onForked);
     await this.refreshMembers();
     // Nobody else can hold a position of this device's log: its writer is confirmed at once.
     if (this.partners().length === 0) await this.library.checkOwnWriters({ shared: {}, tips: [] });
@@ -119,6 +129,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     clearInterval(this.pruneTimer);
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
+    this.library.off('forked', this.onForked);
     this.catchUp.stop();
     const ownAlike = this.ownRowsAlike();
     for (const session of [...this.sessions.values()]) session.close();
@@ -155,6 +166,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    * writer is confirmed (or retired), this device's member row is refreshed if it was waiting.
    */
   async checkWriters(hello: Hello, partner: string): Promise<void> {
+    if (this.refusal) throw this.refusal;
     const check = await this.library.checkOwnWriters({ shared: hello.shared, tips: hello.tips ?? [] });
     if (check.kind === 'forked') {
       const device = this.library.deviceId;
@@ -363,7 +375,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       pulling === 'catching-up' ||
       [...this.sessions.values()].some((s) => s.state === 'catching-up') ||
       (partners.length > 0 && !this.everLive);
-    const failure = this.catchUp.error ?? this.fork?.error;
+    const failure = this.refusal ?? this.catchUp.error ?? this.fork?.error;
     return {
       library: this.library.id,
       state: failure ? 'error' : pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',

@@ -1,3 +1,7 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { privateKeyToProtobuf } from '@libp2p/crypto/keys';
+import type { PrivateKey } from '@libp2p/interface';
 import { expect } from 'vitest';
 import { createSyncNode, defineModel, type Library, type SyncNode, type SyncNodeOptions } from '../../src/index.js';
 import { makeTempDir } from './child-process.js';
@@ -37,6 +41,13 @@ export async function startNode(dataDir?: string, options: Partial<SyncNodeOptio
   });
   running.add(node);
   return node;
+}
+
+/** `startNode` with a given libp2p key (so the test controls how PeerIds sort). */
+export async function startNodeWithKey(key: PrivateKey, dir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
+  dir ??= await makeTempDir('lsync-node-');
+  await writeFile(join(dir, 'peer.key'), privateKeyToProtobuf(key), { mode: 0o600 });
+  return startNode(dir, options);
 }
 
 export async function stopNode(node: SyncNode): Promise<void> {
