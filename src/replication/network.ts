@@ -209,6 +209,7 @@ export class SyncNetwork {
     } catch (err) {
       this.failed(key);
       const error = err instanceof Error ? err : new SyncError('NETWORK', String(err));
+      if (error instanceof SyncError && error.code === 'DEVICE_FORKED') replicator.recordFork(device, error);
       this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
       if (stream) await refuse(stream, replicator.library.id, error);
     } finally {
@@ -228,6 +229,7 @@ export class SyncNetwork {
         checkVersion(first.v);
         if (!replicator) throw notMember(stream.remotePeer);
         checkHello(first, replicator, stream.remotePeer);
+        await replicator.checkSingleCopy(stream.remotePeer);
         await replicator.checkWriters(first, first.device);
         await stream.send(encodeMessage(await helloFor(replicator.library, first.device)));
         replicator.adopt(new Session(replicator, stream, frames, first.device, first, 'inbound'));

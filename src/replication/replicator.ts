@@ -80,7 +80,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   /** This device's member row waits for a confirmed writer (see `refreshSelfWhenConfirmed`). */
   private selfPending = false;
   /** The last fork of this device's log a partner's hello showed, with that partner. */
-  private fork: { partner: string; error: DeviceForkedError } | undefined;
+  private fork: { partner: string; error: SyncError } | undefined;
   /** Set when this copy of the device gave way to another one running at the same time. */
   refusal: DeviceForkedError | undefined;
   /** Pending `synced()` calls, rejected with `STOPPED` when the node stops. */
@@ -170,15 +170,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     const check = await this.library.checkOwnWriters({ shared: hello.shared, tips: hello.tips ?? [] });
     if (check.kind === 'forked') {
       const device = this.library.deviceId;
-      const error = new DeviceForkedError(
-        `partner ${partner} holds another change at position ${check.seq} of this device's log (origin ${check.origin}): ` +
-          `this data directory is a copy of device ${device}, and another copy of it wrote there. ` +
-          `Only one copy can be device ${device}: stop the other copies, and give a copy that must stay a device of its own ` +
-          `a fresh data directory (joined by invite)`,
+      throw this.recordFork(
+        partner,
+        new DeviceForkedError(
+          `partner ${partner} holds another change at position ${check.seq} of this device's log (origin ${check.origin}): ` +
+            `this data directory is a copy of device ${device}, and another copy of it wrote there. ` +
+            `Only one copy can be device ${device}: stop the other copies, and give a copy that must stay a device of its own ` +
+            `a fresh data directory (joined by invite)`,
+        ),
       );
-      this.fork = { partner, error };
-      this.scheduleStatus(true);
-      throw error;
     }
     if (this.fork?.partner === partner) {
       this.fork = undefined;
@@ -188,6 +188,28 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       this.selfPending = false;
       await this.registerSelf();
     }
+  }
+
+  /**
+   * A hello from `peer` while a session with it is open: two copies of one data directory
+   * (same PeerId) would replace each other's session for good, each restarting its catch-up.
+   * The open one wins if the partner is still heard on it over two heartbeats (a restarted
+   * device's old session closes or falls silent); the newcomer is refused with `DEVICE_FORKED`.
+   */
+  async checkSingleCopy(peer: string): Promise<void> {
+    const current = this.sessions.get(peer);
+    if (!current || !(await current.heardFor(2 * this.tuning.heartbeatMs))) return;
+    throw new DeviceForkedError(
+      `device ${current.device} (PeerId ${peer}) already syncs library ${this.library.id} over another connection, and is still ` +
+        `heard there: two copies of its data directory run at the same time. Only one copy can be device ${current.device}`,
+    );
+  }
+
+  /** Shows a fork a partner reported or a hello revealed in `status()` until a session with it passes. */
+  recordFork<E extends SyncError>(partner: string, error: E): E {
+    this.fork = { partner, error };
+    this.scheduleStatus(true);
+    return error;
   }
 
   /**

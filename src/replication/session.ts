@@ -103,6 +103,8 @@ export class Session {
     (err) => this.close(asError(err)),
   );
   private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private markEnded!: () => void;
+  private readonly ended = new Promise<void>((resolve) => (this.markEnded = resolve));
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
   private readonly onAppended = () => this.pump();
 
@@ -187,9 +189,22 @@ export class Session {
     return this.request({ t: 'pull-snapshot', library: this.library.id, req: 0, after, ...this.limits() });
   }
 
+  /**
+   * Whether the partner is still heard on this session `ms` from now: it stays open and some
+   * frame arrives meanwhile (it resolves early, false, if the session closes first).
+   */
+  async heardFor(ms: number): Promise<boolean> {
+    const since = this.host.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.ended, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
+    return this.state !== 'closed' && this.lastSeenAt > since;
+  }
+
   close(reason?: Error): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.markEnded();
     clearInterval(this.heartbeat);
     this.library.off('appended', this.onAppended);
     for (const request of this.pending.values()) {
