@@ -40,7 +40,10 @@ function record(notes: Map<string, string>, prefix: string, ids: string[]): void
 }
 
 describe('a data directory restored from a backup', () => {
-  it('loses nothing: the writes the backup lacks come back, and new writes reach the partner', async () => {
+  it.each([
+    { when: 'at once', meetFirst: false },
+    { when: 'after meeting its partner', meetFirst: true },
+  ])('loses nothing when it writes $when: the writes the backup lacks come back, new writes reach the partner', async ({ meetFirst }) => {
     const a = await startNode();
     const bDir = await makeTempDir('lsync-restore-b-');
     let b: SyncNode = await startNode(bDir);
@@ -57,20 +60,26 @@ describe('a data directory restored from a backup', () => {
     const backup = await makeTempDir('lsync-restore-backup-');
     cpSync(bDir, backup, { recursive: true });
 
-    // B writes five more notes (and a device-owned row) that reach A, then is lost.
+    // B writes five more notes (and a device-owned row) that reach A, then is lost. It met A
+    // first, so they extend the writer the backup holds: the positions the restored copy must
+    // not write again.
     b = await startNode(bDir);
     let libB = b.library(id);
+    await libB.synced();
     record(notes, 'after-backup', await writeNotes(libB, 'after-backup', 5));
+    expect(libB.writer()).toBe(writerInBackup);
     await libB.upsert('volume', { id: 'vol-2', path: '/lost', bytes: 2 });
     await waitFor(() => holdsAll(libA!, notes), 'A holds the writes made after the backup');
     await waitForConvergence([libA!, libB]);
     await stopNode(b);
 
-    // B's data directory is replaced by the backup; B starts and writes at once.
+    // B's data directory is replaced by the backup; B starts and writes (at once, or once it
+    // has met A: then A's hello shows it holds more of B's writer, which B retires).
     rmSync(bDir, { recursive: true, force: true });
     cpSync(backup, bDir, { recursive: true });
     b = await startNode(bDir);
     libB = b.library(id);
+    if (meetFirst) await libB.synced();
     record(notes, 'after-restore', await writeNotes(libB, 'after-restore', 5));
     await libB.upsert('volume', { id: 'vol-3', path: '/restored', bytes: 3 });
 
@@ -81,7 +90,9 @@ describe('a data directory restored from a backup', () => {
     for (const lib of [libA!, libB]) {
       expect((await lib.list('volume')).map((v) => v.id).sort()).toEqual(['vol-1', 'vol-2', 'vol-3']);
     }
-    // The restored device wrote to a fresh writer and holds its old writer's whole log again.
+    // The restored device's changes went to a fresh writer (written before meeting A, or after
+    // A's hello showed it holds more of the old one), and it holds every writer's log as far as
+    // A does again.
     expect(libB.writer()).not.toBe(writerInBackup);
     expect(libB.versionVector()).toEqual(libA!.versionVector());
     expect(libB.ownedVector()).toEqual(libA!.ownedVector());
@@ -154,5 +165,36 @@ describe('two devices started from copies of one data directory', () => {
     await waitForConvergence([libA, libKept]);
     expect(await libA.get('note', refusedLater[0]!)).toBeUndefined();
     expect((await refused.library(id).status()).partners.every((p) => p.state !== 'live')).toBe(true);
+  });
+});
+
+describe("a partner's hello checked against this device's writers", () => {
+  it('confirms a writer held alike, retires one held further, and reports another entry at a position as a fork', async () => {
+    const dir = await makeTempDir('lsync-writers-');
+    const first = await startNode(dir, { listen: [] });
+    const lib = await first.createLibrary({ name: 'writers' });
+    const id = lib.id;
+    // Alone in its library, the device writes to its device id from the start.
+    await lib.upsert('note', { id: 'n1', title: 'common', body: null });
+    expect(lib.writer()).toBe(first.deviceId);
+    await stopNode(first);
+    const copyDir = await makeTempDir('lsync-writers-copy-');
+    cpSync(dir, copyDir, { recursive: true });
+
+    // Both copies append position 2 of the same writer, with different changes.
+    const original = await startNode(dir, { listen: [] });
+    const copy = await startNode(copyDir, { listen: [] });
+    const [libO, libC] = [original.library(id), copy.library(id)];
+    await libO.upsert('note', { id: 'n2', title: 'original', body: null });
+    await libC.upsert('note', { id: 'n2', title: 'copy', body: null });
+    expect(libO.writer()).toBe(libC.writer());
+    const held = async (of: Library, to: SyncNode) => ({ shared: of.versionVector(), tips: await of.tipsFor(to.deviceId) });
+    expect(await libC.checkOwnWriters(await held(libO, copy))).toEqual({ kind: 'forked', origin: copy.deviceId, seq: 2 });
+    // The forked writer is retired: the copy's next change goes to a fresh writer.
+    await libC.upsert('note', { id: 'n3', title: 'after the fork', body: null });
+    expect(libC.writer()).not.toBe(copy.deviceId);
+    expect(libC.versionVector()[copy.deviceId]).toBe(2);
+    // The original holds its own position 2 alike on itself: nothing to report.
+    expect(await libO.checkOwnWriters(await held(libO, original))).toEqual({ kind: 'unchanged' });
   });
 });
