@@ -77,20 +77,12 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
     let reading = true;
     while (reading && next <= heldSeq) {
       // A few chunks at a time: bounded memory whatever the limits.
-      const stored = await db
-        .selectFrom('sync_log')
-        .select(['first_seq', 'last_seq', 'entries'])
-        .where('origin', '=', origin)
-        .where('last_seq', '>=', next)
-        .orderBy('last_seq')
-        .limit(4)
-        .execute();
+      const stored = await chunksReaching(db, origin, next, 4);
       reading = stored.length > 0;
-      for (const row of stored) {
+      for (const chunk of stored) {
         // Nothing stored at `next`: the vector is ahead of the log.
-        if (row.first_seq > next) reading = false;
+        if (chunk.firstSeq > next) reading = false;
         if (!reading) break;
-        const chunk: Chunk = { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries };
         const whole = chunk.firstSeq === next && room(chunk.lastSeq - chunk.firstSeq + 1, chunk.entries.byteLength);
         const part = whole ? chunk : cutChunk(chunk, next, room, result.entries === 0);
         if (part) {
@@ -131,18 +123,23 @@ function cutChunk(
   return { origin: chunk.origin, firstSeq: first.entry.seq, lastSeq: last.entry.seq, entries: chunk.entries.subarray(first.start, last.end) };
 }
 
-/** The entry of `origin` at `seq`, if the log holds it (not pruned). */
-export async function entryAt(db: Db, origin: string, seq: number): Promise<LogEntry | undefined> {
-  const row = await db
+/** Up to `limit` stored chunks of `origin` that end at `seq` or later, in seq order. */
+async function chunksReaching(db: Db, origin: string, seq: number, limit: number): Promise<Chunk[]> {
+  const rows = await db
     .selectFrom('sync_log')
     .select(['first_seq', 'last_seq', 'entries'])
     .where('origin', '=', origin)
     .where('last_seq', '>=', seq)
     .orderBy('last_seq')
-    .limit(1)
-    .executeTakeFirst();
-  if (!row || row.first_seq > seq) return undefined;
-  const chunk: Chunk = { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries };
+    .limit(limit)
+    .execute();
+  return rows.map((row) => ({ origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries }));
+}
+
+/** The entry of `origin` at `seq`, if the log holds it (not pruned). */
+export async function entryAt(db: Db, origin: string, seq: number): Promise<LogEntry | undefined> {
+  const [chunk] = await chunksReaching(db, origin, seq, 1);
+  if (!chunk || chunk.firstSeq > seq) return undefined;
   return decodeChunk(chunk).find((d) => d.entry.seq === seq)?.entry;
 }
 

@@ -186,7 +186,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     }
     if (this.selfPending) {
       this.selfPending = false;
-      await this.registerSelf();
+      // Not part of the handshake; a failure (the node stopping) only leaves the row as it was.
+      void this.registerSelf().catch(() => undefined);
     }
   }
 
