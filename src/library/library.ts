@@ -160,7 +160,11 @@ export class Library {
     this.release = options.release;
     this.counters = options.counters;
     this.ownedConfirmedVersion = options.ownedConfirmed;
-    this.openedAt = encodeHlc(options.clock.now()).slice(0, HLC_TIME_LENGTH);
+    // What the clock would issue now (not issued: it would cost a tick): past everything this
+    // directory ever stamped, and past the wall time of the open.
+    const last = options.clock.last();
+    const wall = options.clock.wallTime();
+    this.openedAt = encodeHlc(wall > last.wallMs ? { ...last, wallMs: wall, counter: 0 } : last).slice(0, HLC_TIME_LENGTH);
     this.ctx = {
       libraryId: options.id,
       deviceId: options.deviceId,
