@@ -24,6 +24,7 @@ export const SYNC_ERROR_CODES = [
   'LOG_PRUNED',
   'BUSY',
   'ABORTED',
+  'DEVICE_FORKED',
 ] as const;
 
 export type SyncErrorCode = (typeof SYNC_ERROR_CODES)[number];
@@ -211,4 +212,16 @@ export function describeError(err: unknown): string {
  */
 export function toSyncError(err: unknown, wrap: (description: string) => SyncError = (d) => new InternalError(d)): SyncError {
   return err instanceof SyncError ? err : wrap(describeError(err));
+}
+
+/**
+ * Two copies of one data directory (a cloned machine, or a backup restored while the original
+ * still runs) wrote different changes at the same position of this device's log: the copies
+ * cannot both be this device. Sessions with the partner that holds the other copy's changes are
+ * refused while the fork persists.
+ */
+export class DeviceForkedError extends SyncError {
+  constructor(message: string) {
+    super('DEVICE_FORKED', message);
+  }
 }

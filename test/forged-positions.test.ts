@@ -64,7 +64,7 @@ describe('positions a member claims', () => {
 
     /** What the victim holds of itself and of the honest member: no attack may move it. */
     const positions = () => ({
-      own: libV.versionVector()[v.deviceId],
+      own: libV.versionVector()[libV.writer()],
       honest: libV.versionVector()[n.deviceId],
       ownedOwn: libV.ownedVector()[v.deviceId],
       ownedHonest: libV.ownedVector()[n.deviceId],
@@ -111,9 +111,11 @@ describe('positions a member claims', () => {
       snapshotPulled,
       /snapshot of a vector beyond what it advertised/,
     );
-    // 2. Consistent, advertised, but claiming more of the victim's own log than it wrote.
-    const ownAhead = { [m]: 5, [v.deviceId]: (libV.versionVector()[v.deviceId] ?? 0) + 1_000 };
-    await attack('a snapshot claiming the victim’s own changes', forgedSnapshot(ownAhead, ownAhead, ownAhead), snapshotPulled, /claiming changes of this device/);
+    // 2. Consistent, advertised (by a heartbeat: a hello holding more of the victim's current
+    // writer would retire it, as a restore does), but claiming more of the log the victim
+    // appends to than it wrote.
+    const ownAhead = { [m]: 5, [libV.writer()]: (libV.versionVector()[libV.writer()] ?? 0) + 1_000 };
+    await attack('a snapshot claiming the victim’s own changes', forgedSnapshot({ [m]: 5 }, ownAhead, ownAhead), snapshotPulled, /claiming changes of this device/);
     // 3. Positions past 2^52, in a heartbeat, a snapshot page, a chunk and a state.
     const huge = 2 ** 53 - 1;
     await attack('a vector position of 2^53 - 1', forgedSnapshot({ [m]: 5 }, { [m]: huge }, { [m]: huge }), snapshotPulled, /invalid message/);
@@ -143,16 +145,33 @@ describe('positions a member claims', () => {
       /invalid message/,
     );
 
-    // 5. A coverage of the victim's own rows, even advertised, is ignored (acked, nothing moves);
-    //    then the member's own rows and changes, advertised and covered, are applied.
+    // 5. A claim to hold more of the victim's own rows than it wrote looks like a restore of the
+    //    victim's data directory: the victim compares its own rows with the member's copy, and a
+    //    claim that no served row backs is bad input; its own version does not move.
     const before = positions();
-    const ownRows = { [v.deviceId]: 1_000_000 };
-    const s = await MemberSession.open(member, v, id, { heartbeatMs: 200, owned: ownRows });
-    await s.send({ t: 'state', library: id, batch: 1, owner: v.deviceId, from: 0, to: 1_000_000, rows: [] });
-    await waitFor(() => s.of('ack').some((a) => a.batch === 1), 'the victim to ack the coverage of its own rows');
-    expect(positions()).toEqual(before);
+    await attack(
+      "a claim of the victim's own rows that no row backs",
+      { heartbeatMs: 200, owned: { [v.deviceId]: 1_000_000 } },
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: v.deviceId, from: 0, to: 1_000_000, rows: [] }),
+      /own rows|does not serve|advertis/,
+    );
+    // A bare coverage up to the claim, with no row carrying its last version: refused before it
+    // moves the victim's version (repeated up to 2^52, it would stop its owned rows for good).
+    const claimed = 1_000_000;
+    await attack(
+      "a bare coverage of the victim's own rows up to the claim",
+      {
+        heartbeatMs: 200,
+        owned: { [v.deviceId]: claimed },
+        answerPullState: (pull) => ({ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: claimed, rows: [], hasMore: false }),
+      },
+      (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to compare its own rows'),
+      /claims this device's own rows through version 1000000 but serves rows only through 0/,
+    );
+    // Then the member's own rows, advertised and covered, are applied.
+    const s = await MemberSession.open(member, v, id, { heartbeatMs: 200 });
     const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: m });
-    s.owned = { ...ownRows, [m]: 1 };
+    s.owned = { [m]: 1 };
     await s.send({ t: 'heartbeat', library: id, shared: {}, owned: s.owned });
     await s.send({ t: 'state', library: id, batch: 2, owner: m, from: 0, to: 1, rows: [['volume', 'm-vol', m, 1, hlc, false, { path: '/m', bytes: 1 }]] });
     await waitFor(() => s.of('ack').some((a) => a.batch === 2), 'the victim to ack the member’s rows');

@@ -355,7 +355,8 @@ describe('replication among several nodes', () => {
     // …so a new write on C is stamped above every HLC in its log.
     await libC2.upsert('note', { id: 'after-restart', title: 'c again', body: null });
     const after = await allEntries(libC2);
-    const mine = after.filter((e) => e.origin === cDevice);
+    // C's own changes go to its current writer (its device id, or an id derived from it).
+    const mine = after.filter((e) => e.origin === libC2.writer());
     const newest = mine.reduce((x, y) => (y.seq > x.seq ? y : x));
     expect(newest.id).toBe('after-restart');
     for (const e of after) {

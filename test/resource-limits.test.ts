@@ -141,15 +141,17 @@ describe('vectors with invented origins', () => {
     const c = await startNode();
     const libC = await c.joinLibrary(await libA.createInvite());
     await libC.upsert('note', { id: 'from-c', title: 'c', body: null });
-    await waitFor(() => (libA.versionVector()[c.deviceId] ?? 0) > 0, "C's write to reach A");
+    await waitFor(() => (libA.versionVector()[libC.writer()] ?? 0) > 0, "C's write to reach A");
     await session.ended('A to end the session of the member that advertised changes it never served');
     await waitFor(async () => (await libA.status()).protocolErrors > errorsBefore, 'the bad claim to be counted');
     await waitForConvergence([libA, libC]);
 
     // C, a member A learned of after those acks, is known from then on: a later claim counts.
-    const again = await MemberSession.open(raw, a, libA.id, { shared: { [c.deviceId]: 1 }, heartbeatMs: 200 });
-    await waitFor(async () => (await partnerOf(raw.device)).acked[c.deviceId] === 1, "the ack of C's origin to be kept");
-    expect((await partnerOf(raw.device)).acked).toEqual({ [a.deviceId]: ownA, [c.deviceId]: 1 });
+    // (C's write went to the writer C appends to, which A now holds.)
+    const writerC = libC.writer();
+    const again = await MemberSession.open(raw, a, libA.id, { shared: { [writerC]: 1 }, heartbeatMs: 200 });
+    await waitFor(async () => (await partnerOf(raw.device)).acked[writerC] === 1, "the ack of C's origin to be kept");
+    expect((await partnerOf(raw.device)).acked).toEqual({ [a.deviceId]: ownA, [writerC]: 1 });
     expect(again.end).toBeUndefined();
   });
 });

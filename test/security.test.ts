@@ -230,7 +230,7 @@ describe('non-members', () => {
 
     expect(replicaDigest).not.toBe(emptyDigest);
     expect(await replica.digest()).toBe(replicaDigest);
-    expect(replica.versionVector()).toEqual({ [intruder.deviceId]: 1 });
+    expect(replica.versionVector()).toEqual({ [replica.writer()]: 1 });
     expect(replica.ownedVector()).toEqual({});
     expect(await replica.list('note')).toEqual([expect.objectContaining({ id: 'intruder-note' })]);
     expect(await replica.members()).toEqual([]);

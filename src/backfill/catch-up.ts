@@ -1,7 +1,7 @@
 import { BusyError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
 import type { Library, SnapshotCheckpoint } from '../library/library.js';
 import type { SnapshotPosition } from '../library/snapshot.js';
-import type { RemoteCounts } from '../library/remote-apply.js';
+import type { OwnedCoverage, OwnedRowUpdate, RemoteCounts } from '../library/remote-apply.js';
 import type { VersionVector } from '../peer-log/types.js';
 import { checkClaim, chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
@@ -226,18 +226,12 @@ export class CatchUp {
 
   private async pullAll(session: Session, run: Run): Promise<void> {
     const library = this.host.library;
+    await this.checkOwnRows(session, run);
     for (const [owner, advertised] of Object.entries(session.remoteOwned)) {
       if (owner === library.deviceId) continue;
-      for (;;) {
-        const held = library.ownedVector()[owner] ?? 0;
-        if (held >= advertised || session.state === 'closed' || this.stopped) break;
-        const { page, bytes } = await this.timed(session, () => session.pullState(owner, held));
-        if (page.owner !== owner || page.from !== held) throw new ProtocolError('state page does not answer the request');
-        checkClaim(session, owner, page.to);
-        if (page.to <= held) break;
-        await library.applyRemoteOwned(page.rows.map(ownedFromTuple), { owner, from: page.from, to: page.to }, run.counts);
-        this.advance(run, session, 'owned', page.rows.length, bytes);
-      }
+      await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (rows, coverage) => {
+        await library.applyRemoteOwned(rows, coverage, run.counts);
+      });
     }
     while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.remoteShared)) {
       const checkpoint = await library.snapshotCheckpoint();
@@ -250,6 +244,63 @@ export class CatchUp {
       // An empty page: the partner serves nothing more; `pullFrom` judges what it advertised.
       else if (run.done === before) return;
     }
+  }
+
+  /**
+   * This device's own device-owned rows as the partner holds them, when it holds more of them
+   * than this device knows to be alike (a restored or copied data directory): merged page by
+   * page from the confirmed version, then settled, so this device's rows in that range get
+   * versions the partner does not hold yet (`own-rows.ts`). Until settled, the comparison
+   * starts again with the next run.
+   */
+  private async checkOwnRows(session: Session, run: Run): Promise<void> {
+    const library = this.host.library;
+    const through = session.ownRowsToCheck();
+    if (through === undefined) return;
+    let diverged = false;
+    let newestServed = 0;
+    const reached = await this.pullOwned(session, run, library.deviceId, library.ownedConfirmed(), through, async (rows, coverage) => {
+      for (const row of rows) newestServed = Math.max(newestServed, row.version);
+      if (await library.mergeOwnRows(rows, coverage, run.counts)) diverged = true;
+    });
+    if (reached < through) return;
+    // This device's version moves past `through`: an honest partner holds the row that carries
+    // version `through` (the last one written keeps it), so a claim no row backs is refused
+    // before it can move the counter (a bare coverage could push it to the position limit).
+    if (newestServed < through) {
+      throw new ProtocolError(
+        `partner ${session.device} claims this device's own rows through version ${through} but serves rows only through ${newestServed}`,
+      );
+    }
+    await library.settleOwnRows(through, diverged);
+    session.ownRowsChecked = true;
+  }
+
+  /**
+   * Pulls `owner`'s device-owned rows after version `after` up to `through`, one page at a time,
+   * each applied with `apply`; returns the version reached (less than `through` when the
+   * session closed, the catch-up stopped or the partner served nothing more).
+   */
+  private async pullOwned(
+    session: Session,
+    run: Run,
+    owner: string,
+    after: number,
+    through: number,
+    apply: (rows: OwnedRowUpdate[], coverage: OwnedCoverage) => Promise<void>,
+  ): Promise<number> {
+    let held = after;
+    while (held < through && session.state !== 'closed' && !this.stopped) {
+      const from = held;
+      const { page, bytes } = await this.timed(session, () => session.pullState(owner, from));
+      if (page.owner !== owner || page.from !== from) throw new ProtocolError('state page does not answer the request');
+      checkClaim(session, owner, page.to);
+      if (page.to <= from) break;
+      await apply(page.rows.map(ownedFromTuple), { owner, from, to: page.to });
+      this.advance(run, session, 'owned', page.rows.length, bytes);
+      held = page.to;
+    }
+    return held;
   }
 
   /**
@@ -290,7 +341,7 @@ export class CatchUp {
     let reply = this.timed(session, () => session.pullSnapshot(checkpoint?.next ?? null));
     for (;;) {
       const { page, bytes } = await reply;
-      checkSnapshotVector(session, page.vector, library.deviceId, library.versionVector());
+      checkSnapshotVector(session, page.vector, library.writer(), library.versionVector());
       if (checkpoint && isBehind(page.vector, checkpoint.vector)) {
         checkpoint = undefined;
         reply = this.timed(session, () => session.pullSnapshot(null));
@@ -378,14 +429,15 @@ export class CatchUp {
 
 /**
  * A snapshot's vector is a claim of positions: it must not exceed what the partner advertised
- * (it advertises before each page), and it cannot hold changes of this device that this device
- * does not hold (a snapshot never moves a device's own counter: see `Library.applySnapshot`).
+ * (it advertises before each page), and it cannot hold changes of this device's current writer
+ * that this device does not hold (a snapshot never moves the counter this device appends to: see
+ * `Library.applySnapshot`; a retired writer is an origin like any other).
  */
-function checkSnapshotVector(session: Session, vector: VersionVector, self: string, held: VersionVector): void {
+function checkSnapshotVector(session: Session, vector: VersionVector, writer: string, held: VersionVector): void {
   if (isBehind(session.remoteShared, vector)) {
     throw new ProtocolError(`partner ${session.device} sent a snapshot of a vector beyond what it advertised`);
   }
-  if ((vector[self] ?? 0) > (held[self] ?? 0)) {
+  if ((vector[writer] ?? 0) > (held[writer] ?? 0)) {
     throw new ProtocolError(`partner ${session.device} sent a snapshot claiming changes of this device that it does not hold`);
   }
 }

@@ -43,6 +43,11 @@ export class HlcClock {
     return { wallMs: this.l, counter: this.c, deviceId: this.deviceId };
   }
 
+  /** Local wall time as the clock reads it, without issuing a value. */
+  wallTime(): number {
+    return this.physicalTime();
+  }
+
   now(): Hlc {
     const pt = this.physicalTime();
     return pt > this.l ? this.advance(pt, 0) : this.advance(this.l, this.c + 1);

@@ -2,8 +2,8 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { StoppedError, ValidationError } from '../errors.js';
-import { encodeHlc, type HlcClock } from '../hlc/index.js';
+import { DeviceForkedError, StoppedError, ValidationError } from '../errors.js';
+import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
 import { checkRecordId, rowFromStored } from '../models/values.js';
@@ -11,13 +11,14 @@ import {
   chunksAfter,
   countEntries,
   entriesAfter,
+  entryAt,
   pruneAcknowledged,
   readAcks,
   readVector,
   recordAck,
 } from '../peer-log/log-store.js';
 import type { Chunk } from '../peer-log/chunk.js';
-import type { ChunksAfterResult, EntriesAfterResult, ReadLimits, VersionVector } from '../peer-log/types.js';
+import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import { EventLoopTurns } from '../util/event-loop.js';
@@ -51,6 +52,10 @@ import {
   validateSnapshotRows,
 } from './snapshot.js';
 import { readRuns, type SyncRun } from '../backfill/history.js';
+import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
+import { mergeOwnRows, restampOwnRows } from './own-rows.js';
+import { entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
+import { MAX_WRITER_TIPS } from '../protocol/messages.js';
 
 export interface LibraryEvents {
   change: [ChangeEvent];
@@ -59,6 +64,11 @@ export interface LibraryEvents {
   status: [LibraryStatus];
   /** A backfill or catch-up run received a page. */
   progress: [SyncProgress];
+  /**
+   * Another copy of this data directory runs as this device at the same time, and this copy is
+   * the one that gives way: it refuses every change from partners from now on.
+   */
+  forked: [DeviceForkedError];
 }
 
 /** A member device of the library, as the synced member list records it. */
@@ -104,6 +114,8 @@ export interface LibraryOptions {
   readonly registry: ModelRegistry;
   readonly tables: ReadonlyMap<string, ModelTable>;
   readonly counters: SyncCounters;
+  /** Own device-owned version known to be held alike by partners (`prepareLibrary`). */
+  readonly ownedConfirmed: number;
   /** Releases the database; called once by `close()`. */
   readonly release: () => Promise<void>;
 }
@@ -134,6 +146,10 @@ export class Library {
   private readonly events = new EventEmitter<LibraryEvents>();
   private readonly turns = new EventLoopTurns();
   private counters: SyncCounters;
+  private ownedConfirmedVersion: number;
+  /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
+  private readonly openedAt: string;
+  private forkedBy: DeviceForkedError | undefined;
   private closed = false;
   private sync: LibrarySync | undefined;
 
@@ -144,6 +160,12 @@ export class Library {
     this.db = options.db;
     this.release = options.release;
     this.counters = options.counters;
+    this.ownedConfirmedVersion = options.ownedConfirmed;
+    // What the clock would issue now (not issued: it would cost a tick): past everything this
+    // directory ever stamped, and past the wall time of the open.
+    const last = options.clock.last();
+    const wall = options.clock.wallTime();
+    this.openedAt = encodeHlc(wall > last.wallMs ? { ...last, wallMs: wall, counter: 0 } : last).slice(0, HLC_TIME_LENGTH);
     this.ctx = {
       libraryId: options.id,
       deviceId: options.deviceId,
@@ -255,6 +277,94 @@ export class Library {
     return this.counters.vector.has(origin) || this.counters.ownerVersions.has(origin);
   }
 
+  /**
+   * The origin this device's shared changes go to now (its writer: the device id, or a writer id
+   * derived from it after a restart that wrote before meeting a partner; docs/architecture.md).
+   */
+  writer(): string {
+    return this.counters.writer.id;
+  }
+
+  /**
+   * Checks this device's writers against what a partner's hello says it holds of them: confirms
+   * the current writer, retires it if the partner holds more (a restored or copied data
+   * directory: the missing tail then arrives by catch-up), or reports a fork (the partner holds
+   * another entry at a position of one of them). Serialised with local writes.
+   */
+  async checkOwnWriters(partner: PartnerHold): Promise<WriterCheck> {
+    this.assertOpen();
+    return this.write(async (batch) => {
+      const writer = batch.currentWriter;
+      for (const [origin, seq, fingerprint] of partner.tips) {
+        if (!isWriterOf(origin, this.deviceId) || seq > batch.seqOf(origin)) continue;
+        const held = await entryAt(batch.db, origin, seq);
+        if (held && entryFingerprint(held) !== fingerprint) {
+          if (origin === writer.id) batch.setWriter({ ...writer, retired: true });
+          return { kind: 'forked', origin, seq };
+        }
+      }
+      if ((partner.shared[writer.id] ?? 0) > batch.seqOf(writer.id)) {
+        if (writer.retired) return { kind: 'unchanged' };
+        batch.setWriter({ ...writer, retired: true });
+        // Appended to in this run, yet the partner holds more: another copy appended too.
+        return writer.confirmed ? { kind: 'forked', origin: writer.id, seq: batch.seqOf(writer.id) + 1 } : { kind: 'restored' };
+      }
+      if (writer.confirmed || writer.retired) return { kind: 'unchanged' };
+      batch.setWriter({ ...writer, confirmed: true });
+      return { kind: 'confirmed' };
+    });
+  }
+
+  /**
+   * A device's writers follow one another: it appends to one writer at a time, and only to a
+   * fresh one after the previous one. Entries of another writer of this device, stamped after
+   * this run opened the library, therefore come from another copy of this data directory
+   * running at the same time (a cloned machine; a restored backup's predecessor stopped before
+   * the restore, so its entries are older). Of the two copies, the one whose current writer
+   * began later (or that has not written yet) gives way: it refuses changes from now on
+   * (`DeviceForkedError`, and a `forked` event that stops its replication). The other applies
+   * the changes like any.
+   */
+  private async checkConcurrentCopy(entries: readonly LogEntry[]): Promise<void> {
+    if (this.forkedBy) throw this.forkedBy;
+    const writer = this.counters.writer.id;
+    const other = entries.find(
+      (e) => e.origin !== writer && isWriterOf(e.origin, this.deviceId) && e.hlc.slice(0, HLC_TIME_LENGTH) > this.openedAt,
+    );
+    if (!other) return;
+    const began = async (origin: string) =>
+      entries.find((e) => e.origin === origin && e.seq === 1)?.hlc ?? (await entryAt(this.db, origin, 1))?.hlc;
+    // A current writer whose first entry was pruned is old: it began before any other.
+    const mine = (this.counters.vector.get(writer) ?? 0) === 0 ? undefined : ((await began(writer)) ?? '');
+    const theirs = await began(other.origin);
+    if (mine !== undefined && (theirs === undefined || theirs > mine)) return;
+    this.forkedBy = new DeviceForkedError(
+      `another copy of this data directory runs as device ${this.deviceId} at the same time (it writes as ${other.origin}): ` +
+        `this copy stops syncing library ${this.id}. Only one copy can be device ${this.deviceId}: stop this one, ` +
+        `and give a machine that must stay a device of its own a fresh data directory (joined by invite)`,
+    );
+    this.events.emit('forked', this.forkedBy);
+    throw this.forkedBy;
+  }
+
+  /**
+   * What this device holds of `device`'s writers, for the hello it sends that device: the
+   * `MAX_WRITER_TIPS` written last.
+   */
+  async tipsFor(device: string): Promise<WriterTip[]> {
+    this.assertOpen();
+    const tips: { tip: WriterTip; hlc: string }[] = [];
+    for (const [origin, { seq, prunedThrough }] of await readVector(this.db)) {
+      if (!isWriterOf(origin, device) || seq <= prunedThrough) continue;
+      const entry = await entryAt(this.db, origin, seq);
+      if (entry) tips.push({ tip: [origin, seq, entryFingerprint(entry)], hlc: entry.hlc });
+    }
+    return tips
+      .sort((a, b) => (a.hlc < b.hlc ? 1 : -1))
+      .slice(0, MAX_WRITER_TIPS)
+      .map((t) => t.tip);
+  }
+
   /** The HLC high-water mark of this device's clock, encoded. */
   clockHighWater(): string {
     return encodeHlc(this.ctx.clock.last());
@@ -279,6 +389,7 @@ export class Library {
     this.assertOpen();
     const { entries: valid, newest } = validateRemoteEntries(this.ctx, entries);
     if (newest) this.ctx.clock.checkDrift(newest);
+    await this.checkConcurrentCopy(valid);
     return this.write((batch) => applyRemoteEntries(this.ctx, batch, valid, counts));
   }
 
@@ -290,6 +401,7 @@ export class Library {
     this.assertOpen();
     const { entries, newest } = validateRemoteChunks(this.ctx, chunks);
     if (newest) this.ctx.clock.checkDrift(newest);
+    await this.checkConcurrentCopy(entries);
     return this.write((batch) => applyRemoteEntries(this.ctx, batch, entries, counts, chunks));
   }
 
@@ -324,9 +436,10 @@ export class Library {
       await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
       if (checkpoint.next === null) {
         for (const [origin, through] of Object.entries(checkpoint.vector)) {
-          // A snapshot never moves this device's own counter: only its own writes do (a
-          // position it adopted would be one it then skips or reuses).
-          if (origin !== this.deviceId) batch.adoptPrunedPrefix(origin, through);
+          // A snapshot never moves the counter this device appends to: only its own writes do
+          // (a position it adopted would be one it then skips or reuses). A retired writer's
+          // tail is an origin like any other.
+          if (origin !== batch.currentWriter.id) batch.adoptPrunedPrefix(origin, through);
         }
         await batch.db.deleteFrom('sync_meta').where('key', '=', SNAPSHOT_META_KEY).execute();
       } else {
@@ -362,6 +475,39 @@ export class Library {
     const hlcs = validateOwnedRows(this.ctx, rows);
     for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
     return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
+  }
+
+  /**
+   * Merges a page of this device's own device-owned rows as a partner holds them (after
+   * `ownedConfirmed()`; see `own-rows.ts`); returns whether they differ from the rows held.
+   */
+  async mergeOwnRows(rows: readonly unknown[], coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean> {
+    this.assertOpen();
+    for (const hlc of validateOwnedRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
+    return this.write((batch) => mergeOwnRows(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
+  }
+
+  /**
+   * Ends a merge of the partner's own rows through `through`: this device's version moves past
+   * it and, if they `diverged`, the own rows after the confirmed version get new versions
+   * beyond it. Returns how many rows were given a new version.
+   */
+  async settleOwnRows(through: number, diverged: boolean): Promise<number> {
+    this.assertOpen();
+    return this.write((batch) => restampOwnRows(this.ctx, batch, this.ownedConfirmedVersion, through, diverged));
+  }
+
+  /** Own device-owned version known to be held alike by partners. */
+  ownedConfirmed(): number {
+    return this.ownedConfirmedVersion;
+  }
+
+  /** Records that a partner holds this device's own rows alike through `version` (only forward). */
+  async confirmOwned(version: number): Promise<void> {
+    this.assertOpen();
+    if (version <= this.ownedConfirmedVersion) return;
+    await putMeta(this.db, OWNED_CONFIRMED_META_KEY, String(version));
+    this.ownedConfirmedVersion = version;
   }
 
   /** Per owner, the version through which every device-owned row is held. */
@@ -417,11 +563,7 @@ export class Library {
 
   async setMetaValue(key: string, value: string): Promise<void> {
     this.assertOpen();
-    await this.db
-      .insertInto('sync_meta')
-      .values({ key, value })
-      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
-      .execute();
+    await putMeta(this.db, key, value);
   }
 
   /** Creates a one-time invite another device can join this library with. */

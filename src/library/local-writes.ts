@@ -118,7 +118,9 @@ export class LocalWriter {
     }
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;
-    const hlc = this.batch.stamp();
+    // The HLC's device part is the writer: two writers of this device never issue equal values.
+    const origin = this.batch.ownOrigin(this.ctx.deviceId);
+    const hlc = this.batch.stamp(origin);
     if (before) assertNewer(hlc, newestClockOf(before), model, change.id);
     const stamped: Change = { op: change.op, id: change.id, fields: change.fields, hlc };
     const state = this.ctx.registry.applyShared(model, before, stamped);
@@ -126,8 +128,8 @@ export class LocalWriter {
     checkRecordSize(`${model.name} ${change.id} after this write`, state.values);
     this.batch.putLocalShared(table, state);
     this.batch.appendLog({
-      origin: this.ctx.deviceId,
-      seq: this.batch.seqOf(this.ctx.deviceId) + 1,
+      origin,
+      seq: this.batch.seqOf(origin) + 1,
       hlc: stamped.hlc,
       model: model.name,
       id: change.id,

@@ -8,6 +8,8 @@ import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import type { ChangeOp, OwnedRowState, SharedRowState, StoredValue } from '../models/types.js';
 import { runSql } from '../util/sql.js';
+import { putMeta } from '../storage/open-library.js';
+import { newWriterId, WRITER_META_KEY, writerMetaValue, type WriterState } from './writers.js';
 
 export interface ChangeEvent {
   model: string;
@@ -25,6 +27,8 @@ export interface SyncCounters {
    * writes, or replicated pages and batches that covered a contiguous version range).
    */
   readonly ownerVersions: ReadonlyMap<string, number>;
+  /** The writer this device's own shared changes go to (see `writers.ts`). */
+  readonly writer: WriterState;
 }
 
 /** Pending rows are written out in the middle of a long transaction past this many. */
@@ -67,6 +71,8 @@ export class WriteBatch {
   private covered = '';
   /** Pending shared row states written by local writes: the table must take every one. */
   private readonly localStates = new Set<SharedRowState>();
+  private writer: WriterState;
+  private writerChanged = false;
 
   constructor(
     readonly db: Kysely<InternalTables>,
@@ -75,12 +81,16 @@ export class WriteBatch {
   ) {
     this.vector = new Map(committed.vector);
     this.ownerVersions = new Map(committed.ownerVersions);
+    this.writer = committed.writer;
   }
 
-  /** A clock for a local write: above every clock stored so far, this transaction's included. */
-  stamp(): string {
+  /**
+   * A clock for a local write: above every clock stored so far, this transaction's included.
+   * `writer` is its device part: a shared change's writer (origin), else the device id.
+   */
+  stamp(writer: string = this.clock.deviceId): string {
     this.receiveStored();
-    this.covered = encodeHlc(this.clock.now());
+    this.covered = encodeHlc({ ...this.clock.now(), deviceId: writer });
     return this.covered;
   }
 
@@ -104,7 +114,28 @@ export class WriteBatch {
   }
 
   counters(): SyncCounters {
-    return { vector: this.vector, ownerVersions: this.ownerVersions };
+    return { vector: this.vector, ownerVersions: this.ownerVersions, writer: this.writer };
+  }
+
+  /** The current writer, confirmed or retired or neither. */
+  get currentWriter(): WriterState {
+    return this.writer;
+  }
+
+  /**
+   * The origin for a local shared change of `device`: the current writer once confirmed;
+   * otherwise (not confirmed yet in this run, or retired) a fresh writer, which nobody can hold
+   * yet and which stays the writer from then on. Stored with the transaction.
+   */
+  ownOrigin(device: string): string {
+    if (!this.writer.confirmed || this.writer.retired) this.setWriter({ id: newWriterId(device), confirmed: true, retired: false });
+    return this.writer.id;
+  }
+
+  /** Replaces the writer state (confirmation is kept in memory; the rest is stored). */
+  setWriter(writer: WriterState): void {
+    if (writer.id !== this.writer.id || writer.retired !== this.writer.retired) this.writerChanged = true;
+    this.writer = writer;
   }
 
   seqOf(origin: string): number {
@@ -264,6 +295,10 @@ export class WriteBatch {
     this.prunedPrefixes.clear();
     await writeVector(this.db, new Map([...this.changedOrigins].map((o) => [o, this.seqOf(o)])));
     this.changedOrigins.clear();
+    if (this.writerChanged) {
+      await putMeta(this.db, WRITER_META_KEY, writerMetaValue(this.writer));
+      this.writerChanged = false;
+    }
     if (this.changedOwners.size > 0) {
       await this.db
         .insertInto('sync_owner_versions')

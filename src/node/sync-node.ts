@@ -177,6 +177,7 @@ export class SyncNode {
             registry,
             tables: p.tables,
             counters: p.counters,
+            ownedConfirmed: p.ownedConfirmed,
             release: () => p.db.destroy(),
           }),
         );
@@ -292,6 +293,7 @@ export class SyncNode {
       registry: this.registry,
       tables: prepared.tables,
       counters: prepared.counters,
+      ownedConfirmed: prepared.ownedConfirmed,
       release: () => db.destroy(),
     });
     this.open.set(id, library);
@@ -305,7 +307,7 @@ export class SyncNode {
     this.network.add(replicator);
     await replicator.start();
     // Listen ports may differ from the last run: tell the other members where to find us.
-    if ((await library.members()).some((m) => m.device === this.deviceId)) await replicator.registerSelf();
+    await replicator.refreshSelfWhenConfirmed();
     return replicator;
   }
 

@@ -78,22 +78,14 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
     let reading = true;
     while (reading && next <= heldSeq) {
       // A few chunks at a time: bounded memory whatever the limits.
-      const stored = await db
-        .selectFrom('sync_log')
-        .select(['first_seq', 'last_seq', 'entries'])
-        .where('origin', '=', origin)
-        .where('last_seq', '>=', next)
-        .orderBy('last_seq')
-        .limit(4)
-        .execute();
+      const stored = await chunksReaching(db, origin, next, 4);
       reading = stored.length > 0;
-      for (const row of stored) {
+      for (const storedChunk of stored) {
         // Nothing stored at `next`: the vector is ahead of the log.
-        if (row.first_seq > next) reading = false;
+        if (storedChunk.firstSeq > next) reading = false;
         if (!reading) break;
-        const stored: Chunk = { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries };
         // Only a chunk larger than the record limit can hold an entry over it.
-        const unservable = stored.entries.byteLength > MAX_RECORD_BYTES ? firstOverLimit(stored, next) : undefined;
+        const unservable = storedChunk.entries.byteLength > MAX_RECORD_BYTES ? firstOverLimit(storedChunk, next) : undefined;
         if (unservable === next) {
           // Held from before the record limit: a partner would refuse it, so this log cannot
           // serve past it; reported like a pruned position, the requester takes a snapshot.
@@ -101,7 +93,7 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
           reading = false;
           break;
         }
-        const chunk = unservable === undefined ? stored : sliceChunk(stored, next, unservable - 1);
+        const chunk = unservable === undefined ? storedChunk : sliceChunk(storedChunk, next, unservable - 1);
         const whole = chunk.firstSeq === next && room(chunk.lastSeq - chunk.firstSeq + 1, chunk.entries.byteLength);
         const part = whole ? chunk : cutChunk(chunk, next, room, result.entries === 0);
         if (part) {
@@ -156,6 +148,26 @@ function sliceChunk(chunk: Chunk, first: number, last: number): Chunk {
   const start = decoded[first - chunk.firstSeq]!.start;
   const end = decoded[last - chunk.firstSeq]!.end;
   return { origin: chunk.origin, firstSeq: first, lastSeq: last, entries: chunk.entries.subarray(start, end) };
+}
+
+/** Up to `limit` stored chunks of `origin` that end at `seq` or later, in seq order. */
+async function chunksReaching(db: Db, origin: string, seq: number, limit: number): Promise<Chunk[]> {
+  const rows = await db
+    .selectFrom('sync_log')
+    .select(['first_seq', 'last_seq', 'entries'])
+    .where('origin', '=', origin)
+    .where('last_seq', '>=', seq)
+    .orderBy('last_seq')
+    .limit(limit)
+    .execute();
+  return rows.map((row) => ({ origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries }));
+}
+
+/** The entry of `origin` at `seq`, if the log holds it (not pruned). */
+export async function entryAt(db: Db, origin: string, seq: number): Promise<LogEntry | undefined> {
+  const [chunk] = await chunksReaching(db, origin, seq, 1);
+  if (!chunk || chunk.firstSeq > seq) return undefined;
+  return decodeChunk(chunk).find((d) => d.entry.seq === seq)?.entry;
 }
 
 /** `chunksAfter`, decoded into entries. */

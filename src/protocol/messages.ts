@@ -9,7 +9,7 @@ import { MAX_RECORD_BYTES } from '../models/values.js';
 
 /** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
 export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
-export const PROTOCOL_VERSION = [1, 0] as const;
+export const PROTOCOL_VERSION = [1, 1] as const;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -23,6 +23,12 @@ export const MAX_PAGE_BYTES = 1024 * 1024;
  * its lifetime; it also keeps a `hello` small enough for the handshake frame limit.
  */
 export const MAX_VECTOR_ORIGINS = 1_024;
+/**
+ * Tips a `hello` carries at most: the receiver's writers whose entries the sender wrote most
+ * recently (the check of older writers is not needed to catch a copy that writes now), so that
+ * a hello with two full vectors still fits the first-frame limit.
+ */
+export const MAX_WRITER_TIPS = 64;
 /**
  * Largest first frame of a stream (`hello`, `join`, or the `hello` / `welcome` / `error`
  * answering them), checked before the peer is known to be a member: a `hello` with two full
@@ -116,7 +122,20 @@ const version = z.tuple([count, count]);
 const base = { library: uuid };
 const request = { ...base, req: count, maxRecords: count.min(1), maxBytes: count.min(1) };
 
-const hello = z.object({ t: z.literal('hello'), v: version, ...base, device: uuid, shared: vector, owned: vector });
+/**
+ * What the sender holds of the receiver's own writers: origin, last seq held, and the content
+ * fingerprint of the entry there (docs/protocol.md, `hello`). Optional: 1.0 peers send none.
+ */
+const writerTips = z.array(z.tuple([uuid, position.min(1), z.string().regex(/^[0-9a-f]{32}$/)])).max(MAX_WRITER_TIPS);
+const hello = z.object({
+  t: z.literal('hello'),
+  v: version,
+  ...base,
+  device: uuid,
+  shared: vector,
+  owned: vector,
+  tips: writerTips.optional(),
+});
 const changes = z.object({ t: z.literal('changes'), ...base, batch: count, chunks: chunkList });
 /** Coverage `(from, to]` of an owner's versions. */
 const coverage = { owner: uuid, from: position, to: position };

@@ -175,6 +175,8 @@ export class SyncNetwork {
   private reconcile(): void {
     if (this.stopped) return;
     for (const replicator of this.replicators.values()) {
+      // A copy of this device that gave way to another one syncs this library no more.
+      if (replicator.refusal) continue;
       for (const partner of replicator.partners()) {
         if (!this.transport.isConnected(partner.peer)) {
           this.dial(partner.peer, partner.addrs);
@@ -204,16 +206,18 @@ export class SyncNetwork {
     try {
       stream = await this.transport.openStream(peer);
       const frames = stream.frames()[Symbol.asyncIterator]();
-      await stream.send(encodeMessage(helloFor(replicator.library)));
+      await stream.send(encodeMessage(await helloFor(replicator.library, device)));
       const reply = await this.firstMessage(frames, stream);
       if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
       checkVersion(reply.v);
       checkHello(reply, replicator, peer);
+      await replicator.checkWriters(reply, device);
       if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
       replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
     } catch (err) {
       const error = toSyncError(err);
+      if (error.code === 'DEVICE_FORKED') replicator.recordFork(device, error);
       if (!this.retryForMemberRow(key, error)) {
         this.failed(key);
         this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
@@ -260,7 +264,9 @@ export class SyncNetwork {
         checkVersion(first.v);
         if (!replicator) throw notMember(stream.remotePeer);
         checkHello(first, replicator, stream.remotePeer);
-        await stream.send(encodeMessage(helloFor(replicator.library)));
+        await replicator.checkSingleCopy(stream.remotePeer);
+        await replicator.checkWriters(first, first.device);
+        await stream.send(encodeMessage(await helloFor(replicator.library, first.device)));
         replicator.adopt(new Session(replicator, stream, frames, first.device, first, 'inbound'));
       } else if (first.t === 'join') {
         checkVersion(first.v);
@@ -389,7 +395,8 @@ async function refuse(stream: FrameStream, library: string, error: Error): Promi
   stream.abort(error);
 }
 
-function helloFor(library: Library): MessageOf<'hello'> {
+/** This device's hello to `partner`, with what it holds of the partner's own writers. */
+async function helloFor(library: Library, partner: string): Promise<MessageOf<'hello'>> {
   return {
     t: 'hello',
     v: [...PROTOCOL_VERSION],
@@ -397,6 +404,7 @@ function helloFor(library: Library): MessageOf<'hello'> {
     device: library.deviceId,
     shared: library.versionVector(),
     owned: library.ownedVector(),
+    tips: await library.tipsFor(partner),
   };
 }
 

@@ -1,9 +1,18 @@
-import { AbortedError, InviteError, NotMemberError, StoppedError, SyncError, type SyncErrorCode } from '../errors.js';
+import {
+  AbortedError,
+  DeviceForkedError,
+  InviteError,
+  NotMemberError,
+  StoppedError,
+  SyncError,
+  type SyncErrorCode,
+} from '../errors.js';
 import { CatchUp } from '../backfill/catch-up.js';
 import type { InviteOptions, Library, LibrarySync, Member } from '../library/library.js';
 import { MEMBERS_MODEL } from '../models/system.js';
 import type { VersionVector } from '../peer-log/types.js';
-import type { MessageOf } from '../protocol/messages.js';
+import type { Hello, MessageOf } from '../protocol/messages.js';
+import { isWriterOf } from '../library/writers.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
@@ -69,10 +78,23 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private stopped = false;
   private everLive = false;
   private catchUp!: CatchUp;
+  /** This device's member row waits for a confirmed writer (see `refreshSelfWhenConfirmed`). */
+  private selfPending = false;
+  /** The last fork of this device's log a partner's hello showed, with that partner. */
+  private fork: { partner: string; error: SyncError } | undefined;
+  /** Set when this copy of the device gave way to another one running at the same time. */
+  refusal: DeviceForkedError | undefined;
   /** Pending `synced()` calls, rejected with `STOPPED` when the node stops. */
   private readonly syncedWaiters = new Set<() => void>();
   private readonly onChange = (event: { model: string }) => {
     if (event.model === MEMBERS_MODEL.name) void this.refreshMembers();
+  };
+  /** Another copy of this device runs: this one stops syncing the library (sessions end, none open). */
+  private readonly onForked = (error: DeviceForkedError) => {
+    this.refusal = error;
+    this.catchUp.stop();
+    for (const session of [...this.sessions.values()]) session.close(error);
+    this.scheduleStatus(true);
   };
 
   constructor(
@@ -93,14 +115,17 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     });
     this.library.attachSync(this);
     this.library.on('change', this.onChange);
+    this.library.on('forked', this.onForked);
     await this.refreshMembers();
-    // Saved acks may predate the origin check: keep their known origins only. A session may
+    // Saved acks may predate the origin check: keep their recorded origins only. A session may
     // have acked meanwhile: merge.
     for (const [device, vector] of await this.library.acks()) {
       const merged = { ...this.acks.get(device) };
-      mergeMax(merged, this.knownOnly(vector));
+      mergeMax(merged, this.recordedOnly(vector));
       this.acks.set(device, merged);
     }
+    // Nobody else can hold a position of this device's log: its writer is confirmed at once.
+    if (this.partners().length === 0) await this.library.checkOwnWriters({ shared: {}, tips: [] });
     this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
   }
 
@@ -111,10 +136,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     clearInterval(this.pruneTimer);
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
+    this.library.off('forked', this.onForked);
     this.catchUp.stop();
+    const ownAlike = this.ownRowsAlike();
     for (const session of [...this.sessions.values()]) session.close();
     await this.catchUp.settled();
-    await this.saveAcks();
+    await this.saveAcks(ownAlike);
   }
 
   now(): number {
@@ -132,19 +159,95 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   /**
    * Whether a vector entry (origin, or owner of device-owned rows) that a partner sends names a
-   * known origin: a member device (the bootstrap inviter included), or an origin or owner this
-   * library holds (this device, a former member). Acks, saved and shown by `status()`, keep known
-   * entries only (without this, invented origins grew them without bound); the others are
-   * ignored, not refused, because right after a join a new member's origin can reach this node
-   * before its member row, and the partner's next ack or heartbeat carries the entry again. A
-   * session keeps a bounded number of unknown entries for catch-up (see `Session`).
+   * known origin: a log origin of a member (its device id or a writer id derived from it,
+   * `library/writers.ts`; the bootstrap inviter and this device included), or an origin or owner
+   * this library holds (a former member). A session keeps a bounded number of unknown entries
+   * for catch-up (see `Session`): right after a join, a new member's origin can reach this node
+   * before its member row, and the partner's next heartbeat carries the entry again.
    */
   isKnownOrigin(origin: string): boolean {
+    if (isWriterOf(origin, this.library.deviceId) || this.library.holdsOrigin(origin)) return true;
+    for (const device of this.memberDevices) if (isWriterOf(origin, device)) return true;
+    return false;
+  }
+
+  /**
+   * Whether a vector entry may be kept in what this device records of a partner (its acks:
+   * saved, used for pruning, shown by `status()`; push cursors): a member's device id, this
+   * device's, or an origin or owner this library holds. Bounded by the members and what is held:
+   * a writer id derived from a member's device id counts only once its changes are held here,
+   * so invented ones, also shaped like a member's writer ids, cannot grow them.
+   */
+  isRecordedOrigin(origin: string): boolean {
     return this.memberDevices.has(origin) || origin === this.library.deviceId || this.library.holdsOrigin(origin);
   }
 
-  private knownOnly(vector: VersionVector): VersionVector {
-    return filterOrigins(vector, (origin) => this.isKnownOrigin(origin));
+  private recordedOnly(vector: VersionVector): VersionVector {
+    return filterOrigins(vector, (origin) => this.isRecordedOrigin(origin));
+  }
+
+  /**
+   * Before a session with `partner` starts: checks this device's writers against its hello
+   * (`Library.checkOwnWriters`). A fork refuses the session with `DEVICE_FORKED`. Once the
+   * writer is confirmed (or retired), this device's member row is refreshed if it was waiting.
+   */
+  async checkWriters(hello: Hello, partner: string): Promise<void> {
+    if (this.refusal) throw this.refusal;
+    const check = await this.library.checkOwnWriters({ shared: hello.shared, tips: hello.tips ?? [] });
+    if (check.kind === 'forked') {
+      const device = this.library.deviceId;
+      throw this.recordFork(
+        partner,
+        new DeviceForkedError(
+          `partner ${partner} holds another change at position ${check.seq} of this device's log (origin ${check.origin}): ` +
+            `this data directory is a copy of device ${device}, and another copy of it wrote there. ` +
+            `Only one copy can be device ${device}: stop the other copies, and give a copy that must stay a device of its own ` +
+            `a fresh data directory (joined by invite)`,
+        ),
+      );
+    }
+    if (this.fork?.partner === partner) {
+      this.fork = undefined;
+      this.scheduleStatus(true);
+    }
+    if (this.selfPending) {
+      this.selfPending = false;
+      // Not part of the handshake; a failure (the node stopping) only leaves the row as it was.
+      void this.registerSelf().catch(() => undefined);
+    }
+  }
+
+  /**
+   * A hello from `peer` while a session with it is open: two copies of one data directory
+   * (same PeerId) would replace each other's session for good, each restarting its catch-up.
+   * The open one wins if the partner is still heard on it over two heartbeats (a restarted
+   * device's old session closes or falls silent); the newcomer is refused with `DEVICE_FORKED`.
+   */
+  async checkSingleCopy(peer: string): Promise<void> {
+    const current = this.sessions.get(peer);
+    if (!current || !(await current.heardFor(2 * this.tuning.heartbeatMs))) return;
+    throw new DeviceForkedError(
+      `device ${current.device} (PeerId ${peer}) already syncs library ${this.library.id} over another connection, and is still ` +
+        `heard there: two copies of its data directory run at the same time. Only one copy can be device ${current.device}`,
+    );
+  }
+
+  /** Shows a fork a partner reported or a hello revealed in `status()` until a session with it passes. */
+  recordFork<E extends SyncError>(partner: string, error: E): E {
+    this.fork = { partner, error };
+    this.scheduleStatus(true);
+    return error;
+  }
+
+  /**
+   * Refreshes this device's member row (listen addresses may differ from the last run), as soon
+   * as the writer is confirmed: before, the write would cost a fresh writer, and no partner
+   * could learn the new addresses before meeting this device anyway.
+   */
+  async refreshSelfWhenConfirmed(): Promise<void> {
+    if (!(await this.library.members()).some((m) => m.device === this.library.deviceId)) return;
+    if (this.partners().length === 0) await this.registerSelf();
+    else this.selfPending = true;
   }
 
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
@@ -210,7 +313,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   onAck(session: Session, shared: VersionVector): void {
     const merged = { ...this.acks.get(session.device) };
-    if (!mergeMax(merged, this.knownOnly(shared))) return;
+    if (!mergeMax(merged, this.recordedOnly(shared))) return;
     this.acks.set(session.device, merged);
     this.unsavedAcks.add(session.device);
     this.scheduleStatus();
@@ -316,7 +419,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         connected,
         state,
         acked,
-        ackedOwned: session ? this.knownOnly(session.remoteOwned) : {},
+        ackedOwned: session ? this.recordedOnly(session.remoteOwned) : {},
         lastSeenAt: session ? session.lastSeenAt : null,
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
       };
@@ -327,10 +430,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       pulling === 'catching-up' ||
       [...this.sessions.values()].some((s) => s.state === 'catching-up') ||
       (partners.length > 0 && !this.everLive);
-    const failure = this.catchUp.error;
+    const failure = this.refusal ?? this.catchUp.error ?? this.fork?.error;
     return {
       library: this.library.id,
-      state: pulling === 'error' || pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',
+      state: failure ? 'error' : pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',
       error: failure ? { code: failure.code, message: failure.message } : null,
       vector: this.library.versionVector(),
       ownedVector: this.library.ownedVector(),
@@ -375,11 +478,23 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     );
   }
 
-  private async saveAcks(): Promise<void> {
+  /** Saves the acks received, and how far partners hold this device's own rows alike. */
+  private async saveAcks(ownAlike = this.ownRowsAlike()): Promise<void> {
     for (const device of [...this.unsavedAcks]) {
       this.unsavedAcks.delete(device);
       await this.library.recordAck(device, this.acks.get(device)!);
     }
+    await this.library.confirmOwned(ownAlike);
+  }
+
+  /** A partner whose copy of this device's own rows is known alike holds them alike through its ack. */
+  private ownRowsAlike(): number {
+    const self = this.library.deviceId;
+    let alike = 0;
+    for (const session of this.sessions.values()) {
+      if (session.ownRowsToCheck() === undefined) alike = Math.max(alike, session.remoteOwned[self] ?? 0);
+    }
+    return alike;
   }
 
   private async refreshMembers(): Promise<void> {

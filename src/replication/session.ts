@@ -36,6 +36,8 @@ export interface SessionHost {
   onAck(session: Session, shared: VersionVector): void;
   /** Whether a vector entry the partner sends names an origin (or owner) known here. */
   isKnownOrigin(origin: string): boolean;
+  /** Whether a vector entry may be kept in push cursors (members, this device, held origins). */
+  isRecordedOrigin(origin: string): boolean;
   /** The partner holds changes this device lacks (hello, a gap, or a heartbeat): pull them. */
   onPartnerAhead(session: Session): void;
   /** Whether a pull from this session may be served now (otherwise it is answered `busy`). */
@@ -88,6 +90,12 @@ export class Session {
   readonly remoteShared: VersionVector;
   readonly remoteOwned: VersionVector;
   lastSeenAt: number;
+  /**
+   * Whether this device's own device-owned rows as the partner holds them are known to be alike
+   * (see `ownRowsToCheck`): from the start if its hello held no more of them than confirmed,
+   * else once the catch-up compared them.
+   */
+  ownRowsChecked: boolean;
 
   private readonly library: Library;
   private readonly helloShared: VersionVector;
@@ -108,6 +116,8 @@ export class Session {
     (err) => this.close(toSyncError(err)),
   );
   private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private markEnded!: () => void;
+  private readonly ended = new Promise<void>((resolve) => (this.markEnded = resolve));
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
   /**
    * The vectors this side last sent (in an ack or a heartbeat; they only grow). A position this
@@ -133,7 +143,8 @@ export class Session {
     this.learnAdvertised(this.remoteOwned, remoteHello.owned);
     this.helloShared = this.library.versionVector();
     this.helloOwned = this.library.ownedVector();
-    for (const [owner, version] of Object.entries(this.known(remoteHello.owned))) this.pushedOwned.set(owner, version);
+    for (const [owner, version] of Object.entries(this.recorded(remoteHello.owned))) this.pushedOwned.set(owner, version);
+    this.ownRowsChecked = (remoteHello.owned[this.library.deviceId] ?? 0) <= this.library.ownedConfirmed();
     this.lastSeenAt = host.now();
   }
 
@@ -153,7 +164,24 @@ export class Session {
 
   /** Whether the partner advertises changes (shared or device-owned) this device lacks. */
   partnerAhead(): boolean {
-    return isBehind(this.library.versionVector(), this.remoteShared) || this.ownedBehind(this.remoteOwned);
+    return (
+      isBehind(this.library.versionVector(), this.remoteShared) ||
+      this.ownedBehind(this.remoteOwned) ||
+      this.ownRowsToCheck() !== undefined
+    );
+  }
+
+  /**
+   * The version of this device's own device-owned rows the partner holds, when the catch-up must
+   * compare them with this device's first: the partner holds more of them than this device
+   * knows to be alike (a restored or copied data directory; `Library.mergeOwnRows`), or, once
+   * compared, more than this device ever wrote (another copy writes them).
+   */
+  ownRowsToCheck(): number | undefined {
+    const self = this.library.deviceId;
+    const theirs = this.remoteOwned[self] ?? 0;
+    const alike = this.ownRowsChecked ? (this.library.ownedVector()[self] ?? 0) : this.library.ownedConfirmed();
+    return theirs > alike ? theirs : undefined;
   }
 
   /**
@@ -182,9 +210,22 @@ export class Session {
     return this.request({ t: 'pull-snapshot', library: this.library.id, req: 0, after, ...this.limits() });
   }
 
+  /**
+   * Whether the partner is still heard on this session `ms` from now: it stays open and some
+   * frame arrives meanwhile (it resolves early, false, if the session closes first).
+   */
+  async heardFor(ms: number): Promise<boolean> {
+    const since = this.host.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.ended, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
+    return this.state !== 'closed' && this.lastSeenAt > since;
+  }
+
   close(reason?: Error): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.markEnded();
     clearInterval(this.heartbeat);
     this.library.off('appended', this.onAppended);
     for (const request of this.pending.values()) {
@@ -390,11 +431,11 @@ export class Session {
   private learnRemote(shared: VersionVector, owned: VersionVector): void {
     this.learnAdvertised(this.remoteShared, shared);
     this.learnAdvertised(this.remoteOwned, owned);
-    // Push cursors concern only what this device holds: known origins and owners.
-    for (const [owner, version] of Object.entries(this.known(owned))) {
+    // Push cursors concern only what this device holds: recorded origins and owners.
+    for (const [owner, version] of Object.entries(this.recorded(owned))) {
       this.pushedOwned.set(owner, Math.max(this.pushedOwned.get(owner) ?? 0, version));
     }
-    if (this.pushedShared) mergeMax(this.pushedShared, this.known(shared));
+    if (this.pushedShared) mergeMax(this.pushedShared, this.recorded(shared));
     if (Object.keys(shared).length > 0) this.host.onAck(this, this.remoteShared);
     this.checkPartnerCaughtUp();
   }
@@ -407,7 +448,7 @@ export class Session {
     const previous = this.previousHeartbeat;
     this.previousHeartbeat = heartbeat;
     if (!previous) return;
-    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned)) {
+    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned) || this.ownRowsToCheck() !== undefined) {
       this.host.onPartnerAhead(this);
     }
   }
@@ -435,8 +476,8 @@ export class Session {
     }
   }
 
-  private known(vector: VersionVector): VersionVector {
-    return filterOrigins(vector, (origin) => this.host.isKnownOrigin(origin));
+  private recorded(vector: VersionVector): VersionVector {
+    return filterOrigins(vector, (origin) => this.host.isRecordedOrigin(origin));
   }
 
   private ownedBehind(advertised: VersionVector): boolean {

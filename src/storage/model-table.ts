@@ -146,6 +146,11 @@ export class ModelTable {
     return `SELECT * FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ? ORDER BY _version LIMIT ?`;
   }
 
+  /** How many rows of one owner have `after < _version <= through` (device-owned tables). */
+  ownedCountSql(): string {
+    return `SELECT count(*) AS n FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ?`;
+  }
+
   /** Every row, tombstones included, in id order (snapshots). */
   allRowsSql(withAfter: boolean): string {
     return `SELECT * FROM ${this.table}${withAfter ? ' WHERE id > ?' : ''} ORDER BY id LIMIT ?`;

@@ -5,6 +5,7 @@ import type { ModelRegistry } from '../models/registry.js';
 import { runSql } from '../util/sql.js';
 import { readVector } from '../peer-log/log-store.js';
 import type { SyncCounters } from '../library/write-batch.js';
+import { storedWriter, WRITER_META_KEY } from '../library/writers.js';
 import { ModelTable } from './model-table.js';
 import { type InternalTables, migrationProvider } from './schema.js';
 
@@ -21,7 +22,16 @@ export interface PreparedLibrary {
   counters: SyncCounters;
   /** The persisted HLC high-water mark, if any write ever happened. */
   highWater: Hlc | undefined;
+  /** Own device-owned version known to be held alike by partners (see `OWNED_CONFIRMED_META_KEY`). */
+  ownedConfirmed: number;
 }
+
+/**
+ * `sync_meta` key: the version through which this device's own device-owned rows are known to
+ * be held alike by its partners. A restored data directory holds it from before the backup,
+ * so pulling its own rows after it from a partner brings back whatever the backup lacks.
+ */
+export const OWNED_CONFIRMED_META_KEY = 'owned_confirmed';
 
 export interface PrepareOptions {
   deviceId: string;
@@ -99,11 +109,28 @@ async function prepareInTransaction(
 
   const vector = new Map([...(await readVector(db))].map(([origin, v]) => [origin, v.seq]));
   const owners = await db.selectFrom('sync_owner_versions').selectAll().execute();
+  const ownerVersions = new Map(owners.map((o) => [o.owner, o.version]));
   const hlc = metaMap.get('hlc');
+  let ownedConfirmed = Number(metaMap.get(OWNED_CONFIRMED_META_KEY));
+  if (!Number.isSafeInteger(ownedConfirmed)) {
+    // A library from before this key: what it holds is taken as confirmed.
+    ownedConfirmed = ownerVersions.get(meta.deviceId) ?? 0;
+    await putMeta(db, OWNED_CONFIRMED_META_KEY, String(ownedConfirmed));
+  }
   return {
     meta,
     tables,
-    counters: { vector, ownerVersions: new Map(owners.map((o) => [o.owner, o.version])) },
+    counters: { vector, ownerVersions, writer: storedWriter(meta.deviceId, metaMap.get(WRITER_META_KEY)) },
     highWater: hlc === undefined ? undefined : decodeHlc(hlc),
+    ownedConfirmed,
   };
+}
+
+/** Sets one of the engine's own settings stored with the library (`sync_meta`). */
+export async function putMeta(db: Kysely<InternalTables>, key: string, value: string): Promise<void> {
+  await db
+    .insertInto('sync_meta')
+    .values({ key, value })
+    .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+    .execute();
 }

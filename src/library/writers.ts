@@ -1,0 +1,86 @@
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import type { LogEntry, VersionVector } from '../peer-log/types.js';
+import { pack } from '../util/msgpack.js';
+
+/**
+ * Writer ids: the log origins of one device's own shared changes (docs/architecture.md, "A log
+ * position is never reused"). A device's first writer is its device id; a later one keeps the
+ * device id's first three groups (`xxxxxxxx-xxxx-4xxx`, 60 random bits of it) and draws the
+ * other two at random, so any member maps an origin to its device from the member list alone,
+ * without a record that would itself have to travel in the new writer's log first.
+ */
+const DEVICE_PART = 19;
+
+/** A fresh writer id of `device`: no partner can hold any entry of it. */
+export function newWriterId(device: string): string {
+  const random = globalThis.crypto.getRandomValues(new Uint8Array(8));
+  // RFC 4122 variant bits, so the id stays a well-formed v4 uuid.
+  random[0] = (random[0]! & 0x3f) | 0x80;
+  const hex = bytesToHex(random);
+  return `${device.slice(0, DEVICE_PART)}${hex.slice(0, 4)}-${hex.slice(4)}`;
+}
+
+/** Whether `origin` is one of `device`'s writers (its device id or one derived from it). */
+export function isWriterOf(origin: string, device: string): boolean {
+  return origin.length === device.length && origin.startsWith(device.slice(0, DEVICE_PART));
+}
+
+/**
+ * The writer this device appends its shared changes to in this run. `confirmed`: no partner
+ * can hold a position of it that this device has not written (it was made in this run, or the
+ * first partner met holds no more of it, with the same entry at its position). `retired`: a
+ * partner held more of it than this device, so it is never appended to again (persisted).
+ */
+export interface WriterState {
+  readonly id: string;
+  readonly confirmed: boolean;
+  readonly retired: boolean;
+}
+
+/** `sync_meta` key of the current writer: `{ "id": uuid, "retired": boolean }`. */
+export const WRITER_META_KEY = 'writer';
+
+/** The writer as stored, at library open: never confirmed yet in this run. */
+export function storedWriter(device: string, value: string | undefined): WriterState {
+  if (value === undefined) return { id: device, confirmed: false, retired: false };
+  const { id, retired } = JSON.parse(value) as { id: string; retired: boolean };
+  return { id, confirmed: false, retired };
+}
+
+export function writerMetaValue(writer: WriterState): string {
+  return JSON.stringify({ id: writer.id, retired: writer.retired });
+}
+
+/**
+ * What a partner holds of one of the receiving device's writers: the origin, the last seq held
+ * and the fingerprint of the entry there (`hello.tips`).
+ */
+export type WriterTip = [origin: string, seq: number, fingerprint: string];
+
+/**
+ * A digest of an entry's content, the same wherever the entry is stored: it is computed from
+ * the decoded entry (fields in sorted order), not from the bytes, which relays may re-encode.
+ */
+export function entryFingerprint(entry: LogEntry): string {
+  const fields = entry.fields === null ? null : Object.entries(entry.fields).sort(([a], [b]) => (a < b ? -1 : 1));
+  return bytesToHex(sha256(pack([entry.hlc, entry.model, entry.id, entry.op, fields]))).slice(0, 32);
+}
+
+/** What a hello tells the receiving device about its own writers. */
+export interface PartnerHold {
+  readonly shared: VersionVector;
+  readonly tips: readonly WriterTip[];
+}
+
+/**
+ * Outcome of checking this device's writers against a partner's hello: `confirmed` (the
+ * current writer may be appended to), `restored` (the partner holds more of the unconfirmed
+ * current writer: a backup or copy of this data directory; it is retired and its missing tail
+ * arrives by catch-up), `forked` (a position of one of this device's writers holds another
+ * entry on the partner, or the partner holds more of a writer appended to in this run: another
+ * copy of this data directory wrote there), `unchanged`.
+ */
+export type WriterCheck =
+  | { kind: 'confirmed' | 'restored' | 'unchanged' }
+  | { kind: 'forked'; origin: string; seq: number };

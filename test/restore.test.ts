@@ -1,0 +1,200 @@
+/**
+ * A device whose data directory is restored from a backup, or copied to another machine, must
+ * never write a position of its own log (or a device-owned version) that a partner already holds
+ * with other contents; the changes the backup lacks come back from its partners. Real nodes,
+ * real data directories on disk, copied with `fs.cpSync` while the node is stopped.
+ */
+import { cpSync, rmSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Library, SessionErrorEvent, SyncError, SyncNode } from '../src/index.js';
+import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { keyWhere } from './helpers/raw-peer.js';
+
+afterEach(async () => {
+  await stopAllNodes();
+  await removeTempDirs();
+});
+
+/** Writes `count` notes titled `${prefix}-i` and returns their ids (each write acknowledged). */
+async function writeNotes(lib: Library, prefix: string, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) ids.push((await lib.upsert('note', { title: `${prefix}-${i}`, body: null })).id);
+  return ids;
+}
+
+/** Every acknowledged note is on every library, with the title it was written with. */
+async function expectNotes(libs: Library[], notes: Map<string, string>): Promise<void> {
+  for (const lib of libs) {
+    for (const [id, title] of notes) expect((await lib.get('note', id))?.title, `${id} on ${lib.deviceId}`).toBe(title);
+  }
+}
+
+async function holdsAll(lib: Library, notes: Map<string, string>): Promise<boolean> {
+  for (const [id, title] of notes) if ((await lib.get('note', id))?.title !== title) return false;
+  return true;
+}
+
+function record(notes: Map<string, string>, prefix: string, ids: string[]): void {
+  ids.forEach((id, i) => notes.set(id, `${prefix}-${i}`));
+}
+
+describe('a data directory restored from a backup', () => {
+  it.each([
+    { when: 'at once', meetFirst: false },
+    { when: 'after meeting its partner', meetFirst: true },
+  ])('loses nothing when it writes $when: the writes the backup lacks come back, new writes reach the partner', async ({ meetFirst }) => {
+    const a = await startNode();
+    const bDir = await makeTempDir('lsync-restore-b-');
+    let b: SyncNode = await startNode(bDir);
+    const [libA, firstB] = await shareLibrary(a, [b]);
+    const id = libA!.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(firstB!, 'before-backup', 3));
+    await firstB!.upsert('volume', { id: 'vol-1', path: '/backup', bytes: 1 });
+    await waitForConvergence([libA!, firstB!]);
+    const writerInBackup = firstB!.writer();
+
+    // The backup: B's whole data directory, copied while B is stopped.
+    await stopNode(b);
+    const backup = await makeTempDir('lsync-restore-backup-');
+    cpSync(bDir, backup, { recursive: true });
+
+    // B writes five more notes (and a device-owned row) that reach A, then is lost. It met A
+    // first, so they extend the writer the backup holds: the positions the restored copy must
+    // not write again.
+    b = await startNode(bDir);
+    let libB = b.library(id);
+    await libB.synced();
+    record(notes, 'after-backup', await writeNotes(libB, 'after-backup', 5));
+    expect(libB.writer()).toBe(writerInBackup);
+    await libB.upsert('volume', { id: 'vol-2', path: '/lost', bytes: 2 });
+    await waitFor(() => holdsAll(libA!, notes), 'A holds the writes made after the backup');
+    await waitForConvergence([libA!, libB]);
+    await stopNode(b);
+
+    // B's data directory is replaced by the backup; B starts and writes (at once, or once it
+    // has met A: then A's hello shows it holds more of B's writer, which B retires).
+    rmSync(bDir, { recursive: true, force: true });
+    cpSync(backup, bDir, { recursive: true });
+    b = await startNode(bDir);
+    libB = b.library(id);
+    if (meetFirst) await libB.synced();
+    record(notes, 'after-restore', await writeNotes(libB, 'after-restore', 5));
+    await libB.upsert('volume', { id: 'vol-3', path: '/restored', bytes: 3 });
+
+    await waitFor(async () => (await holdsAll(libA!, notes)) && (await holdsAll(libB, notes)), 'every note on both devices', 30_000);
+    await waitFor(async () => (await libA!.get('volume', 'vol-3')) !== undefined, 'the restored device-owned row on A', 30_000);
+    await waitForConvergence([libA!, libB]);
+    await expectNotes([libA!, libB], notes);
+    for (const lib of [libA!, libB]) {
+      expect((await lib.list('volume')).map((v) => v.id).sort()).toEqual(['vol-1', 'vol-2', 'vol-3']);
+    }
+    // The restored device's changes went to a fresh writer (written before meeting A, or after
+    // A's hello showed it holds more of the old one), and it holds every writer's log as far as
+    // A does again.
+    expect(libB.writer()).not.toBe(writerInBackup);
+    expect(libB.versionVector()).toEqual(libA!.versionVector());
+    expect(libB.ownedVector()).toEqual(libA!.ownedVector());
+
+    // Writes after the first contact reach A too.
+    record(notes, 'after-contact', await writeNotes(libB, 'after-contact', 5));
+    await waitFor(() => holdsAll(libA!, notes), 'the notes written after contact on A');
+    await waitForConvergence([libA!, libB]);
+    await expectNotes([libA!, libB], notes);
+  });
+});
+
+describe('two devices started from copies of one data directory', () => {
+  it('one copy is refused with DEVICE_FORKED; the other converges with every acknowledged write', async () => {
+    const aDir = await makeTempDir('lsync-clone-a-');
+    let a = await startNode(aDir);
+    const aListen = a.multiaddrs().map((addr) => addr.slice(0, addr.indexOf('/p2p/')));
+    // The copies share a PeerId that sorts below A's, so they open the sessions to A.
+    const bDir = await makeTempDir('lsync-clone-b-');
+    const b = await startNodeWithKey(await keyWhere((id) => id < a.peerId), bDir);
+    const [firstA, firstB] = await shareLibrary(a, [b]);
+    const id = firstA!.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-copy', await writeNotes(firstB!, 'before-copy', 3));
+    await waitForConvergence([firstA!, firstB!]);
+    await stopNode(b);
+    const copyDir = await makeTempDir('lsync-clone-copy-');
+    cpSync(bDir, copyDir, { recursive: true });
+
+    // Both copies start and write while A is away, so neither has met a partner yet.
+    await stopNode(a);
+    const copies = [await startNode(bDir), await startNode(copyDir)];
+    const written = new Map<SyncNode, Map<string, string>>();
+    for (const [n, copy] of copies.entries()) {
+      const own = new Map<string, string>();
+      record(own, `copy${n}`, await writeNotes(copy.library(id), `copy${n}`, 5));
+      await copy.library(id).upsert('volume', { id: `vol-copy${n}`, path: `/copy${n}`, bytes: n });
+      written.set(copy, own);
+    }
+    const errors = new Map<SyncNode, SessionErrorEvent[]>(copies.map((c) => [c, []]));
+    for (const copy of copies) copy.on('session-error', (e) => errors.get(copy)!.push(e));
+    a = await startNode(aDir, { listen: aListen });
+    const libA = a.library(id);
+
+    const forked = async (copy: SyncNode) => (await copy.library(id).status()).error?.code === 'DEVICE_FORKED';
+    await waitFor(async () => (await forked(copies[0]!)) || (await forked(copies[1]!)), 'one copy refused', 30_000);
+    const refused = (await forked(copies[0]!)) ? copies[0]! : copies[1]!;
+    const kept = refused === copies[0] ? copies[1]! : copies[0]!;
+    const refusedStatus = await refused.library(id).status();
+    expect(refusedStatus.state).toBe('error');
+    expect(refusedStatus.error!.message).toContain(refused.deviceId);
+    expect(refusedStatus.error!.message).toMatch(/cop(y|ies) of (this|its) data directory run/);
+    expect(errors.get(refused)!.some((e) => (e.error as SyncError).code === 'DEVICE_FORKED')).toBe(true);
+
+    // A and the copy that goes on converge, with every note either acknowledged before the
+    // copy was made, or since on the copy that goes on.
+    const libKept = kept.library(id);
+    for (const [noteId, title] of written.get(kept)!) notes.set(noteId, title);
+    await waitFor(async () => (await holdsAll(libA, notes)) && (await holdsAll(libKept, notes)), 'the kept copy and A to hold every note', 30_000);
+    await waitForConvergence([libA, libKept]);
+    await expectNotes([libA, libKept], notes);
+    expect(await forked(kept)).toBe(false);
+    expect((await libA.get('volume', `vol-copy${copies.indexOf(kept)}`))?.path).toBe(`/copy${copies.indexOf(kept)}`);
+
+    // It keeps syncing; the refused copy no longer does.
+    const later = await writeNotes(libKept, 'later', 2);
+    record(notes, 'later', later);
+    const refusedLater = await writeNotes(refused.library(id), 'refused-later', 1);
+    await waitFor(() => holdsAll(libA, notes), 'the later notes on A');
+    await waitForConvergence([libA, libKept]);
+    expect(await libA.get('note', refusedLater[0]!)).toBeUndefined();
+    expect((await refused.library(id).status()).partners.every((p) => p.state !== 'live')).toBe(true);
+  });
+});
+
+describe("a partner's hello checked against this device's writers", () => {
+  it('confirms a writer held alike, retires one held further, and reports another entry at a position as a fork', async () => {
+    const dir = await makeTempDir('lsync-writers-');
+    const first = await startNode(dir, { listen: [] });
+    const lib = await first.createLibrary({ name: 'writers' });
+    const id = lib.id;
+    // Alone in its library, the device writes to its device id from the start.
+    await lib.upsert('note', { id: 'n1', title: 'common', body: null });
+    expect(lib.writer()).toBe(first.deviceId);
+    await stopNode(first);
+    const copyDir = await makeTempDir('lsync-writers-copy-');
+    cpSync(dir, copyDir, { recursive: true });
+
+    // Both copies append position 2 of the same writer, with different changes.
+    const original = await startNode(dir, { listen: [] });
+    const copy = await startNode(copyDir, { listen: [] });
+    const [libO, libC] = [original.library(id), copy.library(id)];
+    await libO.upsert('note', { id: 'n2', title: 'original', body: null });
+    await libC.upsert('note', { id: 'n2', title: 'copy', body: null });
+    expect(libO.writer()).toBe(libC.writer());
+    const held = async (of: Library, to: SyncNode) => ({ shared: of.versionVector(), tips: await of.tipsFor(to.deviceId) });
+    expect(await libC.checkOwnWriters(await held(libO, copy))).toEqual({ kind: 'forked', origin: copy.deviceId, seq: 2 });
+    // The forked writer is retired: the copy's next change goes to a fresh writer.
+    await libC.upsert('note', { id: 'n3', title: 'after the fork', body: null });
+    expect(libC.writer()).not.toBe(copy.deviceId);
+    expect(libC.versionVector()[copy.deviceId]).toBe(2);
+    // The original holds its own position 2 alike on itself: nothing to report.
+    expect(await libO.checkOwnWriters(await held(libO, original))).toEqual({ kind: 'unchanged' });
+  });
+});
