@@ -507,7 +507,7 @@ export class Library {
     await this.turns.turn();
     this.assertOpen();
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters, this.ctx.clock);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId);
       const value = await fn(batch);
       await batch.flush();
       const highWater = batch.highWater();
