@@ -99,6 +99,8 @@ export interface MemberSessionOptions {
   answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message | undefined;
   /** Frames sent in reply to a pull-snapshot, in order (default: none, the pull times out). */
   answerPullSnapshot?: (pull: MessageOf<'pull-snapshot'>) => Message[];
+  /** Frames sent in reply to a pull-state, in order (default: a page that brings nothing). */
+  answerPullState?: (pull: MessageOf<'pull-state'>) => Message[];
 }
 
 /** One session of a raw member with a node, frame by frame. */
@@ -250,16 +252,10 @@ export class MemberSession {
         } else if (message.t === 'pull-snapshot') {
           for (const reply of this.options.answerPullSnapshot?.(message) ?? []) void this.send(reply);
         } else if (message.t === 'pull-state') {
-          void this.send({
-            t: 'state-page',
-            library: this.library,
-            req: message.req,
-            owner: message.owner,
-            from: message.after,
-            to: message.after,
-            rows: [],
-            hasMore: false,
-          });
+          const replies = this.options.answerPullState?.(message) ?? [
+            { t: 'state-page', library: this.library, req: message.req, owner: message.owner, from: message.after, to: message.after, rows: [], hasMore: false },
+          ];
+          for (const reply of replies) void this.send(reply);
         }
       }
       this.end = { kind: 'closed' };
