@@ -52,6 +52,8 @@ export class SyncNetwork {
   private protocolErrorCount = 0;
   /** Inbound streams of peers that are members of no library here, still in their handshake. */
   private strangerHandshakes = 0;
+  /** Inbound streams still in their handshake, by peer (known or not). */
+  private readonly peerHandshakes = new Map<string, number>();
   /** The catch-ups this node is serving, by session (library and peer). */
   private readonly serving: ServingSlots;
   private stopped = false;
@@ -231,21 +233,32 @@ export class SyncNetwork {
   }
 
   /**
-   * Memory held for peers that are not members has a node-wide budget: at most
-   * MAX_STRANGER_HANDSHAKES of their streams wait for a first frame (each at most the handshake
-   * frame limit); a stream beyond it is reset at once, unread.
+   * Memory held for streams waiting for their first frame (each at most the handshake frame
+   * limit) has budgets, node-wide: peers that are not members get MAX_STRANGER_HANDSHAKES of
+   * them in all, and any one peer MAX_PEER_HANDSHAKES, over all its connections. The second
+   * bounds a member too (a member is exempt from the first, and so is any PeerId a member row
+   * names). A stream beyond a budget is reset at once, unread.
    */
   private acceptWithinBudget(stream: FrameStream): void {
-    if (this.isKnownPeer(stream.remotePeer)) {
-      void this.accept(stream);
+    const peer = stream.remotePeer;
+    const stranger = !this.isKnownPeer(peer);
+    const ofPeer = this.peerHandshakes.get(peer) ?? 0;
+    if (ofPeer >= MAX_PEER_HANDSHAKES) {
+      stream.abort(new NetworkError(`too many handshakes of peer ${peer} in progress (${MAX_PEER_HANDSHAKES})`));
       return;
     }
-    if (this.strangerHandshakes >= MAX_STRANGER_HANDSHAKES) {
+    if (stranger && this.strangerHandshakes >= MAX_STRANGER_HANDSHAKES) {
       stream.abort(new NetworkError(`too many handshakes of non-members in progress (${MAX_STRANGER_HANDSHAKES})`));
       return;
     }
-    this.strangerHandshakes += 1;
-    void this.accept(stream).finally(() => (this.strangerHandshakes -= 1));
+    this.peerHandshakes.set(peer, ofPeer + 1);
+    if (stranger) this.strangerHandshakes += 1;
+    void this.accept(stream).finally(() => {
+      if (stranger) this.strangerHandshakes -= 1;
+      const left = (this.peerHandshakes.get(peer) ?? 1) - 1;
+      if (left > 0) this.peerHandshakes.set(peer, left);
+      else this.peerHandshakes.delete(peer);
+    });
   }
 
   /** An inbound stream: its first frame is a hello (session) or a join (invite). */
@@ -364,6 +377,11 @@ export class SyncNetwork {
 
 /** Inbound streams of non-members in their handshake, node-wide, at most. */
 const MAX_STRANGER_HANDSHAKES = 16;
+/**
+ * Inbound streams of one peer in their handshake, node-wide, at most: one connection's worth of
+ * sync streams (an honest peer opens one per library it shares, at once when it reconnects).
+ */
+const MAX_PEER_HANDSHAKES = 64;
 
 /** How long, and how often, a session refused for a member row not yet synced is retried quietly. */
 const MEMBER_ROW_GRACE_MS = 30_000;

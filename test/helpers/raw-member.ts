@@ -29,8 +29,13 @@ export interface RawMember {
  * no node ever sends it a hello it would leave unanswered) and joins `lib` through an invite
  * issued by `inviter`. Returns once the inviter lists it as a member.
  */
-export async function joinAsRawMember(inviter: SyncNode, lib: Library, nodes: SyncNode[] = [inviter]): Promise<RawMember> {
-  const peer = await RawPeer.start(await keyWhere((id) => nodes.every((n) => id < n.peerId)));
+export async function joinAsRawMember(
+  inviter: SyncNode,
+  lib: Library,
+  nodes: SyncNode[] = [inviter],
+  options: { maxStreams?: number } = {},
+): Promise<RawMember> {
+  const peer = await RawPeer.start(await keyWhere((id) => nodes.every((n) => id < n.peerId)), options);
   const device = randomUUID();
   const joined = await peer.join(await lib.createInvite({ ttlMs: 60_000 }), { device });
   expect(await joined.message(0, 'the welcome')).toMatchObject({ t: 'welcome', library: lib.id, device: inviter.deviceId });
