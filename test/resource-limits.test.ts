@@ -8,17 +8,12 @@ import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import { MAX_HANDSHAKE_FRAME_BYTES, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
-import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
-import { RawPeer, stopAllRawPeers, type UnframedStream } from './helpers/raw-peer.js';
+import { makeTempDir } from './helpers/child-process.js';
+import { fastSync, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { joinAsRawMember, MemberSession, stopRawMemberTest } from './helpers/raw-member.js';
+import { RawPeer, type UnframedStream } from './helpers/raw-peer.js';
 
-afterEach(async () => {
-  stopAllMemberSessions();
-  await stopAllRawPeers();
-  await stopAllNodes();
-  await removeTempDirs();
-});
+afterEach(stopRawMemberTest);
 
 /** Node-wide budget of non-members' streams in their handshake (MAX_STRANGER_HANDSHAKES). */
 const STRANGER_HANDSHAKES = 16;
