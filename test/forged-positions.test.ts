@@ -102,7 +102,7 @@ describe('positions a member claims', () => {
         { t: 'snapshot-page', library: id, req: pull.req, vector, rows: [], next: null, total: 0 },
       ],
     });
-    const snapshotPulled = (s: MemberSession) => waitFor(() => s.count('pull-snapshot') > 0 || s.end !== undefined, 'the victim to pull a snapshot');
+    const snapshotPulled = (s: MemberSession) => s.pulled('pull-snapshot', 'the victim to pull a snapshot');
 
     // 1. The attack: ahead by 5, a snapshot vector a million further for itself and for N.
     await attack(

@@ -86,7 +86,7 @@ describe('origins and owners a library holds', () => {
         answerPullShared: (pull) => ({ t: 'shared-page', library: id, req: pull.req, chunks: [], hasMore: false, pruned: [[first!, 0, 1]] }),
         answerPullSnapshot: (pull) => [{ t: 'snapshot-page', library: id, req: pull.req, vector, rows: [], next: null, total: 0 }],
       },
-      (s) => waitFor(() => s.count('pull-snapshot') > 0 || s.end !== undefined, 'the victim to pull the snapshot'),
+      (s) => s.pulled('pull-snapshot', 'the victim to pull the snapshot'),
       refused,
     );
     expect(counters()).toEqual(before);

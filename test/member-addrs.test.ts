@@ -14,7 +14,7 @@ import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, servingChunks, stopRawMemberTest } from './helpers/raw-member.js';
 import { RawPeer } from './helpers/raw-peer.js';
 
 afterEach(stopRawMemberTest);
@@ -97,18 +97,10 @@ describe('member rows', () => {
       push(memberChange(m, 1, { addrs: JSON.stringify(member.peer.multiaddrs()) }, 'update')),
       /written whole/,
     );
-    let pulls = 0;
     await expectRefused(
       'a pulled member row listing N',
-      {
-        heartbeatMs: 200,
-        shared: { [m]: 1 },
-        answerPullShared: (pull) => {
-          pulls += 1;
-          return { t: 'shared-page', library: libV.id, req: pull.req, chunks: [memberChange(m, 1, { peer: mPeer, addrs: pointsAtN })], hasMore: false, pruned: [] };
-        },
-      },
-      () => waitFor(() => pulls > 0, 'V to pull from the member'),
+      servingChunks(libV.id, { [m]: 1 }, [memberChange(m, 1, { peer: mPeer, addrs: pointsAtN })]),
+      (s) => s.pulled('pull-shared', 'V to pull from the member'),
       endsInN,
     );
     const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: m });
@@ -131,7 +123,7 @@ describe('member rows', () => {
           },
         ],
       },
-      (s) => waitFor(() => s.count('pull-snapshot') > 0, 'V to pull a snapshot from the member'),
+      (s) => s.pulled('pull-snapshot', 'V to pull a snapshot from the member'),
       endsInN,
     );
 

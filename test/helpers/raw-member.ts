@@ -108,6 +108,15 @@ export interface MemberSessionOptions {
   answerPullState?: (pull: MessageOf<'pull-state'>) => Message[];
 }
 
+/** Options of a member that advertises `shared` and answers every pull-shared with `chunks`, in one final page. */
+export function servingChunks(library: string, shared: VersionVector, chunks: ChunkTuple[]): MemberSessionOptions {
+  return {
+    heartbeatMs: 200,
+    shared,
+    answerPullShared: (pull) => ({ t: 'shared-page', library, req: pull.req, chunks, hasMore: false, pruned: [] }),
+  };
+}
+
 /** One session of a raw member with a node, frame by frame. */
 const openSessions = new Set<MemberSession>();
 
@@ -217,6 +226,11 @@ export class MemberSession {
       if (this.end) throw new Error(`session ended while waiting for ${what}: ${JSON.stringify(this.end)}`);
       return this.received.slice(start).filter((m) => m.t === 'heartbeat').length >= beats;
     }, what);
+  }
+
+  /** Waits until the node has sent a pull of kind `t` (or ended the session). */
+  async pulled(t: 'pull-shared' | 'pull-state' | 'pull-snapshot', what = `the node to send ${t}`): Promise<void> {
+    await waitFor(() => this.count(t) > 0 || this.end !== undefined, what);
   }
 
   /** Waits until the node ends the stream. */
