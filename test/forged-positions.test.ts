@@ -15,11 +15,18 @@
  * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeHlc, type Library, type SyncNode } from '../src/index.js';
+import { encodeHlc } from '../src/index.js';
 import type { Message } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
-import { shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  expectSessionRefused,
+  MemberSession,
+  type MemberSessionOptions,
+  rawMemberSync,
+  startVictimCast,
+  stopRawMemberTest,
+} from './helpers/raw-member.js';
 
 afterEach(stopRawMemberTest);
 
@@ -47,15 +54,11 @@ describe('a snapshot applied at the library', () => {
 
 describe('positions a member claims', () => {
   it('cannot move the victim past what the member advertised, nor its own counter; the victim restarts and syncs', async () => {
-    const dirV = await makeTempDir('lsync-node-');
-    let v: SyncNode = await startNode(dirV, { sync: rawMemberSync });
-    const n = await startNode(undefined, { sync: rawMemberSync });
-    const [libV0, libN] = (await shareLibrary(v, [n])) as [Library, Library];
-    const id = libV0.id;
-    let libV = libV0;
-    const member = await joinAsRawMember(v, libV, [v, n]);
+    const cast = await startVictimCast();
+    const { dirV, n, libN, member } = cast;
+    let { v, libV } = cast;
+    const id = libV.id;
     const m = member.device;
-    await waitFor(async () => (await libN.members()).some((x) => x.device === m), 'N to learn of the raw member');
     await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
     await libN.upsert('note', { id: 'n-1', title: 'from n', body: null });
     await libN.upsert('volume', { id: 'n-vol-1', path: '/n', bytes: 1 });

@@ -12,13 +12,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeHlc, type Library, type SessionErrorEvent, type SyncError, type SyncNode } from '../src/index.js';
+import { encodeHlc, type SessionErrorEvent, type SyncError } from '../src/index.js';
 import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { type ChunkTuple, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
-import { makeTempDir } from './helpers/child-process.js';
-import { shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
 
 afterEach(stopRawMemberTest);
 
@@ -46,13 +45,10 @@ function invented(count: number, seq: number): Record<string, number> {
 
 describe('origins and owners a library holds', () => {
   it('changes, a snapshot or coverages naming more than a vector carries are refused; the victim restarts and syncs', async () => {
-    const dirV = await makeTempDir('lsync-node-');
-    let v: SyncNode = await startNode(dirV, { sync: rawMemberSync });
-    const n = await startNode(undefined, { sync: rawMemberSync });
-    const [libV0, libN] = (await shareLibrary(v, [n])) as [Library, Library];
-    let libV = libV0;
+    const cast = await startVictimCast();
+    const { dirV, libN, member } = cast;
+    let { v, libV } = cast;
     const id = libV.id;
-    const member = await joinAsRawMember(v, libV, [v, n]);
     await libN.upsert('note', { id: 'n-1', title: 'from n', body: null });
     await libN.upsert('volume', { id: 'n-vol-1', path: '/n', bytes: 1 });
     await waitForConvergence([libV, libN]);

@@ -15,8 +15,8 @@ import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
 import { type ChunkTuple, type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import type { FrameStream } from '../../src/protocol/transport.js';
 import { encodeInvite } from '../../src/replication/invite-code.js';
-import { removeTempDirs } from './child-process.js';
-import { fastSync, stopAllNodes, waitFor } from './cluster.js';
+import { makeTempDir, removeTempDirs } from './child-process.js';
+import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor } from './cluster.js';
 import { keyWhere, RawPeer, type RawStream, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
 
 export interface RawMember {
@@ -44,6 +44,31 @@ export async function joinAsRawMember(
     'the raw member to be admitted',
   );
   return { peer, device };
+}
+
+/** The cast of an attack by a member: the victim, an honest member and the hostile raw member. */
+export interface VictimCast {
+  /** The victim's data directory, to restart it from. */
+  dirV: string;
+  v: SyncNode;
+  libV: Library;
+  n: SyncNode;
+  libN: Library;
+  member: RawMember;
+}
+
+/**
+ * Starts a victim V and an honest member N sharing a library, and a raw member joined through V
+ * that N knows of too; nodes use `rawMemberSync`. V's data directory is kept for restarts.
+ */
+export async function startVictimCast(): Promise<VictimCast> {
+  const dirV = await makeTempDir('lsync-node-');
+  const v = await startNode(dirV, { sync: rawMemberSync });
+  const n = await startNode(undefined, { sync: rawMemberSync });
+  const [libV, libN] = (await shareLibrary(v, [n])) as [Library, Library];
+  const member = await joinAsRawMember(v, libV, [v, n]);
+  await waitFor(async () => (await libN.members()).some((x) => x.device === member.device), 'N to learn of the raw member');
+  return { dirV, v, libV, n, libN, member };
 }
 
 /**
