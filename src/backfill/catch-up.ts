@@ -130,7 +130,7 @@ export class CatchUp {
         const sessions = this.host.sessions().filter((s) => s.state !== 'closed');
         for (const session of sessions) {
           if (session.state === 'catching-up' && !session.partnerAhead()) {
-            await session.caughtUp().catch((err: unknown) => session.close(err instanceof Error ? err : undefined));
+            await session.caughtUp().catch((err: unknown) => session.close(toSyncError(err)));
           }
         }
         const ahead = sessions.filter((s) => s.partnerAhead());
