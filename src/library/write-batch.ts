@@ -1,5 +1,5 @@
 import { CompiledQuery, type Kysely } from 'kysely';
-import { ValidationError } from '../errors.js';
+import { InternalError, ValidationError } from '../errors.js';
 import { decodeHlc, encodeHlc, type HlcClock } from '../hlc/index.js';
 import { newestClockOf } from '../models/merge.js';
 import { appendEntries, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
@@ -230,7 +230,7 @@ export class WriteBatch {
   }
 
   private extendPrefix(origin: string, firstSeq: number, lastSeq: number): void {
-    if (firstSeq !== this.seqOf(origin) + 1) throw new Error(`internal: log entry ${origin}#${firstSeq} would leave a gap`);
+    if (firstSeq !== this.seqOf(origin) + 1) throw new InternalError(`internal: log entry ${origin}#${firstSeq} would leave a gap`);
     admit(this.vector, origin, this.self, 'origins');
     this.vector.set(origin, lastSeq);
     this.changedOrigins.add(origin);
@@ -314,7 +314,7 @@ export class WriteBatch {
       for (const state of chunk) params(state, out);
       const { numAffectedRows } = await this.db.executeQuery(CompiledQuery.raw(table.upsertSql(chunk.length), out));
       if (mustWriteAll && Number(numAffectedRows) !== chunk.length) {
-        throw new Error(
+        throw new InternalError(
           `internal: ${chunk.length - Number(numAffectedRows)} local ${table.model.name} write(s) lost to a stored row ` +
             `with a newer clock (HLC invariant broken); the transaction is rolled back`,
         );
