@@ -1,4 +1,4 @@
-import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError, toSyncError } from '../errors.js';
+import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, StoppedError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
@@ -77,7 +77,7 @@ export class SyncNetwork {
     transport.onConnectionChange((peer, connected) => {
       if (connected) this.backoff.delete(peer);
       for (const replicator of this.replicators.values()) {
-        if (replicator.memberByPeer(peer)) replicator.scheduleStatus();
+        if (replicator.isMemberPeer(peer)) replicator.scheduleStatus();
       }
       this.reconcileSoon();
     });
@@ -181,7 +181,7 @@ export class SyncNetwork {
         if (!this.transport.isConnected(partner.peer)) {
           this.dial(partner.peer, partner.addrs);
         } else if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) {
-          void this.open(replicator, partner.peer, partner.device);
+          void this.open(replicator, partner.peer);
         }
       }
     }
@@ -198,7 +198,7 @@ export class SyncNetwork {
   }
 
   /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
-  private async open(replicator: LibraryReplicator, peer: string, device: string): Promise<void> {
+  private async open(replicator: LibraryReplicator, peer: string): Promise<void> {
     const key = sessionKey(replicator.library.id, peer);
     if (this.opening.has(key) || !this.due(key)) return;
     this.opening.add(key);
@@ -211,9 +211,11 @@ export class SyncNetwork {
       if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
       checkVersion(reply.v);
+      // The device the peer says it is, if a member row names it under that PeerId (checked
+      // against the member list as it is now).
       checkHello(reply, replicator, peer);
-      if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
-      replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
+      if (this.stopped) throw new StoppedError('the node is stopping');
+      replicator.adopt(new Session(replicator, stream, frames, reply.device, reply, 'outbound'));
     } catch (err) {
       const error = toSyncError(err);
       if (!this.retryForMemberRow(key, error)) {
@@ -228,7 +230,7 @@ export class SyncNetwork {
 
   /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
   private isKnownPeer(peer: string): boolean {
-    for (const replicator of this.replicators.values()) if (replicator.memberByPeer(peer)) return true;
+    for (const replicator of this.replicators.values()) if (replicator.isMemberPeer(peer)) return true;
     return false;
   }
 

@@ -48,8 +48,9 @@ export async function joinAsRawMember(
 
 /** The cast of an attack by a member: the victim, an honest member and the hostile raw member. */
 export interface VictimCast {
-  /** The victim's data directory, to restart it from. */
+  /** The victim's and the honest member's data directories, to restart them from. */
   dirV: string;
+  dirN: string;
   v: SyncNode;
   libV: Library;
   n: SyncNode;
@@ -59,16 +60,17 @@ export interface VictimCast {
 
 /**
  * Starts a victim V and an honest member N sharing a library, and a raw member joined through V
- * that N knows of too; nodes use `rawMemberSync`. V's data directory is kept for restarts.
+ * that N knows of too; nodes use `rawMemberSync`. Their data directories are kept for restarts.
  */
 export async function startVictimCast(): Promise<VictimCast> {
   const dirV = await makeTempDir('lsync-node-');
+  const dirN = await makeTempDir('lsync-node-');
   const v = await startNode(dirV, { sync: rawMemberSync });
-  const n = await startNode(undefined, { sync: rawMemberSync });
+  const n = await startNode(dirN, { sync: rawMemberSync });
   const [libV, libN] = (await shareLibrary(v, [n])) as [Library, Library];
   const member = await joinAsRawMember(v, libV, [v, n]);
   await waitFor(async () => (await libN.members()).some((x) => x.device === member.device), 'N to learn of the raw member');
-  return { dirV, v, libV, n, libN, member };
+  return { dirV, dirN, v, libV, n, libN, member };
 }
 
 /**
