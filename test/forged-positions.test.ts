@@ -15,11 +15,18 @@
  * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeHlc, type Library, type SyncNode } from '../src/index.js';
+import { encodeHlc } from '../src/index.js';
 import type { Message } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
-import { shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  expectSessionRefused,
+  MemberSession,
+  type MemberSessionOptions,
+  rawMemberSync,
+  startVictimCast,
+  stopRawMemberTest,
+} from './helpers/raw-member.js';
 
 afterEach(stopRawMemberTest);
 
@@ -47,15 +54,11 @@ describe('a snapshot applied at the library', () => {
 
 describe('positions a member claims', () => {
   it('cannot move the victim past what the member advertised, nor its own counter; the victim restarts and syncs', async () => {
-    const dirV = await makeTempDir('lsync-node-');
-    let v: SyncNode = await startNode(dirV, { sync: rawMemberSync });
-    const n = await startNode(undefined, { sync: rawMemberSync });
-    const [libV0, libN] = (await shareLibrary(v, [n])) as [Library, Library];
-    const id = libV0.id;
-    let libV = libV0;
-    const member = await joinAsRawMember(v, libV, [v, n]);
+    const cast = await startVictimCast();
+    const { dirV, n, libN, member } = cast;
+    let { v, libV } = cast;
+    const id = libV.id;
     const m = member.device;
-    await waitFor(async () => (await libN.members()).some((x) => x.device === m), 'N to learn of the raw member');
     await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
     await libN.upsert('note', { id: 'n-1', title: 'from n', body: null });
     await libN.upsert('volume', { id: 'n-vol-1', path: '/n', bytes: 1 });
@@ -102,7 +105,7 @@ describe('positions a member claims', () => {
         { t: 'snapshot-page', library: id, req: pull.req, vector, rows: [], next: null, total: 0 },
       ],
     });
-    const snapshotPulled = (s: MemberSession) => waitFor(() => s.count('pull-snapshot') > 0 || s.end !== undefined, 'the victim to pull a snapshot');
+    const snapshotPulled = (s: MemberSession) => s.pulled('pull-snapshot', 'the victim to pull a snapshot');
 
     // 1. The attack: ahead by 5, a snapshot vector a million further for itself and for N.
     await attack(
@@ -163,7 +166,7 @@ describe('positions a member claims', () => {
       {
         heartbeatMs: 200,
         owned: { [v.deviceId]: claimed },
-        answerPullState: (pull) => ({ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: claimed, rows: [], hasMore: false }),
+        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: claimed, rows: [], hasMore: false }],
       },
       (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to compare its own rows'),
       /claims this device's own rows through version 1000000 but serves rows only through 0/,

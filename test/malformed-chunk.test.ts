@@ -14,7 +14,7 @@ import { HLC_TIME_LENGTH } from '../src/hlc/hlc.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { pack } from '../src/util/msgpack.js';
 import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { joinAsRawMember, MemberSession, type RawMember, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { joinAsRawMember, MemberSession, type RawMember, rawMemberSync, servingChunks, stopRawMemberTest } from './helpers/raw-member.js';
 
 afterEach(stopRawMemberTest);
 
@@ -111,27 +111,10 @@ describe('malformed log chunks from a member', () => {
       ]),
     );
     // The pull path: the member advertises an entry, A pulls, the page's chunk is a 5-tuple.
-    let pulls = 0;
     await expectRefused(
       'a malformed chunk in a shared-page',
-      {
-        heartbeatMs: 200,
-        shared: { [m]: 1 },
-        answerPullShared: (pull) => {
-          pulls += 1;
-          return {
-            t: 'shared-page',
-            library: libA.id,
-            req: pull.req,
-            chunks: [[m, 1, 1, bytesOf([noteTuple(m, 1, 'forged-page').slice(0, 5)])]],
-            hasMore: false,
-            pruned: [],
-          };
-        },
-      },
-      async () => {
-        await waitFor(() => pulls > 0, 'A to pull from the member');
-      },
+      servingChunks(libA.id, { [m]: 1 }, [[m, 1, 1, bytesOf([noteTuple(m, 1, 'forged-page').slice(0, 5)])]]),
+      (s) => s.pulled('pull-shared', 'A to pull from the member'),
     );
     for (const id of ['forged-seq', 'forged-more-1', 'forged-more-2', 'forged-fewer-1', 'forged-model', 'forged-good-part', 'forged-page']) {
       expect(await libA.get('note', id)).toBeUndefined();

@@ -13,8 +13,8 @@ import { encodeHlc, type Library, NetworkError, ValidationError } from '../src/i
 import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
-import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { librarySnapshot, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, servingChunks, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
 import { RawPeer } from './helpers/raw-peer.js';
 
 afterEach(stopRawMemberTest);
@@ -97,18 +97,10 @@ describe('member rows', () => {
       push(memberChange(m, 1, { addrs: JSON.stringify(member.peer.multiaddrs()) }, 'update')),
       /written whole/,
     );
-    let pulls = 0;
     await expectRefused(
       'a pulled member row listing N',
-      {
-        heartbeatMs: 200,
-        shared: { [m]: 1 },
-        answerPullShared: (pull) => {
-          pulls += 1;
-          return { t: 'shared-page', library: libV.id, req: pull.req, chunks: [memberChange(m, 1, { peer: mPeer, addrs: pointsAtN })], hasMore: false, pruned: [] };
-        },
-      },
-      () => waitFor(() => pulls > 0, 'V to pull from the member'),
+      servingChunks(libV.id, { [m]: 1 }, [memberChange(m, 1, { peer: mPeer, addrs: pointsAtN })]),
+      (s) => s.pulled('pull-shared', 'V to pull from the member'),
       endsInN,
     );
     const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: m });
@@ -131,7 +123,7 @@ describe('member rows', () => {
           },
         ],
       },
-      (s) => waitFor(() => s.count('pull-snapshot') > 0, 'V to pull a snapshot from the member'),
+      (s) => s.pulled('pull-snapshot', 'V to pull a snapshot from the member'),
       endsInN,
     );
 
@@ -171,5 +163,40 @@ describe('member rows', () => {
     await expect(
       libV.systemTransaction((writer) => writer.upsert('sync_members', { id: randomUUID(), peer: joiner.peerId, addrs: n.multiaddrs() })),
     ).rejects.toThrow(ValidationError);
+  });
+});
+
+describe('a member row naming another member’s PeerId', () => {
+  it('does not make the node refuse that member: its session reopens and syncs, also after a restart', async () => {
+    const cast = await startVictimCast();
+    const { dirN, v, libV, member } = cast;
+    let { n, libN } = cast;
+    await waitForConvergence([libV, libN]);
+    // A device the member invents, listed under N's PeerId, and sorting after N's own row.
+    const forged: LogEntry = {
+      origin: member.device,
+      seq: 1,
+      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: member.device }),
+      model: 'sync_members',
+      id: 'ffffffff-ffff-4fff-8fff-ffffffffffff',
+      op: 'upsert',
+      fields: { peer: n.peerId, addrs: '[]' },
+    };
+    const s = await MemberSession.open(member, v, libV.id, { heartbeatMs: 200 });
+    const [chunk] = encodeChunks([forged]);
+    await s.send({ t: 'changes', library: libV.id, batch: 1, chunks: [[chunk!.origin, chunk!.firstSeq, chunk!.lastSeq, chunk!.entries]] });
+    await waitFor(() => s.of('ack').some((a) => a.batch === 1), 'V to ack the forged member row');
+    await waitFor(async () => (await libV.members()).some((x) => x.device === forged.id), 'V to hold the forged row');
+    s.stop();
+
+    // N restarts: its session with V must open again (whichever side opens it) and sync.
+    await stopNode(n);
+    n = await startNode(dirN, { sync: rawMemberSync });
+    libN = n.library(libV.id);
+    await libN.upsert('note', { id: 'n-after', title: 'after the forged row', body: null });
+    await libV.upsert('note', { id: 'v-after', title: 'after the forged row', body: null });
+    await waitForConvergence([libV, libN]);
+    const partner = (await libV.status()).partners.find((p) => p.device === n.deviceId);
+    expect(partner?.state).toBe('live');
   });
 });

@@ -18,7 +18,7 @@ import { decodeMessage } from '../src/protocol/codec.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { checkPlain, pack, unpack } from '../src/util/msgpack.js';
 import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, servingChunks, stopRawMemberTest } from './helpers/raw-member.js';
 
 afterEach(stopRawMemberTest);
 
@@ -115,18 +115,10 @@ describe('a member sending msgpack extensions', () => {
 
     await expectRefused('a chunk whose later tuples reuse a record structure', { heartbeatMs: 200 }, push([[m, 1, 3, recordChunk(tuples)]]));
     await expectRefused('a chunk holding an extension type', { heartbeatMs: 200 }, push([[m, 1, 1, extTuple(m, 1, 'x1')]]));
-    let pulls = 0;
     await expectRefused(
       'a record chunk in a shared-page',
-      {
-        heartbeatMs: 200,
-        shared: { [m]: 3 },
-        answerPullShared: (pull) => {
-          pulls += 1;
-          return { t: 'shared-page', library: libA.id, req: pull.req, chunks: [[m, 1, 3, recordChunk(tuples)]], hasMore: false, pruned: [] };
-        },
-      },
-      () => waitFor(() => pulls > 0, 'A to pull from the member'),
+      servingChunks(libA.id, { [m]: 3 }, [[m, 1, 3, recordChunk(tuples)]]),
+      (s) => s.pulled('pull-shared', 'A to pull from the member'),
     );
     // A whole frame encoded with records (a changes message with a plain chunk inside).
     await expectRefused('a frame encoded with records', { heartbeatMs: 200 }, async (s) => {

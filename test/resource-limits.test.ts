@@ -8,20 +8,17 @@ import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import { MAX_HANDSHAKE_FRAME_BYTES, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
-import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
-import { RawPeer, stopAllRawPeers, type UnframedStream } from './helpers/raw-peer.js';
+import { makeTempDir } from './helpers/child-process.js';
+import { fastSync, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { joinAsRawMember, MemberSession, stopRawMemberTest } from './helpers/raw-member.js';
+import { RawPeer, type UnframedStream } from './helpers/raw-peer.js';
 
-afterEach(async () => {
-  stopAllMemberSessions();
-  await stopAllRawPeers();
-  await stopAllNodes();
-  await removeTempDirs();
-});
+afterEach(stopRawMemberTest);
 
 /** Node-wide budget of non-members' streams in their handshake (MAX_STRANGER_HANDSHAKES). */
 const STRANGER_HANDSHAKES = 16;
+/** Node-wide budget of one peer's streams in their handshake (MAX_PEER_HANDSHAKES). */
+const PEER_HANDSHAKES = 64;
 
 function lengthPrefix(length: number): Uint8Array {
   const bytes = new Uint8Array(encodingLength(length));
@@ -103,6 +100,37 @@ describe('partial frames from a non-member', () => {
       await probe.ended('the probe to end');
       return probe.messages.some((m) => m.t === 'error' && m.code === 'NOT_MEMBER');
     }, 'a hello of a non-member to be answered again');
+  });
+});
+
+describe('partial first frames from a member', () => {
+  it('at most 64 of one peer’s handshakes are held node-wide, over any number of connections; the rest reset', async () => {
+    // Handshakes held for the whole test, and a session that load cannot time out.
+    const sync = { ...fastSync, requestTimeoutMs: 120_000, peerTimeoutMs: 15_000 };
+    const a = await startNode(undefined, { sync });
+    const b = await startNode(undefined, { sync });
+    const [libA, libB] = await shareLibrary(a, [b]);
+    // A member is a known peer: the stranger budget does not apply to it (nor to any PeerId a
+    // member row names, and members write member rows), so its own budget must bound it.
+    const member = await joinAsRawMember(a, libA!, [a, b], { maxStreams: 64 });
+    const streams: UnframedStream[] = [];
+    for (let c = 0; c < 3; c++) {
+      const connection = await member.peer.newConnection(a);
+      for (let i = 0; i < 40; i++) {
+        const stream = await connection.openUnframed();
+        await stream.write(partialFrame(MAX_HANDSHAKE_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES - 1));
+        streams.push(stream);
+      }
+    }
+    const ended = () => streams.filter((s) => s.end !== undefined);
+    await waitFor(() => ended().length >= streams.length - PEER_HANDSHAKES, 'the streams beyond the member’s budget to be reset');
+    expect(ended().map((s) => s.chunks.length)).toEqual(Array(streams.length - PEER_HANDSHAKES).fill(0));
+
+    // Other members sync on meanwhile.
+    await libA!.upsert('note', { id: 'during', title: 'during the attack', body: null });
+    await libB!.upsert('note', { id: 'from-b', title: 'from b', body: null });
+    await waitForConvergence([libA!, libB!]);
+    expect(ended()).toHaveLength(streams.length - PEER_HANDSHAKES);
   });
 });
 

@@ -188,7 +188,7 @@ describe("a partner's hello checked against this device's writers", () => {
     await libO.upsert('note', { id: 'n2', title: 'original', body: null });
     await libC.upsert('note', { id: 'n2', title: 'copy', body: null });
     expect(libO.writer()).toBe(libC.writer());
-    const held = async (of: Library, to: SyncNode) => ({ shared: of.versionVector(), tips: await of.tipsFor(to.deviceId) });
+    const held = async (of: Library, to: SyncNode) => ({ shared: of.versionVector(), tips: await of.tipsFor([to.deviceId]) });
     expect(await libC.checkOwnWriters(await held(libO, copy))).toEqual({ kind: 'forked', origin: copy.deviceId, seq: 2 });
     // The forked writer is retired: the copy's next change goes to a fresh writer.
     await libC.upsert('note', { id: 'n3', title: 'after the fork', body: null });

@@ -127,7 +127,7 @@ describe('the invariant is checked where the row is written', () => {
     return { lib: d.lib, row, digest: await d.lib.digest(), vector: d.lib.versionVector() };
   }
 
-  const internal = { message: expect.stringMatching(/^internal: /) };
+  const internal = { code: 'INTERNAL', message: expect.stringMatching(/^internal: /) };
 
   it('an lww update, an lww blind upsert and a lww-field update fail loudly and change nothing', async () => {
     const note = await rowAboveHighWater('note', { title: 'stored', body: null });

@@ -130,7 +130,7 @@ export class CatchUp {
         const sessions = this.host.sessions().filter((s) => s.state !== 'closed');
         for (const session of sessions) {
           if (session.state === 'catching-up' && !session.partnerAhead()) {
-            await session.caughtUp().catch((err: unknown) => session.close(err instanceof Error ? err : undefined));
+            await session.caughtUp().catch((err: unknown) => session.close(toSyncError(err)));
           }
         }
         const ahead = sessions.filter((s) => s.partnerAhead());
@@ -214,12 +214,17 @@ export class CatchUp {
 
   /**
    * Pulls everything `session`'s partner advertises. A partner that advertises changes but
-   * serves none of them would keep this loop spinning: that is bad input.
+   * serves none of them would keep this loop spinning: that is bad input. Serving is bringing
+   * records or moving a cursor: a device-owned page may rightly bring no row (the rows of its
+   * range were rewritten later) and a partner may advertise more meanwhile (it holds more).
    */
   private async pullFrom(session: Session, run: Run): Promise<void> {
-    const before = run.done;
+    const library = this.host.library;
+    const before = { done: run.done, shared: library.versionVector(), owned: library.ownedVector() };
     await this.pullAll(session, run);
-    if (!this.stopped && run.done === before && session.state !== 'closed' && session.partnerAhead()) {
+    const served =
+      run.done > before.done || isBehind(before.shared, library.versionVector()) || isBehind(before.owned, library.ownedVector());
+    if (!this.stopped && !served && session.state !== 'closed' && session.partnerAhead()) {
       throw new ProtocolError(`partner ${session.device} advertises changes it does not serve`);
     }
   }

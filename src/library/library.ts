@@ -348,14 +348,14 @@ export class Library {
   }
 
   /**
-   * What this device holds of `device`'s writers, for the hello it sends that device: the
+   * What this device holds of the writers of `devices`, for the hello it sends them: the
    * `MAX_WRITER_TIPS` written last.
    */
-  async tipsFor(device: string): Promise<WriterTip[]> {
+  async tipsFor(devices: readonly string[]): Promise<WriterTip[]> {
     this.assertOpen();
     const tips: { tip: WriterTip; hlc: string }[] = [];
     for (const [origin, { seq, prunedThrough }] of await readVector(this.db)) {
-      if (!isWriterOf(origin, device) || seq <= prunedThrough) continue;
+      if (!devices.some((device) => isWriterOf(origin, device)) || seq <= prunedThrough) continue;
       const entry = await entryAt(this.db, origin, seq);
       if (entry) tips.push({ tip: [origin, seq, entryFingerprint(entry)], hlc: entry.hlc });
     }
@@ -649,7 +649,7 @@ export class Library {
     await this.turns.turn();
     this.assertOpen();
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters, this.ctx.clock);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId);
       const value = await fn(batch);
       await batch.flush();
       const highWater = batch.highWater();

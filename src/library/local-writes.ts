@@ -1,5 +1,5 @@
 import { v5 as uuidv5 } from 'uuid';
-import { NotFoundError, OwnershipError, ValidationError } from '../errors.js';
+import { InternalError, NotFoundError, OwnershipError, ValidationError } from '../errors.js';
 import type { HlcClock } from '../hlc/index.js';
 import type { DeviceModel, Model, SharedModel } from '../models/define.js';
 import { newestClockOf } from '../models/merge.js';
@@ -195,7 +195,7 @@ export class LocalWriter {
  */
 function assertNewer(hlc: string, newestHeld: string, model: Model, id: string): void {
   if (hlc > newestHeld) return;
-  throw new Error(
+  throw new InternalError(
     `internal: the clock issued ${hlc} for a write of ${model.name} ${id}, which holds a clock as new as ` +
       `${newestHeld} (HLC invariant broken); the transaction is rolled back`,
   );

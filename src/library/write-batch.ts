@@ -1,9 +1,10 @@
 import { CompiledQuery, type Kysely } from 'kysely';
+import { InternalError, ValidationError } from '../errors.js';
 import { decodeHlc, encodeHlc, type HlcClock } from '../hlc/index.js';
 import { newestClockOf } from '../models/merge.js';
 import { appendEntries, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
 import type { Chunk } from '../peer-log/chunk.js';
-import type { LogEntry } from '../peer-log/types.js';
+import { type LogEntry, MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import type { ChangeOp, OwnedRowState, SharedRowState, StoredValue } from '../models/types.js';
@@ -78,6 +79,8 @@ export class WriteBatch {
     readonly db: Kysely<InternalTables>,
     committed: SyncCounters,
     private readonly clock: HlcClock,
+    /** This device: its origin and owner always have room (see `admit`). */
+    private readonly self: string,
   ) {
     this.vector = new Map(committed.vector);
     this.ownerVersions = new Map(committed.ownerVersions);
@@ -148,6 +151,7 @@ export class WriteBatch {
 
   setVersion(owner: string, version: number): void {
     if (version <= this.versionOf(owner)) return;
+    admit(this.ownerVersions, owner, this.self, 'owners');
     this.ownerVersions.set(owner, version);
     this.changedOwners.add(owner);
     this.advanced = true;
@@ -257,7 +261,8 @@ export class WriteBatch {
   }
 
   private extendPrefix(origin: string, firstSeq: number, lastSeq: number): void {
-    if (firstSeq !== this.seqOf(origin) + 1) throw new Error(`internal: log entry ${origin}#${firstSeq} would leave a gap`);
+    if (firstSeq !== this.seqOf(origin) + 1) throw new InternalError(`internal: log entry ${origin}#${firstSeq} would leave a gap`);
+    admit(this.vector, origin, this.self, 'origins');
     this.vector.set(origin, lastSeq);
     this.changedOrigins.add(origin);
     this.advanced = true;
@@ -270,6 +275,7 @@ export class WriteBatch {
    */
   adoptPrunedPrefix(origin: string, through: number): void {
     if (through <= this.seqOf(origin)) return;
+    admit(this.vector, origin, this.self, 'origins');
     this.vector.set(origin, through);
     this.prunedPrefixes.set(origin, through);
     this.advanced = true;
@@ -343,11 +349,26 @@ export class WriteBatch {
       for (const state of chunk) params(state, out);
       const { numAffectedRows } = await this.db.executeQuery(CompiledQuery.raw(table.upsertSql(chunk.length), out));
       if (mustWriteAll && Number(numAffectedRows) !== chunk.length) {
-        throw new Error(
+        throw new InternalError(
           `internal: ${chunk.length - Number(numAffectedRows)} local ${table.model.name} write(s) lost to a stored row ` +
             `with a newer clock (HLC invariant broken); the transaction is rolled back`,
         );
       }
     }
+  }
+}
+
+/**
+ * Refuses a new origin (or owner) once `held` has MAX_VECTOR_ORIGINS of them, counting this
+ * device's own as held from the start so that its first write always has room. Every vector this
+ * library sends holds all of them, and a partner refuses a vector with more entries as bad input:
+ * without this bound a member pushing changes of invented origins (or a snapshot or coverage
+ * naming them) would make every later message of this device refused, by every partner.
+ */
+function admit(held: ReadonlyMap<string, number>, key: string, self: string, what: 'origins' | 'owners'): void {
+  if (held.has(key)) return;
+  const taken = held.size + (key === self || held.has(self) ? 0 : 1);
+  if (taken >= MAX_VECTOR_ORIGINS) {
+    throw new ValidationError(`a library holds at most ${MAX_VECTOR_ORIGINS} ${what}, this device included: ${key} would be one more`);
   }
 }

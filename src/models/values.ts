@@ -106,7 +106,7 @@ export function storedFromPartial(model: Model, input: Record<string, unknown>):
  * record carries — a log entry's fields, a device-owned row's values, a snapshot row's values,
  * a member row. It holds for every record, written here or received: a larger one is refused
  * (`ValidationError`), so every record fits one page and one frame with room to spare (the
- * relation is checked in `src/protocol/limits.ts`).
+ * relation is checked in `src/protocol/messages.ts`).
  */
 export const MAX_RECORD_BYTES = 1024 * 1024;
 

@@ -20,6 +20,15 @@ export interface LogEntry {
 /** For each origin, the last sequence number of the contiguous prefix held. */
 export type VersionVector = Record<string, number>;
 
+/**
+ * Entries of one version vector (origins, or owners of device-owned rows) at most, on the wire
+ * and held: a library holds at most this many origins and as many owners, its own device
+ * included (`WriteBatch` refuses more), so every vector it sends (hello, ack, heartbeat,
+ * snapshot-page) fits the schema. This bounds a library's devices over its lifetime; it also
+ * keeps a `hello` small enough for the handshake frame limit.
+ */
+export const MAX_VECTOR_ORIGINS = 1_024;
+
 export interface ReadLimits {
   maxRecords: number;
   maxBytes: number;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { MAX_ADDR_LENGTH, MAX_MEMBER_ADDRS } from '../models/system.js';
 import { MAX_RECORD_BYTES } from '../models/values.js';
+import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /**
  * The sync wire protocol: every message, with its runtime schema. docs/protocol.md is the
@@ -17,12 +18,8 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const MAX_PAGE_RECORDS = 5_000;
 export const MAX_PAGE_BYTES = 1024 * 1024;
 
-/**
- * Entries of one version vector (origins, or owners for device-owned rows) and of a `pruned`
- * list. A library's origins are its member devices, so this bounds a library's devices over
- * its lifetime; it also keeps a `hello` small enough for the handshake frame limit.
- */
-export const MAX_VECTOR_ORIGINS = 1_024;
+/** Entries of one version vector and of a `pruned` list: what a library holds at most. */
+export { MAX_VECTOR_ORIGINS };
 /**
  * Tips a `hello` carries at most: the receiver's writers whose entries the sender wrote most
  * recently (the check of older writers is not needed to catch a copy that writes now), so that

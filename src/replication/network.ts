@@ -1,4 +1,4 @@
-import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, SyncError, TimeoutError, toSyncError } from '../errors.js';
+import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, StoppedError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
@@ -52,6 +52,8 @@ export class SyncNetwork {
   private protocolErrorCount = 0;
   /** Inbound streams of peers that are members of no library here, still in their handshake. */
   private strangerHandshakes = 0;
+  /** Inbound streams still in their handshake, by peer (known or not). */
+  private readonly peerHandshakes = new Map<string, number>();
   /** The catch-ups this node is serving, by session (library and peer). */
   private readonly serving: ServingSlots;
   private stopped = false;
@@ -75,7 +77,7 @@ export class SyncNetwork {
     transport.onConnectionChange((peer, connected) => {
       if (connected) this.backoff.delete(peer);
       for (const replicator of this.replicators.values()) {
-        if (replicator.memberByPeer(peer)) replicator.scheduleStatus();
+        if (replicator.isMemberPeer(peer)) replicator.scheduleStatus();
       }
       this.reconcileSoon();
     });
@@ -181,7 +183,7 @@ export class SyncNetwork {
         if (!this.transport.isConnected(partner.peer)) {
           this.dial(partner.peer, partner.addrs);
         } else if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) {
-          void this.open(replicator, partner.peer, partner.device);
+          void this.open(replicator, partner.peer);
         }
       }
     }
@@ -198,26 +200,32 @@ export class SyncNetwork {
   }
 
   /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
-  private async open(replicator: LibraryReplicator, peer: string, device: string): Promise<void> {
+  private async open(replicator: LibraryReplicator, peer: string): Promise<void> {
     const key = sessionKey(replicator.library.id, peer);
     if (this.opening.has(key) || !this.due(key)) return;
     this.opening.add(key);
     let stream: FrameStream | undefined;
+    let partner: string | undefined;
     try {
       stream = await this.transport.openStream(peer);
       const frames = stream.frames()[Symbol.asyncIterator]();
-      await stream.send(encodeMessage(await helloFor(replicator.library, device)));
+      await stream.send(encodeMessage(await helloFor(replicator.library, replicator.devicesOf(peer))));
       const reply = await this.firstMessage(frames, stream);
       if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
       checkVersion(reply.v);
+      // The device the peer says it is, if a member row names it under that PeerId (checked
+      // against the member list as it is now).
       checkHello(reply, replicator, peer);
-      await replicator.checkWriters(reply, device);
-      if (this.stopped || replicator.memberByPeer(peer)?.device !== device) throw new NotMemberError('membership changed');
-      replicator.adopt(new Session(replicator, stream, frames, device, reply, 'outbound'));
+      partner = reply.device;
+      await replicator.checkWriters(reply, partner);
+      if (this.stopped) throw new StoppedError('the node is stopping');
+      replicator.adopt(new Session(replicator, stream, frames, reply.device, reply, 'outbound'));
     } catch (err) {
       const error = toSyncError(err);
-      if (error.code === 'DEVICE_FORKED') replicator.recordFork(device, error);
+      // Refused by the peer before its hello: the device its member row names, as a rule one.
+      partner ??= replicator.devicesOf(peer)[0];
+      if (error.code === 'DEVICE_FORKED' && partner) replicator.recordFork(partner, error);
       if (!this.retryForMemberRow(key, error)) {
         this.failed(key);
         this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
@@ -230,26 +238,37 @@ export class SyncNetwork {
 
   /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
   private isKnownPeer(peer: string): boolean {
-    for (const replicator of this.replicators.values()) if (replicator.memberByPeer(peer)) return true;
+    for (const replicator of this.replicators.values()) if (replicator.isMemberPeer(peer)) return true;
     return false;
   }
 
   /**
-   * Memory held for peers that are not members has a node-wide budget: at most
-   * MAX_STRANGER_HANDSHAKES of their streams wait for a first frame (each at most the handshake
-   * frame limit); a stream beyond it is reset at once, unread.
+   * Memory held for streams waiting for their first frame (each at most the handshake frame
+   * limit) has budgets, node-wide: peers that are not members get MAX_STRANGER_HANDSHAKES of
+   * them in all, and any one peer MAX_PEER_HANDSHAKES, over all its connections. The second
+   * bounds a member too (a member is exempt from the first, and so is any PeerId a member row
+   * names). A stream beyond a budget is reset at once, unread.
    */
   private acceptWithinBudget(stream: FrameStream): void {
-    if (this.isKnownPeer(stream.remotePeer)) {
-      void this.accept(stream);
+    const peer = stream.remotePeer;
+    const stranger = !this.isKnownPeer(peer);
+    const ofPeer = this.peerHandshakes.get(peer) ?? 0;
+    if (ofPeer >= MAX_PEER_HANDSHAKES) {
+      stream.abort(new NetworkError(`too many handshakes of peer ${peer} in progress (${MAX_PEER_HANDSHAKES})`));
       return;
     }
-    if (this.strangerHandshakes >= MAX_STRANGER_HANDSHAKES) {
+    if (stranger && this.strangerHandshakes >= MAX_STRANGER_HANDSHAKES) {
       stream.abort(new NetworkError(`too many handshakes of non-members in progress (${MAX_STRANGER_HANDSHAKES})`));
       return;
     }
-    this.strangerHandshakes += 1;
-    void this.accept(stream).finally(() => (this.strangerHandshakes -= 1));
+    this.peerHandshakes.set(peer, ofPeer + 1);
+    if (stranger) this.strangerHandshakes += 1;
+    void this.accept(stream).finally(() => {
+      if (stranger) this.strangerHandshakes -= 1;
+      const left = (this.peerHandshakes.get(peer) ?? 1) - 1;
+      if (left > 0) this.peerHandshakes.set(peer, left);
+      else this.peerHandshakes.delete(peer);
+    });
   }
 
   /** An inbound stream: its first frame is a hello (session) or a join (invite). */
@@ -266,7 +285,7 @@ export class SyncNetwork {
         checkHello(first, replicator, stream.remotePeer);
         await replicator.checkSingleCopy(stream.remotePeer);
         await replicator.checkWriters(first, first.device);
-        await stream.send(encodeMessage(await helloFor(replicator.library, first.device)));
+        await stream.send(encodeMessage(await helloFor(replicator.library, [first.device])));
         replicator.adopt(new Session(replicator, stream, frames, first.device, first, 'inbound'));
       } else if (first.t === 'join') {
         checkVersion(first.v);
@@ -370,6 +389,11 @@ export class SyncNetwork {
 
 /** Inbound streams of non-members in their handshake, node-wide, at most. */
 const MAX_STRANGER_HANDSHAKES = 16;
+/**
+ * Inbound streams of one peer in their handshake, node-wide, at most: one connection's worth of
+ * sync streams (an honest peer opens one per library it shares, at once when it reconnects).
+ */
+const MAX_PEER_HANDSHAKES = 64;
 
 /** How long, and how often, a session refused for a member row not yet synced is retried quietly. */
 const MEMBER_ROW_GRACE_MS = 30_000;
@@ -396,7 +420,8 @@ async function refuse(stream: FrameStream, library: string, error: Error): Promi
 }
 
 /** This device's hello to `partner`, with what it holds of the partner's own writers. */
-async function helloFor(library: Library, partner: string): Promise<MessageOf<'hello'>> {
+/** A hello to `partners`, the devices the peer may be: it carries what is held of their writers. */
+async function helloFor(library: Library, partners: readonly string[]): Promise<MessageOf<'hello'>> {
   return {
     t: 'hello',
     v: [...PROTOCOL_VERSION],
@@ -404,7 +429,7 @@ async function helloFor(library: Library, partner: string): Promise<MessageOf<'h
     device: library.deviceId,
     shared: library.versionVector(),
     owned: library.ownedVector(),
-    tips: await library.tipsFor(partner),
+    tips: await library.tipsFor(partners),
   };
 }
 

@@ -64,7 +64,9 @@ const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
  */
 export class LibraryReplicator implements SessionHost, LibrarySync {
   readonly sessions = new Map<string, Session>();
-  private membersByPeer = new Map<string, Member>();
+  /** Member rows (and the bootstrap inviter until its row arrives), and the same by PeerId. */
+  private members: Member[] = [];
+  private membersByPeer = new Map<string, Member[]>();
   private memberDevices = new Set<string>();
   /**
    * What each partner device acknowledged (max-merged). Acks arrive with every batch, so they
@@ -148,13 +150,28 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     return this.network.now();
   }
 
-  /** Other member devices, by PeerId. */
+  /** Other member devices. */
   partners(): Member[] {
-    return [...this.membersByPeer.values()].filter((m) => m.peer !== this.network.localPeer);
+    return this.members.filter((m) => m.peer !== this.network.localPeer);
   }
 
-  memberByPeer(peer: string): Member | undefined {
-    return this.membersByPeer.get(peer);
+  /** The devices whose member rows name `peer`. */
+  devicesOf(peer: string): string[] {
+    return (this.membersByPeer.get(peer) ?? []).map((m) => m.device);
+  }
+
+  /** Whether some member row names `peer`. */
+  isMemberPeer(peer: string): boolean {
+    return this.membersByPeer.has(peer);
+  }
+
+  /**
+   * The member row of `device` under `peer`, if any. A PeerId may be named by several rows (any
+   * member can write member rows): each of them lets that peer in as its own device only, so a
+   * row naming another member's PeerId cannot take that member's place.
+   */
+  member(peer: string, device: string): Member | undefined {
+    return this.membersByPeer.get(peer)?.find((m) => m.device === device);
   }
 
   /**
@@ -252,9 +269,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
   requireMember(peer: string, device: string): Member {
-    const member = this.membersByPeer.get(peer);
-    if (!member || peer === this.network.localPeer) throw notMember(peer);
-    if (member.device !== device) throw new NotMemberError(`peer ${peer} is member device ${member.device}, not ${device}`);
+    const rows = this.membersByPeer.get(peer);
+    if (!rows || peer === this.network.localPeer) throw notMember(peer);
+    const member = rows.find((m) => m.device === device);
+    if (!member) throw new NotMemberError(`peer ${peer} is member device ${rows.map((m) => m.device).join(', ')}, not ${device}`);
     return member;
   }
 
@@ -381,7 +399,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
       if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
       // Every member counts, this device included: a joiner must not take over a device id.
-      const existing = [...this.membersByPeer.values()].find((m) => m.device === join.device);
+      const existing = this.members.find((m) => m.device === join.device);
       if (existing && existing.peer !== joinerPeer) {
         throw new InviteError('INVITE_INVALID', `device ${join.device} is already a member under another key`);
       }
@@ -398,8 +416,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   async registerSelf(): Promise<void> {
     const device = this.library.deviceId;
     const addrs = this.network.addresses();
-    const current = this.membersByPeer.get(this.network.localPeer);
-    if (current && current.device === device && sameList(current.addrs, addrs)) return;
+    const current = this.member(this.network.localPeer, device);
+    if (current && sameList(current.addrs, addrs)) return;
     await this.library.systemTransaction((writer) =>
       writer.upsert(MEMBERS_MODEL.name, { id: device, peer: this.network.localPeer, addrs }),
     );
@@ -409,7 +427,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   async status(): Promise<LibraryStatus> {
     const pruned = await this.library.prunedVector();
     const partners: PartnerStatus[] = this.partners().map((member) => {
-      const session = this.sessions.get(member.peer);
+      const open = this.sessions.get(member.peer);
+      const session = open?.device === member.device ? open : undefined;
       const acked = { ...this.acks.get(member.device) };
       const connected = this.network.isConnected(member.peer);
       const state = session && session.state !== 'closed' ? session.state : connected ? 'connecting' : 'offline';
@@ -499,12 +518,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   private async refreshMembers(): Promise<void> {
     const members = await this.library.members();
-    const byPeer = new Map(members.map((m) => [m.peer, m]));
-    if (this.bootstrap && !byPeer.has(this.bootstrap.peer)) byPeer.set(this.bootstrap.peer, this.bootstrap);
+    const bootstrap = this.bootstrap;
+    if (bootstrap && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
+    const byPeer = new Map<string, Member[]>();
+    for (const m of members) byPeer.set(m.peer, [...(byPeer.get(m.peer) ?? []), m]);
+    this.members = members;
     this.membersByPeer = byPeer;
-    this.memberDevices = new Set([...byPeer.values()].map((m) => m.device));
+    this.memberDevices = new Set(members.map((m) => m.device));
     // A member removed from the list (or re-keyed) loses its session at once.
-    for (const [peer, session] of this.sessions) if (!byPeer.has(peer)) session.close();
+    for (const [peer, session] of this.sessions) if (!this.member(peer, session.device)) session.close();
     this.network.reconcileSoon();
     this.scheduleStatus();
   }

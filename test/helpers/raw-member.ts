@@ -15,8 +15,8 @@ import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
 import { type ChunkTuple, type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import type { FrameStream } from '../../src/protocol/transport.js';
 import { encodeInvite } from '../../src/replication/invite-code.js';
-import { removeTempDirs } from './child-process.js';
-import { fastSync, stopAllNodes, waitFor } from './cluster.js';
+import { makeTempDir, removeTempDirs } from './child-process.js';
+import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor } from './cluster.js';
 import { keyWhere, RawPeer, type RawStream, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
 
 export interface RawMember {
@@ -29,8 +29,13 @@ export interface RawMember {
  * no node ever sends it a hello it would leave unanswered) and joins `lib` through an invite
  * issued by `inviter`. Returns once the inviter lists it as a member.
  */
-export async function joinAsRawMember(inviter: SyncNode, lib: Library, nodes: SyncNode[] = [inviter]): Promise<RawMember> {
-  const peer = await RawPeer.start(await keyWhere((id) => nodes.every((n) => id < n.peerId)));
+export async function joinAsRawMember(
+  inviter: SyncNode,
+  lib: Library,
+  nodes: SyncNode[] = [inviter],
+  options: { maxStreams?: number } = {},
+): Promise<RawMember> {
+  const peer = await RawPeer.start(await keyWhere((id) => nodes.every((n) => id < n.peerId)), options);
   const device = randomUUID();
   const joined = await peer.join(await lib.createInvite({ ttlMs: 60_000 }), { device });
   expect(await joined.message(0, 'the welcome')).toMatchObject({ t: 'welcome', library: lib.id, device: inviter.deviceId });
@@ -39,6 +44,33 @@ export async function joinAsRawMember(inviter: SyncNode, lib: Library, nodes: Sy
     'the raw member to be admitted',
   );
   return { peer, device };
+}
+
+/** The cast of an attack by a member: the victim, an honest member and the hostile raw member. */
+export interface VictimCast {
+  /** The victim's and the honest member's data directories, to restart them from. */
+  dirV: string;
+  dirN: string;
+  v: SyncNode;
+  libV: Library;
+  n: SyncNode;
+  libN: Library;
+  member: RawMember;
+}
+
+/**
+ * Starts a victim V and an honest member N sharing a library, and a raw member joined through V
+ * that N knows of too; nodes use `rawMemberSync`. Their data directories are kept for restarts.
+ */
+export async function startVictimCast(): Promise<VictimCast> {
+  const dirV = await makeTempDir('lsync-node-');
+  const dirN = await makeTempDir('lsync-node-');
+  const v = await startNode(dirV, { sync: rawMemberSync });
+  const n = await startNode(dirN, { sync: rawMemberSync });
+  const [libV, libN] = (await shareLibrary(v, [n])) as [Library, Library];
+  const member = await joinAsRawMember(v, libV, [v, n]);
+  await waitFor(async () => (await libN.members()).some((x) => x.device === member.device), 'N to learn of the raw member');
+  return { dirV, dirN, v, libV, n, libN, member };
 }
 
 /**
@@ -99,8 +131,17 @@ export interface MemberSessionOptions {
   answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message | undefined;
   /** Frames sent in reply to a pull-snapshot, in order (default: none, the pull times out). */
   answerPullSnapshot?: (pull: MessageOf<'pull-snapshot'>) => Message[];
-  /** Reply to a pull-state (default: an empty page that covers nothing further). */
-  answerPullState?: (pull: MessageOf<'pull-state'>) => Message;
+  /** Frames sent in reply to a pull-state, in order (default: a page that brings nothing). */
+  answerPullState?: (pull: MessageOf<'pull-state'>) => Message[];
+}
+
+/** Options of a member that advertises `shared` and answers every pull-shared with `chunks`, in one final page. */
+export function servingChunks(library: string, shared: VersionVector, chunks: ChunkTuple[]): MemberSessionOptions {
+  return {
+    heartbeatMs: 200,
+    shared,
+    answerPullShared: (pull) => ({ t: 'shared-page', library, req: pull.req, chunks, hasMore: false, pruned: [] }),
+  };
 }
 
 /** One session of a raw member with a node, frame by frame. */
@@ -214,6 +255,11 @@ export class MemberSession {
     }, what);
   }
 
+  /** Waits until the node has sent a pull of kind `t` (or ended the session). */
+  async pulled(t: 'pull-shared' | 'pull-state' | 'pull-snapshot', what = `the node to send ${t}`): Promise<void> {
+    await waitFor(() => this.count(t) > 0 || this.end !== undefined, what);
+  }
+
   /** Waits until the node ends the stream. */
   async ended(what = 'the node to end the session'): Promise<StreamEnd> {
     await waitFor(() => this.end !== undefined, what);
@@ -252,18 +298,10 @@ export class MemberSession {
         } else if (message.t === 'pull-snapshot') {
           for (const reply of this.options.answerPullSnapshot?.(message) ?? []) void this.send(reply);
         } else if (message.t === 'pull-state') {
-          void this.send(
-            this.options.answerPullState?.(message) ?? {
-              t: 'state-page',
-              library: this.library,
-              req: message.req,
-              owner: message.owner,
-              from: message.after,
-              to: message.after,
-              rows: [],
-              hasMore: false,
-            },
-          );
+          const replies = this.options.answerPullState?.(message) ?? [
+            { t: 'state-page', library: this.library, req: message.req, owner: message.owner, from: message.after, to: message.after, rows: [], hasMore: false },
+          ];
+          for (const reply of replies) void this.send(reply);
         }
       }
       this.end = { kind: 'closed' };

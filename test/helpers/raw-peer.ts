@@ -6,6 +6,7 @@
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
 import { Libp2pTransport } from '../../src/network/libp2p-transport.js';
 import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, type Message, PROTOCOL_ID, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
@@ -220,9 +221,18 @@ export class RawPeer implements Dialable {
   /** Opens a sync stream whose bytes the caller writes itself (no length prefixes added). */
   async openUnframed(target: Dialable): Promise<UnframedStream> {
     await this.transport.connect(target.peerId, target.multiaddrs());
-    // The transport keeps its libp2p node private; the unframed stream needs it directly.
-    const node = (this.transport as unknown as { node: Libp2p }).node;
-    return new UnframedStream(await node.dialProtocol(peerIdFromString(target.peerId), PROTOCOL_ID));
+    return new UnframedStream(await this.libp2p().dialProtocol(peerIdFromString(target.peerId), PROTOCOL_ID));
+  }
+
+  /** Opens a connection of its own to `target` (besides any open already) and returns it. */
+  async newConnection(target: Dialable): Promise<{ openUnframed(): Promise<UnframedStream> }> {
+    const connection = await this.libp2p().dial(target.multiaddrs().map((a) => multiaddr(a)), { force: true });
+    return { openUnframed: async () => new UnframedStream(await connection.newStream(PROTOCOL_ID)) };
+  }
+
+  /** The transport keeps its libp2p node private; raw streams need it directly. */
+  private libp2p(): Libp2p {
+    return (this.transport as unknown as { node: Libp2p }).node;
   }
 
   /**

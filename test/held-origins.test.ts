@@ -1,0 +1,124 @@
+/**
+ * Every vector a node sends (hello, ack, heartbeat, snapshot-page) holds every origin (or owner)
+ * its library holds, and a vector on the wire holds at most MAX_VECTOR_ORIGINS entries. A member
+ * that pushed real changes (or owned rows, or a snapshot vector) of more invented origins than
+ * that made the victim hold them all: the victim's every hello, ack and heartbeat was then
+ * refused by its honest partners as bad input, and it never synced with anyone again (and
+ * relayed the changes, so its partners did the same). Now a library holds at most
+ * MAX_VECTOR_ORIGINS origins and as many owners, its own device included: a batch or page that
+ * would make it hold more is refused (VALIDATION), nothing stored, and sync goes on.
+ *
+ * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeHlc, type SessionErrorEvent, type SyncError } from '../src/index.js';
+import { encodeChunks } from '../src/peer-log/chunk.js';
+import type { LogEntry } from '../src/peer-log/types.js';
+import { type ChunkTuple, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
+import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
+
+afterEach(stopRawMemberTest);
+
+/** One note upsert of each of `count` invented origins, as chunk tuples. */
+function inventedChanges(count: number): ChunkTuple[] {
+  const entries: LogEntry[] = Array.from({ length: count }, (_, i) => {
+    const origin = randomUUID();
+    return {
+      origin,
+      seq: 1,
+      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: origin }),
+      model: 'note',
+      id: `invented-${i}`,
+      op: 'upsert',
+      fields: { title: 'invented', body: null },
+    };
+  });
+  return encodeChunks(entries).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+}
+
+/** A vector of `count` origins nobody knows, each at `seq`. */
+function invented(count: number, seq: number): Record<string, number> {
+  return Object.fromEntries(Array.from({ length: count }, () => [randomUUID(), seq]));
+}
+
+describe('origins and owners a library holds', () => {
+  it('changes, a snapshot or coverages naming more than a vector carries are refused; the victim restarts and syncs', async () => {
+    const cast = await startVictimCast();
+    const { dirV, libN, member } = cast;
+    let { v, libV } = cast;
+    const id = libV.id;
+    await libN.upsert('note', { id: 'n-1', title: 'from n', body: null });
+    await libN.upsert('volume', { id: 'n-vol-1', path: '/n', bytes: 1 });
+    await waitForConvergence([libV, libN]);
+    const counters = () => ({ shared: libV.versionVector(), owned: libV.ownedVector() });
+    const before = counters();
+    const refused = { code: 'VALIDATION', message: new RegExp(`at most ${MAX_VECTOR_ORIGINS} (origins|owners)`) };
+
+    // 1. One batch of real changes, each of another invented origin.
+    await expectSessionRefused(
+      member,
+      v,
+      id,
+      'changes of invented origins',
+      { heartbeatMs: 200 },
+      (s) => s.send({ t: 'changes', library: id, batch: 1, chunks: inventedChanges(MAX_VECTOR_ORIGINS) }),
+      refused,
+    );
+    expect(counters()).toEqual(before);
+
+    // 2. A snapshot whose vector (advertised, so within what the member claimed) names as many.
+    const vector = invented(MAX_VECTOR_ORIGINS, 1);
+    const [first] = Object.keys(vector);
+    await expectSessionRefused(
+      member,
+      v,
+      id,
+      'a snapshot of invented origins',
+      {
+        heartbeatMs: 200,
+        shared: vector,
+        answerPullShared: (pull) => ({ t: 'shared-page', library: id, req: pull.req, chunks: [], hasMore: false, pruned: [[first!, 0, 1]] }),
+        answerPullSnapshot: (pull) => [{ t: 'snapshot-page', library: id, req: pull.req, vector, rows: [], next: null, total: 0 }],
+      },
+      (s) => s.pulled('pull-snapshot', 'the victim to pull the snapshot'),
+      refused,
+    );
+    expect(counters()).toEqual(before);
+
+    // 3. Coverages of invented owners, each advertised first (one heartbeat, then no more, so
+    //    the victim's catch-up does not pull them meanwhile). Sent in rounds, and judged by the
+    //    victim's own report: the error frame is best effort, and the stream reset that follows
+    //    it can overtake it while the member still has frames in flight.
+    const reported: SessionErrorEvent[] = [];
+    v.on('session-error', (event) => reported.push(event));
+    const owners = invented(MAX_VECTOR_ORIGINS, 1);
+    const s = await MemberSession.open(member, v, id, { heartbeatMs: 60_000 });
+    await s.send({ t: 'heartbeat', library: id, shared: {}, owned: owners });
+    const list = Object.keys(owners);
+    for (let batch = 0; batch < list.length && !s.end; ) {
+      for (const owner of list.slice(batch, batch + 64)) {
+        await s.send({ t: 'state', library: id, batch: ++batch, owner, from: 0, to: 1, rows: [] });
+      }
+      await waitFor(() => s.end !== undefined || s.of('ack').some((a) => a.batch === batch), 'the victim to ack a round of coverages');
+    }
+    expect((await s.ended()).kind).toBe('reset');
+    expect(reported.filter((e) => e.peer === member.peer.peerId).map((e) => [(e.error as SyncError).code, e.error.message])).toEqual([
+      ['VALIDATION', expect.stringMatching(refused.message)],
+    ]);
+    expect(counters().shared).toEqual(before.shared);
+    expect(Object.keys(counters().owned).length).toBeLessThan(MAX_VECTOR_ORIGINS);
+
+    // The victim restarts (its counters load whole) and syncs both ways with N.
+    await stopNode(v);
+    v = await startNode(dirV, { sync: rawMemberSync });
+    libV = v.library(id);
+    await libN.upsert('note', { id: 'n-2', title: 'after the attacks', body: null });
+    await libN.upsert('volume', { id: 'n-vol-2', path: '/n', bytes: 2 });
+    await libV.upsert('note', { id: 'v-2', title: 'after the attacks', body: null });
+    await waitForConvergence([libV, libN]);
+    expect(await libV.get('volume', 'n-vol-2')).toBeDefined();
+    expect(await libN.get('note', 'v-2')).toBeDefined();
+  }, 120_000);
+});
