@@ -105,6 +105,49 @@ describe('a data directory restored from a backup', () => {
   });
 });
 
+describe('a data directory restored from a backup, when the partner pruned its log', () => {
+  it('takes the tail of its retired writer from a snapshot, and its new writes reach the partner', async () => {
+    const a = await startNode();
+    const bDir = await makeTempDir('lsync-restore-pruned-b-');
+    let b: SyncNode = await startNode(bDir);
+    // B keeps its addresses, so its member row needs no refresh: nothing writes to a fresh writer
+    // before the catch-up meets the retired one.
+    const bListen = { listen: b.multiaddrs().map((addr) => addr.slice(0, addr.indexOf('/p2p/'))) };
+    const [libA, firstB] = await shareLibrary(a, [b]);
+    const id = libA!.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(firstB!, 'before-backup', 3));
+    await waitForConvergence([libA!, firstB!]);
+    const writerInBackup = firstB!.writer();
+    await stopNode(b);
+    const backup = await makeTempDir('lsync-restore-pruned-backup-');
+    cpSync(bDir, backup, { recursive: true });
+
+    b = await startNode(bDir, bListen);
+    let libB = b.library(id);
+    await libB.synced();
+    record(notes, 'after-backup', await writeNotes(libB, 'after-backup', 5));
+    await waitFor(() => holdsAll(libA!, notes), 'A holds the writes made after the backup');
+    // B acknowledged its own writes: A prunes them, so the restored copy cannot pull them as log.
+    const tail = libA!.versionVector()[writerInBackup]!;
+    await waitFor(async () => ((await libA!.prunedVector())[writerInBackup] ?? 0) >= tail, "A to prune B's writer");
+    await stopNode(b);
+
+    // Restored, B meets A before it writes: A's hello retires the writer, whose tail is pruned.
+    rmSync(bDir, { recursive: true, force: true });
+    cpSync(backup, bDir, { recursive: true });
+    b = await startNode(bDir, bListen);
+    libB = b.library(id);
+    await waitFor(() => holdsAll(libB, notes), 'the writes the backup lacks on the restored device', 30_000);
+    record(notes, 'after-restore', await writeNotes(libB, 'after-restore', 5));
+    await waitFor(() => holdsAll(libA!, notes), 'the notes written after the restore on A', 30_000);
+    await waitForConvergence([libA!, libB]);
+    await expectNotes([libA!, libB], notes);
+    expect(libB.writer()).not.toBe(writerInBackup);
+    expect(libB.versionVector()).toEqual(libA!.versionVector());
+  });
+});
+
 describe('two devices started from copies of one data directory', () => {
   it('one copy is refused with DEVICE_FORKED; the other converges with every acknowledged write', async () => {
     const aDir = await makeTempDir('lsync-clone-a-');
