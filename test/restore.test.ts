@@ -148,6 +148,68 @@ describe('a data directory restored from a backup, when the partner pruned its l
   });
 });
 
+describe('a restored device reached only through a relay', () => {
+  it("C, which never meets the restored A, gets A's new writer and its device-owned rows through B", async () => {
+    // A and C do not listen: neither can reach the other; B relays.
+    const b = await startNode();
+    const aDir = await makeTempDir('lsync-restore-relay-a-');
+    let a: SyncNode = await startNode(aDir, { listen: [] });
+    const c = await startNode(undefined, { listen: [] });
+    const [libB, firstA, libC] = (await shareLibrary(b, [a, c])) as [Library, Library, Library];
+    const id = libB.id;
+    await waitFor(async () => (await libC.members()).length === 3, 'C knows every member');
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(firstA, 'before-backup', 3));
+    await firstA.upsert('volume', { id: 'vol-1', path: '/backup', bytes: 1 });
+    await waitForConvergence([libB, firstA, libC]);
+    const writerInBackup = firstA.writer();
+    await stopNode(a);
+    const backup = await makeTempDir('lsync-restore-relay-backup-');
+    cpSync(aDir, backup, { recursive: true });
+
+    // After the backup A writes notes, updates its row and adds one; all of it reaches C.
+    a = await startNode(aDir, { listen: [] });
+    let libA = a.library(id);
+    await libA.synced();
+    record(notes, 'after-backup', await writeNotes(libA, 'after-backup', 5));
+    await libA.update('volume', 'vol-1', { bytes: 2 });
+    await libA.upsert('volume', { id: 'vol-2', path: '/lost', bytes: 2 });
+    await waitFor(async () => (await holdsAll(libC, notes)) && (await libC.get('volume', 'vol-2')) !== undefined, 'C holds the writes after the backup');
+    await stopNode(a);
+
+    // Restored, A writes at once: a note and the row the backup holds at an older state.
+    rmSync(aDir, { recursive: true, force: true });
+    cpSync(backup, aDir, { recursive: true });
+    a = await startNode(aDir, { listen: [] });
+    libA = a.library(id);
+    record(notes, 'after-restore', await writeNotes(libA, 'after-restore', 5));
+    await libA.update('volume', 'vol-1', { bytes: 3 });
+
+    const libs = [libA, libB, libC];
+    await waitFor(async () => {
+      for (const lib of libs) if (!(await holdsAll(lib, notes)) || (await lib.get('volume', 'vol-1'))?.bytes !== 3) return false;
+      return true;
+    }, 'every note and the restored row everywhere', 30_000);
+    await waitForConvergence(libs);
+    await expectNotes(libs, notes);
+    for (const lib of libs) {
+      expect(await lib.list('volume')).toEqual([
+        { id: 'vol-1', path: '/backup', bytes: 3 },
+        { id: 'vol-2', path: '/lost', bytes: 2 },
+      ]);
+      expect(lib.versionVector()).toEqual(libB.versionVector());
+      expect(lib.ownedVector()).toEqual(libB.ownedVector());
+    }
+    expect(libA.writer()).not.toBe(writerInBackup);
+    expect(libC.versionVector()[libA.writer()]).toBe(5);
+
+    // A later write of A still reaches C.
+    record(notes, 'later', await writeNotes(libA, 'later', 2));
+    await waitFor(() => holdsAll(libC, notes), 'the later notes on C');
+    await waitForConvergence(libs);
+  });
+});
+
 describe('two devices started from copies of one data directory', () => {
   it('one copy is refused with DEVICE_FORKED; the other converges with every acknowledged write', async () => {
     const aDir = await makeTempDir('lsync-clone-a-');
