@@ -210,6 +210,64 @@ describe('a restored device reached only through a relay', () => {
   });
 });
 
+describe('a data directory restored twice from one backup, while a partner is away', () => {
+  it('each run writes to a writer of its own, and the partner that comes back converges with every write', async () => {
+    const b = await startNode();
+    const aDir = await makeTempDir('lsync-restore-twice-a-');
+    const cDir = await makeTempDir('lsync-restore-twice-c-');
+    let a: SyncNode = await startNode(aDir);
+    let c: SyncNode = await startNode(cDir);
+    const [libB, firstA] = (await shareLibrary(b, [a, c])) as [Library, Library, Library];
+    const id = libB.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(firstA, 'before-backup', 3));
+    await firstA.upsert('volume', { id: 'vol-1', path: '/backup', bytes: 1 });
+    await waitForConvergence([libB, firstA, c.library(id)]);
+    await stopNode(a);
+    const backup = await makeTempDir('lsync-restore-twice-backup-');
+    cpSync(aDir, backup, { recursive: true });
+
+    a = await startNode(aDir);
+    await a.library(id).synced();
+    record(notes, 'after-backup', await writeNotes(a.library(id), 'after-backup', 5));
+    await a.library(id).update('volume', 'vol-1', { bytes: 2 });
+    await waitFor(() => holdsAll(c.library(id), notes), 'C holds the writes after the backup');
+    await waitForConvergence([libB, a.library(id), c.library(id)]);
+    await stopNode(c);
+    await stopNode(a);
+
+    // Two restores of the same backup: the first writes at once, the second once it met B.
+    const writers: string[] = [];
+    for (const [run, meetFirst] of [false, true].entries()) {
+      rmSync(aDir, { recursive: true, force: true });
+      cpSync(backup, aDir, { recursive: true });
+      a = await startNode(aDir);
+      const libA = a.library(id);
+      if (meetFirst) await libA.synced();
+      record(notes, `restore${run}`, await writeNotes(libA, `restore${run}`, 2));
+      await libA.update('volume', 'vol-1', { bytes: 3 + run });
+      writers.push(libA.writer());
+      await waitFor(() => holdsAll(libB, notes), `B holds the notes of restore ${run}`, 30_000);
+      await waitFor(async () => (await libB.get('volume', 'vol-1'))?.bytes === 3 + run, `B holds the row of restore ${run}`, 30_000);
+      if (run === 0) await stopNode(a);
+    }
+    expect(new Set(writers).size).toBe(2);
+
+    c = await startNode(cDir);
+    const libs = [a.library(id), libB, c.library(id)];
+    await waitFor(async () => {
+      for (const lib of libs) if (!(await holdsAll(lib, notes)) || (await lib.get('volume', 'vol-1'))?.bytes !== 4) return false;
+      return true;
+    }, 'every note and the last row everywhere', 30_000);
+    await waitForConvergence(libs);
+    await expectNotes(libs, notes);
+    for (const lib of libs) {
+      expect(lib.versionVector()).toEqual(libB.versionVector());
+      expect(lib.ownedVector()).toEqual(libB.ownedVector());
+    }
+  });
+});
+
 describe('two devices started from copies of one data directory', () => {
   it('one copy is refused with DEVICE_FORKED; the other converges with every acknowledged write', async () => {
     const aDir = await makeTempDir('lsync-clone-a-');
