@@ -35,6 +35,23 @@ async function holdsAll(lib: Library, notes: Map<string, string>): Promise<boole
   return true;
 }
 
+/**
+ * Waits until every library holds every note and row `vol-1` at `bytes`, then until the digests
+ * agree, and checks that every library holds the same vectors.
+ */
+async function expectConvergedWith(libs: Library[], notes: Map<string, string>, bytes: number): Promise<void> {
+  await waitFor(async () => {
+    for (const lib of libs) if (!(await holdsAll(lib, notes)) || (await lib.get('volume', 'vol-1'))?.bytes !== bytes) return false;
+    return true;
+  }, 'every note and the newest vol-1 everywhere', 30_000);
+  await waitForConvergence(libs);
+  await expectNotes(libs, notes);
+  for (const lib of libs) {
+    expect(lib.versionVector()).toEqual(libs[0]!.versionVector());
+    expect(lib.ownedVector()).toEqual(libs[0]!.ownedVector());
+  }
+}
+
 function record(notes: Map<string, string>, prefix: string, ids: string[]): void {
   ids.forEach((id, i) => notes.set(id, `${prefix}-${i}`));
 }
@@ -186,19 +203,12 @@ describe('a restored device reached only through a relay', () => {
     await libA.update('volume', 'vol-1', { bytes: 3 });
 
     const libs = [libA, libB, libC];
-    await waitFor(async () => {
-      for (const lib of libs) if (!(await holdsAll(lib, notes)) || (await lib.get('volume', 'vol-1'))?.bytes !== 3) return false;
-      return true;
-    }, 'every note and the restored row everywhere', 30_000);
-    await waitForConvergence(libs);
-    await expectNotes(libs, notes);
+    await expectConvergedWith(libs, notes, 3);
     for (const lib of libs) {
       expect(await lib.list('volume')).toEqual([
         { id: 'vol-1', path: '/backup', bytes: 3 },
         { id: 'vol-2', path: '/lost', bytes: 2 },
       ]);
-      expect(lib.versionVector()).toEqual(libB.versionVector());
-      expect(lib.ownedVector()).toEqual(libB.ownedVector());
     }
     expect(libA.writer()).not.toBe(writerInBackup);
     expect(libC.versionVector()[libA.writer()]).toBe(5);
@@ -254,17 +264,7 @@ describe('a data directory restored twice from one backup, while a partner is aw
     expect(new Set(writers).size).toBe(2);
 
     c = await startNode(cDir);
-    const libs = [a.library(id), libB, c.library(id)];
-    await waitFor(async () => {
-      for (const lib of libs) if (!(await holdsAll(lib, notes)) || (await lib.get('volume', 'vol-1'))?.bytes !== 4) return false;
-      return true;
-    }, 'every note and the last row everywhere', 30_000);
-    await waitForConvergence(libs);
-    await expectNotes(libs, notes);
-    for (const lib of libs) {
-      expect(lib.versionVector()).toEqual(libB.versionVector());
-      expect(lib.ownedVector()).toEqual(libB.ownedVector());
-    }
+    await expectConvergedWith([a.library(id), libB, c.library(id)], notes, 4);
   });
 });
 
