@@ -35,6 +35,23 @@ async function holdsAll(lib: Library, notes: Map<string, string>): Promise<boole
   return true;
 }
 
+/**
+ * Waits until every library holds every note and row `vol-1` at `bytes`, then until the digests
+ * agree, and checks that every library holds the same vectors.
+ */
+async function expectConvergedWith(libs: Library[], notes: Map<string, string>, bytes: number): Promise<void> {
+  await waitFor(async () => {
+    for (const lib of libs) if (!(await holdsAll(lib, notes)) || (await lib.get('volume', 'vol-1'))?.bytes !== bytes) return false;
+    return true;
+  }, 'every note and the newest vol-1 everywhere', 30_000);
+  await waitForConvergence(libs);
+  await expectNotes(libs, notes);
+  for (const lib of libs) {
+    expect(lib.versionVector()).toEqual(libs[0]!.versionVector());
+    expect(lib.ownedVector()).toEqual(libs[0]!.ownedVector());
+  }
+}
+
 function record(notes: Map<string, string>, prefix: string, ids: string[]): void {
   ids.forEach((id, i) => notes.set(id, `${prefix}-${i}`));
 }
@@ -102,6 +119,152 @@ describe('a data directory restored from a backup', () => {
     await waitFor(() => holdsAll(libA!, notes), 'the notes written after contact on A');
     await waitForConvergence([libA!, libB]);
     await expectNotes([libA!, libB], notes);
+  });
+});
+
+describe('a data directory restored from a backup, when the partner pruned its log', () => {
+  it('takes the tail of its retired writer from a snapshot, and its new writes reach the partner', async () => {
+    const a = await startNode();
+    const bDir = await makeTempDir('lsync-restore-pruned-b-');
+    let b: SyncNode = await startNode(bDir);
+    // B keeps its addresses, so its member row needs no refresh: nothing writes to a fresh writer
+    // before the catch-up meets the retired one.
+    const bListen = { listen: b.multiaddrs().map((addr) => addr.slice(0, addr.indexOf('/p2p/'))) };
+    const [libA, firstB] = await shareLibrary(a, [b]);
+    const id = libA!.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(firstB!, 'before-backup', 3));
+    await waitForConvergence([libA!, firstB!]);
+    const writerInBackup = firstB!.writer();
+    await stopNode(b);
+    const backup = await makeTempDir('lsync-restore-pruned-backup-');
+    cpSync(bDir, backup, { recursive: true });
+
+    b = await startNode(bDir, bListen);
+    let libB = b.library(id);
+    await libB.synced();
+    record(notes, 'after-backup', await writeNotes(libB, 'after-backup', 5));
+    await waitFor(() => holdsAll(libA!, notes), 'A holds the writes made after the backup');
+    // B acknowledged its own writes: A prunes them, so the restored copy cannot pull them as log.
+    const tail = libA!.versionVector()[writerInBackup]!;
+    await waitFor(async () => ((await libA!.prunedVector())[writerInBackup] ?? 0) >= tail, "A to prune B's writer");
+    await stopNode(b);
+
+    // Restored, B meets A before it writes: A's hello retires the writer, whose tail is pruned.
+    rmSync(bDir, { recursive: true, force: true });
+    cpSync(backup, bDir, { recursive: true });
+    b = await startNode(bDir, bListen);
+    libB = b.library(id);
+    await waitFor(() => holdsAll(libB, notes), 'the writes the backup lacks on the restored device', 30_000);
+    record(notes, 'after-restore', await writeNotes(libB, 'after-restore', 5));
+    await waitFor(() => holdsAll(libA!, notes), 'the notes written after the restore on A', 30_000);
+    await waitForConvergence([libA!, libB]);
+    await expectNotes([libA!, libB], notes);
+    expect(libB.writer()).not.toBe(writerInBackup);
+    expect(libB.versionVector()).toEqual(libA!.versionVector());
+  });
+});
+
+describe('a restored device reached only through a relay', () => {
+  it("C, which never meets the restored A, gets A's new writer and its device-owned rows through B", async () => {
+    // A and C do not listen: neither can reach the other; B relays.
+    const b = await startNode();
+    const aDir = await makeTempDir('lsync-restore-relay-a-');
+    let a: SyncNode = await startNode(aDir, { listen: [] });
+    const c = await startNode(undefined, { listen: [] });
+    const [libB, firstA, libC] = (await shareLibrary(b, [a, c])) as [Library, Library, Library];
+    const id = libB.id;
+    await waitFor(async () => (await libC.members()).length === 3, 'C knows every member');
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(firstA, 'before-backup', 3));
+    await firstA.upsert('volume', { id: 'vol-1', path: '/backup', bytes: 1 });
+    await waitForConvergence([libB, firstA, libC]);
+    const writerInBackup = firstA.writer();
+    await stopNode(a);
+    const backup = await makeTempDir('lsync-restore-relay-backup-');
+    cpSync(aDir, backup, { recursive: true });
+
+    // After the backup A writes notes, updates its row and adds one; all of it reaches C.
+    a = await startNode(aDir, { listen: [] });
+    let libA = a.library(id);
+    await libA.synced();
+    record(notes, 'after-backup', await writeNotes(libA, 'after-backup', 5));
+    await libA.update('volume', 'vol-1', { bytes: 2 });
+    await libA.upsert('volume', { id: 'vol-2', path: '/lost', bytes: 2 });
+    await waitFor(async () => (await holdsAll(libC, notes)) && (await libC.get('volume', 'vol-2')) !== undefined, 'C holds the writes after the backup');
+    await stopNode(a);
+
+    // Restored, A writes at once: a note and the row the backup holds at an older state.
+    rmSync(aDir, { recursive: true, force: true });
+    cpSync(backup, aDir, { recursive: true });
+    a = await startNode(aDir, { listen: [] });
+    libA = a.library(id);
+    record(notes, 'after-restore', await writeNotes(libA, 'after-restore', 5));
+    await libA.update('volume', 'vol-1', { bytes: 3 });
+
+    const libs = [libA, libB, libC];
+    await expectConvergedWith(libs, notes, 3);
+    for (const lib of libs) {
+      expect(await lib.list('volume')).toEqual([
+        { id: 'vol-1', path: '/backup', bytes: 3 },
+        { id: 'vol-2', path: '/lost', bytes: 2 },
+      ]);
+    }
+    expect(libA.writer()).not.toBe(writerInBackup);
+    expect(libC.versionVector()[libA.writer()]).toBe(5);
+
+    // A later write of A still reaches C.
+    record(notes, 'later', await writeNotes(libA, 'later', 2));
+    await waitFor(() => holdsAll(libC, notes), 'the later notes on C');
+    await waitForConvergence(libs);
+  });
+});
+
+describe('a data directory restored twice from one backup, while a partner is away', () => {
+  it('each run writes to a writer of its own, and the partner that comes back converges with every write', async () => {
+    const b = await startNode();
+    const aDir = await makeTempDir('lsync-restore-twice-a-');
+    const cDir = await makeTempDir('lsync-restore-twice-c-');
+    let a: SyncNode = await startNode(aDir);
+    let c: SyncNode = await startNode(cDir);
+    const [libB, firstA] = (await shareLibrary(b, [a, c])) as [Library, Library, Library];
+    const id = libB.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(firstA, 'before-backup', 3));
+    await firstA.upsert('volume', { id: 'vol-1', path: '/backup', bytes: 1 });
+    await waitForConvergence([libB, firstA, c.library(id)]);
+    await stopNode(a);
+    const backup = await makeTempDir('lsync-restore-twice-backup-');
+    cpSync(aDir, backup, { recursive: true });
+
+    a = await startNode(aDir);
+    await a.library(id).synced();
+    record(notes, 'after-backup', await writeNotes(a.library(id), 'after-backup', 5));
+    await a.library(id).update('volume', 'vol-1', { bytes: 2 });
+    await waitFor(() => holdsAll(c.library(id), notes), 'C holds the writes after the backup');
+    await waitForConvergence([libB, a.library(id), c.library(id)]);
+    await stopNode(c);
+    await stopNode(a);
+
+    // Two restores of the same backup: the first writes at once, the second once it met B.
+    const writers: string[] = [];
+    for (const [run, meetFirst] of [false, true].entries()) {
+      rmSync(aDir, { recursive: true, force: true });
+      cpSync(backup, aDir, { recursive: true });
+      a = await startNode(aDir);
+      const libA = a.library(id);
+      if (meetFirst) await libA.synced();
+      record(notes, `restore${run}`, await writeNotes(libA, `restore${run}`, 2));
+      await libA.update('volume', 'vol-1', { bytes: 3 + run });
+      writers.push(libA.writer());
+      await waitFor(() => holdsAll(libB, notes), `B holds the notes of restore ${run}`, 30_000);
+      await waitFor(async () => (await libB.get('volume', 'vol-1'))?.bytes === 3 + run, `B holds the row of restore ${run}`, 30_000);
+      if (run === 0) await stopNode(a);
+    }
+    expect(new Set(writers).size).toBe(2);
+
+    c = await startNode(cDir);
+    await expectConvergedWith([a.library(id), libB, c.library(id)], notes, 4);
   });
 });
 

@@ -346,7 +346,7 @@ export class CatchUp {
     let reply = this.timed(session, () => session.pullSnapshot(checkpoint?.next ?? null));
     for (;;) {
       const { page, bytes } = await reply;
-      checkSnapshotVector(session, page.vector, library.writer(), library.versionVector());
+      checkSnapshotVector(session, page.vector, library.appendedWriter(), library.versionVector());
       if (checkpoint && isBehind(page.vector, checkpoint.vector)) {
         checkpoint = undefined;
         reply = this.timed(session, () => session.pullSnapshot(null));
@@ -436,13 +436,13 @@ export class CatchUp {
  * A snapshot's vector is a claim of positions: it must not exceed what the partner advertised
  * (it advertises before each page), and it cannot hold changes of this device's current writer
  * that this device does not hold (a snapshot never moves the counter this device appends to: see
- * `Library.applySnapshot`; a retired writer is an origin like any other).
+ * `Library.applySnapshot`; a retired writer is an origin like any other, even while current).
  */
-function checkSnapshotVector(session: Session, vector: VersionVector, writer: string, held: VersionVector): void {
+function checkSnapshotVector(session: Session, vector: VersionVector, writer: string | undefined, held: VersionVector): void {
   if (isBehind(session.remoteShared, vector)) {
     throw new ProtocolError(`partner ${session.device} sent a snapshot of a vector beyond what it advertised`);
   }
-  if ((vector[writer] ?? 0) > (held[writer] ?? 0)) {
+  if (writer !== undefined && (vector[writer] ?? 0) > (held[writer] ?? 0)) {
     throw new ProtocolError(`partner ${session.device} sent a snapshot claiming changes of this device that it does not hold`);
   }
 }

@@ -54,7 +54,7 @@ import {
 import { readRuns, type SyncRun } from '../backfill/history.js';
 import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
-import { entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
+import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';
 
 export interface LibraryEvents {
@@ -285,6 +285,11 @@ export class Library {
     return this.counters.writer.id;
   }
 
+  /** The writer no partner may move (`appendedWriter`): none while the current one is retired. */
+  appendedWriter(): string | undefined {
+    return appendedWriter(this.counters.writer);
+  }
+
   /**
    * Checks this device's writers against what a partner's hello says it holds of them: confirms
    * the current writer, retires it if the partner holds more (a restored or copied data
@@ -438,8 +443,8 @@ export class Library {
         for (const [origin, through] of Object.entries(checkpoint.vector)) {
           // A snapshot never moves the counter this device appends to: only its own writes do
           // (a position it adopted would be one it then skips or reuses). A retired writer's
-          // tail is an origin like any other.
-          if (origin !== batch.currentWriter.id) batch.adoptPrunedPrefix(origin, through);
+          // tail is an origin like any other, also while it is still the current writer.
+          if (origin !== appendedWriter(batch.currentWriter)) batch.adoptPrunedPrefix(origin, through);
         }
         await batch.db.deleteFrom('sync_meta').where('key', '=', SNAPSHOT_META_KEY).execute();
       } else {

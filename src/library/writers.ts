@@ -48,6 +48,15 @@ export function storedWriter(device: string, value: string | undefined): WriterS
   return { id, confirmed: false, retired };
 }
 
+/**
+ * The writer this device appends to, which no partner may move (a snapshot's vector, for one):
+ * the current writer unless retired. A retired writer is never appended to again (the next
+ * write goes to a fresh one), and its tail is an origin this device is behind on like any other.
+ */
+export function appendedWriter(writer: WriterState): string | undefined {
+  return writer.retired ? undefined : writer.id;
+}
+
 export function writerMetaValue(writer: WriterState): string {
   return JSON.stringify({ id: writer.id, retired: writer.retired });
 }
