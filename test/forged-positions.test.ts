@@ -16,6 +16,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc } from '../src/index.js';
+import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { Message } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
 import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
@@ -184,5 +185,31 @@ describe('positions a member claims', () => {
     s.stop();
     await restartAndSync('after the member’s own rows');
     expect(libV.ownedVector()[v.deviceId]).toBe(before.ownedOwn);
+  });
+
+  it("refuses changes pushed into the log the victim appends to beyond what it wrote; its next write keeps its position", async () => {
+    const { v, libV, libN, member } = await startVictimCast();
+    await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
+    await waitForConvergence([libV, libN]);
+    const writer = libV.writer();
+    const held = libV.versionVector()[writer]!;
+    const forged = encodeChunks([
+      { origin: writer, seq: held + 1, hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: writer }), model: 'note', id: 'forged', op: 'upsert', fields: { title: 'forged', body: null } },
+    ]).map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries] as [string, number, number, Uint8Array]);
+    await expectSessionRefused(
+      member,
+      v,
+      libV.id,
+      "an entry in the victim's own log",
+      { heartbeatMs: 200 },
+      (s) => s.send({ t: 'changes', library: libV.id, batch: 1, chunks: forged }),
+      { code: 'PROTOCOL', message: /claims a position of the log this device appends to that it never wrote/ },
+    );
+    expect(await libV.get('note', 'forged')).toBeUndefined();
+    expect(libV.versionVector()[writer]).toBe(held);
+    await libV.upsert('note', { id: 'v-2', title: 'after the attack', body: null });
+    expect(libV.versionVector()[writer]).toBe(held + 1);
+    await waitForConvergence([libV, libN]);
+    expect(await libN.get('note', 'v-2')).toMatchObject({ title: 'after the attack' });
   });
 });

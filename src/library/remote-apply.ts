@@ -1,4 +1,4 @@
-import { OwnershipError, ValidationError } from '../errors.js';
+import { OwnershipError, ProtocolError, ValidationError } from '../errors.js';
 import { decodeHlc, isDeviceId, isHlcOf, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
@@ -8,6 +8,7 @@ import type { LogEntry } from '../peer-log/types.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import { countChange } from './snapshot.js';
 import type { WriteBatch } from './write-batch.js';
+import { appendedWriter } from './writers.js';
 import type { ModelTable } from '../storage/model-table.js';
 
 export interface GapReport {
@@ -173,11 +174,18 @@ export async function applyRemoteEntries(
   const sorted = isInOriginSeqOrder(entries) ? entries : [...entries].sort(byOriginSeq);
   let blockedOrigin: string | undefined;
   const expected = new Map<string, number>();
+  // Only this device appends to the writer it appends to: a position of it beyond what it wrote
+  // would be one its next write skips or reuses (a retired writer's tail is an origin like any).
+  const ownWriter = appendedWriter(batch.currentWriter);
   for (const entry of sorted) {
     if (entry.origin === blockedOrigin) continue;
     const held = expected.get(entry.origin) ?? batch.seqOf(entry.origin);
     if (entry.seq <= held) {
       result.duplicates += 1;
+    } else if (entry.origin === ownWriter) {
+      throw new ProtocolError(
+        `entry ${entry.origin}#${entry.seq} claims a position of the log this device appends to that it never wrote (it holds ${held})`,
+      );
     } else if (entry.seq === held + 1) {
       expected.set(entry.origin, entry.seq);
       accepted.push(entry);
