@@ -77,7 +77,7 @@ function tempDir(): string {
 }
 
 async function startNode(dataDir: string, wall: ManualClock): Promise<SyncNode> {
-  const node = await createSyncNode({ dataDir, models: MODELS, wallClock: wall.read, maxClockDriftMs: DRIFT });
+  const node = await createSyncNode({ dataDir, models: MODELS, listen: [], wallClock: wall.read, maxClockDriftMs: DRIFT });
   liveNodes.add(node);
   return node;
 }

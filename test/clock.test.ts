@@ -62,6 +62,7 @@ async function startNode(
   const node = await createSyncNode({
     dataDir,
     models: MODELS,
+    listen: [],
     wallClock: wall.read,
     ...(maxClockDriftMs === undefined ? {} : { maxClockDriftMs }),
   });

@@ -21,10 +21,10 @@ describe('data directory', () => {
 
   it('keeps the device id across restarts', async () => {
     const dataDir = tempDir();
-    const first = await createSyncNode({ dataDir, models: [Note] });
+    const first = await createSyncNode({ dataDir, models: [Note], listen: [] });
     const id = first.deviceId;
     await first.stop();
-    const second = await createSyncNode({ dataDir, models: [Note] });
+    const second = await createSyncNode({ dataDir, models: [Note], listen: [] });
     nodes.push(second);
     expect(second.deviceId).toBe(id);
     expect(JSON.parse(readFileSync(join(dataDir, 'node.json'), 'utf8')).deviceId).toBe(id);
@@ -32,10 +32,10 @@ describe('data directory', () => {
 
   it('refuses a second node on the same directory in the same process, and the first keeps working', async () => {
     const dataDir = tempDir();
-    const first = await createSyncNode({ dataDir, models: [Note] });
+    const first = await createSyncNode({ dataDir, models: [Note], listen: [] });
     nodes.push(first);
     const lib = await first.createLibrary({ name: 'one' });
-    await expect(createSyncNode({ dataDir, models: [Note] })).rejects.toMatchObject({ code: 'STOPPED' });
+    await expect(createSyncNode({ dataDir, models: [Note], listen: [] })).rejects.toMatchObject({ code: 'STOPPED' });
     expect(existsSync(join(dataDir, 'node.lock'))).toBe(true);
     await lib.upsert('note', { title: 'still writable' });
     expect(lib.versionVector()[first.deviceId]).toBe(1);
@@ -43,12 +43,12 @@ describe('data directory', () => {
 
   it('takes over a lock left by a process that no longer runs', async () => {
     const dataDir = tempDir();
-    const first = await createSyncNode({ dataDir, models: [Note] });
+    const first = await createSyncNode({ dataDir, models: [Note], listen: [] });
     await first.stop();
     expect(existsSync(join(dataDir, 'node.lock'))).toBe(false);
     // A pid far above any pid_max in use is certainly not running.
     writeFileSync(join(dataDir, 'node.lock'), '4194303\n');
-    const second = await createSyncNode({ dataDir, models: [Note] });
+    const second = await createSyncNode({ dataDir, models: [Note], listen: [] });
     nodes.push(second);
     expect(readFileSync(join(dataDir, 'node.lock'), 'utf8').trim()).toBe(String(process.pid));
   });

@@ -31,7 +31,7 @@ afterEach(async () => {
 async function device(libraryId?: string): Promise<{ node: SyncNode; lib: Library }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-peer-log-'));
   dirs.push(dataDir);
-  const node = await createSyncNode({ dataDir, models: [Note] });
+  const node = await createSyncNode({ dataDir, models: [Note], listen: [] });
   nodes.push(node);
   const lib = await node.createLibrary({ name: 'log', id: libraryId });
   return { node, lib };

@@ -346,7 +346,7 @@ async function runChildRound(
   await child.waitFor(() => ready, 'the child to open its node', 15_000);
 
   // While the child lives, its lock keeps a second node off the directory.
-  const intruder = await createSyncNode({ dataDir, models: models() }).then(
+  const intruder = await createSyncNode({ dataDir, models: models(), listen: [] }).then(
     (node) => node,
     (err: unknown) => err,
   );
@@ -377,7 +377,7 @@ async function verifyReopened(
   const lockFile = join(dataDir, 'node.lock');
   expect(Number((await readFile(lockFile, 'utf8')).trim()), 'the killed child left its lock').toBe(deadChildPid);
 
-  const node = await createSyncNode({ dataDir, models: models(), wallClock });
+  const node = await createSyncNode({ dataDir, models: models(), listen: [], wallClock });
   try {
     expect(Number((await readFile(lockFile, 'utf8')).trim()), 'the dead process lock is taken over').toBe(process.pid);
     expect(node.deviceId).toBe(ledger.deviceId);

@@ -99,7 +99,7 @@ interface Device {
 
 async function newDevice(wallMs = T): Promise<Device> {
   const wall = new ManualClock(wallMs);
-  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, wallClock: wall.read });
+  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, listen: [], wallClock: wall.read });
   nodes.push(node);
   const lib = await node.createLibrary({ name: 'main' });
   const events: ChangeEvent[] = [];
@@ -110,7 +110,7 @@ async function newDevice(wallMs = T): Promise<Device> {
 /** A second device with its own replica of library `libraryId`. */
 async function joinDevice(libraryId: string, wallMs = T): Promise<Device> {
   const wall = new ManualClock(wallMs);
-  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, wallClock: wall.read });
+  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, listen: [], wallClock: wall.read });
   nodes.push(node);
   const lib = await node.createLibrary({ name: 'main', id: libraryId });
   const events: ChangeEvent[] = [];
