@@ -1,10 +1,9 @@
 import { OwnershipError, ValidationError } from '../errors.js';
-import { decodeHlc } from '../hlc/index.js';
 import type { StoredValues } from '../models/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import { runSql } from '../util/sql.js';
 import type { WriteContext } from './local-writes.js';
-import type { OwnedCoverage, OwnedRowUpdate, RemoteCounts } from './remote-apply.js';
+import { checkCoverage, type OwnedCoverage, type OwnedRowUpdate, type RemoteCounts } from './remote-apply.js';
 import { countChange } from './snapshot.js';
 import type { WriteBatch } from './write-batch.js';
 
@@ -30,12 +29,10 @@ export async function mergeOwnRows(
   counts: RemoteCounts | undefined,
 ): Promise<boolean> {
   const owner = ctx.deviceId;
-  if (coverage.owner !== owner || rows.some((r) => r.owner !== owner || r.version <= coverage.from || r.version > coverage.to)) {
-    throw new ValidationError(`rows fall outside the covered versions (${coverage.from}, ${coverage.to}] of ${owner}`);
-  }
+  if (coverage.owner !== owner) throw new ValidationError(`a coverage of ${coverage.owner} is not one of this device's own rows`);
+  checkCoverage(rows, coverage);
   let diverged = false;
   let alike = 0;
-  let newest: string | undefined;
   for (const row of rows) {
     const table = ctx.tables.get(row.model)!;
     const current = await batch.loadOwned(table, row.id);
@@ -52,9 +49,7 @@ export async function mergeOwnRows(
     batch.putOwned(table, { id: row.id, values, owner, version: row.version, hlc: row.hlc, deleted: row.deleted });
     batch.events.push({ model: row.model, id: row.id, op: row.deleted ? 'delete' : 'upsert', origin: 'remote' });
     if (batch.full) await batch.flush();
-    if (newest === undefined || row.hlc > newest) newest = row.hlc;
   }
-  if (newest !== undefined) ctx.clock.receive(decodeHlc(newest));
   if (!diverged) {
     // Rows of this device in the range that the partner holds differently (or not at all).
     await batch.flush();

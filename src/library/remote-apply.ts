@@ -396,9 +396,7 @@ export async function applyRemoteOwned(
   counts?: RemoteCounts,
 ): Promise<OwnedApplyResult> {
   const result: OwnedApplyResult = { applied: 0, stale: 0, advanced: false };
-  if (coverage && rows.some((r) => r.owner !== coverage.owner || r.version <= coverage.from || r.version > coverage.to)) {
-    throw new ValidationError(`rows fall outside the covered versions (${coverage.from}, ${coverage.to}] of ${coverage.owner}`);
-  }
+  if (coverage) checkCoverage(rows, coverage);
   for (const row of rows) {
     const model = ctx.registry.get(row.model);
     const table = ctx.tables.get(model.name)!;
@@ -430,4 +428,11 @@ export async function applyRemoteOwned(
     batch.setVersion(coverage.owner, coverage.to);
   }
   return result;
+}
+
+/** Every row of a coverage is the covered owner's, with a version in its range `(from, to]`. */
+export function checkCoverage(rows: readonly OwnedRowUpdate[], coverage: OwnedCoverage): void {
+  if (rows.some((r) => r.owner !== coverage.owner || r.version <= coverage.from || r.version > coverage.to)) {
+    throw new ValidationError(`rows fall outside the covered versions (${coverage.from}, ${coverage.to}] of ${coverage.owner}`);
+  }
 }

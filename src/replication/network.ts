@@ -220,7 +220,7 @@ export class SyncNetwork {
       partner = reply.device;
       await replicator.checkWriters(reply, partner);
       if (this.stopped) throw new StoppedError('the node is stopping');
-      replicator.adopt(new Session(replicator, stream, frames, reply.device, reply, 'outbound'));
+      replicator.adopt(new Session(replicator, stream, frames, partner, reply, 'outbound'));
     } catch (err) {
       const error = toSyncError(err);
       // Refused by the peer before its hello: the device its member row names, as a rule one.
@@ -419,7 +419,6 @@ async function refuse(stream: FrameStream, library: string, error: Error): Promi
   stream.abort(error);
 }
 
-/** This device's hello to `partner`, with what it holds of the partner's own writers. */
 /** A hello to `partners`, the devices the peer may be: it carries what is held of their writers. */
 async function helloFor(library: Library, partners: readonly string[]): Promise<MessageOf<'hello'>> {
   return {
