@@ -104,20 +104,12 @@ export class Libp2pTransport implements Transport {
 
   async connect(peer: string, addrs: readonly string[], options: ConnectOptions = {}): Promise<void> {
     if (this.isConnected(peer)) return;
-    const peerId = peerIdFromString(peer);
-    const fromRow = dialTargets(peer, addrs);
-    // The member row's addresses join what identify and discovery put in the peer store; the
-    // row comes first: it is what the partner last said about itself.
-    if (fromRow.length > 0) await this.node.peerStore.merge(peerId, { multiaddrs: fromRow.map(withoutPeerId) });
-    const known = await this.node.peerStore.get(peerId).then(
-      (p) => p.addresses.map((a) => a.multiaddr.toString()),
-      () => [],
-    );
-    const targets = uniqueTargets([...fromRow, ...dialTargets(peer, known)]).slice(0, MAX_DIAL_ADDRESSES);
-    const tried = targets.map((t) => t.toString());
-    options.onDialling?.(tried);
-    if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
+    let tried: string[] = [];
     try {
+      const targets = await this.dialTargetsOf(peer, addrs);
+      tried = targets.map((t) => t.toString());
+      options.onDialling?.(tried);
+      if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
       const connection = await this.node.dial(targets, { signal: options.signal });
       // Every target ends in `peer`, so libp2p authenticates exactly that peer. Should a
       // connection to another peer come back all the same, it is that peer's (possibly a
@@ -127,8 +119,23 @@ export class Libp2pTransport implements Transport {
       }
     } catch (err) {
       if (err instanceof NetworkError) throw err;
-      throw new NetworkError(`cannot reach peer ${peer} at ${tried.join(', ')}: ${describeDialError(err)}`);
+      throw new NetworkError(`cannot reach peer ${peer} at ${tried.join(', ') || 'no address'}: ${describeDialError(err)}`);
     }
+  }
+
+  /**
+   * Every address `peer` may be dialled at: the member row's (`addrs`, merged into the peer
+   * store) first, as what the partner last said about itself, then what identify and discovery
+   * put in the peer store; at most MAX_DIAL_ADDRESSES.
+   */
+  private async dialTargetsOf(peer: string, addrs: readonly string[]): Promise<Multiaddr[]> {
+    const peerId = peerIdFromString(peer);
+    const fromRow = dialTargets(peer, addrs);
+    if (fromRow.length > 0) await this.node.peerStore.merge(peerId, { multiaddrs: fromRow.map(withoutPeerId) });
+    const known = (await this.node.peerStore.has(peerId))
+      ? (await this.node.peerStore.get(peerId)).addresses.map((a) => a.multiaddr.toString())
+      : [];
+    return uniqueTargets([...fromRow, ...dialTargets(peer, known)]).slice(0, MAX_DIAL_ADDRESSES);
   }
 
   async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
