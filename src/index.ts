@@ -15,7 +15,7 @@ export {
   type Member,
   type InviteOptions,
 } from './library/library.js';
-export type { LibraryStatus, LibrarySyncState, PartnerStatus, PartnerSyncState } from './replication/status.js';
+export type { LibraryStatus, LibrarySyncState, PartnerDialStatus, PartnerStatus, PartnerSyncState } from './replication/status.js';
 export type { SessionErrorEvent } from './replication/network.js';
 export type { SyncedOptions } from './replication/replicator.js';
 export type { SyncProgress } from './backfill/catch-up.js';

@@ -12,7 +12,7 @@ import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
 import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
-import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
+import type { ConnectionListener, ConnectOptions, FrameStream, Transport } from '../protocol/transport.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -36,6 +36,18 @@ const OTHER_PROTOCOL_STREAMS = 8;
 /** Inbound connections still in their Noise/Yamux upgrade, at most (libp2p's default is 10). */
 const MAX_PENDING_UPGRADES = 8;
 
+/**
+ * Dial limits. libp2p 3 dials a peer's addresses one after another (public before private,
+ * loopback last, TCP before WebSockets; equal ones in the order given), each for at most
+ * ADDRESS_DIAL_TIMEOUT_MS, the whole dial for at most DIAL_TIMEOUT_MS. A refused port fails at
+ * once; a stale address on a network left behind (no answer at all) costs one address timeout,
+ * so a few of them still leave time for the current address. More than MAX_DIAL_ADDRESSES
+ * addresses of one peer (member row first) are not tried in one dial.
+ */
+const MAX_DIAL_ADDRESSES = 16;
+const ADDRESS_DIAL_TIMEOUT_MS = 5_000;
+const DIAL_TIMEOUT_MS = 20_000;
+
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {
   private readonly listeners: ConnectionListener[] = [];
@@ -58,7 +70,12 @@ export class Libp2pTransport implements Transport {
       transports: [tcp(), webSockets()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux({ maxInboundStreams: streams, maxOutboundStreams: streams })],
-      connectionManager: { maxIncomingPendingConnections: MAX_PENDING_UPGRADES },
+      connectionManager: {
+        maxIncomingPendingConnections: MAX_PENDING_UPGRADES,
+        maxPeerAddrsToDial: MAX_DIAL_ADDRESSES,
+        addressDialTimeout: ADDRESS_DIAL_TIMEOUT_MS,
+        dialTimeout: DIAL_TIMEOUT_MS,
+      },
       // Right after Noise, before a muxer exists: the first point where the PeerId is known.
       connectionGater: { denyInboundEncryptedConnection: (peer) => transport?.refusesStranger(peer.toString()) ?? false },
       services: { identify: identify(), ping: ping() },
@@ -85,12 +102,15 @@ export class Libp2pTransport implements Transport {
     );
   }
 
-  async connect(peer: string, addrs: readonly string[], signal?: AbortSignal): Promise<void> {
+  async connect(peer: string, addrs: readonly string[], options: ConnectOptions = {}): Promise<void> {
     if (this.isConnected(peer)) return;
-    const targets = dialTargets(peer, addrs);
-    if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
+    let tried: string[] = [];
     try {
-      const connection = await this.node.dial(targets, { signal });
+      const targets = await this.dialTargetsOf(peer, addrs);
+      tried = targets.map((t) => t.toString());
+      options.onDialling?.(tried);
+      if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
+      const connection = await this.node.dial(targets, { signal: options.signal });
       // Every target ends in `peer`, so libp2p authenticates exactly that peer. Should a
       // connection to another peer come back all the same, it is that peer's (possibly a
       // member's, in use): never close it.
@@ -99,8 +119,23 @@ export class Libp2pTransport implements Transport {
       }
     } catch (err) {
       if (err instanceof NetworkError) throw err;
-      throw new NetworkError(`cannot reach peer ${peer}: ${describeError(err)}`);
+      throw new NetworkError(`cannot reach peer ${peer} at ${tried.join(', ') || 'no address'}: ${describeDialError(err)}`);
     }
+  }
+
+  /**
+   * Every address `peer` may be dialled at: the member row's (`addrs`, merged into the peer
+   * store) first, as what the partner last said about itself, then what identify and discovery
+   * put in the peer store; at most MAX_DIAL_ADDRESSES.
+   */
+  private async dialTargetsOf(peer: string, addrs: readonly string[]): Promise<Multiaddr[]> {
+    const peerId = peerIdFromString(peer);
+    const fromRow = dialTargets(peer, addrs);
+    if (fromRow.length > 0) await this.node.peerStore.merge(peerId, { multiaddrs: fromRow.map(withoutPeerId) });
+    const known = (await this.node.peerStore.has(peerId))
+      ? (await this.node.peerStore.get(peerId)).addresses.map((a) => a.multiaddr.toString())
+      : [];
+    return uniqueTargets([...fromRow, ...dialTargets(peer, known)]).slice(0, MAX_DIAL_ADDRESSES);
   }
 
   async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
@@ -172,6 +207,32 @@ function dialTargets(peer: string, addrs: readonly string[]): Multiaddr[] {
     else if (last.value === peer) targets.push(address);
   }
   return targets;
+}
+
+/** `targets` without repeats, in order. */
+function uniqueTargets(targets: readonly Multiaddr[]): Multiaddr[] {
+  const seen = new Set<string>();
+  return targets.filter((t) => !seen.has(t.toString()) && seen.add(t.toString()));
+}
+
+/** A dial target as the peer store keeps addresses: without the trailing /p2p/<peer>. */
+function withoutPeerId(target: Multiaddr): Multiaddr {
+  const components = target.getComponents();
+  return multiaddr(components.slice(0, -1));
+}
+
+/** A libp2p dial failure with the reason of each address (libp2p aggregates them). */
+function describeDialError(err: unknown): string {
+  if (err instanceof AggregateError && err.errors.length > 0) {
+    return `${describeError(err)} (${err.errors.map((e: unknown) => describeAddressFailure(e)).join('; ')})`;
+  }
+  return describeAddressFailure(err);
+}
+
+/** A WebSocket dial fails with an `ErrorEvent`, whose `error` says why (ECONNREFUSED…). */
+function describeAddressFailure(err: unknown): string {
+  const inner = err instanceof Error ? undefined : (err as { error?: unknown } | null)?.error;
+  return inner instanceof Error ? describeError(inner) : describeError(err);
 }
 
 /**

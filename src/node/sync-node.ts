@@ -16,6 +16,7 @@ import { BACKFILL_META_KEY } from '../backfill/catch-up.js';
 import { prepareLibrary } from '../storage/open-library.js';
 import { openSqliteFile } from '../storage/sqlite-node.js';
 import { DataDir } from './data-dir.js';
+import { listenOnStablePorts } from './stable-ports.js';
 
 export interface SyncNodeOptions {
   /** Directory for the device identity and one SQLite file per library. Created if missing. */
@@ -184,15 +185,18 @@ export class SyncNode {
       }
       const wallClock = options.wallClock ?? Date.now;
       const events = new EventEmitter<SyncNodeEvents>();
-      const transport = await Libp2pTransport.start({
-        privateKey: await loadOrCreatePeerKey(dataDir.peerKeyFile),
-        listen,
-        protocol: PROTOCOL_ID,
-        maxFrameBytes: MAX_FRAME_BYTES,
-        maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
-        maxStreams: MAX_STREAMS_PER_CONNECTION,
-        maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
-      });
+      const privateKey = await loadOrCreatePeerKey(dataDir.peerKeyFile);
+      const transport = await listenOnStablePorts(dataDir, listen, (addresses) =>
+        Libp2pTransport.start({
+          privateKey,
+          listen: addresses,
+          protocol: PROTOCOL_ID,
+          maxFrameBytes: MAX_FRAME_BYTES,
+          maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
+          maxStreams: MAX_STREAMS_PER_CONNECTION,
+          maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
+        }),
+      );
       const network = new SyncNetwork(transport, deviceId, {
         backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
         reconcileMs: tuning.reconcileMs,

@@ -22,6 +22,11 @@ export interface FrameStream {
   abort(reason: Error): void;
 }
 
+export interface ConnectOptions {
+  signal?: AbortSignal;
+  onDialling?: (addresses: readonly string[]) => void;
+}
+
 export type ConnectionListener = (peer: string, connected: boolean) => void;
 
 export interface Transport {
@@ -31,8 +36,13 @@ export interface Transport {
   addresses(): string[];
   /** Registers the handler for inbound sync streams. */
   handle(handler: (stream: FrameStream) => void): void;
-  /** Ensures a connection to `peer`, trying `addrs` if none is open. */
-  connect(peer: string, addrs: readonly string[], signal?: AbortSignal): Promise<void>;
+  /**
+   * Ensures a connection to `peer`. If none is open, dials it on every address known for it:
+   * `addrs` (its member row) first, then what the transport learned (libp2p: identify, discovery).
+   * `options.onDialling` hears which addresses the dial tries, before it starts. A failure is a
+   * `NetworkError` whose message names the addresses and why each failed.
+   */
+  connect(peer: string, addrs: readonly string[], options?: ConnectOptions): Promise<void>;
   /** Opens a sync stream over an existing (or new) connection to `peer`. */
   openStream(peer: string, signal?: AbortSignal): Promise<FrameStream>;
   isConnected(peer: string): boolean;

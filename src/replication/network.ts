@@ -1,4 +1,4 @@
-import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, StoppedError, SyncError, TimeoutError, toSyncError } from '../errors.js';
+import { describeError, NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, StoppedError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
@@ -8,6 +8,7 @@ import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
 import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
+import type { PartnerDialStatus } from './status.js';
 import { errorFromWire, isBadInput, isPeerReported } from './wire-errors.js';
 
 export interface BackoffPolicy {
@@ -30,6 +31,14 @@ interface PeerBackoff {
   nextAttemptAt: number;
 }
 
+/** The last dial of a peer, as `status()` shows it, and the member-row addresses it was given. */
+interface DialRecord {
+  addresses: readonly string[];
+  lastError: string | null;
+  lastAttemptAt: number;
+  given: readonly string[];
+}
+
 /**
  * The node's side of the network, shared by all its libraries: accepts inbound streams
  * (hello or join), keeps a connection to every partner of every library (redialled with
@@ -41,6 +50,7 @@ interface PeerBackoff {
 export class SyncNetwork {
   private readonly replicators = new Map<string, LibraryReplicator>();
   private readonly backoff = new Map<string, PeerBackoff>();
+  private readonly dials = new Map<string, DialRecord>();
   private readonly opening = new Set<string>();
   /** Libraries being joined: settles once the library exists here (or the join failed). */
   private readonly joining = new Map<string, Promise<unknown>>();
@@ -75,10 +85,13 @@ export class SyncNetwork {
     transport.handle((stream) => this.acceptWithinBudget(stream));
     transport.setKnownPeers((peer) => this.isKnownPeer(peer));
     transport.onConnectionChange((peer, connected) => {
-      if (connected) this.backoff.delete(peer);
-      for (const replicator of this.replicators.values()) {
-        if (replicator.isMemberPeer(peer)) replicator.scheduleStatus();
+      if (connected) {
+        this.backoff.delete(peer);
+        // Connected (either way): an earlier dial error no longer explains anything.
+        const dial = this.dials.get(peer);
+        if (dial) dial.lastError = null;
       }
+      this.statusChanged(peer);
       this.reconcileSoon();
     });
     this.reconcileTimer = setInterval(() => this.reconcile(), options.reconcileMs);
@@ -94,6 +107,21 @@ export class SyncNetwork {
 
   isConnected(peer: string): boolean {
     return this.transport.isConnected(peer);
+  }
+
+  /**
+   * How dialling `peer` goes: the addresses of the last attempt, its error, when it was and when
+   * the next one is due (null while connected; now or earlier when one is due or under way).
+   */
+  dialStatus(peer: string): PartnerDialStatus {
+    const dial = this.dials.get(peer);
+    const connected = this.transport.isConnected(peer);
+    return {
+      addresses: [...(dial?.addresses ?? [])],
+      lastError: dial?.lastError ?? null,
+      lastAttemptAt: dial?.lastAttemptAt ?? null,
+      nextAttemptAt: connected ? null : (this.backoff.get(peer)?.nextAttemptAt ?? this.now()),
+    };
   }
 
   disconnect(peer: string): void {
@@ -134,7 +162,7 @@ export class SyncNetwork {
    * prove the secret, and wait for the welcome. Returns the inviter as a member.
    */
   async join(invite: Invite, signal?: AbortSignal): Promise<{ device: string; name: string }> {
-    await this.transport.connect(invite.inviterPeer, invite.inviterAddrs, signal);
+    await this.transport.connect(invite.inviterPeer, invite.inviterAddrs, { signal });
     const stream = await this.transport.openStream(invite.inviterPeer, signal);
     const frames = stream.frames()[Symbol.asyncIterator]();
     try {
@@ -176,27 +204,65 @@ export class SyncNetwork {
 
   private reconcile(): void {
     if (this.stopped) return;
+    // Partners to dial, with the addresses of their member rows in every library here.
+    const unreached = new Map<string, Set<string>>();
     for (const replicator of this.replicators.values()) {
       // A copy of this device that gave way to another one syncs this library no more.
       if (replicator.refusal) continue;
       for (const partner of replicator.partners()) {
         if (!this.transport.isConnected(partner.peer)) {
-          this.dial(partner.peer, partner.addrs);
+          const addrs = unreached.get(partner.peer) ?? new Set<string>();
+          for (const addr of partner.addrs) addrs.add(addr);
+          unreached.set(partner.peer, addrs);
         } else if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) {
           void this.open(replicator, partner.peer);
         }
       }
     }
+    for (const [peer, addrs] of unreached) this.dial(peer, [...addrs]);
   }
 
+  /**
+   * Dials `peer` when its backoff allows, or at once when a member row gave an address the last
+   * attempt was not given (the partner moved: the new address is worth trying now).
+   */
   private dial(peer: string, addrs: readonly string[]): void {
     const key = `dial:${peer}`;
-    if (this.opening.has(key) || !this.due(peer)) return;
+    if (this.opening.has(key)) return;
+    const last = this.dials.get(peer);
+    const moved = last !== undefined && addrs.some((addr) => !last.given.includes(addr));
+    if (!moved && !this.due(peer)) return;
     this.opening.add(key);
+    // The previous error stays visible until this attempt ends.
+    const dial: DialRecord = { addresses: [], lastError: last?.lastError ?? null, lastAttemptAt: this.now(), given: addrs };
+    this.dials.set(peer, dial);
     this.transport
-      .connect(peer, addrs)
-      .catch(() => this.failed(peer))
-      .finally(() => this.opening.delete(key));
+      .connect(peer, addrs, {
+        onDialling: (addresses) => {
+          dial.addresses = addresses;
+          this.statusChanged(peer);
+        },
+      })
+      .then(
+        () => {
+          dial.lastError = null;
+        },
+        (err: unknown) => {
+          dial.lastError = describeError(err);
+          this.failed(peer);
+        },
+      )
+      .finally(() => {
+        this.opening.delete(key);
+        this.statusChanged(peer);
+      });
+  }
+
+  /** Tells the libraries that `peer` is a member of that their status changed (coalesced). */
+  private statusChanged(peer: string): void {
+    for (const replicator of this.replicators.values()) {
+      if (replicator.isMemberPeer(peer)) replicator.scheduleStatus();
+    }
   }
 
   /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
@@ -382,7 +448,7 @@ export class SyncNetwork {
   private failed(key: string): void {
     const failures = (this.backoff.get(key)?.failures ?? 0) + 1;
     const base = Math.min(this.options.backoff.maxMs, this.options.backoff.minMs * 2 ** (failures - 1));
-    const delay = base * (0.75 + this.options.random() * 0.5);
+    const delay = Math.round(base * (0.75 + this.options.random() * 0.5));
     this.backoff.set(key, { failures, nextAttemptAt: this.now() + delay });
   }
 }

@@ -17,7 +17,7 @@ import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } f
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
 import { notMember, type SessionErrorEvent } from './network.js';
-import type { LibraryStatus, PartnerStatus } from './status.js';
+import type { LibraryStatus, PartnerDialStatus, PartnerStatus } from './status.js';
 
 export interface ReplicationTuning extends SessionTuning {
   /** How often acknowledged log entries are pruned, in ms. */
@@ -42,6 +42,8 @@ export interface ReplicatorNetwork {
   readonly localPeer: string;
   addresses(): string[];
   isConnected(peer: string): boolean;
+  /** How dialling `peer` goes (addresses tried, last error, next attempt). */
+  dialStatus(peer: string): PartnerDialStatus;
   disconnect(peer: string): void;
   reportSessionError(event: SessionErrorEvent): void;
   /** Whether this node serves one more pull now (it serves a bounded number of catch-ups). */
@@ -441,6 +443,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         ackedOwned: session ? this.recordedOnly(session.remoteOwned) : {},
         lastSeenAt: session ? session.lastSeenAt : null,
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
+        dial: this.network.dialStatus(member.peer),
       };
     });
     const pulling = this.catchUp.state;

@@ -6,6 +6,18 @@ import type { VersionVector } from '../peer-log/types.js';
  */
 export type PartnerSyncState = 'offline' | 'connecting' | 'catching-up' | 'live';
 
+/** How this device dials a partner: why it is unreachable, and when it tries again. */
+export interface PartnerDialStatus {
+  /** The addresses the last dial tried (member row first, then those libp2p learned). */
+  addresses: string[];
+  /** Why the last dial failed (libp2p error names, per address), or null. */
+  lastError: string | null;
+  /** Wall-clock ms of the last dial attempt, or null if there was none. */
+  lastAttemptAt: number | null;
+  /** Wall-clock ms when the next dial is due; null while connected. */
+  nextAttemptAt: number | null;
+}
+
 export interface PartnerStatus {
   device: string;
   peer: string;
@@ -22,6 +34,7 @@ export interface PartnerStatus {
    * beyond the retention bound and cannot catch up from this device's log.
    */
   beyondRetention: boolean;
+  dial: PartnerDialStatus;
 }
 
 /**
