@@ -144,8 +144,8 @@ export class SyncNode {
       throw new ValidationError('createSyncNode: maxClockDriftMs must be a non-negative number');
     }
     const tuning = checkTuning(options.sync);
-    const deviceName = options.deviceName ?? defaultDeviceName();
-    if (deviceName !== null && !isDeviceName(deviceName)) {
+    const deviceName = options.deviceName === undefined ? defaultDeviceName() : options.deviceName;
+    if (options.deviceName !== undefined && !isDeviceName(deviceName)) {
       throw new ValidationError(`createSyncNode: deviceName must be a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`);
     }
     const listen = options.listen ?? DEFAULT_LISTEN;
