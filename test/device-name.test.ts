@@ -10,13 +10,17 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createSyncNode, type Library, type MemberInfo, ValidationError } from '../src/index.js';
+import { createSyncNode, encodeHlc, type Library, type LogEntry, type MemberInfo, ValidationError } from '../src/index.js';
 import { MEMBERS_MODEL } from '../src/models/system.js';
+import { encodeChunks } from '../src/peer-log/chunk.js';
+import type { ChunkTuple } from '../src/protocol/messages.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { clusterModels, shareLibrary, startNode, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+import { joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
 
 afterEach(async () => {
+  stopAllMemberSessions();
   await stopAllRawPeers();
   await stopAllNodes();
   await removeTempDirs();
@@ -103,6 +107,28 @@ describe('device names', () => {
     expect(await memberOn(lib, device)).toMatchObject({ peer: raw.peerId, name: null, self: false, lastSeenAt: null });
   });
 
+  it('a member row written by a 1.1 device (no name field) is accepted, with no name', async () => {
+    const a = await startNode(undefined, { deviceName: 'alpha' });
+    const lib = await a.createLibrary({ name: 'home' });
+    const member = await joinAsRawMember(a, lib);
+    const addrs = ['/ip4/127.0.0.1/tcp/1/p2p/' + member.peer.peerId];
+    const row: LogEntry = {
+      origin: member.device,
+      seq: 1,
+      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: member.device }),
+      model: MEMBERS_MODEL.name,
+      id: member.device,
+      op: 'upsert',
+      fields: { peer: member.peer.peerId, addrs: JSON.stringify(addrs) },
+    };
+    const session = await MemberSession.open(member, a, lib.id, { heartbeatMs: 200 });
+    const chunks = encodeChunks([row]).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+    await session.send({ t: 'changes', library: lib.id, batch: 1, chunks });
+    await waitFor(() => session.of('ack').some((ack) => ack.batch === 1), 'A to ack the 1.1 member row');
+    expect(await memberOn(lib, member.device)).toMatchObject({ addrs, name: null });
+    expect(session.of('error')).toEqual([]);
+  });
+
   it('a joiner name out of bounds is refused, and the joiner is not admitted', async () => {
     const a = await startNode(undefined, { deviceName: 'alpha' });
     const lib = await a.createLibrary({ name: 'home' });
@@ -125,6 +151,8 @@ describe('device names', () => {
       );
     }
     expect((await lib.members()).map((m) => m.device)).toEqual([a.deviceId]);
+    await lib.systemTransaction((writer) => writer.upsert(MEMBERS_MODEL.name, { ...row, name: 'x'.repeat(128) }));
+    expect((await memberOn(lib, row.id))?.name).toBe('x'.repeat(128));
   });
 
   it('an invalid deviceName is a ValidationError, before anything is stored', async () => {

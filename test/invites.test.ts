@@ -88,6 +88,7 @@ describe('invites', () => {
     const invite = await lib.createInvite({ ttlMs: 60_000 });
     // Only the inviter's clock passes the expiry: the joiner's own check lets the invite through.
     wall.ms += 120_000;
+    expect(await lib.invites()).toEqual([]);
 
     const err = await joinError(b, invite);
     expect(err.code).toBe('INVITE_EXPIRED');
