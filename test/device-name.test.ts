@@ -10,14 +10,12 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createSyncNode, encodeHlc, type Library, type LogEntry, type MemberInfo, ValidationError } from '../src/index.js';
+import { createSyncNode, type Library, type MemberInfo, ValidationError } from '../src/index.js';
 import { MEMBERS_MODEL } from '../src/models/system.js';
-import { encodeChunks } from '../src/peer-log/chunk.js';
-import type { ChunkTuple } from '../src/protocol/messages.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { clusterModels, shareLibrary, startNode, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
-import { joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
+import { joinAsRawMember, pushMemberRow, stopAllMemberSessions } from './helpers/raw-member.js';
 
 afterEach(async () => {
   stopAllMemberSessions();
@@ -112,19 +110,7 @@ describe('device names', () => {
     const lib = await a.createLibrary({ name: 'home' });
     const member = await joinAsRawMember(a, lib);
     const addrs = ['/ip4/127.0.0.1/tcp/1/p2p/' + member.peer.peerId];
-    const row: LogEntry = {
-      origin: member.device,
-      seq: 1,
-      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: member.device }),
-      model: MEMBERS_MODEL.name,
-      id: member.device,
-      op: 'upsert',
-      fields: { peer: member.peer.peerId, addrs: JSON.stringify(addrs) },
-    };
-    const session = await MemberSession.open(member, a, lib.id, { heartbeatMs: 200 });
-    const chunks = encodeChunks([row]).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
-    await session.send({ t: 'changes', library: lib.id, batch: 1, chunks });
-    await waitFor(() => session.of('ack').some((ack) => ack.batch === 1), 'A to ack the 1.1 member row');
+    const session = await pushMemberRow(member, a, lib.id, member.device, { peer: member.peer.peerId, addrs });
     expect(await memberOn(lib, member.device)).toMatchObject({ addrs, name: null });
     expect(session.of('error')).toEqual([]);
   });
