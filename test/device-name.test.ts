@@ -9,11 +9,12 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, type Library, type MemberInfo, ValidationError } from '../src/index.js';
 import { MEMBERS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { clusterModels, shareLibrary, startNode, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
+import { clusterModels, shareLibrary, startNode, steadySync, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import { joinAsRawMember, pushMemberRow, stopAllMemberSessions } from './helpers/raw-member.js';
 
@@ -93,6 +94,26 @@ describe('device names', () => {
     const reopened = a2.library(libA.id);
     expect(await memberOn(reopened, b.deviceId)).toMatchObject({ name: 'beta', lastSeenAt: seen, self: false });
     expect((await memberOn(reopened, a.deviceId))?.lastSeenAt).toBeNull();
+  });
+
+  it('a live partner last-seen time is written while the session runs, not only when it ends', async () => {
+    const aDir = await makeTempDir('lsync-node-');
+    const a = await startNode(aDir, { deviceName: 'alpha', sync: steadySync });
+    const b = await startNode(undefined, { deviceName: 'beta', sync: steadySync });
+    const [libA] = (await shareLibrary(a, [b])) as [Library, Library];
+    await waitFor(async () => (await libA.status()).partners.some((p) => p.state === 'live'), 'a live session');
+    // Another reader of A's file (WAL): what is stored, while A runs and the session stays open.
+    const stored = () => {
+      const db = new Database(join(aDir, 'libraries', `${libA.id}.sqlite`), { readonly: true });
+      try {
+        return db.prepare('SELECT seen_at FROM sync_last_seen WHERE device = ?').get(b.deviceId) as { seen_at: number } | undefined;
+      } finally {
+        db.close();
+      }
+    };
+    await waitFor(() => stored() !== undefined, 'the last-seen time to be written', 30_000);
+    expect((await libA.status()).partners.map((p) => p.state)).toEqual(['live']);
+    expect(stored()!.seen_at).toBeLessThanOrEqual((await memberOn(libA, b.deviceId))!.lastSeenAt!);
   });
 
   it('a joiner that sends no name (protocol 1.1) still joins, with no name', async () => {

@@ -578,7 +578,8 @@ export class Library {
     for (;;) {
       const page = await this.list(MEMBERS_MODEL.name, { limit: MAX_LIST_LIMIT, after });
       for (const row of page) {
-        members.push({ device: row.id, peer: row.peer as string, addrs: row.addrs as string[], name: (row.name as string | null) ?? null });
+        const name = (row.name as string | null) ?? null;
+        members.push({ device: row.id, peer: row.peer as string, addrs: row.addrs as string[], name });
       }
       if (page.length < MAX_LIST_LIMIT) return members;
       after = page[page.length - 1]!.id;

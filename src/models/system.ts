@@ -11,8 +11,8 @@ const memberFields: readonly FieldDefinition[] = [
 
 /**
  * The member list of a library is itself synced data: one row per member device (id = device
- * id) with its PeerId, last known addresses and human-readable name (`deviceName`). Field-level LWW lets a device refresh its own
- * addresses without clobbering anything else. Written only by the engine (invites, address
+ * id) with its PeerId, last known addresses and name (`deviceName`). Field-level LWW lets a
+ * device refresh its own addresses and name without clobbering anything else. Written only by the engine (invites, address
  * refresh); the public write API refuses it.
  */
 export const MEMBERS_MODEL: SharedModel = {

@@ -39,15 +39,21 @@ export class LastSeen {
     return this.heard.get(device) ?? null;
   }
 
-  /** Writes the times that changed since the last save, in one transaction. */
+  /** Writes the times that changed since the last save, in one statement. */
   async save(): Promise<void> {
     if (this.unsaved.size === 0) return;
     const rows = [...this.unsaved].map((device) => ({ device, seen_at: this.heard.get(device)! }));
     this.unsaved.clear();
-    await this.db
-      .insertInto('sync_last_seen')
-      .values(rows)
-      .onConflict((oc) => oc.column('device').doUpdateSet((eb) => ({ seen_at: eb.ref('excluded.seen_at') })))
-      .execute();
+    try {
+      await this.db
+        .insertInto('sync_last_seen')
+        .values(rows)
+        .onConflict((oc) => oc.column('device').doUpdateSet((eb) => ({ seen_at: eb.ref('excluded.seen_at') })))
+        .execute();
+    } catch (err) {
+      // Not written: the next save tries again.
+      for (const { device } of rows) this.unsaved.add(device);
+      throw err;
+    }
   }
 }

@@ -452,9 +452,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   /**
-   * Honours a join request from the authenticated `joinerPeer`: the invite must exist, be
-   * unrevoked, unused and unexpired, and the proof must match. Marking the invite used and adding the
-   * member happen in one transaction; the member row then syncs to every member.
+   * Honours a join request from the authenticated `joinerPeer`: the invite must exist, the proof
+   * must match, and the invite must be unrevoked, unused and unexpired. Marking the invite used
+   * and adding the member happen in one transaction; the member row then syncs to every member.
    */
   async admit(join: MessageOf<'join'>, joinerPeer: string): Promise<void> {
     await this.library.systemTransaction(async (writer, trx) => {
