@@ -13,7 +13,9 @@ export {
   type ListOptions,
   type LibraryEvents,
   type Member,
+  type MemberInfo,
   type InviteOptions,
+  type InviteInfo,
 } from './library/library.js';
 export type { LibraryStatus, LibrarySyncState, PartnerDialStatus, PartnerStatus, PartnerSyncState } from './replication/status.js';
 export type { SessionErrorEvent } from './replication/network.js';

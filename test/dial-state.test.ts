@@ -69,6 +69,7 @@ function start(transport: ScriptedTransport, clock: { ms: number }) {
     reconcileMs: 3_600_000,
     handshakeTimeoutMs: 1_000,
     maxConcurrentServes: 1,
+    deviceName: null,
     now: () => clock.ms,
     random: () => 0.5,
     onSessionError: () => undefined,

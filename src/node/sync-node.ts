@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { EventEmitter } from 'eventemitter3';
 import { v4 as uuidv4 } from 'uuid';
 import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
@@ -5,7 +6,7 @@ import { compareHlc, type Hlc, HlcClock, isDeviceId, type WallClock } from '../h
 import { Library, type Member } from '../library/library.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
-import { SYSTEM_MODELS } from '../models/system.js';
+import { isDeviceName, MAX_DEVICE_NAME_LENGTH, SYSTEM_MODELS } from '../models/system.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
@@ -34,6 +35,11 @@ export interface SyncNodeOptions {
   listen?: string[];
   /** Replication timings and limits; the defaults suit a LAN or the internet. */
   sync?: Partial<SyncTuning>;
+  /**
+   * A human-readable name for this device, shown to every member (`lib.members()`): a non-blank
+   * string of at most 128 characters. Default: the host name (`os.hostname()`).
+   */
+  deviceName?: string;
 }
 
 export interface SyncTuning extends ReplicationTuning {
@@ -119,6 +125,11 @@ export class SyncNode {
     return this.transport.localPeer;
   }
 
+  /** This device's name as the other members see it (null only if the host name is unusable). */
+  get deviceName(): string | null {
+    return this.network.deviceName;
+  }
+
   /** The addresses this node listens on, each ending in /p2p/<peerId>. */
   multiaddrs(): string[] {
     return this.transport.addresses();
@@ -134,6 +145,10 @@ export class SyncNode {
       throw new ValidationError('createSyncNode: maxClockDriftMs must be a non-negative number');
     }
     const tuning = checkTuning(options.sync);
+    const deviceName = options.deviceName === undefined ? defaultDeviceName() : options.deviceName;
+    if (options.deviceName !== undefined && !isDeviceName(deviceName)) {
+      throw new ValidationError(`createSyncNode: deviceName must be a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`);
+    }
     const listen = options.listen ?? DEFAULT_LISTEN;
     if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
       throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
@@ -202,6 +217,7 @@ export class SyncNode {
         reconcileMs: tuning.reconcileMs,
         handshakeTimeoutMs: tuning.requestTimeoutMs,
         maxConcurrentServes: tuning.maxConcurrentServes,
+        deviceName,
         now: wallClock,
         random: Math.random,
         onSessionError: (event) => events.emit('session-error', event),
@@ -310,7 +326,7 @@ export class SyncNode {
     const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
     this.network.add(replicator);
     await replicator.start();
-    // Listen ports may differ from the last run: tell the other members where to find us.
+    // Listen ports (or the device name) may differ from the last run: tell the other members.
     await replicator.refreshSelfWhenConfirmed();
     return replicator;
   }
@@ -327,6 +343,12 @@ export class SyncNode {
 const MAX_STREAMS_PER_CONNECTION = 64;
 /** Connections with peers that are members of no library here (joiners, strangers), at once. */
 const MAX_STRANGER_CONNECTIONS = 8;
+
+/** The host name, cut to a device name's length; null if there is none. */
+function defaultDeviceName(): string | null {
+  const name = hostname().trim().slice(0, MAX_DEVICE_NAME_LENGTH);
+  return isDeviceName(name) ? name : null;
+}
 
 function checkTuning(input: Partial<SyncTuning> | undefined): SyncTuning {
   const tuning = { ...DEFAULT_SYNC_TUNING, ...input };

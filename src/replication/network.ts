@@ -76,6 +76,8 @@ export class SyncNetwork {
       reconcileMs: number;
       handshakeTimeoutMs: number;
       maxConcurrentServes: number;
+      /** This device's name (`deviceName`), sent in joins and written to its member rows. */
+      deviceName: string | null;
       now: () => number;
       random: () => number;
       onSessionError: (event: SessionErrorEvent) => void;
@@ -103,6 +105,10 @@ export class SyncNetwork {
 
   addresses(): string[] {
     return this.transport.addresses();
+  }
+
+  get deviceName(): string | null {
+    return this.options.deviceName;
   }
 
   isConnected(peer: string): boolean {
@@ -175,6 +181,7 @@ export class SyncNetwork {
           proof: inviteProof(hashSecret(invite.secret), this.localPeer, invite.library),
           device: this.deviceId,
           addrs: this.addresses(),
+          ...(this.deviceName === null ? {} : { name: this.deviceName }),
         }),
       );
       const reply = await this.firstMessage(frames, stream);

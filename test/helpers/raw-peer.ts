@@ -242,7 +242,7 @@ export class RawPeer implements Dialable {
    */
   async join(
     inviteText: string,
-    options: { device: string; proof?: Uint8Array; library?: string; v?: [number, number]; addrs?: string[] },
+    options: { device: string; proof?: Uint8Array; library?: string; v?: [number, number]; addrs?: string[]; name?: string },
   ): Promise<RawStream> {
     const invite = decodeInvite(inviteText);
     const library = options.library ?? invite.library;
@@ -255,6 +255,7 @@ export class RawPeer implements Dialable {
       proof: options.proof ?? inviteProof(hashSecret(invite.secret), this.peerId, invite.library),
       device: options.device,
       addrs: options.addrs ?? this.multiaddrs(),
+      ...(options.name === undefined ? {} : { name: options.name }),
     });
     return stream;
   }
