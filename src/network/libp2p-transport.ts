@@ -2,17 +2,18 @@ import './shims.js';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
-import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, Libp2p, PeerDiscovery, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import { webSockets } from '@libp2p/websockets';
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
+import { CODE_P2P, type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
 import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
-import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
+import type { ConnectionListener, DiscoveryListener, FrameStream, Transport } from '../protocol/transport.js';
+import { lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -29,7 +30,15 @@ export interface Libp2pTransportOptions {
   maxStreams: number;
   /** Open connections with peers that are not known (see `setKnownPeers`), at most. */
   maxStrangerConnections: number;
+  /**
+   * Find (and be found by) other sync nodes on the LAN with mDNS. Only takes effect when some
+   * listen address is reachable from the LAN (`mdnsWorthwhile`); default false.
+   */
+  mdns?: boolean;
 }
+
+/** What the mDNS service is besides a discovery: a service that knows whether it runs. */
+type LanDiscovery = PeerDiscovery & { isStarted(): boolean };
 
 /** Streams per connection of the other protocols mounted (identify, its push, ping), at most. */
 const OTHER_PROTOCOL_STREAMS = 8;
@@ -39,19 +48,26 @@ const MAX_PENDING_UPGRADES = 8;
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {
   private readonly listeners: ConnectionListener[] = [];
+  private readonly discoveryListeners: DiscoveryListener[] = [];
   private isKnown: (peer: string) => boolean = () => false;
 
   private constructor(
     private readonly node: Libp2p,
     private readonly options: Libp2pTransportOptions,
+    private readonly lanDiscovery: LanDiscovery | undefined,
   ) {
     node.addEventListener('peer:connect', (evt) => this.emit(evt.detail.toString(), true));
     node.addEventListener('peer:disconnect', (evt) => this.emit(evt.detail.toString(), false));
+    // Every answer heard, not libp2p's `peer:discovery` (sent only for a peer new to the peer
+    // store): a member already known from its member row is exactly the one to redial. libp2p
+    // itself only stores the addresses and dials no discovered peer.
+    lanDiscovery?.addEventListener('peer', (evt) => void this.discovered(evt.detail));
   }
 
   static async start(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
     let transport: Libp2pTransport | undefined;
     const streams = options.maxStreams + OTHER_PROTOCOL_STREAMS;
+    const lan = options.mdns === true && mdnsWorthwhile(options.listen) ? { mdns: lanDiscoveryService() } : {};
     const node = await createLibp2p({
       privateKey: options.privateKey,
       addresses: { listen: [...options.listen] },
@@ -61,9 +77,9 @@ export class Libp2pTransport implements Transport {
       connectionManager: { maxIncomingPendingConnections: MAX_PENDING_UPGRADES },
       // Right after Noise, before a muxer exists: the first point where the PeerId is known.
       connectionGater: { denyInboundEncryptedConnection: (peer) => transport?.refusesStranger(peer.toString()) ?? false },
-      services: { identify: identify(), ping: ping() },
+      services: { identify: identify(), ping: ping(), ...lan },
     });
-    transport = new Libp2pTransport(node, options);
+    transport = new Libp2pTransport(node, options, (node.services as { mdns?: LanDiscovery }).mdns);
     return transport;
   }
 
@@ -73,6 +89,11 @@ export class Libp2pTransport implements Transport {
 
   addresses(): string[] {
     return this.node.getMultiaddrs().map((ma) => ma.toString());
+  }
+
+  /** Whether mDNS runs (it was asked for and some listen address is reachable from the LAN). */
+  get mdnsRunning(): boolean {
+    return this.lanDiscovery?.isStarted() ?? false;
   }
 
   handle(handler: (stream: FrameStream) => void): void {
@@ -90,7 +111,11 @@ export class Libp2pTransport implements Transport {
     const targets = dialTargets(peer, addrs);
     if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
     try {
-      const connection = await this.node.dial(targets, { signal });
+      // Dialled by PeerId, libp2p tries every address its peer store has for the peer: these
+      // and those that discovery found (the member row's may be stale after a restart).
+      const id = peerIdFromString(peer);
+      await this.node.peerStore.merge(id, { multiaddrs: targets.map((target) => target.decapsulateCode(CODE_P2P)) });
+      const connection = await this.node.dial(id, { signal });
       // Every target ends in `peer`, so libp2p authenticates exactly that peer. Should a
       // connection to another peer come back all the same, it is that peer's (possibly a
       // member's, in use): never close it.
@@ -132,13 +157,28 @@ export class Libp2pTransport implements Transport {
     this.isKnown = isKnown;
   }
 
+  onPeerDiscovered(listener: DiscoveryListener): void {
+    this.discoveryListeners.push(listener);
+  }
+
   async stop(): Promise<void> {
     this.listeners.length = 0;
+    this.discoveryListeners.length = 0;
     await this.node.stop();
   }
 
   private emit(peer: string, connected: boolean): void {
     for (const listener of this.listeners) listener(peer, connected);
+  }
+
+  /** A peer answered on the LAN: its addresses go to the peer store before anyone is told. */
+  private async discovered(peer: PeerInfo): Promise<void> {
+    try {
+      await this.node.peerStore.merge(peer.id, { multiaddrs: peer.multiaddrs });
+    } catch {
+      return; // the node is stopping
+    }
+    for (const listener of this.discoveryListeners) listener(peer.id.toString());
   }
 
   private frameLimits(): FrameLimits {

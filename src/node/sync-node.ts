@@ -31,8 +31,18 @@ export interface SyncNodeOptions {
    * `[]` listens nowhere (the node can still dial out).
    */
   listen?: string[];
+  /** How partners are found besides their member rows. See docs/operations.md. */
+  discovery?: DiscoveryOptions;
   /** Replication timings and limits; the defaults suit a LAN or the internet. */
   sync?: Partial<SyncTuning>;
+}
+
+export interface DiscoveryOptions {
+  /**
+   * Find members on the LAN with mDNS (and answer their queries). Default true. It runs only
+   * while some listen address is reachable from the LAN: a node on loopback only sends no mDNS.
+   */
+  mdns?: boolean;
 }
 
 export interface SyncTuning extends ReplicationTuning {
@@ -118,6 +128,14 @@ export class SyncNode {
     return this.transport.localPeer;
   }
 
+  /**
+   * Whether this node finds members on the LAN with mDNS now: `discovery.mdns` was not turned
+   * off and some listen address is reachable from the LAN (not loopback only, not `[]`).
+   */
+  get mdnsRunning(): boolean {
+    return this.transport.mdnsRunning;
+  }
+
   /** The addresses this node listens on, each ending in /p2p/<peerId>. */
   multiaddrs(): string[] {
     return this.transport.addresses();
@@ -137,6 +155,7 @@ export class SyncNode {
     if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
       throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
     }
+    const discovery = checkDiscovery(options.discovery);
     const registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
     const dataDir = new DataDir(options.dataDir);
     await dataDir.ensure();
@@ -192,6 +211,7 @@ export class SyncNode {
         maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
         maxStreams: MAX_STREAMS_PER_CONNECTION,
         maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
+        mdns: discovery.mdns,
       });
       const network = new SyncNetwork(transport, deviceId, {
         backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
@@ -323,6 +343,20 @@ export class SyncNode {
 const MAX_STREAMS_PER_CONNECTION = 64;
 /** Connections with peers that are members of no library here (joiners, strangers), at once. */
 const MAX_STRANGER_CONNECTIONS = 8;
+
+function checkDiscovery(input: DiscoveryOptions | undefined): Required<DiscoveryOptions> {
+  if (input === undefined) return { mdns: true };
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new ValidationError('createSyncNode: discovery must be an object such as { mdns: false }');
+  }
+  // An unknown key is most likely a misspelt `mdns`: silently keeping mDNS on would be worse.
+  const unknown = Object.keys(input).filter((key) => key !== 'mdns');
+  if (unknown.length > 0) throw new ValidationError(`createSyncNode: discovery has unknown option(s) ${unknown.join(', ')}`);
+  if (input.mdns !== undefined && typeof input.mdns !== 'boolean') {
+    throw new ValidationError('createSyncNode: discovery.mdns must be true or false');
+  }
+  return { mdns: input.mdns ?? true };
+}
 
 function checkTuning(input: Partial<SyncTuning> | undefined): SyncTuning {
   const tuning = { ...DEFAULT_SYNC_TUNING, ...input };

@@ -81,6 +81,7 @@ export class SyncNetwork {
       }
       this.reconcileSoon();
     });
+    transport.onPeerDiscovered((peer) => this.discovered(peer));
     this.reconcileTimer = setInterval(() => this.reconcile(), options.reconcileMs);
   }
 
@@ -187,6 +188,17 @@ export class SyncNetwork {
         }
       }
     }
+  }
+
+  /**
+   * Discovery found `peer` (its addresses are now where the transport dials). A member not
+   * connected is dialled at once, whatever its backoff: the failures behind that backoff were
+   * at addresses it may have left. Anyone else is ignored: only members are dialled for sync.
+   */
+  private discovered(peer: string): void {
+    if (this.stopped || !this.isKnownPeer(peer) || this.transport.isConnected(peer)) return;
+    this.backoff.delete(peer);
+    this.reconcileSoon();
   }
 
   private dial(peer: string, addrs: readonly string[]): void {
