@@ -42,6 +42,8 @@ export class SyncNetwork {
   private readonly replicators = new Map<string, LibraryReplicator>();
   private readonly backoff = new Map<string, PeerBackoff>();
   private readonly opening = new Set<string>();
+  /** How often discovery found each member, to tell whether it did during a dial. */
+  private readonly discoveries = new Map<string, number>();
   /** Libraries being joined: settles once the library exists here (or the join failed). */
   private readonly joining = new Map<string, Promise<unknown>>();
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
@@ -197,6 +199,7 @@ export class SyncNetwork {
    */
   private discovered(peer: string): void {
     if (this.stopped || !this.isKnownPeer(peer) || this.transport.isConnected(peer)) return;
+    this.discoveries.set(peer, (this.discoveries.get(peer) ?? 0) + 1);
     this.backoff.delete(peer);
     this.reconcileSoon();
   }
@@ -205,10 +208,21 @@ export class SyncNetwork {
     const key = `dial:${peer}`;
     if (this.opening.has(key) || !this.due(peer)) return;
     this.opening.add(key);
-    this.transport
-      .connect(peer, addrs)
-      .catch(() => this.failed(peer))
-      .finally(() => this.opening.delete(key));
+    void this.connectPartner(peer, addrs, key);
+  }
+
+  private async connectPartner(peer: string, addrs: readonly string[], key: string): Promise<void> {
+    const discoveries = this.discoveries.get(peer);
+    try {
+      await this.transport.connect(peer, addrs);
+    } catch {
+      // Discovered while this dial ran on the addresses known before: try the new ones now
+      // (the reconcile runs after `finally` has ended this dial).
+      if (this.discoveries.get(peer) !== discoveries) this.reconcileSoon();
+      else this.failed(peer);
+    } finally {
+      this.opening.delete(key);
+    }
   }
 
   /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
