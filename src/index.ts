@@ -2,6 +2,7 @@ export {
   createSyncNode,
   SyncNode,
   DEFAULT_SYNC_TUNING,
+  type DiscoveryOptions,
   type SyncNodeOptions,
   type SyncNodeEvents,
   type SyncTuning,

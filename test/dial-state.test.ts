@@ -42,6 +42,7 @@ class ScriptedTransport implements Transport {
     this.listener = listener;
   }
   setKnownPeers(): void {}
+  onPeerDiscovered(): void {}
   async stop(): Promise<void> {}
 }
 

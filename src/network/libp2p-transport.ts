@@ -2,7 +2,7 @@ import './shims.js';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
-import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, Libp2p, PeerDiscovery, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
@@ -12,7 +12,8 @@ import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
 import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
-import type { ConnectionListener, ConnectOptions, FrameStream, Transport } from '../protocol/transport.js';
+import type { ConnectionListener, ConnectOptions, DiscoveryListener, FrameStream, Transport } from '../protocol/transport.js';
+import { lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -29,7 +30,15 @@ export interface Libp2pTransportOptions {
   maxStreams: number;
   /** Open connections with peers that are not known (see `setKnownPeers`), at most. */
   maxStrangerConnections: number;
+  /**
+   * Find (and be found by) other sync nodes on the LAN with mDNS. Only takes effect when some
+   * listen address is reachable from the LAN (`mdnsWorthwhile`); default false.
+   */
+  mdns?: boolean;
 }
+
+/** What the mDNS service is besides a discovery: a service that knows whether it runs. */
+type LanDiscovery = PeerDiscovery & { isStarted(): boolean };
 
 /** Streams per connection of the other protocols mounted (identify, its push, ping), at most. */
 const OTHER_PROTOCOL_STREAMS = 8;
@@ -51,19 +60,26 @@ const DIAL_TIMEOUT_MS = 20_000;
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {
   private readonly listeners: ConnectionListener[] = [];
+  private readonly discoveryListeners: DiscoveryListener[] = [];
   private isKnown: (peer: string) => boolean = () => false;
 
   private constructor(
     private readonly node: Libp2p,
     private readonly options: Libp2pTransportOptions,
+    private readonly lanDiscovery: LanDiscovery | undefined,
   ) {
     node.addEventListener('peer:connect', (evt) => this.emit(evt.detail.toString(), true));
     node.addEventListener('peer:disconnect', (evt) => this.emit(evt.detail.toString(), false));
+    // Every answer heard, not libp2p's `peer:discovery` (sent only for a peer new to the peer
+    // store): a member already known from its member row is exactly the one to redial. libp2p
+    // itself only stores the addresses and dials no discovered peer.
+    lanDiscovery?.addEventListener('peer', (evt) => void this.discovered(evt.detail));
   }
 
   static async start(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
     let transport: Libp2pTransport | undefined;
     const streams = options.maxStreams + OTHER_PROTOCOL_STREAMS;
+    const lan = options.mdns === true && mdnsWorthwhile(options.listen) ? { mdns: lanDiscoveryService() } : {};
     const node = await createLibp2p({
       privateKey: options.privateKey,
       addresses: { listen: [...options.listen] },
@@ -78,9 +94,9 @@ export class Libp2pTransport implements Transport {
       },
       // Right after Noise, before a muxer exists: the first point where the PeerId is known.
       connectionGater: { denyInboundEncryptedConnection: (peer) => transport?.refusesStranger(peer.toString()) ?? false },
-      services: { identify: identify(), ping: ping() },
+      services: { identify: identify(), ping: ping(), ...lan },
     });
-    transport = new Libp2pTransport(node, options);
+    transport = new Libp2pTransport(node, options, (node.services as { mdns?: LanDiscovery }).mdns);
     return transport;
   }
 
@@ -90,6 +106,11 @@ export class Libp2pTransport implements Transport {
 
   addresses(): string[] {
     return this.node.getMultiaddrs().map((ma) => ma.toString());
+  }
+
+  /** Whether mDNS runs (it was asked for and some listen address is reachable from the LAN). */
+  get mdnsRunning(): boolean {
+    return this.lanDiscovery?.isStarted() ?? false;
   }
 
   handle(handler: (stream: FrameStream) => void): void {
@@ -167,13 +188,28 @@ export class Libp2pTransport implements Transport {
     this.isKnown = isKnown;
   }
 
+  onPeerDiscovered(listener: DiscoveryListener): void {
+    this.discoveryListeners.push(listener);
+  }
+
   async stop(): Promise<void> {
     this.listeners.length = 0;
+    this.discoveryListeners.length = 0;
     await this.node.stop();
   }
 
   private emit(peer: string, connected: boolean): void {
     for (const listener of this.listeners) listener(peer, connected);
+  }
+
+  /** A peer answered on the LAN: its addresses go to the peer store before anyone is told. */
+  private async discovered(peer: PeerInfo): Promise<void> {
+    try {
+      await this.node.peerStore.merge(peer.id, { multiaddrs: peer.multiaddrs });
+    } catch {
+      return; // the node is stopping
+    }
+    for (const listener of this.discoveryListeners) listener(peer.id.toString());
   }
 
   private frameLimits(): FrameLimits {

@@ -33,6 +33,8 @@ export interface SyncNodeOptions {
    * `[]` listens nowhere (the node can still dial out).
    */
   listen?: string[];
+  /** How partners are found besides their member rows. See docs/operations.md. */
+  discovery?: DiscoveryOptions;
   /** Replication timings and limits; the defaults suit a LAN or the internet. */
   sync?: Partial<SyncTuning>;
   /**
@@ -40,6 +42,14 @@ export interface SyncNodeOptions {
    * string of at most 128 characters. Default: the host name (`os.hostname()`).
    */
   deviceName?: string;
+}
+
+export interface DiscoveryOptions {
+  /**
+   * Find members on the LAN with mDNS (and answer their queries). Default true. It runs only
+   * while some listen address is reachable from the LAN: a node on loopback only sends no mDNS.
+   */
+  mdns?: boolean;
 }
 
 export interface SyncTuning extends ReplicationTuning {
@@ -130,6 +140,14 @@ export class SyncNode {
     return this.network.deviceName;
   }
 
+  /**
+   * Whether this node finds members on the LAN with mDNS now: `discovery.mdns` was not turned
+   * off and some listen address is reachable from the LAN (not loopback only, not `[]`).
+   */
+  get mdnsRunning(): boolean {
+    return this.transport.mdnsRunning;
+  }
+
   /** The addresses this node listens on, each ending in /p2p/<peerId>. */
   multiaddrs(): string[] {
     return this.transport.addresses();
@@ -153,6 +171,7 @@ export class SyncNode {
     if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
       throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
     }
+    const discovery = checkDiscovery(options.discovery);
     const registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
     const dataDir = new DataDir(options.dataDir);
     await dataDir.ensure();
@@ -210,6 +229,7 @@ export class SyncNode {
           maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
           maxStreams: MAX_STREAMS_PER_CONNECTION,
           maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
+          mdns: discovery.mdns,
         }),
       );
       const network = new SyncNetwork(transport, deviceId, {
@@ -348,6 +368,20 @@ const MAX_STRANGER_CONNECTIONS = 8;
 function defaultDeviceName(): string | null {
   const name = hostname().trim().slice(0, MAX_DEVICE_NAME_LENGTH);
   return isDeviceName(name) ? name : null;
+}
+
+function checkDiscovery(input: DiscoveryOptions | undefined): Required<DiscoveryOptions> {
+  if (input === undefined) return { mdns: true };
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new ValidationError('createSyncNode: discovery must be an object such as { mdns: false }');
+  }
+  // An unknown key is most likely a misspelt `mdns`: silently keeping mDNS on would be worse.
+  const unknown = Object.keys(input).filter((key) => key !== 'mdns');
+  if (unknown.length > 0) throw new ValidationError(`createSyncNode: discovery has unknown option(s) ${unknown.join(', ')}`);
+  if (input.mdns !== undefined && typeof input.mdns !== 'boolean') {
+    throw new ValidationError('createSyncNode: discovery.mdns must be true or false');
+  }
+  return { mdns: input.mdns ?? true };
 }
 
 function checkTuning(input: Partial<SyncTuning> | undefined): SyncTuning {

@@ -28,6 +28,8 @@ export interface ConnectOptions {
 }
 
 export type ConnectionListener = (peer: string, connected: boolean) => void;
+/** Told the PeerId of a peer that discovery found; its addresses are where `connect` looks. */
+export type DiscoveryListener = (peer: string) => void;
 
 export interface Transport {
   /** This node's PeerId. */
@@ -55,5 +57,10 @@ export interface Transport {
    * and anyone else) get only a few connections at once.
    */
   setKnownPeers(isKnown: (peer: string) => boolean): void;
+  /**
+   * Called whenever discovery (mDNS on the LAN) hears from a peer, member or not, again at every
+   * answer. Nothing is dialled because of it unless the listener does so.
+   */
+  onPeerDiscovered(listener: DiscoveryListener): void;
   stop(): Promise<void>;
 }

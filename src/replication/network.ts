@@ -52,6 +52,8 @@ export class SyncNetwork {
   private readonly backoff = new Map<string, PeerBackoff>();
   private readonly dials = new Map<string, DialRecord>();
   private readonly opening = new Set<string>();
+  /** How often discovery found each member, to tell whether it did during a dial. */
+  private readonly discoveries = new Map<string, number>();
   /** Libraries being joined: settles once the library exists here (or the join failed). */
   private readonly joining = new Map<string, Promise<unknown>>();
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
@@ -96,6 +98,7 @@ export class SyncNetwork {
       this.statusChanged(peer);
       this.reconcileSoon();
     });
+    transport.onPeerDiscovered((peer) => this.discovered(peer));
     this.reconcileTimer = setInterval(() => this.reconcile(), options.reconcileMs);
   }
 
@@ -230,6 +233,18 @@ export class SyncNetwork {
   }
 
   /**
+   * Discovery found `peer` (its addresses are now where the transport dials). A member not
+   * connected is dialled at once, whatever its backoff: the failures behind that backoff were
+   * at addresses it may have left. Anyone else is ignored: only members are dialled for sync.
+   */
+  private discovered(peer: string): void {
+    if (this.stopped || !this.isKnownPeer(peer) || this.transport.isConnected(peer)) return;
+    this.discoveries.set(peer, (this.discoveries.get(peer) ?? 0) + 1);
+    this.backoff.delete(peer);
+    this.reconcileSoon();
+  }
+
+  /**
    * Dials `peer` when its backoff allows, or at once when a member row gave an address the last
    * attempt was not given (the partner moved: the new address is worth trying now).
    */
@@ -243,6 +258,8 @@ export class SyncNetwork {
     // The previous error stays visible until this attempt ends.
     const dial: DialRecord = { addresses: [], lastError: last?.lastError ?? null, lastAttemptAt: this.now(), given: addrs };
     this.dials.set(peer, dial);
+    const discoveries = this.discoveries.get(peer);
+    let rediscovered = false;
     this.transport
       .connect(peer, addrs, {
         onDialling: (addresses) => {
@@ -256,12 +273,16 @@ export class SyncNetwork {
         },
         (err: unknown) => {
           dial.lastError = describeError(err);
-          this.failed(peer);
+          // Discovered while this dial ran on the addresses known before: the new ones are
+          // tried at once (after this dial has ended, below), not after a backoff.
+          rediscovered = this.discoveries.get(peer) !== discoveries;
+          if (!rediscovered) this.failed(peer);
         },
       )
       .finally(() => {
         this.opening.delete(key);
         this.statusChanged(peer);
+        if (rediscovered) this.reconcileSoon();
       });
   }
 
