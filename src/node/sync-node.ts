@@ -6,6 +6,7 @@ import { Library, type Member } from '../library/library.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
 import { SYSTEM_MODELS } from '../models/system.js';
+import { parseBootstrap } from '../network/bootstrap.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
@@ -31,6 +32,14 @@ export interface SyncNodeOptions {
    * `[]` listens nowhere (the node can still dial out).
    */
   listen?: string[];
+  /**
+   * Always-on peers (a home server, a cloud VM running this package), as multiaddrs ending in
+   * `/p2p/<PeerId>`. The node dials each at start and keeps it connected (redialled with the
+   * partners' backoff). One that is a member of a library here is a meeting point: members that
+   * know only it sync with it, learn of each other from the member rows it forwards, and keep a
+   * relay slot on it, through which members that cannot dial each other connect.
+   */
+  bootstrap?: string[];
   /** Replication timings and limits; the defaults suit a LAN or the internet. */
   sync?: Partial<SyncTuning>;
 }
@@ -137,6 +146,7 @@ export class SyncNode {
     if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
       throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
     }
+    const bootstrap = parseBootstrap(options.bootstrap);
     const registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
     const dataDir = new DataDir(options.dataDir);
     await dataDir.ensure();
@@ -198,6 +208,7 @@ export class SyncNode {
         reconcileMs: tuning.reconcileMs,
         handshakeTimeoutMs: tuning.requestTimeoutMs,
         maxConcurrentServes: tuning.maxConcurrentServes,
+        bootstrap,
         now: wallClock,
         random: Math.random,
         onSessionError: (event) => events.emit('session-error', event),

@@ -1,8 +1,9 @@
 import { NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, StoppedError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
+import { MAX_MEMBER_ADDRS } from '../models/system.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
-import type { FrameStream, Transport } from '../protocol/transport.js';
+import type { ConnectionKind, FrameStream, Transport } from '../protocol/transport.js';
 import type { Invite } from './invite-code.js';
 import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
@@ -23,6 +24,13 @@ export interface SessionErrorEvent {
   /** Which side of the handshake this node was: `outbound` opened the stream. */
   direction: 'inbound' | 'outbound';
   error: Error;
+}
+
+/** An always-on peer every node keeps a connection to (`createSyncNode({ bootstrap })`). */
+export interface BootstrapPeer {
+  peer: string;
+  /** Its multiaddr, ending in `/p2p/<peer>`. */
+  addr: string;
 }
 
 interface PeerBackoff {
@@ -66,6 +74,7 @@ export class SyncNetwork {
       reconcileMs: number;
       handshakeTimeoutMs: number;
       maxConcurrentServes: number;
+      bootstrap: readonly BootstrapPeer[];
       now: () => number;
       random: () => number;
       onSessionError: (event: SessionErrorEvent) => void;
@@ -73,7 +82,13 @@ export class SyncNetwork {
   ) {
     this.serving = new ServingSlots(options.maxConcurrentServes, options.now);
     transport.handle((stream) => this.acceptWithinBudget(stream));
-    transport.setKnownPeers((peer) => this.isKnownPeer(peer));
+    transport.setKnownPeers(
+      (peer) => this.isKnownPeer(peer),
+      (source, destination) => this.shareALibrary(source, destination),
+    );
+    transport.onAddressesChange(() => {
+      for (const replicator of this.replicators.values()) replicator.addressesChanged();
+    });
     transport.onConnectionChange((peer, connected) => {
       if (connected) this.backoff.delete(peer);
       for (const replicator of this.replicators.values()) {
@@ -88,12 +103,22 @@ export class SyncNetwork {
     return this.transport.localPeer;
   }
 
+  /**
+   * The addresses members are told (member row, join): direct ones first, then relayed ones
+   * (`…/p2p-circuit/…`), at most the MAX_MEMBER_ADDRS a member row holds.
+   */
   addresses(): string[] {
-    return this.transport.addresses();
+    const all = this.transport.addresses();
+    const relayed = (addr: string) => addr.includes('/p2p-circuit');
+    return [...all.filter((a) => !relayed(a)), ...all.filter(relayed)].slice(0, MAX_MEMBER_ADDRS);
   }
 
   isConnected(peer: string): boolean {
     return this.transport.isConnected(peer);
+  }
+
+  connectionKind(peer: string): ConnectionKind | null {
+    return this.transport.connectionKind(peer);
   }
 
   disconnect(peer: string): void {
@@ -176,17 +201,64 @@ export class SyncNetwork {
 
   private reconcile(): void {
     if (this.stopped) return;
+    for (const bootstrap of this.options.bootstrap) this.keepBootstrap(bootstrap);
     for (const replicator of this.replicators.values()) {
       // A copy of this device that gave way to another one syncs this library no more.
       if (replicator.refusal) continue;
       for (const partner of replicator.partners()) {
-        if (!this.transport.isConnected(partner.peer)) {
-          this.dial(partner.peer, partner.addrs);
-        } else if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) {
-          void this.open(replicator, partner.peer);
+        const kind = this.transport.connectionKind(partner.peer);
+        if (kind === null) {
+          this.dial(partner.peer, this.addressesOf(partner.peer, partner.addrs));
+          continue;
         }
+        if (kind === 'relayed') this.tryDirect(partner.peer, partner.addrs);
+        if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) void this.open(replicator, partner.peer);
       }
     }
+  }
+
+  /**
+   * A bootstrap peer is dialled like a partner (same backoff) and kept connected. Once it is a
+   * member of a library here, this node also keeps a relay slot on it, so members that cannot
+   * dial this node reach it through the bootstrap peer (`/p2p/<bootstrap>/p2p-circuit/…`).
+   */
+  private keepBootstrap({ peer, addr }: BootstrapPeer): void {
+    const kind = this.transport.connectionKind(peer);
+    if (kind === null) {
+      this.dial(peer, this.addressesOf(peer, [addr]));
+      return;
+    }
+    if (kind !== 'direct' || !this.isKnownPeer(peer) || this.transport.hasRelayReservation(peer)) return;
+    this.attempt(`relay:${peer}`, async () => {
+      await this.transport.reserveRelay(peer);
+      return true;
+    });
+  }
+
+  /**
+   * A partner reached only through a relay is dialled on its direct addresses in the background,
+   * with backoff (dcutr upgrades on public addresses only); the relayed connection serves meanwhile.
+   */
+  private tryDirect(peer: string, addrs: readonly string[]): void {
+    this.attempt(`direct:${peer}`, () => this.transport.upgradeToDirect(peer, addrs));
+  }
+
+  /** Runs `task` unless one with this key runs or waits out its backoff; false or a failure backs off. */
+  private attempt(key: string, task: () => Promise<boolean>): void {
+    if (this.opening.has(key) || !this.due(key)) return;
+    this.opening.add(key);
+    task()
+      .then(
+        (done) => (done ? this.backoff.delete(key) : this.failed(key)),
+        () => this.failed(key),
+      )
+      .finally(() => this.opening.delete(key));
+  }
+
+  /** A member's addresses, with the configured one when it is a bootstrap peer too. */
+  private addressesOf(peer: string, addrs: readonly string[]): string[] {
+    const configured = this.options.bootstrap.filter((b) => b.peer === peer).map((b) => b.addr);
+    return [...new Set([...addrs, ...configured])];
   }
 
   private dial(peer: string, addrs: readonly string[]): void {
@@ -239,6 +311,14 @@ export class SyncNetwork {
   /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
   private isKnownPeer(peer: string): boolean {
     for (const replicator of this.replicators.values()) if (replicator.isMemberPeer(peer)) return true;
+    return false;
+  }
+
+  /** Whether `source` and `destination` are both members of one library here (who is relayed). */
+  private shareALibrary(source: string, destination: string): boolean {
+    for (const replicator of this.replicators.values()) {
+      if (replicator.isMemberPeer(source) && replicator.isMemberPeer(destination)) return true;
+    }
     return false;
   }
 

@@ -12,6 +12,7 @@ import type { InviteOptions, Library, LibrarySync, Member } from '../library/lib
 import { MEMBERS_MODEL } from '../models/system.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
+import type { ConnectionKind } from '../protocol/transport.js';
 import { isWriterOf } from '../library/writers.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
@@ -42,6 +43,7 @@ export interface ReplicatorNetwork {
   readonly localPeer: string;
   addresses(): string[];
   isConnected(peer: string): boolean;
+  connectionKind(peer: string): ConnectionKind | null;
   disconnect(peer: string): void;
   reportSessionError(event: SessionErrorEvent): void;
   /** Whether this node serves one more pull now (it serves a bounded number of catch-ups). */
@@ -267,6 +269,21 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     else this.selfPending = true;
   }
 
+  /**
+   * This node's addresses changed while running (a relay reservation made or lost): the member
+   * row follows, at once once a session has confirmed the writer, else at the next session.
+   */
+  addressesChanged(): void {
+    if (this.stopped) return;
+    const refresh = this.everLive ? this.registerSelfIfMember() : this.refreshSelfWhenConfirmed();
+    // A failure (the node stopping) only leaves the row as it was; the next change retries.
+    void refresh.catch(() => undefined);
+  }
+
+  private async registerSelfIfMember(): Promise<void> {
+    if (this.member(this.network.localPeer, this.library.deviceId)) await this.registerSelf();
+  }
+
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
   requireMember(peer: string, device: string): Member {
     const rows = this.membersByPeer.get(peer);
@@ -430,12 +447,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       const open = this.sessions.get(member.peer);
       const session = open?.device === member.device ? open : undefined;
       const acked = { ...this.acks.get(member.device) };
-      const connected = this.network.isConnected(member.peer);
+      const connection = this.network.connectionKind(member.peer);
+      const connected = connection !== null;
       const state = session && session.state !== 'closed' ? session.state : connected ? 'connecting' : 'offline';
       return {
         device: member.device,
         peer: member.peer,
         connected,
+        connection,
         state,
         acked,
         ackedOwned: session ? this.recordedOnly(session.remoteOwned) : {},
