@@ -6,6 +6,7 @@
  * directories. A node started with `listen: []` has no direct address at all: its partners can
  * reach it only through its relay slot on the rendezvous member R.
  */
+import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, type Library, NetworkError, type PartnerStatus, type SyncNode, ValidationError } from '../src/index.js';
 import { makeTempDir } from './helpers/child-process.js';
@@ -94,10 +95,10 @@ describe('a rendezvous member', () => {
     await waitLive(libA, b.node.peerId, 'relayed', 'A live with B through R');
     await waitLive(libB, a.node.peerId, 'relayed', 'B live with A through R');
     expect((await partner(libA, r.peerId))?.connection).toBe('direct');
-    const members = await libA.members();
-    const rowOfB = members.find((m) => m.peer === b.node.peerId)!;
-    expect(rowOfB.addrs.length).toBeGreaterThan(0);
-    expect(rowOfB.addrs.every((addr) => addr.includes(`/p2p/${r.peerId}/p2p-circuit/p2p/${b.node.peerId}`))).toBe(true);
+    // B's member row, as A holds it, names B's relayed addresses on R only.
+    const rowOfB = async () => (await libA.members()).find((m) => m.peer === b.node.peerId);
+    await waitFor(async () => ((await rowOfB())?.addrs.length ?? 0) > 0, "B's relayed addresses on A");
+    expect((await rowOfB())!.addrs.every((addr) => addr.includes(`/p2p/${r.peerId}/p2p-circuit/p2p/${b.node.peerId}`))).toBe(true);
 
     await libB.upsert('note', { id: 'over-the-relay', title: 'from B', body: null });
     await waitFor(async () => (await libA.get('note', 'over-the-relay')) !== undefined, 'the write of B on A');
@@ -111,6 +112,16 @@ describe('a rendezvous member', () => {
     expect(stranger.transport.hasRelayReservation(r.peerId)).toBe(false);
     const viaR = `${r.multiaddrs()[0]!}/p2p-circuit/p2p/${b.node.peerId}`;
     await expect(stranger.transport.connect(b.node.peerId, [viaR])).rejects.toThrow(NetworkError);
+    await expect(stranger.transport.connect(b.node.peerId, [viaR])).rejects.toThrow(/PERMISSION_DENIED/);
+    expect(stranger.transport.isConnected(b.node.peerId)).toBe(false);
+
+    // A member of another library on R may reserve there, but R relays it to no member of a
+    // library it does not share with it.
+    const libOther = await r.createLibrary({ name: 'another' });
+    const welcome = await stranger.join(await libOther.createInvite(), { device: randomUUID() });
+    await waitFor(() => welcome.received.some((m) => 't' in m && m.t === 'welcome'), 'welcome to the other library');
+    await stranger.transport.reserveRelay(r.peerId);
+    await waitFor(() => stranger.transport.hasRelayReservation(r.peerId), 'a reservation of the other member on R');
     await expect(stranger.transport.connect(b.node.peerId, [viaR])).rejects.toThrow(/PERMISSION_DENIED/);
     expect(stranger.transport.isConnected(b.node.peerId)).toBe(false);
   });
