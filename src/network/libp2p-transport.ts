@@ -97,7 +97,11 @@ export class Libp2pTransport implements Transport {
           maxOutboundStopStreams: MAX_RELAYED_PER_CONNECTION,
         }),
         dcutr: dcutr(),
-        listener: (components: { transportManager: ListenerManager }) => components.transportManager,
+        // A wrapper, not the transport manager itself: libp2p starts every service, and would
+        // start the transport manager (and listen on every address) a second time.
+        listener: ({ transportManager }: { transportManager: ListenerManager }): ListenerManager => ({
+          listen: (addrs) => transportManager.listen(addrs),
+        }),
       },
     });
     transport = new Libp2pTransport(node, options);
