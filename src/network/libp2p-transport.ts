@@ -165,7 +165,7 @@ export class Libp2pTransport implements Transport {
   connectionKind(peer: string): ConnectionKind | null {
     const open = this.node.getConnections(peerIdFromString(peer)).filter((c) => c.status === 'open');
     if (open.length === 0) return null;
-    return open.some((c) => !isRelayed(c.remoteAddr)) ? 'direct' : 'relayed';
+    return open.some((c) => c.direct) ? 'direct' : 'relayed';
   }
 
   /**
@@ -184,11 +184,11 @@ export class Libp2pTransport implements Transport {
     if (targets.length === 0) return false;
     try {
       const direct = await this.node.dial(targets, { force: true });
-      if (isRelayed(direct.remoteAddr)) throw new NetworkError('the dial came back relayed');
+      if (!direct.direct) throw new NetworkError('the dial came back relayed');
     } catch (err) {
       throw new NetworkError(`cannot reach peer ${peer} directly: ${describeError(err)}`);
     }
-    for (const relayed of this.node.getConnections(id).filter((c) => isRelayed(c.remoteAddr))) {
+    for (const relayed of this.node.getConnections(id).filter((c) => !c.direct)) {
       await relayed.close().catch(() => undefined);
     }
     return true;
@@ -204,7 +204,7 @@ export class Libp2pTransport implements Transport {
    * no direct connection or the relay refused (it grants members only).
    */
   async reserveRelay(relay: string): Promise<void> {
-    const connection = this.node.getConnections(peerIdFromString(relay)).find((c) => c.status === 'open' && !isRelayed(c.remoteAddr));
+    const connection = this.node.getConnections(peerIdFromString(relay)).find((c) => c.status === 'open' && c.direct);
     if (!connection) throw new NetworkError(`no direct connection to relay ${relay}`);
     const listen = multiaddr(`${connection.remoteAddr.decapsulateCode(P2P_CODE).toString()}/p2p/${relay}/p2p-circuit`);
     try {
@@ -260,7 +260,7 @@ interface ListenerManager {
 
 const P2P_CODE = 0x01a5;
 
-/** Whether an address (or a connection's remote address) goes through a circuit relay. */
+/** Whether an address goes through a circuit relay. */
 function isRelayed(address: Multiaddr): boolean {
   return address.getComponents().some((c) => c.name === 'p2p-circuit');
 }

@@ -17,6 +17,7 @@ import { isWriterOf } from '../library/writers.js';
 import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
+import { coalescing } from '../util/coalescing.js';
 import { notMember, type SessionErrorEvent } from './network.js';
 import type { LibraryStatus, PartnerStatus } from './status.js';
 
@@ -274,11 +275,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    * row follows, at once once a session has confirmed the writer, else at the next session.
    */
   addressesChanged(): void {
-    if (this.stopped) return;
-    const refresh = this.everLive ? this.registerSelfIfMember() : this.refreshSelfWhenConfirmed();
-    // A failure (the node stopping) only leaves the row as it was; the next change retries.
-    void refresh.catch(() => undefined);
+    if (!this.stopped) this.refreshAddresses();
   }
+
+  /** Rounds never overlap, so a burst of address events writes the row once per change. */
+  private readonly refreshAddresses = coalescing(
+    () => (this.everLive ? this.registerSelfIfMember() : this.refreshSelfWhenConfirmed()),
+    // A failure (the node stopping) only leaves the row as it was; the next change retries.
+    () => undefined,
+  );
 
   private async registerSelfIfMember(): Promise<void> {
     if (this.member(this.network.localPeer, this.library.deviceId)) await this.registerSelf();
