@@ -38,6 +38,20 @@ async function startMember(bootstrap: SyncNode, listen: string[]): Promise<{ nod
   return { node, dir };
 }
 
+/**
+ * A rendezvous member R with a library that A and B joined by R's invites. Neither A nor B has a
+ * direct address: each is reachable only through its relay slot on R.
+ */
+async function meetThroughR() {
+  const r = await startNode(undefined, { sync: steadySync });
+  const libR = await r.createLibrary({ name: 'rendezvous' });
+  const a = await startMember(r, []);
+  const b = await startMember(r, []);
+  const libA = await a.node.joinLibrary(await libR.createInvite());
+  const libB = await b.node.joinLibrary(await libR.createInvite());
+  return { r, libR, a, b, libA, libB };
+}
+
 describe('the bootstrap option', () => {
   it('refuses anything but multiaddr strings ending in /p2p/<PeerId>, with a typed error', async () => {
     const dataDir = await makeTempDir('lsync-rdv-');
@@ -84,14 +98,7 @@ describe('a rendezvous member', () => {
   });
 
   it('relays a live session between members that cannot dial each other, and nothing for a stranger', async () => {
-    const r = await startNode(undefined, { sync: steadySync });
-    const libR = await r.createLibrary({ name: 'rendezvous' });
-    // No direct address on A nor B: each is reachable only through its relay slot on R.
-    const a = await startMember(r, []);
-    const b = await startMember(r, []);
-    const libA = await a.node.joinLibrary(await libR.createInvite());
-    const libB = await b.node.joinLibrary(await libR.createInvite());
-
+    const { r, libR, a, b, libA, libB } = await meetThroughR();
     await waitLive(libA, b.node.peerId, 'relayed', 'A live with B through R');
     await waitLive(libB, a.node.peerId, 'relayed', 'B live with A through R');
     expect((await partner(libA, r.peerId))?.connection).toBe('direct');
@@ -127,12 +134,7 @@ describe('a rendezvous member', () => {
   });
 
   it('lets members that met through the relay move to a direct connection once one has a direct address', async () => {
-    const r = await startNode(undefined, { sync: steadySync });
-    const libR = await r.createLibrary({ name: 'rendezvous' });
-    const a = await startMember(r, []);
-    const b = await startMember(r, []);
-    const libA = await a.node.joinLibrary(await libR.createInvite());
-    await b.node.joinLibrary(await libR.createInvite());
+    const { r, libR, a, b, libA } = await meetThroughR();
     await waitLive(libA, b.node.peerId, 'relayed', 'A live with B through R');
 
     // B comes back with a direct address as well; A cannot be dialled directly, so only A's
