@@ -223,6 +223,8 @@ export class SyncNetwork {
    * dial this node reach it through the bootstrap peer (`/p2p/<bootstrap>/p2p-circuit/…`).
    */
   private keepBootstrap({ peer, addr }: BootstrapPeer): void {
+    // One bootstrap list may serve every device, the always-on one included.
+    if (peer === this.localPeer) return;
     const kind = this.transport.connectionKind(peer);
     if (kind === null) {
       this.dial(peer, this.addressesOf(peer, [addr]));
