@@ -10,14 +10,12 @@
  */
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createSyncNode, type ModelInput, NetworkError, ValidationError } from '../src/index.js';
+import { createSyncNode, type ModelInput, ValidationError } from '../src/index.js';
 import { mdnsWorthwhile } from '../src/network/lan-discovery.js';
-import type { ConnectionListener, DiscoveryListener, Transport } from '../src/protocol/transport.js';
-import { SyncNetwork } from '../src/replication/network.js';
-import type { LibraryReplicator } from '../src/replication/replicator.js';
 import { clusterModels, startNode, stopAllNodes, waitFor } from './helpers/cluster.js';
 import { ensureBuilt, killRunningChildren, LineChild, makeTempDir, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
 import { createLan, type Lan, type LanHost, netnsUnavailable } from './helpers/netns.js';
+import { fakeReplicator, ScriptedTransport, startNetwork } from './helpers/scripted-transport.js';
 
 const CHILD = join(REPO_ROOT, 'test', 'fixtures', 'lan-child.mjs');
 const NOTE: ModelInput = { name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', body: { type: 'text', nullable: true } } };
@@ -62,60 +60,14 @@ describe('discovery option', () => {
   });
 });
 
-/** A transport whose dials fail (or wait) as the test says, and whose discoveries it makes. */
-class DiallingTransport implements Transport {
-  readonly localPeer = 'local-peer';
-  readonly dials: string[] = [];
-  /** While set, a dial waits for this promise, then fails. */
-  hold: Promise<void> | undefined;
-  private discovery: DiscoveryListener = () => undefined;
-  addresses = () => [];
-  handle = () => undefined;
-  async connect(peer: string): Promise<void> {
-    this.dials.push(peer);
-    await this.hold;
-    throw new NetworkError(`${peer} is not at its old address`);
-  }
-  openStream = () => Promise.reject(new NetworkError('no streams here'));
-  isConnected = () => false;
-  disconnect = async () => undefined;
-  onConnectionChange = (_: ConnectionListener) => undefined;
-  setKnownPeers = () => undefined;
-  onPeerDiscovered(listener: DiscoveryListener): void {
-    this.discovery = listener;
-  }
-  discover(peer: string): void {
-    this.discovery(peer);
-  }
-  stop = async () => undefined;
-}
-
 describe('SyncNetwork and discovered peers', () => {
   it('dials a discovered member at once despite its backoff, and never a discovered non-member', async () => {
-    const transport = new DiallingTransport();
+    const transport = new ScriptedTransport();
     // A frozen clock and a minute of backoff: after one failed dial, only a discovery can
     // make the network dial the member again within this test.
-    const network = new SyncNetwork(transport, 'local-device', {
-      backoff: { minMs: 60_000, maxMs: 60_000 },
-      reconcileMs: 20,
-      handshakeTimeoutMs: 1_000,
-      maxConcurrentServes: 1,
-      deviceName: null,
-      now: () => 1_000_000,
-      random: () => 0.5,
-      onSessionError: () => undefined,
-    });
+    const network = startNetwork(transport, { now: () => 1_000_000, backoff: { minMs: 60_000, maxMs: 60_000 }, reconcileMs: 20 });
     const member = { device: 'member-device', peer: 'member-peer', addrs: ['/ip4/10.0.0.9/tcp/1'] };
-    const replicator = {
-      library: { id: 'library' },
-      refusal: undefined,
-      sessions: new Map(),
-      partners: () => [member],
-      isMemberPeer: (peer: string) => peer === member.peer,
-      scheduleStatus: () => undefined,
-      stop: async () => undefined,
-    };
-    network.add(replicator as unknown as LibraryReplicator);
+    network.add(fakeReplicator(member));
     try {
       await waitFor(() => transport.dials.length === 1, 'the first dial of the member');
       transport.discover('stranger-peer');
@@ -132,7 +84,7 @@ describe('SyncNetwork and discovered peers', () => {
       transport.hold = undefined;
       release();
       await waitFor(() => transport.dials.length === 4, 'the member dialled again after the dial in flight failed');
-      expect(transport.dials.every((peer) => peer === member.peer)).toBe(true);
+      expect(transport.dials.every((dial) => dial.peer === member.peer)).toBe(true);
     } finally {
       await network.stop();
     }

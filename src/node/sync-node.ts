@@ -7,6 +7,7 @@ import { Library, type Member } from '../library/library.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
 import { isDeviceName, MAX_DEVICE_NAME_LENGTH, SYSTEM_MODELS } from '../models/system.js';
+import { parseBootstrap } from '../network/bootstrap.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
@@ -35,6 +36,14 @@ export interface SyncNodeOptions {
   listen?: string[];
   /** How partners are found besides their member rows. See docs/operations.md. */
   discovery?: DiscoveryOptions;
+  /**
+   * Always-on peers (a home server, a cloud VM running this package), as multiaddrs ending in
+   * `/p2p/<PeerId>`. The node dials each at start and keeps it connected (redialled with the
+   * partners' backoff). One that is a member of a library here is a meeting point: members that
+   * know only it sync with it, learn of each other from the member rows it forwards, and keep a
+   * relay slot on it, through which members that cannot dial each other connect.
+   */
+  bootstrap?: string[];
   /** Replication timings and limits; the defaults suit a LAN or the internet. */
   sync?: Partial<SyncTuning>;
   /**
@@ -172,6 +181,7 @@ export class SyncNode {
       throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
     }
     const discovery = checkDiscovery(options.discovery);
+    const bootstrap = parseBootstrap(options.bootstrap);
     const registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
     const dataDir = new DataDir(options.dataDir);
     await dataDir.ensure();
@@ -238,6 +248,7 @@ export class SyncNode {
         handshakeTimeoutMs: tuning.requestTimeoutMs,
         maxConcurrentServes: tuning.maxConcurrentServes,
         deviceName,
+        bootstrap,
         now: wallClock,
         random: Math.random,
         onSessionError: (event) => events.emit('session-error', event),

@@ -1,8 +1,9 @@
 import { describeError, NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, StoppedError, SyncError, TimeoutError, toSyncError } from '../errors.js';
 import type { Library } from '../library/library.js';
+import { MAX_MEMBER_ADDRS } from '../models/system.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
-import type { FrameStream, Transport } from '../protocol/transport.js';
+import type { ConnectionKind, FrameStream, Transport } from '../protocol/transport.js';
 import type { Invite } from './invite-code.js';
 import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
@@ -24,6 +25,13 @@ export interface SessionErrorEvent {
   /** Which side of the handshake this node was: `outbound` opened the stream. */
   direction: 'inbound' | 'outbound';
   error: Error;
+}
+
+/** An always-on peer every node keeps a connection to (`createSyncNode({ bootstrap })`). */
+export interface BootstrapPeer {
+  peer: string;
+  /** Its multiaddr, ending in `/p2p/<peer>`. */
+  addr: string;
 }
 
 interface PeerBackoff {
@@ -80,6 +88,7 @@ export class SyncNetwork {
       maxConcurrentServes: number;
       /** This device's name (`deviceName`), sent in joins and written to its member rows. */
       deviceName: string | null;
+      bootstrap: readonly BootstrapPeer[];
       now: () => number;
       random: () => number;
       onSessionError: (event: SessionErrorEvent) => void;
@@ -87,7 +96,13 @@ export class SyncNetwork {
   ) {
     this.serving = new ServingSlots(options.maxConcurrentServes, options.now);
     transport.handle((stream) => this.acceptWithinBudget(stream));
-    transport.setKnownPeers((peer) => this.isKnownPeer(peer));
+    transport.setKnownPeers(
+      (peer) => this.isKnownPeer(peer),
+      (source, destination) => this.shareALibrary(source, destination),
+    );
+    transport.onAddressesChange(() => {
+      for (const replicator of this.replicators.values()) replicator.addressesChanged();
+    });
     transport.onConnectionChange((peer, connected) => {
       if (connected) {
         this.backoff.delete(peer);
@@ -106,8 +121,14 @@ export class SyncNetwork {
     return this.transport.localPeer;
   }
 
+  /**
+   * The addresses members are told (member row, join): direct ones first, then relayed ones
+   * (`…/p2p-circuit/…`), at most the MAX_MEMBER_ADDRS a member row holds.
+   */
   addresses(): string[] {
-    return this.transport.addresses();
+    const all = this.transport.addresses();
+    const relayed = (addr: string) => addr.includes('/p2p-circuit');
+    return [...all.filter((a) => !relayed(a)), ...all.filter(relayed)].slice(0, MAX_MEMBER_ADDRS);
   }
 
   get deviceName(): string | null {
@@ -131,6 +152,10 @@ export class SyncNetwork {
       lastAttemptAt: dial?.lastAttemptAt ?? null,
       nextAttemptAt: connected ? null : (this.backoff.get(peer)?.nextAttemptAt ?? this.now()),
     };
+  }
+
+  connectionKind(peer: string): ConnectionKind | null {
+    return this.transport.connectionKind(peer);
   }
 
   disconnect(peer: string): void {
@@ -214,19 +239,32 @@ export class SyncNetwork {
 
   private reconcile(): void {
     if (this.stopped) return;
-    // Partners to dial, with the addresses of their member rows in every library here.
+    // Peers to dial, each with every address known for it: the configured one of a bootstrap
+    // peer and its member rows in every library here. One dial per peer, on all of them.
     const unreached = new Map<string, Set<string>>();
+    const reach = (peer: string, addrs: readonly string[]) => {
+      const known = unreached.get(peer) ?? new Set<string>();
+      for (const addr of addrs) known.add(addr);
+      unreached.set(peer, known);
+    };
+    for (const { peer, addr } of this.options.bootstrap) {
+      // One bootstrap list may serve every device, the always-on one included.
+      if (peer === this.localPeer) continue;
+      const kind = this.transport.connectionKind(peer);
+      if (kind === null) reach(peer, [addr]);
+      else if (kind === 'direct') this.keepRelaySlot(peer);
+    }
     for (const replicator of this.replicators.values()) {
       // A copy of this device that gave way to another one syncs this library no more.
       if (replicator.refusal) continue;
       for (const partner of replicator.partners()) {
-        if (!this.transport.isConnected(partner.peer)) {
-          const addrs = unreached.get(partner.peer) ?? new Set<string>();
-          for (const addr of partner.addrs) addrs.add(addr);
-          unreached.set(partner.peer, addrs);
-        } else if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) {
-          void this.open(replicator, partner.peer);
+        const kind = this.transport.connectionKind(partner.peer);
+        if (kind === null) {
+          reach(partner.peer, partner.addrs);
+          continue;
         }
+        if (kind === 'relayed') this.tryDirect(partner.peer, partner.addrs);
+        if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) void this.open(replicator, partner.peer);
       }
     }
     for (const [peer, addrs] of unreached) this.dial(peer, [...addrs]);
@@ -242,6 +280,39 @@ export class SyncNetwork {
     this.discoveries.set(peer, (this.discoveries.get(peer) ?? 0) + 1);
     this.backoff.delete(peer);
     this.reconcileSoon();
+  }
+
+  /**
+   * A bootstrap peer is dialled like a partner (same backoff) and kept connected (`reconcile`).
+   * Once it is a member of a library here, this node also keeps a relay slot on it, so members
+   * that cannot dial this node reach it through the bootstrap peer (`/p2p/<bootstrap>/p2p-circuit/…`).
+   */
+  private keepRelaySlot(peer: string): void {
+    if (!this.isKnownPeer(peer) || this.transport.hasRelayReservation(peer)) return;
+    this.attempt(`relay:${peer}`, async () => {
+      await this.transport.reserveRelay(peer);
+      return true;
+    });
+  }
+
+  /**
+   * A partner reached only through a relay is dialled on its direct addresses in the background,
+   * with backoff (dcutr upgrades on public addresses only); the relayed connection serves meanwhile.
+   */
+  private tryDirect(peer: string, addrs: readonly string[]): void {
+    this.attempt(`direct:${peer}`, () => this.transport.upgradeToDirect(peer, addrs));
+  }
+
+  /** Runs `task` unless one with this key runs or waits out its backoff; false or a failure backs off. */
+  private attempt(key: string, task: () => Promise<boolean>): void {
+    if (this.opening.has(key) || !this.due(key)) return;
+    this.opening.add(key);
+    task()
+      .then(
+        (done) => (done ? this.backoff.delete(key) : this.failed(key)),
+        () => this.failed(key),
+      )
+      .finally(() => this.opening.delete(key));
   }
 
   /**
@@ -333,6 +404,14 @@ export class SyncNetwork {
   /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
   private isKnownPeer(peer: string): boolean {
     for (const replicator of this.replicators.values()) if (replicator.isMemberPeer(peer)) return true;
+    return false;
+  }
+
+  /** Whether `source` and `destination` are both members of one library here (who is relayed). */
+  private shareALibrary(source: string, destination: string): boolean {
+    for (const replicator of this.replicators.values()) {
+      if (replicator.isMemberPeer(source) && replicator.isMemberPeer(destination)) return true;
+    }
     return false;
   }
 

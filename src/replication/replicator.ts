@@ -13,12 +13,14 @@ import type { InviteInfo, InviteOptions, Library, LibrarySync, Member } from '..
 import { MEMBERS_MODEL } from '../models/system.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
+import type { ConnectionKind } from '../protocol/transport.js';
 import { isWriterOf } from '../library/writers.js';
 import { isDeviceId } from '../hlc/index.js';
 import { decodeInvite, encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import { LAST_SEEN_SAVE_MS, LastSeen } from './last-seen.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
+import { coalescing } from '../util/coalescing.js';
 import { notMember, type SessionErrorEvent } from './network.js';
 import type { LibraryStatus, PartnerDialStatus, PartnerStatus } from './status.js';
 
@@ -49,6 +51,7 @@ export interface ReplicatorNetwork {
   isConnected(peer: string): boolean;
   /** How dialling `peer` goes (addresses tried, last error, next attempt). */
   dialStatus(peer: string): PartnerDialStatus;
+  connectionKind(peer: string): ConnectionKind | null;
   disconnect(peer: string): void;
   reportSessionError(event: SessionErrorEvent): void;
   /** Whether this node serves one more pull now (it serves a bounded number of catch-ups). */
@@ -280,6 +283,25 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     else this.selfPending = true;
   }
 
+  /**
+   * This node's addresses changed while running (a relay reservation made or lost): the member
+   * row follows, at once once a session has confirmed the writer, else at the next session.
+   */
+  addressesChanged(): void {
+    if (!this.stopped) this.refreshAddresses();
+  }
+
+  /** Rounds never overlap, so a burst of address events writes the row once per change. */
+  private readonly refreshAddresses = coalescing(
+    () => (this.everLive ? this.registerSelfIfMember() : this.refreshSelfWhenConfirmed()),
+    // A failure (the node stopping) only leaves the row as it was; the next change retries.
+    () => undefined,
+  );
+
+  private async registerSelfIfMember(): Promise<void> {
+    if (this.member(this.network.localPeer, this.library.deviceId)) await this.registerSelf();
+  }
+
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
   requireMember(peer: string, device: string): Member {
     const rows = this.membersByPeer.get(peer);
@@ -502,12 +524,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       const open = this.sessions.get(member.peer);
       const session = open?.device === member.device ? open : undefined;
       const acked = { ...this.acks.get(member.device) };
-      const connected = this.network.isConnected(member.peer);
+      const connection = this.network.connectionKind(member.peer);
+      const connected = connection !== null;
       const state = session && session.state !== 'closed' ? session.state : connected ? 'connecting' : 'offline';
       return {
         device: member.device,
         peer: member.peer,
         connected,
+        connection,
         state,
         acked,
         ackedOwned: session ? this.recordedOnly(session.remoteOwned) : {},

@@ -1,4 +1,5 @@
 import type { VersionVector } from '../peer-log/types.js';
+import type { ConnectionKind } from '../protocol/transport.js';
 
 /**
  * A partner session's phase: `catching-up` while this device pulls what the partner has and
@@ -22,6 +23,8 @@ export interface PartnerStatus {
   device: string;
   peer: string;
   connected: boolean;
+  /** `direct`, or `relayed` while the partner is reached only through a relay (another member); null when not connected. */
+  connection: ConnectionKind | null;
   state: PartnerSyncState;
   /** The shared-log vector the partner last acknowledged (persisted; survives restarts). */
   acked: VersionVector;
