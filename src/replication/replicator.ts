@@ -535,7 +535,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         state,
         acked,
         ackedOwned: session ? this.recordedOnly(session.remoteOwned) : {},
-        lastSeenAt: session ? session.lastSeenAt : null,
+        lastSeenAt: this.lastSeenAt(member.device),
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
         dial: this.network.dialStatus(member.peer),
       };
