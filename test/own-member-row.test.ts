@@ -1,19 +1,26 @@
 /**
  * This device's own member row follows its addresses and name: a joiner that restarts before
- * its row arrived from its inviter refreshes it once it arrives. Real libp2p on 127.0.0.1 and
- * SQLite files on disk.
+ * its row arrived from its inviter refreshes it once it arrives, and a running node notices an
+ * address change that libp2p does not report (the interfaces under a wildcard listen) at its
+ * next reconcile tick. Real libp2p on 127.0.0.1 and SQLite files on disk; the network unit test
+ * runs against a scripted transport and fake timers.
  */
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Library } from '../src/index.js';
 import { MEMBERS_MODEL } from '../src/models/system.js';
+import type { SyncNetwork } from '../src/replication/network.js';
 import { killRunningChildren, makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { startNode, steadySync, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
 import { holdPort, tcpPort } from './helpers/port-holder.js';
+import { fakeReplicator, ScriptedTransport, startNetwork } from './helpers/scripted-transport.js';
 
+const networks: SyncNetwork[] = [];
 afterEach(async () => {
+  vi.useRealTimers();
+  for (const network of networks.splice(0)) await network.stop();
   await stopAllNodes();
   await killRunningChildren();
   await removeTempDirs();
@@ -63,4 +70,35 @@ describe('a joiner that restarts before its own member row arrived', () => {
     expect(await memberRowOn(j2.library(libA.id), j.deviceId)).toMatchObject({ addrs: newAddrs, name: 'joiner renamed', self: true });
     await holder.kill();
   }, 60_000);
+});
+
+describe("SyncNetwork and this node's addresses", () => {
+  it('tells the libraries when the addresses differ at a reconcile tick, with or without an address event, once per change', async () => {
+    vi.useFakeTimers();
+    const transport = new ScriptedTransport();
+    transport.addrs = ['/ip4/192.168.1.5/tcp/4001/p2p/local-peer'];
+    const network = startNetwork(transport, { now: Date.now, backoff: { minMs: 60_000, maxMs: 600_000 }, reconcileMs: 1_000 });
+    networks.push(network);
+    const told = { count: 0 };
+    network.add(fakeReplicator({ device: 'device-b', peer: 'peer-b', addrs: [] }, undefined, () => void (told.count += 1)));
+
+    // The same addresses at every tick: nobody is told.
+    vi.advanceTimersByTime(3_000);
+    expect(told.count).toBe(0);
+
+    // An interface gained an address under the wildcard listen: libp2p says nothing, the next tick notices.
+    transport.addrs = [...transport.addrs, '/ip4/10.8.0.2/tcp/4001/p2p/local-peer'];
+    vi.advanceTimersByTime(1_000);
+    expect(told.count).toBe(1);
+    vi.advanceTimersByTime(3_000);
+    expect(told.count).toBe(1);
+
+    // An address event (a listener closed) is heard at once; an event that changes nothing is not passed on.
+    transport.addrs = ['/ip4/10.8.0.2/tcp/4001/p2p/local-peer'];
+    transport.announceAddresses();
+    expect(told.count).toBe(2);
+    transport.announceAddresses();
+    vi.advanceTimersByTime(3_000);
+    expect(told.count).toBe(2);
+  });
 });
