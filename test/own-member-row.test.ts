@@ -46,7 +46,8 @@ async function memberRowOn(lib: Library, device: string) {
 
 describe('a joiner that restarts before its own member row arrived', () => {
   it('refreshes the row once it arrives: the other members hold its new addresses and name', async () => {
-    const a = await startNode(undefined, { deviceName: 'alpha', sync: steadySync });
+    const aDir = await makeTempDir('lsync-node-');
+    const a = await startNode(aDir, { deviceName: 'alpha', sync: steadySync });
     const jDir = await makeTempDir('lsync-node-');
     const j = await startNode(jDir, { deviceName: 'joiner', sync: steadySync });
     const libA = await a.createLibrary({ name: 'shared' });
@@ -59,21 +60,33 @@ describe('a joiner that restarts before its own member row arrived', () => {
     await stopNode(j);
     expect(storedMemberDevices(jDir, libA.id)).not.toContain(j.deviceId);
     expect(await memberRowOn(libA, j.deviceId)).toMatchObject({ addrs: oldAddrs, name: 'joiner' });
+    await stopNode(a);
 
-    // J starts again on another port (its old one is taken) and under another name.
+    // J starts again on another port (its old one is taken) and under another name, while A is
+    // offline. It tries A for 2 s, so that A returns long after J's start: libp2p announces its
+    // addresses once, a second after listening, and the refresh must not hinge on that moment.
+    // (Not a synchronisation: the refresh happens whenever the row arrives.)
     const { holder } = await holdPort(tcpPort(oldAddrs[0]!));
+    const restartedAt = Date.now();
     const j2 = await startNode(jDir, { deviceName: 'joiner renamed', sync: steadySync });
+    const libJ = j2.library(libA.id);
     const newAddrs = j2.multiaddrs();
     expect(newAddrs).not.toEqual(oldAddrs);
-    await j2.library(libA.id).synced();
+    const triedA = async () => ((await libJ.status()).partners[0]?.dial.lastAttemptAt ?? 0) > restartedAt + 2_000;
+    await waitFor(triedA, 'J to have tried A for 2 s', 30_000);
+
+    // A returns (on its stable port); J backfills, its own row arrives, and J refreshes it.
+    const a2 = await startNode(aDir, { deviceName: 'alpha', sync: steadySync });
+    const libA2 = a2.library(libA.id);
+    await libJ.synced();
     const refreshed = async () => {
-      const row = await memberRowOn(libA, j.deviceId);
+      const row = await memberRowOn(libA2, j.deviceId);
       return isDeepStrictEqual(row?.addrs, newAddrs) && row?.name === 'joiner renamed';
     };
     await waitFor(refreshed, "A to hold J's new addresses and name", 30_000);
-    expect(await memberRowOn(j2.library(libA.id), j.deviceId)).toMatchObject({ addrs: newAddrs, name: 'joiner renamed', self: true });
+    expect(await memberRowOn(libJ, j.deviceId)).toMatchObject({ addrs: newAddrs, name: 'joiner renamed', self: true });
     await holder.kill();
-  }, 60_000);
+  }, 90_000);
 });
 
 describe("SyncNetwork and this node's addresses", () => {
