@@ -2,7 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { DeviceForkedError, StoppedError, ValidationError } from '../errors.js';
+import { DeviceForkedError, NotFoundError, type RemovalInfo, RemovedError, StoppedError, ValidationError } from '../errors.js';
 import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
@@ -38,7 +38,7 @@ import {
   validateRemoteEntries,
 } from './remote-apply.js';
 import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.js';
-import { MEMBERS_MODEL } from '../models/system.js';
+import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from '../replication/status.js';
 import type { SyncedOptions } from '../replication/replicator.js';
 import type { SyncProgress } from '../backfill/catch-up.js';
@@ -56,6 +56,12 @@ import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';
+import { CLOSED_ORIGINS_META_KEY, type Removal, removalInfo, Removals } from './removals.js';
+
+/** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
+const REMOVED_META_KEY = 'removed';
+/** `sync_meta` key: the log position of this device's leave until a partner acknowledged it. */
+export const LEAVE_PENDING_META_KEY = 'leave_pending';
 
 export interface LibraryEvents {
   change: [ChangeEvent];
@@ -69,6 +75,11 @@ export interface LibraryEvents {
    * the one that gives way: it refuses every change from partners from now on.
    */
   forked: [DeviceForkedError];
+  /**
+   * This device is no longer a member of the library: a member removed it, or it left
+   * (`lib.leave()`). It stops syncing the library; its local data stays readable.
+   */
+  removed: [RemovalInfo];
 }
 
 /** A member device of the library, as the synced member list records it. */
@@ -88,6 +99,7 @@ export interface LibrarySync {
   createInvite(options: InviteOptions): Promise<string>;
   status(): Promise<LibraryStatus>;
   synced(options: SyncedOptions): Promise<void>;
+  leave(options: SyncedOptions): Promise<void>;
 }
 
 /** The writes available inside `lib.transaction(...)`; all of them commit or none does. */
@@ -150,6 +162,9 @@ export class Library {
   /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
   private readonly openedAt: string;
   private forkedBy: DeviceForkedError | undefined;
+  private readonly removalState = new Removals();
+  /** Set once this device is no longer a member (removed, or it left). */
+  private ownRemoval: RemovalInfo | null = null;
   private closed = false;
   private sync: LibrarySync | undefined;
 
@@ -172,6 +187,7 @@ export class Library {
       clock: options.clock,
       registry: options.registry,
       tables: options.tables,
+      removals: this.removalState,
     };
   }
 
@@ -203,6 +219,7 @@ export class Library {
    * transaction to finish and would deadlock.
    */
   async transaction<T>(fn: (tx: LibraryTransaction) => Promise<T>): Promise<T> {
+    this.assertMember();
     return this.write(async (batch) => {
       const writer = new LocalWriter(this.ctx, batch);
       return fn({
@@ -440,7 +457,8 @@ export class Library {
     await this.write(async (batch) => {
       await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
       if (checkpoint.next === null) {
-        for (const [origin, through] of Object.entries(checkpoint.vector)) {
+        // A closed origin is held no further than accepted, whatever the partner took.
+        for (const [origin, through] of Object.entries(this.removalState.cap(checkpoint.vector))) {
           // A snapshot never moves the counter this device appends to: only its own writes do
           // (a position it adopted would be one it then skips or reuses). A retired writer's
           // tail is an origin like any other, also while it is still the current writer.
@@ -528,8 +546,13 @@ export class Library {
     return readOwnedAfter(this.db, tables, owner, after, through, limits);
   }
 
-  /** The library's member devices (synced data: every member learns of a new one). */
+  /** The library's member devices (synced data: every member learns of a new one); removed ones are gone. */
   async members(): Promise<Member[]> {
+    return (await this.memberRows()).filter((m) => !this.removalState.of(m.device));
+  }
+
+  /** Every member row held, removed devices included (the engine refuses their PeerIds). */
+  async memberRows(): Promise<Member[]> {
     const members: Member[] = [];
     let after: string | undefined;
     for (;;) {
@@ -545,6 +568,7 @@ export class Library {
    * use the raw transaction for its own tables. Not for application code.
    */
   async systemTransaction<T>(fn: (writer: LocalWriter, trx: Kysely<InternalTables>) => Promise<T>): Promise<T> {
+    this.assertMember();
     return this.write(async (batch) => fn(new LocalWriter(this.ctx, batch, true), batch.db));
   }
 
@@ -569,6 +593,118 @@ export class Library {
   async setMetaValue(key: string, value: string): Promise<void> {
     this.assertOpen();
     await putMeta(this.db, key, value);
+  }
+
+  /**
+   * Removes member device `deviceId` from the library (any member may remove any other: see
+   * docs/operations.md). Synced data: from then on every member refuses the device and every
+   * change it made after this removal. Resolves once the removal is committed here; removing a
+   * device already removed writes nothing (its cutoff never moves).
+   */
+  async removeMember(deviceId: string): Promise<void> {
+    this.assertMember();
+    if (deviceId === this.deviceId) {
+      throw new ValidationError('lib.removeMember() cannot remove this device itself: use lib.leave() to leave the library');
+    }
+    await this.systemTransaction(async (writer, trx) => {
+      if (this.removalState.of(deviceId)) return;
+      if (typeof deviceId !== 'string' || !(await this.readRow(trx, MEMBERS_MODEL.name, deviceId).catch(() => undefined))) {
+        throw new NotFoundError(`device ${JSON.stringify(deviceId)} is not a member of library ${this.id}`);
+      }
+      await writer.upsert(REMOVALS_MODEL.name, { id: deviceId, by: this.deviceId, kind: 'removed' });
+    });
+  }
+
+  /**
+   * Leaves the library: writes this device's own removal (kind `left`), refuses local writes
+   * from then on, and keeps syncing until a partner acknowledged the removal (at once if it has
+   * none; resumed after a restart), then stops. `signal` abandons the wait, not the leave.
+   */
+  leave(options: SyncedOptions = {}): Promise<void> {
+    return this.requireSync().leave(options);
+  }
+
+  /**
+   * Writes this device's own removal (`kind: 'left'`) and, in the same transaction, the log
+   * position a partner must acknowledge before this device stops syncing (`leavePending`).
+   */
+  async writeLeave(): Promise<void> {
+    this.assertMember();
+    await this.write(async (batch) => {
+      await new LocalWriter(this.ctx, batch, true).upsert(REMOVALS_MODEL.name, { id: this.deviceId, by: this.deviceId, kind: 'left' });
+      const origin = batch.currentWriter.id;
+      await putMeta(batch.db, LEAVE_PENDING_META_KEY, JSON.stringify({ origin, seq: batch.seqOf(origin) }));
+    });
+  }
+
+  /** The position of this device's leave that no partner has acknowledged yet, if any. */
+  async leavePending(): Promise<{ origin: string; seq: number } | undefined> {
+    const value = await this.metaValue(LEAVE_PENDING_META_KEY);
+    return value === undefined ? undefined : (JSON.parse(value) as { origin: string; seq: number });
+  }
+
+  /** How this device stopped being a member, or null while it is one. */
+  removal(): RemovalInfo | null {
+    return this.ownRemoval;
+  }
+
+  /** Removed devices, with their cutoffs (`sync_removals`). */
+  removals(): Removal[] {
+    return this.removalState.all();
+  }
+
+  /** Caps a partner's advertised vector at what this device accepts of closed origins. */
+  acceptable(vector: VersionVector): VersionVector {
+    return this.removalState.cap(vector);
+  }
+
+  /** The vector to pull after: closed origins are never asked for again. */
+  pullAfter(): VersionVector {
+    return this.removalState.pullAfter(this.versionVector());
+  }
+
+  /** Reads removals and closed origins as held (the replication layer calls it at start). */
+  async loadRemovals(): Promise<void> {
+    this.assertOpen();
+    const closed = await this.metaValue(CLOSED_ORIGINS_META_KEY);
+    if (closed !== undefined) for (const [origin, through] of Object.entries(JSON.parse(closed) as Record<string, number>)) this.removalState.close(origin, through);
+    await this.readRemovals(this.db);
+    const told = await this.metaValue(REMOVED_META_KEY);
+    if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
+  }
+
+  /**
+   * Records that this device is no longer a member as a member's refusal said (`REMOVED`):
+   * persisted, so it survives restarts. Emits `removed` once.
+   */
+  async markRemoved(info: RemovalInfo): Promise<void> {
+    if (this.ownRemoval) return;
+    await this.setMetaValue(REMOVED_META_KEY, JSON.stringify(info));
+    this.setOwnRemoval(info);
+  }
+
+  private async readRemovals(db: Kysely<InternalTables>): Promise<void> {
+    const table = this.table(REMOVALS_MODEL.name);
+    const removals: Removal[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const rows = await runSql<SqlRow>(db, table.liveRowsSql(after !== undefined), after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE]);
+      for (const row of rows) {
+        const state = table.sharedFromRow(row);
+        removals.push({ device: state.id, by: state.values.by as string, kind: state.values.kind as Removal['kind'], cutoff: state.hlc });
+      }
+      if (rows.length < DIGEST_PAGE) break;
+      after = rows[rows.length - 1]!.id as string;
+    }
+    this.removalState.set(removals);
+    const own = this.removalState.of(this.deviceId);
+    if (own) this.setOwnRemoval(removalInfo(own));
+  }
+
+  private setOwnRemoval(info: RemovalInfo): void {
+    if (this.ownRemoval) return;
+    this.ownRemoval = info;
+    this.events.emit('removed', info);
   }
 
   /** Creates a one-time invite another device can join this library with. */
@@ -657,6 +793,8 @@ export class Library {
       const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId);
       const value = await fn(batch);
       await batch.flush();
+      // The next transaction must already refuse what a removal committed here refuses.
+      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) await this.readRemovals(trx);
       const highWater = batch.highWater();
       await trx
         .insertInto('sync_meta')
@@ -688,6 +826,17 @@ export class Library {
     this.assertOpen();
     if (!this.sync) throw new StoppedError(`library ${this.id} is not attached to a running sync node`);
     return this.sync;
+  }
+
+  /** Local writes of a device that is no longer a member could reach no one: refused. */
+  private assertMember(): void {
+    if (this.ownRemoval) {
+      throw new RemovedError(
+        `this device is no longer a member of library ${this.id} (${this.ownRemoval.kind === 'left' ? 'it left' : `removed by ${this.ownRemoval.by}`}): ` +
+          'its data stays readable, writes are refused',
+        this.ownRemoval,
+      );
+    }
   }
 
   private assertOpen(): void {

@@ -10,7 +10,7 @@ import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
 export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
-export const PROTOCOL_VERSION = [1, 1] as const;
+export const PROTOCOL_VERSION = [1, 2] as const;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -189,6 +189,10 @@ const error = z.object({
   code: z.string().max(64),
   message: z.string().max(2000),
   req: count.nullable(),
+  /** `REMOVED` only (1.2): the removal the refusing member holds. */
+  removal: z
+    .object({ kind: z.enum(['removed', 'left']), by: uuid, at: z.number().int().min(0).max(2 ** 48) })
+    .optional(),
 });
 
 export const messageSchema = z.discriminatedUnion('t', [

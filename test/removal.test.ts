@@ -1,0 +1,233 @@
+/**
+ * Removing a device and leaving a library (issue 11): real libp2p on 127.0.0.1, real SQLite
+ * files, nodes restarted from their data directories. No sleeps as synchronisation.
+ *
+ * A and B listen on fixed loopback ports (free ones, picked per test) so that a restart keeps
+ * their addresses: C, offline meanwhile, reaches them again with what it knew.
+ */
+import { createServer } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Library, RemovalInfo, SyncNode } from '../src/index.js';
+import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+
+afterEach(async () => {
+  await stopAllNodes();
+  await removeTempDirs();
+});
+
+/** A loopback port that is free now (the OS picked it). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** A device that restarts from its data directory, on the same listen address. */
+interface Device {
+  dir: string;
+  listen: string[];
+  node: SyncNode;
+}
+
+async function device(port = 0): Promise<Device> {
+  const dir = await makeTempDir('lsync-removal-');
+  const listen = [`/ip4/127.0.0.1/tcp/${port}`];
+  return { dir, listen, node: await startNode(dir, { listen }) };
+}
+
+async function restart(d: Device): Promise<void> {
+  d.node = await startNode(d.dir, { listen: d.listen });
+}
+
+async function titles(lib: Library): Promise<string[]> {
+  return (await lib.list('note', { limit: 1000 })).map((r) => r.title as string).sort();
+}
+
+async function has(lib: Library, title: string): Promise<boolean> {
+  return (await titles(lib)).includes(title);
+}
+
+async function memberIds(lib: Library): Promise<string[]> {
+  return (await lib.members()).map((m) => m.device).sort();
+}
+
+describe('removing a device', () => {
+  it('a device removed while offline is refused when it comes back; its later writes reach no one, earlier ones stay; pruning no longer waits for it; the removal survives its restart', async () => {
+    const a = await device(await freePort());
+    const b = await device(await freePort());
+    const c = await device();
+    const [libA0, libB, libC0] = await shareLibrary(a.node, [b.node, c.node]);
+    const id = libA0!.id;
+    await libC0!.upsert('note', { id: 'c-before', title: 'c-before', body: null });
+    await waitForConvergence([libA0!, libB!, libC0!]);
+    const deviceC = libC0!.deviceId;
+
+    // A goes away; C writes a change only B receives; then C goes offline.
+    await stopNode(a.node);
+    await libC0!.upsert('note', { id: 'c-only-b', title: 'c-only-b', body: null });
+    await waitFor(() => has(libB!, 'c-only-b'), 'B has the change only it received from C');
+    await stopNode(c.node);
+
+    // A comes back and removes C at once; A and B sync without C.
+    await restart(a);
+    const libA = a.node.library(id);
+    await libA.removeMember(deviceC);
+    expect(await memberIds(libA)).not.toContain(deviceC);
+    await libA.upsert('note', { id: 'a-after', title: 'a-after', body: null });
+    await waitFor(async () => !(await memberIds(libB!)).includes(deviceC), 'B holds the removal');
+    await waitFor(() => has(libA, 'c-only-b'), 'A has the change C made before its removal, from B');
+    // C never acknowledges anything again: pruning goes on without it.
+    await waitFor(async () => (await libA.logSize()) === 0 && (await libB!.logSize()) === 0, 'A and B prune without C', 30_000);
+
+    // C comes back while A and B are down, writes, then they return on their addresses.
+    await stopNode(a.node);
+    await stopNode(b.node);
+    await restart(c);
+    const libC = c.node.library(id);
+    expect((await libC.status()).state).not.toBe('removed');
+    await libC.upsert('note', { id: 'c-after', title: 'c-after', body: null });
+    const removedEvents: RemovalInfo[] = [];
+    libC.on('removed', (info) => removedEvents.push(info));
+    await restart(a);
+    await restart(b);
+    const libA2 = a.node.library(id);
+    const libB2 = b.node.library(id);
+
+    await waitFor(async () => (await libC.status()).state === 'removed', "C's status becomes removed", 30_000);
+    const status = await libC.status();
+    expect(status.removal).toMatchObject({ kind: 'removed', by: libA2.deviceId });
+    expect(status.removal!.at).toBeGreaterThan(0);
+    expect(removedEvents).toEqual([status.removal]);
+    await expect(libC.upsert('note', { id: 'c-late', title: 'c-late', body: null })).rejects.toMatchObject({ code: 'REMOVED' });
+    await expect(libC.createInvite()).rejects.toMatchObject({ code: 'REMOVED' });
+    await expect(libC.synced()).rejects.toMatchObject({ code: 'REMOVED' });
+    expect(await has(libC, 'c-after')).toBe(true); // its local data stays readable
+
+    // A and B converge without C's post-removal write, with everything from before it.
+    await waitForConvergence([libA2, libB2]);
+    for (const lib of [libA2, libB2]) {
+      expect(await titles(lib)).toEqual(['a-after', 'c-before', 'c-only-b']);
+      expect((await lib.status()).partners.map((p) => p.device)).not.toContain(deviceC);
+    }
+
+    // The removal survives a restart of C: still removed, still not syncing.
+    await stopNode(c.node);
+    await restart(c);
+    const libC2 = c.node.library(id);
+    const again = await libC2.status();
+    expect(again.state).toBe('removed');
+    expect(again.removal).toEqual(status.removal);
+    await expect(libC2.upsert('note', { id: 'c-later', title: 'c-later', body: null })).rejects.toMatchObject({ code: 'REMOVED' });
+    await libA2.upsert('note', { id: 'a-last', title: 'a-last', body: null });
+    await waitFor(() => has(libB2, 'a-last'), 'B has A\'s last write');
+    expect(await has(libC2, 'a-last')).toBe(false);
+  }, 120_000);
+
+  it('a change of the removed device stamped after its removal is refused where changes are admitted, also relayed by a member, and its origin stays closed', async () => {
+    const [a, b, c] = [await device(), await device(), await device()];
+    const [libA0, libB, libC] = await shareLibrary(a.node, [b.node, c.node]);
+    const id = libA0!.id;
+    await waitForConvergence([libA0!, libB!, libC!]);
+    await stopNode(c.node);
+    await libA0!.removeMember(libC!.deviceId);
+    await waitFor(async () => !(await memberIds(libB!)).includes(libC!.deviceId), 'B holds the removal');
+    const vectorA = libA0!.versionVector();
+    await stopNode(a.node);
+    await stopNode(b.node);
+    // C, unaware and with no one to reach, writes after the removal; its entries are then handed
+    // to A as a relaying member would push them.
+    const offline = await startNode(c.dir, { listen: [] });
+    await offline.library(id).upsert('note', { id: 'c-after', title: 'c-after', body: null });
+    const { entries } = await offline.library(id).entriesAfter(vectorA, { maxRecords: 1000, maxBytes: 1 << 20 });
+    await stopNode(offline);
+    expect(entries.map((e) => e.id)).toEqual(['c-after']);
+    await restart(a);
+    const libA = a.node.library(id);
+    const before = await libA.digest();
+    expect(await libA.applyRemote(entries)).toMatchObject({ applied: 0, refused: 1 });
+    expect(await libA.digest()).toBe(before);
+    // The origin is closed for good (also after a restart): what a partner advertises of it
+    // beyond what A accepted is never pulled or waited for.
+    const origin = entries[0]!.origin;
+    expect(libA.acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
+    await stopNode(a.node);
+    await restart(a);
+    expect(a.node.library(id).acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
+    expect(await a.node.library(id).digest()).toBe(before);
+  }, 60_000);
+
+  it('removing an unknown device is NOT_FOUND, removing this device is a VALIDATION error, and removing twice writes nothing', async () => {
+    const [a, b] = [await device(), await device()];
+    const [libA, libB] = await shareLibrary(a.node, [b.node]);
+    await waitForConvergence([libA!, libB!]);
+    const untouched = { digest: await libA!.digest(), vector: libA!.versionVector() };
+    await expect(libA!.removeMember(crypto.randomUUID())).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringMatching(/not a member/) });
+    await expect(libA!.removeMember(libA!.deviceId)).rejects.toMatchObject({ code: 'VALIDATION', message: expect.stringMatching(/lib\.leave\(\)/) });
+    expect({ digest: await libA!.digest(), vector: libA!.versionVector() }).toEqual(untouched);
+
+    await libA!.removeMember(libB!.deviceId);
+    const once = { digest: await libA!.digest(), vector: libA!.versionVector(), removals: libA!.removals() };
+    await libA!.removeMember(libB!.deviceId);
+    expect({ digest: await libA!.digest(), vector: libA!.versionVector(), removals: libA!.removals() }).toEqual(once);
+    await waitFor(async () => (await libB!.status()).state === 'removed', "B's status becomes removed");
+    expect((await libB!.status()).removal).toMatchObject({ kind: 'removed', by: libA!.deviceId });
+  }, 60_000);
+
+  it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
+    const [a, b, c] = [await device(await freePort()), await device(await freePort()), await device()];
+    const [libA0, libB0, libC] = await shareLibrary(a.node, [b.node, c.node]);
+    const id = libA0!.id;
+    await waitForConvergence([libA0!, libB0!, libC!]);
+    await stopNode(c.node);
+    // A and B each remove C without hearing of the other's removal: A first, B later.
+    await stopNode(b.node);
+    await libA0!.removeMember(libC!.deviceId);
+    const [early] = libA0!.removals();
+    await stopNode(a.node);
+    await restart(b);
+    const libB = b.node.library(id);
+    await libB.removeMember(libC!.deviceId);
+    expect(libB.removals()[0]!.cutoff > early!.cutoff).toBe(true);
+    await restart(a);
+    const libA = a.node.library(id);
+    await waitForConvergence([libA, libB]);
+    await waitFor(() => libB.removals()[0]!.by === libA.deviceId, "B adopts A's earlier removal");
+    expect(libA.removals()).toEqual([early]);
+    expect(libB.removals()).toEqual([early]);
+  }, 90_000);
+});
+
+describe('leaving a library', () => {
+  it('a device that leaves tells the others, then stops syncing; its status is removed (left) and its writes are refused', async () => {
+    const [a, b, c] = [await device(), await device(), await device()];
+    const [libA, libB, libC] = await shareLibrary(a.node, [b.node, c.node]);
+    await waitForConvergence([libA!, libB!, libC!]);
+    const removedEvents: RemovalInfo[] = [];
+    libC!.on('removed', (info) => removedEvents.push(info));
+    await libC!.leave();
+    const status = await libC!.status();
+    expect(status.state).toBe('removed');
+    expect(status.removal).toMatchObject({ kind: 'left', by: libC!.deviceId });
+    expect(removedEvents).toEqual([status.removal]);
+    await expect(libC!.upsert('note', { id: 'c-late', title: 'c-late', body: null })).rejects.toMatchObject({ code: 'REMOVED' });
+    for (const lib of [libA!, libB!]) {
+      await waitFor(async () => !(await memberIds(lib)).includes(libC!.deviceId), 'the others see the device gone');
+    }
+    await waitFor(() => libC!.status().then((s) => s.partners.every((p) => p.state === 'offline' || p.state === 'connecting')), 'C syncs no more');
+    await libA!.upsert('note', { id: 'a-after', title: 'a-after', body: null });
+    await waitFor(() => has(libB!, 'a-after'), 'B has A\'s write');
+    expect(await has(libC!, 'a-after')).toBe(false);
+    // Leaving again is a no-op.
+    await expect(libC!.leave()).resolves.toBeUndefined();
+  }, 60_000);
+
+  it('a device alone in its library leaves at once', async () => {
+    const a = await device();
+    const lib = await a.node.createLibrary({ name: 'solo' });
+    await lib.leave();
+    expect((await lib.status()).removal).toMatchObject({ kind: 'left' });
+  });
+});
