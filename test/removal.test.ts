@@ -7,7 +7,9 @@
  */
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Library, RemovalInfo, SyncNode } from '../src/index.js';
+import { type Change, encodeHlc, type Library, type RemovalInfo, type SyncNode } from '../src/index.js';
+import { mergeStates } from '../src/models/merge.js';
+import { REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 
@@ -135,19 +137,31 @@ describe('removing a device', () => {
     await libA0!.removeMember(libC!.deviceId);
     await waitFor(async () => !(await memberIds(libB!)).includes(libC!.deviceId), 'B holds the removal');
     const vectorA = libA0!.versionVector();
+    const ownedA = libA0!.ownedVector();
     await stopNode(a.node);
     await stopNode(b.node);
     // C, unaware and with no one to reach, writes after the removal; its entries are then handed
     // to A as a relaying member would push them.
     const offline = await startNode(c.dir, { listen: [] });
+    const deviceC = libC!.deviceId;
     await offline.library(id).upsert('note', { id: 'c-after', title: 'c-after', body: null });
-    const { entries } = await offline.library(id).entriesAfter(vectorA, { maxRecords: 1000, maxBytes: 1 << 20 });
+    await offline.library(id).upsert('volume', { id: 'v-after', path: '/c', bytes: 1 });
+    const limits = { maxRecords: 1000, maxBytes: 1 << 20 };
+    const { entries } = await offline.library(id).entriesAfter(vectorA, limits);
+    const owned = await offline.library(id).ownedAfter(deviceC, ownedA[deviceC] ?? 0, limits);
     await stopNode(offline);
     expect(entries.map((e) => e.id)).toEqual(['c-after']);
+    expect(owned.rows.map((r) => r.id)).toEqual(['v-after']);
     await restart(a);
     const libA = a.node.library(id);
     const before = await libA.digest();
     expect(await libA.applyRemote(entries)).toMatchObject({ applied: 0, refused: 1 });
+    expect(await libA.digest()).toBe(before);
+    // Its device-owned rows written after the removal are refused too; the owner's cursor moves
+    // past them, so they are never asked for again.
+    expect(await libA.applyRemoteOwned(owned.rows, { owner: deviceC, from: owned.from, to: owned.to })).toMatchObject({ applied: 0 });
+    expect(await libA.get('volume', 'v-after')).toBeUndefined();
+    expect(libA.ownedVector()[deviceC]).toBe(owned.to);
     expect(await libA.digest()).toBe(before);
     // The origin is closed for good (also after a restart): what a partner advertises of it
     // beyond what A accepted is never pulled or waited for.
@@ -198,6 +212,29 @@ describe('removing a device', () => {
     expect(libA.removals()).toEqual([early]);
     expect(libB.removals()).toEqual([early]);
   }, 90_000);
+});
+
+describe('the sync_removals rule', () => {
+  const removal = (wallMs: number, by: string): Change => ({
+    op: 'upsert',
+    id: 'd',
+    hlc: encodeHlc({ wallMs, counter: 0, deviceId: by }),
+    fields: { by, kind: 'removed' },
+  });
+  const early = removal(1_000, '00000000-0000-4000-8000-000000000001');
+  const late = removal(2_000, '00000000-0000-4000-8000-000000000002');
+
+  it('keeps the earliest removal whatever the order, also when two states are joined (snapshots)', () => {
+    const apply = REMOVALS_MODEL.apply!;
+    const earlyFirst = apply(apply(undefined, early), late);
+    const lateFirst = apply(apply(undefined, late), early);
+    expect(earlyFirst).toEqual(lateFirst);
+    expect(earlyFirst).toMatchObject({ hlc: early.hlc, values: { by: early.fields!.by } });
+    const joined = mergeStates(REMOVALS_MODEL, apply(undefined, late), apply(undefined, early));
+    expect(joined).toEqual(earlyFirst);
+    expect(mergeStates(REMOVALS_MODEL, apply(undefined, early), apply(undefined, late))).toEqual(earlyFirst);
+    expect(() => apply(earlyFirst, { op: 'delete', id: 'd', hlc: late.hlc, fields: null })).toThrow(/never changed or deleted/);
+  });
 });
 
 describe('leaving a library', () => {

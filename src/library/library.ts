@@ -683,7 +683,8 @@ export class Library {
     this.setOwnRemoval(info);
   }
 
-  private async readRemovals(db: Kysely<InternalTables>): Promise<void> {
+  /** Reads the `sync_removals` rows; returns whether they newly show this device removed. */
+  private async readRemovals(db: Kysely<InternalTables>): Promise<boolean> {
     const table = this.table(REMOVALS_MODEL.name);
     const removals: Removal[] = [];
     let after: string | undefined;
@@ -698,7 +699,9 @@ export class Library {
     }
     this.removalState.set(removals);
     const own = this.removalState.of(this.deviceId);
-    if (own) this.setOwnRemoval(removalInfo(own));
+    if (!own || this.ownRemoval) return false;
+    this.ownRemoval = removalInfo(own);
+    return true;
   }
 
   private setOwnRemoval(info: RemovalInfo): void {
@@ -789,12 +792,13 @@ export class Library {
     // Between transactions, let sockets and timers run if a burst of writes has held the loop.
     await this.turns.turn();
     this.assertOpen();
+    let removedNow = false;
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
       const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId);
       const value = await fn(batch);
       await batch.flush();
       // The next transaction must already refuse what a removal committed here refuses.
-      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) await this.readRemovals(trx);
+      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) removedNow = await this.readRemovals(trx);
       const highWater = batch.highWater();
       await trx
         .insertInto('sync_meta')
@@ -804,6 +808,8 @@ export class Library {
       return { value, batch };
     });
     this.counters = batch.counters();
+    // Emitted once committed, like change events: this device's own removal arrived or was written.
+    if (removedNow) this.events.emit('removed', this.ownRemoval!);
     if (this.events.listenerCount('change') > 0) for (const event of batch.events) this.events.emit('change', event);
     if (batch.advanced) this.events.emit('appended');
     return value;
