@@ -11,9 +11,11 @@ import { type Change, encodeHlc, type Library, type RemovalInfo, type SyncNode }
 import { mergeStates } from '../src/models/merge.js';
 import { REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import { shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 
 afterEach(async () => {
+  await stopAllRawPeers();
   await stopAllNodes();
   await removeTempDirs();
 });
@@ -173,7 +175,7 @@ describe('removing a device', () => {
     expect(await a.node.library(id).digest()).toBe(before);
   }, 60_000);
 
-  it('removing an unknown device is NOT_FOUND, removing this device is a VALIDATION error, and removing twice writes nothing', async () => {
+  it('removing an unknown device is NOT_FOUND, removing this device is a VALIDATION error, removing twice writes nothing, and a removed device id cannot join again', async () => {
     const [a, b] = [await device(), await device()];
     const [libA, libB] = await shareLibrary(a.node, [b.node]);
     await waitForConvergence([libA!, libB!]);
@@ -188,6 +190,12 @@ describe('removing a device', () => {
     expect({ digest: await libA!.digest(), vector: libA!.versionVector(), removals: libA!.removals() }).toEqual(once);
     await waitFor(async () => (await libB!.status()).state === 'removed', "B's status becomes removed");
     expect((await libB!.status()).removal).toMatchObject({ kind: 'removed', by: libA!.deviceId });
+
+    // B's device id cannot join again, even with a valid invite (a fresh directory joins as a new device).
+    const peer = await RawPeer.start();
+    const join = await peer.join(await libA!.createInvite(), { device: libB!.deviceId });
+    expect(await join.message(0, 'the reply to the join')).toMatchObject({ t: 'error', code: 'REMOVED', message: expect.stringMatching(/cannot join it again/) });
+    expect(await memberIds(libA!)).toEqual([libA!.deviceId]);
   }, 60_000);
 
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
@@ -260,6 +268,31 @@ describe('leaving a library', () => {
     // Leaving again is a no-op.
     await expect(libC!.leave()).resolves.toBeUndefined();
   }, 60_000);
+
+  it('a leave made offline is kept across a restart and reaches the others when they come back; the signal abandons only the wait', async () => {
+    const [a, b, c] = [await device(await freePort()), await device(await freePort()), await device()];
+    const [libA0, libB0, libC0] = await shareLibrary(a.node, [b.node, c.node]);
+    const id = libA0!.id;
+    await waitForConvergence([libA0!, libB0!, libC0!]);
+    await stopNode(a.node);
+    await stopNode(b.node);
+    const abandon = new AbortController();
+    const leaving = libC0!.leave({ signal: abandon.signal });
+    await waitFor(async () => (await libC0!.status()).state === 'removed', 'the leave is written');
+    abandon.abort();
+    await expect(leaving).rejects.toMatchObject({ code: 'ABORTED' });
+    await stopNode(c.node);
+    await restart(c);
+    const libC = c.node.library(id);
+    expect((await libC.status()).removal).toMatchObject({ kind: 'left' });
+    const told = libC.leave();
+    await restart(a);
+    await restart(b);
+    await told;
+    for (const lib of [a.node.library(id), b.node.library(id)]) {
+      await waitFor(async () => !(await memberIds(lib)).includes(libC.deviceId), 'the others learn of the leave');
+    }
+  }, 90_000);
 
   it('a device alone in its library leaves at once', async () => {
     const a = await device();
