@@ -19,6 +19,7 @@ export const SYNC_ERROR_CODES = [
   'INVITE_INVALID',
   'INVITE_EXPIRED',
   'INVITE_USED',
+  'INVITE_REVOKED',
   'NETWORK',
   'TIMEOUT',
   'LOG_PRUNED',
@@ -154,9 +155,11 @@ export class NotMemberError extends SyncError {
   }
 }
 
-/** An invite was refused: malformed or unknown, expired, or already used. */
+export type InviteErrorCode = 'INVITE_INVALID' | 'INVITE_EXPIRED' | 'INVITE_USED' | 'INVITE_REVOKED';
+
+/** An invite was refused: malformed or unknown, expired, already used, or revoked by its inviter. */
 export class InviteError extends SyncError {
-  constructor(code: 'INVITE_INVALID' | 'INVITE_EXPIRED' | 'INVITE_USED', message: string) {
+  constructor(code: InviteErrorCode, message: string) {
     super(code, message);
   }
 }

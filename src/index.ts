@@ -2,6 +2,7 @@ export {
   createSyncNode,
   SyncNode,
   DEFAULT_SYNC_TUNING,
+  type DiscoveryOptions,
   type SyncNodeOptions,
   type SyncNodeEvents,
   type SyncTuning,
@@ -13,9 +14,11 @@ export {
   type ListOptions,
   type LibraryEvents,
   type Member,
+  type MemberInfo,
   type InviteOptions,
+  type InviteInfo,
 } from './library/library.js';
-export type { LibraryStatus, LibrarySyncState, PartnerStatus, PartnerSyncState } from './replication/status.js';
+export type { LibraryStatus, LibrarySyncState, PartnerDialStatus, PartnerStatus, PartnerSyncState } from './replication/status.js';
 export type { SessionErrorEvent } from './replication/network.js';
 export type { SyncedOptions } from './replication/replicator.js';
 export type { SyncProgress } from './backfill/catch-up.js';

@@ -72,3 +72,46 @@ test('a retyped field is refused, and the refused open leaves the file as it was
   const again = await startNode(dataDir, { models: [noteV1, countV1] });
   expect(await again.library(lib.id).digest()).toBe(digest);
 });
+
+/**
+ * Puts a library file back to its schema before device names, invite revocation and last-seen
+ * (protocol 1.1): no `name` column in the member table, no `created_at` / `revoked_at` in the
+ * invites, no last-seen table, and the migrations that add them not yet run.
+ */
+function downgradeToSchema11(dataDir: string, libraryId: string): void {
+  const db = new Database(path.join(dataDir, 'libraries', `${libraryId}.sqlite`));
+  try {
+    db.exec(`
+      ALTER TABLE "sync_members" DROP COLUMN "name";
+      ALTER TABLE sync_invites DROP COLUMN created_at;
+      ALTER TABLE sync_invites DROP COLUMN revoked_at;
+      DROP TABLE sync_last_seen;
+      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen');
+    `);
+  } finally {
+    db.close();
+  }
+}
+
+test('a library from before device names and invite revocation opens, gets its name, lists and revokes its invites', async () => {
+  const dataDir = await makeTempDir('lsync-schema-');
+  const first = await startNode(dataDir, { models: [noteV1], deviceName: 'old name' });
+  const lib = await first.createLibrary({ name: 'main' });
+  const invite = await lib.createInvite({ ttlMs: 600_000 });
+  const expiresAt = (await lib.invites())[0]!.expiresAt;
+  await stopNode(first);
+  downgradeToSchema11(dataDir, lib.id);
+  expect(columns(dataDir, lib.id, 'sync_members')).not.toContain('name');
+
+  const second = await startNode(dataDir, { models: [noteV1], deviceName: 'new name' });
+  const reopened = second.library(lib.id);
+  expect(columns(dataDir, lib.id, 'sync_members')).toContain('name');
+  expect(columns(dataDir, lib.id, 'sync_invites')).toEqual(expect.arrayContaining(['created_at', 'revoked_at']));
+  expect(await reopened.members()).toEqual([
+    expect.objectContaining({ device: second.deviceId, name: 'new name', self: true, lastSeenAt: null }),
+  ]);
+  // The invite issued before creation times were recorded has none.
+  expect(await reopened.invites()).toEqual([{ id: expect.any(String), createdAt: null, expiresAt }]);
+  await reopened.revokeInvite(invite);
+  expect(await reopened.invites()).toEqual([]);
+});

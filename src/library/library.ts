@@ -41,6 +41,7 @@ import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.j
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from '../replication/status.js';
 import type { SyncedOptions } from '../replication/replicator.js';
+import { readLastSeen } from '../replication/last-seen.js';
 import type { SyncProgress } from '../backfill/catch-up.js';
 import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
 import {
@@ -89,14 +90,42 @@ export interface Member {
   addrs: string[];
 }
 
+/** A member row: a `Member` with its device name (null in rows written by 1.1 devices). */
+export interface MemberRow extends Member {
+  name: string | null;
+}
+
+/** A member as `lib.members()` shows it. */
+export interface MemberInfo extends MemberRow {
+  /**
+   * Wall ms of the last frame this device heard from that member (device-local, kept across
+   * restarts), or null if never; null for this device's own entry.
+   */
+  lastSeenAt: number | null;
+  /** Whether this is this device's own entry. */
+  self: boolean;
+}
+
 export interface InviteOptions {
   /** How long the invite can be used, in ms (default 24 hours). */
   ttlMs?: number;
 }
 
+/** A pending invite this device issued (`lib.invites()`): its secret is not kept, so not the string. */
+export interface InviteInfo {
+  id: string;
+  /** Wall ms of its creation; null for an invite created before this was recorded. */
+  createdAt: number | null;
+  expiresAt: number;
+}
+
 /** What the replication layer provides to a library once the node is networked. */
 export interface LibrarySync {
   createInvite(options: InviteOptions): Promise<string>;
+  invites(): Promise<InviteInfo[]>;
+  revokeInvite(codeOrId: string): Promise<void>;
+  /** When `device` was last heard from, as far as this device knows. */
+  lastSeenAt(device: string): number | null;
   status(): Promise<LibraryStatus>;
   synced(options: SyncedOptions): Promise<void>;
   leave(options: SyncedOptions): Promise<void>;
@@ -546,18 +575,32 @@ export class Library {
     return readOwnedAfter(this.db, tables, owner, after, through, limits);
   }
 
-  /** The library's member devices (synced data: every member learns of a new one); removed ones are gone. */
-  async members(): Promise<Member[]> {
-    return (await this.memberRows()).filter((m) => !this.removalState.of(m.device));
+  /**
+   * The library's members with their names and when this device last heard from each (names
+   * and devices are synced data: every member learns of a new one; last-seen is this device's).
+   * Removed devices are gone from it.
+   */
+  async members(): Promise<MemberInfo[]> {
+    const sync = this.sync;
+    const stored = sync ? undefined : await readLastSeen(this.db);
+    const heard = (device: string) => (sync ? sync.lastSeenAt(device) : (stored!.get(device) ?? null));
+    const rows = (await this.memberRows()).filter((m) => !this.removalState.of(m.device));
+    return rows.map((m) => {
+      const self = m.device === this.deviceId;
+      return { ...m, lastSeenAt: self ? null : heard(m.device), self };
+    });
   }
 
-  /** Every member row held, removed devices included (the engine refuses their PeerIds). */
-  async memberRows(): Promise<Member[]> {
-    const members: Member[] = [];
+  /** The library's member rows, as the synced member list records them (removed devices included). */
+  async memberRows(): Promise<MemberRow[]> {
+    const members: MemberRow[] = [];
     let after: string | undefined;
     for (;;) {
       const page = await this.list(MEMBERS_MODEL.name, { limit: MAX_LIST_LIMIT, after });
-      for (const row of page) members.push({ device: row.id, peer: row.peer as string, addrs: row.addrs as string[] });
+      for (const row of page) {
+        const name = (row.name as string | null) ?? null;
+        members.push({ device: row.id, peer: row.peer as string, addrs: row.addrs as string[], name });
+      }
       if (page.length < MAX_LIST_LIMIT) return members;
       after = page[page.length - 1]!.id;
     }
@@ -713,6 +756,19 @@ export class Library {
   /** Creates a one-time invite another device can join this library with. */
   createInvite(options: InviteOptions = {}): Promise<string> {
     return this.requireSync().createInvite(options);
+  }
+
+  /** This device's pending invites (not used, revoked or expired), newest first. */
+  invites(): Promise<InviteInfo[]> {
+    return this.requireSync().invites();
+  }
+
+  /**
+   * Revokes one of this device's invites, by its string or its id: a join with it is refused
+   * with `INVITE_REVOKED`. Idempotent; an invite this device did not issue is `NOT_FOUND`.
+   */
+  revokeInvite(codeOrId: string): Promise<void> {
+    return this.requireSync().revokeInvite(codeOrId);
   }
 
   /** Partners, their acknowledged vectors, this device's vectors, log size and sync state. */

@@ -155,8 +155,13 @@ function checkFields(model: SharedModel, fields: Record<string, unknown>, full: 
     if (!field) throw new ValidationError(`${model.name}: unknown field "${name}"`);
     values[name] = checkStored(model, field, fields[name]);
   }
+  // A system model's upsert written by an older protocol version lacks the nullable fields added
+  // since (a 1.1 member row has no `name`): they are null, the same on every receiver.
+  if (full && model.system) {
+    for (const field of model.fields) if (!(field.name in values) && field.nullable) values[field.name] = null;
+  }
   // Every name is a distinct known field: as many names as fields means all are there.
-  if (full && names.length !== model.fields.length) {
+  if (full && Object.keys(values).length !== model.fields.length) {
     const missing = model.fields.find((field) => !(field.name in values))!;
     throw new ValidationError(`${model.name}: upsert lacks field "${missing.name}"`);
   }

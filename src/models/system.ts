@@ -6,12 +6,14 @@ import type { Change, SharedRowState, StoredValues } from './types.js';
 const memberFields: readonly FieldDefinition[] = [
   { name: 'peer', type: 'text', nullable: false },
   { name: 'addrs', type: 'json', nullable: false },
+  // Added with protocol 1.2: rows written by 1.1 devices carry none (see checkFields).
+  { name: 'name', type: 'text', nullable: true },
 ];
 
 /**
  * The member list of a library is itself synced data: one row per member device (id = device
- * id) with its PeerId and last known addresses. Field-level LWW lets a device refresh its own
- * addresses without clobbering anything else. Written only by the engine (invites, address
+ * id) with its PeerId, last known addresses and name (`deviceName`). Field-level LWW lets a
+ * device refresh its own addresses and name without clobbering anything else. Written only by the engine (invites, address
  * refresh); the public write API refuses it.
  */
 export const MEMBERS_MODEL: SharedModel = {
@@ -30,6 +32,13 @@ export const MEMBERS_MODEL: SharedModel = {
 export const MAX_MEMBER_ADDRS = 32;
 export const MAX_ADDR_LENGTH = 512;
 const MAX_PEER_ID_LENGTH = 128;
+/** Longest device name (`createSyncNode({ deviceName })`, `join.name`), in UTF-16 units. */
+export const MAX_DEVICE_NAME_LENGTH = 128;
+
+/** Whether `name` can be a device name: a string of 1 to `MAX_DEVICE_NAME_LENGTH` units, not blank. */
+export function isDeviceName(name: unknown): name is string {
+  return typeof name === 'string' && name.trim() !== '' && name.length <= MAX_DEVICE_NAME_LENGTH;
+}
 
 /**
  * A member row is written whole (the engine only ever upserts it), so its PeerId and addresses
@@ -42,6 +51,9 @@ function checkMemberRecord(fields: StoredValues, whole: boolean): void {
   const peer = fields.peer;
   if (typeof peer !== 'string' || peer.length === 0 || peer.length > MAX_PEER_ID_LENGTH || peer.includes('/')) {
     throw new ValidationError(`sync_members: peer must be a PeerId of 1 to ${MAX_PEER_ID_LENGTH} characters`);
+  }
+  if (fields.name !== null && fields.name !== undefined && !isDeviceName(fields.name)) {
+    throw new ValidationError(`sync_members: name must be null or a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`);
   }
   const addrs: unknown = JSON.parse(fields.addrs as string);
   if (!Array.isArray(addrs) || addrs.length > MAX_MEMBER_ADDRS) {

@@ -1,8 +1,10 @@
 import './shims.js';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
+import { dcutr } from '@libp2p/dcutr';
 import { identify } from '@libp2p/identify';
-import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, Libp2p, PeerDiscovery, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
@@ -12,7 +14,16 @@ import { createLibp2p } from 'libp2p';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
 import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
-import type { ConnectionListener, FrameStream, Transport } from '../protocol/transport.js';
+import type {
+  ConnectionKind,
+  ConnectionListener,
+  ConnectOptions,
+  DiscoveryListener,
+  FrameStream,
+  RelayPolicy,
+  Transport,
+} from '../protocol/transport.js';
+import { lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -29,41 +40,113 @@ export interface Libp2pTransportOptions {
   maxStreams: number;
   /** Open connections with peers that are not known (see `setKnownPeers`), at most. */
   maxStrangerConnections: number;
+  /**
+   * Find (and be found by) other sync nodes on the LAN with mDNS. Only takes effect when some
+   * listen address is reachable from the LAN (`mdnsWorthwhile`); default false.
+   */
+  mdns?: boolean;
 }
 
-/** Streams per connection of the other protocols mounted (identify, its push, ping), at most. */
+/** What the mDNS service is besides a discovery: a service that knows whether it runs. */
+type LanDiscovery = PeerDiscovery & { isStarted(): boolean };
+
+/** Streams per connection of the other protocols mounted (identify, its push, ping, dcutr), at most. */
 const OTHER_PROTOCOL_STREAMS = 8;
+/**
+ * Relayed connections carried by one connection, each way (a hop stream from a member that
+ * dials through this node, a stop stream to a member reached through it), at most.
+ */
+const MAX_RELAYED_PER_CONNECTION = 16;
+/** Members holding a relay reservation on this node at once, at most (libp2p's default is 15). */
+const MAX_RELAY_RESERVATIONS = 64;
 /** Inbound connections still in their Noise/Yamux upgrade, at most (libp2p's default is 10). */
 const MAX_PENDING_UPGRADES = 8;
+
+/**
+ * Dial limits. libp2p 3 dials a peer's addresses one after another (public before private,
+ * loopback last, TCP before WebSockets; equal ones in the order given), each for at most
+ * ADDRESS_DIAL_TIMEOUT_MS, the whole dial for at most DIAL_TIMEOUT_MS. A refused port fails at
+ * once; a stale address on a network left behind (no answer at all) costs one address timeout,
+ * so a few of them still leave time for the current address. More than MAX_DIAL_ADDRESSES
+ * addresses of one peer (member row first) are not tried in one dial.
+ */
+const MAX_DIAL_ADDRESSES = 16;
+const ADDRESS_DIAL_TIMEOUT_MS = 5_000;
+const DIAL_TIMEOUT_MS = 20_000;
 
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {
   private readonly listeners: ConnectionListener[] = [];
+  private readonly discoveryListeners: DiscoveryListener[] = [];
   private isKnown: (peer: string) => boolean = () => false;
+  private mayRelay: RelayPolicy = () => false;
+  private readonly addressListeners: Array<() => void> = [];
 
   private constructor(
-    private readonly node: Libp2p,
+    private readonly node: Libp2p<{ listener: ListenerManager }>,
     private readonly options: Libp2pTransportOptions,
+    private readonly lanDiscovery: LanDiscovery | undefined,
   ) {
     node.addEventListener('peer:connect', (evt) => this.emit(evt.detail.toString(), true));
     node.addEventListener('peer:disconnect', (evt) => this.emit(evt.detail.toString(), false));
+    // Every answer heard, not libp2p's `peer:discovery` (sent only for a peer new to the peer
+    // store): a member already known from its member row is exactly the one to redial. libp2p
+    // itself only stores the addresses and dials no discovered peer.
+    lanDiscovery?.addEventListener('peer', (evt) => void this.discovered(evt.detail));
+    // A relay reservation made or lost changes this node's addresses.
+    node.addEventListener('self:peer:update', () => {
+      for (const listener of this.addressListeners) listener();
+    });
   }
 
   static async start(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
     let transport: Libp2pTransport | undefined;
-    const streams = options.maxStreams + OTHER_PROTOCOL_STREAMS;
+    const streams = options.maxStreams + OTHER_PROTOCOL_STREAMS + MAX_RELAYED_PER_CONNECTION;
+    const lan = options.mdns === true && mdnsWorthwhile(options.listen) ? { mdns: lanDiscoveryService() } : {};
     const node = await createLibp2p({
       privateKey: options.privateKey,
       addresses: { listen: [...options.listen] },
-      transports: [tcp(), webSockets()],
+      transports: [
+        tcp(),
+        webSockets(),
+        circuitRelayTransport({ maxInboundStopStreams: MAX_RELAYED_PER_CONNECTION, maxOutboundStopStreams: MAX_RELAYED_PER_CONNECTION }),
+      ],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux({ maxInboundStreams: streams, maxOutboundStreams: streams })],
-      connectionManager: { maxIncomingPendingConnections: MAX_PENDING_UPGRADES },
-      // Right after Noise, before a muxer exists: the first point where the PeerId is known.
-      connectionGater: { denyInboundEncryptedConnection: (peer) => transport?.refusesStranger(peer.toString()) ?? false },
-      services: { identify: identify(), ping: ping() },
+      connectionManager: {
+        maxIncomingPendingConnections: MAX_PENDING_UPGRADES,
+        maxPeerAddrsToDial: MAX_DIAL_ADDRESSES,
+        addressDialTimeout: ADDRESS_DIAL_TIMEOUT_MS,
+        dialTimeout: DIAL_TIMEOUT_MS,
+      },
+      connectionGater: {
+        // Right after Noise, before a muxer exists: the first point where the PeerId is known.
+        denyInboundEncryptedConnection: (peer) => transport?.refusesStranger(peer.toString()) ?? false,
+        // The relay server asks these on every RESERVE and CONNECT: members only, never an open relay.
+        denyInboundRelayReservation: (peer) => !(transport?.isKnown(peer.toString()) ?? false),
+        denyOutboundRelayedConnection: (source, destination) =>
+          !(transport?.mayRelay(source.toString(), destination.toString()) ?? false),
+      },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        // No default limit (2 min, 128 KiB per relayed connection): only members are relayed,
+        // and a sync session must not be cut every 128 KiB. See docs/operations.md.
+        relay: circuitRelayServer({
+          reservations: { applyDefaultLimit: false, maxReservations: MAX_RELAY_RESERVATIONS },
+          maxInboundHopStreams: MAX_RELAYED_PER_CONNECTION,
+          maxOutboundStopStreams: MAX_RELAYED_PER_CONNECTION,
+        }),
+        dcutr: dcutr(),
+        // A wrapper, not the transport manager itself: libp2p starts every service, and would
+        // start the transport manager (and listen on every address) a second time.
+        listener: ({ transportManager }: { transportManager: ListenerManager }): ListenerManager => ({
+          listen: (addrs) => transportManager.listen(addrs),
+        }),
+        ...lan,
+      },
     });
-    transport = new Libp2pTransport(node, options);
+    transport = new Libp2pTransport(node, options, (node.services as { mdns?: LanDiscovery }).mdns);
     return transport;
   }
 
@@ -75,22 +158,31 @@ export class Libp2pTransport implements Transport {
     return this.node.getMultiaddrs().map((ma) => ma.toString());
   }
 
+  /** Whether mDNS runs (it was asked for and some listen address is reachable from the LAN). */
+  get mdnsRunning(): boolean {
+    return this.lanDiscovery?.isStarted() ?? false;
+  }
+
   handle(handler: (stream: FrameStream) => void): void {
     void this.node.handle(
       this.options.protocol,
       (stream: Stream, connection: Connection) => {
         handler(new Libp2pFrameStream(stream, connection.remotePeer.toString(), this.frameLimits()));
       },
-      { maxInboundStreams: this.options.maxStreams, maxOutboundStreams: this.options.maxStreams },
+      // A relayed member connection may carry limits if the relay sets some; sync still runs.
+      { maxInboundStreams: this.options.maxStreams, maxOutboundStreams: this.options.maxStreams, runOnLimitedConnection: true },
     );
   }
 
-  async connect(peer: string, addrs: readonly string[], signal?: AbortSignal): Promise<void> {
+  async connect(peer: string, addrs: readonly string[], options: ConnectOptions = {}): Promise<void> {
     if (this.isConnected(peer)) return;
-    const targets = dialTargets(peer, addrs);
-    if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
+    let tried: string[] = [];
     try {
-      const connection = await this.node.dial(targets, { signal });
+      const targets = await this.dialTargetsOf(peer, addrs);
+      tried = targets.map((t) => t.toString());
+      options.onDialling?.(tried);
+      if (targets.length === 0) throw new NetworkError(`no usable address for peer ${peer}`);
+      const connection = await this.node.dial(targets, { signal: options.signal });
       // Every target ends in `peer`, so libp2p authenticates exactly that peer. Should a
       // connection to another peer come back all the same, it is that peer's (possibly a
       // member's, in use): never close it.
@@ -99,13 +191,28 @@ export class Libp2pTransport implements Transport {
       }
     } catch (err) {
       if (err instanceof NetworkError) throw err;
-      throw new NetworkError(`cannot reach peer ${peer}: ${describeError(err)}`);
+      throw new NetworkError(`cannot reach peer ${peer} at ${tried.join(', ') || 'no address'}: ${describeDialError(err)}`);
     }
+  }
+
+  /**
+   * Every address `peer` may be dialled at: the member row's (`addrs`, merged into the peer
+   * store) first, as what the partner last said about itself, then what identify and discovery
+   * put in the peer store; at most MAX_DIAL_ADDRESSES.
+   */
+  private async dialTargetsOf(peer: string, addrs: readonly string[]): Promise<Multiaddr[]> {
+    const peerId = peerIdFromString(peer);
+    const fromRow = dialTargets(peer, addrs);
+    if (fromRow.length > 0) await this.node.peerStore.merge(peerId, { multiaddrs: fromRow.map(withoutPeerId) });
+    const known = (await this.node.peerStore.has(peerId))
+      ? (await this.node.peerStore.get(peerId)).addresses.map((a) => a.multiaddr.toString())
+      : [];
+    return uniqueTargets([...fromRow, ...dialTargets(peer, known)]).slice(0, MAX_DIAL_ADDRESSES);
   }
 
   async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
     try {
-      const stream = await this.node.dialProtocol(peerIdFromString(peer), this.options.protocol, { signal });
+      const stream = await this.node.dialProtocol(peerIdFromString(peer), this.options.protocol, { signal, runOnLimitedConnection: true });
       return new Libp2pFrameStream(stream, peer, this.frameLimits());
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') {
@@ -117,7 +224,59 @@ export class Libp2pTransport implements Transport {
   }
 
   isConnected(peer: string): boolean {
-    return this.node.getConnections(peerIdFromString(peer)).some((c) => c.status === 'open');
+    return this.connectionKind(peer) !== null;
+  }
+
+  connectionKind(peer: string): ConnectionKind | null {
+    const open = this.node.getConnections(peerIdFromString(peer)).filter((c) => c.status === 'open');
+    if (open.length === 0) return null;
+    return open.some((c) => c.direct) ? 'direct' : 'relayed';
+  }
+
+  /**
+   * Opens a direct connection to a peer reached only through a relay, on its direct addresses
+   * (`addrs` and what identify put in the peer store), then closes the relayed one: sessions on
+   * it end and reopen on the direct connection. Resolves false when there is no direct address
+   * to try; rejects when none answered. dcutr does the same on public addresses only.
+   */
+  async upgradeToDirect(peer: string, addrs: readonly string[]): Promise<boolean> {
+    const id = peerIdFromString(peer);
+    const known = await this.node.peerStore.get(id).then(
+      (p) => p.addresses.map((a) => a.multiaddr.toString()),
+      () => [],
+    );
+    const targets = dialTargets(peer, [...addrs, ...known]).filter((a) => !isRelayed(a));
+    if (targets.length === 0) return false;
+    try {
+      const direct = await this.node.dial(targets, { force: true });
+      if (!direct.direct) throw new NetworkError('the dial came back relayed');
+    } catch (err) {
+      throw new NetworkError(`cannot reach peer ${peer} directly: ${describeError(err)}`);
+    }
+    for (const relayed of this.node.getConnections(id).filter((c) => !c.direct)) {
+      await relayed.close().catch(() => undefined);
+    }
+    return true;
+  }
+
+  hasRelayReservation(relay: string): boolean {
+    return this.addresses().some((a) => a.includes(`/p2p/${relay}/p2p-circuit/`));
+  }
+
+  /**
+   * Reserves a slot on `relay`, over the direct connection this node holds to it, so that the
+   * relay's addresses with `/p2p-circuit/p2p/<self>` become this node's too. Rejects when there is
+   * no direct connection or the relay refused (it grants members only).
+   */
+  async reserveRelay(relay: string): Promise<void> {
+    const connection = this.node.getConnections(peerIdFromString(relay)).find((c) => c.status === 'open' && c.direct);
+    if (!connection) throw new NetworkError(`no direct connection to relay ${relay}`);
+    const listen = multiaddr(`${connection.remoteAddr.decapsulateCode(P2P_CODE).toString()}/p2p/${relay}/p2p-circuit`);
+    try {
+      await this.node.services.listener.listen([listen]);
+    } catch (err) {
+      throw new NetworkError(`relay ${relay} refused a reservation: ${describeError(err)}`);
+    }
   }
 
   async disconnect(peer: string): Promise<void> {
@@ -128,17 +287,38 @@ export class Libp2pTransport implements Transport {
     this.listeners.push(listener);
   }
 
-  setKnownPeers(isKnown: (peer: string) => boolean): void {
+  setKnownPeers(isKnown: (peer: string) => boolean, mayRelay: RelayPolicy = () => false): void {
     this.isKnown = isKnown;
+    this.mayRelay = mayRelay;
+  }
+
+  onAddressesChange(listener: () => void): void {
+    this.addressListeners.push(listener);
+  }
+
+  onPeerDiscovered(listener: DiscoveryListener): void {
+    this.discoveryListeners.push(listener);
   }
 
   async stop(): Promise<void> {
     this.listeners.length = 0;
+    this.discoveryListeners.length = 0;
+    this.addressListeners.length = 0;
     await this.node.stop();
   }
 
   private emit(peer: string, connected: boolean): void {
     for (const listener of this.listeners) listener(peer, connected);
+  }
+
+  /** A peer answered on the LAN: its addresses go to the peer store before anyone is told. */
+  private async discovered(peer: PeerInfo): Promise<void> {
+    try {
+      await this.node.peerStore.merge(peer.id, { multiaddrs: peer.multiaddrs });
+    } catch {
+      return; // the node is stopping
+    }
+    for (const listener of this.discoveryListeners) listener(peer.id.toString());
   }
 
   private frameLimits(): FrameLimits {
@@ -151,6 +331,18 @@ export class Libp2pTransport implements Transport {
     const strangers = this.node.getConnections().filter((c) => !this.isKnown(c.remotePeer.toString())).length;
     return strangers >= this.options.maxStrangerConnections;
   }
+}
+
+/** What the relay reservations need of libp2p's transport manager: listening at run time. */
+interface ListenerManager {
+  listen(addrs: Multiaddr[]): Promise<void>;
+}
+
+const P2P_CODE = 0x01a5;
+
+/** Whether an address goes through a circuit relay. */
+function isRelayed(address: Multiaddr): boolean {
+  return address.getComponents().some((c) => c.name === 'p2p-circuit');
 }
 
 /**
@@ -172,6 +364,32 @@ function dialTargets(peer: string, addrs: readonly string[]): Multiaddr[] {
     else if (last.value === peer) targets.push(address);
   }
   return targets;
+}
+
+/** `targets` without repeats, in order. */
+function uniqueTargets(targets: readonly Multiaddr[]): Multiaddr[] {
+  const seen = new Set<string>();
+  return targets.filter((t) => !seen.has(t.toString()) && seen.add(t.toString()));
+}
+
+/** A dial target as the peer store keeps addresses: without the trailing /p2p/<peer>. */
+function withoutPeerId(target: Multiaddr): Multiaddr {
+  const components = target.getComponents();
+  return multiaddr(components.slice(0, -1));
+}
+
+/** A libp2p dial failure with the reason of each address (libp2p aggregates them). */
+function describeDialError(err: unknown): string {
+  if (err instanceof AggregateError && err.errors.length > 0) {
+    return `${describeError(err)} (${err.errors.map((e: unknown) => describeAddressFailure(e)).join('; ')})`;
+  }
+  return describeAddressFailure(err);
+}
+
+/** A WebSocket dial fails with an `ErrorEvent`, whose `error` says why (ECONNREFUSED…). */
+function describeAddressFailure(err: unknown): string {
+  const inner = err instanceof Error ? undefined : (err as { error?: unknown } | null)?.error;
+  return inner instanceof Error ? describeError(inner) : describeError(err);
 }
 
 /**

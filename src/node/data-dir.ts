@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { v4 as uuidv4 } from 'uuid';
 import { SyncError } from '../errors.js';
 import { isDeviceId } from '../hlc/index.js';
+import { type ListenPorts, parseListenPorts } from '../network/listen-ports.js';
 
 /** Data directories open in this process: a lock file alone cannot tell two of our own apart. */
 const openInThisProcess = new Set<string>();
@@ -12,6 +13,8 @@ const openInThisProcess = new Set<string>();
  *   node.json                 { "deviceId": "<uuid>" }, created once
  *   peer.key                  libp2p Ed25519 private key (protobuf), mode 0600, created once
  *   node.lock                 pid of the process that has the directory open
+ *   listen-ports.json         { "ports": { "<listen address>": port } }: the port each port-0
+ *                             listen address was given, asked for again at the next start
  *   libraries/<id>.sqlite     one database per library
  */
 export class DataDir {
@@ -34,6 +37,25 @@ export class DataDir {
     return join(this.librariesPath, `${id}.sqlite`);
   }
 
+  get listenPortsFile(): string {
+    return join(this.path, 'listen-ports.json');
+  }
+
+  /** The remembered listen ports; none when the file is missing or unreadable (it is only a hint). */
+  async listenPorts(): Promise<ListenPorts> {
+    try {
+      return parseListenPorts(JSON.parse(await readFile(this.listenPortsFile, 'utf8')));
+    } catch (err) {
+      if (err instanceof SyntaxError || (err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw err;
+    }
+  }
+
+  /** Replaces the remembered listen ports, atomically (via rename). */
+  async saveListenPorts(ports: ListenPorts): Promise<void> {
+    await writeAtomically(this.listenPortsFile, JSON.stringify({ ports }, null, 2) + '\n');
+  }
+
   async ensure(): Promise<void> {
     await mkdir(this.librariesPath, { recursive: true });
   }
@@ -49,9 +71,7 @@ export class DataDir {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     const deviceId = uuidv4();
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify({ deviceId }, null, 2) + '\n', { mode: 0o600 });
-    await rename(tmp, file);
+    await writeAtomically(file, JSON.stringify({ deviceId }, null, 2) + '\n');
     return deviceId;
   }
 
@@ -92,6 +112,13 @@ export class DataDir {
     const names = await readdir(this.librariesPath);
     return names.filter((n) => n.endsWith('.sqlite')).map((n) => n.slice(0, -'.sqlite'.length));
   }
+}
+
+/** Writes `file` whole or not at all: a crash leaves the old content or the new one. */
+async function writeAtomically(file: string, content: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, content, { mode: 0o600 });
+  await rename(tmp, file);
 }
 
 function isAlive(pid: number): boolean {

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { EventEmitter } from 'eventemitter3';
 import { v4 as uuidv4 } from 'uuid';
 import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
@@ -5,7 +6,8 @@ import { compareHlc, type Hlc, HlcClock, isDeviceId, type WallClock } from '../h
 import { Library, type Member } from '../library/library.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
-import { SYSTEM_MODELS } from '../models/system.js';
+import { isDeviceName, MAX_DEVICE_NAME_LENGTH, SYSTEM_MODELS } from '../models/system.js';
+import { parseBootstrap } from '../network/bootstrap.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
@@ -16,6 +18,7 @@ import { BACKFILL_META_KEY } from '../backfill/catch-up.js';
 import { prepareLibrary } from '../storage/open-library.js';
 import { openSqliteFile } from '../storage/sqlite-node.js';
 import { DataDir } from './data-dir.js';
+import { listenOnStablePorts } from './stable-ports.js';
 
 export interface SyncNodeOptions {
   /** Directory for the device identity and one SQLite file per library. Created if missing. */
@@ -31,8 +34,31 @@ export interface SyncNodeOptions {
    * `[]` listens nowhere (the node can still dial out).
    */
   listen?: string[];
+  /** How partners are found besides their member rows. See docs/operations.md. */
+  discovery?: DiscoveryOptions;
+  /**
+   * Always-on peers (a home server, a cloud VM running this package), as multiaddrs ending in
+   * `/p2p/<PeerId>`. The node dials each at start and keeps it connected (redialled with the
+   * partners' backoff). One that is a member of a library here is a meeting point: members that
+   * know only it sync with it, learn of each other from the member rows it forwards, and keep a
+   * relay slot on it, through which members that cannot dial each other connect.
+   */
+  bootstrap?: string[];
   /** Replication timings and limits; the defaults suit a LAN or the internet. */
   sync?: Partial<SyncTuning>;
+  /**
+   * A human-readable name for this device, shown to every member (`lib.members()`): a non-blank
+   * string of at most 128 characters. Default: the host name (`os.hostname()`).
+   */
+  deviceName?: string;
+}
+
+export interface DiscoveryOptions {
+  /**
+   * Find members on the LAN with mDNS (and answer their queries). Default true. It runs only
+   * while some listen address is reachable from the LAN: a node on loopback only sends no mDNS.
+   */
+  mdns?: boolean;
 }
 
 export interface SyncTuning extends ReplicationTuning {
@@ -118,6 +144,19 @@ export class SyncNode {
     return this.transport.localPeer;
   }
 
+  /** This device's name as the other members see it (null only if the host name is unusable). */
+  get deviceName(): string | null {
+    return this.network.deviceName;
+  }
+
+  /**
+   * Whether this node finds members on the LAN with mDNS now: `discovery.mdns` was not turned
+   * off and some listen address is reachable from the LAN (not loopback only, not `[]`).
+   */
+  get mdnsRunning(): boolean {
+    return this.transport.mdnsRunning;
+  }
+
   /** The addresses this node listens on, each ending in /p2p/<peerId>. */
   multiaddrs(): string[] {
     return this.transport.addresses();
@@ -133,10 +172,16 @@ export class SyncNode {
       throw new ValidationError('createSyncNode: maxClockDriftMs must be a non-negative number');
     }
     const tuning = checkTuning(options.sync);
+    const deviceName = options.deviceName === undefined ? defaultDeviceName() : options.deviceName;
+    if (options.deviceName !== undefined && !isDeviceName(deviceName)) {
+      throw new ValidationError(`createSyncNode: deviceName must be a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`);
+    }
     const listen = options.listen ?? DEFAULT_LISTEN;
     if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
       throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
     }
+    const discovery = checkDiscovery(options.discovery);
+    const bootstrap = parseBootstrap(options.bootstrap);
     const registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
     const dataDir = new DataDir(options.dataDir);
     await dataDir.ensure();
@@ -184,20 +229,26 @@ export class SyncNode {
       }
       const wallClock = options.wallClock ?? Date.now;
       const events = new EventEmitter<SyncNodeEvents>();
-      const transport = await Libp2pTransport.start({
-        privateKey: await loadOrCreatePeerKey(dataDir.peerKeyFile),
-        listen,
-        protocol: PROTOCOL_ID,
-        maxFrameBytes: MAX_FRAME_BYTES,
-        maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
-        maxStreams: MAX_STREAMS_PER_CONNECTION,
-        maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
-      });
+      const privateKey = await loadOrCreatePeerKey(dataDir.peerKeyFile);
+      const transport = await listenOnStablePorts(dataDir, listen, (addresses) =>
+        Libp2pTransport.start({
+          privateKey,
+          listen: addresses,
+          protocol: PROTOCOL_ID,
+          maxFrameBytes: MAX_FRAME_BYTES,
+          maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
+          maxStreams: MAX_STREAMS_PER_CONNECTION,
+          maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
+          mdns: discovery.mdns,
+        }),
+      );
       const network = new SyncNetwork(transport, deviceId, {
         backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
         reconcileMs: tuning.reconcileMs,
         handshakeTimeoutMs: tuning.requestTimeoutMs,
         maxConcurrentServes: tuning.maxConcurrentServes,
+        deviceName,
+        bootstrap,
         now: wallClock,
         random: Math.random,
         onSessionError: (event) => events.emit('session-error', event),
@@ -306,7 +357,7 @@ export class SyncNode {
     const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
     this.network.add(replicator);
     await replicator.start();
-    // Listen ports may differ from the last run: tell the other members where to find us.
+    // Listen ports (or the device name) may differ from the last run: tell the other members.
     await replicator.refreshSelfWhenConfirmed();
     return replicator;
   }
@@ -323,6 +374,26 @@ export class SyncNode {
 const MAX_STREAMS_PER_CONNECTION = 64;
 /** Connections with peers that are members of no library here (joiners, strangers), at once. */
 const MAX_STRANGER_CONNECTIONS = 8;
+
+/** The host name, cut to a device name's length; null if there is none. */
+function defaultDeviceName(): string | null {
+  const name = hostname().trim().slice(0, MAX_DEVICE_NAME_LENGTH);
+  return isDeviceName(name) ? name : null;
+}
+
+function checkDiscovery(input: DiscoveryOptions | undefined): Required<DiscoveryOptions> {
+  if (input === undefined) return { mdns: true };
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new ValidationError('createSyncNode: discovery must be an object such as { mdns: false }');
+  }
+  // An unknown key is most likely a misspelt `mdns`: silently keeping mDNS on would be worse.
+  const unknown = Object.keys(input).filter((key) => key !== 'mdns');
+  if (unknown.length > 0) throw new ValidationError(`createSyncNode: discovery has unknown option(s) ${unknown.join(', ')}`);
+  if (input.mdns !== undefined && typeof input.mdns !== 'boolean') {
+    throw new ValidationError('createSyncNode: discovery.mdns must be true or false');
+  }
+  return { mdns: input.mdns ?? true };
+}
 
 function checkTuning(input: Partial<SyncTuning> | undefined): SyncTuning {
   const tuning = { ...DEFAULT_SYNC_TUNING, ...input };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_ADDR_LENGTH, MAX_MEMBER_ADDRS } from '../models/system.js';
+import { isDeviceName, MAX_ADDR_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_MEMBER_ADDRS } from '../models/system.js';
 import { MAX_RECORD_BYTES } from '../models/values.js';
 import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
@@ -181,6 +181,8 @@ const join = z.object({
   proof: bytes(32).refine((b) => b.byteLength === 32, 'proof must be 32 bytes'),
   device: uuid,
   addrs: z.array(z.string().max(MAX_ADDR_LENGTH)).max(MAX_MEMBER_ADDRS),
+  /** The joiner's device name (1.2; a 1.1 joiner sends none and its member row has no name). */
+  name: z.string().refine(isDeviceName, `a device name is a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`).optional(),
 });
 const welcome = z.object({ t: z.literal('welcome'), ...base, name: z.string().max(200), device: uuid });
 const error = z.object({

@@ -22,7 +22,20 @@ export interface FrameStream {
   abort(reason: Error): void;
 }
 
+export interface ConnectOptions {
+  signal?: AbortSignal;
+  onDialling?: (addresses: readonly string[]) => void;
+}
+
 export type ConnectionListener = (peer: string, connected: boolean) => void;
+/** Told the PeerId of a peer that discovery found; its addresses are where `connect` looks. */
+export type DiscoveryListener = (peer: string) => void;
+
+/** How a peer is reached: over a connection of its own, or only through a relay (another peer). */
+export type ConnectionKind = 'direct' | 'relayed';
+
+/** Whether this node, as a relay, may carry a connection from `source` to `destination`. */
+export type RelayPolicy = (source: string, destination: string) => boolean;
 
 export interface Transport {
   /** This node's PeerId. */
@@ -31,19 +44,43 @@ export interface Transport {
   addresses(): string[];
   /** Registers the handler for inbound sync streams. */
   handle(handler: (stream: FrameStream) => void): void;
-  /** Ensures a connection to `peer`, trying `addrs` if none is open. */
-  connect(peer: string, addrs: readonly string[], signal?: AbortSignal): Promise<void>;
+  /**
+   * Ensures a connection to `peer`. If none is open, dials it on every address known for it:
+   * `addrs` (its member row) first, then what the transport learned (libp2p: identify, discovery).
+   * `options.onDialling` hears which addresses the dial tries, before it starts. A failure is a
+   * `NetworkError` whose message names the addresses and why each failed.
+   */
+  connect(peer: string, addrs: readonly string[], options?: ConnectOptions): Promise<void>;
   /** Opens a sync stream over an existing (or new) connection to `peer`. */
   openStream(peer: string, signal?: AbortSignal): Promise<FrameStream>;
   isConnected(peer: string): boolean;
+  /** How `peer` is connected now (direct wins over relayed), or null when it is not. */
+  connectionKind(peer: string): ConnectionKind | null;
+  /**
+   * Opens a direct connection to `peer` (reached only through a relay) on its direct addresses,
+   * then closes the relayed one. False when there was no direct address to try.
+   */
+  upgradeToDirect(peer: string, addrs: readonly string[]): Promise<boolean>;
+  /** Keeps a relay slot on `relay` (connected directly), so `relay` can reach this node for others. */
+  reserveRelay(relay: string): Promise<void>;
+  hasRelayReservation(relay: string): boolean;
+  /** Called when this node's addresses change (a relay reservation made or lost). */
+  onAddressesChange(listener: () => void): void;
   /** Closes every connection to `peer` (after it stopped answering). */
   disconnect(peer: string): Promise<void>;
   /** Called whenever the first connection to a peer opens or the last one closes. */
   onConnectionChange(listener: ConnectionListener): void;
   /**
    * Tells the transport which peers are known (members of a library here). Others (joiners,
-   * and anyone else) get only a few connections at once.
+   * and anyone else) get only a few connections at once, and no relay reservation. `mayRelay`
+   * says which connections this node relays (between members of a library they share here);
+   * without it, none.
    */
-  setKnownPeers(isKnown: (peer: string) => boolean): void;
+  setKnownPeers(isKnown: (peer: string) => boolean, mayRelay?: RelayPolicy): void;
+  /**
+   * Called whenever discovery (mDNS on the LAN) hears from a peer, member or not, again at every
+   * answer. Nothing is dialled because of it unless the listener does so.
+   */
+  onPeerDiscovered(listener: DiscoveryListener): void;
   stop(): Promise<void>;
 }

@@ -1,4 +1,5 @@
 import {
+  describeError,
   NetworkError,
   NotMemberError,
   ProtocolError,
@@ -11,14 +12,16 @@ import {
   toSyncError,
 } from '../errors.js';
 import type { Library } from '../library/library.js';
+import { MAX_MEMBER_ADDRS } from '../models/system.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
-import type { FrameStream, Transport } from '../protocol/transport.js';
+import type { ConnectionKind, FrameStream, Transport } from '../protocol/transport.js';
 import type { Invite } from './invite-code.js';
 import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
 import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
+import type { PartnerDialStatus } from './status.js';
 import { errorFromWire, errorMessage, isBadInput, isPeerReported } from './wire-errors.js';
 
 export interface BackoffPolicy {
@@ -36,9 +39,24 @@ export interface SessionErrorEvent {
   error: Error;
 }
 
+/** An always-on peer every node keeps a connection to (`createSyncNode({ bootstrap })`). */
+export interface BootstrapPeer {
+  peer: string;
+  /** Its multiaddr, ending in `/p2p/<peer>`. */
+  addr: string;
+}
+
 interface PeerBackoff {
   failures: number;
   nextAttemptAt: number;
+}
+
+/** The last dial of a peer, as `status()` shows it, and the member-row addresses it was given. */
+interface DialRecord {
+  addresses: readonly string[];
+  lastError: string | null;
+  lastAttemptAt: number;
+  given: readonly string[];
 }
 
 /**
@@ -52,7 +70,10 @@ interface PeerBackoff {
 export class SyncNetwork {
   private readonly replicators = new Map<string, LibraryReplicator>();
   private readonly backoff = new Map<string, PeerBackoff>();
+  private readonly dials = new Map<string, DialRecord>();
   private readonly opening = new Set<string>();
+  /** How often discovery found each member, to tell whether it did during a dial. */
+  private readonly discoveries = new Map<string, number>();
   /** Libraries being joined: settles once the library exists here (or the join failed). */
   private readonly joining = new Map<string, Promise<unknown>>();
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
@@ -77,6 +98,9 @@ export class SyncNetwork {
       reconcileMs: number;
       handshakeTimeoutMs: number;
       maxConcurrentServes: number;
+      /** This device's name (`deviceName`), sent in joins and written to its member rows. */
+      deviceName: string | null;
+      bootstrap: readonly BootstrapPeer[];
       now: () => number;
       random: () => number;
       onSessionError: (event: SessionErrorEvent) => void;
@@ -84,14 +108,24 @@ export class SyncNetwork {
   ) {
     this.serving = new ServingSlots(options.maxConcurrentServes, options.now);
     transport.handle((stream) => this.acceptWithinBudget(stream));
-    transport.setKnownPeers((peer) => this.isKnownPeer(peer));
+    transport.setKnownPeers(
+      (peer) => this.isKnownPeer(peer),
+      (source, destination) => this.shareALibrary(source, destination),
+    );
+    transport.onAddressesChange(() => {
+      for (const replicator of this.replicators.values()) replicator.addressesChanged();
+    });
     transport.onConnectionChange((peer, connected) => {
-      if (connected) this.backoff.delete(peer);
-      for (const replicator of this.replicators.values()) {
-        if (replicator.isMemberPeer(peer)) replicator.scheduleStatus();
+      if (connected) {
+        this.backoff.delete(peer);
+        // Connected (either way): an earlier dial error no longer explains anything.
+        const dial = this.dials.get(peer);
+        if (dial) dial.lastError = null;
       }
+      this.statusChanged(peer);
       this.reconcileSoon();
     });
+    transport.onPeerDiscovered((peer) => this.discovered(peer));
     this.reconcileTimer = setInterval(() => this.reconcile(), options.reconcileMs);
   }
 
@@ -99,12 +133,41 @@ export class SyncNetwork {
     return this.transport.localPeer;
   }
 
+  /**
+   * The addresses members are told (member row, join): direct ones first, then relayed ones
+   * (`…/p2p-circuit/…`), at most the MAX_MEMBER_ADDRS a member row holds.
+   */
   addresses(): string[] {
-    return this.transport.addresses();
+    const all = this.transport.addresses();
+    const relayed = (addr: string) => addr.includes('/p2p-circuit');
+    return [...all.filter((a) => !relayed(a)), ...all.filter(relayed)].slice(0, MAX_MEMBER_ADDRS);
+  }
+
+  get deviceName(): string | null {
+    return this.options.deviceName;
   }
 
   isConnected(peer: string): boolean {
     return this.transport.isConnected(peer);
+  }
+
+  /**
+   * How dialling `peer` goes: the addresses of the last attempt, its error, when it was and when
+   * the next one is due (null while connected; now or earlier when one is due or under way).
+   */
+  dialStatus(peer: string): PartnerDialStatus {
+    const dial = this.dials.get(peer);
+    const connected = this.transport.isConnected(peer);
+    return {
+      addresses: [...(dial?.addresses ?? [])],
+      lastError: dial?.lastError ?? null,
+      lastAttemptAt: dial?.lastAttemptAt ?? null,
+      nextAttemptAt: connected ? null : (this.backoff.get(peer)?.nextAttemptAt ?? this.now()),
+    };
+  }
+
+  connectionKind(peer: string): ConnectionKind | null {
+    return this.transport.connectionKind(peer);
   }
 
   disconnect(peer: string): void {
@@ -145,7 +208,7 @@ export class SyncNetwork {
    * prove the secret, and wait for the welcome. Returns the inviter as a member.
    */
   async join(invite: Invite, signal?: AbortSignal): Promise<{ device: string; name: string }> {
-    await this.transport.connect(invite.inviterPeer, invite.inviterAddrs, signal);
+    await this.transport.connect(invite.inviterPeer, invite.inviterAddrs, { signal });
     const stream = await this.transport.openStream(invite.inviterPeer, signal);
     const frames = stream.frames()[Symbol.asyncIterator]();
     try {
@@ -158,6 +221,7 @@ export class SyncNetwork {
           proof: inviteProof(hashSecret(invite.secret), this.localPeer, invite.library),
           device: this.deviceId,
           addrs: this.addresses(),
+          ...(this.deviceName === null ? {} : { name: this.deviceName }),
         }),
       );
       const reply = await this.firstMessage(frames, stream);
@@ -187,6 +251,21 @@ export class SyncNetwork {
 
   private reconcile(): void {
     if (this.stopped) return;
+    // Peers to dial, each with every address known for it: the configured one of a bootstrap
+    // peer and its member rows in every library here. One dial per peer, on all of them.
+    const unreached = new Map<string, Set<string>>();
+    const reach = (peer: string, addrs: readonly string[]) => {
+      const known = unreached.get(peer) ?? new Set<string>();
+      for (const addr of addrs) known.add(addr);
+      unreached.set(peer, known);
+    };
+    for (const { peer, addr } of this.options.bootstrap) {
+      // One bootstrap list may serve every device, the always-on one included.
+      if (peer === this.localPeer) continue;
+      const kind = this.transport.connectionKind(peer);
+      if (kind === null) reach(peer, [addr]);
+      else if (kind === 'direct') this.keepRelaySlot(peer);
+    }
     for (const replicator of this.replicators.values()) {
       // A copy of this device that gave way to another one, or a device that is no longer a
       // member, syncs this library no more.
@@ -196,23 +275,110 @@ export class SyncNetwork {
         if (this.transport.isConnected(peer)) this.tellRemoved(replicator.library.id, peer, removal);
       }
       for (const partner of replicator.partners()) {
-        if (!this.transport.isConnected(partner.peer)) {
-          this.dial(partner.peer, partner.addrs);
-        } else if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) {
-          void this.open(replicator, partner.peer);
+        const kind = this.transport.connectionKind(partner.peer);
+        if (kind === null) {
+          reach(partner.peer, partner.addrs);
+          continue;
         }
+        if (kind === 'relayed') this.tryDirect(partner.peer, partner.addrs);
+        if (!replicator.sessions.has(partner.peer) && this.localPeer < partner.peer) void this.open(replicator, partner.peer);
       }
     }
+    for (const [peer, addrs] of unreached) this.dial(peer, [...addrs]);
   }
 
+  /**
+   * Discovery found `peer` (its addresses are now where the transport dials). A member not
+   * connected is dialled at once, whatever its backoff: the failures behind that backoff were
+   * at addresses it may have left. Anyone else is ignored: only members are dialled for sync.
+   */
+  private discovered(peer: string): void {
+    if (this.stopped || !this.isKnownPeer(peer) || this.transport.isConnected(peer)) return;
+    this.discoveries.set(peer, (this.discoveries.get(peer) ?? 0) + 1);
+    this.backoff.delete(peer);
+    this.reconcileSoon();
+  }
+
+  /**
+   * A bootstrap peer is dialled like a partner (same backoff) and kept connected (`reconcile`).
+   * Once it is a member of a library here, this node also keeps a relay slot on it, so members
+   * that cannot dial this node reach it through the bootstrap peer (`/p2p/<bootstrap>/p2p-circuit/…`).
+   */
+  private keepRelaySlot(peer: string): void {
+    if (!this.isKnownPeer(peer) || this.transport.hasRelayReservation(peer)) return;
+    this.attempt(`relay:${peer}`, async () => {
+      await this.transport.reserveRelay(peer);
+      return true;
+    });
+  }
+
+  /**
+   * A partner reached only through a relay is dialled on its direct addresses in the background,
+   * with backoff (dcutr upgrades on public addresses only); the relayed connection serves meanwhile.
+   */
+  private tryDirect(peer: string, addrs: readonly string[]): void {
+    this.attempt(`direct:${peer}`, () => this.transport.upgradeToDirect(peer, addrs));
+  }
+
+  /** Runs `task` unless one with this key runs or waits out its backoff; false or a failure backs off. */
+  private attempt(key: string, task: () => Promise<boolean>): void {
+    if (this.opening.has(key) || !this.due(key)) return;
+    this.opening.add(key);
+    task()
+      .then(
+        (done) => (done ? this.backoff.delete(key) : this.failed(key)),
+        () => this.failed(key),
+      )
+      .finally(() => this.opening.delete(key));
+  }
+
+  /**
+   * Dials `peer` when its backoff allows, or at once when a member row gave an address the last
+   * attempt was not given (the partner moved: the new address is worth trying now).
+   */
   private dial(peer: string, addrs: readonly string[]): void {
     const key = `dial:${peer}`;
-    if (this.opening.has(key) || !this.due(peer)) return;
+    if (this.opening.has(key)) return;
+    const last = this.dials.get(peer);
+    const moved = last !== undefined && addrs.some((addr) => !last.given.includes(addr));
+    if (!moved && !this.due(peer)) return;
     this.opening.add(key);
+    // The previous error stays visible until this attempt ends.
+    const dial: DialRecord = { addresses: [], lastError: last?.lastError ?? null, lastAttemptAt: this.now(), given: addrs };
+    this.dials.set(peer, dial);
+    const discoveries = this.discoveries.get(peer);
+    let rediscovered = false;
     this.transport
-      .connect(peer, addrs)
-      .catch(() => this.failed(peer))
-      .finally(() => this.opening.delete(key));
+      .connect(peer, addrs, {
+        onDialling: (addresses) => {
+          dial.addresses = addresses;
+          this.statusChanged(peer);
+        },
+      })
+      .then(
+        () => {
+          dial.lastError = null;
+        },
+        (err: unknown) => {
+          dial.lastError = describeError(err);
+          // Discovered while this dial ran on the addresses known before: the new ones are
+          // tried at once (after this dial has ended, below), not after a backoff.
+          rediscovered = this.discoveries.get(peer) !== discoveries;
+          if (!rediscovered) this.failed(peer);
+        },
+      )
+      .finally(() => {
+        this.opening.delete(key);
+        this.statusChanged(peer);
+        if (rediscovered) this.reconcileSoon();
+      });
+  }
+
+  /** Tells the libraries that `peer` is a member of that their status changed (coalesced). */
+  private statusChanged(peer: string): void {
+    for (const replicator of this.replicators.values()) {
+      if (replicator.isMemberPeer(peer)) replicator.scheduleStatus();
+    }
   }
 
   /**
@@ -275,6 +441,14 @@ export class SyncNetwork {
   /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
   private isKnownPeer(peer: string): boolean {
     for (const replicator of this.replicators.values()) if (replicator.isMemberPeer(peer)) return true;
+    return false;
+  }
+
+  /** Whether `source` and `destination` are both members of one library here (who is relayed). */
+  private shareALibrary(source: string, destination: string): boolean {
+    for (const replicator of this.replicators.values()) {
+      if (replicator.isMemberPeer(source) && replicator.isMemberPeer(destination)) return true;
+    }
     return false;
   }
 
@@ -422,7 +596,7 @@ export class SyncNetwork {
   private failed(key: string): void {
     const failures = (this.backoff.get(key)?.failures ?? 0) + 1;
     const base = Math.min(this.options.backoff.maxMs, this.options.backoff.minMs * 2 ** (failures - 1));
-    const delay = base * (0.75 + this.options.random() * 0.5);
+    const delay = Math.round(base * (0.75 + this.options.random() * 0.5));
     this.backoff.set(key, { failures, nextAttemptAt: this.now() + delay });
   }
 }

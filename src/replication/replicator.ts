@@ -2,6 +2,7 @@ import {
   AbortedError,
   DeviceForkedError,
   InviteError,
+  NotFoundError,
   NotMemberError,
   type RemovalInfo,
   RemovedError,
@@ -10,18 +11,22 @@ import {
   type SyncErrorCode,
 } from '../errors.js';
 import { CatchUp } from '../backfill/catch-up.js';
-import { type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
+import { type InviteInfo, type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import { removalInfo } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
+import type { ConnectionKind } from '../protocol/transport.js';
 import { isWriterOf } from '../library/writers.js';
-import { encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
+import { isDeviceId } from '../hlc/index.js';
+import { decodeInvite, encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
+import { LAST_SEEN_SAVE_MS, LastSeen } from './last-seen.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
+import { coalescing } from '../util/coalescing.js';
 import { notMember, type SessionErrorEvent } from './network.js';
 import { isPeerReported } from './wire-errors.js';
-import type { LibraryStatus, PartnerStatus } from './status.js';
+import type { LibraryStatus, PartnerDialStatus, PartnerStatus } from './status.js';
 
 export interface ReplicationTuning extends SessionTuning {
   /** How often acknowledged log entries are pruned, in ms. */
@@ -44,8 +49,13 @@ export interface SyncedOptions {
 /** What a library's replicator needs from the node's networking. */
 export interface ReplicatorNetwork {
   readonly localPeer: string;
+  /** This device's name (`deviceName`), written to its member row. */
+  readonly deviceName: string | null;
   addresses(): string[];
   isConnected(peer: string): boolean;
+  /** How dialling `peer` goes (addresses tried, last error, next attempt). */
+  dialStatus(peer: string): PartnerDialStatus;
+  connectionKind(peer: string): ConnectionKind | null;
   disconnect(peer: string): void;
   reportSessionError(event: SessionErrorEvent): void;
   /** Whether this node serves one more pull now (it serves a bounded number of catch-ups). */
@@ -85,6 +95,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private readonly acks = new Map<string, VersionVector>();
   private readonly unsavedAcks = new Set<string>();
   private pruneTimer: ReturnType<typeof setInterval> | undefined;
+  private lastSeen!: LastSeen;
+  private lastSeenTimer: ReturnType<typeof setInterval> | undefined;
   private statusTimer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
   private everLive = false;
@@ -126,6 +138,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       onProgress: (progress) => this.library.emitProgress(progress),
       onChange: () => this.scheduleStatus(true),
     });
+    this.lastSeen = await LastSeen.open(this.library.engineDb());
     this.library.attachSync(this);
     await this.library.loadRemovals();
     if (this.library.removal()?.kind === 'left') this.leaving = await this.library.leavePending();
@@ -144,6 +157,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     // Nobody else can hold a position of this device's log: its writer is confirmed at once.
     if (this.partners().length === 0) await this.library.checkOwnWriters({ shared: {}, tips: [] });
     this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
+    this.lastSeenTimer = setInterval(() => void this.saveLastSeen().catch(() => undefined), LAST_SEEN_SAVE_MS);
   }
 
   /** Ends every session and saves the acks received; the library stays open. */
@@ -151,6 +165,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.stopped = true;
     for (const stopWaiting of [...this.syncedWaiters]) stopWaiting();
     clearInterval(this.pruneTimer);
+    clearInterval(this.lastSeenTimer);
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
     this.library.off('forked', this.onForked);
@@ -161,6 +176,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     for (const session of [...this.sessions.values()]) session.close();
     await this.catchUp.settled();
     await this.saveAcks(ownAlike);
+    await this.saveLastSeen();
   }
 
   now(): number {
@@ -314,9 +330,28 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    * could learn the new addresses before meeting this device anyway.
    */
   async refreshSelfWhenConfirmed(): Promise<void> {
-    if (!(await this.library.members()).some((m) => m.device === this.library.deviceId)) return;
+    if (!(await this.library.memberRows()).some((m) => m.device === this.library.deviceId)) return;
     if (this.partners().length === 0) await this.registerSelf();
     else this.selfPending = true;
+  }
+
+  /**
+   * This node's addresses changed while running (a relay reservation made or lost): the member
+   * row follows, at once once a session has confirmed the writer, else at the next session.
+   */
+  addressesChanged(): void {
+    if (!this.stopped) this.refreshAddresses();
+  }
+
+  /** Rounds never overlap, so a burst of address events writes the row once per change. */
+  private readonly refreshAddresses = coalescing(
+    () => (this.everLive ? this.registerSelfIfMember() : this.refreshSelfWhenConfirmed()),
+    // A failure (the node stopping) only leaves the row as it was; the next change retries.
+    () => undefined,
+  );
+
+  private async registerSelfIfMember(): Promise<void> {
+    if (this.member(this.network.localPeer, this.library.deviceId)) await this.registerSelf();
   }
 
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
@@ -468,7 +503,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   onClosed(session: Session, reason: Error | undefined): void {
     if (this.sessions.get(session.peer) === session) this.sessions.delete(session.peer);
+    this.lastSeen.note(session.device, session.lastSeenAt);
     if (this.stopped) return;
+    void this.saveLastSeen().catch(() => undefined);
     // Whatever it was pulling, another partner may serve.
     this.catchUp.trigger();
     if (reason instanceof RemovedError) void this.onRefusedAsRemoved(session.peer, reason).catch(() => undefined);
@@ -492,7 +529,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     const id = crypto.randomUUID();
     const expiresAt = this.now() + ttlMs;
     await this.library.systemTransaction((_, trx) =>
-      trx.insertInto('sync_invites').values({ id, secret_hash: hashSecret(secret), expires_at: expiresAt, used_by: null }).execute(),
+      trx
+        .insertInto('sync_invites')
+        .values({ id, secret_hash: hashSecret(secret), expires_at: expiresAt, used_by: null, created_at: this.now(), revoked_at: null })
+        .execute(),
     );
     return encodeInvite({
       library: this.library.id,
@@ -505,10 +545,62 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     });
   }
 
+  /** This device's pending invites (not used, revoked or expired), newest first. */
+  async invites(): Promise<InviteInfo[]> {
+    const rows = await this.library
+      .engineDb()
+      .selectFrom('sync_invites')
+      .select(['id', 'created_at', 'expires_at'])
+      .where('used_by', 'is', null)
+      .where('revoked_at', 'is', null)
+      .where('expires_at', '>=', this.now())
+      .execute();
+    // Invites from before `created_at` was recorded have none: they sort last.
+    const newestFirst = (a: (typeof rows)[number], b: (typeof rows)[number]) =>
+      (b.created_at ?? -1) - (a.created_at ?? -1) || b.expires_at - a.expires_at;
+    return rows.sort(newestFirst).map((r) => ({ id: r.id, createdAt: r.created_at, expiresAt: r.expires_at }));
+  }
+
   /**
-   * Honours a join request from the authenticated `joinerPeer`: the invite must exist, be
-   * unexpired and unused, and the proof must match. Marking the invite used and adding the
-   * member happen in one transaction; the member row then syncs to every member.
+   * Revokes an invite this device issued, named by its string or its id. Invites live in this
+   * device's own table (only the inviter holds the secret's hash and admits with it), so only the
+   * inviter can revoke one: the revocation is never synced, and needs no agreement.
+   */
+  async revokeInvite(codeOrId: string): Promise<void> {
+    // An invite id is a uuid, as device ids are; anything else is taken as an invite string.
+    const id = isDeviceId(codeOrId) ? codeOrId : this.ownInviteId(codeOrId);
+    await this.library.systemTransaction(async (_, trx) => {
+      const revoked = await trx
+        .updateTable('sync_invites')
+        .set({ revoked_at: this.now() })
+        .where('id', '=', id)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      if (revoked.numUpdatedRows > 0n) return;
+      const known = await trx.selectFrom('sync_invites').select('id').where('id', '=', id).executeTakeFirst();
+      if (!known) throw new NotFoundError(`no invite ${id} was issued by this device for library ${this.library.id}`);
+    });
+  }
+
+  /** The id of an invite string issued for this library (else `NOT_FOUND`; malformed: `INVITE_INVALID`). */
+  private ownInviteId(code: string): string {
+    const invite = decodeInvite(code);
+    if (invite.library !== this.library.id || invite.inviterPeer !== this.network.localPeer) {
+      throw new NotFoundError(`invite ${invite.id} was not issued by this device for library ${this.library.id}`);
+    }
+    return invite.id;
+  }
+
+  lastSeenAt(device: string): number | null {
+    const open = [...this.sessions.values()].find((s) => s.device === device);
+    if (open) this.lastSeen.note(device, open.lastSeenAt);
+    return this.lastSeen.get(device);
+  }
+
+  /**
+   * Honours a join request from the authenticated `joinerPeer`: the invite must exist, the proof
+   * must match, and the invite must be unrevoked, unused and unexpired. Marking the invite used
+   * and adding the member happen in one transaction; the member row then syncs to every member.
    */
   async admit(join: MessageOf<'join'>, joinerPeer: string): Promise<void> {
     await this.library.systemTransaction(async (writer, trx) => {
@@ -518,6 +610,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (!proofsEqual(inviteProof(invite.secret_hash, joinerPeer, this.library.id), join.proof)) {
         throw new InviteError('INVITE_INVALID', 'the invite secret does not match');
       }
+      if (invite.revoked_at !== null) throw new InviteError('INVITE_REVOKED', 'this invite was revoked by its inviter');
       if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
       if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
       if (this.library.removals().some((r) => r.device === join.device)) {
@@ -529,22 +622,23 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         throw new InviteError('INVITE_INVALID', `device ${join.device} is already a member under another key`);
       }
       await trx.updateTable('sync_invites').set({ used_by: joinerPeer }).where('id', '=', invite.id).execute();
-      await writer.upsert(MEMBERS_MODEL.name, { id: join.device, peer: joinerPeer, addrs: join.addrs });
+      await writer.upsert(MEMBERS_MODEL.name, { id: join.device, peer: joinerPeer, addrs: join.addrs, name: join.name ?? null });
     });
     await this.refreshMembers();
   }
 
   /**
-   * Records this device as a member with its current addresses (no write if unchanged). A
-   * library's creator is its only member until it first invites, so this runs then.
+   * Records this device as a member with its current addresses and name (no write if
+   * unchanged). A library's creator is its only member until it first invites, so this runs then.
    */
   async registerSelf(): Promise<void> {
     const device = this.library.deviceId;
     const addrs = this.network.addresses();
-    const current = this.member(this.network.localPeer, device);
-    if (current && sameList(current.addrs, addrs)) return;
+    const name = this.network.deviceName;
+    const current = await this.library.get(MEMBERS_MODEL.name, device);
+    if (current?.peer === this.network.localPeer && sameList(current.addrs as string[], addrs) && current.name === name) return;
     await this.library.systemTransaction((writer) =>
-      writer.upsert(MEMBERS_MODEL.name, { id: device, peer: this.network.localPeer, addrs }),
+      writer.upsert(MEMBERS_MODEL.name, { id: device, peer: this.network.localPeer, addrs, name }),
     );
     await this.refreshMembers();
   }
@@ -555,17 +649,20 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       const open = this.sessions.get(member.peer);
       const session = open?.device === member.device ? open : undefined;
       const acked = { ...this.acks.get(member.device) };
-      const connected = this.network.isConnected(member.peer);
+      const connection = this.network.connectionKind(member.peer);
+      const connected = connection !== null;
       const state = session && session.state !== 'closed' ? session.state : connected ? 'connecting' : 'offline';
       return {
         device: member.device,
         peer: member.peer,
         connected,
+        connection,
         state,
         acked,
         ackedOwned: session ? this.recordedOnly(session.remoteOwned) : {},
         lastSeenAt: session ? session.lastSeenAt : null,
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
+        dial: this.network.dialStatus(member.peer),
       };
     });
     const pulling = this.catchUp.state;
@@ -624,6 +721,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     );
   }
 
+  /** Saves when each partner was last heard, live sessions included. */
+  private async saveLastSeen(): Promise<void> {
+    for (const session of this.sessions.values()) this.lastSeen.note(session.device, session.lastSeenAt);
+    await this.lastSeen.save();
+  }
+
   /** Saves the acks received, and how far partners hold this device's own rows alike. */
   private async saveAcks(ownAlike = this.ownRowsAlike()): Promise<void> {
     for (const device of [...this.unsavedAcks]) {
@@ -644,7 +747,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   private async refreshMembers(): Promise<void> {
-    const rows = await this.library.memberRows();
+    const rows: Member[] = await this.library.memberRows();
     const removed = new Map(this.library.removals().map((r) => [r.device, removalInfo(r)]));
     const members = rows.filter((m) => !removed.has(m.device));
     this.removedByPeer = new Map(rows.filter((m) => removed.has(m.device)).map((m) => [m.peer, removed.get(m.device)!]));

@@ -1,5 +1,6 @@
 import type { RemovalInfo } from '../errors.js';
 import type { VersionVector } from '../peer-log/types.js';
+import type { ConnectionKind } from '../protocol/transport.js';
 
 /**
  * A partner session's phase: `catching-up` while this device pulls what the partner has and
@@ -7,10 +8,24 @@ import type { VersionVector } from '../peer-log/types.js';
  */
 export type PartnerSyncState = 'offline' | 'connecting' | 'catching-up' | 'live';
 
+/** How this device dials a partner: why it is unreachable, and when it tries again. */
+export interface PartnerDialStatus {
+  /** The addresses the last dial tried (member row first, then those libp2p learned). */
+  addresses: string[];
+  /** Why the last dial failed (libp2p error names, per address), or null. */
+  lastError: string | null;
+  /** Wall-clock ms of the last dial attempt, or null if there was none. */
+  lastAttemptAt: number | null;
+  /** Wall-clock ms when the next dial is due; null while connected. */
+  nextAttemptAt: number | null;
+}
+
 export interface PartnerStatus {
   device: string;
   peer: string;
   connected: boolean;
+  /** `direct`, or `relayed` while the partner is reached only through a relay (another member); null when not connected. */
+  connection: ConnectionKind | null;
   state: PartnerSyncState;
   /** The shared-log vector the partner last acknowledged (persisted; survives restarts). */
   acked: VersionVector;
@@ -23,6 +38,7 @@ export interface PartnerStatus {
    * beyond the retention bound and cannot catch up from this device's log.
    */
   beyondRetention: boolean;
+  dial: PartnerDialStatus;
 }
 
 /**

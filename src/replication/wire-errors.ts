@@ -1,5 +1,6 @@
 import {
   InviteError,
+  type InviteErrorCode,
   NotMemberError,
   ProtocolError,
   ProtocolVersionError,
@@ -11,7 +12,7 @@ import {
 } from '../errors.js';
 import { type Message, PROTOCOL_VERSION } from '../protocol/messages.js';
 
-const INVITE_CODES = new Set(['INVITE_INVALID', 'INVITE_EXPIRED', 'INVITE_USED']);
+const INVITE_CODES: ReadonlySet<string> = new Set<InviteErrorCode>(['INVITE_INVALID', 'INVITE_EXPIRED', 'INVITE_USED', 'INVITE_REVOKED']);
 const KNOWN_CODES: ReadonlySet<string> = new Set(SYNC_ERROR_CODES);
 const reportedByPeer = new WeakSet<Error>();
 
@@ -47,7 +48,7 @@ function typedError(code: string, peerMessage: string): SyncError {
   }
   if (code === 'NOT_MEMBER') return new NotMemberError(text);
   if (code === 'PROTOCOL') return new ProtocolError(text);
-  if (INVITE_CODES.has(code)) return new InviteError(code as 'INVITE_INVALID', text);
+  if (INVITE_CODES.has(code)) return new InviteError(code as InviteErrorCode, text);
   if (KNOWN_CODES.has(code)) return new SyncError(code as SyncErrorCode, text);
   return new SyncError('PROTOCOL', `peer reported unknown error ${JSON.stringify(code)}: ${message}`);
 }

@@ -8,8 +8,20 @@ export interface InternalTables {
   sync_vector: { origin: string; seq: number; pruned_through: number };
   sync_acks: { partner: string; origin: string; seq: number };
   sync_owner_versions: { owner: string; version: number };
-  /** Invites this device issued; only the inviter can honour its own invites. */
-  sync_invites: { id: string; secret_hash: string; expires_at: number; used_by: string | null };
+  /**
+   * Invites this device issued; only the inviter can honour (or revoke) its own invites.
+   * `created_at` is null for invites issued before it was recorded.
+   */
+  sync_invites: {
+    id: string;
+    secret_hash: string;
+    expires_at: number;
+    used_by: string | null;
+    created_at: number | null;
+    revoked_at: number | null;
+  };
+  /** Wall ms at which each partner device was last heard from (device-local, never synced). */
+  sync_last_seen: { device: string; seen_at: number };
   /** Backfill and catch-up runs (`lib.syncHistory()`); JSON in `peers` and `resumed_from`. */
   sync_runs: {
     id: Generated<number>;
@@ -102,6 +114,21 @@ const migrations: Record<string, Migration> = {
         .addColumn('outcome', 'text', (c) => c.notNull())
         .addColumn('resumed_from', 'text')
         .addColumn('error', 'text')
+        .execute();
+    },
+  },
+  '0004-invite-revocation': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sync_invites').addColumn('created_at', 'integer').execute();
+      await db.schema.alterTable('sync_invites').addColumn('revoked_at', 'integer').execute();
+    },
+  },
+  '0005-last-seen': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('sync_last_seen')
+        .addColumn('device', 'text', (c) => c.primaryKey())
+        .addColumn('seen_at', 'integer', (c) => c.notNull())
         .execute();
     },
   },

@@ -89,12 +89,18 @@ export class LineChild {
   private failure: unknown;
   private readonly listeners = new Set<() => void>();
 
+  /**
+   * `prefix` runs node through another command, e.g. `['ip', 'netns', 'exec', ns]` to run the
+   * child inside a network namespace (that command must exec node, so signals reach it).
+   */
   constructor(
     script: string,
     args: readonly string[],
     private readonly onLine: (line: string) => void,
+    options: { prefix?: readonly string[] } = {},
   ) {
-    this.proc = spawn(process.execPath, [script, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...rest] = [...(options.prefix ?? []), process.execPath, script, ...args];
+    this.proc = spawn(command!, rest, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(this);
     this.proc.stdout!.setEncoding('utf8');
     this.proc.stderr!.setEncoding('utf8');

@@ -102,23 +102,38 @@ export async function joinThroughRawMember(member: RawMember, admitter: SyncNode
 async function admitThroughRawMember(member: RawMember, admitter: SyncNode, lib: Library, stream: RawStream): Promise<void> {
   const join = await stream.message(0, 'the join');
   if (join.t !== 'join') throw new Error(`expected a join, got ${join.t}`);
+  const push = await pushMemberRow(member, admitter, lib.id, join.device, { peer: stream.remotePeer, addrs: join.addrs });
+  push.stop();
+  await waitFor(async () => (await lib.members()).some((m) => m.device === join.device), 'the admitter to list the joiner');
+  await stream.send({ t: 'welcome', library: lib.id, name: lib.name, device: member.device });
+  await stream.close();
+}
+
+/**
+ * Pushes a member row `{ id, ...fields }` to `node` as the raw member's first change, written as
+ * a 1.1 device writes one (no `name`). Resolves with the session, open, once the node acked it.
+ */
+export async function pushMemberRow(
+  member: RawMember,
+  node: SyncNode,
+  library: string,
+  id: string,
+  fields: { peer: string; addrs: string[] },
+): Promise<MemberSession> {
   const row: LogEntry = {
     origin: member.device,
     seq: 1,
     hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: member.device }),
     model: MEMBERS_MODEL.name,
-    id: join.device,
+    id,
     op: 'upsert',
-    fields: { peer: stream.remotePeer, addrs: JSON.stringify(join.addrs) },
+    fields: { ...fields, addrs: JSON.stringify(fields.addrs) },
   };
-  const push = await MemberSession.open(member, admitter, lib.id, { heartbeatMs: 200 });
+  const push = await MemberSession.open(member, node, library, { heartbeatMs: 200 });
   const chunks = encodeChunks([row]).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
-  await push.send({ t: 'changes', library: lib.id, batch: 1, chunks });
-  await waitFor(() => push.of('ack').some((a) => a.batch === 1), 'the admitter to ack the member row');
-  push.stop();
-  await waitFor(async () => (await lib.members()).some((m) => m.device === join.device), 'the admitter to list the joiner');
-  await stream.send({ t: 'welcome', library: lib.id, name: lib.name, device: member.device });
-  await stream.close();
+  await push.send({ t: 'changes', library, batch: 1, chunks });
+  await waitFor(() => push.of('ack').some((a) => a.batch === 1), 'the node to ack the member row');
+  return push;
 }
 
 export interface MemberSessionOptions {

@@ -1,0 +1,57 @@
+import { mdns } from '@libp2p/mdns';
+import { multiaddr } from '@multiformats/multiaddr';
+
+/**
+ * The DNS-SD service this node queries for and answers as (RFC 6763 `_<service>._udp.local`,
+ * the service label at most 15 characters). Not libp2p's default `_p2p._udp.local`: other
+ * libp2p applications on the LAN neither hear from us nor fill our peer store, and we never
+ * answer their queries.
+ */
+export const MDNS_SERVICE_TAG = '_leaderless-sync._udp.local';
+
+/**
+ * How often the node multicasts its query. Each query makes every other node of the service
+ * answer, so a partner that changed address is found within this time even if neither side
+ * restarts; a few small packets per interval and device are nothing on a home or office LAN.
+ */
+export const MDNS_QUERY_INTERVAL_MS = 5_000;
+
+/** The libp2p service that discovers (and answers) other sync nodes on the LAN. */
+export function lanDiscoveryService() {
+  return mdns({ serviceTag: MDNS_SERVICE_TAG, interval: MDNS_QUERY_INTERVAL_MS });
+}
+
+/**
+ * Whether announcing this node on the LAN could help anyone: some listen address is reachable
+ * from another machine (an IP address other than loopback, the wildcards included, or a host
+ * name other than localhost). A node that listens on loopback only, or nowhere, runs no mDNS at
+ * all, so it sends nothing onto the network (its queries would be for nothing: no one on the
+ * LAN could reach it, and it could reach partners' addresses without mDNS just as well).
+ * Addresses that do not parse or are not IP/DNS (a relay circuit) are no LAN address.
+ */
+export function mdnsWorthwhile(listen: readonly string[]): boolean {
+  return listen.some(isLanListenAddress);
+}
+
+function isLanListenAddress(text: string): boolean {
+  let host: { name: string; value?: string } | undefined;
+  try {
+    host = multiaddr(text).getComponents()[0];
+  } catch {
+    return false;
+  }
+  const value = host?.value ?? '';
+  switch (host?.name) {
+    case 'ip4':
+      return !value.startsWith('127.');
+    case 'ip6':
+      // multiaddr normalises IPv4-mapped loopback (::ffff:127.x.y.z) to ::ffff:7fxx:yyzz.
+      return value !== '::1' && !/^::ffff:7f[0-9a-f]{2}:/i.test(value);
+    case 'dns':
+    case 'dns4':
+    case 'dns6':
+      return value !== 'localhost' && !value.endsWith('.localhost');
+    default:
+      return false;
+  }
+}

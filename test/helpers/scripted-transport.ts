@@ -1,0 +1,104 @@
+/**
+ * A `Transport` that a test scripts, for unit tests of `SyncNetwork`'s dialling: dials fail (or
+ * succeed, or wait) as the test says and are recorded; the test makes discoveries. No streams,
+ * no relays. With `fakeReplicator` and `startNetwork`, a network with one partner and a clock
+ * the test sets.
+ */
+import { NetworkError } from '../../src/errors.js';
+import type { ConnectionKind, ConnectionListener, ConnectOptions, DiscoveryListener, FrameStream, Transport } from '../../src/protocol/transport.js';
+import { SyncNetwork } from '../../src/replication/network.js';
+import type { LibraryReplicator } from '../../src/replication/replicator.js';
+
+export class ScriptedTransport implements Transport {
+  readonly localPeer = 'local-peer';
+  /** Every dial asked for: the peer and the addresses it was given. */
+  readonly dials: Array<{ peer: string; addrs: readonly string[] }> = [];
+  /** Whether the next dials succeed. */
+  reachable = false;
+  /** While set, a dial waits for this promise before it ends. */
+  hold: Promise<void> | undefined;
+  private readonly connected = new Set<string>();
+  private connectionListener: ConnectionListener = () => undefined;
+  private discoveryListener: DiscoveryListener = () => undefined;
+
+  addresses(): string[] {
+    return [];
+  }
+  handle(): void {}
+  async connect(peer: string, addrs: readonly string[], options: ConnectOptions = {}): Promise<void> {
+    this.dials.push({ peer, addrs });
+    options.onDialling?.(addrs.map((a) => `${a}/p2p/${peer}`));
+    await this.hold;
+    if (!this.reachable) throw new NetworkError(`cannot reach peer ${peer} at ${addrs.join(', ')}: ECONNREFUSED`);
+    this.connected.add(peer);
+    this.connectionListener(peer, true);
+  }
+  openStream(): Promise<FrameStream> {
+    return Promise.reject(new NetworkError('no streams here'));
+  }
+  isConnected(peer: string): boolean {
+    return this.connected.has(peer);
+  }
+  connectionKind(peer: string): ConnectionKind | null {
+    return this.connected.has(peer) ? 'direct' : null;
+  }
+  async upgradeToDirect(): Promise<boolean> {
+    return false;
+  }
+  reserveRelay(): Promise<void> {
+    return Promise.reject(new NetworkError('no relays here'));
+  }
+  hasRelayReservation(): boolean {
+    return false;
+  }
+  onAddressesChange(): void {}
+  async disconnect(): Promise<void> {}
+  onConnectionChange(listener: ConnectionListener): void {
+    this.connectionListener = listener;
+  }
+  setKnownPeers(): void {}
+  onPeerDiscovered(listener: DiscoveryListener): void {
+    this.discoveryListener = listener;
+  }
+  /** Makes discovery report `peer`, as mDNS would. */
+  discover(peer: string): void {
+    this.discoveryListener(peer);
+  }
+  async stop(): Promise<void> {}
+}
+
+export interface FakePartner {
+  device: string;
+  peer: string;
+  /** The partner's member-row addresses; a test may replace them (the partner moved). */
+  addrs: string[];
+}
+
+/** The little of a library replicator that dialling reads: one partner and its member row. */
+export function fakeReplicator(partner: FakePartner, onStatus: () => void = () => undefined): LibraryReplicator {
+  return {
+    library: { id: 'library' },
+    refusal: undefined,
+    sessions: new Map(),
+    partners: () => [{ device: partner.device, peer: partner.peer, addrs: partner.addrs }],
+    isMemberPeer: (peer: string) => peer === partner.peer,
+    scheduleStatus: onStatus,
+    stop: async () => undefined,
+  } as unknown as LibraryReplicator;
+}
+
+/** A network on `transport` with a fixed backoff (no jitter: random() is 0.5) and the given clock. */
+export function startNetwork(
+  transport: ScriptedTransport,
+  options: { now: () => number; backoff: { minMs: number; maxMs: number }; reconcileMs: number },
+): SyncNetwork {
+  return new SyncNetwork(transport, 'local-device', {
+    ...options,
+    handshakeTimeoutMs: 1_000,
+    maxConcurrentServes: 1,
+    deviceName: null,
+    bootstrap: [],
+    random: () => 0.5,
+    onSessionError: () => undefined,
+  });
+}
