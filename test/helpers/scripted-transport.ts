@@ -78,8 +78,9 @@ export interface FakePartner {
 export function fakeReplicator(partner: FakePartner, onStatus: () => void = () => undefined): LibraryReplicator {
   return {
     library: { id: 'library' },
-    refusal: undefined,
+    inactive: false,
     sessions: new Map(),
+    removedPeers: () => new Map(),
     partners: () => [{ device: partner.device, peer: partner.peer, addrs: partner.addrs }],
     isMemberPeer: (peer: string) => peer === partner.peer,
     scheduleStatus: onStatus,
