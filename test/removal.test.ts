@@ -5,14 +5,18 @@
  * A and B listen on fixed loopback ports (free ones, picked per test) so that a restart keeps
  * their addresses: C, offline meanwhile, reaches them again with what it knew.
  */
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { privateKeyFromProtobuf } from '@libp2p/crypto/keys';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Change, encodeHlc, type Library, type RemovalInfo, type SyncNode } from '../src/index.js';
+import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SyncNode } from '../src/index.js';
 import { mergeStates } from '../src/models/merge.js';
 import { REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
-import { shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+import type { PrivateKey } from '@libp2p/interface';
+import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -36,10 +40,10 @@ interface Device {
   node: SyncNode;
 }
 
-async function device(port = 0): Promise<Device> {
+async function device(port = 0, key?: PrivateKey): Promise<Device> {
   const dir = await makeTempDir('lsync-removal-');
   const listen = [`/ip4/127.0.0.1/tcp/${port}`];
-  return { dir, listen, node: await startNode(dir, { listen }) };
+  return { dir, listen, node: key ? await startNodeWithKey(key, dir, { listen }) : await startNode(dir, { listen }) };
 }
 
 async function restart(d: Device): Promise<void> {
@@ -59,10 +63,13 @@ async function memberIds(lib: Library): Promise<string[]> {
 }
 
 describe('removing a device', () => {
-  it('a device removed while offline is refused when it comes back; its later writes reach no one, earlier ones stay; pruning no longer waits for it; the removal survives its restart', async () => {
+  // Sessions are opened by the lower PeerId: a removed C above A and B is told by a removal
+  // notice, one below them by the refusal of its hello.
+  it.each(['above', 'below'] as const)('a device removed while offline (PeerId %s the others) is refused when it comes back; its later writes reach no one, earlier ones stay; pruning no longer waits for it; the removal survives its restart', async (order) => {
     const a = await device(await freePort());
     const b = await device(await freePort());
-    const c = await device();
+    const others = [a.node.peerId, b.node.peerId];
+    const c = await device(0, await keyWhere((id) => others.every((o) => (order === 'above' ? id > o : id < o))));
     const [libA0, libB, libC0] = await shareLibrary(a.node, [b.node, c.node]);
     const id = libA0!.id;
     await libC0!.upsert('note', { id: 'c-before', title: 'c-before', body: null });
@@ -175,7 +182,7 @@ describe('removing a device', () => {
     expect(await a.node.library(id).digest()).toBe(before);
   }, 60_000);
 
-  it('removing an unknown device is NOT_FOUND, removing this device is a VALIDATION error, removing twice writes nothing, and a removed device id cannot join again', async () => {
+  it('removing an unknown device is NOT_FOUND, removing this device is a VALIDATION error, removing twice writes nothing; the removed PeerId is refused with REMOVED and its device id cannot join again', async () => {
     const [a, b] = [await device(), await device()];
     const [libA, libB] = await shareLibrary(a.node, [b.node]);
     await waitForConvergence([libA!, libB!]);
@@ -191,10 +198,18 @@ describe('removing a device', () => {
     await waitFor(async () => (await libB!.status()).state === 'removed', "B's status becomes removed");
     expect((await libB!.status()).removal).toMatchObject({ kind: 'removed', by: libA!.deviceId });
 
+    // B's PeerId is refused with REMOVED, the removal sent with it, before the reset.
+    await stopNode(b.node);
+    const asB = await RawPeer.start(privateKeyFromProtobuf(await readFile(join(b.dir, 'peer.key'))));
+    const hello = await asB.open(a.node);
+    await hello.send({ t: 'hello', v: [...PROTOCOL_VERSION], library: libA!.id, device: libB!.deviceId, shared: {}, owned: {} });
+    await hello.ended('A to refuse the removed device');
+    expect(hello.messages).toMatchObject([{ t: 'error', code: 'REMOVED', removal: { kind: 'removed', by: libA!.deviceId } }]);
+
     // B's device id cannot join again, even with a valid invite (a fresh directory joins as a new device).
     const peer = await RawPeer.start();
-    const join = await peer.join(await libA!.createInvite(), { device: libB!.deviceId });
-    expect(await join.message(0, 'the reply to the join')).toMatchObject({ t: 'error', code: 'REMOVED', message: expect.stringMatching(/cannot join it again/) });
+    const rejoin = await peer.join(await libA!.createInvite(), { device: libB!.deviceId });
+    expect(await rejoin.message(0, 'the reply to the join')).toMatchObject({ t: 'error', code: 'REMOVED', message: expect.stringMatching(/cannot join it again/) });
     expect(await memberIds(libA!)).toEqual([libA!.deviceId]);
   }, 60_000);
 
