@@ -329,7 +329,9 @@ export class CatchUp {
       // The page starts right after `requested`: if nothing moved past it, the page was bogus,
       // unless it held changes of a removed device made after its removal (refused here; the
       // partner may have taken them before it learned of the removal).
-      if (applied.refused === 0 && !isBehind(requested, library.versionVector())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
+      if (applied.refused === 0 && !isBehind(requested, library.versionVector())) {
+        throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
+      }
       const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
       this.advance(run, session, 'shared', records, bytes);
       if (!more || this.stopped) return true;

@@ -2,7 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { DeviceForkedError, NotFoundError, type RemovalInfo, RemovedError, StoppedError, ValidationError } from '../errors.js';
+import { DeviceForkedError, NotFoundError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
 import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
@@ -57,7 +57,7 @@ import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';
-import { CLOSED_ORIGINS_META_KEY, type Removal, removalInfo, Removals } from './removals.js';
+import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
 
 /** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
 const REMOVED_META_KEY = 'removed';
@@ -710,7 +710,8 @@ export class Library {
   async loadRemovals(): Promise<void> {
     this.assertOpen();
     const closed = await this.metaValue(CLOSED_ORIGINS_META_KEY);
-    if (closed !== undefined) for (const [origin, through] of Object.entries(JSON.parse(closed) as Record<string, number>)) this.removalState.close(origin, through);
+    const closedOrigins = closed === undefined ? {} : (JSON.parse(closed) as Record<string, number>);
+    for (const [origin, through] of Object.entries(closedOrigins)) this.removalState.close(origin, through);
     await this.readRemovals(this.db);
     const told = await this.metaValue(REMOVED_META_KEY);
     if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
@@ -732,13 +733,14 @@ export class Library {
     const removals: Removal[] = [];
     let after: string | undefined;
     for (;;) {
-      const rows = await runSql<SqlRow>(db, table.liveRowsSql(after !== undefined), after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE]);
+      const params = after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE];
+      const rows = await runSql<SqlRow>(db, table.liveRowsSql(after !== undefined), params);
       for (const row of rows) {
-        const state = table.sharedFromRow(row);
-        removals.push({ device: state.id, by: state.values.by as string, kind: state.values.kind as Removal['kind'], cutoff: state.hlc });
+        const { id, values, hlc } = table.sharedFromRow(row);
+        removals.push({ device: id, by: values.by as string, kind: values.kind as Removal['kind'], cutoff: hlc });
+        after = id;
       }
       if (rows.length < DIGEST_PAGE) break;
-      after = rows[rows.length - 1]!.id as string;
     }
     this.removalState.set(removals);
     const own = this.removalState.of(this.deviceId);
@@ -892,13 +894,7 @@ export class Library {
 
   /** Local writes of a device that is no longer a member could reach no one: refused. */
   private assertMember(): void {
-    if (this.ownRemoval) {
-      throw new RemovedError(
-        `this device is no longer a member of library ${this.id} (${this.ownRemoval.kind === 'left' ? 'it left' : `removed by ${this.ownRemoval.by}`}): ` +
-          'its data stays readable, writes are refused',
-        this.ownRemoval,
-      );
-    }
+    if (this.ownRemoval) throw noLongerMemberError(this.id, this.ownRemoval);
   }
 
   private assertOpen(): void {

@@ -446,7 +446,8 @@ export async function applyRemoteOwned(
       throw new OwnershipError(`${model.name} ${row.id} is owned by ${current.owner}, not ${row.owner}`);
     }
     // A removed device's rows written after its removal are refused; the cursor still moves.
-    if (row.owner === ctx.deviceId || (current && current.version >= row.version) || ctx.removals.refuses({ origin: row.owner, hlc: row.hlc })) {
+    const afterRemoval = ctx.removals.refuses({ origin: row.owner, hlc: row.hlc });
+    if (row.owner === ctx.deviceId || (current && current.version >= row.version) || afterRemoval) {
       result.stale += 1;
       continue;
     }

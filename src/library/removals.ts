@@ -1,4 +1,4 @@
-import type { RemovalInfo } from '../errors.js';
+import { type RemovalInfo, RemovedError } from '../errors.js';
 import { decodeHlc } from '../hlc/index.js';
 import type { LogEntry, VersionVector } from '../peer-log/types.js';
 import { MAX_POSITION } from '../protocol/messages.js';
@@ -17,6 +17,12 @@ export const CLOSED_ORIGINS_META_KEY = 'closed_origins';
 
 export function removalInfo(removal: Removal): RemovalInfo {
   return { kind: removal.kind, by: removal.by, at: decodeHlc(removal.cutoff).wallMs };
+}
+
+/** What a device that is no longer a member of `library` is refused with (writes, `synced()`). */
+export function noLongerMemberError(library: string, removal: RemovalInfo): RemovedError {
+  const how = removal.kind === 'left' ? 'it left' : `removed by ${removal.by}`;
+  return new RemovedError(`this device is no longer a member of library ${library} (${how}): its data stays readable, writes are refused`, removal);
 }
 
 /**

@@ -13,7 +13,7 @@ import {
 import { CatchUp } from '../backfill/catch-up.js';
 import { type InviteInfo, type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
-import { removalInfo } from '../library/removals.js';
+import { noLongerMemberError, removalInfo } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
 import type { ConnectionKind } from '../protocol/transport.js';
@@ -114,7 +114,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   };
   /** Removed by a member: this device stops syncing (a leave stops once acknowledged: `leave`). */
   private readonly onRemoved = (removal: RemovalInfo) => {
-    if (removal.kind === 'removed') this.stopSyncing(this.noLongerMember());
+    if (removal.kind === 'removed') this.stopSyncing(this.notMemberAnyMore());
   };
   /** Another copy of this device runs: this one stops syncing the library (sessions end, none open). */
   private readonly onForked = (error: DeviceForkedError) => {
@@ -277,7 +277,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    */
   async checkWriters(hello: Hello, partner: string): Promise<void> {
     if (this.refusal) throw this.refusal;
-    if (this.inactive) throw this.noLongerMember();
+    if (this.inactive) throw this.notMemberAnyMore();
     const check = await this.library.checkOwnWriters({ shared: hello.shared, tips: hello.tips ?? [] });
     if (check.kind === 'forked') {
       const device = this.library.deviceId;
@@ -451,8 +451,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     if (!this.leaving) return;
     const { signal } = options;
     await new Promise<void>((resolve, reject) => {
-      const onAbort = () => finish(() => reject(new AbortedError('lib.leave() stopped waiting; the leave stands and is sent at the next chance')));
-      const onStop = () => finish(() => reject(new StoppedError('the node stopped before a partner acknowledged the leave; it resumes at the next start')));
+      const onAbort = () =>
+        finish(() => reject(new AbortedError('lib.leave() stopped waiting; the leave stands and is sent at the next chance')));
+      const onStop = () =>
+        finish(() => reject(new StoppedError('the node stopped before a partner acknowledged the leave; it resumes at the next start')));
       const done = () => finish(() => resolve());
       const finish = (settleWith: () => void) => {
         this.leaveWaiters.delete(done);
@@ -473,7 +475,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     if (!this.leaving) return;
     this.leaving = undefined;
     await this.library.deleteMetaValue(LEAVE_PENDING_META_KEY);
-    this.stopSyncing(this.noLongerMember());
+    this.stopSyncing(this.notMemberAnyMore());
     for (const done of [...this.leaveWaiters]) done();
   }
 
@@ -481,16 +483,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    * What this device tells partners once it is no longer a member: `NOT_MEMBER`, never `REMOVED`
    * (which would tell the partner that it was removed).
    */
-  private noLongerMember(): NotMemberError {
+  private notMemberAnyMore(): NotMemberError {
     return new NotMemberError(`device ${this.library.deviceId} is no longer a member of library ${this.library.id}`);
   }
 
   private removedError(): RemovedError {
-    const removal = this.library.removal()!;
-    return new RemovedError(
-      `this device is no longer a member of library ${this.library.id} (${removal.kind === 'left' ? 'it left' : `removed by ${removal.by}`})`,
-      removal,
-    );
+    return noLongerMemberError(this.library.id, this.library.removal()!);
   }
 
   onStateChange(session: Session): void {

@@ -457,7 +457,8 @@ export class Session {
     const previous = this.previousHeartbeat;
     this.previousHeartbeat = heartbeat;
     if (!previous) return;
-    if (isBehind(this.library.versionVector(), this.library.acceptable(previous.shared)) || this.ownedBehind(previous.owned) || this.ownRowsToCheck() !== undefined) {
+    const behind = isBehind(this.library.versionVector(), this.library.acceptable(previous.shared));
+    if (behind || this.ownedBehind(previous.owned) || this.ownRowsToCheck() !== undefined) {
       this.host.onPartnerAhead(this);
     }
   }
