@@ -46,6 +46,19 @@ async function device(port = 0, key?: PrivateKey): Promise<Device> {
   return { dir, listen, node: key ? await startNodeWithKey(key, dir, { listen }) : await startNode(dir, { listen }) };
 }
 
+/**
+ * A, B and C sharing one library, synced. A and B listen on fixed ports (`restart` keeps their
+ * addresses) and C on port 0, or on a PeerId from `keyC`.
+ */
+async function threeMembers(keyC?: (others: string[]) => Promise<PrivateKey>) {
+  const a = await device(await freePort());
+  const b = await device(await freePort());
+  const c = await device(0, keyC && (await keyC([a.node.peerId, b.node.peerId])));
+  const [libA, libB, libC] = (await shareLibrary(a.node, [b.node, c.node])) as [Library, Library, Library];
+  await waitForConvergence([libA, libB, libC]);
+  return { a, b, c, libA, libB, libC, id: libA.id };
+}
+
 async function restart(d: Device): Promise<void> {
   d.node = await startNode(d.dir, { listen: d.listen });
 }
@@ -66,12 +79,8 @@ describe('removing a device', () => {
   // Sessions are opened by the lower PeerId: a removed C above A and B is told by a removal
   // notice, one below them by the refusal of its hello.
   it.each(['above', 'below'] as const)('a device removed while offline (PeerId %s the others) is refused when it comes back; its later writes reach no one, earlier ones stay; pruning no longer waits for it; the removal survives its restart', async (order) => {
-    const a = await device(await freePort());
-    const b = await device(await freePort());
-    const others = [a.node.peerId, b.node.peerId];
-    const c = await device(0, await keyWhere((id) => others.every((o) => (order === 'above' ? id > o : id < o))));
-    const [libA0, libB, libC0] = await shareLibrary(a.node, [b.node, c.node]);
-    const id = libA0!.id;
+    const above = (others: string[]) => keyWhere((id) => others.every((o) => (order === 'above' ? id > o : id < o)));
+    const { a, b, c, libA: libA0, libB, libC: libC0, id } = await threeMembers(above);
     await libC0!.upsert('note', { id: 'c-before', title: 'c-before', body: null });
     await waitForConvergence([libA0!, libB!, libC0!]);
     const deviceC = libC0!.deviceId;
@@ -138,10 +147,7 @@ describe('removing a device', () => {
   }, 120_000);
 
   it('a change of the removed device stamped after its removal is refused where changes are admitted, also relayed by a member, and its origin stays closed', async () => {
-    const [a, b, c] = [await device(), await device(), await device()];
-    const [libA0, libB, libC] = await shareLibrary(a.node, [b.node, c.node]);
-    const id = libA0!.id;
-    await waitForConvergence([libA0!, libB!, libC!]);
+    const { a, b, c, libA: libA0, libB, libC, id } = await threeMembers();
     await stopNode(c.node);
     await libA0!.removeMember(libC!.deviceId);
     await waitFor(async () => !(await memberIds(libB!)).includes(libC!.deviceId), 'B holds the removal');
@@ -214,10 +220,7 @@ describe('removing a device', () => {
   }, 60_000);
 
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
-    const [a, b, c] = [await device(await freePort()), await device(await freePort()), await device()];
-    const [libA0, libB0, libC] = await shareLibrary(a.node, [b.node, c.node]);
-    const id = libA0!.id;
-    await waitForConvergence([libA0!, libB0!, libC!]);
+    const { a, b, c, libA: libA0, libC, id } = await threeMembers();
     await stopNode(c.node);
     // A and B each remove C without hearing of the other's removal: A first, B later.
     await stopNode(b.node);
@@ -262,9 +265,7 @@ describe('the sync_removals rule', () => {
 
 describe('leaving a library', () => {
   it('a device that leaves tells the others, then stops syncing; its status is removed (left) and its writes are refused', async () => {
-    const [a, b, c] = [await device(), await device(), await device()];
-    const [libA, libB, libC] = await shareLibrary(a.node, [b.node, c.node]);
-    await waitForConvergence([libA!, libB!, libC!]);
+    const { libA, libB, libC } = await threeMembers();
     const removedEvents: RemovalInfo[] = [];
     libC!.on('removed', (info) => removedEvents.push(info));
     await libC!.leave();
@@ -285,10 +286,7 @@ describe('leaving a library', () => {
   }, 60_000);
 
   it('a leave made offline is kept across a restart and reaches the others when they come back; the signal abandons only the wait', async () => {
-    const [a, b, c] = [await device(await freePort()), await device(await freePort()), await device()];
-    const [libA0, libB0, libC0] = await shareLibrary(a.node, [b.node, c.node]);
-    const id = libA0!.id;
-    await waitForConvergence([libA0!, libB0!, libC0!]);
+    const { a, b, c, libC: libC0, id } = await threeMembers();
     await stopNode(a.node);
     await stopNode(b.node);
     const abandon = new AbortController();
