@@ -81,6 +81,8 @@ export function fakeReplicator(partner: FakePartner, onStatus: () => void = () =
     inactive: false,
     sessions: new Map(),
     removedPeers: () => new Map(),
+    devicesOf: (peer: string) => (peer === partner.peer ? [partner.device] : []),
+    onRefusedAsRemoved: async () => undefined,
     partners: () => [{ device: partner.device, peer: partner.peer, addrs: partner.addrs }],
     isMemberPeer: (peer: string) => peer === partner.peer,
     scheduleStatus: onStatus,
