@@ -79,8 +79,11 @@ export interface FakePartner {
 export function fakeReplicator(partner: FakePartner, onStatus: () => void = () => undefined): LibraryReplicator {
   return {
     library: { id: 'library' },
-    refusal: undefined,
+    inactive: false,
     sessions: new Map(),
+    removedPeers: () => new Map(),
+    devicesOf: (peer: string) => (peer === partner.peer ? [partner.device] : []),
+    onRefusedAsRemoved: async () => undefined,
     partners: () => [{ device: partner.device, peer: partner.peer, addrs: partner.addrs }],
     isMemberPeer: (peer: string) => peer === partner.peer,
     scheduleStatus: onStatus,
