@@ -26,6 +26,7 @@ export const SYNC_ERROR_CODES = [
   'BUSY',
   'ABORTED',
   'DEVICE_FORKED',
+  'REMOVED',
 ] as const;
 
 export type SyncErrorCode = (typeof SYNC_ERROR_CODES)[number];
@@ -226,5 +227,28 @@ export function toSyncError(err: unknown, wrap: (description: string) => SyncErr
 export class DeviceForkedError extends SyncError {
   constructor(message: string) {
     super('DEVICE_FORKED', message);
+  }
+}
+
+/** How a device stopped being a member of a library: removed by a member, or it left. */
+export interface RemovalInfo {
+  kind: 'removed' | 'left';
+  /** The device that wrote the removal (the leaver itself for `left`). */
+  by: string;
+  /** Wall-clock ms of the removal's clock (its cutoff). */
+  at: number;
+}
+
+/**
+ * A device is no longer a member of the library (`lib.removeMember`, `lib.leave`): a partner
+ * refuses it, and the device itself refuses local writes (they could reach no one). `removal`
+ * says by whom and when, where known.
+ */
+export class RemovedError extends SyncError {
+  constructor(
+    message: string,
+    readonly removal: RemovalInfo | null = null,
+  ) {
+    super('REMOVED', message);
   }
 }

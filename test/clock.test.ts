@@ -295,7 +295,7 @@ describe('drift guard', () => {
 
     // Within the bound: accepted, and the clock moves above the remote value.
     const result = await libA.applyRemote([near!]);
-    expect(result).toEqual({ applied: 1, duplicates: 0, gaps: [] });
+    expect(result).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0 });
     const afterNear = await state(libA);
     expect(afterNear.logSize).toBe(before.logSize + 1);
     expect(afterNear.vector[near!.origin]).toBe(1);
@@ -324,7 +324,7 @@ describe('drift guard', () => {
     const before = await state(libA);
     await expectDrift(libA, [edge!, past!], T + MAX_DRIFT + 1, T);
     expect(await state(libA)).toEqual(before);
-    expect(await libA.applyRemote([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [] });
+    expect(await libA.applyRemote([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0 });
     expect(decodeHlc(libA.clockHighWater())).toMatchObject({ wallMs: T + MAX_DRIFT, counter: 1 });
   });
 

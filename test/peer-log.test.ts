@@ -97,7 +97,7 @@ describe('reading the log after a version vector', () => {
     await writeNotes(a.lib, 300);
     await writeNotes(b.lib, 40);
     const fromA = (await a.lib.entriesAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).entries;
-    expect(await b.lib.applyRemote(fromA)).toEqual({ applied: 300, duplicates: 0, gaps: [] });
+    expect(await b.lib.applyRemote(fromA)).toEqual({ applied: 300, duplicates: 0, gaps: [], refused: 0 });
 
     const all = await b.lib.entriesAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 });
     const ofA = all.entries.filter((e) => e.origin === a.node.deviceId);
@@ -128,7 +128,7 @@ describe('applying received chunks', () => {
     const first100 = (await a.lib.entriesAfter({}, { maxRecords: 100, maxBytes: 1 << 30 })).entries;
     await b.lib.applyRemote(first100);
     // The first chunk (100 of its entries held), then the rest: the same log as A's.
-    expect(await b.lib.applyRemoteChunks(chunks)).toMatchObject({ applied: 200, duplicates: 100, gaps: [] });
+    expect(await b.lib.applyRemoteChunks(chunks)).toMatchObject({ applied: 200, duplicates: 100, gaps: [], refused: 0 });
     const seqs = (await b.lib.entriesAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).entries
       .filter((e) => e.origin === a.node.deviceId)
       .map((e) => e.seq);

@@ -485,7 +485,7 @@ describe('applyRemote', () => {
     corrupt(bad);
     await expectRefused(a, () => a.lib.applyRemote(bad), errorClass, { clock: true });
     // The intact batch is then accepted whole.
-    expect(await a.lib.applyRemote(entries)).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+    expect(await a.lib.applyRemote(entries)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
   });
 
   // The same checks hold for entries that arrive as log chunks (what the wire carries), where an
@@ -498,7 +498,7 @@ describe('applyRemote', () => {
       const bad = structuredClone(entries) as unknown as Record<string, unknown>[];
       corrupt(bad);
       await expectRefused(a, () => a.lib.applyRemoteChunks(encodeChunks(bad as unknown as LogEntry[])), errorClass, { clock: true });
-      expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+      expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
     },
   );
 
@@ -516,7 +516,7 @@ describe('applyRemote', () => {
       const thrown = await expectRefused(a, () => a.lib.applyRemoteChunks([withClock(2, badTime)]), ValidationError, { clock: true });
       expect(thrown.message).toContain(`#${entries[2]!.seq}`);
     }
-    expect(await a.lib.applyRemoteChunks([withClock(2, time)])).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+    expect(await a.lib.applyRemoteChunks([withClock(2, time)])).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
   });
 
   test('chunks are drift-checked as a whole: one entry too far ahead refuses the batch', async () => {
@@ -525,7 +525,7 @@ describe('applyRemote', () => {
     await b.lib.upsert('doc', { id: 'ahead', title: 'from the future' });
     const ahead = (await allEntries(b.lib)).at(-1)!;
     await expectRefused(a, () => a.lib.applyRemoteChunks(encodeChunks([...entries, ahead])), ClockDriftError, { clock: true });
-    expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+    expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
   });
 
   test('a batch that is not an array is a ValidationError', async () => {
@@ -541,7 +541,7 @@ describe('applyRemote', () => {
       const { fields: _omitted, ...rest } = e;
       return rest; // validation accepts a delete whose fields are absent
     });
-    expect(await a.lib.applyRemote(received)).toEqual({ applied: 5, duplicates: 0, gaps: [] });
+    expect(await a.lib.applyRemote(received)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
     const relayed = (await a.lib.entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
     expect(relayed).toHaveLength(5);
     // LogEntry.fields is `StoredValues | null`; the relayed delete must equal the original.
@@ -567,7 +567,7 @@ describe('applyRemote', () => {
     expect(entries).toHaveLength(4);
     const events = a.events.length;
     const counts = { added: 0, updated: 0, deleted: 0 };
-    expect(await a.lib.applyRemote(entries, counts)).toEqual({ applied: 4, duplicates: 0, gaps: [] });
+    expect(await a.lib.applyRemote(entries, counts)).toEqual({ applied: 4, duplicates: 0, gaps: [], refused: 0 });
     expect(counts).toEqual({ added: 1, updated: 1, deleted: 1 });
     expect(a.events.slice(events).map((e) => e.id).sort()).toEqual(['new', 'old', a.itemId].sort());
     expect(await a.lib.get('item', 'mine')).toMatchObject({ title: 'a, later' });
@@ -595,20 +595,21 @@ describe('applyRemote', () => {
       applied: 0,
       duplicates: 0,
       gaps: [{ origin: B, heldSeq: 0, firstReceivedSeq: 3 }],
+      refused: 0,
     });
     expect(await snapshot(a.lib)).toEqual(start);
     expect(await a.lib.get('doc', 'b3')).toBeUndefined();
 
-    expect(await a.lib.applyRemote([e2!, e1!])).toEqual({ applied: 2, duplicates: 0, gaps: [] });
+    expect(await a.lib.applyRemote([e2!, e1!])).toEqual({ applied: 2, duplicates: 0, gaps: [], refused: 0 });
     expect(a.lib.versionVector()[B]).toBe(2);
-    expect(await a.lib.applyRemote([e1!, e2!, e2!, e3!])).toEqual({ applied: 1, duplicates: 3, gaps: [] });
-    expect(await a.lib.applyRemote([e5!, e4!, e4!])).toEqual({ applied: 2, duplicates: 1, gaps: [] });
+    expect(await a.lib.applyRemote([e1!, e2!, e2!, e3!])).toEqual({ applied: 1, duplicates: 3, gaps: [], refused: 0 });
+    expect(await a.lib.applyRemote([e5!, e4!, e4!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
     expect(a.lib.versionVector()[B]).toBe(5);
     expect(await a.lib.logSize()).toBe(logBase + 5);
 
     // Everything again: all duplicates, nothing changes.
     const full = await snapshot(a.lib);
-    expect(await a.lib.applyRemote([e5!, e1!, e2!, e3!, e4!])).toEqual({ applied: 0, duplicates: 5, gaps: [] });
+    expect(await a.lib.applyRemote([e5!, e1!, e2!, e3!, e4!])).toEqual({ applied: 0, duplicates: 5, gaps: [], refused: 0 });
     expect(await snapshot(a.lib)).toEqual(full);
 
     // A gap in one origin does not hold back another origin in the same batch.
@@ -616,6 +617,7 @@ describe('applyRemote', () => {
       applied: 0,
       duplicates: 0,
       gaps: [{ origin: C, heldSeq: 0, firstReceivedSeq: 2 }],
+      refused: 0,
     });
     await b.lib.upsert('doc', { id: 'b6', title: 'b6' });
     const e6 = (await allEntries(b.lib))[5]!;
@@ -623,10 +625,11 @@ describe('applyRemote', () => {
       applied: 2,
       duplicates: 0,
       gaps: [{ origin: C, heldSeq: 1, firstReceivedSeq: 3 }],
+      refused: 0,
     });
     expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 1 });
     expect(await a.lib.get('doc', 'c3')).toBeUndefined();
-    expect(await a.lib.applyRemote([c3!, c2!, c1!])).toEqual({ applied: 2, duplicates: 1, gaps: [] });
+    expect(await a.lib.applyRemote([c3!, c2!, c1!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
     expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 3 });
     expect(await a.lib.logSize()).toBe(logBase + 9);
     for (const id of ['b1', 'b6', 'c1', 'c3']) expect(await a.lib.get('doc', id)).toMatchObject({ id, title: id });

@@ -238,7 +238,7 @@ export class CatchUp {
         await library.applyRemoteOwned(rows, coverage, run.counts);
       });
     }
-    while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.remoteShared)) {
+    while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.acceptableShared())) {
       const checkpoint = await library.snapshotCheckpoint();
       if (checkpoint) {
         await this.snapshotFrom(session, run, checkpoint);
@@ -315,7 +315,7 @@ export class CatchUp {
    */
   private async pullLog(session: Session, run: Run): Promise<boolean> {
     const library = this.host.library;
-    let requested = library.versionVector();
+    let requested = library.pullAfter();
     let reply = this.timed(session, () => session.pullShared(requested));
     for (;;) {
       const { page, bytes } = await reply;
@@ -325,9 +325,13 @@ export class CatchUp {
       for (const [origin, , lastSeq] of page.chunks) next[origin] = Math.max(next[origin] ?? 0, lastSeq);
       const more = page.hasMore && session.state !== 'closed';
       if (more) reply = prefetched(this.timed(session, () => session.pullShared(next)));
-      await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
-      // The page starts right after `requested`: if nothing moved past it, the page was bogus.
-      if (!isBehind(requested, library.versionVector())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
+      const applied = await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
+      // The page starts right after `requested`: if nothing moved past it, the page was bogus,
+      // unless it held changes of a removed device made after its removal (refused here; the
+      // partner may have taken them before it learned of the removal).
+      if (applied.refused === 0 && !isBehind(requested, library.versionVector())) {
+        throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
+      }
       const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
       this.advance(run, session, 'shared', records, bytes);
       if (!more || this.stopped) return true;
@@ -457,7 +461,7 @@ function prefetched<T>(reply: Promise<T>): Promise<T> {
 function estimate(library: Library, session: Session): number {
   let total = 0;
   const shared = library.versionVector();
-  for (const [origin, seq] of Object.entries(session.remoteShared)) total += Math.max(0, seq - (shared[origin] ?? 0));
+  for (const [origin, seq] of Object.entries(session.acceptableShared())) total += Math.max(0, seq - (shared[origin] ?? 0));
   const owned = library.ownedVector();
   for (const [owner, version] of Object.entries(session.remoteOwned)) {
     if (owner !== library.deviceId) total += Math.max(0, version - (owned[owner] ?? 0));

@@ -2,7 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { DeviceForkedError, StoppedError, ValidationError } from '../errors.js';
+import { DeviceForkedError, NotFoundError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
 import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
@@ -38,7 +38,7 @@ import {
   validateRemoteEntries,
 } from './remote-apply.js';
 import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.js';
-import { MEMBERS_MODEL } from '../models/system.js';
+import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from '../replication/status.js';
 import type { SyncedOptions } from '../replication/replicator.js';
 import { readLastSeen } from '../replication/last-seen.js';
@@ -57,6 +57,12 @@ import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';
+import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
+
+/** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
+const REMOVED_META_KEY = 'removed';
+/** `sync_meta` key: the log position of this device's leave until a partner acknowledged it. */
+export const LEAVE_PENDING_META_KEY = 'leave_pending';
 
 export interface LibraryEvents {
   change: [ChangeEvent];
@@ -70,6 +76,11 @@ export interface LibraryEvents {
    * the one that gives way: it refuses every change from partners from now on.
    */
   forked: [DeviceForkedError];
+  /**
+   * This device is no longer a member of the library: a member removed it, or it left
+   * (`lib.leave()`). It stops syncing the library; its local data stays readable.
+   */
+  removed: [RemovalInfo];
 }
 
 /** A member device of the library, as the synced member list records it. */
@@ -117,6 +128,7 @@ export interface LibrarySync {
   lastSeenAt(device: string): number | null;
   status(): Promise<LibraryStatus>;
   synced(options: SyncedOptions): Promise<void>;
+  leave(options: SyncedOptions): Promise<void>;
 }
 
 /** The writes available inside `lib.transaction(...)`; all of them commit or none does. */
@@ -179,6 +191,9 @@ export class Library {
   /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
   private readonly openedAt: string;
   private forkedBy: DeviceForkedError | undefined;
+  private readonly removalState = new Removals();
+  /** Set once this device is no longer a member (removed, or it left). */
+  private ownRemoval: RemovalInfo | null = null;
   private closed = false;
   private sync: LibrarySync | undefined;
 
@@ -201,6 +216,7 @@ export class Library {
       clock: options.clock,
       registry: options.registry,
       tables: options.tables,
+      removals: this.removalState,
     };
   }
 
@@ -232,6 +248,7 @@ export class Library {
    * transaction to finish and would deadlock.
    */
   async transaction<T>(fn: (tx: LibraryTransaction) => Promise<T>): Promise<T> {
+    this.assertMember();
     return this.write(async (batch) => {
       const writer = new LocalWriter(this.ctx, batch);
       return fn({
@@ -469,7 +486,8 @@ export class Library {
     await this.write(async (batch) => {
       await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
       if (checkpoint.next === null) {
-        for (const [origin, through] of Object.entries(checkpoint.vector)) {
+        // A closed origin is held no further than accepted, whatever the partner took.
+        for (const [origin, through] of Object.entries(this.removalState.cap(checkpoint.vector))) {
           // A snapshot never moves the counter this device appends to: only its own writes do
           // (a position it adopted would be one it then skips or reuses). A retired writer's
           // tail is an origin like any other, also while it is still the current writer.
@@ -560,18 +578,20 @@ export class Library {
   /**
    * The library's members with their names and when this device last heard from each (names
    * and devices are synced data: every member learns of a new one; last-seen is this device's).
+   * Removed devices are gone from it.
    */
   async members(): Promise<MemberInfo[]> {
     const sync = this.sync;
     const stored = sync ? undefined : await readLastSeen(this.db);
     const heard = (device: string) => (sync ? sync.lastSeenAt(device) : (stored!.get(device) ?? null));
-    return (await this.memberRows()).map((m) => {
+    const rows = (await this.memberRows()).filter((m) => !this.removalState.of(m.device));
+    return rows.map((m) => {
       const self = m.device === this.deviceId;
       return { ...m, lastSeenAt: self ? null : heard(m.device), self };
     });
   }
 
-  /** The library's member rows, as the synced member list records them. */
+  /** The library's member rows, as the synced member list records them (removed devices included). */
   async memberRows(): Promise<MemberRow[]> {
     const members: MemberRow[] = [];
     let after: string | undefined;
@@ -591,6 +611,7 @@ export class Library {
    * use the raw transaction for its own tables. Not for application code.
    */
   async systemTransaction<T>(fn: (writer: LocalWriter, trx: Kysely<InternalTables>) => Promise<T>): Promise<T> {
+    this.assertMember();
     return this.write(async (batch) => fn(new LocalWriter(this.ctx, batch, true), batch.db));
   }
 
@@ -615,6 +636,123 @@ export class Library {
   async setMetaValue(key: string, value: string): Promise<void> {
     this.assertOpen();
     await putMeta(this.db, key, value);
+  }
+
+  /**
+   * Removes member device `deviceId` from the library (any member may remove any other: see
+   * docs/operations.md). Synced data: from then on every member refuses the device and every
+   * change it made after this removal. Resolves once the removal is committed here; removing a
+   * device already removed writes nothing (its cutoff never moves).
+   */
+  async removeMember(deviceId: string): Promise<void> {
+    this.assertMember();
+    if (deviceId === this.deviceId) {
+      throw new ValidationError('lib.removeMember() cannot remove this device itself: use lib.leave() to leave the library');
+    }
+    await this.systemTransaction(async (writer, trx) => {
+      if (this.removalState.of(deviceId)) return;
+      if (typeof deviceId !== 'string' || !(await this.readRow(trx, MEMBERS_MODEL.name, deviceId).catch(() => undefined))) {
+        throw new NotFoundError(`device ${JSON.stringify(deviceId)} is not a member of library ${this.id}`);
+      }
+      await writer.upsert(REMOVALS_MODEL.name, { id: deviceId, by: this.deviceId, kind: 'removed' });
+    });
+  }
+
+  /**
+   * Leaves the library: writes this device's own removal (kind `left`), refuses local writes
+   * from then on, and keeps syncing until a partner acknowledged the removal (at once if it has
+   * none; resumed after a restart), then stops. `signal` abandons the wait, not the leave.
+   */
+  leave(options: SyncedOptions = {}): Promise<void> {
+    return this.requireSync().leave(options);
+  }
+
+  /**
+   * Writes this device's own removal (`kind: 'left'`) and, in the same transaction, the log
+   * position a partner must acknowledge before this device stops syncing (`leavePending`).
+   */
+  async writeLeave(): Promise<void> {
+    this.assertMember();
+    await this.write(async (batch) => {
+      await new LocalWriter(this.ctx, batch, true).upsert(REMOVALS_MODEL.name, { id: this.deviceId, by: this.deviceId, kind: 'left' });
+      const origin = batch.currentWriter.id;
+      await putMeta(batch.db, LEAVE_PENDING_META_KEY, JSON.stringify({ origin, seq: batch.seqOf(origin) }));
+    });
+  }
+
+  /** The position of this device's leave that no partner has acknowledged yet, if any. */
+  async leavePending(): Promise<{ origin: string; seq: number } | undefined> {
+    const value = await this.metaValue(LEAVE_PENDING_META_KEY);
+    return value === undefined ? undefined : (JSON.parse(value) as { origin: string; seq: number });
+  }
+
+  /** How this device stopped being a member, or null while it is one. */
+  removal(): RemovalInfo | null {
+    return this.ownRemoval;
+  }
+
+  /** Removed devices, with their cutoffs (`sync_removals`). */
+  removals(): Removal[] {
+    return this.removalState.all();
+  }
+
+  /** Caps a partner's advertised vector at what this device accepts of closed origins. */
+  acceptable(vector: VersionVector): VersionVector {
+    return this.removalState.cap(vector);
+  }
+
+  /** The vector to pull after: closed origins are never asked for again. */
+  pullAfter(): VersionVector {
+    return this.removalState.pullAfter(this.versionVector());
+  }
+
+  /** Reads removals and closed origins as held (the replication layer calls it at start). */
+  async loadRemovals(): Promise<void> {
+    this.assertOpen();
+    const closed = await this.metaValue(CLOSED_ORIGINS_META_KEY);
+    const closedOrigins = closed === undefined ? {} : (JSON.parse(closed) as Record<string, number>);
+    for (const [origin, through] of Object.entries(closedOrigins)) this.removalState.close(origin, through);
+    await this.readRemovals(this.db);
+    const told = await this.metaValue(REMOVED_META_KEY);
+    if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
+  }
+
+  /**
+   * Records that this device is no longer a member as a member's refusal said (`REMOVED`):
+   * persisted, so it survives restarts. Emits `removed` once.
+   */
+  async markRemoved(info: RemovalInfo): Promise<void> {
+    if (this.ownRemoval) return;
+    await this.setMetaValue(REMOVED_META_KEY, JSON.stringify(info));
+    this.setOwnRemoval(info);
+  }
+
+  /** Reads the `sync_removals` rows; returns whether they newly show this device removed. */
+  private async readRemovals(db: Kysely<InternalTables>): Promise<boolean> {
+    const table = this.table(REMOVALS_MODEL.name);
+    const removals: Removal[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const params = after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE];
+      const rows = await runSql<SqlRow>(db, table.liveRowsSql(after !== undefined), params);
+      for (const row of rows) {
+        const { id, values, hlc } = table.sharedFromRow(row);
+        removals.push({ device: id, by: values.by as string, kind: values.kind as Removal['kind'], cutoff: hlc });
+        after = id;
+      }
+      if (rows.length < DIGEST_PAGE) break;
+    }
+    this.removalState.set(removals);
+    const own = this.removalState.of(this.deviceId);
+    if (!own || this.ownRemoval) return false;
+    this.ownRemoval = removalInfo(own);
+    return true;
+  }
+
+  private setOwnRemoval(info: RemovalInfo): void {
+    if (this.ownRemoval) return;
+    this.ownRemoval = info;
+    this.events.emit('removed', info);
   }
 
   /** Creates a one-time invite another device can join this library with. */
@@ -712,10 +850,13 @@ export class Library {
     // Between transactions, let sockets and timers run if a burst of writes has held the loop.
     await this.turns.turn();
     this.assertOpen();
+    let removedNow = false;
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
       const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId);
       const value = await fn(batch);
       await batch.flush();
+      // The next transaction must already refuse what a removal committed here refuses.
+      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) removedNow = await this.readRemovals(trx);
       const highWater = batch.highWater();
       await trx
         .insertInto('sync_meta')
@@ -725,6 +866,8 @@ export class Library {
       return { value, batch };
     });
     this.counters = batch.counters();
+    // Emitted once committed, like change events: this device's own removal arrived or was written.
+    if (removedNow) this.events.emit('removed', this.ownRemoval!);
     if (this.events.listenerCount('change') > 0) for (const event of batch.events) this.events.emit('change', event);
     if (batch.advanced) this.events.emit('appended');
     return value;
@@ -747,6 +890,11 @@ export class Library {
     this.assertOpen();
     if (!this.sync) throw new StoppedError(`library ${this.id} is not attached to a running sync node`);
     return this.sync;
+  }
+
+  /** Local writes of a device that is no longer a member could reach no one: refused. */
+  private assertMember(): void {
+    if (this.ownRemoval) throw noLongerMemberError(this.id, this.ownRemoval);
   }
 
   private assertOpen(): void {

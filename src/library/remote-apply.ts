@@ -10,6 +10,9 @@ import { countChange } from './snapshot.js';
 import type { WriteBatch } from './write-batch.js';
 import { appendedWriter } from './writers.js';
 import type { ModelTable } from '../storage/model-table.js';
+import { REMOVALS_MODEL } from '../models/system.js';
+import { putMeta } from '../storage/open-library.js';
+import { CLOSED_ORIGINS_META_KEY, type Removals } from './removals.js';
 
 export interface GapReport {
   origin: string;
@@ -33,6 +36,11 @@ export interface ApplyResult {
   duplicates: number;
   /** Origins whose entries did not extend the held prefix; those entries were not applied. */
   gaps: GapReport[];
+  /**
+   * Entries refused because a removed device stamped them after its removal (their origin is
+   * closed from there on: see `Removals`). Not an error of the partner that relayed them.
+   */
+  refused: number;
 }
 
 const OPS: ReadonlySet<string> = new Set<ChangeOp>(['upsert', 'update', 'delete']);
@@ -174,7 +182,7 @@ export async function applyRemoteEntries(
   counts?: RemoteCounts,
   received: readonly Chunk[] = [],
 ): Promise<ApplyResult> {
-  const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [] };
+  const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [], refused: 0 };
   const accepted: LogEntry[] = [];
   const sorted = isInOriginSeqOrder(entries) ? entries : [...entries].sort(byOriginSeq);
   let blockedOrigin: string | undefined;
@@ -182,11 +190,23 @@ export async function applyRemoteEntries(
   // Only this device appends to the writer it appends to: a position of it beyond what it wrote
   // would be one its next write skips or reuses (a retired writer's tail is an origin like any).
   const ownWriter = appendedWriter(batch.currentWriter);
+  const removals = ctx.removals;
+  const batchRemovals = removalsIn(sorted, removals);
+  let closedAny = false;
   for (const entry of sorted) {
     if (entry.origin === blockedOrigin) continue;
     const held = expected.get(entry.origin) ?? batch.seqOf(entry.origin);
-    if (entry.seq <= held) {
+    const closedThrough = removals.closedThrough(entry.origin);
+    if (closedThrough !== undefined && entry.seq > closedThrough) {
+      result.refused += 1;
+    } else if (entry.seq <= held) {
       result.duplicates += 1;
+    } else if (entry.seq === held + 1 && removals.refuses(entry, batchRemovals)) {
+      // Stamped after its device's removal: this position and every later one of the origin
+      // carry later clocks, so the origin is closed here for good.
+      removals.close(entry.origin, held);
+      closedAny = true;
+      result.refused += 1;
     } else if (entry.origin === ownWriter) {
       throw new ProtocolError(
         `entry ${entry.origin}#${entry.seq} claims a position of the log this device appends to that it never wrote (it holds ${held})`,
@@ -211,9 +231,25 @@ export async function applyRemoteEntries(
   // Log entries are appended in per-origin sequence order, as the batch requires. The batch
   // makes the clock receive their clocks (and those of the rows) before the transaction ends.
   appendAccepted(batch, accepted, received);
+  if (closedAny) await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, removals.closedValue());
   if (batch.full) await batch.flush();
   result.applied = accepted.length;
   return result;
+}
+
+/**
+ * Removals among the entries themselves (device -> earliest clock), so a batch that carries a
+ * removal and changes the removed device made after it refuses those changes too. A removal
+ * written by a device already removed before it wrote it counts for nothing.
+ */
+function removalsIn(entries: readonly LogEntry[], removals: Removals): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const entry of entries) {
+    if (entry.model !== REMOVALS_MODEL.name || entry.op !== 'upsert' || removals.refuses(entry)) continue;
+    const earliest = found.get(entry.id);
+    if (earliest === undefined || entry.hlc < earliest) found.set(entry.id, entry.hlc);
+  }
+  return found;
 }
 
 /** Applies one model's accepted entries (in order per row), recording events and counts. */
@@ -409,7 +445,9 @@ export async function applyRemoteOwned(
     if (current && current.owner !== row.owner) {
       throw new OwnershipError(`${model.name} ${row.id} is owned by ${current.owner}, not ${row.owner}`);
     }
-    if (row.owner === ctx.deviceId || (current && current.version >= row.version)) {
+    // A removed device's rows written after its removal are refused; the cursor still moves.
+    const afterRemoval = ctx.removals.refuses({ origin: row.owner, hlc: row.hlc });
+    if (row.owner === ctx.deviceId || (current && current.version >= row.version) || afterRemoval) {
       result.stale += 1;
       continue;
     }

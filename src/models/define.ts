@@ -68,6 +68,11 @@ export interface SharedModel extends ModelBase {
    * values, whole). Throws `ValidationError`.
    */
   readonly checkRecord?: (fields: StoredValues, whole: boolean) => void;
+  /**
+   * System models with a custom apply only: the join of two states of a row (snapshot merges),
+   * which a custom apply otherwise lacks (the newer clock wins).
+   */
+  readonly join?: (a: SharedRowState, b: SharedRowState) => SharedRowState;
 }
 
 export type Model = DeviceModel | SharedModel;

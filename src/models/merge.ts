@@ -117,9 +117,10 @@ function firstUpsert(model: Model, change: Change): SharedRowState {
  * changes of both would hold. Used to merge snapshot rows, whose changes are no longer in any
  * log. Row-level LWW keeps the state with the newer clock; the field rules keep each field's
  * newest value, the newest upsert and the newest delete, then apply the delete as
- * `mergeFieldLww` does. A custom apply function has no state join: the newer clock wins.
+ * `mergeFieldLww` does. A custom apply function has no state join (unless a system model gives one): the newer clock wins.
  */
 export function mergeStates(model: SharedModel, a: SharedRowState, b: SharedRowState): SharedRowState {
+  if (model.join) return model.join(a, b);
   if (!usesFieldClocks(model) || model.apply) return a.hlc >= b.hlc ? a : b;
   const upsertHlc = maxEncodedHlc(a.upsertHlc, b.upsertHlc);
   const deleteHlc = maxEncodedHlc(a.deleteHlc, b.deleteHlc);

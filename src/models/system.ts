@@ -1,6 +1,7 @@
 import { ValidationError } from '../errors.js';
 import type { FieldDefinition, SharedModel } from './define.js';
-import type { StoredValues } from './types.js';
+import { isDeviceId } from '../hlc/index.js';
+import type { Change, SharedRowState, StoredValues } from './types.js';
 
 const memberFields: readonly FieldDefinition[] = [
   { name: 'peer', type: 'text', nullable: false },
@@ -76,4 +77,44 @@ function endingPeerId(addr: string): string | undefined {
   return protocol === 'p2p' || protocol === 'ipfs' ? parts.at(-1) : undefined;
 }
 
-export const SYSTEM_MODELS: readonly SharedModel[] = [MEMBERS_MODEL];
+const removalFields: readonly FieldDefinition[] = [
+  { name: 'by', type: 'text', nullable: false },
+  { name: 'kind', type: 'text', nullable: false },
+];
+
+/**
+ * Removals of member devices (`lib.removeMember`, `lib.leave`): one row per removed device (id =
+ * its device id), with the remover's device id (`by`) and `kind` ('removed' or 'left'). Written
+ * only by the engine, never deleted or undone. The row's clock is the removal's cutoff: changes
+ * the removed device authored after it are refused by every member. Of concurrent removals of
+ * one device the EARLIEST wins (rights only shrink, and every replica must agree on one cutoff),
+ * so the row keeps the upsert with the smallest clock: a join like any conflict rule (the set
+ * of removals decides it, not their order). The table is field-LWW shaped (written whole, with
+ * `INSERT OR REPLACE`), so the smaller clock can replace a stored greater one.
+ */
+export const REMOVALS_MODEL: SharedModel = {
+  name: 'sync_removals',
+  ownership: 'shared',
+  conflict: 'lww-field',
+  naturalKey: [],
+  apply: applyRemoval,
+  system: true,
+  checkRecord: checkRemovalRecord,
+  join: (a, b) => (b.hlc < a.hlc ? b : a),
+  fields: removalFields,
+  fieldsByName: new Map(removalFields.map((f) => [f.name, f])),
+};
+
+function applyRemoval(current: SharedRowState | undefined, change: Change): SharedRowState {
+  if (change.op !== 'upsert') throw new ValidationError('sync_removals: a removal is written whole and never changed or deleted');
+  if (current !== undefined && current.hlc <= change.hlc) return current;
+  return { id: change.id, values: change.fields!, hlc: change.hlc, deleted: false, fieldHlcs: {}, upsertHlc: change.hlc, deleteHlc: null };
+}
+
+function checkRemovalRecord(fields: StoredValues, whole: boolean): void {
+  if (!whole) throw new ValidationError('sync_removals: a removal is written whole (upsert), never partially');
+  if (!isDeviceId(fields.by)) throw new ValidationError('sync_removals: by must be a device id');
+  if (fields.kind !== 'removed' && fields.kind !== 'left') throw new ValidationError("sync_removals: kind must be 'removed' or 'left'");
+}
+
+export const SYSTEM_MODELS: readonly SharedModel[] = [MEMBERS_MODEL, REMOVALS_MODEL];

@@ -191,6 +191,10 @@ const error = z.object({
   code: z.string().max(64),
   message: z.string().max(2000),
   req: count.nullable(),
+  /** `REMOVED` only (1.2): the removal the refusing member holds. */
+  removal: z
+    .object({ kind: z.enum(['removed', 'left']), by: uuid, at: z.number().int().min(0).max(2 ** 48) })
+    .optional(),
 });
 
 export const messageSchema = z.discriminatedUnion('t', [

@@ -1,4 +1,16 @@
-import { describeError, NetworkError, NotMemberError, ProtocolError, ProtocolVersionError, StoppedError, SyncError, TimeoutError, toSyncError } from '../errors.js';
+import {
+  describeError,
+  NetworkError,
+  NotMemberError,
+  ProtocolError,
+  ProtocolVersionError,
+  type RemovalInfo,
+  RemovedError,
+  StoppedError,
+  SyncError,
+  TimeoutError,
+  toSyncError,
+} from '../errors.js';
 import type { Library } from '../library/library.js';
 import { MAX_MEMBER_ADDRS } from '../models/system.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
@@ -10,7 +22,7 @@ import type { LibraryReplicator } from './replicator.js';
 import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
 import type { PartnerDialStatus } from './status.js';
-import { errorFromWire, isBadInput, isPeerReported } from './wire-errors.js';
+import { errorFromWire, errorMessage, isBadInput, isPeerReported } from './wire-errors.js';
 import { sameList } from '../util/lists.js';
 
 export interface BackoffPolicy {
@@ -234,7 +246,7 @@ export class SyncNetwork {
         }),
       );
       const reply = await this.firstMessage(frames, stream);
-      if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
+      if (reply.t === 'error') throw errorFromWire(reply.code, reply.message, reply.removal);
       if (reply.t !== 'welcome' || reply.library !== invite.library) throw new ProtocolError(`expected welcome, got ${reply.t}`);
       return { device: reply.device, name: reply.name };
     } finally {
@@ -276,8 +288,13 @@ export class SyncNetwork {
       else if (kind === 'direct') this.keepRelaySlot(peer);
     }
     for (const replicator of this.replicators.values()) {
-      // A copy of this device that gave way to another one syncs this library no more.
-      if (replicator.refusal) continue;
+      // A copy of this device that gave way to another one, or a device that is no longer a
+      // member, syncs this library no more.
+      if (replicator.inactive) continue;
+      // A removed device would wait for a session this node never opens: it is told instead.
+      for (const [peer, removal] of replicator.removedPeers()) {
+        if (this.transport.isConnected(peer)) this.tellRemoved(replicator.library.id, peer, removal);
+      }
       for (const partner of replicator.partners()) {
         const kind = this.transport.connectionKind(partner.peer);
         if (kind === null) {
@@ -385,6 +402,25 @@ export class SyncNetwork {
     }
   }
 
+  /**
+   * Tells a connected removed device that it was removed: a stream whose only frame is a
+   * `REMOVED` error (with the removal held), at most once per backoff period.
+   */
+  private tellRemoved(library: string, peer: string, removal: RemovalInfo): void {
+    const key = `removed:${sessionKey(library, peer)}`;
+    if (this.opening.has(key) || !this.due(key)) return;
+    this.opening.add(key);
+    this.failed(key);
+    const notice = new RemovedError(`this device was removed from library ${library}`, removal);
+    void (async () => {
+      const stream = await this.transport.openStream(peer);
+      await stream.send(encodeMessage(errorMessage(library, notice, null)));
+      await stream.close();
+    })()
+      .catch(() => undefined)
+      .finally(() => this.opening.delete(key));
+  }
+
   /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
   private async open(replicator: LibraryReplicator, peer: string): Promise<void> {
     const key = sessionKey(replicator.library.id, peer);
@@ -397,7 +433,7 @@ export class SyncNetwork {
       const frames = stream.frames()[Symbol.asyncIterator]();
       await stream.send(encodeMessage(await helloFor(replicator.library, replicator.devicesOf(peer))));
       const reply = await this.firstMessage(frames, stream);
-      if (reply.t === 'error') throw errorFromWire(reply.code, reply.message);
+      if (reply.t === 'error') throw errorFromWire(reply.code, reply.message, reply.removal);
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
       checkVersion(reply.v);
       // The device the peer says it is, if a member row names it under that PeerId (checked
@@ -412,6 +448,7 @@ export class SyncNetwork {
       // Refused by the peer before its hello: the device its member row names, as a rule one.
       partner ??= replicator.devicesOf(peer)[0];
       if (error.code === 'DEVICE_FORKED' && partner) replicator.recordFork(partner, error);
+      await replicator.onRefusedAsRemoved(peer, error).catch(() => undefined);
       if (!this.retryForMemberRow(key, error)) {
         this.failed(key);
         this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
@@ -487,6 +524,10 @@ export class SyncNetwork {
         await replicator.admit(first, stream.remotePeer);
         const reply: Message = { t: 'welcome', library: first.library, name: replicator.library.name, device: this.deviceId };
         await stream.send(encodeMessage(reply));
+        await stream.close();
+      } else if (first.t === 'error' && first.code === 'REMOVED') {
+        // A member tells this device it was removed (`tellRemoved`).
+        await replicator?.onRefusedAsRemoved(stream.remotePeer, errorFromWire(first.code, first.message, first.removal));
         await stream.close();
       } else {
         throw new ProtocolError(`a stream must start with hello or join, not ${first.t}`);
@@ -607,7 +648,7 @@ export function notMember(peer: string): NotMemberError {
 async function refuse(stream: FrameStream, library: string, error: Error): Promise<void> {
   if (error instanceof SyncError && !isPeerReported(error)) {
     await stream
-      .send(encodeMessage({ t: 'error', library, code: error.code, message: error.message, req: null }))
+      .send(encodeMessage(errorMessage(library, error, null)))
       .catch(() => undefined);
   }
   stream.abort(error);

@@ -4,13 +4,16 @@ import {
   InviteError,
   NotFoundError,
   NotMemberError,
+  type RemovalInfo,
+  RemovedError,
   StoppedError,
   SyncError,
   type SyncErrorCode,
 } from '../errors.js';
 import { CatchUp } from '../backfill/catch-up.js';
-import type { InviteInfo, InviteOptions, Library, LibrarySync, Member } from '../library/library.js';
-import { MEMBERS_MODEL } from '../models/system.js';
+import { type InviteInfo, type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
+import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
+import { noLongerMemberError, removalInfo } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
 import type { ConnectionKind } from '../protocol/transport.js';
@@ -23,6 +26,7 @@ import { filterOrigins, mergeMax } from './vectors.js';
 import { coalescing } from '../util/coalescing.js';
 import { sameList } from '../util/lists.js';
 import { notMember, type SessionErrorEvent } from './network.js';
+import { isPeerReported } from './wire-errors.js';
 import type { LibraryStatus, PartnerDialStatus, PartnerStatus } from './status.js';
 
 export interface ReplicationTuning extends SessionTuning {
@@ -79,6 +83,11 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private members: Member[] = [];
   private membersByPeer = new Map<string, Member[]>();
   private memberDevices = new Set<string>();
+  /** PeerIds of removed member devices (refused with `REMOVED`), with the removal held. */
+  private removedByPeer = new Map<string, RemovalInfo>();
+  /** This device's leave, until a partner acknowledged it (it syncs until then). */
+  private leaving: { origin: string; seq: number } | undefined;
+  private readonly leaveWaiters = new Set<() => void>();
   /**
    * What each partner device acknowledged (max-merged). Acks arrive with every batch, so they
    * are kept here and written out before pruning and on stop, not one commit per ack: a lost ack
@@ -104,14 +113,16 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   /** Pending `synced()` calls, rejected with `STOPPED` when the node stops. */
   private readonly syncedWaiters = new Set<() => void>();
   private readonly onChange = (event: { model: string }) => {
-    if (event.model === MEMBERS_MODEL.name) void this.refreshMembers();
+    if (event.model === MEMBERS_MODEL.name || event.model === REMOVALS_MODEL.name) void this.refreshMembers();
+  };
+  /** Removed by a member: this device stops syncing (a leave stops once acknowledged: `leave`). */
+  private readonly onRemoved = (removal: RemovalInfo) => {
+    if (removal.kind === 'removed') this.stopSyncing(this.notMemberAnyMore());
   };
   /** Another copy of this device runs: this one stops syncing the library (sessions end, none open). */
   private readonly onForked = (error: DeviceForkedError) => {
     this.refusal = error;
-    this.catchUp.stop();
-    for (const session of [...this.sessions.values()]) session.close(error);
-    this.scheduleStatus(true);
+    this.stopSyncing(error);
   };
 
   constructor(
@@ -132,8 +143,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     });
     this.lastSeen = await LastSeen.open(this.library.engineDb());
     this.library.attachSync(this);
+    await this.library.loadRemovals();
+    if (this.library.removal()?.kind === 'left') this.leaving = await this.library.leavePending();
+    if (this.library.removal() && !this.leaving) this.catchUp.stop();
     this.library.on('change', this.onChange);
     this.library.on('forked', this.onForked);
+    this.library.on('removed', this.onRemoved);
     await this.refreshMembers();
     // Saved acks may predate the origin check: keep their recorded origins only. A session may
     // have acked meanwhile: merge.
@@ -160,6 +175,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     clearTimeout(this.statusTimer);
     this.library.off('change', this.onChange);
     this.library.off('forked', this.onForked);
+    this.library.off('removed', this.onRemoved);
+    for (const stopWaiting of [...this.leaveWaiters]) stopWaiting();
     this.catchUp.stop();
     const ownAlike = this.ownRowsAlike();
     for (const session of [...this.sessions.values()]) session.close();
@@ -170,6 +187,40 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   now(): number {
     return this.network.now();
+  }
+
+  /**
+   * Whether this library syncs no more here: this copy gave way to another one (`refusal`), or
+   * this device is no longer a member (once a partner acknowledged its own leave).
+   */
+  get inactive(): boolean {
+    return this.refusal !== undefined || (this.library.removal() !== null && !this.leaving);
+  }
+
+  /** Stops syncing the library: sessions end with `reason` and none open. */
+  private stopSyncing(reason: SyncError): void {
+    this.catchUp.stop();
+    for (const session of [...this.sessions.values()]) session.close(reason);
+    this.scheduleStatus(true);
+  }
+
+  /** PeerIds of removed devices, with the removal held (they are told so when they connect). */
+  removedPeers(): ReadonlyMap<string, RemovalInfo> {
+    return this.removedByPeer;
+  }
+
+  /**
+   * A peer refused this device as removed (`REMOVED`). Believed only from a peer that is a
+   * member in this device's own list (a stranger's word changes nothing): this device is no
+   * longer a member and stops syncing the library; for a leave, the refusal shows the partner
+   * holds it (an acknowledgement).
+   */
+  async onRefusedAsRemoved(peer: string, error: SyncError): Promise<void> {
+    if (!(error instanceof RemovedError) || !isPeerReported(error) || !this.isMemberPeer(peer) || peer === this.network.localPeer) return;
+    const told = error.removal;
+    const info = told ?? { kind: 'removed' as const, by: this.devicesOf(peer)[0]!, at: this.now() };
+    await this.library.markRemoved(info);
+    if (this.leaving && told?.kind === 'left') await this.leaveAcknowledged();
   }
 
   /** Other member devices. */
@@ -232,6 +283,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    */
   async checkWriters(hello: Hello, partner: string): Promise<void> {
     if (this.refusal) throw this.refusal;
+    if (this.inactive) throw this.notMemberAnyMore();
     const check = await this.library.checkOwnWriters({ shared: hello.shared, tips: hello.tips ?? [] });
     if (check.kind === 'forked') {
       const device = this.library.deviceId;
@@ -319,6 +371,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
   requireMember(peer: string, device: string): Member {
     const rows = this.membersByPeer.get(peer);
+    const removal = this.library.removals().find((r) => r.device === device);
+    const removedPeer = this.removedByPeer.get(peer);
+    if (removal || (!rows && removedPeer)) {
+      throw new RemovedError(
+        `device ${removal?.device ?? device} was removed from this library and may sync it no more`,
+        removal ? removalInfo(removal) : removedPeer!,
+      );
+    }
     if (!rows || peer === this.network.localPeer) throw notMember(peer);
     const member = rows.find((m) => m.device === device);
     if (!member) throw new NotMemberError(`peer ${peer} is member device ${rows.map((m) => m.device).join(', ')}, not ${device}`);
@@ -359,6 +419,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     return new Promise<void>((resolve, reject) => {
       const settle = (status: LibraryStatus) => {
         if (status.state === 'ready') finish(() => resolve());
+        else if (status.state === 'removed') finish(() => reject(this.removedError()));
         else if (status.state === 'error') finish(() => reject(new SyncError(status.error!.code as SyncErrorCode, status.error!.message)));
       };
       const onAbort = () => finish(() => reject(new AbortedError('lib.synced() was aborted')));
@@ -384,6 +445,64 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.acks.set(session.device, merged);
     this.unsavedAcks.add(session.device);
     this.scheduleStatus();
+    const leaving = this.leaving;
+    if (leaving && (merged[leaving.origin] ?? 0) >= leaving.seq) void this.leaveAcknowledged().catch(() => undefined);
+  }
+
+  /**
+   * Leaves the library (`Library.leave`): writes this device's removal of itself, then waits
+   * until a partner acknowledged it (at once without partners), and stops syncing.
+   */
+  async leave(options: SyncedOptions): Promise<void> {
+    const removal = this.library.removal();
+    if (removal?.kind === 'removed') throw this.removedError();
+    if (!removal) {
+      await this.library.writeLeave();
+      this.leaving = await this.library.leavePending();
+      if (this.partners().length === 0) await this.leaveAcknowledged();
+      else this.network.reconcileSoon();
+    }
+    if (!this.leaving) return;
+    const { signal } = options;
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () =>
+        finish(() => reject(new AbortedError('lib.leave() stopped waiting; the leave stands and is sent at the next chance')));
+      const onStop = () =>
+        finish(() => reject(new StoppedError('the node stopped before a partner acknowledged the leave; it resumes at the next start')));
+      const done = () => finish(() => resolve());
+      const finish = (settleWith: () => void) => {
+        this.leaveWaiters.delete(done);
+        this.syncedWaiters.delete(onStop);
+        signal?.removeEventListener('abort', onAbort);
+        settleWith();
+      };
+      if (this.stopped) return onStop();
+      if (signal?.aborted) return onAbort();
+      this.leaveWaiters.add(done);
+      this.syncedWaiters.add(onStop);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** A partner holds this device's leave: it is told, so this device stops syncing the library. */
+  private async leaveAcknowledged(): Promise<void> {
+    if (!this.leaving) return;
+    this.leaving = undefined;
+    await this.library.deleteMetaValue(LEAVE_PENDING_META_KEY);
+    this.stopSyncing(this.notMemberAnyMore());
+    for (const done of [...this.leaveWaiters]) done();
+  }
+
+  /**
+   * What this device tells partners once it is no longer a member: `NOT_MEMBER`, never `REMOVED`
+   * (which would tell the partner that it was removed).
+   */
+  private notMemberAnyMore(): NotMemberError {
+    return new NotMemberError(`device ${this.library.deviceId} is no longer a member of library ${this.library.id}`);
+  }
+
+  private removedError(): RemovedError {
+    return noLongerMemberError(this.library.id, this.library.removal()!);
   }
 
   onStateChange(session: Session): void {
@@ -401,6 +520,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     void this.saveLastSeen().catch(() => undefined);
     // Whatever it was pulling, another partner may serve.
     this.catchUp.trigger();
+    if (reason instanceof RemovedError) void this.onRefusedAsRemoved(session.peer, reason).catch(() => undefined);
     if (reason) {
       this.network.sessionFailed(this.library.id, session.peer);
       this.network.reportSessionError({ peer: session.peer, library: this.library.id, direction: session.direction, error: reason });
@@ -505,6 +625,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (invite.revoked_at !== null) throw new InviteError('INVITE_REVOKED', 'this invite was revoked by its inviter');
       if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
       if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
+      if (this.library.removals().some((r) => r.device === join.device)) {
+        throw new RemovedError(`device ${join.device} was removed from this library and cannot join it again under the same device id`);
+      }
       // Every member counts, this device included: a joiner must not take over a device id.
       const existing = this.members.find((m) => m.device === join.device);
       if (existing && existing.peer !== joinerPeer) {
@@ -561,9 +684,11 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       [...this.sessions.values()].some((s) => s.state === 'catching-up') ||
       (partners.length > 0 && !this.everLive);
     const failure = this.refusal ?? this.catchUp.error ?? this.fork?.error;
+    const removal = this.library.removal();
     return {
       library: this.library.id,
-      state: failure ? 'error' : pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',
+      state: removal ? 'removed' : failure ? 'error' : pulling === 'backfilling' ? pulling : catchingUp ? 'catching-up' : 'ready',
+      removal,
       error: failure ? { code: failure.code, message: failure.message } : null,
       vector: this.library.versionVector(),
       ownedVector: this.library.ownedVector(),
@@ -634,7 +759,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   private async refreshMembers(): Promise<void> {
-    const members: Member[] = await this.library.memberRows();
+    const rows: Member[] = await this.library.memberRows();
+    const removed = new Map(this.library.removals().map((r) => [r.device, removalInfo(r)]));
+    const members = rows.filter((m) => !removed.has(m.device));
+    this.removedByPeer = new Map(rows.filter((m) => removed.has(m.device)).map((m) => [m.peer, removed.get(m.device)!]));
     const bootstrap = this.bootstrap;
     if (bootstrap && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
     const byPeer = new Map<string, Member[]>();
@@ -642,8 +770,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.members = members;
     this.membersByPeer = byPeer;
     this.memberDevices = new Set(members.map((m) => m.device));
-    // A member removed from the list (or re-keyed) loses its session at once.
-    for (const [peer, session] of this.sessions) if (!this.member(peer, session.device)) session.close();
+    // A member removed from the list (or re-keyed) loses its session at once; a removed device is told so.
+    for (const [peer, session] of this.sessions) {
+      const removal = removed.get(session.device);
+      if (removal) session.close(new RemovedError(`device ${session.device} was removed from this library`, removal));
+      else if (!this.member(peer, session.device)) session.close();
+    }
     // This device's own row may just have arrived, with a refresh due.
     this.refreshSelf();
     this.network.reconcileSoon();

@@ -11,7 +11,7 @@ import { coalescing } from '../util/coalescing.js';
 import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
 import type { FrameStream } from '../protocol/transport.js';
 import { filterOrigins, isBehind, mergeMax } from './vectors.js';
-import { errorFromWire, isPeerReported } from './wire-errors.js';
+import { errorFromWire, errorMessage, isPeerReported } from './wire-errors.js';
 
 export interface SessionTuning {
   /** A heartbeat (with both vectors) is sent this often, in ms. */
@@ -162,10 +162,19 @@ export class Session {
     this.checkPartnerCaughtUp();
   }
 
+  /**
+   * What the partner holds of the shared log that this device may accept: `remoteShared` with
+   * closed origins (a removed device's changes after its cutoff) left out, so their positions
+   * are never pulled or waited for.
+   */
+  acceptableShared(): VersionVector {
+    return this.library.acceptable(this.remoteShared);
+  }
+
   /** Whether the partner advertises changes (shared or device-owned) this device lacks. */
   partnerAhead(): boolean {
     return (
-      isBehind(this.library.versionVector(), this.remoteShared) ||
+      isBehind(this.library.versionVector(), this.acceptableShared()) ||
       this.ownedBehind(this.remoteOwned) ||
       this.ownRowsToCheck() !== undefined
     );
@@ -236,7 +245,7 @@ export class Session {
     if (reason instanceof SyncError && reason.code !== 'STOPPED' && !isPeerReported(reason)) {
       // Tell the partner why, best effort, then reset: nothing more will be read.
       void this.stream
-        .send(encodeMessage({ t: 'error', library: this.library.id, code: reason.code, message: reason.message, req: null }))
+        .send(encodeMessage(errorMessage(this.library.id, reason, null)))
         .catch(() => undefined)
         .finally(() => this.stream.abort(reason));
     } else {
@@ -294,7 +303,7 @@ export class Session {
       case 'busy':
         return this.settle(message.req, (p) => p.reject(new BusyError(this.device, message.retryAfterMs)));
       case 'error': {
-        const err = errorFromWire(message.code, message.message);
+        const err = errorFromWire(message.code, message.message, message.removal);
         if (message.req !== null) return this.settle(message.req, (p) => p.reject(err));
         throw err;
       }
@@ -448,7 +457,8 @@ export class Session {
     const previous = this.previousHeartbeat;
     this.previousHeartbeat = heartbeat;
     if (!previous) return;
-    if (isBehind(this.library.versionVector(), previous.shared) || this.ownedBehind(previous.owned) || this.ownRowsToCheck() !== undefined) {
+    const behind = isBehind(this.library.versionVector(), this.library.acceptable(previous.shared));
+    if (behind || this.ownedBehind(previous.owned) || this.ownRowsToCheck() !== undefined) {
       this.host.onPartnerAhead(this);
     }
   }

@@ -1,3 +1,4 @@
+import type { RemovalInfo } from '../errors.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { ConnectionKind } from '../protocol/transport.js';
 
@@ -47,14 +48,17 @@ export interface PartnerStatus {
  * `backfilling`: the library was joined and has not completed its first sync yet (it resumes
  * after a restart). `catching-up`: some partner holds changes this device is pulling.
  * `ready`: every connected partner session is live. `error`: the last catch-up run failed on
- * this device (see `error`); the next change or partner starts another.
+ * this device (see `error`); the next change or partner starts another. `removed`: this device is
+ * no longer a member (see `removal`); it no longer syncs the library.
  */
-export type LibrarySyncState = 'backfilling' | 'catching-up' | 'ready' | 'error';
+export type LibrarySyncState = 'backfilling' | 'catching-up' | 'ready' | 'error' | 'removed';
 
 export interface LibraryStatus {
   library: string;
   state: LibrarySyncState;
   error: { code: string; message: string } | null;
+  /** How this device stopped being a member (state `removed`), or null while it is one. */
+  removal: RemovalInfo | null;
   vector: VersionVector;
   ownedVector: VersionVector;
   logSize: number;

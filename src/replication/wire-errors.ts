@@ -4,11 +4,13 @@ import {
   NotMemberError,
   ProtocolError,
   ProtocolVersionError,
+  type RemovalInfo,
+  RemovedError,
   SYNC_ERROR_CODES,
   SyncError,
   type SyncErrorCode,
 } from '../errors.js';
-import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import { type Message, PROTOCOL_VERSION } from '../protocol/messages.js';
 
 const INVITE_CODES: ReadonlySet<string> = new Set<InviteErrorCode>(['INVITE_INVALID', 'INVITE_EXPIRED', 'INVITE_USED', 'INVITE_REVOKED']);
 const KNOWN_CODES: ReadonlySet<string> = new Set(SYNC_ERROR_CODES);
@@ -30,8 +32,8 @@ export function isBadInput(err: Error): boolean {
  * The typed error for an `error` message a peer sent. Only the code is trusted for the type;
  * the message is the peer's text, prefixed so it is never mistaken for a local diagnosis.
  */
-export function errorFromWire(code: string, message: string): SyncError {
-  const err = typedError(code, message);
+export function errorFromWire(code: string, message: string, removal?: RemovalInfo): SyncError {
+  const err = code === 'REMOVED' ? new RemovedError(`peer reported: ${message || '(no message)'}`, removal ?? null) : typedError(code, message);
   reportedByPeer.add(err);
   return err;
 }
@@ -49,4 +51,16 @@ function typedError(code: string, peerMessage: string): SyncError {
   if (INVITE_CODES.has(code)) return new InviteError(code as InviteErrorCode, text);
   if (KNOWN_CODES.has(code)) return new SyncError(code as SyncErrorCode, text);
   return new SyncError('PROTOCOL', `peer reported unknown error ${JSON.stringify(code)}: ${message}`);
+}
+
+/** An `error` message for `err`: a refusal as removed carries the removal the refuser holds. */
+export function errorMessage(library: string, err: SyncError, req: number | null): Message {
+  return {
+    t: 'error',
+    library,
+    code: err.code,
+    message: err.message,
+    req,
+    ...(err instanceof RemovedError && err.removal ? { removal: err.removal } : {}),
+  };
 }

@@ -11,7 +11,8 @@ import { SyncNetwork } from '../../src/replication/network.js';
 import type { LibraryReplicator } from '../../src/replication/replicator.js';
 
 export class ScriptedTransport implements Transport {
-  readonly localPeer = 'local-peer';
+  /** Sorts after the partners' PeerIds: the partner side opens sessions, so none open here. */
+  readonly localPeer = 'zz-local-peer';
   /** Every dial asked for: the peer and the addresses it was given. */
   readonly dials: Array<{ peer: string; addrs: readonly string[] }> = [];
   /** Whether the next dials succeed. */
@@ -92,8 +93,11 @@ export function fakeReplicator(
 ): LibraryReplicator {
   return {
     library: { id: 'library' },
-    refusal: undefined,
+    inactive: false,
     sessions: new Map(),
+    removedPeers: () => new Map(),
+    devicesOf: (peer: string) => (peer === partner.peer ? [partner.device] : []),
+    onRefusedAsRemoved: async () => undefined,
     partners: () => [{ device: partner.device, peer: partner.peer, addrs: partner.addrs }],
     isMemberPeer: (peer: string) => peer === partner.peer,
     scheduleStatus: onStatus,

@@ -1,0 +1,101 @@
+import { type RemovalInfo, RemovedError } from '../errors.js';
+import { decodeHlc } from '../hlc/index.js';
+import type { LogEntry, VersionVector } from '../peer-log/types.js';
+import { MAX_POSITION } from '../protocol/messages.js';
+import { isWriterOf } from './writers.js';
+
+/** A removal as the synced `sync_removals` row holds it; `cutoff` is the row's clock. */
+export interface Removal {
+  readonly device: string;
+  readonly by: string;
+  readonly kind: RemovalInfo['kind'];
+  readonly cutoff: string;
+}
+
+/** `sync_meta` key of the closed origins: `{ origin: last accepted seq }` (JSON). */
+export const CLOSED_ORIGINS_META_KEY = 'closed_origins';
+
+export function removalInfo(removal: Removal): RemovalInfo {
+  return { kind: removal.kind, by: removal.by, at: decodeHlc(removal.cutoff).wallMs };
+}
+
+/** What a device that is no longer a member of `library` is refused with (writes, `synced()`). */
+export function noLongerMemberError(library: string, removal: RemovalInfo): RemovedError {
+  const how = removal.kind === 'left' ? 'it left' : `removed by ${removal.by}`;
+  return new RemovedError(`this device is no longer a member of library ${library} (${how}): its data stays readable, writes are refused`, removal);
+}
+
+/**
+ * What this library knows of removed devices: their cutoffs, and the log origins closed for
+ * good. A removed device's changes stamped after its cutoff are refused wherever changes are
+ * admitted (`remote-apply.ts`). A writer's clocks grow with its log positions, so the first
+ * refused position of an origin closes it: nothing after it can be accepted either, and what a
+ * partner advertises of it beyond is ignored (`cap`), so catch-up never asks for it again.
+ */
+export class Removals {
+  private byDevice = new Map<string, Removal>();
+  private readonly closed: Map<string, number>;
+
+  constructor(closed: ReadonlyMap<string, number> = new Map()) {
+    this.closed = new Map(closed);
+  }
+
+  /** Replaces the removals (the `sync_removals` rows as held). */
+  set(removals: readonly Removal[]): void {
+    this.byDevice = new Map(removals.map((r) => [r.device, r]));
+  }
+
+  of(device: string): Removal | undefined {
+    return this.byDevice.get(device);
+  }
+
+  all(): Removal[] {
+    return [...this.byDevice.values()];
+  }
+
+  /** The cutoff of the removed device `origin` is a writer of, if it was removed. */
+  cutoffFor(origin: string, extra?: ReadonlyMap<string, string>): string | undefined {
+    let cutoff: string | undefined;
+    const consider = (device: string, hlc: string) => {
+      if (isWriterOf(origin, device) && (cutoff === undefined || hlc < cutoff)) cutoff = hlc;
+    };
+    for (const removal of this.byDevice.values()) consider(removal.device, removal.cutoff);
+    for (const [device, hlc] of extra ?? []) consider(device, hlc);
+    return cutoff;
+  }
+
+  /** Whether an entry of a removed device's writer was stamped after its cutoff. */
+  refuses(entry: Pick<LogEntry, 'origin' | 'hlc'>, extra?: ReadonlyMap<string, string>): boolean {
+    const cutoff = this.cutoffFor(entry.origin, extra);
+    return cutoff !== undefined && entry.hlc > cutoff;
+  }
+
+  /** The last accepted seq of a closed origin. */
+  closedThrough(origin: string): number | undefined {
+    return this.closed.get(origin);
+  }
+
+  close(origin: string, through: number): void {
+    this.closed.set(origin, through);
+  }
+
+  closedValue(): string {
+    return JSON.stringify(Object.fromEntries(this.closed));
+  }
+
+  /** `vector` with closed origins at what this device accepted of them at most. */
+  cap(vector: VersionVector): VersionVector {
+    if (this.closed.size === 0) return vector;
+    const capped = { ...vector };
+    for (const [origin, through] of this.closed) if ((capped[origin] ?? 0) > through) capped[origin] = through;
+    return capped;
+  }
+
+  /** A pull's `after`: closed origins at the largest position, so no partner serves them. */
+  pullAfter(vector: VersionVector): VersionVector {
+    if (this.closed.size === 0) return vector;
+    const after = { ...vector };
+    for (const origin of this.closed.keys()) after[origin] = MAX_POSITION;
+    return after;
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * Removing a device and leaving a library (issue 11): real libp2p on 127.0.0.1, real SQLite
+ * files, nodes restarted from their data directories. No sleeps as synchronisation.
+ *
+ * A and B listen on fixed loopback ports (free ones, picked per test) so that a restart keeps
+ * their addresses: C, offline meanwhile, reaches them again with what it knew.
+ */
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { privateKeyFromProtobuf } from '@libp2p/crypto/keys';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SyncNode } from '../src/index.js';
+import { mergeStates } from '../src/models/merge.js';
+import { REMOVALS_MODEL } from '../src/models/system.js';
+import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+import type { PrivateKey } from '@libp2p/interface';
+import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+
+afterEach(async () => {
+  await stopAllRawPeers();
+  await stopAllNodes();
+  await removeTempDirs();
+});
+
+/** A loopback port that is free now (the OS picked it). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** A device that restarts from its data directory, on the same listen address. */
+interface Device {
+  dir: string;
+  listen: string[];
+  node: SyncNode;
+}
+
+async function device(port = 0, key?: PrivateKey): Promise<Device> {
+  const dir = await makeTempDir('lsync-removal-');
+  const listen = [`/ip4/127.0.0.1/tcp/${port}`];
+  return { dir, listen, node: key ? await startNodeWithKey(key, dir, { listen }) : await startNode(dir, { listen }) };
+}
+
+/**
+ * A, B and C sharing one library, synced. A and B listen on fixed ports (`restart` keeps their
+ * addresses) and C on port 0, or on a PeerId from `keyC`.
+ */
+async function threeMembers(keyC?: (others: string[]) => Promise<PrivateKey>) {
+  const a = await device(await freePort());
+  const b = await device(await freePort());
+  const c = await device(0, keyC && (await keyC([a.node.peerId, b.node.peerId])));
+  const [libA, libB, libC] = (await shareLibrary(a.node, [b.node, c.node])) as [Library, Library, Library];
+  await waitForConvergence([libA, libB, libC]);
+  return { a, b, c, libA, libB, libC, id: libA.id };
+}
+
+async function restart(d: Device): Promise<void> {
+  d.node = await startNode(d.dir, { listen: d.listen });
+}
+
+async function titles(lib: Library): Promise<string[]> {
+  return (await lib.list('note', { limit: 1000 })).map((r) => r.title as string).sort();
+}
+
+async function has(lib: Library, title: string): Promise<boolean> {
+  return (await titles(lib)).includes(title);
+}
+
+async function memberIds(lib: Library): Promise<string[]> {
+  return (await lib.members()).map((m) => m.device).sort();
+}
+
+describe('removing a device', () => {
+  // Sessions are opened by the lower PeerId: a removed C above A and B is told by a removal
+  // notice, one below them by the refusal of its hello.
+  it.each(['above', 'below'] as const)('a device removed while offline (PeerId %s the others) is refused when it comes back; its later writes reach no one, earlier ones stay; pruning no longer waits for it; the removal survives its restart', async (order) => {
+    const above = (others: string[]) => keyWhere((id) => others.every((o) => (order === 'above' ? id > o : id < o)));
+    const { a, b, c, libA: libA0, libB, libC: libC0, id } = await threeMembers(above);
+    await libC0!.upsert('note', { id: 'c-before', title: 'c-before', body: null });
+    await waitForConvergence([libA0!, libB!, libC0!]);
+    const deviceC = libC0!.deviceId;
+
+    // A goes away; C writes a change only B receives; then C goes offline.
+    await stopNode(a.node);
+    await libC0!.upsert('note', { id: 'c-only-b', title: 'c-only-b', body: null });
+    await waitFor(() => has(libB!, 'c-only-b'), 'B has the change only it received from C');
+    await stopNode(c.node);
+
+    // A comes back and removes C at once; A and B sync without C.
+    await restart(a);
+    const libA = a.node.library(id);
+    await libA.removeMember(deviceC);
+    expect(await memberIds(libA)).not.toContain(deviceC);
+    await libA.upsert('note', { id: 'a-after', title: 'a-after', body: null });
+    await waitFor(async () => !(await memberIds(libB!)).includes(deviceC), 'B holds the removal');
+    await waitFor(() => has(libA, 'c-only-b'), 'A has the change C made before its removal, from B');
+    // C never acknowledges anything again: pruning goes on without it.
+    await waitFor(async () => (await libA.logSize()) === 0 && (await libB!.logSize()) === 0, 'A and B prune without C', 30_000);
+
+    // C comes back while A and B are down, writes, then they return on their addresses.
+    await stopNode(a.node);
+    await stopNode(b.node);
+    await restart(c);
+    const libC = c.node.library(id);
+    expect((await libC.status()).state).not.toBe('removed');
+    await libC.upsert('note', { id: 'c-after', title: 'c-after', body: null });
+    const removedEvents: RemovalInfo[] = [];
+    libC.on('removed', (info) => removedEvents.push(info));
+    await restart(a);
+    await restart(b);
+    const libA2 = a.node.library(id);
+    const libB2 = b.node.library(id);
+
+    await waitFor(async () => (await libC.status()).state === 'removed', "C's status becomes removed", 30_000);
+    const status = await libC.status();
+    expect(status.removal).toMatchObject({ kind: 'removed', by: libA2.deviceId });
+    expect(status.removal!.at).toBeGreaterThan(0);
+    expect(removedEvents).toEqual([status.removal]);
+    await expect(libC.upsert('note', { id: 'c-late', title: 'c-late', body: null })).rejects.toMatchObject({ code: 'REMOVED' });
+    await expect(libC.createInvite()).rejects.toMatchObject({ code: 'REMOVED' });
+    await expect(libC.synced()).rejects.toMatchObject({ code: 'REMOVED' });
+    expect(await has(libC, 'c-after')).toBe(true); // its local data stays readable
+
+    // A and B converge without C's post-removal write, with everything from before it.
+    await waitForConvergence([libA2, libB2]);
+    for (const lib of [libA2, libB2]) {
+      expect(await titles(lib)).toEqual(['a-after', 'c-before', 'c-only-b']);
+      expect((await lib.status()).partners.map((p) => p.device)).not.toContain(deviceC);
+    }
+
+    // The removal survives a restart of C: still removed, still not syncing.
+    await stopNode(c.node);
+    await restart(c);
+    const libC2 = c.node.library(id);
+    const again = await libC2.status();
+    expect(again.state).toBe('removed');
+    expect(again.removal).toEqual(status.removal);
+    await expect(libC2.upsert('note', { id: 'c-later', title: 'c-later', body: null })).rejects.toMatchObject({ code: 'REMOVED' });
+    await libA2.upsert('note', { id: 'a-last', title: 'a-last', body: null });
+    await waitFor(() => has(libB2, 'a-last'), 'B has A\'s last write');
+    expect(await has(libC2, 'a-last')).toBe(false);
+  }, 120_000);
+
+  it('a change of the removed device stamped after its removal is refused where changes are admitted, also relayed by a member, and its origin stays closed', async () => {
+    const { a, b, c, libA: libA0, libB, libC, id } = await threeMembers();
+    await stopNode(c.node);
+    await libA0!.removeMember(libC!.deviceId);
+    await waitFor(async () => !(await memberIds(libB!)).includes(libC!.deviceId), 'B holds the removal');
+    const vectorA = libA0!.versionVector();
+    const ownedA = libA0!.ownedVector();
+    await stopNode(a.node);
+    await stopNode(b.node);
+    // C, unaware and with no one to reach, writes after the removal; its entries are then handed
+    // to A as a relaying member would push them.
+    const offline = await startNode(c.dir, { listen: [] });
+    const deviceC = libC!.deviceId;
+    await offline.library(id).upsert('note', { id: 'c-after', title: 'c-after', body: null });
+    await offline.library(id).upsert('volume', { id: 'v-after', path: '/c', bytes: 1 });
+    const limits = { maxRecords: 1000, maxBytes: 1 << 20 };
+    const { entries } = await offline.library(id).entriesAfter(vectorA, limits);
+    const owned = await offline.library(id).ownedAfter(deviceC, ownedA[deviceC] ?? 0, limits);
+    await stopNode(offline);
+    expect(entries.map((e) => e.id)).toEqual(['c-after']);
+    expect(owned.rows.map((r) => r.id)).toEqual(['v-after']);
+    await restart(a);
+    const libA = a.node.library(id);
+    const before = await libA.digest();
+    expect(await libA.applyRemote(entries)).toMatchObject({ applied: 0, refused: 1 });
+    expect(await libA.digest()).toBe(before);
+    // Its device-owned rows written after the removal are refused too; the owner's cursor moves
+    // past them, so they are never asked for again.
+    expect(await libA.applyRemoteOwned(owned.rows, { owner: deviceC, from: owned.from, to: owned.to })).toMatchObject({ applied: 0 });
+    expect(await libA.get('volume', 'v-after')).toBeUndefined();
+    expect(libA.ownedVector()[deviceC]).toBe(owned.to);
+    expect(await libA.digest()).toBe(before);
+    // The origin is closed for good (also after a restart): what a partner advertises of it
+    // beyond what A accepted is never pulled or waited for.
+    const origin = entries[0]!.origin;
+    expect(libA.acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
+    await stopNode(a.node);
+    await restart(a);
+    expect(a.node.library(id).acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
+    expect(await a.node.library(id).digest()).toBe(before);
+  }, 60_000);
+
+  it('removing an unknown device is NOT_FOUND, removing this device is a VALIDATION error, removing twice writes nothing; the removed PeerId is refused with REMOVED and its device id cannot join again', async () => {
+    const [a, b] = [await device(), await device()];
+    const [libA, libB] = await shareLibrary(a.node, [b.node]);
+    await waitForConvergence([libA!, libB!]);
+    const untouched = { digest: await libA!.digest(), vector: libA!.versionVector() };
+    await expect(libA!.removeMember(crypto.randomUUID())).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringMatching(/not a member/) });
+    await expect(libA!.removeMember(libA!.deviceId)).rejects.toMatchObject({ code: 'VALIDATION', message: expect.stringMatching(/lib\.leave\(\)/) });
+    expect({ digest: await libA!.digest(), vector: libA!.versionVector() }).toEqual(untouched);
+
+    await libA!.removeMember(libB!.deviceId);
+    const once = { digest: await libA!.digest(), vector: libA!.versionVector(), removals: libA!.removals() };
+    await libA!.removeMember(libB!.deviceId);
+    expect({ digest: await libA!.digest(), vector: libA!.versionVector(), removals: libA!.removals() }).toEqual(once);
+    await waitFor(async () => (await libB!.status()).state === 'removed', "B's status becomes removed");
+    expect((await libB!.status()).removal).toMatchObject({ kind: 'removed', by: libA!.deviceId });
+
+    // B's PeerId is refused with REMOVED, the removal sent with it, before the reset.
+    await stopNode(b.node);
+    const asB = await RawPeer.start(privateKeyFromProtobuf(await readFile(join(b.dir, 'peer.key'))));
+    const hello = await asB.open(a.node);
+    await hello.send({ t: 'hello', v: [...PROTOCOL_VERSION], library: libA!.id, device: libB!.deviceId, shared: {}, owned: {} });
+    await hello.ended('A to refuse the removed device');
+    expect(hello.messages).toMatchObject([{ t: 'error', code: 'REMOVED', removal: { kind: 'removed', by: libA!.deviceId } }]);
+
+    // B's device id cannot join again, even with a valid invite (a fresh directory joins as a new device).
+    const peer = await RawPeer.start();
+    const rejoin = await peer.join(await libA!.createInvite(), { device: libB!.deviceId });
+    expect(await rejoin.message(0, 'the reply to the join')).toMatchObject({ t: 'error', code: 'REMOVED', message: expect.stringMatching(/cannot join it again/) });
+    expect(await memberIds(libA!)).toEqual([libA!.deviceId]);
+  }, 60_000);
+
+  it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
+    const { a, b, c, libA: libA0, libC, id } = await threeMembers();
+    await stopNode(c.node);
+    // A and B each remove C without hearing of the other's removal: A first, B later.
+    await stopNode(b.node);
+    await libA0!.removeMember(libC!.deviceId);
+    const [early] = libA0!.removals();
+    await stopNode(a.node);
+    await restart(b);
+    const libB = b.node.library(id);
+    await libB.removeMember(libC!.deviceId);
+    expect(libB.removals()[0]!.cutoff > early!.cutoff).toBe(true);
+    await restart(a);
+    const libA = a.node.library(id);
+    await waitForConvergence([libA, libB]);
+    await waitFor(() => libB.removals()[0]!.by === libA.deviceId, "B adopts A's earlier removal");
+    expect(libA.removals()).toEqual([early]);
+    expect(libB.removals()).toEqual([early]);
+  }, 90_000);
+});
+
+describe('the sync_removals rule', () => {
+  const removal = (wallMs: number, by: string): Change => ({
+    op: 'upsert',
+    id: 'd',
+    hlc: encodeHlc({ wallMs, counter: 0, deviceId: by }),
+    fields: { by, kind: 'removed' },
+  });
+  const early = removal(1_000, '00000000-0000-4000-8000-000000000001');
+  const late = removal(2_000, '00000000-0000-4000-8000-000000000002');
+
+  it('keeps the earliest removal whatever the order, also when two states are joined (snapshots)', () => {
+    const apply = REMOVALS_MODEL.apply!;
+    const earlyFirst = apply(apply(undefined, early), late);
+    const lateFirst = apply(apply(undefined, late), early);
+    expect(earlyFirst).toEqual(lateFirst);
+    expect(earlyFirst).toMatchObject({ hlc: early.hlc, values: { by: early.fields!.by } });
+    const joined = mergeStates(REMOVALS_MODEL, apply(undefined, late), apply(undefined, early));
+    expect(joined).toEqual(earlyFirst);
+    expect(mergeStates(REMOVALS_MODEL, apply(undefined, early), apply(undefined, late))).toEqual(earlyFirst);
+    expect(() => apply(earlyFirst, { op: 'delete', id: 'd', hlc: late.hlc, fields: null })).toThrow(/never changed or deleted/);
+  });
+});
+
+describe('leaving a library', () => {
+  it('a device that leaves tells the others, then stops syncing; its status is removed (left) and its writes are refused', async () => {
+    const { libA, libB, libC } = await threeMembers();
+    const removedEvents: RemovalInfo[] = [];
+    libC!.on('removed', (info) => removedEvents.push(info));
+    await libC!.leave();
+    const status = await libC!.status();
+    expect(status.state).toBe('removed');
+    expect(status.removal).toMatchObject({ kind: 'left', by: libC!.deviceId });
+    expect(removedEvents).toEqual([status.removal]);
+    await expect(libC!.upsert('note', { id: 'c-late', title: 'c-late', body: null })).rejects.toMatchObject({ code: 'REMOVED' });
+    for (const lib of [libA!, libB!]) {
+      await waitFor(async () => !(await memberIds(lib)).includes(libC!.deviceId), 'the others see the device gone');
+    }
+    await waitFor(() => libC!.status().then((s) => s.partners.every((p) => p.state === 'offline' || p.state === 'connecting')), 'C syncs no more');
+    await libA!.upsert('note', { id: 'a-after', title: 'a-after', body: null });
+    await waitFor(() => has(libB!, 'a-after'), 'B has A\'s write');
+    expect(await has(libC!, 'a-after')).toBe(false);
+    // Leaving again is a no-op.
+    await expect(libC!.leave()).resolves.toBeUndefined();
+  }, 60_000);
+
+  it('a leave made offline is kept across a restart and reaches the others when they come back; the signal abandons only the wait', async () => {
+    const { a, b, c, libC: libC0, id } = await threeMembers();
+    await stopNode(a.node);
+    await stopNode(b.node);
+    const abandon = new AbortController();
+    const leaving = libC0!.leave({ signal: abandon.signal });
+    await waitFor(async () => (await libC0!.status()).state === 'removed', 'the leave is written');
+    abandon.abort();
+    await expect(leaving).rejects.toMatchObject({ code: 'ABORTED' });
+    await stopNode(c.node);
+    await restart(c);
+    const libC = c.node.library(id);
+    expect((await libC.status()).removal).toMatchObject({ kind: 'left' });
+    const told = libC.leave();
+    await restart(a);
+    await restart(b);
+    await told;
+    for (const lib of [a.node.library(id), b.node.library(id)]) {
+      await waitFor(async () => !(await memberIds(lib)).includes(libC.deviceId), 'the others learn of the leave');
+    }
+  }, 90_000);
+
+  it('a device alone in its library leaves at once', async () => {
+    const a = await device();
+    const lib = await a.node.createLibrary({ name: 'solo' });
+    await lib.leave();
+    expect((await lib.status()).removal).toMatchObject({ kind: 'left' });
+  });
+});
