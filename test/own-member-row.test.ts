@@ -23,8 +23,8 @@ import { fakeReplicator, ScriptedTransport, startNetwork } from './helpers/scrip
 
 const networks: SyncNetwork[] = [];
 afterEach(async () => {
-  vi.useRealTimers();
   for (const network of networks.splice(0)) await network.stop();
+  vi.useRealTimers();
   await stopAllNodes();
   await killRunningChildren();
   await removeTempDirs();
