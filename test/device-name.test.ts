@@ -88,12 +88,15 @@ describe('device names', () => {
     const seen = (await memberOn(libA, b.deviceId))!.lastSeenAt!;
     expect(seen).toBeGreaterThanOrEqual(before);
     expect(seen).toBeLessThanOrEqual(Date.now());
+    // The partner status shows the same time (one source), with no session open.
+    expect((await libA.status()).partners.map((p) => p.lastSeenAt)).toEqual([seen]);
 
     await stopNode(a);
     const a2 = await startNode(aDir, { deviceName: 'alpha' });
     const reopened = a2.library(libA.id);
     expect(await memberOn(reopened, b.deviceId)).toMatchObject({ name: 'beta', lastSeenAt: seen, self: false });
     expect((await memberOn(reopened, a.deviceId))?.lastSeenAt).toBeNull();
+    expect((await reopened.status()).partners).toMatchObject([{ device: b.deviceId, state: 'offline', lastSeenAt: seen }]);
   });
 
   it('a live partner last-seen time is written while the session runs, not only when it ends', async () => {

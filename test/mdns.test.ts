@@ -8,18 +8,14 @@
  * them and private addresses inside the namespaces only. mDNS is never enabled on this
  * machine's own interfaces: every other node here listens on loopback.
  */
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createSyncNode, type ModelInput, ValidationError } from '../src/index.js';
+import { createSyncNode, ValidationError } from '../src/index.js';
 import { mdnsWorthwhile } from '../src/network/lan-discovery.js';
 import { clusterModels, startNode, stopAllNodes, waitFor } from './helpers/cluster.js';
-import { ensureBuilt, killRunningChildren, LineChild, makeTempDir, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
+import { ensureBuilt, killRunningChildren, makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { converge, type LanDevice, startLanDevice, stopLanDevice } from './helpers/lan-device.js';
 import { createLan, type Lan, type LanHost, netnsUnavailable } from './helpers/netns.js';
 import { fakeReplicator, ScriptedTransport, startNetwork } from './helpers/scripted-transport.js';
-
-const CHILD = join(REPO_ROOT, 'test', 'fixtures', 'lan-child.mjs');
-const NOTE: ModelInput = { name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', body: { type: 'text', nullable: true } } };
-const SYNC = { heartbeatMs: 200, peerTimeoutMs: 5_000, redialMinMs: 100, redialMaxMs: 1_000, reconcileMs: 200 };
 
 describe('mdnsWorthwhile', () => {
   it('is false for loopback-only and empty listen lists, true once an address can be reached from the LAN', () => {
@@ -91,15 +87,6 @@ describe('SyncNetwork and discovered peers', () => {
   });
 });
 
-interface Device {
-  child: LineChild;
-  invite?: string;
-  ready?: { peerId: string; deviceId: string; library: string; mdnsRunning: boolean };
-  digest?: string;
-  /** Every partner report received, newest last. */
-  partners: Array<Array<{ device: string; connected: boolean; state: string }>>;
-}
-
 const unavailable = netnsUnavailable();
 if (unavailable !== undefined) console.warn(`skipping the mDNS tests in network namespaces: ${unavailable}`);
 
@@ -117,36 +104,13 @@ describe.skipIf(unavailable !== undefined)('LAN discovery between two network na
   });
 
   /** Starts a device in `host`'s namespace on an explicit port (a new one at every start). */
-  function start(host: LanHost, dataDir: string, port: number, options: Record<string, unknown>): Device {
-    const device: Omit<Device, 'child'> = { partners: [] };
-    const config = { entry, dataDir, models: [NOTE], sync: SYNC, listen: [`/ip4/${host.address}/tcp/${port}`], ...options };
-    const child = new LineChild(
-      CHILD,
-      [JSON.stringify(config)],
-      (line) => {
-        const message = JSON.parse(line);
-        if (message.t === 'invite') device.invite = message.code;
-        if (message.t === 'ready') device.ready = message;
-        if (message.t === 'digest') device.digest = message.value;
-        if (message.t === 'partners') device.partners.push(message.partners);
-      },
-      { prefix: ['ip', 'netns', 'exec', host.ns] },
-    );
-    return Object.assign(device, { child });
+  function start(host: LanHost, dataDir: string, port: number, options: Record<string, unknown>): LanDevice {
+    return startLanDevice(entry, host.ns, dataDir, [`/ip4/${host.address}/tcp/${port}`], options);
   }
 
   /** Whether any status report of `device` showed a connected partner. */
-  const everConnected = (device: Device) => device.partners.some((report) => report.some((p) => p.connected));
+  const everConnected = (device: LanDevice) => device.partners.some((report) => report.some((p) => p.connected));
 
-  async function stop(device: Device): Promise<void> {
-    await device.child.kill('SIGTERM');
-    expect(device.child.exit).toEqual({ code: 0, signal: null });
-  }
-
-  async function converge(a: Device, b: Device, what: string): Promise<void> {
-    const same = () => a.digest !== undefined && a.digest === b.digest;
-    await Promise.all([a.child.waitFor(same, what, 30_000), b.child.waitFor(same, what, 30_000)]);
-  }
 
   it('finds a member that changed address through mDNS, and not with discovery.mdns false', async () => {
     const [hostA, hostB] = lan!.hosts;
@@ -158,7 +122,7 @@ describe.skipIf(unavailable !== undefined)('LAN discovery between two network na
     await a.child.waitFor(() => a.invite !== undefined && a.digest !== undefined, 'A to create the library', 30_000);
     let b = start(hostB, dirB, 41_002, { role: 'join', invite: a.invite, write: 'b-1', discovery: { mdns: false } });
     await converge(a, b, 'A and B to sync after the join');
-    await Promise.all([stop(a), stop(b)]);
+    await Promise.all([stopLanDevice(a), stopLanDevice(b)]);
 
     // Both restart on new ports: each member row holds the partner's old address only.
     a = start(hostA, dirA, 41_011, { role: 'reopen', write: 'a-2', discovery: { mdns: false } });
@@ -175,7 +139,7 @@ describe.skipIf(unavailable !== undefined)('LAN discovery between two network na
     expect(a.child.exit ?? b.child.exit).toBeUndefined();
     expect(everConnected(a) || everConnected(b)).toBe(false);
     expect(a.digest).not.toBe(b.digest);
-    await Promise.all([stop(a), stop(b)]);
+    await Promise.all([stopLanDevice(a), stopLanDevice(b)]);
 
     // Again on new ports, now with mDNS (on by default): they find each other and converge.
     a = start(hostA, dirA, 41_021, { role: 'reopen', write: 'a-3' });
@@ -188,6 +152,6 @@ describe.skipIf(unavailable !== undefined)('LAN discovery between two network na
     await converge(a, b, 'A and B to find each other through mDNS and converge');
     console.info(`mDNS: converged ${Date.now() - startedAt} ms after both started`);
     expect(everConnected(a) && everConnected(b)).toBe(true);
-    await Promise.all([stop(a), stop(b)]);
+    await Promise.all([stopLanDevice(a), stopLanDevice(b)]);
   }, 180_000);
 });

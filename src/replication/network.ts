@@ -23,6 +23,7 @@ import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
 import type { PartnerDialStatus } from './status.js';
 import { errorFromWire, errorMessage, isBadInput, isPeerReported } from './wire-errors.js';
+import { sameList } from '../util/lists.js';
 
 export interface BackoffPolicy {
   minMs: number;
@@ -78,6 +79,8 @@ export class SyncNetwork {
   private readonly joining = new Map<string, Promise<unknown>>();
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
   private reconcileQueued = false;
+  /** This node's addresses as the libraries were last told them (`checkAddresses`). */
+  private knownAddresses: string[];
   /** Sessions (library and peer) refused by a partner that has not received our member row yet. */
   private readonly awaitingMemberRow = new Map<string, { since: number; refusals: number }>();
   private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
@@ -112,9 +115,8 @@ export class SyncNetwork {
       (peer) => this.isKnownPeer(peer),
       (source, destination) => this.shareALibrary(source, destination),
     );
-    transport.onAddressesChange(() => {
-      for (const replicator of this.replicators.values()) replicator.addressesChanged();
-    });
+    this.knownAddresses = this.addresses();
+    transport.onAddressesChange(() => this.checkAddresses());
     transport.onConnectionChange((peer, connected) => {
       if (connected) {
         this.backoff.delete(peer);
@@ -126,7 +128,10 @@ export class SyncNetwork {
       this.reconcileSoon();
     });
     transport.onPeerDiscovered((peer) => this.discovered(peer));
-    this.reconcileTimer = setInterval(() => this.reconcile(), options.reconcileMs);
+    this.reconcileTimer = setInterval(() => {
+      this.checkAddresses();
+      this.reconcile();
+    }, options.reconcileMs);
   }
 
   get localPeer(): string {
@@ -184,6 +189,22 @@ export class SyncNetwork {
 
   add(replicator: LibraryReplicator): void {
     this.replicators.set(replicator.library.id, replicator);
+  }
+
+  /**
+   * Tells every library when this node's addresses differ from the ones it was last told. The
+   * transport reports what libp2p announces (a listener opened or closed, a relay reservation),
+   * but nothing reports a change of the machine's interfaces under a wildcard listen
+   * (`0.0.0.0` stands for the addresses the interfaces have whenever it is read): so the
+   * addresses are also read again at every reconcile tick, which costs one look at the
+   * interfaces, and member rows are written only when something differs.
+   */
+  private checkAddresses(): void {
+    if (this.stopped) return;
+    const current = this.addresses();
+    if (sameList(current, this.knownAddresses)) return;
+    this.knownAddresses = current;
+    for (const replicator of this.replicators.values()) replicator.addressesChanged();
   }
 
   reconcileSoon(): void {

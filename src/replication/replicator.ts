@@ -24,6 +24,7 @@ import { LAST_SEEN_SAVE_MS, LastSeen } from './last-seen.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
 import { coalescing } from '../util/coalescing.js';
+import { sameList } from '../util/lists.js';
 import { notMember, type SessionErrorEvent } from './network.js';
 import { isPeerReported } from './wire-errors.js';
 import type { LibraryStatus, PartnerDialStatus, PartnerStatus } from './status.js';
@@ -101,8 +102,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private stopped = false;
   private everLive = false;
   private catchUp!: CatchUp;
-  /** This device's member row waits for a confirmed writer (see `refreshSelfWhenConfirmed`). */
-  private selfPending = false;
+  /** This device's member row is to be refreshed once it can be (see `refreshSelfIfDue`). */
+  private selfRefreshDue = false;
+  /** A partner's hello confirmed (or retired) this device's writer in this run, or it had no partner to ask. */
+  private writerChecked = false;
   /** The last fork of this device's log a partner's hello showed, with that partner. */
   private fork: { partner: string; error: SyncError } | undefined;
   /** Set when this copy of the device gave way to another one running at the same time. */
@@ -155,7 +158,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       this.acks.set(device, merged);
     }
     // Nobody else can hold a position of this device's log: its writer is confirmed at once.
-    if (this.partners().length === 0) await this.library.checkOwnWriters({ shared: {}, tips: [] });
+    if (this.partners().length === 0) {
+      await this.library.checkOwnWriters({ shared: {}, tips: [] });
+      this.writerChecked = true;
+    }
     this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
     this.lastSeenTimer = setInterval(() => void this.saveLastSeen().catch(() => undefined), LAST_SEEN_SAVE_MS);
   }
@@ -295,11 +301,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       this.fork = undefined;
       this.scheduleStatus(true);
     }
-    if (this.selfPending) {
-      this.selfPending = false;
-      // Not part of the handshake; a failure (the node stopping) only leaves the row as it was.
-      void this.registerSelf().catch(() => undefined);
-    }
+    this.writerChecked = true;
+    // Not part of the handshake: the refresh runs on its own.
+    this.refreshSelf();
   }
 
   /**
@@ -325,33 +329,43 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   /**
-   * Refreshes this device's member row (listen addresses may differ from the last run), as soon
-   * as the writer is confirmed: before, the write would cost a fresh writer, and no partner
-   * could learn the new addresses before meeting this device anyway.
+   * At every start: this device's member row is refreshed (listen addresses or the name may
+   * differ from the last run) as soon as it can be (`refreshSelfIfDue`), at once if it can now.
    */
   async refreshSelfWhenConfirmed(): Promise<void> {
-    if (!(await this.library.memberRows()).some((m) => m.device === this.library.deviceId)) return;
-    if (this.partners().length === 0) await this.registerSelf();
-    else this.selfPending = true;
+    this.selfRefreshDue = true;
+    await this.refreshSelfIfDue();
   }
 
   /**
-   * This node's addresses changed while running (a relay reservation made or lost): the member
-   * row follows, at once once a session has confirmed the writer, else at the next session.
+   * This node's addresses changed while running (a relay reservation made or lost, a listener
+   * closed, the interfaces under a wildcard listen changed): the member row follows as soon as it can.
    */
   addressesChanged(): void {
-    if (!this.stopped) this.refreshAddresses();
+    if (this.stopped) return;
+    this.selfRefreshDue = true;
+    this.refreshSelf();
   }
 
-  /** Rounds never overlap, so a burst of address events writes the row once per change. */
-  private readonly refreshAddresses = coalescing(
-    () => (this.everLive ? this.registerSelfIfMember() : this.refreshSelfWhenConfirmed()),
+  /** Rounds never overlap, so a burst of address events or member changes writes the row once per change. */
+  private readonly refreshSelf = coalescing(
+    () => this.refreshSelfIfDue(),
     // A failure (the node stopping) only leaves the row as it was; the next change retries.
     () => undefined,
   );
 
-  private async registerSelfIfMember(): Promise<void> {
-    if (this.member(this.network.localPeer, this.library.deviceId)) await this.registerSelf();
+  /**
+   * Writes a due refresh of this device's member row once the row is here and the writer is
+   * checked, whichever comes last. Before the writer is checked, the write would cost a fresh
+   * writer, and no partner could learn the new addresses before meeting this device anyway. A
+   * joiner that restarted before its own row (written by its inviter) arrived refreshes it
+   * when it arrives; until then it has no row to refresh, and a creator none before it invites.
+   */
+  private async refreshSelfIfDue(): Promise<void> {
+    if (!this.selfRefreshDue || !this.writerChecked || this.stopped) return;
+    if (!this.members.some((m) => m.device === this.library.deviceId)) return;
+    this.selfRefreshDue = false;
+    await this.registerSelf();
   }
 
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
@@ -658,7 +672,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
         state,
         acked,
         ackedOwned: session ? this.recordedOnly(session.remoteOwned) : {},
-        lastSeenAt: session ? session.lastSeenAt : null,
+        lastSeenAt: this.lastSeenAt(member.device),
         beyondRetention: Object.entries(pruned).some(([origin, through]) => through > (acked[origin] ?? 0)),
         dial: this.network.dialStatus(member.peer),
       };
@@ -762,11 +776,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (removal) session.close(new RemovedError(`device ${session.device} was removed from this library`, removal));
       else if (!this.member(peer, session.device)) session.close();
     }
+    // This device's own row may just have arrived, with a refresh due.
+    this.refreshSelf();
     this.network.reconcileSoon();
     this.scheduleStatus();
   }
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

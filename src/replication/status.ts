@@ -31,7 +31,10 @@ export interface PartnerStatus {
   acked: VersionVector;
   /** The device-owned versions the partner last reported holding (this session only). */
   ackedOwned: VersionVector;
-  /** Wall-clock ms of the last frame received from the partner, or null. */
+  /**
+   * Wall-clock ms of the last frame received from the partner, or null if never: the value
+   * `lib.members()` shows (stored, so known while offline and after a restart).
+   */
   lastSeenAt: number | null;
   /**
    * The partner's acknowledged position is older than what this log still holds: it lags

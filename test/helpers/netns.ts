@@ -26,6 +26,8 @@ export interface LanHost {
   ns: string;
   /** Its private IPv4 address on the veth link. */
   address: string;
+  /** Its end of the veth link (an interface in its namespace). */
+  link: string;
 }
 
 export interface Lan {
@@ -44,8 +46,8 @@ async function ip(...args: string[]): Promise<void> {
  */
 export async function createLan(tag: string): Promise<Lan> {
   const hosts: [LanHost, LanHost] = [
-    { ns: `${tag}-a`, address: '10.213.0.1' },
-    { ns: `${tag}-b`, address: '10.213.0.2' },
+    { ns: `${tag}-a`, address: '10.213.0.1', link: 'veth-a' },
+    { ns: `${tag}-b`, address: '10.213.0.2', link: 'veth-b' },
   ];
   const made: string[] = [];
   const destroy = async () => {
@@ -57,17 +59,27 @@ export async function createLan(tag: string): Promise<Lan> {
       made.push(host.ns);
     }
     // Interface names are at most 15 characters: made in namespace A, so no clash with others.
-    await ip('-n', hosts[0].ns, 'link', 'add', 'veth-a', 'type', 'veth', 'peer', 'name', 'veth-b', 'netns', hosts[1].ns);
-    for (const [host, dev] of [[hosts[0], 'veth-a'], [hosts[1], 'veth-b']] as const) {
+    await ip('-n', hosts[0].ns, 'link', 'add', hosts[0].link, 'type', 'veth', 'peer', 'name', hosts[1].link, 'netns', hosts[1].ns);
+    for (const host of hosts) {
       await ip('-n', host.ns, 'link', 'set', 'lo', 'up');
-      await ip('-n', host.ns, 'addr', 'add', `${host.address}/24`, 'dev', dev);
-      await ip('-n', host.ns, 'link', 'set', dev, 'up');
+      await ip('-n', host.ns, 'addr', 'add', `${host.address}/24`, 'dev', host.link);
+      await ip('-n', host.ns, 'link', 'set', host.link, 'up');
       // No default route in the namespace: multicast (mDNS's 224.0.0.251) needs its own.
-      await ip('-n', host.ns, 'route', 'add', '224.0.0.0/4', 'dev', dev);
+      await ip('-n', host.ns, 'route', 'add', '224.0.0.0/4', 'dev', host.link);
     }
   } catch (err) {
     await destroy();
     throw err;
   }
   return { hosts, destroy };
+}
+
+/** Gives `host`'s link one more address (`cidr`, e.g. `10.213.0.11/24`), as a new lease would. */
+export async function addAddress(host: LanHost, cidr: string): Promise<void> {
+  await ip('-n', host.ns, 'addr', 'add', cidr, 'dev', host.link);
+}
+
+/** Takes an address added with `addAddress` away again, as an expired lease would. */
+export async function removeAddress(host: LanHost, cidr: string): Promise<void> {
+  await ip('-n', host.ns, 'addr', 'del', cidr, 'dev', host.link);
 }

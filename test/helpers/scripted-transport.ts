@@ -1,7 +1,8 @@
 /**
  * A `Transport` that a test scripts, for unit tests of `SyncNetwork`'s dialling: dials fail (or
- * succeed, or wait) as the test says and are recorded; the test makes discoveries. No streams,
- * no relays. With `fakeReplicator` and `startNetwork`, a network with one partner and a clock
+ * succeed, or wait) as the test says and are recorded; the test makes discoveries and sets this
+ * node's addresses (changed silently, as the interfaces under a wildcard listen do, or with an
+ * address event). No streams, no relays. With `fakeReplicator` and `startNetwork`, a network with one partner and a clock
  * the test sets.
  */
 import { NetworkError } from '../../src/errors.js';
@@ -21,9 +22,12 @@ export class ScriptedTransport implements Transport {
   private readonly connected = new Set<string>();
   private connectionListener: ConnectionListener = () => undefined;
   private discoveryListener: DiscoveryListener = () => undefined;
+  private addressListener: () => void = () => undefined;
+  /** This node's addresses; a test may replace them. */
+  addrs: string[] = [];
 
   addresses(): string[] {
-    return [];
+    return [...this.addrs];
   }
   handle(): void {}
   async connect(peer: string, addrs: readonly string[], options: ConnectOptions = {}): Promise<void> {
@@ -52,7 +56,13 @@ export class ScriptedTransport implements Transport {
   hasRelayReservation(): boolean {
     return false;
   }
-  onAddressesChange(): void {}
+  onAddressesChange(listener: () => void): void {
+    this.addressListener = listener;
+  }
+  /** Fires the address event, as libp2p's 'self:peer:update' does. */
+  announceAddresses(): void {
+    this.addressListener();
+  }
   async disconnect(): Promise<void> {}
   onConnectionChange(listener: ConnectionListener): void {
     this.connectionListener = listener;
@@ -76,7 +86,11 @@ export interface FakePartner {
 }
 
 /** The little of a library replicator that dialling reads: one partner and its member row. */
-export function fakeReplicator(partner: FakePartner, onStatus: () => void = () => undefined): LibraryReplicator {
+export function fakeReplicator(
+  partner: FakePartner,
+  onStatus: () => void = () => undefined,
+  onAddressesChanged: () => void = () => undefined,
+): LibraryReplicator {
   return {
     library: { id: 'library' },
     inactive: false,
@@ -87,6 +101,7 @@ export function fakeReplicator(partner: FakePartner, onStatus: () => void = () =
     partners: () => [{ device: partner.device, peer: partner.peer, addrs: partner.addrs }],
     isMemberPeer: (peer: string) => peer === partner.peer,
     scheduleStatus: onStatus,
+    addressesChanged: onAddressesChanged,
     stop: async () => undefined,
   } as unknown as LibraryReplicator;
 }
