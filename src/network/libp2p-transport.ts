@@ -66,13 +66,15 @@ const MAX_PENDING_UPGRADES = 8;
  * Dial limits. libp2p 3 dials a peer's addresses one after another (public before private,
  * loopback last, TCP before WebSockets; equal ones in the order given), each for at most
  * ADDRESS_DIAL_TIMEOUT_MS, the whole dial for at most DIAL_TIMEOUT_MS. A refused port fails at
- * once; a stale address on a network left behind (no answer at all) costs one address timeout,
- * so a few of them still leave time for the current address. More than MAX_DIAL_ADDRESSES
- * addresses of one peer (member row first) are not tried in one dial.
+ * once; a stale address that does not answer (a network left behind, or a port that another
+ * process now holds and accepts TCP on without speaking libp2p) costs one address timeout. The
+ * whole dial gives every address its timeout: a shorter one would let a few stale addresses
+ * ahead of the live one (a member row lists every interface's) fail every dial for good. More
+ * than MAX_DIAL_ADDRESSES addresses of one peer (member row first) are not tried in one dial.
  */
 const MAX_DIAL_ADDRESSES = 16;
 const ADDRESS_DIAL_TIMEOUT_MS = 5_000;
-const DIAL_TIMEOUT_MS = 20_000;
+const DIAL_TIMEOUT_MS = MAX_DIAL_ADDRESSES * ADDRESS_DIAL_TIMEOUT_MS;
 
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {

@@ -1,0 +1,55 @@
+/**
+ * Dialling a partner on every address known for it, against an unlucky real world: addresses
+ * that a partner left behind and something else now answers on (a process that accepts TCP but
+ * never speaks libp2p; on a network left behind, a host that does not answer at all). Each such
+ * address costs a dial its per-address timeout; the live address must still be reached.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Libp2pTransport } from '../src/network/libp2p-transport.js';
+
+const PROTOCOL = '/leaderless-sync-test/1.0.0';
+const started: Libp2pTransport[] = [];
+const servers: Server[] = [];
+const sockets: Socket[] = [];
+
+async function startTransport(): Promise<Libp2pTransport> {
+  const transport = await Libp2pTransport.start({
+    privateKey: await generateKeyPair('Ed25519'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    protocol: PROTOCOL,
+    maxFrameBytes: 1024,
+    maxFirstFrameBytes: 1024,
+    maxStreams: 8,
+    maxStrangerConnections: 8,
+  });
+  started.push(transport);
+  return transport;
+}
+
+/** A TCP port on 127.0.0.1 whose process accepts connections and never sends a byte. */
+async function silentPort(): Promise<number> {
+  const server = createServer((socket) => void sockets.push(socket));
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as { port: number }).port;
+}
+
+afterEach(async () => {
+  for (const socket of sockets.splice(0)) socket.destroy();
+  await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))));
+  await Promise.all(started.splice(0).map((t) => t.stop()));
+});
+
+describe('dialling every known address', () => {
+  it('reaches the live address after five silent ones (a port held by a process that is not libp2p)', async () => {
+    const a = await startTransport();
+    const b = await startTransport();
+    const silent = await Promise.all([1, 2, 3, 4, 5].map(() => silentPort()));
+    const stale = silent.map((port) => `/ip4/127.0.0.1/tcp/${port}`);
+    // All on loopback, so libp2p's sorter keeps this order: the live address is tried last.
+    await a.connect(b.localPeer, [...stale, ...b.addresses()]);
+    expect(a.isConnected(b.localPeer)).toBe(true);
+  }, 120_000);
+});
