@@ -8,6 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Libp2pTransport } from '../src/network/libp2p-transport.js';
+import { waitFor } from './helpers/cluster.js';
 
 const PROTOCOL = '/leaderless-sync-test/1.0.0';
 const started: Libp2pTransport[] = [];
@@ -26,6 +27,15 @@ async function startTransport(): Promise<Libp2pTransport> {
   });
   started.push(transport);
   return transport;
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 /** A TCP port on 127.0.0.1 whose process accepts connections and never sends a byte. */
@@ -51,5 +61,21 @@ describe('dialling every known address', () => {
     // All on loopback, so libp2p's sorter keeps this order: the live address is tried last.
     await a.connect(b.localPeer, [...stale, ...b.addresses()]);
     expect(a.isConnected(b.localPeer)).toBe(true);
+  }, 120_000);
+
+  it('also tries the addresses the peer store holds when the member row alone lists more than one dial tries', async () => {
+    const a = await startTransport();
+    const b = await startTransport();
+    // A knows B's live address from a connection (libp2p keeps it in the peer store).
+    await a.connect(b.localPeer, b.addresses());
+    await a.disconnect(b.localPeer);
+    await waitFor(() => !a.isConnected(b.localPeer), 'A to disconnect from B');
+    // A member row of B that lists 16 addresses (it may hold 32), none of them live any more.
+    const row = await Promise.all(Array.from({ length: 16 }, async () => `/ip4/127.0.0.1/tcp/${await closedPort()}`));
+    const tried: string[] = [];
+    await a.connect(b.localPeer, row, { onDialling: (addresses) => tried.push(...addresses) });
+    expect(a.isConnected(b.localPeer)).toBe(true);
+    expect(tried).toHaveLength(16);
+    expect(tried).toContain(`${b.addresses()[0]}`);
   }, 120_000);
 });

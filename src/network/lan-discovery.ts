@@ -1,4 +1,5 @@
-import { mdns } from '@libp2p/mdns';
+import type { PeerDiscovery, PeerInfo, Startable } from '@libp2p/interface';
+import { type MulticastDNSComponents, mdns } from '@libp2p/mdns';
 import { multiaddr } from '@multiformats/multiaddr';
 
 /**
@@ -16,9 +17,30 @@ export const MDNS_SERVICE_TAG = '_leaderless-sync._udp.local';
  */
 export const MDNS_QUERY_INTERVAL_MS = 5_000;
 
-/** The libp2p service that discovers (and answers) other sync nodes on the LAN. */
-export function lanDiscoveryService() {
-  return mdns({ serviceTag: MDNS_SERVICE_TAG, interval: MDNS_QUERY_INTERVAL_MS });
+/** The mDNS service as the transport sees it: started and stopped by libp2p, and heard. */
+export interface LanDiscovery extends Startable {
+  isStarted(): boolean;
+  /** Every answer heard, from anyone on the LAN. */
+  onPeer(listener: (peer: PeerInfo) => void): void;
+}
+
+/**
+ * The libp2p service that discovers (and answers) other sync nodes on the LAN. Deliberately not
+ * a libp2p peer discovery: libp2p would put every answer's PeerId and addresses in its peer
+ * store, which nothing ever empties, and anyone on the LAN can send any number of answers, each
+ * with a new PeerId. The transport keeps what members announce instead (bounded).
+ */
+export function lanDiscoveryService(): (components: MulticastDNSComponents) => LanDiscovery {
+  return (components) => {
+    const service = mdns({ serviceTag: MDNS_SERVICE_TAG, interval: MDNS_QUERY_INTERVAL_MS })(components) as PeerDiscovery &
+      Startable & { isStarted(): boolean };
+    return {
+      start: () => service.start(),
+      stop: () => service.stop(),
+      isStarted: () => service.isStarted(),
+      onPeer: (listener) => service.addEventListener('peer', (evt) => listener(evt.detail)),
+    };
+  };
 }
 
 /**

@@ -4,7 +4,7 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { dcutr } from '@libp2p/dcutr';
 import { identify } from '@libp2p/identify';
-import type { Connection, Libp2p, PeerDiscovery, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, Libp2p, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
@@ -23,7 +23,7 @@ import type {
   RelayPolicy,
   Transport,
 } from '../protocol/transport.js';
-import { lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
+import { type LanDiscovery, lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -46,9 +46,6 @@ export interface Libp2pTransportOptions {
    */
   mdns?: boolean;
 }
-
-/** What the mDNS service is besides a discovery: a service that knows whether it runs. */
-type LanDiscovery = PeerDiscovery & { isStarted(): boolean };
 
 /** Streams per connection of the other protocols mounted (identify, its push, ping, dcutr), at most. */
 const OTHER_PROTOCOL_STREAMS = 8;
@@ -83,6 +80,8 @@ export class Libp2pTransport implements Transport {
   private isKnown: (peer: string) => boolean = () => false;
   private mayRelay: RelayPolicy = () => false;
   private readonly addressListeners: Array<() => void> = [];
+  /** The addresses each member gave in its latest LAN announcement (the newest replaces them). */
+  private readonly lanAddresses = new Map<string, Multiaddr[]>();
 
   private constructor(
     private readonly node: Libp2p<{ listener: ListenerManager }>,
@@ -92,9 +91,8 @@ export class Libp2pTransport implements Transport {
     node.addEventListener('peer:connect', (evt) => this.emit(evt.detail.toString(), true));
     node.addEventListener('peer:disconnect', (evt) => this.emit(evt.detail.toString(), false));
     // Every answer heard, not libp2p's `peer:discovery` (sent only for a peer new to the peer
-    // store): a member already known from its member row is exactly the one to redial. libp2p
-    // itself only stores the addresses and dials no discovered peer.
-    lanDiscovery?.addEventListener('peer', (evt) => void this.discovered(evt.detail));
+    // store): a member already known from its member row is exactly the one to redial.
+    lanDiscovery?.onPeer((peer) => this.discovered(peer));
     // A relay reservation made or lost changes this node's addresses.
     node.addEventListener('self:peer:update', () => {
       for (const listener of this.addressListeners) listener();
@@ -198,9 +196,11 @@ export class Libp2pTransport implements Transport {
   }
 
   /**
-   * Every address `peer` may be dialled at: the member row's (`addrs`, merged into the peer
-   * store) first, as what the partner last said about itself, then what identify and discovery
-   * put in the peer store; at most MAX_DIAL_ADDRESSES.
+   * Every address `peer` may be dialled at, at most MAX_DIAL_ADDRESSES: the member row's
+   * (`addrs`, merged into the peer store), what the partner last said about itself; those of its
+   * latest LAN answer; and what identify put in the peer store. Taken from each source in turn,
+   * so none crowds out the others: a member row may list more addresses (every interface's)
+   * than one dial tries, and a LAN answer is not authenticated.
    */
   private async dialTargetsOf(peer: string, addrs: readonly string[]): Promise<Multiaddr[]> {
     const peerId = peerIdFromString(peer);
@@ -209,7 +209,8 @@ export class Libp2pTransport implements Transport {
     const known = (await this.node.peerStore.has(peerId))
       ? (await this.node.peerStore.get(peerId)).addresses.map((a) => a.multiaddr.toString())
       : [];
-    return uniqueTargets([...fromRow, ...dialTargets(peer, known)]).slice(0, MAX_DIAL_ADDRESSES);
+    const fromLan = (this.lanAddresses.get(peer) ?? []).map((a) => a.toString());
+    return takeInTurn([fromRow, dialTargets(peer, fromLan), dialTargets(peer, known)], MAX_DIAL_ADDRESSES);
   }
 
   async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
@@ -313,14 +314,16 @@ export class Libp2pTransport implements Transport {
     for (const listener of this.listeners) listener(peer, connected);
   }
 
-  /** A peer answered on the LAN: its addresses go to the peer store before anyone is told. */
-  private async discovered(peer: PeerInfo): Promise<void> {
-    try {
-      await this.node.peerStore.merge(peer.id, { multiaddrs: peer.multiaddrs });
-    } catch {
-      return; // the node is stopping
-    }
-    for (const listener of this.discoveryListeners) listener(peer.id.toString());
+  /**
+   * A peer answered on the LAN. Only a member's answer is kept (at most MAX_DIAL_ADDRESSES of
+   * its addresses, replacing its previous answer's), so answers with made-up PeerIds or
+   * addresses hold no memory beyond one answer per member.
+   */
+  private discovered(peer: PeerInfo): void {
+    const id = peer.id.toString();
+    if (id === this.localPeer || !this.isKnown(id)) return;
+    this.lanAddresses.set(id, peer.multiaddrs.slice(0, MAX_DIAL_ADDRESSES));
+    for (const listener of this.discoveryListeners) listener(id);
   }
 
   private frameLimits(): FrameLimits {
@@ -368,10 +371,18 @@ function dialTargets(peer: string, addrs: readonly string[]): Multiaddr[] {
   return targets;
 }
 
-/** `targets` without repeats, in order. */
-function uniqueTargets(targets: readonly Multiaddr[]): Multiaddr[] {
+/**
+ * Up to `limit` targets, one from each source in turn (each in its own order). A target listed by
+ * several sources counts as the first one's: the peer store also holds the member row's.
+ */
+function takeInTurn(sources: ReadonlyArray<readonly Multiaddr[]>, limit: number): Multiaddr[] {
   const seen = new Set<string>();
-  return targets.filter((t) => !seen.has(t.toString()) && seen.add(t.toString()));
+  const queues = sources.map((source) => source.filter((t) => !seen.has(t.toString()) && seen.add(t.toString())));
+  const taken: Multiaddr[] = [];
+  for (let i = 0; taken.length < limit && queues.some((queue) => i < queue.length); i++) {
+    for (const queue of queues) if (i < queue.length && taken.length < limit) taken.push(queue[i]!);
+  }
+  return taken;
 }
 
 /** A dial target as the peer store keeps addresses: without the trailing /p2p/<peer>. */

@@ -82,6 +82,7 @@ export function fakeReplicator(partner: FakePartner, onStatus: () => void = () =
     sessions: new Map(),
     partners: () => [{ device: partner.device, peer: partner.peer, addrs: partner.addrs }],
     isMemberPeer: (peer: string) => peer === partner.peer,
+    devicesOf: (peer: string) => (peer === partner.peer ? [partner.device] : []),
     scheduleStatus: onStatus,
     stop: async () => undefined,
   } as unknown as LibraryReplicator;
