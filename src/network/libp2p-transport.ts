@@ -4,7 +4,7 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { dcutr } from '@libp2p/dcutr';
 import { identify } from '@libp2p/identify';
-import type { Connection, Libp2p, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, Libp2p, PeerId, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
@@ -89,7 +89,12 @@ export class Libp2pTransport implements Transport {
     private readonly lanDiscovery: LanDiscovery | undefined,
   ) {
     node.addEventListener('peer:connect', (evt) => this.emit(evt.detail.toString(), true));
-    node.addEventListener('peer:disconnect', (evt) => this.emit(evt.detail.toString(), false));
+    node.addEventListener('peer:disconnect', (evt) => {
+      this.emit(evt.detail.toString(), false);
+      void this.forgetStranger(evt.detail);
+    });
+    // Identify may store what a stranger told it after that stranger left.
+    node.addEventListener('peer:identify', (evt) => void this.forgetStranger(evt.detail.peerId));
     // Every answer heard, not libp2p's `peer:discovery` (sent only for a peer new to the peer
     // store): a member already known from its member row is exactly the one to redial.
     lanDiscovery?.onPeer((peer) => this.discovered(peer));
@@ -324,6 +329,17 @@ export class Libp2pTransport implements Transport {
     if (id === this.localPeer || !this.isKnown(id)) return;
     this.lanAddresses.set(id, peer.multiaddrs.slice(0, MAX_DIAL_ADDRESSES));
     for (const listener of this.discoveryListeners) listener(id);
+  }
+
+  /**
+   * Drops what libp2p's peer store holds of a peer that is not known and no longer connected
+   * (identify stores every peer's addresses, protocols and agent string, and nothing ever
+   * empties the store): anyone can connect under a new PeerId each time, so what strangers
+   * leave behind must not outlive their connections.
+   */
+  private async forgetStranger(peer: PeerId): Promise<void> {
+    if (this.isKnown(peer.toString()) || this.node.getConnections(peer).length > 0) return;
+    await this.node.peerStore.delete(peer).catch(() => undefined);
   }
 
   private frameLimits(): FrameLimits {
