@@ -92,6 +92,19 @@ describe('listen port memory (pure)', () => {
     await expect(listenOnRememberedPorts(['/ip4/127.0.0.1/tcp/4100'], {}, () => Promise.reject(explicit))).rejects.toBe(explicit);
     expect(takenRememberedPorts(new Error('listen EADDRINUSE'), listenRequests([TCP], { [TCP]: 4001 }))).toEqual([]);
   });
+
+  it('retries on port 0 an address whose remembered port the system refuses (EACCES), so no start fails for good', async () => {
+    // Windows reserves port ranges anew at boot (Hyper-V, WSL, Docker): a port remembered
+    // before a reboot may be refused with EACCES; so is a low port a damaged file names.
+    const tried: string[][] = [];
+    const result = await listenOnRememberedPorts([TCP], { [TCP]: 80 }, async (addresses) => {
+      tried.push(addresses);
+      if (addresses.includes('/ip4/127.0.0.1/tcp/80')) throw listenFailure(['/ip4/127.0.0.1/tcp/80: listen EACCES: permission denied 127.0.0.1:80']);
+      return 'started';
+    });
+    expect(result).toBe('started');
+    expect(tried).toEqual([['/ip4/127.0.0.1/tcp/80'], ['/ip4/127.0.0.1/tcp/0']]);
+  });
 });
 
 describe('stable listen ports of a node', () => {

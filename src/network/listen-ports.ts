@@ -34,17 +34,20 @@ export function listenRequests(configured: readonly string[], remembered: Listen
 }
 
 /**
- * The requests whose remembered port another socket holds. libp2p 3 reports a listen failure
+ * The requests whose remembered port this node cannot have now. libp2p 3 reports a listen failure
  * only as an `UnsupportedListenAddressesError` (after stopping the node) whose message has one
  * line per failed address, `<address>: <cause>`; the cause of a taken port is Node's
  * `listen EADDRINUSE: address already in use <host>:<port>` (@libp2p/tcp and @libp2p/websockets
- * both pass the server's 'error' through). Any other failure is not ours to fix.
+ * both pass the server's 'error' through); of a port the system reserved since, `listen EACCES`
+ * (Windows excludes port ranges anew at boot for Hyper-V, WSL and Docker; a port below the
+ * unprivileged start on Linux, as a damaged file may name). Kept, either would stop every
+ * later start. Any other failure (a host not on this machine) is not the port's: not ours to fix.
  */
 export function takenRememberedPorts(err: unknown, requests: readonly ListenRequest[]): ListenRequest[] {
   if (!(err instanceof Error) || err.name !== 'UnsupportedListenAddressesError') return [];
   const lines = err.message.split('\n').map((line) => line.trim());
   return requests.filter(
-    (r) => r.remembered && lines.some((line) => line.startsWith(`${r.address}: `) && line.includes('EADDRINUSE')),
+    (r) => r.remembered && lines.some((line) => line.startsWith(`${r.address}: `) && /\b(EADDRINUSE|EACCES)\b/.test(line)),
   );
 }
 
