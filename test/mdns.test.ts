@@ -14,7 +14,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createSyncNode, type ModelInput, ValidationError } from '../src/index.js';
-import { MDNS_SERVICE_TAG, mdnsWorthwhile } from '../src/network/lan-discovery.js';
+import { multiaddr } from '@multiformats/multiaddr';
+import { lanDialAddresses, MDNS_SERVICE_TAG, mdnsWorthwhile } from '../src/network/lan-discovery.js';
 import { clusterModels, startNode, stopAllNodes, waitFor } from './helpers/cluster.js';
 import { ensureBuilt, killRunningChildren, LineChild, makeTempDir, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
 import { createLan, type Lan, type LanHost, netnsUnavailable } from './helpers/netns.js';
@@ -38,6 +39,22 @@ describe('mdnsWorthwhile', () => {
     expect(mdnsWorthwhile(['/ip4/127.0.0.1/tcp/0', '/ip4/192.168.1.20/tcp/0/ws'])).toBe(true);
     expect(mdnsWorthwhile(['/ip4/10.213.0.1/tcp/4001'])).toBe(true);
     expect(mdnsWorthwhile(['/dns4/laptop.lan/tcp/4001'])).toBe(true);
+  });
+});
+
+describe('lanDialAddresses', () => {
+  it('keeps the private and loopback IP addresses of an answer, as many as asked: never a public host or a DNS name', () => {
+    const answer = [
+      '/ip4/8.8.8.8/tcp/4001',
+      '/ip4/192.168.1.20/tcp/4001',
+      '/dns4/attacker.example/tcp/4001',
+      '/dns4/localhost/tcp/4001',
+      '/ip6/2001:4860:4860::8888/tcp/4001',
+      '/ip4/127.0.0.1/tcp/4001/ws',
+      '/ip4/10.0.0.7/tcp/4001',
+    ].map((a) => multiaddr(a));
+    expect(lanDialAddresses(answer, 16).map(String)).toEqual(['/ip4/192.168.1.20/tcp/4001', '/ip4/127.0.0.1/tcp/4001/ws', '/ip4/10.0.0.7/tcp/4001']);
+    expect(lanDialAddresses(answer, 2).map(String)).toEqual(['/ip4/192.168.1.20/tcp/4001', '/ip4/127.0.0.1/tcp/4001/ws']);
   });
 });
 

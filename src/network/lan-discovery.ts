@@ -1,6 +1,7 @@
 import type { PeerDiscovery, PeerInfo, Startable } from '@libp2p/interface';
 import { type MulticastDNSComponents, mdns } from '@libp2p/mdns';
-import { multiaddr } from '@multiformats/multiaddr';
+import { isPrivate } from '@libp2p/utils';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 
 /**
  * The DNS-SD service this node queries for and answers as (RFC 6763 `_<service>._udp.local`,
@@ -41,6 +42,16 @@ export function lanDiscoveryService(): (components: MulticastDNSComponents) => L
       onPeer: (listener) => service.addEventListener('peer', (evt) => listener(evt.detail)),
     };
   };
+}
+
+/**
+ * The addresses of a LAN answer worth dialling, at most `limit`: those @libp2p/mdns announces
+ * (private and loopback ones, the only kind an honest answer holds). Answers are not
+ * authenticated: a forged one naming a member must not make the node dial hosts on the
+ * internet, or resolve DNS names, for whoever sent it.
+ */
+export function lanDialAddresses(addresses: readonly Multiaddr[], limit: number): Multiaddr[] {
+  return addresses.filter((address) => isPrivate(address) && address.getComponents()[0]?.name.startsWith('ip')).slice(0, limit);
 }
 
 /**

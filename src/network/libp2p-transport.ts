@@ -23,7 +23,7 @@ import type {
   RelayPolicy,
   Transport,
 } from '../protocol/transport.js';
-import { type LanDiscovery, lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
+import { type LanDiscovery, lanDialAddresses, lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -321,13 +321,13 @@ export class Libp2pTransport implements Transport {
 
   /**
    * A peer answered on the LAN. Only a member's answer is kept (at most MAX_DIAL_ADDRESSES of
-   * its addresses, replacing its previous answer's), so answers with made-up PeerIds or
+   * its LAN addresses, replacing its previous answer's), so answers with made-up PeerIds or
    * addresses hold no memory beyond one answer per member.
    */
   private discovered(peer: PeerInfo): void {
     const id = peer.id.toString();
     if (id === this.localPeer || !this.isKnown(id)) return;
-    this.lanAddresses.set(id, peer.multiaddrs.slice(0, MAX_DIAL_ADDRESSES));
+    this.lanAddresses.set(id, lanDialAddresses(peer.multiaddrs, MAX_DIAL_ADDRESSES));
     for (const listener of this.discoveryListeners) listener(id);
   }
 
