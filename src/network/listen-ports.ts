@@ -21,14 +21,20 @@ export interface ListenRequest {
 
 /** A TCP port component of value 0 (TCP and WebSockets both sit on one). */
 const PORT_ZERO = /\/tcp\/0(?=\/|$)/;
+const TCP_PORT = /\/tcp\/(\d+)(?=\/|$)/;
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::']);
 
-/** What to listen on: each port-0 address with its remembered port, if there is one. */
+/**
+ * What to listen on: each port-0 address with its remembered port, if there is one and no
+ * address is configured with that port explicitly (it is the explicit one's: were both asked for,
+ * the explicit one could be the one refused, and that failure is final).
+ */
 export function listenRequests(configured: readonly string[], remembered: ListenPorts): ListenRequest[] {
+  const explicit = new Set(configured.map((text) => TCP_PORT.exec(canonicalAddress(text))?.[1]).filter((port) => port !== undefined && port !== '0'));
   return configured.map((text) => {
     const canonical = canonicalAddress(text);
     const port = remembered[text];
-    if (port === undefined || !PORT_ZERO.test(canonical)) return { configured: text, address: canonical, remembered: false };
+    if (port === undefined || explicit.has(String(port)) || !PORT_ZERO.test(canonical)) return { configured: text, address: canonical, remembered: false };
     return { configured: text, address: canonical.replace(PORT_ZERO, `/tcp/${port}`), remembered: true };
   });
 }
