@@ -6,7 +6,11 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { generateKeyPair } from '@libp2p/crypto/keys';
-import { afterEach, describe, expect, it } from 'vitest';
+import type { PeerInfo } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { MDNS_ANSWER_TTL_MS } from '../src/network/lan-discovery.js';
 import { Libp2pTransport } from '../src/network/libp2p-transport.js';
 import { waitFor } from './helpers/cluster.js';
 
@@ -46,7 +50,14 @@ async function silentPort(): Promise<number> {
   return (server.address() as { port: number }).port;
 }
 
+/** `transport` hears a LAN answer of `peer` (what its mDNS service hands it; no multicast here). */
+function hearLanAnswer(transport: Libp2pTransport, peer: string, addresses: string[]): void {
+  const answer: PeerInfo = { id: peerIdFromString(peer), multiaddrs: addresses.map((a) => multiaddr(a)) };
+  (transport as unknown as { discovered(peer: PeerInfo): void }).discovered(answer);
+}
+
 afterEach(async () => {
+  vi.restoreAllMocks();
   for (const socket of sockets.splice(0)) socket.destroy();
   await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))));
   await Promise.all(started.splice(0).map((t) => t.stop()));
@@ -78,4 +89,24 @@ describe('dialling every known address', () => {
     expect(tried).toHaveLength(16);
     expect(tried).toContain(`${b.addresses()[0]}`);
   }, 120_000);
+
+  it("dials a member on its LAN answer's addresses while the answer holds (its records' TTL), not after", async () => {
+    const a = await startTransport();
+    const b = await startTransport();
+    a.setKnownPeers((peer) => peer === b.localPeer);
+    const answered = `/ip4/127.0.0.1/tcp/${await closedPort()}`;
+    hearLanAnswer(a, b.localPeer, [answered, '/ip4/8.8.8.8/tcp/4001']);
+    const dial = async () => {
+      const tried: string[] = [];
+      await a.connect(b.localPeer, b.addresses(), { onDialling: (addresses) => tried.push(...addresses) });
+      await a.disconnect(b.localPeer);
+      await waitFor(() => !a.isConnected(b.localPeer), 'A to disconnect from B');
+      return tried;
+    };
+    // A public address in a LAN answer is never dialled (an honest answer holds none).
+    expect(await dial()).toEqual([...b.addresses(), `${answered}/p2p/${b.localPeer}`]);
+    const now = Date.now();
+    vi.spyOn(Date, 'now').mockImplementation(() => now + MDNS_ANSWER_TTL_MS + 1_000);
+    expect(await dial()).toEqual(b.addresses());
+  }, 60_000);
 });

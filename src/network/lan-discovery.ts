@@ -18,6 +18,9 @@ export const MDNS_SERVICE_TAG = '_leaderless-sync._udp.local';
  */
 export const MDNS_QUERY_INTERVAL_MS = 5_000;
 
+/** The TTL of the records @libp2p/mdns answers with (120 s): how long an answer holds. */
+export const MDNS_ANSWER_TTL_MS = 120_000;
+
 /** The mDNS service as the transport sees it: started and stopped by libp2p, and heard. */
 export interface LanDiscovery extends Startable {
   isStarted(): boolean;

@@ -23,7 +23,7 @@ import type {
   RelayPolicy,
   Transport,
 } from '../protocol/transport.js';
-import { type LanDiscovery, lanDialAddresses, lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
+import { type LanDiscovery, lanDialAddresses, lanDiscoveryService, MDNS_ANSWER_TTL_MS, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -80,8 +80,8 @@ export class Libp2pTransport implements Transport {
   private isKnown: (peer: string) => boolean = () => false;
   private mayRelay: RelayPolicy = () => false;
   private readonly addressListeners: Array<() => void> = [];
-  /** The addresses each member gave in its latest LAN announcement (the newest replaces them). */
-  private readonly lanAddresses = new Map<string, Multiaddr[]>();
+  /** The addresses each member gave in its latest LAN answer (the newest replaces them). */
+  private readonly lanAnswers = new Map<string, { addresses: Multiaddr[]; heardAt: number }>();
 
   private constructor(
     private readonly node: Libp2p<{ listener: ListenerManager }>,
@@ -214,7 +214,7 @@ export class Libp2pTransport implements Transport {
     const known = (await this.node.peerStore.has(peerId))
       ? (await this.node.peerStore.get(peerId)).addresses.map((a) => a.multiaddr.toString())
       : [];
-    const fromLan = (this.lanAddresses.get(peer) ?? []).map((a) => a.toString());
+    const fromLan = this.lanAddressesOf(peer).map((a) => a.toString());
     return takeInTurn([fromRow, dialTargets(peer, fromLan), dialTargets(peer, known)], MAX_DIAL_ADDRESSES);
   }
 
@@ -327,8 +327,20 @@ export class Libp2pTransport implements Transport {
   private discovered(peer: PeerInfo): void {
     const id = peer.id.toString();
     if (id === this.localPeer || !this.isKnown(id)) return;
-    this.lanAddresses.set(id, lanDialAddresses(peer.multiaddrs, MAX_DIAL_ADDRESSES));
+    this.lanAnswers.set(id, { addresses: lanDialAddresses(peer.multiaddrs, MAX_DIAL_ADDRESSES), heardAt: Date.now() });
     for (const listener of this.discoveryListeners) listener(id);
+  }
+
+  /**
+   * The addresses of `peer`'s latest LAN answer, while it is fresh: a member on the LAN answers
+   * every query (MDNS_QUERY_INTERVAL_MS), so an answer older than the TTL its records carry is
+   * from a member that left, and its addresses would only cost dials their timeouts.
+   */
+  private lanAddressesOf(peer: string): Multiaddr[] {
+    const answer = this.lanAnswers.get(peer);
+    if (answer && Date.now() - answer.heardAt <= MDNS_ANSWER_TTL_MS) return answer.addresses;
+    this.lanAnswers.delete(peer);
+    return [];
   }
 
   /**
