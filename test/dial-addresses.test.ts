@@ -77,7 +77,8 @@ describe('dialling every known address', () => {
   it('also tries the addresses the peer store holds when the member row alone lists more than one dial tries', async () => {
     const a = await startTransport();
     const b = await startTransport();
-    // A knows B's live address from a connection (libp2p keeps it in the peer store).
+    // A knows B, a member, at its live address from a connection (libp2p keeps it in the peer store).
+    a.setKnownPeers((peer) => peer === b.localPeer);
     await a.connect(b.localPeer, b.addresses());
     await a.disconnect(b.localPeer);
     await waitFor(() => !a.isConnected(b.localPeer), 'A to disconnect from B');
