@@ -10,7 +10,7 @@ import type { PeerInfo } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr } from '@multiformats/multiaddr';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MDNS_ANSWER_TTL_MS } from '../src/network/lan-discovery.js';
+import { MDNS_ANSWER_TTL_MS, MDNS_SILENCE_MS } from '../src/network/lan-discovery.js';
 import { Libp2pTransport } from '../src/network/libp2p-transport.js';
 import { waitFor } from './helpers/cluster.js';
 
@@ -110,4 +110,28 @@ describe('dialling every known address', () => {
     vi.spyOn(Date, 'now').mockImplementation(() => now + MDNS_ANSWER_TTL_MS + 1_000);
     expect(await dial()).toEqual(b.addresses());
   }, 60_000);
+
+  it("reports a member's LAN answer only when it tells something new, so its backoff holds against repeats", async () => {
+    const a = await startTransport();
+    const member = (await startTransport()).localPeer;
+    const stranger = (await startTransport()).localPeer;
+    a.setKnownPeers((peer) => peer === member);
+    const reports: string[] = [];
+    a.onPeerDiscovered((peer) => reports.push(peer));
+    const x = '/ip4/192.168.1.20/tcp/4001';
+    const y = '/ip4/192.168.1.20/tcp/4002/ws';
+    hearLanAnswer(a, member, [x]);
+    hearLanAnswer(a, member, [x]);
+    hearLanAnswer(a, stranger, [x]);
+    expect(reports).toEqual([member]);
+    // Other addresses are news; the same ones again (in any order) are not.
+    hearLanAnswer(a, member, [y, x]);
+    hearLanAnswer(a, member, [x, y]);
+    expect(reports).toEqual([member, member]);
+    // After a silence, the same answer is news: the member was away and is back.
+    const now = Date.now();
+    vi.spyOn(Date, 'now').mockImplementation(() => now + MDNS_SILENCE_MS + 1_000);
+    hearLanAnswer(a, member, [x, y]);
+    expect(reports).toEqual([member, member, member]);
+  });
 });

@@ -21,6 +21,12 @@ export const MDNS_QUERY_INTERVAL_MS = 5_000;
 /** The TTL of the records @libp2p/mdns answers with (120 s): how long an answer holds. */
 export const MDNS_ANSWER_TTL_MS = 120_000;
 
+/**
+ * A member silent on the LAN this long was away (it answers every query, ours at least every
+ * MDNS_QUERY_INTERVAL_MS): its next answer is news even if it names the same addresses.
+ */
+export const MDNS_SILENCE_MS = 3 * MDNS_QUERY_INTERVAL_MS;
+
 /** The mDNS service as the transport sees it: started and stopped by libp2p, and heard. */
 export interface LanDiscovery extends Startable {
   isStarted(): boolean;

@@ -23,7 +23,7 @@ import type {
   RelayPolicy,
   Transport,
 } from '../protocol/transport.js';
-import { type LanDiscovery, lanDialAddresses, lanDiscoveryService, MDNS_ANSWER_TTL_MS, mdnsWorthwhile } from './lan-discovery.js';
+import { type LanDiscovery, lanDialAddresses, lanDiscoveryService, MDNS_ANSWER_TTL_MS, MDNS_SILENCE_MS, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -322,13 +322,21 @@ export class Libp2pTransport implements Transport {
   /**
    * A peer answered on the LAN. Only a member's answer is kept (at most MAX_DIAL_ADDRESSES of
    * its LAN addresses, replacing its previous answer's), so answers with made-up PeerIds or
-   * addresses hold no memory beyond one answer per member.
+   * addresses hold no memory beyond one answer per member. It is reported only when it tells
+   * something new: other addresses than the member's previous answer, or the first answer after
+   * a silence (MDNS_SILENCE_MS; a member on the LAN answers every node's query). A member
+   * answers each query of every node on the LAN, and a report lets the network dial it at once,
+   * whatever its backoff: the same answer again must not make a member that answers but cannot
+   * be reached (a firewall) be redialled at that rate.
    */
   private discovered(peer: PeerInfo): void {
     const id = peer.id.toString();
     if (id === this.localPeer || !this.isKnown(id)) return;
-    this.lanAnswers.set(id, { addresses: lanDialAddresses(peer.multiaddrs, MAX_DIAL_ADDRESSES), heardAt: Date.now() });
-    for (const listener of this.discoveryListeners) listener(id);
+    const answer = { addresses: lanDialAddresses(peer.multiaddrs, MAX_DIAL_ADDRESSES), heardAt: Date.now() };
+    const previous = this.lanAnswers.get(id);
+    this.lanAnswers.set(id, answer);
+    const same = previous !== undefined && answer.heardAt - previous.heardAt <= MDNS_SILENCE_MS && sameTargets(previous.addresses, answer.addresses);
+    if (!same) for (const listener of this.discoveryListeners) listener(id);
   }
 
   /**
@@ -417,6 +425,12 @@ function takeInTurn(sources: ReadonlyArray<readonly Multiaddr[]>, limit: number)
 function withoutPeerId(target: Multiaddr): Multiaddr {
   const components = target.getComponents();
   return multiaddr(components.slice(0, -1));
+}
+
+/** Whether `a` and `b` hold the same addresses (in any order). */
+function sameTargets(a: readonly Multiaddr[], b: readonly Multiaddr[]): boolean {
+  const texts = new Set(a.map(String));
+  return a.length === b.length && b.every((target) => texts.has(target.toString()));
 }
 
 /** A libp2p dial failure with the reason of each address (libp2p aggregates them). */
