@@ -45,6 +45,15 @@ describe('listen port memory (pure)', () => {
     ]);
   });
 
+  it('does not ask for a remembered port that another address is configured with explicitly', () => {
+    // Remembered from before the explicit address was added: asking for both, libp2p could
+    // refuse the explicit one, and that failure is final (not a remembered port to give up).
+    expect(listenRequests([WS, '/ip4/127.0.0.1/tcp/4100'], { [WS]: 4100 })).toEqual([
+      { configured: WS, address: WS, remembered: false },
+      { configured: '/ip4/127.0.0.1/tcp/4100', address: '/ip4/127.0.0.1/tcp/4100', remembered: false },
+    ]);
+  });
+
   it('reads the port each port-0 address was given from the addresses listened on', () => {
     const listening = [`/ip4/127.0.0.1/tcp/4001/p2p/${PEER}`, `/ip4/127.0.0.1/tcp/4002/ws/p2p/${PEER}`, `/ip4/127.0.0.1/tcp/4100/p2p/${PEER}`];
     expect(boundListenPorts([TCP, WS, '/ip4/127.0.0.1/tcp/4100'], listening)).toEqual({ [TCP]: 4001, [WS]: 4002 });
@@ -92,6 +101,19 @@ describe('listen port memory (pure)', () => {
     await expect(listenOnRememberedPorts(['/ip4/127.0.0.1/tcp/4100'], {}, () => Promise.reject(explicit))).rejects.toBe(explicit);
     expect(takenRememberedPorts(new Error('listen EADDRINUSE'), listenRequests([TCP], { [TCP]: 4001 }))).toEqual([]);
   });
+
+  it('retries on port 0 an address whose remembered port the system refuses (EACCES), so no start fails for good', async () => {
+    // Windows reserves port ranges anew at boot (Hyper-V, WSL, Docker): a port remembered
+    // before a reboot may be refused with EACCES; so is a low port a damaged file names.
+    const tried: string[][] = [];
+    const result = await listenOnRememberedPorts([TCP], { [TCP]: 80 }, async (addresses) => {
+      tried.push(addresses);
+      if (addresses.includes('/ip4/127.0.0.1/tcp/80')) throw listenFailure(['/ip4/127.0.0.1/tcp/80: listen EACCES: permission denied 127.0.0.1:80']);
+      return 'started';
+    });
+    expect(result).toBe('started');
+    expect(tried).toEqual([['/ip4/127.0.0.1/tcp/80'], ['/ip4/127.0.0.1/tcp/0']]);
+  });
 });
 
 describe('stable listen ports of a node', () => {
@@ -124,6 +146,20 @@ describe('stable listen ports of a node', () => {
     // The new port is the one kept from now on.
     node = await startNode(dataDir, { listen });
     expect(portsOf(node.multiaddrs())).toEqual(moved);
+  }, 60_000);
+
+  it('starts when the port its TCP address had is now configured for WebSockets explicitly', async () => {
+    // The user pins the port they saw (say, for a port forward), for WebSockets: libp2p
+    // listens on TCP first, so asking for the remembered port there would fail the explicit
+    // address, at every start.
+    const dataDir = await makeTempDir('lsync-ports-');
+    let node = await startNode(dataDir, { listen: [TCP] });
+    const port = tcpPort(node.multiaddrs()[0]!);
+    await stopNode(node);
+    node = await startNode(dataDir, { listen: [TCP, `/ip4/127.0.0.1/tcp/${port}/ws`] });
+    const addrs = node.multiaddrs();
+    expect(tcpPort(addrs.find((a) => a.includes('/ws'))!)).toBe(port);
+    expect(tcpPort(addrs.find((a) => !a.includes('/ws'))!)).not.toBe(port);
   }, 60_000);
 
   it('uses an explicit port as given: taken, it is an error, not a fresh port', async () => {

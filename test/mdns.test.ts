@@ -1,21 +1,29 @@
 /**
  * Issue 11, LAN discovery: two members that both changed port find each other through mDNS,
  * with no third device; with `discovery: { mdns: false }` they do not; a node that listens on
- * loopback only (or nowhere) runs no mDNS at all; the option is validated.
+ * loopback only (or nowhere) runs no mDNS at all; the option is validated; a LAN neighbour that
+ * sends a thousand made-up answers makes the node hold nothing.
  *
  * The two-device tests run each node as a child process (test/fixtures/lan-child.mjs, the
  * built package) inside its own network namespace, which the test creates: a veth pair between
  * them and private addresses inside the namespaces only. mDNS is never enabled on this
  * machine's own interfaces: every other node here listens on loopback.
  */
+import { join } from 'node:path';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createSyncNode, ValidationError } from '../src/index.js';
-import { mdnsWorthwhile } from '../src/network/lan-discovery.js';
+import { multiaddr } from '@multiformats/multiaddr';
+import { lanDialAddresses, MDNS_SERVICE_TAG, mdnsWorthwhile } from '../src/network/lan-discovery.js';
 import { clusterModels, startNode, stopAllNodes, waitFor } from './helpers/cluster.js';
-import { ensureBuilt, killRunningChildren, makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { ensureBuilt, killRunningChildren, LineChild, makeTempDir, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
 import { converge, type LanDevice, startLanDevice, stopLanDevice } from './helpers/lan-device.js';
 import { createLan, type Lan, type LanHost, netnsUnavailable } from './helpers/netns.js';
 import { fakeReplicator, ScriptedTransport, startNetwork } from './helpers/scripted-transport.js';
+
+const TRANSPORT_CHILD = join(REPO_ROOT, 'test', 'fixtures', 'lan-transport-child.mjs');
+const FLOOD = join(REPO_ROOT, 'test', 'fixtures', 'mdns-flood.mjs');
 
 describe('mdnsWorthwhile', () => {
   it('is false for loopback-only and empty listen lists, true once an address can be reached from the LAN', () => {
@@ -29,6 +37,22 @@ describe('mdnsWorthwhile', () => {
     expect(mdnsWorthwhile(['/ip4/127.0.0.1/tcp/0', '/ip4/192.168.1.20/tcp/0/ws'])).toBe(true);
     expect(mdnsWorthwhile(['/ip4/10.213.0.1/tcp/4001'])).toBe(true);
     expect(mdnsWorthwhile(['/dns4/laptop.lan/tcp/4001'])).toBe(true);
+  });
+});
+
+describe('lanDialAddresses', () => {
+  it('keeps the private and loopback IP addresses of an answer, as many as asked: never a public host or a DNS name', () => {
+    const answer = [
+      '/ip4/8.8.8.8/tcp/4001',
+      '/ip4/192.168.1.20/tcp/4001',
+      '/dns4/attacker.example/tcp/4001',
+      '/dns4/localhost/tcp/4001',
+      '/ip6/2001:4860:4860::8888/tcp/4001',
+      '/ip4/127.0.0.1/tcp/4001/ws',
+      '/ip4/10.0.0.7/tcp/4001',
+    ].map((a) => multiaddr(a));
+    expect(lanDialAddresses(answer, 16).map(String)).toEqual(['/ip4/192.168.1.20/tcp/4001', '/ip4/127.0.0.1/tcp/4001/ws', '/ip4/10.0.0.7/tcp/4001']);
+    expect(lanDialAddresses(answer, 2).map(String)).toEqual(['/ip4/192.168.1.20/tcp/4001', '/ip4/127.0.0.1/tcp/4001/ws']);
   });
 });
 
@@ -153,5 +177,38 @@ describe.skipIf(unavailable !== undefined)('LAN discovery between two network na
     console.info(`mDNS: converged ${Date.now() - startedAt} ms after both started`);
     expect(everConnected(a) && everConnected(b)).toBe(true);
     await Promise.all([stopLanDevice(a), stopLanDevice(b)]);
+  }, 180_000);
+
+  it('holds nothing of a LAN neighbour that answers with a thousand made-up PeerIds', async () => {
+    const [hostA, hostB] = lan!.hosts;
+    const member = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString();
+    let ready: { mdnsRunning: boolean } | undefined;
+    const stored: number[] = [];
+    const node = new LineChild(
+      TRANSPORT_CHILD,
+      [JSON.stringify({ entry, listen: [`/ip4/${hostA.address}/tcp/41031`], member })],
+      (line) => {
+        const message = JSON.parse(line);
+        if (message.t === 'ready') ready = message;
+        if (message.t === 'discovered') stored.push(message.stored);
+      },
+      { prefix: ['ip', 'netns', 'exec', hostA.ns] },
+    );
+    await node.waitFor(() => ready !== undefined, 'the transport to start', 30_000);
+    expect(ready?.mdnsRunning).toBe(true);
+
+    let flooded = false;
+    const options = { serviceTag: MDNS_SERVICE_TAG, count: 1_000, addrs: 4, address: hostB.address, member, memberAddress: `/ip4/${hostB.address}/tcp/41032` };
+    const flood = new LineChild(FLOOD, [JSON.stringify(options)], (line) => void (flooded ||= JSON.parse(line).t === 'flooded'), {
+      prefix: ['ip', 'netns', 'exec', hostB.ns],
+    });
+    await flood.waitFor(() => flooded, 'the made-up answers to be sent', 90_000);
+    // The member's answers are sent after the made-up ones: once one is heard, so were those.
+    const before = stored.length;
+    await node.waitFor(() => stored.length > before, "the member's answer after the flood", 30_000);
+    expect(stored.at(-1)).toBe(0);
+    await flood.kill('SIGTERM');
+    await node.kill('SIGTERM');
+    expect(node.exit).toEqual({ code: 0, signal: null });
   }, 180_000);
 });

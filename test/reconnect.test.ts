@@ -167,6 +167,8 @@ describe('dialling a partner', () => {
   it('dials a peer on the addresses identify taught the peer store, not only those it was given', async () => {
     const v = await RawPeer.start();
     const n = await RawPeer.start();
+    // N is a member for V: what V's peer store learnt of a stranger goes when the stranger does.
+    v.transport.setKnownPeers((peer) => peer === n.peerId);
     await v.transport.connect(n.peerId, n.multiaddrs());
     await waitFor(() => v.transport.isConnected(n.peerId), 'the connection');
     await v.transport.disconnect(n.peerId);

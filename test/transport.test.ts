@@ -1,4 +1,5 @@
 import { generateKeyPair } from '@libp2p/crypto/keys';
+import type { PeerStore } from '@libp2p/interface';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NetworkError } from '../src/errors.js';
 import { Libp2pTransport } from '../src/network/libp2p-transport.js';
@@ -21,6 +22,11 @@ async function startTransport(maxFrameBytes = 1024, maxFirstFrameBytes = maxFram
   });
   started.push(transport);
   return transport;
+}
+
+/** The transport's libp2p peer store (private to it; what it holds is what a test is about). */
+function peerStoreOf(transport: Libp2pTransport): PeerStore {
+  return (transport as unknown as { node: { peerStore: PeerStore } }).node.peerStore;
 }
 
 afterEach(async () => {
@@ -178,5 +184,26 @@ describe('libp2p transport', () => {
     await b.disconnect(a.localPeer);
     // libp2p rejects the drain with a StreamClosedError, which has no message.
     expectNetworkError(await sending, b.localPeer, /sending: \w+/);
+  });
+
+  it('forgets a peer it does not know once it disconnects: strangers with ever new PeerIds hold no memory', async () => {
+    const node = await startTransport();
+    const stored = async () => (await peerStoreOf(node).all()).length;
+    // Three strangers (libp2p refuses a sixth connection within a second from one host).
+    const strangers = [await startTransport(), await startTransport(), await startTransport()];
+    for (const stranger of strangers) await stranger.connect(node.localPeer, node.addresses());
+    // While they are connected, libp2p holds what identify told it about each of them.
+    await waitFor(async () => (await stored()) === strangers.length, 'identify to store the strangers');
+    await Promise.all(strangers.map((stranger) => stranger.stop()));
+    await waitFor(async () => (await stored()) === 0, 'the node to forget the strangers');
+
+    // A known peer is remembered (its addresses are worth dialling again).
+    const member = await startTransport();
+    node.setKnownPeers((peer) => peer === member.localPeer);
+    await member.connect(node.localPeer, node.addresses());
+    await waitFor(async () => (await stored()) === 1, 'identify to store the member');
+    await member.stop();
+    await waitFor(() => !node.isConnected(member.localPeer), 'the member to disconnect');
+    expect(await stored()).toBe(1);
   });
 });

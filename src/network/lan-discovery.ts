@@ -1,5 +1,7 @@
-import { mdns } from '@libp2p/mdns';
-import { multiaddr } from '@multiformats/multiaddr';
+import type { PeerDiscovery, PeerInfo, Startable } from '@libp2p/interface';
+import { type MulticastDNSComponents, mdns } from '@libp2p/mdns';
+import { isPrivate } from '@libp2p/utils';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 
 /**
  * The DNS-SD service this node queries for and answers as (RFC 6763 `_<service>._udp.local`,
@@ -16,9 +18,49 @@ export const MDNS_SERVICE_TAG = '_leaderless-sync._udp.local';
  */
 export const MDNS_QUERY_INTERVAL_MS = 5_000;
 
-/** The libp2p service that discovers (and answers) other sync nodes on the LAN. */
-export function lanDiscoveryService() {
-  return mdns({ serviceTag: MDNS_SERVICE_TAG, interval: MDNS_QUERY_INTERVAL_MS });
+/** The TTL of the records @libp2p/mdns answers with (120 s): how long an answer holds. */
+export const MDNS_ANSWER_TTL_MS = 120_000;
+
+/**
+ * A member silent on the LAN this long was away (it answers every query, ours at least every
+ * MDNS_QUERY_INTERVAL_MS): its next answer is news even if it names the same addresses.
+ */
+export const MDNS_SILENCE_MS = 3 * MDNS_QUERY_INTERVAL_MS;
+
+/** The mDNS service as the transport sees it: started and stopped by libp2p, and heard. */
+export interface LanDiscovery extends Startable {
+  isStarted(): boolean;
+  /** Every answer heard, from anyone on the LAN. */
+  onPeer(listener: (peer: PeerInfo) => void): void;
+}
+
+/**
+ * The libp2p service that discovers (and answers) other sync nodes on the LAN. Deliberately not
+ * a libp2p peer discovery: libp2p would put every answer's PeerId and addresses in its peer
+ * store, which nothing ever empties, and anyone on the LAN can send any number of answers, each
+ * with a new PeerId. The transport keeps what members announce instead (bounded).
+ */
+export function lanDiscoveryService(): (components: MulticastDNSComponents) => LanDiscovery {
+  return (components) => {
+    const service = mdns({ serviceTag: MDNS_SERVICE_TAG, interval: MDNS_QUERY_INTERVAL_MS })(components) as PeerDiscovery &
+      Startable & { isStarted(): boolean };
+    return {
+      start: () => service.start(),
+      stop: () => service.stop(),
+      isStarted: () => service.isStarted(),
+      onPeer: (listener) => service.addEventListener('peer', (evt) => listener(evt.detail)),
+    };
+  };
+}
+
+/**
+ * The addresses of a LAN answer worth dialling, at most `limit`: those @libp2p/mdns announces
+ * (private and loopback ones, the only kind an honest answer holds). Answers are not
+ * authenticated: a forged one naming a member must not make the node dial hosts on the
+ * internet, or resolve DNS names, for whoever sent it.
+ */
+export function lanDialAddresses(addresses: readonly Multiaddr[], limit: number): Multiaddr[] {
+  return addresses.filter((address) => isPrivate(address) && address.getComponents()[0]?.name.startsWith('ip')).slice(0, limit);
 }
 
 /**

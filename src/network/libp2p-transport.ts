@@ -4,7 +4,7 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { dcutr } from '@libp2p/dcutr';
 import { identify } from '@libp2p/identify';
-import type { Connection, Libp2p, PeerDiscovery, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, Libp2p, PeerId, PeerInfo, PrivateKey, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
@@ -23,7 +23,7 @@ import type {
   RelayPolicy,
   Transport,
 } from '../protocol/transport.js';
-import { lanDiscoveryService, mdnsWorthwhile } from './lan-discovery.js';
+import { type LanDiscovery, lanDialAddresses, lanDiscoveryService, MDNS_ANSWER_TTL_MS, MDNS_SILENCE_MS, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
 
@@ -47,9 +47,6 @@ export interface Libp2pTransportOptions {
   mdns?: boolean;
 }
 
-/** What the mDNS service is besides a discovery: a service that knows whether it runs. */
-type LanDiscovery = PeerDiscovery & { isStarted(): boolean };
-
 /** Streams per connection of the other protocols mounted (identify, its push, ping, dcutr), at most. */
 const OTHER_PROTOCOL_STREAMS = 8;
 /**
@@ -66,13 +63,15 @@ const MAX_PENDING_UPGRADES = 8;
  * Dial limits. libp2p 3 dials a peer's addresses one after another (public before private,
  * loopback last, TCP before WebSockets; equal ones in the order given), each for at most
  * ADDRESS_DIAL_TIMEOUT_MS, the whole dial for at most DIAL_TIMEOUT_MS. A refused port fails at
- * once; a stale address on a network left behind (no answer at all) costs one address timeout,
- * so a few of them still leave time for the current address. More than MAX_DIAL_ADDRESSES
- * addresses of one peer (member row first) are not tried in one dial.
+ * once; a stale address that does not answer (a network left behind, or a port that another
+ * process now holds and accepts TCP on without speaking libp2p) costs one address timeout. The
+ * whole dial gives every address its timeout: a shorter one would let a few stale addresses
+ * ahead of the live one (a member row lists every interface's) fail every dial for good. More
+ * than MAX_DIAL_ADDRESSES addresses of one peer (member row first) are not tried in one dial.
  */
 const MAX_DIAL_ADDRESSES = 16;
 const ADDRESS_DIAL_TIMEOUT_MS = 5_000;
-const DIAL_TIMEOUT_MS = 20_000;
+const DIAL_TIMEOUT_MS = MAX_DIAL_ADDRESSES * ADDRESS_DIAL_TIMEOUT_MS;
 
 /** The production transport: libp2p over TCP and WebSockets, with Noise and Yamux. */
 export class Libp2pTransport implements Transport {
@@ -81,6 +80,8 @@ export class Libp2pTransport implements Transport {
   private isKnown: (peer: string) => boolean = () => false;
   private mayRelay: RelayPolicy = () => false;
   private readonly addressListeners: Array<() => void> = [];
+  /** The addresses each member gave in its latest LAN answer (the newest replaces them). */
+  private readonly lanAnswers = new Map<string, { addresses: Multiaddr[]; heardAt: number }>();
 
   private constructor(
     private readonly node: Libp2p<{ listener: ListenerManager }>,
@@ -88,11 +89,15 @@ export class Libp2pTransport implements Transport {
     private readonly lanDiscovery: LanDiscovery | undefined,
   ) {
     node.addEventListener('peer:connect', (evt) => this.emit(evt.detail.toString(), true));
-    node.addEventListener('peer:disconnect', (evt) => this.emit(evt.detail.toString(), false));
+    node.addEventListener('peer:disconnect', (evt) => {
+      this.emit(evt.detail.toString(), false);
+      void this.forgetStranger(evt.detail);
+    });
+    // Identify may store what a stranger told it after that stranger left.
+    node.addEventListener('peer:identify', (evt) => void this.forgetStranger(evt.detail.peerId));
     // Every answer heard, not libp2p's `peer:discovery` (sent only for a peer new to the peer
-    // store): a member already known from its member row is exactly the one to redial. libp2p
-    // itself only stores the addresses and dials no discovered peer.
-    lanDiscovery?.addEventListener('peer', (evt) => void this.discovered(evt.detail));
+    // store): a member already known from its member row is exactly the one to redial.
+    lanDiscovery?.onPeer((peer) => this.discovered(peer));
     // A relay reservation made or lost changes this node's addresses.
     node.addEventListener('self:peer:update', () => {
       for (const listener of this.addressListeners) listener();
@@ -196,9 +201,11 @@ export class Libp2pTransport implements Transport {
   }
 
   /**
-   * Every address `peer` may be dialled at: the member row's (`addrs`, merged into the peer
-   * store) first, as what the partner last said about itself, then what identify and discovery
-   * put in the peer store; at most MAX_DIAL_ADDRESSES.
+   * Every address `peer` may be dialled at, at most MAX_DIAL_ADDRESSES: the member row's
+   * (`addrs`, merged into the peer store), what the partner last said about itself; those of its
+   * latest LAN answer; and what identify put in the peer store. Taken from each source in turn,
+   * so none crowds out the others: a member row may list more addresses (every interface's)
+   * than one dial tries, and a LAN answer is not authenticated.
    */
   private async dialTargetsOf(peer: string, addrs: readonly string[]): Promise<Multiaddr[]> {
     const peerId = peerIdFromString(peer);
@@ -207,7 +214,8 @@ export class Libp2pTransport implements Transport {
     const known = (await this.node.peerStore.has(peerId))
       ? (await this.node.peerStore.get(peerId)).addresses.map((a) => a.multiaddr.toString())
       : [];
-    return uniqueTargets([...fromRow, ...dialTargets(peer, known)]).slice(0, MAX_DIAL_ADDRESSES);
+    const fromLan = this.lanAddressesOf(peer).map((a) => a.toString());
+    return takeInTurn([fromRow, dialTargets(peer, fromLan), dialTargets(peer, known)], MAX_DIAL_ADDRESSES);
   }
 
   async openStream(peer: string, signal?: AbortSignal): Promise<FrameStream> {
@@ -311,14 +319,47 @@ export class Libp2pTransport implements Transport {
     for (const listener of this.listeners) listener(peer, connected);
   }
 
-  /** A peer answered on the LAN: its addresses go to the peer store before anyone is told. */
-  private async discovered(peer: PeerInfo): Promise<void> {
-    try {
-      await this.node.peerStore.merge(peer.id, { multiaddrs: peer.multiaddrs });
-    } catch {
-      return; // the node is stopping
-    }
-    for (const listener of this.discoveryListeners) listener(peer.id.toString());
+  /**
+   * A peer answered on the LAN. Only a member's answer is kept (at most MAX_DIAL_ADDRESSES of
+   * its LAN addresses, replacing its previous answer's), so answers with made-up PeerIds or
+   * addresses hold no memory beyond one answer per member. It is reported only when it tells
+   * something new: other addresses than the member's previous answer, or the first answer after
+   * a silence (MDNS_SILENCE_MS; a member on the LAN answers every node's query). A member
+   * answers each query of every node on the LAN, and a report lets the network dial it at once,
+   * whatever its backoff: the same answer again must not make a member that answers but cannot
+   * be reached (a firewall) be redialled at that rate.
+   */
+  private discovered(peer: PeerInfo): void {
+    const id = peer.id.toString();
+    if (id === this.localPeer || !this.isKnown(id)) return;
+    const answer = { addresses: lanDialAddresses(peer.multiaddrs, MAX_DIAL_ADDRESSES), heardAt: Date.now() };
+    const previous = this.lanAnswers.get(id);
+    this.lanAnswers.set(id, answer);
+    const same = previous !== undefined && answer.heardAt - previous.heardAt <= MDNS_SILENCE_MS && sameTargets(previous.addresses, answer.addresses);
+    if (!same) for (const listener of this.discoveryListeners) listener(id);
+  }
+
+  /**
+   * The addresses of `peer`'s latest LAN answer, while it is fresh: a member on the LAN answers
+   * every query (MDNS_QUERY_INTERVAL_MS), so an answer older than the TTL its records carry is
+   * from a member that left, and its addresses would only cost dials their timeouts.
+   */
+  private lanAddressesOf(peer: string): Multiaddr[] {
+    const answer = this.lanAnswers.get(peer);
+    if (answer && Date.now() - answer.heardAt <= MDNS_ANSWER_TTL_MS) return answer.addresses;
+    this.lanAnswers.delete(peer);
+    return [];
+  }
+
+  /**
+   * Drops what libp2p's peer store holds of a peer that is not known and no longer connected
+   * (identify stores every peer's addresses, protocols and agent string, and nothing ever
+   * empties the store): anyone can connect under a new PeerId each time, so what strangers
+   * leave behind must not outlive their connections.
+   */
+  private async forgetStranger(peer: PeerId): Promise<void> {
+    if (this.isKnown(peer.toString()) || this.node.getConnections(peer).length > 0) return;
+    await this.node.peerStore.delete(peer).catch(() => undefined);
   }
 
   private frameLimits(): FrameLimits {
@@ -366,16 +407,30 @@ function dialTargets(peer: string, addrs: readonly string[]): Multiaddr[] {
   return targets;
 }
 
-/** `targets` without repeats, in order. */
-function uniqueTargets(targets: readonly Multiaddr[]): Multiaddr[] {
+/**
+ * Up to `limit` targets, one from each source in turn (each in its own order). A target listed by
+ * several sources counts as the first one's: the peer store also holds the member row's.
+ */
+function takeInTurn(sources: ReadonlyArray<readonly Multiaddr[]>, limit: number): Multiaddr[] {
   const seen = new Set<string>();
-  return targets.filter((t) => !seen.has(t.toString()) && seen.add(t.toString()));
+  const queues = sources.map((source) => source.filter((t) => !seen.has(t.toString()) && seen.add(t.toString())));
+  const taken: Multiaddr[] = [];
+  for (let i = 0; taken.length < limit && queues.some((queue) => i < queue.length); i++) {
+    for (const queue of queues) if (i < queue.length && taken.length < limit) taken.push(queue[i]!);
+  }
+  return taken;
 }
 
 /** A dial target as the peer store keeps addresses: without the trailing /p2p/<peer>. */
 function withoutPeerId(target: Multiaddr): Multiaddr {
   const components = target.getComponents();
   return multiaddr(components.slice(0, -1));
+}
+
+/** Whether `a` and `b` hold the same addresses (in any order). */
+function sameTargets(a: readonly Multiaddr[], b: readonly Multiaddr[]): boolean {
+  const texts = new Set(a.map(String));
+  return a.length === b.length && b.every((target) => texts.has(target.toString()));
 }
 
 /** A libp2p dial failure with the reason of each address (libp2p aggregates them). */

@@ -21,30 +21,39 @@ export interface ListenRequest {
 
 /** A TCP port component of value 0 (TCP and WebSockets both sit on one). */
 const PORT_ZERO = /\/tcp\/0(?=\/|$)/;
+const TCP_PORT = /\/tcp\/(\d+)(?=\/|$)/;
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::']);
 
-/** What to listen on: each port-0 address with its remembered port, if there is one. */
+/**
+ * What to listen on: each port-0 address with its remembered port, if there is one and no
+ * address is configured with that port explicitly (it is the explicit one's: were both asked for,
+ * the explicit one could be the one refused, and that failure is final).
+ */
 export function listenRequests(configured: readonly string[], remembered: ListenPorts): ListenRequest[] {
+  const explicit = new Set(configured.map((text) => TCP_PORT.exec(canonicalAddress(text))?.[1]).filter((port) => port !== undefined && port !== '0'));
   return configured.map((text) => {
     const canonical = canonicalAddress(text);
     const port = remembered[text];
-    if (port === undefined || !PORT_ZERO.test(canonical)) return { configured: text, address: canonical, remembered: false };
+    if (port === undefined || explicit.has(String(port)) || !PORT_ZERO.test(canonical)) return { configured: text, address: canonical, remembered: false };
     return { configured: text, address: canonical.replace(PORT_ZERO, `/tcp/${port}`), remembered: true };
   });
 }
 
 /**
- * The requests whose remembered port another socket holds. libp2p 3 reports a listen failure
+ * The requests whose remembered port this node cannot have now. libp2p 3 reports a listen failure
  * only as an `UnsupportedListenAddressesError` (after stopping the node) whose message has one
  * line per failed address, `<address>: <cause>`; the cause of a taken port is Node's
  * `listen EADDRINUSE: address already in use <host>:<port>` (@libp2p/tcp and @libp2p/websockets
- * both pass the server's 'error' through). Any other failure is not ours to fix.
+ * both pass the server's 'error' through); of a port the system reserved since, `listen EACCES`
+ * (Windows excludes port ranges anew at boot for Hyper-V, WSL and Docker; a port below the
+ * unprivileged start on Linux, as a damaged file may name). Kept, either would stop every
+ * later start. Any other failure (a host not on this machine) is not the port's: not ours to fix.
  */
 export function takenRememberedPorts(err: unknown, requests: readonly ListenRequest[]): ListenRequest[] {
   if (!(err instanceof Error) || err.name !== 'UnsupportedListenAddressesError') return [];
   const lines = err.message.split('\n').map((line) => line.trim());
   return requests.filter(
-    (r) => r.remembered && lines.some((line) => line.startsWith(`${r.address}: `) && line.includes('EADDRINUSE')),
+    (r) => r.remembered && lines.some((line) => line.startsWith(`${r.address}: `) && /\b(EADDRINUSE|EACCES)\b/.test(line)),
   );
 }
 
