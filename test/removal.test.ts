@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SyncNode } from '../src/index.js';
 import { mergeStates } from '../src/models/merge.js';
@@ -217,6 +218,38 @@ describe('removing a device', () => {
     const rejoin = await peer.join(await libA!.createInvite(), { device: libB!.deviceId });
     expect(await rejoin.message(0, 'the reply to the join')).toMatchObject({ t: 'error', code: 'REMOVED', message: expect.stringMatching(/cannot join it again/) });
     expect(await memberIds(libA!)).toEqual([libA!.deviceId]);
+  }, 60_000);
+
+  it('a removal whose transaction rolls back leaves nothing behind: the device is still a member, and removing it again writes the removal', async () => {
+    const [a, b] = [await device(), await device()];
+    const [libA, libB] = (await shareLibrary(a.node, [b.node])) as [Library, Library];
+    await waitForConvergence([libA, libB]);
+    const id = libA.id;
+    const deviceB = libB.deviceId;
+    await stopNode(b.node);
+    // The transaction fails at its last statement (the clock's mark), after the removal row was
+    // written and read back: it rolls back.
+    const file = join(a.dir, 'libraries', `${id}.sqlite`);
+    const inject = (statement: string) => {
+      const db = new Database(file);
+      try {
+        db.exec(statement);
+      } finally {
+        db.close();
+      }
+    };
+    inject(`CREATE TRIGGER fail_mark BEFORE INSERT ON sync_meta WHEN NEW.key = 'hlc' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    await expect(libA.removeMember(deviceB)).rejects.toThrow(/injected failure/);
+    inject('DROP TRIGGER fail_mark');
+    expect(libA.removals()).toEqual([]);
+    expect(await memberIds(libA)).toContain(deviceB);
+    // Retried, the removal is written (not skipped as already held) and survives a restart.
+    await libA.removeMember(deviceB);
+    expect(libA.removals().map((r) => r.device)).toEqual([deviceB]);
+    await stopNode(a.node);
+    a.node = await startNode(a.dir, { listen: a.listen });
+    expect(a.node.library(id).removals().map((r) => r.device)).toEqual([deviceB]);
+    expect(await memberIds(a.node.library(id))).not.toContain(deviceB);
   }, 60_000);
 
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {

@@ -216,7 +216,6 @@ export class Library {
       clock: options.clock,
       registry: options.registry,
       tables: options.tables,
-      removals: this.removalState,
     };
   }
 
@@ -712,7 +711,8 @@ export class Library {
     const closed = await this.metaValue(CLOSED_ORIGINS_META_KEY);
     const closedOrigins = closed === undefined ? {} : (JSON.parse(closed) as Record<string, number>);
     for (const [origin, through] of Object.entries(closedOrigins)) this.removalState.close(origin, through);
-    await this.readRemovals(this.db);
+    const own = await this.readRemovals(this.db, this.removalState);
+    if (own && !this.ownRemoval) this.ownRemoval = removalInfo(own);
     const told = await this.metaValue(REMOVED_META_KEY);
     if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
   }
@@ -727,8 +727,8 @@ export class Library {
     this.setOwnRemoval(info);
   }
 
-  /** Reads the `sync_removals` rows; returns whether they newly show this device removed. */
-  private async readRemovals(db: Kysely<InternalTables>): Promise<boolean> {
+  /** Reads the `sync_removals` rows into `into`; returns this device's own removal, if any. */
+  private async readRemovals(db: Kysely<InternalTables>, into: Removals): Promise<Removal | undefined> {
     const table = this.table(REMOVALS_MODEL.name);
     const removals: Removal[] = [];
     let after: string | undefined;
@@ -742,11 +742,8 @@ export class Library {
       }
       if (rows.length < DIGEST_PAGE) break;
     }
-    this.removalState.set(removals);
-    const own = this.removalState.of(this.deviceId);
-    if (!own || this.ownRemoval) return false;
-    this.ownRemoval = removalInfo(own);
-    return true;
+    into.set(removals);
+    return into.of(this.deviceId);
   }
 
   private setOwnRemoval(info: RemovalInfo): void {
@@ -850,13 +847,13 @@ export class Library {
     // Between transactions, let sockets and timers run if a burst of writes has held the loop.
     await this.turns.turn();
     this.assertOpen();
-    let removedNow = false;
+    let ownRemoval: Removal | undefined;
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState);
       const value = await fn(batch);
       await batch.flush();
-      // The next transaction must already refuse what a removal committed here refuses.
-      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) removedNow = await this.readRemovals(trx);
+      // Into the batch's copy: the library adopts it with the counters once committed.
+      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) ownRemoval = await this.readRemovals(trx, batch.removals);
       const highWater = batch.highWater();
       await trx
         .insertInto('sync_meta')
@@ -866,8 +863,11 @@ export class Library {
       return { value, batch };
     });
     this.counters = batch.counters();
+    // Removals and closed origins, like the counters, only once committed (a transaction that
+    // rolled back must leave no device refused, no origin closed, no removal to skip rewriting).
+    this.removalState.adopt(batch.removals);
     // Emitted once committed, like change events: this device's own removal arrived or was written.
-    if (removedNow) this.events.emit('removed', this.ownRemoval!);
+    if (ownRemoval) this.setOwnRemoval(removalInfo(ownRemoval));
     if (this.events.listenerCount('change') > 0) for (const event of batch.events) this.events.emit('change', event);
     if (batch.advanced) this.events.emit('appended');
     return value;

@@ -190,7 +190,7 @@ export async function applyRemoteEntries(
   // Only this device appends to the writer it appends to: a position of it beyond what it wrote
   // would be one its next write skips or reuses (a retired writer's tail is an origin like any).
   const ownWriter = appendedWriter(batch.currentWriter);
-  const removals = ctx.removals;
+  const removals = batch.removals;
   const batchRemovals = removalsIn(sorted, removals);
   let closedAny = false;
   for (const entry of sorted) {
@@ -446,7 +446,7 @@ export async function applyRemoteOwned(
       throw new OwnershipError(`${model.name} ${row.id} is owned by ${current.owner}, not ${row.owner}`);
     }
     // A removed device's rows written after its removal are refused; the cursor still moves.
-    const afterRemoval = ctx.removals.refuses({ origin: row.owner, hlc: row.hlc });
+    const afterRemoval = batch.removals.refuses({ origin: row.owner, hlc: row.hlc });
     if (row.owner === ctx.deviceId || (current && current.version >= row.version) || afterRemoval) {
       result.stale += 1;
       continue;

@@ -40,6 +40,23 @@ export class Removals {
     this.closed = new Map(closed);
   }
 
+  /**
+   * A copy a transaction changes (`WriteBatch.removals`); the library adopts it once the
+   * transaction committed, so a rolled-back one leaves nothing behind.
+   */
+  copy(): Removals {
+    const copy = new Removals(this.closed);
+    copy.byDevice = new Map(this.byDevice);
+    return copy;
+  }
+
+  /** Takes over the state of `committed` (a copy made by `copy`, whose transaction committed). */
+  adopt(committed: Removals): void {
+    this.byDevice = new Map(committed.byDevice);
+    this.closed.clear();
+    for (const [origin, through] of committed.closed) this.closed.set(origin, through);
+  }
+
   /** Replaces the removals (the `sync_removals` rows as held). */
   set(removals: readonly Removal[]): void {
     this.byDevice = new Map(removals.map((r) => [r.device, r]));
