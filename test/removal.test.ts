@@ -13,7 +13,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SyncNode } from '../src/index.js';
 import { mergeStates } from '../src/models/merge.js';
-import { REMOVALS_MODEL } from '../src/models/system.js';
+import { MEMBERS_MODEL, REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
@@ -250,6 +250,41 @@ describe('removing a device', () => {
     a.node = await startNode(a.dir, { listen: a.listen });
     expect(a.node.library(id).removals().map((r) => r.device)).toEqual([deviceB]);
     expect(await memberIds(a.node.library(id))).not.toContain(deviceB);
+  }, 60_000);
+
+  it("a removed device's PeerId is refused under any member row: one it wrote for another device id before its removal does not let it back in", async () => {
+    const [a, b] = [await device(), await device()];
+    const [libA, libB] = (await shareLibrary(a.node, [b.node])) as [Library, Library];
+    await waitForConvergence([libA, libB]);
+    // Before its removal, B writes a member row of a second device id under its own PeerId.
+    const alias = crypto.randomUUID();
+    await libB.systemTransaction((writer) => writer.upsert(MEMBERS_MODEL.name, { id: alias, peer: b.node.peerId, addrs: [], name: null }));
+    await waitFor(async () => (await libA.memberRows()).some((m) => m.device === alias), 'A holds the second row');
+    await stopNode(b.node);
+    await libA.removeMember(libB.deviceId);
+
+    const asB = await RawPeer.start(privateKeyFromProtobuf(await readFile(join(b.dir, 'peer.key'))));
+    const hello = await asB.open(a.node);
+    await hello.send({ t: 'hello', v: [...PROTOCOL_VERSION], library: libA.id, device: alias, shared: {}, owned: {} });
+    expect(await hello.message(0, "A's reply to the removed PeerId")).toMatchObject({ t: 'error', code: 'REMOVED' });
+    expect((await libA.status()).partners.map((p) => p.peer)).not.toContain(b.node.peerId);
+  }, 60_000);
+
+  it('a removed inviter is no partner of the device it invited, whose run still holds it as the bootstrap member', async () => {
+    const [a, inviter, joiner] = [await device(), await device(), await device()];
+    const libA = await a.node.createLibrary({ name: 'shared' });
+    const libI = await inviter.node.joinLibrary(await libA.createInvite());
+    await waitForConvergence([libA, libI]);
+    const libJ = await joiner.node.joinLibrary(await libI.createInvite());
+    await waitForConvergence([libA, libI, libJ]);
+    await libA.removeMember(libI.deviceId);
+    await waitFor(async () => !(await memberIds(libJ)).includes(libI.deviceId), 'the joiner holds the removal');
+    await waitFor(
+      async () => (await libJ.status()).partners.map((p) => p.device).join() === libA.deviceId,
+      "the joiner's only partner is A",
+    );
+    await libA.upsert('note', { id: 'a-after', title: 'a-after', body: null });
+    await waitForConvergence([libA, libJ]);
   }, 60_000);
 
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {

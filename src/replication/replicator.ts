@@ -747,10 +747,13 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private async refreshMembers(): Promise<void> {
     const rows: Member[] = await this.library.memberRows();
     const removed = new Map(this.library.removals().map((r) => [r.device, removalInfo(r)]));
-    const members = rows.filter((m) => !removed.has(m.device));
     this.removedByPeer = new Map(rows.filter((m) => removed.has(m.device)).map((m) => [m.peer, removed.get(m.device)!]));
+    // A removed device's PeerId is refused under any row: another one naming it (written before
+    // the removal) would let the removed device back in as that device.
+    const members = rows.filter((m) => !this.removedByPeer.has(m.peer));
     const bootstrap = this.bootstrap;
-    if (bootstrap && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
+    // A removed inviter is no partner either, also before its member row arrives.
+    if (bootstrap && !removed.has(bootstrap.device) && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
     const byPeer = new Map<string, Member[]>();
     for (const m of members) byPeer.set(m.peer, [...(byPeer.get(m.peer) ?? []), m]);
     this.members = members;
