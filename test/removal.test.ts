@@ -17,7 +17,7 @@ import { MEMBERS_MODEL, REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
-import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -286,6 +286,32 @@ describe('removing a device', () => {
     await libA.upsert('note', { id: 'a-after', title: 'a-after', body: null });
     await waitForConvergence([libA, libJ]);
   }, 60_000);
+
+  it("a member holding a removed device's change from after the cutoff (taken before it learned of the removal) still pushes live to one that refused it", async () => {
+    const { a, b, c, libA: libA0, libC: libC0, id } = await threeMembers();
+    const deviceC = libC0!.deviceId;
+    await stopNode(b.node);
+    await stopNode(c.node);
+    await libA0!.removeMember(deviceC);
+    await stopNode(a.node);
+    // B, not told yet, takes a change C makes after its removal.
+    await restart(b);
+    await restart(c);
+    await c.node.library(id).upsert('note', { id: 'c-after', title: 'c-after', body: null });
+    await waitFor(() => has(b.node.library(id), 'c-after'), 'B has the change C made after its removal');
+    await stopNode(c.node);
+    await stopNode(b.node);
+    // Heartbeats too rare to help: what B writes now reaches A only by live push.
+    const slow = { ...fastSync, heartbeatMs: 60_000, peerTimeoutMs: 120_000 };
+    b.node = await startNode(b.dir, { listen: b.listen, sync: slow });
+    a.node = await startNode(a.dir, { listen: a.listen, sync: slow });
+    const [libA, libB] = [a.node.library(id), b.node.library(id)];
+    await waitFor(async () => !(await memberIds(libB)).includes(deviceC), 'B holds the removal');
+    await waitFor(async () => (await libA.status()).partners.some((p) => p.state === 'live'), 'A and B in session');
+    await libB.upsert('note', { id: 'b-live', title: 'b-live', body: null });
+    await waitFor(() => has(libA, 'b-live'), "A has B's write, pushed live");
+    expect(await has(libA, 'c-after')).toBe(false);
+  }, 90_000);
 
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
     const { a, b, c, libA: libA0, libC, id } = await threeMembers();

@@ -700,6 +700,14 @@ export class Library {
     return this.removalState.cap(vector);
   }
 
+  /**
+   * `vector` without removed devices' writers: what a partner holding the removals must hold
+   * (it refuses what of them was stamped after the cutoff, so it may never reach their tails).
+   */
+  withoutRemovedWriters(vector: VersionVector): VersionVector {
+    return this.removalState.withoutRemoved(vector);
+  }
+
   /** The vector to pull after: closed origins are never asked for again. */
   pullAfter(): VersionVector {
     return this.removalState.pullAfter(this.versionVector());

@@ -108,6 +108,12 @@ export class Removals {
     return capped;
   }
 
+  /** `vector` without the origins of removed devices' writers. */
+  withoutRemoved(vector: VersionVector): VersionVector {
+    if (this.byDevice.size === 0) return vector;
+    return Object.fromEntries(Object.entries(vector).filter(([origin]) => this.cutoffFor(origin) === undefined));
+  }
+
   /** A pull's `after`: closed origins at the largest position, so no partner serves them. */
   pullAfter(vector: VersionVector): VersionVector {
     if (this.closed.size === 0) return vector;
