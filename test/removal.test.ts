@@ -401,6 +401,30 @@ describe('leaving a library', () => {
     }
   }, 90_000);
 
+  it('a leave made offline by a device a member removed meanwhile ends when a member refuses it as removed', async () => {
+    const { a, b, c, libA: libA0, libB: libB0, libC: libC0, id } = await threeMembers();
+    await stopNode(c.node);
+    await libA0!.removeMember(libC0!.deviceId);
+    await waitFor(async () => !(await memberIds(libB0!)).includes(libC0!.deviceId), 'B holds the removal');
+    await stopNode(a.node);
+    await stopNode(b.node);
+    await restart(c);
+    const libC = c.node.library(id);
+    let settled: 'left' | Error | undefined;
+    libC.leave().then(
+      () => (settled = 'left'),
+      (err: Error) => (settled = err),
+    );
+    await waitFor(async () => (await libC.status()).state === 'removed', 'the leave is written');
+    await restart(a);
+    await restart(b);
+    // The members refuse C as removed (A's removal is earlier than the leave, so it stands):
+    // they hold a removal of C, which is all the leave waits for.
+    await waitFor(() => settled !== undefined, 'the leave to end', 30_000);
+    expect(settled).toBe('left');
+    await waitFor(() => libC.status().then((s) => s.partners.every((p) => p.state === 'offline' || p.state === 'connecting')), 'C syncs no more');
+  }, 90_000);
+
   it('a device alone in its library leaves at once', async () => {
     const a = await device();
     const lib = await a.node.createLibrary({ name: 'solo' });

@@ -207,14 +207,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    * A peer refused this device as removed (`REMOVED`). Believed only from a peer that is a
    * member in this device's own list (a stranger's word changes nothing): this device is no
    * longer a member and stops syncing the library; for a leave, the refusal shows the partner
-   * holds it (an acknowledgement).
+   * holds a removal of this device (an acknowledgement), also an earlier one by another member
+   * that stands instead of the leave (the leave would never be acknowledged otherwise).
    */
   async onRefusedAsRemoved(peer: string, error: SyncError): Promise<void> {
     if (!(error instanceof RemovedError) || !isPeerReported(error) || !this.isMemberPeer(peer) || peer === this.network.localPeer) return;
     const told = error.removal;
     const info = told ?? { kind: 'removed' as const, by: this.devicesOf(peer)[0]!, at: this.now() };
     await this.library.markRemoved(info);
-    if (this.leaving && told?.kind === 'left') await this.leaveAcknowledged();
+    if (this.leaving) await this.leaveAcknowledged();
   }
 
   /** Other member devices. */
