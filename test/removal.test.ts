@@ -268,6 +268,11 @@ describe('removing a device', () => {
     await hello.send({ t: 'hello', v: [...PROTOCOL_VERSION], library: libA.id, device: alias, shared: {}, owned: {} });
     expect(await hello.message(0, "A's reply to the removed PeerId")).toMatchObject({ t: 'error', code: 'REMOVED' });
     expect((await libA.status()).partners.map((p) => p.peer)).not.toContain(b.node.peerId);
+    // Nor does a join under a new device id: it would use the invite and then be refused for good.
+    const invite = await libA.createInvite();
+    const rejoin = await asB.join(invite, { device: crypto.randomUUID() });
+    expect(await rejoin.message(0, 'the reply to the join')).toMatchObject({ t: 'error', code: 'REMOVED' });
+    expect((await libA.invites()).length).toBe(1);
   }, 60_000);
 
   it('a removed inviter is no partner of the device it invited, whose run still holds it as the bootstrap member', async () => {

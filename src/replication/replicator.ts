@@ -615,6 +615,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (this.library.removals().some((r) => r.device === join.device)) {
         throw new RemovedError(`device ${join.device} was removed from this library and cannot join it again under the same device id`);
       }
+      // Its member row would be refused for good (`refreshMembers`): the invite stays unused.
+      if (this.removedByPeer.has(joinerPeer)) {
+        throw new RemovedError(`peer ${joinerPeer} is a device removed from this library and cannot join it again under the same key`);
+      }
       // Every member counts, this device included: a joiner must not take over a device id.
       const existing = this.members.find((m) => m.device === join.device);
       if (existing && existing.peer !== joinerPeer) {
