@@ -318,6 +318,45 @@ describe('removing a device', () => {
     expect(await has(libA, 'c-after')).toBe(false);
   }, 90_000);
 
+  it("a removal written by a device after its own removal, carried in one batch with that removal, closes nothing: the device it named keeps syncing", async () => {
+    const [a, b, c, d] = [await device(), await device(), await device(), await device()];
+    const libs = (await shareLibrary(a.node, [b.node, c.node, d.node])) as [Library, Library, Library, Library];
+    await waitForConvergence(libs);
+    const [libA, libB, libC, libD] = libs;
+    const id = libA.id;
+    const held = libD.versionVector();
+    for (const node of [b.node, c.node, d.node]) await stopNode(node);
+    // A removes C; C, not told, then removes B; then B writes. D is offline throughout.
+    await libA.removeMember(libC.deviceId);
+    await stopNode(a.node);
+    const limits = { maxRecords: 1000, maxBytes: 1 << 20 };
+    const offline = async (dir: string) => {
+      const node = await startNode(dir, { listen: [] });
+      return { node, lib: node.library(id) };
+    };
+    const offlineC = await offline(c.dir);
+    await offlineC.lib.removeMember(libB.deviceId);
+    const fromC = (await offlineC.lib.entriesAfter(held, limits)).entries;
+    await stopNode(offlineC.node);
+    const offlineB = await offline(b.dir);
+    await offlineB.lib.upsert('note', { id: 'b-after', title: 'b-after', body: null });
+    const fromB = (await offlineB.lib.entriesAfter(held, limits)).entries;
+    await stopNode(offlineB.node);
+    const offlineA = await offline(a.dir);
+    const fromA = (await offlineA.lib.entriesAfter(held, limits)).entries;
+    await stopNode(offlineA.node);
+    expect([fromA, fromC, fromB].map((e) => e.length)).toEqual([1, 1, 1]);
+
+    // D receives all three in one batch: C's removal of B is void (C was removed before it).
+    const offlineD = await offline(d.dir);
+    const result = await offlineD.lib.applyRemote([...fromA, ...fromC, ...fromB]);
+    expect(result).toMatchObject({ applied: 2, refused: 1 });
+    expect(await has(offlineD.lib, 'b-after')).toBe(true);
+    expect(offlineD.lib.removals().map((r) => r.device)).toEqual([libC.deviceId]);
+    const originB = fromB[0]!.origin;
+    expect(offlineD.lib.acceptable({ [originB]: 100 })).toEqual({ [originB]: 100 });
+  }, 90_000);
+
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
     const { a, b, c, libA: libA0, libC, id } = await threeMembers();
     await stopNode(c.node);

@@ -240,14 +240,16 @@ export async function applyRemoteEntries(
 /**
  * Removals among the entries themselves (device -> earliest clock), so a batch that carries a
  * removal and changes the removed device made after it refuses those changes too. A removal
- * written by a device already removed before it wrote it counts for nothing.
+ * written by a device already removed before it wrote it counts for nothing, also when that
+ * earlier removal is in the batch: taken in clock order, each is judged by the earlier ones
+ * (only an earlier removal of its writer can void a removal).
  */
 function removalsIn(entries: readonly LogEntry[], removals: Removals): Map<string, string> {
   const found = new Map<string, string>();
-  for (const entry of entries) {
-    if (entry.model !== REMOVALS_MODEL.name || entry.op !== 'upsert' || removals.refuses(entry)) continue;
-    const earliest = found.get(entry.id);
-    if (earliest === undefined || entry.hlc < earliest) found.set(entry.id, entry.hlc);
+  const candidates = entries.filter((e) => e.model === REMOVALS_MODEL.name && e.op === 'upsert');
+  for (const entry of candidates.sort((a, b) => (a.hlc < b.hlc ? -1 : a.hlc > b.hlc ? 1 : 0))) {
+    if (removals.refuses(entry, found)) continue;
+    if (!found.has(entry.id)) found.set(entry.id, entry.hlc);
   }
   return found;
 }
