@@ -569,15 +569,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     // An invite id is a uuid, as device ids are; anything else is taken as an invite string.
     const id = isDeviceId(codeOrId) ? codeOrId : this.ownInviteId(codeOrId);
     await this.library.systemTransaction(async (_, trx) => {
-      const revoked = await trx
-        .updateTable('sync_invites')
-        .set({ revoked_at: this.now() })
-        .where('id', '=', id)
-        .where('revoked_at', 'is', null)
-        .executeTakeFirst();
-      if (revoked.numUpdatedRows > 0n) return;
-      const known = await trx.selectFrom('sync_invites').select('id').where('id', '=', id).executeTakeFirst();
-      if (!known) throw new NotFoundError(`no invite ${id} was issued by this device for library ${this.library.id}`);
+      const invite = await trx.selectFrom('sync_invites').select(['revoked_at', 'used_by']).where('id', '=', id).executeTakeFirst();
+      if (!invite) throw new NotFoundError(`no invite ${id} was issued by this device for library ${this.library.id}`);
+      if (invite.revoked_at !== null) return;
+      // Also the loser of a race with the join: the caller must learn that the joiner got in.
+      if (invite.used_by !== null) {
+        throw new InviteError('INVITE_USED', `invite ${id} was already used (by peer ${invite.used_by}): remove that device instead (lib.removeMember)`);
+      }
+      await trx.updateTable('sync_invites').set({ revoked_at: this.now() }).where('id', '=', id).execute();
     });
   }
 
