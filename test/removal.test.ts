@@ -268,6 +268,7 @@ describe('removing a device', () => {
     await hello.send({ t: 'hello', v: [...PROTOCOL_VERSION], library: libA.id, device: alias, shared: {}, owned: {} });
     expect(await hello.message(0, "A's reply to the removed PeerId")).toMatchObject({ t: 'error', code: 'REMOVED' });
     expect((await libA.status()).partners.map((p) => p.peer)).not.toContain(b.node.peerId);
+    expect(await memberIds(libA)).toEqual([libA.deviceId]);
     // Nor does a join under a new device id: it would use the invite and then be refused for good.
     const invite = await libA.createInvite();
     const rejoin = await asB.join(invite, { device: crypto.randomUUID() });

@@ -57,7 +57,7 @@ import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';
-import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
+import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, peersOfRemoved, Removals } from './removals.js';
 
 /** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
 const REMOVED_META_KEY = 'removed';
@@ -577,14 +577,15 @@ export class Library {
   /**
    * The library's members with their names and when this device last heard from each (names
    * and devices are synced data: every member learns of a new one; last-seen is this device's).
-   * Removed devices are gone from it.
+   * Removed devices are gone from it, and so is any row naming a removed device's PeerId.
    */
   async members(): Promise<MemberInfo[]> {
     const sync = this.sync;
     const stored = sync ? undefined : await readLastSeen(this.db);
     const heard = (device: string) => (sync ? sync.lastSeenAt(device) : (stored!.get(device) ?? null));
-    const rows = (await this.memberRows()).filter((m) => !this.removalState.of(m.device));
-    return rows.map((m) => {
+    const all = await this.memberRows();
+    const removed = peersOfRemoved(all, this.removalState.all());
+    return all.filter((m) => !removed.has(m.peer)).map((m) => {
       const self = m.device === this.deviceId;
       return { ...m, lastSeenAt: self ? null : heard(m.device), self };
     });

@@ -13,7 +13,7 @@ import {
 import { CatchUp } from '../backfill/catch-up.js';
 import { type InviteInfo, type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
-import { noLongerMemberError, removalInfo } from '../library/removals.js';
+import { noLongerMemberError, removalInfo, peersOfRemoved } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
 import type { ConnectionKind } from '../protocol/transport.js';
@@ -751,9 +751,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private async refreshMembers(): Promise<void> {
     const rows: Member[] = await this.library.memberRows();
     const removed = new Map(this.library.removals().map((r) => [r.device, removalInfo(r)]));
-    this.removedByPeer = new Map(rows.filter((m) => removed.has(m.device)).map((m) => [m.peer, removed.get(m.device)!]));
-    // A removed device's PeerId is refused under any row: another one naming it (written before
-    // the removal) would let the removed device back in as that device.
+    this.removedByPeer = new Map([...peersOfRemoved(rows, this.library.removals())].map(([peer, r]) => [peer, removalInfo(r)]));
     const members = rows.filter((m) => !this.removedByPeer.has(m.peer));
     const bootstrap = this.bootstrap;
     // A removed inviter is no partner either, also before its member row arrives.
