@@ -11,12 +11,14 @@ import { join } from 'node:path';
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SyncNode } from '../src/index.js';
+import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SessionErrorEvent, type SyncError, type SyncNode } from '../src/index.js';
 import { mergeStates } from '../src/models/merge.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
+import { MemberSession, startVictimCast, stopAllMemberSessions } from './helpers/raw-member.js';
+import type { ChunkTuple } from '../src/protocol/messages.js';
 import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 
 afterEach(async () => {
@@ -377,6 +379,46 @@ describe('removing a device', () => {
     expect(libA.removals()).toEqual([early]);
     expect(libB.removals()).toEqual([early]);
   }, 90_000);
+});
+
+describe('a member relaying changes of a removed device', () => {
+  afterEach(() => stopAllMemberSessions());
+
+  it("a member serving, page after page, changes of an origin already closed is a PROTOCOL error, not a catch-up that never ends", async () => {
+    const { dirN, v, libV, n, libN, member } = await startVictimCast();
+    const id = libV.id;
+    const held = libV.versionVector();
+    await stopNode(n);
+    await libV.removeMember(libN.deviceId);
+    // N, offline and not told, writes after its removal: the chunk the hostile member serves.
+    const offline = await startNode(dirN, { listen: [] });
+    await offline.library(id).upsert('note', { id: 'n-after', title: 'n-after', body: null });
+    const { chunks } = await offline.library(id).chunksAfter(held, { maxRecords: 1000, maxBytes: 1 << 20 });
+    await stopNode(offline);
+    expect(chunks).toHaveLength(1);
+    const tuples = chunks.map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+    let pulls = 0;
+    const before = await libV.digest();
+    // Judged by the victim's own report: its error frame is best effort, and the reset after it
+    // can overtake it while the member's next page is in flight.
+    const reported: SessionErrorEvent[] = [];
+    v.on('session-error', (event) => reported.push(event));
+    const session = await MemberSession.open(member, v, id, {
+      heartbeatMs: 200,
+      shared: { [chunks[0]!.origin]: chunks[0]!.lastSeq },
+      answerPullShared: (pull) => {
+        pulls += 1;
+        return { t: 'shared-page', library: id, req: pull.req, chunks: tuples, hasMore: true, pruned: [] };
+      },
+    });
+    expect((await session.ended('the victim to end the session')).kind).toBe('reset');
+    expect(reported.filter((e) => e.peer === member.peer.peerId).map((e) => [(e.error as SyncError).code, e.error.message])).toEqual([
+      ['PROTOCOL', expect.stringMatching(/page of nothing new/)],
+    ]);
+    // The first page closed the origin (its change refused); the next, the same again, was bogus.
+    expect(pulls).toBeLessThanOrEqual(3);
+    expect(await libV.digest()).toBe(before);
+  }, 60_000);
 });
 
 describe('the sync_removals rule', () => {

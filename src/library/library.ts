@@ -709,9 +709,9 @@ export class Library {
     return this.removalState.withoutRemoved(vector);
   }
 
-  /** The vector to pull after: closed origins are never asked for again. */
-  pullAfter(): VersionVector {
-    return this.removalState.pullAfter(this.versionVector());
+  /** The vector to pull after (`vector`, by default the one held): closed origins are never asked for again. */
+  pullAfter(vector: VersionVector = this.versionVector()): VersionVector {
+    return this.removalState.pullAfter(vector);
   }
 
   /** Reads removals and closed origins as held (the replication layer calls it at start). */
