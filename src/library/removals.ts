@@ -50,6 +50,8 @@ export function peersOfRemoved(rows: readonly { device: string; peer: string }[]
 export class Removals {
   private byDevice = new Map<string, Removal>();
   private readonly closed: Map<string, number>;
+  /** Whether `set` or `close` ran on this copy: only then does `adopt` take it over. */
+  private changed = false;
 
   constructor(closed: ReadonlyMap<string, number> = new Map()) {
     this.closed = new Map(closed);
@@ -65,8 +67,12 @@ export class Removals {
     return copy;
   }
 
-  /** Takes over the state of `committed` (a copy made by `copy`, whose transaction committed). */
+  /**
+   * Takes over the state of `committed` (a copy made by `copy`, whose transaction committed), if
+   * that transaction changed it: one that did not leaves what was set meanwhile (at start) as is.
+   */
   adopt(committed: Removals): void {
+    if (!committed.changed) return;
     this.byDevice = new Map(committed.byDevice);
     this.closed.clear();
     for (const [origin, through] of committed.closed) this.closed.set(origin, through);
@@ -75,6 +81,7 @@ export class Removals {
   /** Replaces the removals (the `sync_removals` rows as held). */
   set(removals: readonly Removal[]): void {
     this.byDevice = new Map(removals.map((r) => [r.device, r]));
+    this.changed = true;
   }
 
   of(device: string): Removal | undefined {
@@ -109,6 +116,7 @@ export class Removals {
 
   close(origin: string, through: number): void {
     this.closed.set(origin, through);
+    this.changed = true;
   }
 
   closedValue(): string {
