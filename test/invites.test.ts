@@ -154,4 +154,20 @@ describe('invites', () => {
     await waitFor(async () => (await other.members()).some((m) => m.device === b.deviceId), 'B to be a member of the other library');
     expect(joined.id).toBe(other.id);
   });
+
+  it('revoking an invite that was already used (also by a join that won the race) is INVITE_USED and changes nothing', async () => {
+    const a = await startNode();
+    const b = await startNode();
+    const lib = await a.createLibrary({ name: 'home' });
+    const invite = await lib.createInvite({ ttlMs: 60_000 });
+    await b.joinLibrary(invite);
+    await expect(lib.revokeInvite(invite)).rejects.toMatchObject({ code: 'INVITE_USED', message: expect.stringMatching(/removeMember/) });
+    const row = await lib
+      .engineDb()
+      .selectFrom('sync_invites')
+      .select('revoked_at')
+      .where('id', '=', decodeInvite(invite).id)
+      .executeTakeFirstOrThrow();
+    expect(row.revoked_at).toBeNull();
+  });
 });

@@ -9,14 +9,17 @@ import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SyncNode } from '../src/index.js';
+import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SessionErrorEvent, type SyncError, type SyncNode } from '../src/index.js';
 import { mergeStates } from '../src/models/merge.js';
-import { REMOVALS_MODEL } from '../src/models/system.js';
+import { MEMBERS_MODEL, REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
-import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { MemberSession, startVictimCast, stopAllMemberSessions } from './helpers/raw-member.js';
+import type { ChunkTuple } from '../src/protocol/messages.js';
+import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -219,6 +222,144 @@ describe('removing a device', () => {
     expect(await memberIds(libA!)).toEqual([libA!.deviceId]);
   }, 60_000);
 
+  it('a removal whose transaction rolls back leaves nothing behind: the device is still a member, and removing it again writes the removal', async () => {
+    const [a, b] = [await device(), await device()];
+    const [libA, libB] = (await shareLibrary(a.node, [b.node])) as [Library, Library];
+    await waitForConvergence([libA, libB]);
+    const id = libA.id;
+    const deviceB = libB.deviceId;
+    await stopNode(b.node);
+    // The transaction fails at its last statement (the clock's mark), after the removal row was
+    // written and read back: it rolls back.
+    const file = join(a.dir, 'libraries', `${id}.sqlite`);
+    const inject = (statement: string) => {
+      const db = new Database(file);
+      try {
+        db.exec(statement);
+      } finally {
+        db.close();
+      }
+    };
+    inject(`CREATE TRIGGER fail_mark BEFORE INSERT ON sync_meta WHEN NEW.key = 'hlc' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    await expect(libA.removeMember(deviceB)).rejects.toThrow(/injected failure/);
+    inject('DROP TRIGGER fail_mark');
+    expect(libA.removals()).toEqual([]);
+    expect(await memberIds(libA)).toContain(deviceB);
+    // Retried, the removal is written (not skipped as already held) and survives a restart.
+    await libA.removeMember(deviceB);
+    expect(libA.removals().map((r) => r.device)).toEqual([deviceB]);
+    await stopNode(a.node);
+    a.node = await startNode(a.dir, { listen: a.listen });
+    expect(a.node.library(id).removals().map((r) => r.device)).toEqual([deviceB]);
+    expect(await memberIds(a.node.library(id))).not.toContain(deviceB);
+  }, 60_000);
+
+  it("a removed device's PeerId is refused under any member row: one it wrote for another device id before its removal does not let it back in", async () => {
+    const [a, b] = [await device(), await device()];
+    const [libA, libB] = (await shareLibrary(a.node, [b.node])) as [Library, Library];
+    await waitForConvergence([libA, libB]);
+    // Before its removal, B writes a member row of a second device id under its own PeerId.
+    const alias = crypto.randomUUID();
+    await libB.systemTransaction((writer) => writer.upsert(MEMBERS_MODEL.name, { id: alias, peer: b.node.peerId, addrs: [], name: null }));
+    await waitFor(async () => (await libA.memberRows()).some((m) => m.device === alias), 'A holds the second row');
+    await stopNode(b.node);
+    await libA.removeMember(libB.deviceId);
+
+    const asB = await RawPeer.start(privateKeyFromProtobuf(await readFile(join(b.dir, 'peer.key'))));
+    const hello = await asB.open(a.node);
+    await hello.send({ t: 'hello', v: [...PROTOCOL_VERSION], library: libA.id, device: alias, shared: {}, owned: {} });
+    expect(await hello.message(0, "A's reply to the removed PeerId")).toMatchObject({ t: 'error', code: 'REMOVED' });
+    expect((await libA.status()).partners.map((p) => p.peer)).not.toContain(b.node.peerId);
+    expect(await memberIds(libA)).toEqual([libA.deviceId]);
+    // Nor does a join under a new device id: it would use the invite and then be refused for good.
+    const invite = await libA.createInvite();
+    const rejoin = await asB.join(invite, { device: crypto.randomUUID() });
+    expect(await rejoin.message(0, 'the reply to the join')).toMatchObject({ t: 'error', code: 'REMOVED' });
+    expect((await libA.invites()).length).toBe(1);
+  }, 60_000);
+
+  it('a removed inviter is no partner of the device it invited, whose run still holds it as the bootstrap member', async () => {
+    const [a, inviter, joiner] = [await device(), await device(), await device()];
+    const libA = await a.node.createLibrary({ name: 'shared' });
+    const libI = await inviter.node.joinLibrary(await libA.createInvite());
+    await waitForConvergence([libA, libI]);
+    const libJ = await joiner.node.joinLibrary(await libI.createInvite());
+    await waitForConvergence([libA, libI, libJ]);
+    await libA.removeMember(libI.deviceId);
+    await waitFor(async () => !(await memberIds(libJ)).includes(libI.deviceId), 'the joiner holds the removal');
+    await waitFor(
+      async () => (await libJ.status()).partners.map((p) => p.device).join() === libA.deviceId,
+      "the joiner's only partner is A",
+    );
+    await libA.upsert('note', { id: 'a-after', title: 'a-after', body: null });
+    await waitForConvergence([libA, libJ]);
+  }, 60_000);
+
+  it("a member holding a removed device's change from after the cutoff (taken before it learned of the removal) still pushes live to one that refused it", async () => {
+    const { a, b, c, libA: libA0, libC: libC0, id } = await threeMembers();
+    const deviceC = libC0!.deviceId;
+    await stopNode(b.node);
+    await stopNode(c.node);
+    await libA0!.removeMember(deviceC);
+    await stopNode(a.node);
+    // B, not told yet, takes a change C makes after its removal.
+    await restart(b);
+    await restart(c);
+    await c.node.library(id).upsert('note', { id: 'c-after', title: 'c-after', body: null });
+    await waitFor(() => has(b.node.library(id), 'c-after'), 'B has the change C made after its removal');
+    await stopNode(c.node);
+    await stopNode(b.node);
+    // Heartbeats too rare to help: what B writes now reaches A only by live push.
+    const slow = { ...fastSync, heartbeatMs: 60_000, peerTimeoutMs: 120_000 };
+    b.node = await startNode(b.dir, { listen: b.listen, sync: slow });
+    a.node = await startNode(a.dir, { listen: a.listen, sync: slow });
+    const [libA, libB] = [a.node.library(id), b.node.library(id)];
+    await waitFor(async () => !(await memberIds(libB)).includes(deviceC), 'B holds the removal');
+    await waitFor(async () => (await libA.status()).partners.some((p) => p.state === 'live'), 'A and B in session');
+    await libB.upsert('note', { id: 'b-live', title: 'b-live', body: null });
+    await waitFor(() => has(libA, 'b-live'), "A has B's write, pushed live");
+    expect(await has(libA, 'c-after')).toBe(false);
+  }, 90_000);
+
+  it("a removal written by a device after its own removal, carried in one batch with that removal, closes nothing: the device it named keeps syncing", async () => {
+    const [a, b, c, d] = [await device(), await device(), await device(), await device()];
+    const libs = (await shareLibrary(a.node, [b.node, c.node, d.node])) as [Library, Library, Library, Library];
+    await waitForConvergence(libs);
+    const [libA, libB, libC, libD] = libs;
+    const id = libA.id;
+    const held = libD.versionVector();
+    for (const node of [b.node, c.node, d.node]) await stopNode(node);
+    // A removes C; C, not told, then removes B; then B writes. D is offline throughout.
+    await libA.removeMember(libC.deviceId);
+    await stopNode(a.node);
+    const limits = { maxRecords: 1000, maxBytes: 1 << 20 };
+    const offline = async (dir: string) => {
+      const node = await startNode(dir, { listen: [] });
+      return { node, lib: node.library(id) };
+    };
+    const offlineC = await offline(c.dir);
+    await offlineC.lib.removeMember(libB.deviceId);
+    const fromC = (await offlineC.lib.entriesAfter(held, limits)).entries;
+    await stopNode(offlineC.node);
+    const offlineB = await offline(b.dir);
+    await offlineB.lib.upsert('note', { id: 'b-after', title: 'b-after', body: null });
+    const fromB = (await offlineB.lib.entriesAfter(held, limits)).entries;
+    await stopNode(offlineB.node);
+    const offlineA = await offline(a.dir);
+    const fromA = (await offlineA.lib.entriesAfter(held, limits)).entries;
+    await stopNode(offlineA.node);
+    expect([fromA, fromC, fromB].map((e) => e.length)).toEqual([1, 1, 1]);
+
+    // D receives all three in one batch: C's removal of B is void (C was removed before it).
+    const offlineD = await offline(d.dir);
+    const result = await offlineD.lib.applyRemote([...fromA, ...fromC, ...fromB]);
+    expect(result).toMatchObject({ applied: 2, refused: 1 });
+    expect(await has(offlineD.lib, 'b-after')).toBe(true);
+    expect(offlineD.lib.removals().map((r) => r.device)).toEqual([libC.deviceId]);
+    const originB = fromB[0]!.origin;
+    expect(offlineD.lib.acceptable({ [originB]: 100 })).toEqual({ [originB]: 100 });
+  }, 90_000);
+
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
     const { a, b, c, libA: libA0, libC, id } = await threeMembers();
     await stopNode(c.node);
@@ -238,6 +379,46 @@ describe('removing a device', () => {
     expect(libA.removals()).toEqual([early]);
     expect(libB.removals()).toEqual([early]);
   }, 90_000);
+});
+
+describe('a member relaying changes of a removed device', () => {
+  afterEach(() => stopAllMemberSessions());
+
+  it("a member serving, page after page, changes of an origin already closed is a PROTOCOL error, not a catch-up that never ends", async () => {
+    const { dirN, v, libV, n, libN, member } = await startVictimCast();
+    const id = libV.id;
+    const held = libV.versionVector();
+    await stopNode(n);
+    await libV.removeMember(libN.deviceId);
+    // N, offline and not told, writes after its removal: the chunk the hostile member serves.
+    const offline = await startNode(dirN, { listen: [] });
+    await offline.library(id).upsert('note', { id: 'n-after', title: 'n-after', body: null });
+    const { chunks } = await offline.library(id).chunksAfter(held, { maxRecords: 1000, maxBytes: 1 << 20 });
+    await stopNode(offline);
+    expect(chunks).toHaveLength(1);
+    const tuples = chunks.map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+    let pulls = 0;
+    const before = await libV.digest();
+    // Judged by the victim's own report: its error frame is best effort, and the reset after it
+    // can overtake it while the member's next page is in flight.
+    const reported: SessionErrorEvent[] = [];
+    v.on('session-error', (event) => reported.push(event));
+    const session = await MemberSession.open(member, v, id, {
+      heartbeatMs: 200,
+      shared: { [chunks[0]!.origin]: chunks[0]!.lastSeq },
+      answerPullShared: (pull) => {
+        pulls += 1;
+        return { t: 'shared-page', library: id, req: pull.req, chunks: tuples, hasMore: true, pruned: [] };
+      },
+    });
+    expect((await session.ended('the victim to end the session')).kind).toBe('reset');
+    expect(reported.filter((e) => e.peer === member.peer.peerId).map((e) => [(e.error as SyncError).code, e.error.message])).toEqual([
+      ['PROTOCOL', expect.stringMatching(/page of nothing new/)],
+    ]);
+    // The first page closed the origin (its change refused); the next, the same again, was bogus.
+    expect(pulls).toBeLessThanOrEqual(3);
+    expect(await libV.digest()).toBe(before);
+  }, 60_000);
 });
 
 describe('the sync_removals rule', () => {
@@ -305,6 +486,30 @@ describe('leaving a library', () => {
     for (const lib of [a.node.library(id), b.node.library(id)]) {
       await waitFor(async () => !(await memberIds(lib)).includes(libC.deviceId), 'the others learn of the leave');
     }
+  }, 90_000);
+
+  it('a leave made offline by a device a member removed meanwhile ends when a member refuses it as removed', async () => {
+    const { a, b, c, libA: libA0, libB: libB0, libC: libC0, id } = await threeMembers();
+    await stopNode(c.node);
+    await libA0!.removeMember(libC0!.deviceId);
+    await waitFor(async () => !(await memberIds(libB0!)).includes(libC0!.deviceId), 'B holds the removal');
+    await stopNode(a.node);
+    await stopNode(b.node);
+    await restart(c);
+    const libC = c.node.library(id);
+    let settled: 'left' | Error | undefined;
+    libC.leave().then(
+      () => (settled = 'left'),
+      (err: Error) => (settled = err),
+    );
+    await waitFor(async () => (await libC.status()).state === 'removed', 'the leave is written');
+    await restart(a);
+    await restart(b);
+    // The members refuse C as removed (A's removal is earlier than the leave, so it stands):
+    // they hold a removal of C, which is all the leave waits for.
+    await waitFor(() => settled !== undefined, 'the leave to end', 30_000);
+    expect(settled).toBe('left');
+    await waitFor(() => libC.status().then((s) => s.partners.every((p) => p.state === 'offline' || p.state === 'connecting')), 'C syncs no more');
   }, 90_000);
 
   it('a device alone in its library leaves at once', async () => {

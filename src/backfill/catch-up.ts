@@ -325,13 +325,13 @@ export class CatchUp {
       for (const [origin, , lastSeq] of page.chunks) next[origin] = Math.max(next[origin] ?? 0, lastSeq);
       const more = page.hasMore && session.state !== 'closed';
       if (more) reply = prefetched(this.timed(session, () => session.pullShared(next)));
-      const applied = await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
-      // The page starts right after `requested`: if nothing moved past it, the page was bogus,
-      // unless it held changes of a removed device made after its removal (refused here; the
-      // partner may have taken them before it learned of the removal).
-      if (applied.refused === 0 && !isBehind(requested, library.versionVector())) {
-        throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
-      }
+      // The page starts right after `requested`: if nothing moved past it, the page was bogus.
+      // Refusing a removed device's changes made after its removal closes their origin (the
+      // partner may have taken them before it learned of the removal): that moves the vector
+      // pulled after, once; entries of an origin closed before are nothing new.
+      const askedAfter = library.pullAfter(requested);
+      await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
+      if (!isBehind(askedAfter, library.pullAfter())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
       const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
       this.advance(run, session, 'shared', records, bytes);
       if (!more || this.stopped) return true;

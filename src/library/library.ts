@@ -57,7 +57,7 @@ import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';
-import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
+import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, peersOfRemoved, Removals } from './removals.js';
 
 /** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
 const REMOVED_META_KEY = 'removed';
@@ -216,7 +216,6 @@ export class Library {
       clock: options.clock,
       registry: options.registry,
       tables: options.tables,
-      removals: this.removalState,
     };
   }
 
@@ -578,14 +577,15 @@ export class Library {
   /**
    * The library's members with their names and when this device last heard from each (names
    * and devices are synced data: every member learns of a new one; last-seen is this device's).
-   * Removed devices are gone from it.
+   * Removed devices are gone from it, and so is any row naming a removed device's PeerId.
    */
   async members(): Promise<MemberInfo[]> {
     const sync = this.sync;
     const stored = sync ? undefined : await readLastSeen(this.db);
     const heard = (device: string) => (sync ? sync.lastSeenAt(device) : (stored!.get(device) ?? null));
-    const rows = (await this.memberRows()).filter((m) => !this.removalState.of(m.device));
-    return rows.map((m) => {
+    const all = await this.memberRows();
+    const removed = peersOfRemoved(all, this.removalState.all());
+    return all.filter((m) => !removed.has(m.peer)).map((m) => {
       const self = m.device === this.deviceId;
       return { ...m, lastSeenAt: self ? null : heard(m.device), self };
     });
@@ -701,9 +701,17 @@ export class Library {
     return this.removalState.cap(vector);
   }
 
-  /** The vector to pull after: closed origins are never asked for again. */
-  pullAfter(): VersionVector {
-    return this.removalState.pullAfter(this.versionVector());
+  /**
+   * `vector` without removed devices' writers: what a partner holding the removals must hold
+   * (it refuses what of them was stamped after the cutoff, so it may never reach their tails).
+   */
+  withoutRemovedWriters(vector: VersionVector): VersionVector {
+    return this.removalState.withoutRemoved(vector);
+  }
+
+  /** The vector to pull after (`vector`, by default the one held): closed origins are never asked for again. */
+  pullAfter(vector: VersionVector = this.versionVector()): VersionVector {
+    return this.removalState.pullAfter(vector);
   }
 
   /** Reads removals and closed origins as held (the replication layer calls it at start). */
@@ -712,7 +720,8 @@ export class Library {
     const closed = await this.metaValue(CLOSED_ORIGINS_META_KEY);
     const closedOrigins = closed === undefined ? {} : (JSON.parse(closed) as Record<string, number>);
     for (const [origin, through] of Object.entries(closedOrigins)) this.removalState.close(origin, through);
-    await this.readRemovals(this.db);
+    const own = await this.readRemovals(this.db, this.removalState);
+    if (own && !this.ownRemoval) this.ownRemoval = removalInfo(own);
     const told = await this.metaValue(REMOVED_META_KEY);
     if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
   }
@@ -727,8 +736,8 @@ export class Library {
     this.setOwnRemoval(info);
   }
 
-  /** Reads the `sync_removals` rows; returns whether they newly show this device removed. */
-  private async readRemovals(db: Kysely<InternalTables>): Promise<boolean> {
+  /** Reads the `sync_removals` rows into `into`; returns this device's own removal, if any. */
+  private async readRemovals(db: Kysely<InternalTables>, into: Removals): Promise<Removal | undefined> {
     const table = this.table(REMOVALS_MODEL.name);
     const removals: Removal[] = [];
     let after: string | undefined;
@@ -742,11 +751,8 @@ export class Library {
       }
       if (rows.length < DIGEST_PAGE) break;
     }
-    this.removalState.set(removals);
-    const own = this.removalState.of(this.deviceId);
-    if (!own || this.ownRemoval) return false;
-    this.ownRemoval = removalInfo(own);
-    return true;
+    into.set(removals);
+    return into.of(this.deviceId);
   }
 
   private setOwnRemoval(info: RemovalInfo): void {
@@ -850,13 +856,13 @@ export class Library {
     // Between transactions, let sockets and timers run if a burst of writes has held the loop.
     await this.turns.turn();
     this.assertOpen();
-    let removedNow = false;
+    let ownRemoval: Removal | undefined;
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState);
       const value = await fn(batch);
       await batch.flush();
-      // The next transaction must already refuse what a removal committed here refuses.
-      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) removedNow = await this.readRemovals(trx);
+      // Into the batch's copy: the library adopts it with the counters once committed.
+      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) ownRemoval = await this.readRemovals(trx, batch.removals);
       const highWater = batch.highWater();
       await trx
         .insertInto('sync_meta')
@@ -866,8 +872,11 @@ export class Library {
       return { value, batch };
     });
     this.counters = batch.counters();
+    // Removals and closed origins, like the counters, only once committed (a transaction that
+    // rolled back must leave no device refused, no origin closed, no removal to skip rewriting).
+    this.removalState.adopt(batch.removals);
     // Emitted once committed, like change events: this device's own removal arrived or was written.
-    if (removedNow) this.events.emit('removed', this.ownRemoval!);
+    if (ownRemoval) this.setOwnRemoval(removalInfo(ownRemoval));
     if (this.events.listenerCount('change') > 0) for (const event of batch.events) this.events.emit('change', event);
     if (batch.advanced) this.events.emit('appended');
     return value;

@@ -9,7 +9,6 @@ import { checkRecordId, checkRecordSize, rowFromStored, storedFromFullRow, store
 import type { ModelTable } from '../storage/model-table.js';
 import { newRecordId } from '../util/ids.js';
 import type { WriteBatch } from './write-batch.js';
-import type { Removals } from './removals.js';
 
 /** What a local write needs; one per open library. */
 export interface WriteContext {
@@ -18,8 +17,6 @@ export interface WriteContext {
   readonly clock: HlcClock;
   readonly registry: ModelRegistry;
   readonly tables: ReadonlyMap<string, ModelTable>;
-  /** Removed devices and closed origins: what remote changes are refused for. */
-  readonly removals: Removals;
 }
 
 /**

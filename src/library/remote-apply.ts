@@ -190,7 +190,7 @@ export async function applyRemoteEntries(
   // Only this device appends to the writer it appends to: a position of it beyond what it wrote
   // would be one its next write skips or reuses (a retired writer's tail is an origin like any).
   const ownWriter = appendedWriter(batch.currentWriter);
-  const removals = ctx.removals;
+  const removals = batch.removals;
   const batchRemovals = removalsIn(sorted, removals);
   let closedAny = false;
   for (const entry of sorted) {
@@ -240,14 +240,16 @@ export async function applyRemoteEntries(
 /**
  * Removals among the entries themselves (device -> earliest clock), so a batch that carries a
  * removal and changes the removed device made after it refuses those changes too. A removal
- * written by a device already removed before it wrote it counts for nothing.
+ * written by a device already removed before it wrote it counts for nothing, also when that
+ * earlier removal is in the batch: taken in clock order, each is judged by the earlier ones
+ * (only an earlier removal of its writer can void a removal).
  */
 function removalsIn(entries: readonly LogEntry[], removals: Removals): Map<string, string> {
   const found = new Map<string, string>();
-  for (const entry of entries) {
-    if (entry.model !== REMOVALS_MODEL.name || entry.op !== 'upsert' || removals.refuses(entry)) continue;
-    const earliest = found.get(entry.id);
-    if (earliest === undefined || entry.hlc < earliest) found.set(entry.id, entry.hlc);
+  const candidates = entries.filter((e) => e.model === REMOVALS_MODEL.name && e.op === 'upsert');
+  for (const entry of candidates.sort((a, b) => (a.hlc < b.hlc ? -1 : a.hlc > b.hlc ? 1 : 0))) {
+    if (removals.refuses(entry, found)) continue;
+    if (!found.has(entry.id)) found.set(entry.id, entry.hlc);
   }
   return found;
 }
@@ -446,7 +448,7 @@ export async function applyRemoteOwned(
       throw new OwnershipError(`${model.name} ${row.id} is owned by ${current.owner}, not ${row.owner}`);
     }
     // A removed device's rows written after its removal are refused; the cursor still moves.
-    const afterRemoval = ctx.removals.refuses({ origin: row.owner, hlc: row.hlc });
+    const afterRemoval = batch.removals.refuses({ origin: row.owner, hlc: row.hlc });
     if (row.owner === ctx.deviceId || (current && current.version >= row.version) || afterRemoval) {
       result.stale += 1;
       continue;

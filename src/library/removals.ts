@@ -26,6 +26,21 @@ export function noLongerMemberError(library: string, removal: RemovalInfo): Remo
 }
 
 /**
+ * The PeerIds that removed devices' member rows name, with the removal. A row of another device
+ * id naming one of them is no member either: written before the removal, it would let the
+ * removed device back in as that device.
+ */
+export function peersOfRemoved(rows: readonly { device: string; peer: string }[], removals: readonly Removal[]): Map<string, Removal> {
+  const byDevice = new Map(removals.map((r) => [r.device, r]));
+  const peers = new Map<string, Removal>();
+  for (const row of rows) {
+    const removal = byDevice.get(row.device);
+    if (removal) peers.set(row.peer, removal);
+  }
+  return peers;
+}
+
+/**
  * What this library knows of removed devices: their cutoffs, and the log origins closed for
  * good. A removed device's changes stamped after its cutoff are refused wherever changes are
  * admitted (`remote-apply.ts`). A writer's clocks grow with its log positions, so the first
@@ -35,14 +50,38 @@ export function noLongerMemberError(library: string, removal: RemovalInfo): Remo
 export class Removals {
   private byDevice = new Map<string, Removal>();
   private readonly closed: Map<string, number>;
+  /** Whether `set` or `close` ran on this copy: only then does `adopt` take it over. */
+  private changed = false;
 
   constructor(closed: ReadonlyMap<string, number> = new Map()) {
     this.closed = new Map(closed);
   }
 
+  /**
+   * A copy a transaction changes (`WriteBatch.removals`); the library adopts it once the
+   * transaction committed, so a rolled-back one leaves nothing behind.
+   */
+  copy(): Removals {
+    const copy = new Removals(this.closed);
+    copy.byDevice = new Map(this.byDevice);
+    return copy;
+  }
+
+  /**
+   * Takes over the state of `committed` (a copy made by `copy`, whose transaction committed), if
+   * that transaction changed it: one that did not leaves what was set meanwhile (at start) as is.
+   */
+  adopt(committed: Removals): void {
+    if (!committed.changed) return;
+    this.byDevice = new Map(committed.byDevice);
+    this.closed.clear();
+    for (const [origin, through] of committed.closed) this.closed.set(origin, through);
+  }
+
   /** Replaces the removals (the `sync_removals` rows as held). */
   set(removals: readonly Removal[]): void {
     this.byDevice = new Map(removals.map((r) => [r.device, r]));
+    this.changed = true;
   }
 
   of(device: string): Removal | undefined {
@@ -77,6 +116,7 @@ export class Removals {
 
   close(origin: string, through: number): void {
     this.closed.set(origin, through);
+    this.changed = true;
   }
 
   closedValue(): string {
@@ -89,6 +129,12 @@ export class Removals {
     const capped = { ...vector };
     for (const [origin, through] of this.closed) if ((capped[origin] ?? 0) > through) capped[origin] = through;
     return capped;
+  }
+
+  /** `vector` without the origins of removed devices' writers. */
+  withoutRemoved(vector: VersionVector): VersionVector {
+    if (this.byDevice.size === 0) return vector;
+    return Object.fromEntries(Object.entries(vector).filter(([origin]) => this.cutoffFor(origin) === undefined));
   }
 
   /** A pull's `after`: closed origins at the largest position, so no partner serves them. */

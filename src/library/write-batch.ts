@@ -10,6 +10,7 @@ import type { InternalTables } from '../storage/schema.js';
 import type { ChangeOp, OwnedRowState, SharedRowState, StoredValue } from '../models/types.js';
 import { runSql } from '../util/sql.js';
 import { putMeta } from '../storage/open-library.js';
+import type { Removals } from './removals.js';
 import { newWriterId, WRITER_META_KEY, writerMetaValue, type WriterState } from './writers.js';
 
 export interface ChangeEvent {
@@ -74,6 +75,11 @@ export class WriteBatch {
   private readonly localStates = new Set<SharedRowState>();
   private writer: WriterState;
   private writerChanged = false;
+  /**
+   * Removals and closed origins as this transaction changes them (a removal it applies, an
+   * origin it closes); adopted by the library only once committed, like the counters.
+   */
+  readonly removals: Removals;
 
   constructor(
     readonly db: Kysely<InternalTables>,
@@ -81,7 +87,9 @@ export class WriteBatch {
     private readonly clock: HlcClock,
     /** This device: its origin and owner always have room (see `admit`). */
     private readonly self: string,
+    committedRemovals: Removals,
   ) {
+    this.removals = committedRemovals.copy();
     this.vector = new Map(committed.vector);
     this.ownerVersions = new Map(committed.ownerVersions);
     this.writer = committed.writer;

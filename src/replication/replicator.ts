@@ -13,7 +13,7 @@ import {
 import { CatchUp } from '../backfill/catch-up.js';
 import { type InviteInfo, type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
-import { noLongerMemberError, removalInfo } from '../library/removals.js';
+import { noLongerMemberError, removalInfo, peersOfRemoved } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
 import type { ConnectionKind } from '../protocol/transport.js';
@@ -213,14 +213,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    * A peer refused this device as removed (`REMOVED`). Believed only from a peer that is a
    * member in this device's own list (a stranger's word changes nothing): this device is no
    * longer a member and stops syncing the library; for a leave, the refusal shows the partner
-   * holds it (an acknowledgement).
+   * holds a removal of this device (an acknowledgement), also an earlier one by another member
+   * that stands instead of the leave (the leave would never be acknowledged otherwise).
    */
   async onRefusedAsRemoved(peer: string, error: SyncError): Promise<void> {
     if (!(error instanceof RemovedError) || !isPeerReported(error) || !this.isMemberPeer(peer) || peer === this.network.localPeer) return;
     const told = error.removal;
     const info = told ?? { kind: 'removed' as const, by: this.devicesOf(peer)[0]!, at: this.now() };
     await this.library.markRemoved(info);
-    if (this.leaving && told?.kind === 'left') await this.leaveAcknowledged();
+    if (this.leaving) await this.leaveAcknowledged();
   }
 
   /** Other member devices. */
@@ -582,15 +583,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     // An invite id is a uuid, as device ids are; anything else is taken as an invite string.
     const id = isDeviceId(codeOrId) ? codeOrId : this.ownInviteId(codeOrId);
     await this.library.systemTransaction(async (_, trx) => {
-      const revoked = await trx
-        .updateTable('sync_invites')
-        .set({ revoked_at: this.now() })
-        .where('id', '=', id)
-        .where('revoked_at', 'is', null)
-        .executeTakeFirst();
-      if (revoked.numUpdatedRows > 0n) return;
-      const known = await trx.selectFrom('sync_invites').select('id').where('id', '=', id).executeTakeFirst();
-      if (!known) throw new NotFoundError(`no invite ${id} was issued by this device for library ${this.library.id}`);
+      const invite = await trx.selectFrom('sync_invites').select(['revoked_at', 'used_by']).where('id', '=', id).executeTakeFirst();
+      if (!invite) throw new NotFoundError(`no invite ${id} was issued by this device for library ${this.library.id}`);
+      if (invite.revoked_at !== null) return;
+      // Also the loser of a race with the join: the caller must learn that the joiner got in.
+      if (invite.used_by !== null) {
+        throw new InviteError('INVITE_USED', `invite ${id} was already used (by peer ${invite.used_by}): remove that device instead (lib.removeMember)`);
+      }
+      await trx.updateTable('sync_invites').set({ revoked_at: this.now() }).where('id', '=', id).execute();
     });
   }
 
@@ -627,6 +627,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
       if (this.library.removals().some((r) => r.device === join.device)) {
         throw new RemovedError(`device ${join.device} was removed from this library and cannot join it again under the same device id`);
+      }
+      // Its member row would be refused for good (`refreshMembers`): the invite stays unused.
+      if (this.removedByPeer.has(joinerPeer)) {
+        throw new RemovedError(`peer ${joinerPeer} is a device removed from this library and cannot join it again under the same key`);
       }
       // Every member counts, this device included: a joiner must not take over a device id.
       const existing = this.members.find((m) => m.device === join.device);
@@ -761,10 +765,11 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private async refreshMembers(): Promise<void> {
     const rows: Member[] = await this.library.memberRows();
     const removed = new Map(this.library.removals().map((r) => [r.device, removalInfo(r)]));
-    const members = rows.filter((m) => !removed.has(m.device));
-    this.removedByPeer = new Map(rows.filter((m) => removed.has(m.device)).map((m) => [m.peer, removed.get(m.device)!]));
+    this.removedByPeer = new Map([...peersOfRemoved(rows, this.library.removals())].map(([peer, r]) => [peer, removalInfo(r)]));
+    const members = rows.filter((m) => !this.removedByPeer.has(m.peer));
     const bootstrap = this.bootstrap;
-    if (bootstrap && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
+    // A removed inviter is no partner either, also before its member row arrives.
+    if (bootstrap && !removed.has(bootstrap.device) && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
     const byPeer = new Map<string, Member[]>();
     for (const m of members) byPeer.set(m.peer, [...(byPeer.get(m.peer) ?? []), m]);
     this.members = members;

@@ -199,6 +199,8 @@ export class Session {
    */
   async caughtUp(): Promise<void> {
     await this.sendAck(null);
+    // What was pulled may have been a removal: what the partner must hold before live push is less.
+    this.checkPartnerCaughtUp();
     if (this.state !== 'catching-up') return;
     this.state = 'live';
     this.host.onStateChange(this);
@@ -463,10 +465,14 @@ export class Session {
     }
   }
 
-  /** Live push starts once the partner holds everything this device had at hello. */
+  /**
+   * Live push starts once the partner holds everything this device had at hello, but for removed
+   * devices' changes: this device may hold some stamped after the cutoff (taken before it learned
+   * of the removal) that the partner refuses; live push sends it the others.
+   */
   private checkPartnerCaughtUp(): void {
     if (this.pushedShared || this.state === 'closed') return;
-    if (isBehind(this.remoteShared, this.helloShared) || isBehind(this.remoteOwned, this.helloOwned)) return;
+    if (isBehind(this.remoteShared, this.library.withoutRemovedWriters(this.helloShared)) || isBehind(this.remoteOwned, this.helloOwned)) return;
     this.pushedShared = { ...this.remoteShared };
     this.pump();
   }
