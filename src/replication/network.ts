@@ -459,16 +459,24 @@ export class SyncNetwork {
     }
   }
 
-  /** Whether `peer` is a member of a library here (the bootstrap inviter of a joined one included). */
+  /**
+   * Whether `peer` is a member of a library here (the bootstrap inviter of a joined one
+   * included). A library this device no longer syncs (removed, left, or given way to another
+   * copy) vouches for nobody: its members get no gater exemption and no relay from this node.
+   */
   private isKnownPeer(peer: string): boolean {
-    for (const replicator of this.replicators.values()) if (replicator.isMemberPeer(peer)) return true;
+    for (const replicator of this.replicators.values()) if (!replicator.inactive && replicator.isMemberPeer(peer)) return true;
     return false;
   }
 
-  /** Whether `source` and `destination` are both members of one library here (who is relayed). */
+  /**
+   * Whether `source` and `destination` are two members of one library this device syncs (who
+   * is relayed). Never a peer to itself: that would only spend the relay's bandwidth.
+   */
   private shareALibrary(source: string, destination: string): boolean {
+    if (source === destination) return false;
     for (const replicator of this.replicators.values()) {
-      if (replicator.isMemberPeer(source) && replicator.isMemberPeer(destination)) return true;
+      if (!replicator.inactive && replicator.isMemberPeer(source) && replicator.isMemberPeer(destination)) return true;
     }
     return false;
   }

@@ -6,7 +6,15 @@
  * the test sets.
  */
 import { NetworkError } from '../../src/errors.js';
-import type { ConnectionKind, ConnectionListener, ConnectOptions, DiscoveryListener, FrameStream, Transport } from '../../src/protocol/transport.js';
+import type {
+  ConnectionKind,
+  ConnectionListener,
+  ConnectOptions,
+  DiscoveryListener,
+  FrameStream,
+  RelayPolicy,
+  Transport,
+} from '../../src/protocol/transport.js';
 import { SyncNetwork } from '../../src/replication/network.js';
 import type { LibraryReplicator } from '../../src/replication/replicator.js';
 
@@ -67,7 +75,13 @@ export class ScriptedTransport implements Transport {
   onConnectionChange(listener: ConnectionListener): void {
     this.connectionListener = listener;
   }
-  setKnownPeers(): void {}
+  /** What the network told the transport: who is known, and whom this node may relay. */
+  isKnown: (peer: string) => boolean = () => false;
+  mayRelay: RelayPolicy = () => false;
+  setKnownPeers(isKnown: (peer: string) => boolean, mayRelay: RelayPolicy = () => false): void {
+    this.isKnown = isKnown;
+    this.mayRelay = mayRelay;
+  }
   onPeerDiscovered(listener: DiscoveryListener): void {
     this.discoveryListener = listener;
   }
