@@ -67,7 +67,8 @@ const MAX_PENDING_UPGRADES = 8;
  * process now holds and accepts TCP on without speaking libp2p) costs one address timeout. The
  * whole dial gives every address its timeout: a shorter one would let a few stale addresses
  * ahead of the live one (a member row lists every interface's) fail every dial for good. More
- * than MAX_DIAL_ADDRESSES addresses of one peer (member row first) are not tried in one dial.
+ * than MAX_DIAL_ADDRESSES addresses of one peer (taken from each source in turn: `dialTargetsOf`)
+ * are not tried in one dial.
  */
 const MAX_DIAL_ADDRESSES = 16;
 const ADDRESS_DIAL_TIMEOUT_MS = 5_000;
@@ -243,17 +244,13 @@ export class Libp2pTransport implements Transport {
 
   /**
    * Opens a direct connection to a peer reached only through a relay, on its direct addresses
-   * (`addrs` and what identify put in the peer store), then closes the relayed one: sessions on
+   * (those `connect` would dial, `dialTargetsOf`, less relayed ones), then closes the relayed one: sessions on
    * it end and reopen on the direct connection. Resolves false when there is no direct address
    * to try; rejects when none answered. dcutr does the same on public addresses only.
    */
   async upgradeToDirect(peer: string, addrs: readonly string[]): Promise<boolean> {
     const id = peerIdFromString(peer);
-    const known = await this.node.peerStore.get(id).then(
-      (p) => p.addresses.map((a) => a.multiaddr.toString()),
-      () => [],
-    );
-    const targets = dialTargets(peer, [...addrs, ...known]).filter((a) => !isRelayed(a));
+    const targets = (await this.dialTargetsOf(peer, addrs)).filter((a) => !isRelayed(a));
     if (targets.length === 0) return false;
     try {
       const direct = await this.node.dial(targets, { force: true });
