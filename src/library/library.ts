@@ -494,12 +494,7 @@ export class Library {
         }
         await batch.db.deleteFrom('sync_meta').where('key', '=', SNAPSHOT_META_KEY).execute();
       } else {
-        const value = JSON.stringify(checkpoint);
-        await batch.db
-          .insertInto('sync_meta')
-          .values({ key: SNAPSHOT_META_KEY, value })
-          .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
-          .execute();
+        await putMeta(batch.db, SNAPSHOT_META_KEY, JSON.stringify(checkpoint));
       }
     });
   }
@@ -863,12 +858,7 @@ export class Library {
       await batch.flush();
       // Into the batch's copy: the library adopts it with the counters once committed.
       if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) ownRemoval = await this.readRemovals(trx, batch.removals);
-      const highWater = batch.highWater();
-      await trx
-        .insertInto('sync_meta')
-        .values({ key: 'hlc', value: highWater })
-        .onConflict((oc) => oc.column('key').doUpdateSet({ value: highWater }))
-        .execute();
+      await putMeta(trx, 'hlc', batch.highWater());
       return { value, batch };
     });
     this.counters = batch.counters();

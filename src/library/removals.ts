@@ -45,7 +45,8 @@ export function peersOfRemoved(rows: readonly { device: string; peer: string }[]
  * good. A removed device's changes stamped after its cutoff are refused wherever changes are
  * admitted (`remote-apply.ts`). A writer's clocks grow with its log positions, so the first
  * refused position of an origin closes it: nothing after it can be accepted either, and what a
- * partner advertises of it beyond is ignored (`cap`), so catch-up never asks for it again.
+ * partner advertises of it beyond does not count as ahead (`cap`), and pulls ask for it after
+ * the largest position (`pullAfter`), so catch-up never asks for it again.
  */
 export class Removals {
   private byDevice = new Map<string, Removal>();

@@ -46,7 +46,8 @@ export interface Transport {
   handle(handler: (stream: FrameStream) => void): void;
   /**
    * Ensures a connection to `peer`. If none is open, dials it on every address known for it:
-   * `addrs` (its member row) first, then what the transport learned (libp2p: identify, discovery).
+   * `addrs` (its member row) and what the transport learned (libp2p: identify, discovery), taken
+   * from each source in turn so that none crowds out the others.
    * `options.onDialling` hears which addresses the dial tries, before it starts. A failure is a
    * `NetworkError` whose message names the addresses and why each failed.
    */
@@ -78,8 +79,9 @@ export interface Transport {
    */
   setKnownPeers(isKnown: (peer: string) => boolean, mayRelay?: RelayPolicy): void;
   /**
-   * Called whenever discovery (mDNS on the LAN) hears from a peer, member or not, again at every
-   * answer. Nothing is dialled because of it unless the listener does so.
+   * Called when discovery (mDNS on the LAN) hears something new of a peer: the libp2p transport
+   * reports only peers `isKnown` accepts, and an answer only when its addresses changed or after
+   * a silence. Nothing is dialled because of it unless the listener does so.
    */
   onPeerDiscovered(listener: DiscoveryListener): void;
   stop(): Promise<void>;

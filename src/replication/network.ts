@@ -152,10 +152,6 @@ export class SyncNetwork {
     return this.options.deviceName;
   }
 
-  isConnected(peer: string): boolean {
-    return this.transport.isConnected(peer);
-  }
-
   /**
    * How dialling `peer` goes: the addresses of the last attempt, its error, when it was and when
    * the next one is due (null while connected; now or earlier when one is due or under way).
@@ -407,18 +403,14 @@ export class SyncNetwork {
    * `REMOVED` error (with the removal held), at most once per backoff period.
    */
   private tellRemoved(library: string, peer: string, removal: RemovalInfo): void {
-    const key = `removed:${sessionKey(library, peer)}`;
-    if (this.opening.has(key) || !this.due(key)) return;
-    this.opening.add(key);
-    this.failed(key);
     const notice = new RemovedError(`this device was removed from library ${library}`, removal);
-    void (async () => {
+    // Sent or not, the next notice waits out a backoff period (the task never reports done).
+    this.attempt(`removed:${sessionKey(library, peer)}`, async () => {
       const stream = await this.transport.openStream(peer);
       await stream.send(encodeMessage(errorMessage(library, notice, null)));
       await stream.close();
-    })()
-      .catch(() => undefined)
-      .finally(() => this.opening.delete(key));
+      return false;
+    });
   }
 
   /** Opens a session as the smaller PeerId: hello out, hello (or error) back. */
@@ -653,8 +645,8 @@ export function notMember(peer: string): NotMemberError {
 }
 
 /** Tells the peer why (unless it told us), then resets the stream. */
-async function refuse(stream: FrameStream, library: string, error: Error): Promise<void> {
-  if (error instanceof SyncError && !isPeerReported(error)) {
+async function refuse(stream: FrameStream, library: string, error: SyncError): Promise<void> {
+  if (!isPeerReported(error)) {
     await stream
       .send(encodeMessage(errorMessage(library, error, null)))
       .catch(() => undefined);

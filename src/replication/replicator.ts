@@ -53,7 +53,6 @@ export interface ReplicatorNetwork {
   /** This device's name (`deviceName`), written to its member row. */
   readonly deviceName: string | null;
   addresses(): string[];
-  isConnected(peer: string): boolean;
   /** How dialling `peer` goes (addresses tried, last error, next attempt). */
   dialStatus(peer: string): PartnerDialStatus;
   connectionKind(peer: string): ConnectionKind | null;
@@ -176,7 +175,6 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.library.off('change', this.onChange);
     this.library.off('forked', this.onForked);
     this.library.off('removed', this.onRemoved);
-    for (const stopWaiting of [...this.leaveWaiters]) stopWaiting();
     this.catchUp.stop();
     const ownAlike = this.ownRowsAlike();
     for (const session of [...this.sessions.values()]) session.close();

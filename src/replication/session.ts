@@ -369,7 +369,8 @@ export class Session {
     for (const [origin, , lastSeq] of message.chunks) sent[origin] = Math.max(sent[origin] ?? 0, lastSeq);
     this.learnRemote(sent, {});
     const result = await this.library.applyRemoteChunks(chunksOf(message.chunks));
-    // An origin new here is known once its entries are held: its push cursor starts now.
+    // An origin new here is known once its entries are held: its push cursor starts now, and
+    // the partner's ack of it is recorded (both keep recorded origins only).
     this.learnRemote(sent, {});
     await this.sendAck(message.batch);
     // A gap means this device is behind the partner: its pull fills the gap.
