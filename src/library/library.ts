@@ -57,7 +57,7 @@ import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';
-import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, peersOfRemoved, Removals } from './removals.js';
+import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
 
 /** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
 const REMOVED_META_KEY = 'removed';
@@ -578,12 +578,21 @@ export class Library {
     const sync = this.sync;
     const stored = sync ? undefined : await readLastSeen(this.db);
     const heard = (device: string) => (sync ? sync.lastSeenAt(device) : (stored!.get(device) ?? null));
-    const all = await this.memberRows();
-    const removed = peersOfRemoved(all, this.removalState.all());
-    return all.filter((m) => !removed.has(m.peer)).map((m) => {
+    const { rows } = await this.currentMembers();
+    return rows.map((m) => {
       const self = m.device === this.deviceId;
       return { ...m, lastSeenAt: self ? null : heard(m.device), self };
     });
+  }
+
+  /**
+   * The member rows of devices that are members, and the PeerIds of removed devices
+   * (`Removals.peersOf`): every row naming one of those PeerIds is left out.
+   */
+  async currentMembers(): Promise<{ rows: MemberRow[]; removedPeers: Map<string, Removal> }> {
+    const all = await this.memberRows();
+    const removedPeers = this.removalState.peersOf(all);
+    return { rows: all.filter((m) => !removedPeers.has(m.peer)), removedPeers };
   }
 
   /** The library's member rows, as the synced member list records them (removed devices included). */
@@ -689,6 +698,11 @@ export class Library {
   /** Removed devices, with their cutoffs (`sync_removals`). */
   removals(): Removal[] {
     return this.removalState.all();
+  }
+
+  /** The removal of `device`, if it was removed. */
+  removalOf(device: string): Removal | undefined {
+    return this.removalState.of(device);
   }
 
   /** Caps a partner's advertised vector at what this device accepts of closed origins. */

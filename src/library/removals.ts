@@ -26,21 +26,6 @@ export function noLongerMemberError(library: string, removal: RemovalInfo): Remo
 }
 
 /**
- * The PeerIds that removed devices' member rows name, with the removal. A row of another device
- * id naming one of them is no member either: written before the removal, it would let the
- * removed device back in as that device.
- */
-export function peersOfRemoved(rows: readonly { device: string; peer: string }[], removals: readonly Removal[]): Map<string, Removal> {
-  const byDevice = new Map(removals.map((r) => [r.device, r]));
-  const peers = new Map<string, Removal>();
-  for (const row of rows) {
-    const removal = byDevice.get(row.device);
-    if (removal) peers.set(row.peer, removal);
-  }
-  return peers;
-}
-
-/**
  * What this library knows of removed devices: their cutoffs, and the log origins closed for
  * good. A removed device's changes stamped after its cutoff are refused wherever changes are
  * admitted (`remote-apply.ts`). A writer's clocks grow with its log positions, so the first
@@ -87,6 +72,20 @@ export class Removals {
 
   of(device: string): Removal | undefined {
     return this.byDevice.get(device);
+  }
+
+  /**
+   * The PeerIds that removed devices' member rows name, with the removal. A row of another device
+   * id naming one of them is no member either: written before the removal, it would let the
+   * removed device back in as that device.
+   */
+  peersOf(rows: readonly { device: string; peer: string }[]): Map<string, Removal> {
+    const peers = new Map<string, Removal>();
+    for (const row of rows) {
+      const removal = this.byDevice.get(row.device);
+      if (removal) peers.set(row.peer, removal);
+    }
+    return peers;
   }
 
   all(): Removal[] {

@@ -13,7 +13,7 @@ import {
 import { CatchUp } from '../backfill/catch-up.js';
 import { type InviteInfo, type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
-import { noLongerMemberError, removalInfo, peersOfRemoved } from '../library/removals.js';
+import { noLongerMemberError, removalInfo } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
 import type { ConnectionKind } from '../protocol/transport.js';
@@ -370,7 +370,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   /** Refuses a peer that is not a member, or whose hello names another device than it is. */
   requireMember(peer: string, device: string): Member {
     const rows = this.membersByPeer.get(peer);
-    const removal = this.library.removals().find((r) => r.device === device);
+    const removal = this.library.removalOf(device);
     const removedPeer = this.removedByPeer.get(peer);
     if (removal || (!rows && removedPeer)) {
       throw new RemovedError(
@@ -623,7 +623,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (invite.revoked_at !== null) throw new InviteError('INVITE_REVOKED', 'this invite was revoked by its inviter');
       if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
       if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
-      if (this.library.removals().some((r) => r.device === join.device)) {
+      if (this.library.removalOf(join.device)) {
         throw new RemovedError(`device ${join.device} was removed from this library and cannot join it again under the same device id`);
       }
       // Its member row would be refused for good (`refreshMembers`): the invite stays unused.
@@ -761,13 +761,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   private async refreshMembers(): Promise<void> {
-    const rows: Member[] = await this.library.memberRows();
-    const removed = new Map(this.library.removals().map((r) => [r.device, removalInfo(r)]));
-    this.removedByPeer = new Map([...peersOfRemoved(rows, this.library.removals())].map(([peer, r]) => [peer, removalInfo(r)]));
-    const members = rows.filter((m) => !this.removedByPeer.has(m.peer));
+    const { rows, removedPeers } = await this.library.currentMembers();
+    this.removedByPeer = new Map([...removedPeers].map(([peer, r]) => [peer, removalInfo(r)]));
+    const members: Member[] = rows;
     const bootstrap = this.bootstrap;
     // A removed inviter is no partner either, also before its member row arrives.
-    if (bootstrap && !removed.has(bootstrap.device) && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
+    if (bootstrap && !this.library.removalOf(bootstrap.device) && !members.some((m) => m.device === bootstrap.device)) members.push(bootstrap);
     const byPeer = new Map<string, Member[]>();
     for (const m of members) byPeer.set(m.peer, [...(byPeer.get(m.peer) ?? []), m]);
     this.members = members;
@@ -775,8 +774,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.memberDevices = new Set(members.map((m) => m.device));
     // A member removed from the list (or re-keyed) loses its session at once; a removed device is told so.
     for (const [peer, session] of this.sessions) {
-      const removal = removed.get(session.device);
-      if (removal) session.close(new RemovedError(`device ${session.device} was removed from this library`, removal));
+      const removal = this.library.removalOf(session.device);
+      if (removal) session.close(new RemovedError(`device ${session.device} was removed from this library`, removalInfo(removal)));
       else if (!this.member(peer, session.device)) session.close();
     }
     // This device's own row may just have arrived, with a refresh due.
