@@ -18,7 +18,7 @@ import { ensureBuilt, killRunningChildren, makeTempDir, removeTempDirs } from '.
 import { startNode, steadySync, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
 import { converge, startLanDevice, stopLanDevice } from './helpers/lan-device.js';
 import { addAddress, createLan, type Lan, netnsUnavailable, removeAddress } from './helpers/netns.js';
-import { holdPort, tcpPort } from './helpers/port-holder.js';
+import { holdPort, rememberPortsOutsideEphemeralPool, tcpPort } from './helpers/port-holder.js';
 import { fakeReplicator, ScriptedTransport, startNetwork } from './helpers/scripted-transport.js';
 
 const networks: SyncNetwork[] = [];
@@ -47,8 +47,11 @@ async function memberRowOn(lib: Library, device: string) {
 describe('a joiner that restarts before its own member row arrived', () => {
   it('refreshes the row once it arrives: the other members hold its new addresses and name', async () => {
     const aDir = await makeTempDir('lsync-node-');
-    const a = await startNode(aDir, { deviceName: 'alpha', sync: steadySync });
     const jDir = await makeTempDir('lsync-node-');
+    // A must find its port again and J's must stay free for the holder below: both start on
+    // ports outside the ephemeral pool, which no parallel test's port-0 socket can take.
+    for (const dir of [aDir, jDir]) await rememberPortsOutsideEphemeralPool(dir, ['/ip4/127.0.0.1/tcp/0']);
+    const a = await startNode(aDir, { deviceName: 'alpha', sync: steadySync });
     const j = await startNode(jDir, { deviceName: 'joiner', sync: steadySync });
     const libA = await a.createLibrary({ name: 'shared' });
     const backfill = new AbortController();

@@ -12,7 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { LibraryStatus } from '../src/index.js';
 import { ensureBuilt, killRunningChildren, LineChild, makeTempDir, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
 import { shareLibrary, startNode, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
-import { holdPort, tcpPort } from './helpers/port-holder.js';
+import { holdPort, rememberPortsOutsideEphemeralPool, tcpPort } from './helpers/port-holder.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 
 const CHILD = join(REPO_ROOT, 'test', 'fixtures', 'reach-child.mjs');
@@ -92,6 +92,9 @@ async function bothHold(a: Device, b: Device, ids: string[]): Promise<void> {
 async function syncedPair(how: 'clean' | 'kill') {
   const dirA = await makeTempDir('lsync-reach-a-');
   const dirB = await makeTempDir('lsync-reach-b-');
+  // Both keep the default port-0 listen, but start on ports outside the ephemeral pool, as if
+  // given them before: a parallel test's port-0 socket cannot take one while both are down.
+  for (const dir of [dirA, dirB]) await rememberPortsOutsideEphemeralPool(dir, ['/ip4/127.0.0.1/tcp/0']);
   const a = new Device(dirA, { create: true, write: { id: 'before', title: 'made before the restart' } });
   const { invite, addrs: addrsA } = await a.started();
   const b = new Device(dirB, { invite });
