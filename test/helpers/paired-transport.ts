@@ -4,12 +4,8 @@
  * libp2p (no delay, loss or partitions: that is the simulator's in-memory transport).
  */
 import { NetworkError } from '../../src/errors.js';
-import type {
-  ConnectionKind,
-  ConnectionListener,
-  FrameStream,
-  Transport,
-} from '../../src/protocol/transport.js';
+import type { ConnectionListener, FrameStream, Transport } from '../../src/protocol/transport.js';
+import { DirectOnlyTransport } from './direct-only-transport.js';
 
 /** One direction of a stream: frames queued until read. */
 class Pipe {
@@ -87,7 +83,7 @@ export class PairedHub {
   }
 }
 
-export class PairedTransport implements Transport {
+export class PairedTransport extends DirectOnlyTransport implements Transport {
   private handler: (stream: FrameStream) => void = (stream) => stream.abort(new NetworkError('no handler'));
   private readonly connectionListeners: ConnectionListener[] = [];
   /** Open streams by remote peer: a connection is open while the peer is a key here. */
@@ -97,7 +93,9 @@ export class PairedTransport implements Transport {
   constructor(
     private readonly hub: PairedHub,
     readonly localPeer: string,
-  ) {}
+  ) {
+    super();
+  }
 
   addresses(): string[] {
     return this.stopped ? [] : [`/memory/${this.localPeer}/p2p/${this.localPeer}`];
@@ -132,22 +130,6 @@ export class PairedTransport implements Transport {
 
   isConnected(peer: string): boolean {
     return this.links.has(peer);
-  }
-
-  connectionKind(peer: string): ConnectionKind | null {
-    return this.links.has(peer) ? 'direct' : null;
-  }
-
-  async upgradeToDirect(): Promise<boolean> {
-    return false;
-  }
-
-  reserveRelay(): Promise<void> {
-    return Promise.reject(new NetworkError('no relays here'));
-  }
-
-  hasRelayReservation(): boolean {
-    return false;
   }
 
   onAddressesChange(): void {}
