@@ -224,6 +224,12 @@ async function runWorkload(seed: number, steps: number): Promise<Run> {
       const [from, to] = [random.pick(writers), random.pick(writers)];
       if (from !== to) await deliver(from.lib, to.lib, random);
     }
+    // Midway, the late replica starts from a snapshot of what one writer holds by then.
+    if (step === steps >> 1) {
+      const source = random.pick(writers).lib;
+      const snapshot = await source.snapshotAfter(null, BIG);
+      await all[3]!.lib.applySnapshot(snapshot.rows, { vector: source.versionVector(), next: null });
+    }
   }
   return { writers, late: all[3]!, writes, refused };
 }
@@ -240,26 +246,28 @@ async function expectMatches(expected: ExpectedState, libs: Library[]): Promise<
   }
 }
 
+/** A few seeds in the suite; SIM_ORACLE_SEEDS=n runs n more (exploring: the simulator runs thousands). */
+const FIXED_SEEDS = [11, 12, 13];
+const SEEDS = [...FIXED_SEEDS, ...Array.from({ length: Number(process.env.SIM_ORACLE_SEEDS ?? 0) }, (_, i) => 1_000 + i)];
+
 describe('the oracle against real libraries', () => {
-  it.each([11, 12, 13])('seed %i: replicas that received the writes in different orders hold what the oracle computes', async (seed) => {
+  it.each(SEEDS)('seed %i: replicas that received the writes in different orders hold what the oracle computes', async (seed) => {
     const { writers, late, writes, refused } = await runWorkload(seed, 200);
     const random = new SeededRandom(seed * 7919);
-    // Every writer takes the others' writes in its own order; the late replica starts from a
-    // snapshot of one of them, then takes the log and owned rows of all.
+    // Every writer takes the others' writes in its own order; the late replica, which started
+    // from a snapshot midway, takes the log after it and the owned rows of all.
     for (const to of writers) {
       for (const from of shuffled(random, writers.filter((w) => w !== to))) {
         await deliver(from.lib, to.lib, random);
       }
     }
-    const source = random.pick(writers).lib;
-    const snapshot = await source.snapshotAfter(null, BIG);
-    await late.lib.applySnapshot(snapshot.rows, { vector: source.versionVector(), next: null });
-    for (const from of writers) await deliver(from.lib, late.lib, random);
+    for (const from of shuffled(random, writers)) await deliver(from.lib, late.lib, random);
 
     const libs = [...writers, late].map((d) => d.lib);
     expect(new Set(await Promise.all(libs.map((l) => l.digest()))).size).toBe(1);
-    await expectMatches(expectedState({ writes, models: simModels, libraryId: source.id }), libs);
+    await expectMatches(expectedState({ writes, models: simModels, libraryId: late.lib.id }), libs);
     // The workload reaches every kind of write, and collides: some updates find no live row.
+    if (!FIXED_SEEDS.includes(seed)) return;
     const kinds = new Set(writes.map((w) => `${w.model} ${w.op}`));
     expect(kinds).toEqual(
       new Set(['note upsert', 'note update', 'note delete', 'card upsert', 'card update', 'card delete', 'tag upsert', 'tag update', 'tag delete', 'volume upsert', 'volume delete']),
