@@ -13,7 +13,18 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Library, SyncNode, VersionVector } from '../src/index.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  fastSync,
+  shareLibrary,
+  startNode,
+  stopAllNodes,
+  stopNode,
+  useMemoryTransport,
+  waitFor,
+  waitForConvergence,
+} from './helpers/cluster.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllNodes();

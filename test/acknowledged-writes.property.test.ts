@@ -21,7 +21,10 @@ import {
   startClockedDevice,
   stopAllNodes,
   stopNode,
+  useMemoryTransport,
 } from './helpers/cluster.js';
+
+useMemoryTransport();
 
 const MODELS = [
   defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', n: 'integer' } }),

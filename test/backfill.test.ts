@@ -1,7 +1,8 @@
 /**
- * Backfill and catch-up (src/backfill/catch-up.ts): real libp2p on 127.0.0.1, real SQLite files,
- * no sleeps as synchronisation (every wait polls a condition with a deadline, or waits for a
- * child's line). Convergence is asserted as digest equality.
+ * Backfill and catch-up (src/backfill/catch-up.ts): the in-memory network (real libp2p on
+ * 127.0.0.1 where a node talks to a child process), real SQLite files, no sleeps as
+ * synchronisation (every wait polls a condition with a deadline, or waits for a child's line).
+ * Convergence is asserted as digest equality.
  *
  * 1. a 200 000-record library backfills into a joiner in the background: joinLibrary resolves
  *    while it is `backfilling`; synced(), progress (owned before shared), one history run;
@@ -19,8 +20,12 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Library, LibraryStatus, SyncProgress, SyncRun } from '../src/index.js';
 import { ensureBuilt, killRunningChildren, LineChild, makeTempDir, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
-import { fastSync, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { type ClusterNodeOptions, fastSync, startNode, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { recordProgress, storedChunks, storedMeta, tilesExactly, totalOf, writeDataset } from './helpers/backfill.js';
+
+useMemoryTransport();
+/** For the nodes that talk to a child process (which runs `createSyncNode`, on libp2p). */
+const onLibp2p: ClusterNodeOptions = { transport: 'libp2p' };
 
 afterEach(async () => {
   await killRunningChildren();
@@ -211,7 +216,7 @@ describe('backfill', () => {
   }, 120_000);
 
   it('resumes from its checkpoint after being killed (SIGKILL) mid-backfill, without duplicates', async () => {
-    const a = await startNode();
+    const a = await startNode(undefined, onLibp2p);
     const libA = await a.createLibrary({ name: 'crash' });
     const data = await writeDataset(libA, 'a', {
       notes: 30_000,
@@ -285,8 +290,8 @@ describe('backfill', () => {
 
   it('resumes an interrupted snapshot from its checkpoint after being killed (SIGKILL)', async () => {
     // A's log is pruned (C acknowledged everything), so the joiner backfills from a snapshot.
-    const a = await startNode();
-    const c = await startNode();
+    const a = await startNode(undefined, onLibp2p);
+    const c = await startNode(undefined, onLibp2p);
     const libA = await a.createLibrary({ name: 'crash-snapshot' });
     const libC = await c.joinLibrary(await libA.createInvite());
     await writeDataset(libA, 'a', { notes: 20_000, noteDeletes: 500, profiles: 3_000, profileUpdates: 300, volumes: 2_000 });
@@ -401,7 +406,7 @@ describe('backfill', () => {
 
     // C joins first: A writes its data only then, so C's member row comes early in A's log (a
     // joiner learns of C on its first shared page).
-    const c = await startNode(undefined, { sync: noPruning });
+    const c = await startNode(undefined, { sync: noPruning, ...onLibp2p });
     const libC = await c.joinLibrary(inviteC);
     await child.waitFor(() => line('written') !== undefined, 'A to write its data', 60_000);
     const written = line('written')!;
@@ -413,7 +418,7 @@ describe('backfill', () => {
     );
 
     // B pulls small pages: the backfill takes many round trips.
-    const b = await startNode(undefined, { sync: { ...noPruning, batchRecords: 500 } });
+    const b = await startNode(undefined, { sync: { ...noPruning, batchRecords: 500 }, ...onLibp2p });
     const libB = await b.joinLibrary(inviteB);
     const progress = recordProgress(libB);
     const partnerState = async (peer: string) => (await libB.status()).partners.find((p) => p.peer === peer)?.state;

@@ -16,7 +16,9 @@ import type { Library, LogEntry, ReadLimits, SyncNode, VersionVector } from '../
 import * as chunkModule from '../src/peer-log/chunk.js';
 import { CHUNK_OVERHEAD_BYTES, type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../src/peer-log/chunk.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { startNode, stopAllNodes } from './helpers/cluster.js';
+import { startNode, stopAllNodes, useMemoryTransport } from './helpers/cluster.js';
+
+useMemoryTransport();
 
 // The real decodeChunk, wrapped so a test can count how often the log store decodes.
 vi.mock('../src/peer-log/chunk.js', async (importOriginal) => {

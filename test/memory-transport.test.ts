@@ -231,4 +231,17 @@ describe('memory transport faults', () => {
     await drive(scheduler, a.connect('b', again.addresses()));
     expect(again.isConnected('a')).toBe(true);
   });
+
+  it('a peer that does not listen has no address and refuses dials, yet dials out, and streams open both ways', async () => {
+    const { scheduler, network, peers } = virtualNetwork(12);
+    const [a] = peers as [MemoryTransport];
+    const quiet = network.createTransport('quiet', { listening: false });
+    expect(quiet.addresses()).toEqual([]);
+    await expect(drive(scheduler, a.connect('quiet', ['/memory/quiet/p2p/quiet']))).rejects.toThrow(/cannot reach peer quiet/);
+    await drive(scheduler, quiet.connect(a.localPeer, a.addresses()));
+    const accepted = new Promise<FrameStream>((resolve) => quiet.handle(resolve));
+    const out = await drive(scheduler, a.openStream('quiet'));
+    expect((await accepted).remotePeer).toBe(a.localPeer);
+    expect(out.remotePeer).toBe('quiet');
+  });
 });

@@ -1,6 +1,7 @@
 /**
- * Multi-node integration tests for replication (issue 3): real libp2p on 127.0.0.1, real SQLite
- * files on disk, no sleeps as synchronisation (every wait polls a condition with a deadline).
+ * Multi-node integration tests for replication (issue 3): the in-memory network (WebSockets on
+ * real libp2p on 127.0.0.1), real SQLite files on disk, no sleeps as synchronisation (every
+ * wait polls a condition with a deadline).
  *
  * 1. three nodes, concurrent writes under every conflict rule and device-owned rows: digests
  *    converge and equal an independent replay of every device's own changes;
@@ -25,7 +26,9 @@ import {
 } from '../src/index.js';
 import { MAX_CHUNK_ENTRIES } from '../src/peer-log/chunk.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllNodes();
@@ -579,7 +582,7 @@ describe('replication among several nodes', () => {
   });
 
   it('joins and replicates over WebSockets only', async () => {
-    const ws = { listen: ['/ip4/127.0.0.1/tcp/0/ws'] };
+    const ws = { listen: ['/ip4/127.0.0.1/tcp/0/ws'], transport: 'libp2p' as const };
     const a = await startNode(undefined, ws);
     const b = await startNode(undefined, ws);
     for (const n of [a, b]) {

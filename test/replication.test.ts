@@ -4,8 +4,10 @@ import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { encodeInvite, newInviteSecret } from '../src/replication/invite-code.js';
 import { systemRandom } from '../src/runtime/system-runtime.js';
 import { removeTempDirs } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { fastSync, shareLibrary, startNode, stopAllNodes, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllRawPeers();

@@ -8,7 +8,9 @@ import Database from 'better-sqlite3';
 import { afterEach, expect, test } from 'vitest';
 import { defineModel, SchemaMismatchError } from '../src/index.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { startNode, stopAllNodes, stopNode } from './helpers/cluster.js';
+import { startNode, stopAllNodes, stopNode, useMemoryTransport } from './helpers/cluster.js';
+
+useMemoryTransport();
 
 const noteV1 = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text' } });
 const noteV2 = defineModel({

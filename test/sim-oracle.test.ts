@@ -13,7 +13,9 @@ import { SeededRandom } from '../src/sim/prng.js';
 import { compareWithOracle, type ExpectedState, expectedState, formatDifferences, type RemovalCut } from '../sim/oracle.js';
 import { type AcknowledgedWrite, ownedId, perform, type PerformOutcome, type SharedWrite, type SimOp, simModels, type SimValues, Workload } from '../sim/workload.js';
 import { removeTempDirs } from './helpers/child-process.js';
-import { type ClockedDevice, ManualClock, startClockedDevice, stopAllNodes } from './helpers/cluster.js';
+import { type ClockedDevice, ManualClock, startClockedDevice, stopAllNodes, useMemoryTransport } from './helpers/cluster.js';
+
+useMemoryTransport();
 
 afterAll(async () => {
   await stopAllNodes();

@@ -18,7 +18,10 @@ import {
   startNode,
   stopAllNodes,
   stopNode,
+  useMemoryTransport,
 } from './helpers/cluster.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllNodes();

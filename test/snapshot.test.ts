@@ -6,7 +6,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Library, LogEntry, SyncNode } from '../src/index.js';
 import { removeTempDirs } from './helpers/child-process.js';
-import { startNode, stopAllNodes } from './helpers/cluster.js';
+import { startNode, stopAllNodes, useMemoryTransport } from './helpers/cluster.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllNodes();

@@ -8,6 +8,7 @@ import { parseBootstrap } from '../network/bootstrap.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
+import type { Transport } from '../protocol/transport.js';
 import type { WallClock } from '../runtime/runtime.js';
 import { systemRuntime } from '../runtime/system-runtime.js';
 import { DataDir } from './data-dir.js';
@@ -62,6 +63,37 @@ export interface DiscoveryOptions {
  * users pass before touching the disk.
  */
 export async function createSyncNode(options: SyncNodeOptions): Promise<SyncNode> {
+  return createNodeOverTransport(options, (dataDir, listen, discovery) =>
+    async () => {
+      const privateKey = await loadOrCreatePeerKey(dataDir.peerKeyFile);
+      return listenOnStablePorts(dataDir, listen, (addresses) =>
+        Libp2pTransport.start({
+          privateKey,
+          listen: addresses,
+          protocol: PROTOCOL_ID,
+          maxFrameBytes: MAX_FRAME_BYTES,
+          maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
+          maxStreams: MAX_STREAMS_PER_CONNECTION,
+          maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
+          mdns: discovery.mdns,
+        }),
+      );
+    },
+  );
+}
+
+/**
+ * How the Node edge starts a node's transport, given its data directory (where the peer key
+ * lives) and the validated `listen` and `discovery` options.
+ */
+export type TransportStarter = (dataDir: DataDir, listen: string[], discovery: Required<DiscoveryOptions>) => () => Promise<Transport>;
+
+/**
+ * `createSyncNode` with another transport: the same validation, storage and runtime. Internal
+ * (not exported by the package): tests run nodes over the in-memory network with it, so that
+ * what they test besides libp2p is built exactly as users get it.
+ */
+export async function createNodeOverTransport(options: SyncNodeOptions, startTransport: TransportStarter): Promise<SyncNode> {
   if (typeof options?.dataDir !== 'string' || options.dataDir === '') {
     throw new ValidationError('createSyncNode: dataDir must be a directory path');
   }
@@ -85,21 +117,7 @@ export async function createSyncNode(options: SyncNodeOptions): Promise<SyncNode
   return SyncNode.create({
     models: options.models,
     openStorage: () => openFileStorage(dataDir),
-    startTransport: async () => {
-      const privateKey = await loadOrCreatePeerKey(dataDir.peerKeyFile);
-      return listenOnStablePorts(dataDir, listen, (addresses) =>
-        Libp2pTransport.start({
-          privateKey,
-          listen: addresses,
-          protocol: PROTOCOL_ID,
-          maxFrameBytes: MAX_FRAME_BYTES,
-          maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
-          maxStreams: MAX_STREAMS_PER_CONNECTION,
-          maxStrangerConnections: MAX_STRANGER_CONNECTIONS,
-          mdns: discovery.mdns,
-        }),
-      );
-    },
+    startTransport: startTransport(dataDir, listen, discovery),
     runtime: { ...systemRuntime(), wallClock: options.wallClock ?? Date.now },
     maxClockDriftMs: drift,
     tuning,

@@ -71,6 +71,8 @@ export interface MemoryTransportOptions {
   maxStrangerConnections: number;
   /** Bytes of one stream direction in flight and unread before `send` waits (yamux's window). */
   maxBufferedBytes: number;
+  /** Whether others can dial this peer; false: it has no address and only dials out (libp2p's `listen: []`). */
+  listening: boolean;
 }
 
 export const DEFAULT_MEMORY_TRANSPORT_OPTIONS: MemoryTransportOptions = {
@@ -79,6 +81,7 @@ export const DEFAULT_MEMORY_TRANSPORT_OPTIONS: MemoryTransportOptions = {
   maxStreams: 64,
   maxStrangerConnections: 8,
   maxBufferedBytes: 256 * 1024,
+  listening: true,
 };
 
 export interface MemoryNetworkOptions {
@@ -305,7 +308,7 @@ export class MemoryTransport implements Transport {
   ) {}
 
   addresses(): string[] {
-    return this.halted ? [] : [memoryAddress(this.localPeer)];
+    return this.halted || !this.options.listening ? [] : [memoryAddress(this.localPeer)];
   }
 
   handle(handler: (stream: FrameStream) => void): void {

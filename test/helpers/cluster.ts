@@ -2,8 +2,14 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { expect } from 'vitest';
 import { createSyncNode, defineModel, type Library, type SyncNode, type SyncNodeOptions } from '../../src/index.js';
+import { loadOrCreatePeerKey } from '../../src/network/peer-key.js';
+import { createNodeOverTransport, type TransportStarter } from '../../src/node/sync-node.js';
+import { systemScheduler } from '../../src/runtime/system-runtime.js';
+import { MemoryNetwork, type MemoryTransport, type MemoryTransportOptions } from '../../src/sim/memory-transport.js';
+import { SeededRandom } from '../../src/sim/prng.js';
 import { makeTempDir } from './child-process.js';
 
 /** Models covering every conflict rule and both ownerships, shared by the multi-node tests. */
@@ -32,22 +38,65 @@ export const fastSync: SyncNodeOptions['sync'] = {
 /** Fast timings, but no session drops for load reasons (a generous peer timeout), and no pruning. */
 export const steadySync: SyncNodeOptions['sync'] = { ...fastSync, peerTimeoutMs: 15_000, pruneIntervalMs: 3_600_000 };
 
+/**
+ * What a test node talks over: real libp2p on 127.0.0.1, or the test file's in-memory network
+ * (`memoryNetwork`). Either way the node is the one users get (`createSyncNode`'s validation,
+ * SQLite files in its data directory, real time), and its PeerId comes from the key in its
+ * data directory, so a restart on the same directory is the same device and the same peer.
+ */
+export type ClusterTransport = 'libp2p' | 'memory';
+
+export interface ClusterNodeOptions extends Partial<SyncNodeOptions> {
+  /** Default: the file's choice (`useMemoryTransport`), else libp2p. */
+  transport?: ClusterTransport;
+}
+
+let fileTransport: ClusterTransport = 'libp2p';
+
+/**
+ * Makes the nodes and raw peers of this test file run on the in-memory network unless a call
+ * asks for libp2p: for tests whose subject is the sync protocol, not libp2p. Vitest gives every
+ * test file its own instance of this module, so the choice holds for the calling file only.
+ */
+export function useMemoryTransport(): void {
+  fileTransport = 'memory';
+}
+
+/** The transport nodes and raw peers of this file get when a call does not choose. */
+export function clusterTransport(): ClusterTransport {
+  return fileTransport;
+}
+
+/** This file's in-memory network: real timers and no faults unless a test sets some. */
+export const memoryNetwork = new MemoryNetwork({ scheduler: systemScheduler, random: new SeededRandom(12) });
+
+/** A transport of the memory network for the peer that `key` authenticates. */
+export function memoryTransportFor(key: PrivateKey, options: Partial<MemoryTransportOptions> = {}): MemoryTransport {
+  return memoryNetwork.createTransport(peerIdFromPrivateKey(key).toString(), options);
+}
+
+/** A node with `listen: []` has no address on the memory network either (it only dials out). */
+const startMemoryTransport: TransportStarter = (dataDir, listen) => async () =>
+  memoryTransportFor(await loadOrCreatePeerKey(dataDir.peerKeyFile), { listening: listen.length > 0 });
+
 const running = new Set<SyncNode>();
 
-export async function startNode(dataDir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
-  const node = await createSyncNode({
+export async function startNode(dataDir?: string, options: ClusterNodeOptions = {}): Promise<SyncNode> {
+  const { transport = fileTransport, ...nodeOptions } = options;
+  const full: SyncNodeOptions = {
     dataDir: dataDir ?? (await makeTempDir('lsync-node-')),
     models: clusterModels,
     listen: ['/ip4/127.0.0.1/tcp/0'],
     sync: fastSync,
-    ...options,
-  });
+    ...nodeOptions,
+  };
+  const node = transport === 'memory' ? await createNodeOverTransport(full, startMemoryTransport) : await createSyncNode(full);
   running.add(node);
   return node;
 }
 
 /** Starts a node whose PeerId is chosen by the caller (the key is placed in its data directory). */
-export async function startNodeWithKey(key: PrivateKey, dir?: string, options: Partial<SyncNodeOptions> = {}): Promise<SyncNode> {
+export async function startNodeWithKey(key: PrivateKey, dir?: string, options: ClusterNodeOptions = {}): Promise<SyncNode> {
   dir ??= await makeTempDir('lsync-node-');
   await writeFile(join(dir, 'peer.key'), privateKeyToProtobuf(key), { mode: 0o600 });
   return startNode(dir, options);
@@ -113,7 +162,7 @@ export class ManualClock {
 export interface ClockedDevice {
   dataDir: string;
   wall: ManualClock;
-  options: Partial<SyncNodeOptions>;
+  options: ClusterNodeOptions;
   node: SyncNode;
   lib: Library;
 }
@@ -121,7 +170,7 @@ export interface ClockedDevice {
 /** Starts a device at `wall` with a new library, or its replica of `libraryId`. */
 export async function startClockedDevice(
   wall: ManualClock,
-  options: Partial<SyncNodeOptions> = {},
+  options: ClusterNodeOptions = {},
   libraryId?: string,
 ): Promise<ClockedDevice> {
   const dataDir = await makeTempDir('lsync-clocked');

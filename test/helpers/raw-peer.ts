@@ -1,7 +1,9 @@
 /**
- * A raw protocol client for security tests: a libp2p peer with its own fresh key that speaks
+ * A raw protocol client for security tests: a peer with its own fresh key that speaks
  * PROTOCOL_ID frame by frame, without any of the node's checks, so tests can send exactly what
- * an attacker (or a buggy peer) would and record exactly what comes back.
+ * an attacker (or a buggy peer) would and record exactly what comes back. It runs where the
+ * test file's nodes run (libp2p, or the memory network: see `useMemoryTransport`); what goes
+ * below the framing (unframed streams, extra connections) needs libp2p.
  */
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface';
@@ -10,9 +12,9 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { Libp2pTransport } from '../../src/network/libp2p-transport.js';
 import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, type Message, PROTOCOL_ID, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
-import type { FrameStream } from '../../src/protocol/transport.js';
+import type { FrameStream, Transport } from '../../src/protocol/transport.js';
 import { decodeInvite, hashSecret, inviteProof } from '../../src/replication/invite-code.js';
-import { waitFor } from './cluster.js';
+import { type ClusterTransport, clusterTransport, memoryTransportFor, waitFor } from './cluster.js';
 
 /** Something a raw peer can dial: a sync node or another raw peer. */
 export interface Dialable {
@@ -38,11 +40,11 @@ export function libp2pStream(stream: FrameStream): Stream {
   return (stream as unknown as { stream: Stream }).stream;
 }
 
-const started = new Set<RawPeer>();
+const startedPeers = new Set<RawPeer>();
 
 /** Stops every raw peer still running (for afterEach). */
 export async function stopAllRawPeers(): Promise<void> {
-  await Promise.all([...started].map((p) => p.stop()));
+  await Promise.all([...startedPeers].map((p) => p.stop()));
 }
 
 /** How a stream ended, as seen by the raw peer's reader. */
@@ -181,7 +183,7 @@ export class RawPeer implements Dialable {
   /** Called for each inbound stream as it opens (after it is recorded in `inbound`). */
   onInbound: ((stream: RawStream) => void) | undefined;
 
-  private constructor(readonly transport: Libp2pTransport) {
+  private constructor(readonly transport: Transport) {
     transport.handle((stream) => {
       const raw = new RawStream(stream);
       this.inbound.push(raw);
@@ -190,21 +192,26 @@ export class RawPeer implements Dialable {
   }
 
   /**
-   * Starts a raw peer listening on 127.0.0.1 with `key` (default: a fresh Ed25519 key), which
-   * opens at most `maxStreams` sync streams at once per connection.
+   * Starts a raw peer with `key` (default: a fresh Ed25519 key), which opens at most
+   * `maxStreams` sync streams at once per connection, listening on 127.0.0.1 (libp2p) or on the
+   * file's memory network.
    */
-  static async start(key?: PrivateKey, { maxStreams = 8 } = {}): Promise<RawPeer> {
-    const transport = await Libp2pTransport.start({
-      privateKey: key ?? (await generateKeyPair('Ed25519')),
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      protocol: PROTOCOL_ID,
-      maxFrameBytes: MAX_FRAME_BYTES,
-      maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
-      maxStreams,
-      maxStrangerConnections: 64,
-    });
-    const peer = new RawPeer(transport);
-    started.add(peer);
+  static async start(key?: PrivateKey, { maxStreams = 8, transport = clusterTransport() }: { maxStreams?: number; transport?: ClusterTransport } = {}): Promise<RawPeer> {
+    const privateKey = key ?? (await generateKeyPair('Ed25519'));
+    const limits = { maxStreams, maxStrangerConnections: 64 };
+    const peerTransport =
+      transport === 'memory'
+        ? memoryTransportFor(privateKey, limits)
+        : await Libp2pTransport.start({
+            privateKey,
+            listen: ['/ip4/127.0.0.1/tcp/0'],
+            protocol: PROTOCOL_ID,
+            maxFrameBytes: MAX_FRAME_BYTES,
+            maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
+            ...limits,
+          });
+    const peer = new RawPeer(peerTransport);
+    startedPeers.add(peer);
     return peer;
   }
 
@@ -236,6 +243,7 @@ export class RawPeer implements Dialable {
 
   /** The transport keeps its libp2p node private; raw streams need it directly. */
   private libp2p(): Libp2p {
+    if (!(this.transport instanceof Libp2pTransport)) throw new Error('streams below the framing need a raw peer on libp2p');
     return (this.transport as unknown as { node: Libp2p }).node;
   }
 
@@ -265,7 +273,7 @@ export class RawPeer implements Dialable {
   }
 
   async stop(): Promise<void> {
-    if (!started.delete(this)) return;
+    if (!startedPeers.delete(this)) return;
     await this.transport.stop();
   }
 }
