@@ -1,6 +1,6 @@
 /**
  * Partner acks are kept in memory by the replicator (src/replication/replicator.ts) and written
- * to SQLite only before pruning and on stop. Real libp2p on 127.0.0.1, real SQLite files.
+ * to SQLite only before pruning and on stop. The in-memory network, real SQLite files.
  *
  * 1. After three nodes sync, what each partner acknowledged is in memory (status) but not yet
  *    stored; a node stopped and restarted from its data directory, with its partners stopped,

@@ -2,7 +2,7 @@
  * Device names and last-seen times in `lib.members()`: every member shows every member's name
  * (synced in the member rows, sent by a joiner in its `join`), a renamed device's new name
  * reaches the others after a restart, and when a partner was last heard is kept across
- * restarts (device-local). Real libp2p on 127.0.0.1, nodes with their own SQLite files.
+ * restarts (device-local). The in-memory network, nodes with their own SQLite files.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -14,9 +14,20 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, type Library, type MemberInfo, ValidationError } from '../src/index.js';
 import { MEMBERS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { clusterModels, shareLibrary, startNode, steadySync, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
+import {
+  clusterModels,
+  shareLibrary,
+  startNode,
+  steadySync,
+  stopAllNodes,
+  stopNode,
+  useMemoryTransport,
+  waitFor,
+} from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import { joinAsRawMember, pushMemberRow, stopAllMemberSessions } from './helpers/raw-member.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   stopAllMemberSessions();

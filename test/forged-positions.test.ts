@@ -12,14 +12,14 @@
  * After each attack the victim is restarted: it starts, and keeps syncing with an honest member
  * (digests equal), whose later writes, shared and owned, still reach it.
  *
- * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer.
+ * The in-memory network and SQLite files; the hostile member is a raw protocol peer.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc } from '../src/index.js';
 import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { Message } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
-import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import {
   expectSessionRefused,
   MemberSession,
@@ -28,6 +28,8 @@ import {
   startVictimCast,
   stopRawMemberTest,
 } from './helpers/raw-member.js';
+
+useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 

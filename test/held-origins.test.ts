@@ -8,7 +8,7 @@
  * MAX_VECTOR_ORIGINS origins and as many owners, its own device included: a batch or page that
  * would make it hold more is refused (VALIDATION), nothing stored, and sync goes on.
  *
- * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer.
+ * The in-memory network and SQLite files; the hostile member is a raw protocol peer.
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,8 +16,10 @@ import { encodeHlc, type SessionErrorEvent, type SyncError } from '../src/index.
 import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { type ChunkTuple, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
-import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
+
+useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 

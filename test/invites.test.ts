@@ -2,7 +2,7 @@
  * Invites over their lifetime: `lib.invites()` lists the pending ones, `lib.revokeInvite()`
  * revokes one (by string or id, idempotently), and a join with a revoked or expired invite is
  * refused by the inviter (`INVITE_REVOKED`, `INVITE_EXPIRED`) with no library on the joiner.
- * Real libp2p on 127.0.0.1, nodes with their own SQLite files.
+ * The in-memory network, nodes with their own SQLite files.
  */
 import { randomUUID } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
@@ -11,8 +11,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { InviteError, NotFoundError, type SyncError, type SyncNode } from '../src/index.js';
 import { decodeInvite } from '../src/replication/invite-code.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { ManualClock, startNode, stopAllNodes, waitFor } from './helpers/cluster.js';
+import { ManualClock, startNode, stopAllNodes, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllRawPeers();

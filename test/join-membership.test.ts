@@ -4,16 +4,27 @@
  * schedule of its own: it gets its sessions with every member soon after the row arrives, and
  * sees no storm of session-error events. A real non-member is still refused every time.
  * The other way round, a joiner still backfilling refuses members its backfill has not brought
- * yet, and does not report it. Real libp2p on 127.0.0.1, nodes with their own SQLite files,
+ * yet, and does not report it. The in-memory network, nodes with their own SQLite files,
  * raw protocol members (test/helpers/raw-member.ts) where a test must control the timing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Library, PROTOCOL_VERSION, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import type { MessageOf } from '../src/protocol/messages.js';
 import { removeTempDirs } from './helpers/child-process.js';
-import { shareLibrary, startNode, startNodeWithKey, steadySync, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  shareLibrary,
+  startNode,
+  startNodeWithKey,
+  steadySync,
+  stopAllNodes,
+  useMemoryTransport,
+  waitFor,
+  waitForConvergence,
+} from './helpers/cluster.js';
 import { joinAsRawMember, joinThroughRawMember, MemberSession, type RawMember, stopAllMemberSessions } from './helpers/raw-member.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   stopAllMemberSessions();

@@ -6,15 +6,17 @@
  * syncing with its other partner. The same member's well-formed chunk is then applied, so the
  * refusals are the framing checks' doing, not a refusal of the member.
  *
- * Real libp2p on 127.0.0.1 and SQLite files; the member is a raw protocol peer joined by invite.
+ * The in-memory network and SQLite files; the member is a raw protocol peer joined by invite.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, ProtocolError, type SessionErrorEvent } from '../src/index.js';
 import { HLC_TIME_LENGTH } from '../src/hlc/hlc.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { pack } from '../src/util/msgpack.js';
-import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { librarySnapshot, shareLibrary, startNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { joinAsRawMember, MemberSession, type RawMember, rawMemberSync, servingChunks, stopRawMemberTest } from './helpers/raw-member.js';
+
+useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 

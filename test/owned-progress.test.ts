@@ -8,14 +8,16 @@
  * as PROTOCOL: a member feeding an honest relay coverages made an honest node drop, and count as
  * hostile, its session with that honest relay. A page that moves a cursor is progress.
  *
- * Real libp2p on 127.0.0.1 and SQLite files; the partner is a raw protocol peer playing the
+ * The in-memory network and SQLite files; the partner is a raw protocol peer playing the
  * relay, deterministically: it advertises the owner one version further before it serves each
  * page, as a relay does that receives coverages while it is pulled from.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../src/protocol/messages.js';
-import { startNode, waitFor } from './helpers/cluster.js';
+import { startNode, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+
+useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 

@@ -6,7 +6,7 @@
  * or in a pulled page) or a frame holding one is bad input, nothing is stored, and honest
  * members keep syncing, including the slices of chunks stored as received.
  *
- * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer joined
+ * The in-memory network and SQLite files; the hostile member is a raw protocol peer joined
  * by invite.
  */
 import { Packr } from 'msgpackr';
@@ -17,8 +17,10 @@ import { decodeChunk } from '../src/peer-log/chunk.js';
 import { decodeMessage } from '../src/protocol/codec.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { checkPlain, pack, unpack } from '../src/util/msgpack.js';
-import { librarySnapshot, shareLibrary, startNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { librarySnapshot, shareLibrary, startNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, servingChunks, stopRawMemberTest } from './helpers/raw-member.js';
+
+useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 

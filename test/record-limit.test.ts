@@ -8,7 +8,7 @@
  * travels by push and by pull, and a record held over the limit (from before it) is never sent,
  * so it cannot stop a partner's sync.
  *
- * Real libp2p on 127.0.0.1 and SQLite files; the hostile member is a raw protocol peer.
+ * The in-memory network and SQLite files; the hostile member is a raw protocol peer.
  */
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -36,8 +36,18 @@ import {
 } from '../src/protocol/messages.js';
 import { pack } from '../src/util/msgpack.js';
 import { makeTempDir } from './helpers/child-process.js';
-import { librarySnapshot, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  librarySnapshot,
+  shareLibrary,
+  startNode,
+  stopNode,
+  useMemoryTransport,
+  waitFor,
+  waitForConvergence,
+} from './helpers/cluster.js';
 import { expectSessionRefused, joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+
+useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 

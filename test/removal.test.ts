@@ -1,5 +1,5 @@
 /**
- * Removing a device and leaving a library (issue 11): real libp2p on 127.0.0.1, real SQLite
+ * Removing a device and leaving a library (issue 11): the in-memory network, real SQLite
  * files, nodes restarted from their data directories. No sleeps as synchronisation.
  *
  * A and B listen on fixed loopback ports (free ones, picked per test) so that a restart keeps
@@ -19,7 +19,19 @@ import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
 import { MemberSession, startVictimCast, stopAllMemberSessions } from './helpers/raw-member.js';
 import type { ChunkTuple } from '../src/protocol/messages.js';
-import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  fastSync,
+  shareLibrary,
+  startNode,
+  startNodeWithKey,
+  stopAllNodes,
+  stopNode,
+  useMemoryTransport,
+  waitFor,
+  waitForConvergence,
+} from './helpers/cluster.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllRawPeers();

@@ -8,8 +8,20 @@ import { cpSync, rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Library, SessionErrorEvent, SyncError, SyncNode } from '../src/index.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  type ClusterNodeOptions,
+  shareLibrary,
+  startNode,
+  startNodeWithKey,
+  stopAllNodes,
+  stopNode,
+  useMemoryTransport,
+  waitFor,
+  waitForConvergence,
+} from './helpers/cluster.js';
 import { keyWhere } from './helpers/raw-peer.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllNodes();
@@ -268,14 +280,20 @@ describe('a data directory restored twice from one backup, while a partner is aw
   });
 });
 
+/**
+ * Two live copies of one data directory are two nodes with one PeerId: libp2p lets them run side
+ * by side, the memory network names each peer once. These stay on libp2p.
+ */
+const onLibp2p: ClusterNodeOptions = { transport: 'libp2p' };
+
 describe('two devices started from copies of one data directory', () => {
   it('one copy is refused with DEVICE_FORKED; the other converges with every acknowledged write', async () => {
     const aDir = await makeTempDir('lsync-clone-a-');
-    let a = await startNode(aDir);
+    let a = await startNode(aDir, onLibp2p);
     const aListen = a.multiaddrs().map((addr) => addr.slice(0, addr.indexOf('/p2p/')));
     // The copies share a PeerId that sorts below A's, so they open the sessions to A.
     const bDir = await makeTempDir('lsync-clone-b-');
-    const b = await startNodeWithKey(await keyWhere((id) => id < a.peerId), bDir);
+    const b = await startNodeWithKey(await keyWhere((id) => id < a.peerId), bDir, onLibp2p);
     const [firstA, firstB] = await shareLibrary(a, [b]);
     const id = firstA!.id;
     const notes = new Map<string, string>();
@@ -287,7 +305,7 @@ describe('two devices started from copies of one data directory', () => {
 
     // Both copies start and write while A is away, so neither has met a partner yet.
     await stopNode(a);
-    const copies = [await startNode(bDir), await startNode(copyDir)];
+    const copies = [await startNode(bDir, onLibp2p), await startNode(copyDir, onLibp2p)];
     const written = new Map<SyncNode, Map<string, string>>();
     for (const [n, copy] of copies.entries()) {
       const own = new Map<string, string>();
@@ -297,7 +315,7 @@ describe('two devices started from copies of one data directory', () => {
     }
     const errors = new Map<SyncNode, SessionErrorEvent[]>(copies.map((c) => [c, []]));
     for (const copy of copies) copy.on('session-error', (e) => errors.get(copy)!.push(e));
-    a = await startNode(aDir, { listen: aListen });
+    a = await startNode(aDir, { listen: aListen, ...onLibp2p });
     const libA = a.library(id);
 
     const forked = async (copy: SyncNode) => (await copy.library(id).status()).error?.code === 'DEVICE_FORKED';
@@ -334,7 +352,7 @@ describe('two devices started from copies of one data directory', () => {
 describe("a partner's hello checked against this device's writers", () => {
   it('confirms a writer held alike, retires one held further, and reports another entry at a position as a fork', async () => {
     const dir = await makeTempDir('lsync-writers-');
-    const first = await startNode(dir, { listen: [] });
+    const first = await startNode(dir, { listen: [], ...onLibp2p });
     const lib = await first.createLibrary({ name: 'writers' });
     const id = lib.id;
     // Alone in its library, the device writes to its device id from the start.
@@ -345,8 +363,8 @@ describe("a partner's hello checked against this device's writers", () => {
     cpSync(dir, copyDir, { recursive: true });
 
     // Both copies append position 2 of the same writer, with different changes.
-    const original = await startNode(dir, { listen: [] });
-    const copy = await startNode(copyDir, { listen: [] });
+    const original = await startNode(dir, { listen: [], ...onLibp2p });
+    const copy = await startNode(copyDir, { listen: [], ...onLibp2p });
     const [libO, libC] = [original.library(id), copy.library(id)];
     await libO.upsert('note', { id: 'n2', title: 'original', body: null });
     await libC.upsert('note', { id: 'n2', title: 'copy', body: null });

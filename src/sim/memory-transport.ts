@@ -432,8 +432,8 @@ export class MemoryTransport implements Transport {
   }
 }
 
-/** A frame on its way, or the end of the stream (a graceful close). */
-type InFlight = { kind: 'frame'; frame: Uint8Array; at: number } | { kind: 'end'; at: number };
+/** A frame on its way, the end of the stream (a graceful close), or its reset by the sender (`abort`). */
+type InFlight = { kind: 'frame'; frame: Uint8Array; at: number } | { kind: 'end'; at: number } | { kind: 'reset'; why: string; at: number };
 
 /**
  * One end of a stream. Frames travel to `peer` through `outbound` (each with its arrival time,
@@ -503,8 +503,9 @@ class MemoryStreamEnd implements FrameStream {
 
   async *frames(): AsyncIterable<Uint8Array> {
     for (;;) {
-      if (this.failure) throw this.failure;
+      // What arrived before a remote reset is read first (a failure of this side empties the inbox).
       const frame = this.inbox.shift();
+      if (this.failure && !frame) throw this.failure;
       if (frame) {
         this.pendingBytes -= frame.byteLength;
         this.peer.drained();
@@ -533,12 +534,18 @@ class MemoryStreamEnd implements FrameStream {
     await new Promise<void>((resolve) => this.closeWaiters.push(resolve));
   }
 
+  /**
+   * Fails this end now; the frames sent before still travel, and the reset after them, as
+   * yamux sends its reset behind the data: the remote reads them, then fails (a refusal sends
+   * its error frame, then aborts).
+   */
   abort(reason: Error): void {
     if (this.failure) return;
-    this.reset(
-      toSyncError(reason, (cause) => new NetworkError(`sync stream with ${this.remotePeer} was aborted: ${cause}`)),
-      `the remote reset the stream (${describeError(reason)})`,
-    );
+    this.releaseHeld();
+    this.failure = toSyncError(reason, (cause) => new NetworkError(`sync stream with ${this.remotePeer} was aborted: ${cause}`));
+    this.inbox.length = 0;
+    this.wakeAll();
+    this.enqueue({ kind: 'reset', why: `the remote reset the stream (${describeError(reason)})`, at: this.arrivalTime() });
   }
 
   /** Resets the stream with the same cause on both sides (connection closed, frame lost). */
@@ -549,12 +556,19 @@ class MemoryStreamEnd implements FrameStream {
   /** Fails this end with `error`, the other with a reset that says `remoteWhy`; drops what was in flight. */
   private reset(error: SyncError, remoteWhy: string): void {
     if (!this.failure) this.fail(error);
-    if (!this.peer.failure) this.peer.fail(new NetworkError(`sync stream with ${this.local} failed: StreamResetError: ${remoteWhy}`));
+    this.outbound.length = 0;
+    if (!this.peer.failure) this.peer.fail(this.resetError(remoteWhy));
   }
 
-  private fail(error: SyncError): void {
+  /** What the other end fails with when this one resets the stream. */
+  private resetError(why: string): NetworkError {
+    return new NetworkError(`sync stream with ${this.local} failed: StreamResetError: ${why}`);
+  }
+
+  /** Fails this end; with `keepInbox`, what arrived is still read first (a remote reset behind it). */
+  private fail(error: SyncError, keepInbox = false): void {
     this.failure = error;
-    this.inbox.length = 0;
+    if (!keepInbox) this.inbox.length = 0;
     this.outbound.length = 0;
     this.held = undefined;
     this.connection.streams.delete(this.opener === this.local ? this : this.peer);
@@ -609,8 +623,14 @@ class MemoryStreamEnd implements FrameStream {
   /** Hands the receiver every frame whose time has come, in order. */
   private deliverDue(): void {
     const now = this.network.scheduler.monotonicNow();
+    // The receiver failed meanwhile (its connection closed, it reset the stream): nothing more arrives.
+    if (this.peer.failure) this.outbound.length = 0;
     while (this.outbound.length > 0 && this.outbound[0]!.at <= now) {
       const item = this.outbound.shift()!;
+      if (item.kind === 'reset') {
+        this.peer.fail(this.resetError(item.why), true);
+        return;
+      }
       if (item.kind === 'frame') this.peer.inbox.push(item.frame);
       else this.peer.remoteEnded = true;
       this.peer.wake?.();

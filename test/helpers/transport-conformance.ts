@@ -189,6 +189,18 @@ export function runTransportTests(name: string, setup: TransportSetup, options: 
       expect(local).toBeInstanceOf(SyncError);
     });
 
+    // How the protocol refuses (an error frame, then a reset). Only one frame is promised:
+    // libp2p can drop a second one still queued when the reset goes out.
+    it('a frame sent on an idle stream just before abort reaches a remote that reads, then its frames() throws', async () => {
+      const { out, inStream } = await streamPair();
+      const reading = readAll(inStream);
+      await out.send(frameOf(100, 1));
+      out.abort(new Error('refused'));
+      const { frames, error } = await reading;
+      expect(frames.map((f) => f[0])).toEqual([1]);
+      expect(error).toBeInstanceOf(NetworkError);
+    });
+
     it('disconnect ends the streams of the connection on both sides', async () => {
       const { a, b, out, inStream } = await streamPair();
       const readingOut = readAll(out);
