@@ -5,7 +5,7 @@
  * exactly one slot. Heartbeats and acks without a batch free none.
  *
  * The partner is a raw protocol peer that is a real member (joined by invite) and speaks the
- * session frame by frame on real libp2p over 127.0.0.1; node A stores in real SQLite files.
+ * session frame by frame over the in-memory network; node A stores in real SQLite files.
  * Every wait polls a condition: "nothing more arrives" is checked after A's heartbeats show
  * it had written everything and then several more heartbeat intervals went by.
  */
@@ -13,9 +13,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Library, SessionErrorEvent, VersionVector } from '../src/index.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { removeTempDirs } from './helpers/child-process.js';
-import { fastSync, startNode, stopAllNodes, waitFor } from './helpers/cluster.js';
+import { fastSync, startNode, stopAllNodes, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { entriesOfMessage, joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
 import { stopAllRawPeers } from './helpers/raw-peer.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   stopAllMemberSessions();

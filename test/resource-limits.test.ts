@@ -1,7 +1,8 @@
 /**
- * Resources a peer can grow without bound (issue 10, item 6), against real libp2p on 127.0.0.1:
- * partial frames of non-members, ack vectors with invented origins, serving slots held by a
- * few pullers. Attackers are raw protocol clients (test/helpers/raw-peer.ts, raw-member.ts);
+ * Resources a peer can grow without bound (issue 10, item 6): partial frames of non-members
+ * (real libp2p on 127.0.0.1: the attacker writes below the framing, on streams and connections
+ * of its own), ack vectors with invented origins and serving slots held by a few pullers (the
+ * in-memory network). Attackers are raw protocol clients (test/helpers/raw-peer.ts, raw-member.ts);
  * every wait polls a condition with a deadline.
  */
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
@@ -9,9 +10,19 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import { MAX_HANDSHAKE_FRAME_BYTES, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
-import { fastSync, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import {
+  fastSync,
+  shareLibrary,
+  startNode,
+  stopNode,
+  useMemoryTransport,
+  waitFor,
+  waitForConvergence,
+} from './helpers/cluster.js';
 import { joinAsRawMember, MemberSession, stopRawMemberTest } from './helpers/raw-member.js';
 import { RawPeer, type UnframedStream } from './helpers/raw-peer.js';
+
+useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 
@@ -44,16 +55,16 @@ describe('partial frames from a non-member', () => {
   it('a large first frame is refused at once, at most 16 handshakes are held, the rest reset; members keep syncing', async () => {
     // Handshakes held for the whole test, and a session that load cannot time out.
     const sync = { ...fastSync, requestTimeoutMs: 120_000, peerTimeoutMs: 15_000 };
-    const a = await startNode(undefined, { sync });
+    const a = await startNode(undefined, { sync, transport: 'libp2p' });
     const dirB = await makeTempDir('lsync-limits-b-');
-    let b = await startNode(dirB, { sync });
+    let b = await startNode(dirB, { sync, transport: 'libp2p' });
     const [libA, libB] = await shareLibrary(a, [b]);
     await libA!.upsert('note', { id: 'n1', title: 'before', body: null });
     await waitForConvergence([libA!, libB!]);
     const errorsOnA = recordSessionErrors(a);
     const base = (await libA!.status()).protocolErrors;
 
-    const attacker = await RawPeer.start(undefined, { maxStreams: 64 });
+    const attacker = await RawPeer.start(undefined, { maxStreams: 64, transport: 'libp2p' });
     // A first frame announcing the whole frame limit, or one byte over the handshake limit:
     // refused from the prefix, as bad input, before the payload is held.
     for (const [n, length] of [MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES + 1].entries()) {
@@ -84,7 +95,7 @@ describe('partial frames from a non-member', () => {
     // Members sync on, and a member's new session is not held back by the budget.
     await libA!.upsert('note', { id: 'n2', title: 'during the attack', body: null });
     await stopNode(b);
-    b = await startNode(dirB, { sync });
+    b = await startNode(dirB, { sync, transport: 'libp2p' });
     const libB2 = b.library(libA!.id);
     await libB2.upsert('note', { id: 'n3', title: 'from b after its restart', body: null });
     await waitForConvergence([libA!, libB2]);
@@ -107,12 +118,12 @@ describe('partial first frames from a member', () => {
   it('at most 64 of one peer’s handshakes are held node-wide, over any number of connections; the rest reset', async () => {
     // Handshakes held for the whole test, and a session that load cannot time out.
     const sync = { ...fastSync, requestTimeoutMs: 120_000, peerTimeoutMs: 15_000 };
-    const a = await startNode(undefined, { sync });
-    const b = await startNode(undefined, { sync });
+    const a = await startNode(undefined, { sync, transport: 'libp2p' });
+    const b = await startNode(undefined, { sync, transport: 'libp2p' });
     const [libA, libB] = await shareLibrary(a, [b]);
     // A member is a known peer: the stranger budget does not apply to it (nor to any PeerId a
     // member row names, and members write member rows), so its own budget must bound it.
-    const member = await joinAsRawMember(a, libA!, [a, b], { maxStreams: 64 });
+    const member = await joinAsRawMember(a, libA!, [a, b], { maxStreams: 64, transport: 'libp2p' });
     const streams: UnframedStream[] = [];
     for (let c = 0; c < 3; c++) {
       const connection = await member.peer.newConnection(a);

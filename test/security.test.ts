@@ -1,5 +1,6 @@
 /**
- * Security and protocol-robustness tests of replication, against real libp2p on 127.0.0.1.
+ * Security and protocol-robustness tests of replication, on the in-memory network (malformed
+ * frames below the framing: real libp2p on 127.0.0.1).
  * Attackers are raw protocol clients (test/helpers/raw-peer.ts) with their own keys that send
  * exactly the frames a malicious or broken peer would; every wait polls a condition.
  */
@@ -36,10 +37,13 @@ import {
   startNodeWithKey,
   stopAllNodes,
   stopNode,
+  useMemoryTransport,
   waitFor,
   waitForConvergence,
 } from './helpers/cluster.js';
 import { keyWhere, RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
+
+useMemoryTransport();
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -397,10 +401,11 @@ describe('invites', () => {
   });
 });
 
+// On libp2p: the attacker writes below the framing (bytes of its own choosing on a stream).
 describe('malformed frames', () => {
   it('close only the offending stream; the node keeps serving its members', async () => {
     // Generous peer timeout: the A-B session must not drop for load reasons during the test.
-    const { a, b, libA, libB } = await seededPair({ sync: { ...fastSync, peerTimeoutMs: 15_000 } });
+    const { a, b, libA, libB } = await seededPair({ sync: { ...fastSync, peerTimeoutMs: 15_000 }, transport: 'libp2p' });
     const live = async (lib: Library, device: string) =>
       (await lib.status()).partners.find((p) => p.device === device)?.state === 'live';
     await waitFor(async () => (await live(libA, b.deviceId)) && (await live(libB, a.deviceId)), 'the A-B session to be live');
@@ -416,7 +421,7 @@ describe('malformed frames', () => {
       if (p?.state !== 'live') notLive.push(`B sees A ${p?.state}`);
     });
 
-    const attacker = await RawPeer.start();
+    const attacker = await RawPeer.start(undefined, { transport: 'libp2p' });
     const garbage = new Uint8Array([0xc1, 0xc1, 0xc1, 0xc1]);
     expect(() => unpack(garbage)).toThrow();
     const wrongShapes: Uint8Array[] = [

@@ -16,7 +16,7 @@ import { type ChunkTuple, type Message, type MessageOf, PROTOCOL_VERSION } from 
 import type { FrameStream } from '../../src/protocol/transport.js';
 import { encodeInvite } from '../../src/replication/invite-code.js';
 import { makeTempDir, removeTempDirs } from './child-process.js';
-import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor } from './cluster.js';
+import { type ClusterTransport, fastSync, shareLibrary, startNode, stopAllNodes, waitFor } from './cluster.js';
 import { keyWhere, RawPeer, type RawStream, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
 
 export interface RawMember {
@@ -33,7 +33,7 @@ export async function joinAsRawMember(
   inviter: SyncNode,
   lib: Library,
   nodes: SyncNode[] = [inviter],
-  options: { maxStreams?: number } = {},
+  options: { maxStreams?: number; transport?: ClusterTransport } = {},
 ): Promise<RawMember> {
   const peer = await RawPeer.start(await keyWhere((id) => nodes.every((n) => id < n.peerId)), options);
   const device = randomUUID();
