@@ -25,7 +25,8 @@ export type { SyncProgress } from './backfill/catch-up.js';
 export type { SyncRun, SyncRunOutcome, SyncCheckpoint } from './backfill/history.js';
 export { PROTOCOL_ID, PROTOCOL_VERSION, MAX_FRAME_BYTES } from './protocol/messages.js';
 export type { ChangeEvent } from './library/write-batch.js';
-export type { ApplyResult, GapReport, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, RemoteCounts } from './library/remote-apply.js';
+export type { ApplyResult, GapReport, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from './library/remote-apply.js';
+export type { RemoteCounts } from './library/counts.js';
 export {
   defineModel,
   type ModelInput,

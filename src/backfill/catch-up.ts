@@ -1,7 +1,8 @@
 import { BusyError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
 import type { Library, SnapshotCheckpoint } from '../library/library.js';
 import type { SnapshotPosition } from '../library/snapshot.js';
-import type { OwnedCoverage, OwnedRowUpdate, RemoteCounts } from '../library/remote-apply.js';
+import type { OwnedCoverage, OwnedRowUpdate } from '../library/remote-apply.js';
+import type { RemoteCounts } from '../library/counts.js';
 import type { VersionVector } from '../peer-log/types.js';
 import { checkClaim, chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';

@@ -17,8 +17,8 @@ import {
   readVector,
   recordAck,
 } from '../peer-log/log-store.js';
-import type { Chunk } from '../peer-log/chunk.js';
-import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
+import type { Chunk, ChunksAfterResult } from '../peer-log/chunk.js';
+import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import { EventLoopTurns } from '../util/event-loop.js';
@@ -32,11 +32,11 @@ import {
   type OwnedApplyResult,
   type OwnedCoverage,
   type OwnedRowUpdate,
-  type RemoteCounts,
   validateOwnedRows,
   validateRemoteChunks,
   validateRemoteEntries,
 } from './remote-apply.js';
+import type { RemoteCounts } from './counts.js';
 import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from '../replication/status.js';
@@ -53,7 +53,8 @@ import {
   validateSnapshotRows,
 } from './snapshot.js';
 import { readRuns, type SyncRun } from '../backfill/history.js';
-import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
+import { OWNED_CONFIRMED_META_KEY } from '../storage/open-library.js';
+import { putMeta } from '../storage/meta.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
 import { MAX_WRITER_TIPS } from '../protocol/messages.js';

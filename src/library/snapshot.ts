@@ -11,7 +11,7 @@ import type { Kysely } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import type { WriteBatch } from './write-batch.js';
-import type { RemoteCounts } from './remote-apply.js';
+import { countChange, type RemoteCounts } from './counts.js';
 
 /**
  * Snapshots: the current state of every shared row, tombstones included, with the clocks its
@@ -159,15 +159,4 @@ function normalState(model: SharedModel, state: SharedRowState): SharedRowState 
   const values: StoredValues = {};
   for (const field of model.fields) values[field.name] = state.values[field.name] ?? null;
   return { ...state, values, fieldHlcs: model.conflict === 'lww' && !model.apply ? null : (state.fieldHlcs ?? {}) };
-}
-
-/** Tallies a row change as added (now live, was absent or deleted), deleted or updated. */
-export function countChange(counts: RemoteCounts, before: { deleted: boolean } | undefined, after: { deleted: boolean }): void {
-  if (after.deleted) {
-    if (before && !before.deleted) counts.deleted += 1;
-  } else if (!before || before.deleted) {
-    counts.added += 1;
-  } else {
-    counts.updated += 1;
-  }
 }

@@ -6,6 +6,7 @@ import { runSql } from '../util/sql.js';
 import { readVector } from '../peer-log/log-store.js';
 import type { SyncCounters } from '../library/write-batch.js';
 import { storedWriter, WRITER_META_KEY } from '../library/writers.js';
+import { putMeta } from './meta.js';
 import { ModelTable } from './model-table.js';
 import { type InternalTables, migrationProvider } from './schema.js';
 
@@ -124,13 +125,4 @@ async function prepareInTransaction(
     highWater: hlc === undefined ? undefined : decodeHlc(hlc),
     ownedConfirmed,
   };
-}
-
-/** Sets one of the engine's own settings stored with the library (`sync_meta`). */
-export async function putMeta(db: Kysely<InternalTables>, key: string, value: string): Promise<void> {
-  await db
-    .insertInto('sync_meta')
-    .values({ key, value })
-    .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
-    .execute();
 }
