@@ -4,7 +4,7 @@ import type { SharedModel } from '../models/define.js';
 import { mergeStates } from '../models/merge.js';
 import type { SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkRecordSize, checkStored, encodedSizeBound, exceedsRecordLimit } from '../models/values.js';
-import type { ReadLimits } from '../peer-log/types.js';
+import type { ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import { runSql } from '../util/sql.js';
 import type { Kysely } from 'kysely';
@@ -20,6 +20,12 @@ import { countChange, type RemoteCounts } from './counts.js';
  */
 
 /** Where a snapshot read stands: the last model and id returned. */
+/** Where a snapshot read stands: the vector it covers and the position of the next page. */
+export interface SnapshotCheckpoint {
+  vector: VersionVector;
+  next: SnapshotPosition | null;
+}
+
 export type SnapshotPosition = [model: string, id: string];
 
 export interface SnapshotRow {

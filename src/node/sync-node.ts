@@ -3,7 +3,9 @@ import { EventEmitter } from 'eventemitter3';
 import { v4 as uuidv4 } from 'uuid';
 import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
 import { compareHlc, type Hlc, HlcClock, isDeviceId, type WallClock } from '../hlc/index.js';
-import { Library, type Member } from '../library/library.js';
+import { joinedLibraryMeta, LibraryEngine } from '../library/engine.js';
+import { engineOf, Library } from '../library/library.js';
+import type { Member } from '../library/types.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
 import { isDeviceName, MAX_DEVICE_NAME_LENGTH, SYSTEM_MODELS } from '../models/system.js';
@@ -12,9 +14,9 @@ import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js'
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
 import { decodeInvite } from '../replication/invite-code.js';
-import { type SessionErrorEvent, SyncNetwork } from '../replication/network.js';
+import { SyncNetwork } from '../replication/network.js';
+import type { SessionErrorEvent } from '../replication/wire-errors.js';
 import { LibraryReplicator, type ReplicationTuning } from '../replication/replicator.js';
-import { BACKFILL_META_KEY } from '../backfill/catch-up.js';
 import { prepareLibrary } from '../storage/open-library.js';
 import { openSqliteFile } from '../storage/sqlite-node.js';
 import { DataDir } from './data-dir.js';
@@ -92,8 +94,6 @@ export const DEFAULT_SYNC_TUNING: SyncTuning = {
 export interface SyncNodeEvents {
   'session-error': [SessionErrorEvent];
 }
-
-const BOOTSTRAP_META_KEY = 'bootstrap_member';
 
 export interface CreateLibraryOptions {
   name: string;
@@ -209,11 +209,9 @@ export class SyncNode {
         maxClockDriftMs: options.maxClockDriftMs,
         highWater: highWater && { ...highWater, deviceId },
       });
-      const open = new Map<string, Library>();
-      for (const p of prepared) {
-        open.set(
-          p.meta.id,
-          new Library({
+      const engines = prepared.map(
+        (p) =>
+          new LibraryEngine({
             id: p.meta.id,
             name: p.meta.name,
             db: p.db,
@@ -225,8 +223,7 @@ export class SyncNode {
             ownedConfirmed: p.ownedConfirmed,
             release: () => p.db.destroy(),
           }),
-        );
-      }
+      );
       const wallClock = options.wallClock ?? Date.now;
       const events = new EventEmitter<SyncNodeEvents>();
       const privateKey = await loadOrCreatePeerKey(dataDir.peerKeyFile);
@@ -253,11 +250,8 @@ export class SyncNode {
         random: Math.random,
         onSessionError: (event) => events.emit('session-error', event),
       });
-      const node = new SyncNode(deviceId, dataDir, registry, clock, open, unlock, transport, network, tuning, wallClock, events);
-      for (const library of open.values()) {
-        const bootstrap = await library.metaValue(BOOTSTRAP_META_KEY);
-        await node.replicate(library, bootstrap === undefined ? undefined : (JSON.parse(bootstrap) as Member));
-      }
+      const node = new SyncNode(deviceId, dataDir, registry, clock, new Map(), unlock, transport, network, tuning, wallClock, events);
+      for (const engine of engines) await node.replicate(engine, await engine.bootstrapMember());
       return node;
     } catch (err) {
       await unlock();
@@ -319,7 +313,7 @@ export class SyncNode {
     this.stopped = true;
     await this.network.stop();
     this.events.removeAllListeners();
-    for (const library of this.open.values()) await library.close();
+    for (const library of this.open.values()) await engineOf(library).close();
     this.open.clear();
     await this.unlock();
   }
@@ -331,11 +325,9 @@ export class SyncNode {
   private async newLibrary(id: string, name: string, bootstrap: Member | undefined, signal?: AbortSignal): Promise<Library> {
     const db = openSqliteFile(this.dataDir.libraryFile(id));
     // A joined library backfills from its partners before it is ready.
-    const meta: Record<string, string> = bootstrap
-      ? { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap), [BACKFILL_META_KEY]: 'pending' }
-      : {};
+    const meta = bootstrap ? joinedLibraryMeta(bootstrap) : {};
     const prepared = await prepareLibrary(db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
-    const library = new Library({
+    const engine = new LibraryEngine({
       id,
       name,
       db,
@@ -347,19 +339,21 @@ export class SyncNode {
       ownedConfirmed: prepared.ownedConfirmed,
       release: () => db.destroy(),
     });
-    this.open.set(id, library);
-    const replicator = await this.replicate(library, bootstrap);
+    const { library, replicator } = await this.replicate(engine, bootstrap);
     signal?.addEventListener('abort', () => replicator.interruptBackfill(), { once: true });
     return library;
   }
 
-  private async replicate(library: Library, bootstrap: Member | undefined): Promise<LibraryReplicator> {
-    const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
+  /** Opens the user's `Library` on `engine` and starts replicating it. */
+  private async replicate(engine: LibraryEngine, bootstrap: Member | undefined): Promise<{ library: Library; replicator: LibraryReplicator }> {
+    const replicator = new LibraryReplicator(engine, this.tuning, this.network, bootstrap);
+    const library = new Library(engine, replicator);
+    this.open.set(engine.id, library);
     this.network.add(replicator);
     await replicator.start();
     // Listen ports (or the device name) may differ from the last run: tell the other members.
     await replicator.refreshSelfWhenConfirmed();
-    return replicator;
+    return { library, replicator };
   }
 
   private assertRunning(): void {
