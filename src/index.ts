@@ -1,15 +1,8 @@
 // The package's public API: what an application uses. The library engine, replication and
 // backfill are internal (tests and benchmarks import them from their modules directly).
-export {
-  createSyncNode,
-  SyncNode,
-  DEFAULT_SYNC_TUNING,
-  type DiscoveryOptions,
-  type SyncNodeOptions,
-  type SyncNodeEvents,
-  type SyncTuning,
-  type CreateLibraryOptions,
-} from './node/sync-node.js';
+export { createSyncNode, type DiscoveryOptions, type SyncNodeOptions } from './node/sync-node.js';
+export { SyncNode, type SyncNodeEvents, type CreateLibraryOptions } from './core/sync-node.js';
+export { DEFAULT_SYNC_TUNING, type SyncTuning } from './core/tuning.js';
 export { Library } from './library/library.js';
 export type {
   LibraryTransaction,
