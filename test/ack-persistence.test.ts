@@ -146,7 +146,7 @@ describe('partner acks', () => {
     const a2 = await startNode(dirA, { sync: { ...fastSync, pruneIntervalMs: 200 } });
     const libA2 = a2.library(libraryId);
     let passes = 0;
-    const prune = engineOf(libA2).prune.bind(libA2);
+    const prune = engineOf(libA2).prune.bind(engineOf(libA2));
     engineOf(libA2).prune = async (...args) => {
       const deleted = await prune(...args);
       passes += 1;

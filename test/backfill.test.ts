@@ -609,7 +609,7 @@ describe('backfill', () => {
     await converge([libA, libC]);
     await waitFor(async () => ((await engineOf(libA).prunedVector())[a.deviceId] ?? 0) > 0, "A's log to be pruned");
     const target = data.noteIds[0]!;
-    const read = engineOf(libA).snapshotAfter.bind(libA);
+    const read = engineOf(libA).snapshotAfter.bind(engineOf(libA));
     let raced = 0;
     engineOf(libA).snapshotAfter = async (after, limits) => {
       const page = await read(after, limits);

@@ -414,10 +414,10 @@ describe('replication among several nodes', () => {
     await stopNode(c);
     await waitForStatus(libA, (s) => partner(s, c)?.connected === false, 'A sees C gone');
 
-    // Count prune passes on A and B (the replicator prunes through Library.prune).
+    // Count prune passes on A and B (the replicator prunes through the engine's prune).
     const passes = new Map<Library, number>();
     for (const lib of [libA, libB]) {
-      const original = engineOf(lib).prune.bind(lib);
+      const original = engineOf(lib).prune.bind(engineOf(lib));
       passes.set(lib, 0);
       engineOf(lib).prune = async (...args) => {
         const deleted = await original(...args);

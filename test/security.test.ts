@@ -319,7 +319,7 @@ describe('acknowledgements', () => {
 
     // Pruning runs and removes what every member (C included) holds, and nothing C lacks.
     let pruneCalls = 0;
-    const prune = engineOf(libA).prune.bind(libA);
+    const prune = engineOf(libA).prune.bind(engineOf(libA));
     engineOf(libA).prune = async (...args) => {
       const deleted = await prune(...args);
       pruneCalls += 1;
