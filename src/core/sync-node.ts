@@ -41,7 +41,22 @@ export interface NodeCoreDeps {
   bootstrap: readonly BootstrapPeer[];
 }
 
+/**
+ * The events of a sync node (`node.on(event, listener)`).
+ *
+ * @example
+ * ```ts
+ * node.on('session-error', ({ peer, library, direction, error }) => {
+ *   console.warn(`sync with ${peer} (${direction}, library ${library}) failed:`, error.message);
+ * });
+ * ```
+ */
 export interface SyncNodeEvents {
+  /**
+   * A sync session could not start or ended with an error (`error.code`: `PROTOCOL_VERSION`,
+   * `NOT_MEMBER`, `PROTOCOL`, `TIMEOUT`, `NETWORK`, ...). Informational: the node keeps serving
+   * its other partners and redials with backoff.
+   */
   'session-error': [SessionErrorEvent];
 }
 
@@ -197,6 +212,14 @@ export class SyncNode {
    * background (`lib.synced()` waits for that). Aborting `signal` interrupts the join, or the
    * backfill once joined: it stops after the page in flight, its checkpoint kept, and resumes
    * when the node next starts.
+   *
+   * @example
+   * ```ts
+   * // On the inviting device: const invite = await lib.createInvite({ ttlMs: 10 * 60_000 });
+   * const joined = await node.joinLibrary(invite);
+   * await joined.synced(); // backfilled and caught up
+   * console.log(await joined.list('note', { limit: 10 }));
+   * ```
    */
   async joinLibrary(invite: string, options: { signal?: AbortSignal } = {}): Promise<Library> {
     this.assertRunning();
