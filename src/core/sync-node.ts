@@ -13,7 +13,7 @@ import { type BootstrapPeer, SyncNetwork } from '../replication/network.js';
 import type { SessionErrorEvent } from '../replication/wire-errors.js';
 import { LibraryReplicator } from '../replication/replicator.js';
 import type { Runtime } from '../runtime/runtime.js';
-import { prepareLibrary } from '../storage/open-library.js';
+import { prepareLibrary } from '../library/open-library.js';
 import { RecordIds, randomUuid } from '../util/ids.js';
 import type { LibraryStorage } from './storage.js';
 import type { SyncTuning } from './tuning.js';

@@ -56,7 +56,7 @@ import {
   validateSnapshotRows,
 } from './snapshot.js';
 import { RunStore, type SyncRun } from './run-store.js';
-import { OWNED_CONFIRMED_META_KEY } from '../storage/open-library.js';
+import { OWNED_CONFIRMED_META_KEY } from './open-library.js';
 import { deleteMeta, putMeta, readMeta } from '../storage/meta.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';

@@ -3,7 +3,7 @@ import type { InternalTables } from './schema.js';
 
 /**
  * The engine's own settings stored with a library (`sync_meta`: one string per key). Kept apart
- * from `open-library.ts` so that the write path (which persists settings inside its
+ * from `library/open-library.ts` so that the write path (which persists settings inside its
  * transactions) does not import the code that opens a library (which reads the write path's
  * counters).
  */
