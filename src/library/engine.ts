@@ -812,7 +812,7 @@ export class LibraryEngine {
   }
 
   /** Local writes of a device that is no longer a member could reach no one: refused. */
-  assertMember(): void {
+  private assertMember(): void {
     if (this.ownRemoval) throw noLongerMemberError(this.id, this.ownRemoval);
   }
 
