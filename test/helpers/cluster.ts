@@ -11,6 +11,7 @@ import { systemScheduler } from '../../src/runtime/system-runtime.js';
 import { MemoryNetwork, type MemoryTransport, type MemoryTransportOptions } from '../../src/sim/memory-transport.js';
 import { SeededRandom } from '../../src/sim/prng.js';
 import { makeTempDir } from './child-process.js';
+import { engineOf } from '../../src/library/library.js';
 
 /** Models covering every conflict rule and both ownerships, shared by the multi-node tests. */
 export const clusterModels = [
@@ -146,8 +147,8 @@ export async function librarySnapshot(lib: Library) {
   return {
     digest: await lib.digest(),
     vector: lib.versionVector(),
-    owned: lib.ownedVector(),
-    logSize: await lib.logSize(),
+    owned: engineOf(lib).ownedVector(),
+    logSize: await engineOf(lib).logSize(),
     members: (await lib.members()).map((m) => `${m.device}@${m.peer}`).sort(),
   };
 }
