@@ -14,16 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, type Library, type MemberInfo, ValidationError } from '../src/index.js';
 import { engineOf } from '../src/library/library.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import {
-  clusterModels,
-  shareLibrary,
-  startNode,
-  steadySync,
-  stopAllNodes,
-  stopNode,
-  useMemoryTransport,
-  waitFor,
-} from './helpers/cluster.js';
+import { clusterModels, shareLibrary, startNode, steadySync, stopAllNodes, stopNode, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import { joinAsRawMember, pushMemberRow, stopAllMemberSessions } from './helpers/raw-member.js';
 

@@ -11,16 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type Library, PROTOCOL_VERSION, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import type { MessageOf } from '../src/protocol/messages.js';
 import { removeTempDirs } from './helpers/child-process.js';
-import {
-  shareLibrary,
-  startNode,
-  startNodeWithKey,
-  steadySync,
-  stopAllNodes,
-  useMemoryTransport,
-  waitFor,
-  waitForConvergence,
-} from './helpers/cluster.js';
+import { shareLibrary, startNode, startNodeWithKey, steadySync, stopAllNodes, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { joinAsRawMember, joinThroughRawMember, MemberSession, type RawMember, stopAllMemberSessions } from './helpers/raw-member.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import { engineOf } from '../src/library/library.js';

@@ -36,15 +36,7 @@ import {
 } from '../src/protocol/messages.js';
 import { pack } from '../src/util/msgpack.js';
 import { makeTempDir } from './helpers/child-process.js';
-import {
-  librarySnapshot,
-  shareLibrary,
-  startNode,
-  stopNode,
-  useMemoryTransport,
-  waitFor,
-  waitForConvergence,
-} from './helpers/cluster.js';
+import { librarySnapshot, shareLibrary, startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
 

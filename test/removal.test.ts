@@ -2,11 +2,10 @@
  * Removing a device and leaving a library (issue 11): the in-memory network, real SQLite
  * files, nodes restarted from their data directories. No sleeps as synchronisation.
  *
- * A and B listen on fixed loopback ports (free ones, picked per test) so that a restart keeps
- * their addresses: C, offline meanwhile, reaches them again with what it knew.
+ * A node keeps its address across a restart (on the memory network it is its PeerId), so C,
+ * offline meanwhile, reaches A and B again with what it knew.
  */
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys';
 import Database from 'better-sqlite3';
@@ -19,17 +18,7 @@ import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
 import { MemberSession, startVictimCast, stopAllMemberSessions } from './helpers/raw-member.js';
 import type { ChunkTuple } from '../src/protocol/messages.js';
-import {
-  fastSync,
-  shareLibrary,
-  startNode,
-  startNodeWithKey,
-  stopAllNodes,
-  stopNode,
-  useMemoryTransport,
-  waitFor,
-  waitForConvergence,
-} from './helpers/cluster.js';
+import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
 
 useMemoryTransport();
@@ -40,43 +29,29 @@ afterEach(async () => {
   await removeTempDirs();
 });
 
-/** A loopback port that is free now (the OS picked it). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** A device that restarts from its data directory, on the same listen address. */
+/** A device that restarts from its data directory (and so at the same address). */
 interface Device {
   dir: string;
-  listen: string[];
   node: SyncNode;
 }
 
-async function device(port = 0, key?: PrivateKey): Promise<Device> {
+async function device(key?: PrivateKey): Promise<Device> {
   const dir = await makeTempDir('lsync-removal-');
-  const listen = [`/ip4/127.0.0.1/tcp/${port}`];
-  return { dir, listen, node: key ? await startNodeWithKey(key, dir, { listen }) : await startNode(dir, { listen }) };
+  return { dir, node: key ? await startNodeWithKey(key, dir) : await startNode(dir) };
 }
 
-/**
- * A, B and C sharing one library, synced. A and B listen on fixed ports (`restart` keeps their
- * addresses) and C on port 0, or on a PeerId from `keyC`.
- */
+/** A, B and C sharing one library, synced; C on a PeerId from `keyC` if given. */
 async function threeMembers(keyC?: (others: string[]) => Promise<PrivateKey>) {
-  const a = await device(await freePort());
-  const b = await device(await freePort());
-  const c = await device(0, keyC && (await keyC([a.node.peerId, b.node.peerId])));
+  const a = await device();
+  const b = await device();
+  const c = await device(keyC && (await keyC([a.node.peerId, b.node.peerId])));
   const [libA, libB, libC] = (await shareLibrary(a.node, [b.node, c.node])) as [Library, Library, Library];
   await waitForConvergence([libA, libB, libC]);
   return { a, b, c, libA, libB, libC, id: libA.id };
 }
 
 async function restart(d: Device): Promise<void> {
-  d.node = await startNode(d.dir, { listen: d.listen });
+  d.node = await startNode(d.dir);
 }
 
 async function titles(lib: Library): Promise<string[]> {
@@ -262,7 +237,7 @@ describe('removing a device', () => {
     await libA.removeMember(deviceB);
     expect(libA.removals().map((r) => r.device)).toEqual([deviceB]);
     await stopNode(a.node);
-    a.node = await startNode(a.dir, { listen: a.listen });
+    a.node = await startNode(a.dir);
     expect(a.node.library(id).removals().map((r) => r.device)).toEqual([deviceB]);
     expect(await memberIds(a.node.library(id))).not.toContain(deviceB);
   }, 60_000);
@@ -324,8 +299,8 @@ describe('removing a device', () => {
     await stopNode(b.node);
     // Heartbeats too rare to help: what B writes now reaches A only by live push.
     const slow = { ...fastSync, heartbeatMs: 60_000, peerTimeoutMs: 120_000 };
-    b.node = await startNode(b.dir, { listen: b.listen, sync: slow });
-    a.node = await startNode(a.dir, { listen: a.listen, sync: slow });
+    b.node = await startNode(b.dir, { sync: slow });
+    a.node = await startNode(a.dir, { sync: slow });
     const [libA, libB] = [a.node.library(id), b.node.library(id)];
     await waitFor(async () => !(await memberIds(libB)).includes(deviceC), 'B holds the removal');
     await waitFor(async () => (await libA.status()).partners.some((p) => p.state === 'live'), 'A and B in session');

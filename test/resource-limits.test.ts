@@ -10,15 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, ProtocolError, type SessionErrorEvent, type SyncNode } from '../src/index.js';
 import { MAX_HANDSHAKE_FRAME_BYTES, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
-import {
-  fastSync,
-  shareLibrary,
-  startNode,
-  stopNode,
-  useMemoryTransport,
-  waitFor,
-  waitForConvergence,
-} from './helpers/cluster.js';
+import { fastSync, shareLibrary, startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { joinAsRawMember, MemberSession, stopRawMemberTest } from './helpers/raw-member.js';
 import { RawPeer, type UnframedStream } from './helpers/raw-peer.js';
 
