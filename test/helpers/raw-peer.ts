@@ -40,11 +40,11 @@ export function libp2pStream(stream: FrameStream): Stream {
   return (stream as unknown as { stream: Stream }).stream;
 }
 
-const startedPeers = new Set<RawPeer>();
+const started = new Set<RawPeer>();
 
 /** Stops every raw peer still running (for afterEach). */
 export async function stopAllRawPeers(): Promise<void> {
-  await Promise.all([...startedPeers].map((p) => p.stop()));
+  await Promise.all([...started].map((p) => p.stop()));
 }
 
 /** How a stream ended, as seen by the raw peer's reader. */
@@ -211,7 +211,7 @@ export class RawPeer implements Dialable {
             ...limits,
           });
     const peer = new RawPeer(peerTransport);
-    startedPeers.add(peer);
+    started.add(peer);
     return peer;
   }
 
@@ -273,7 +273,7 @@ export class RawPeer implements Dialable {
   }
 
   async stop(): Promise<void> {
-    if (!startedPeers.delete(this)) return;
+    if (!started.delete(this)) return;
     await this.transport.stop();
   }
 }
