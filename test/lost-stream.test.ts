@@ -3,8 +3,8 @@
  * of the handshake is a lost stream (`NETWORK`), not bad input; only garbage counts as a
  * protocol error. A partner whose stream closes or resets while a backfill pulls from it, or
  * right after it pushed, is failed over: the run ends `done` from another partner. Real libp2p
- * on 127.0.0.1; the peers are raw protocol clients (test/helpers/raw-peer.ts, raw-member.ts),
- * the killed one in its own process.
+ * on 127.0.0.1 (a pull's lost stream: the in-memory network); the peers are raw protocol
+ * clients (test/helpers/raw-peer.ts, raw-member.ts), the killed one in its own process.
  */
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -103,7 +103,8 @@ const asTuple = (c: Chunk): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.en
 /**
  * How the raw member M ends its stream with J: it closes the stream, resets it, or hangs up the
  * whole connection. Under a pull, J waits for M's second page; under a push, J's push to M
- * waits for M (which stopped reading) to drain, while J also waits for that page.
+ * waits for M (which stopped reading) to drain, while J also waits for that page. A pull runs
+ * on the in-memory network; a push on libp2p, where M stops reading its libp2p stream.
  */
 describe.each([
   { under: 'a pull', end: 'closes' },
@@ -114,11 +115,12 @@ describe.each([
   { under: 'a push', end: 'hangs up' },
 ] as const)('a partner that $end under $under', ({ under, end }) => {
   it('is failed over: the backfill ends done from another partner, synced() resolves, every session-error is typed', async () => {
-    const a = await startNode(undefined, { sync: steadySync });
-    const j = await startNode(undefined, { sync: steadySync });
+    const transport = under === 'a push' ? 'libp2p' : 'memory';
+    const a = await startNode(undefined, { sync: steadySync, transport });
+    const j = await startNode(undefined, { sync: steadySync, transport });
     const libA = await a.createLibrary({ name: 'lost partner' });
     // M sorts below A and J: only M opens sessions with them.
-    const member = await joinAsRawMember(a, libA, [a, j]);
+    const member = await joinAsRawMember(a, libA, [a, j], { transport });
     await libA.transaction(async (tx) => {
       for (let i = 0; i < 500; i++) await tx.upsert('note', { id: `n-${i}`, title: `note ${i}`, body: null });
     });
