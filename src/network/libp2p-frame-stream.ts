@@ -1,4 +1,5 @@
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface';
+import { StreamClosedError } from '@libp2p/utils';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
 import { describeError, NetworkError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
 import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
@@ -168,7 +169,7 @@ export class Libp2pFrameStream implements FrameStream {
       };
       const onClose = (evt: StreamCloseEvent): void => {
         this.stream.removeEventListener('drain', onDrain);
-        reject(evt.error ?? new NetworkError(`the sync stream with ${this.remotePeer} closed while sending`));
+        reject(evt.error ?? new StreamClosedError('the stream closed before it drained'));
       };
       this.stream.addEventListener('drain', onDrain, { once: true });
       this.stream.addEventListener('close', onClose, { once: true });
