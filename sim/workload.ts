@@ -9,6 +9,7 @@ import type { SharedModel } from '../src/models/define.js';
 import { naturalKeyId } from '../src/library/local-writes.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { SeededRandom } from '../src/sim/prng.js';
+import { engineOf } from '../src/library/library.js';
 
 /** Host values of some fields of one model. */
 export type SimValues = Record<string, FieldValue>;
@@ -293,7 +294,7 @@ type Planned =
 export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> {
   const writer = lib.writer();
   const sharedBefore = lib.versionVector()[writer] ?? 0;
-  const ownedBefore = lib.ownedVector()[lib.deviceId] ?? 0;
+  const ownedBefore = engineOf(lib).ownedVector()[lib.deviceId] ?? 0;
   let planned: Planned[];
   try {
     planned = await lib.transaction(async (tx) => {
@@ -308,7 +309,7 @@ export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> 
     throw error;
   }
   const entries = await ownEntries(lib, writer, sharedBefore, planned.filter((p) => p.kind === 'shared').length);
-  const ownedRows = await lib.ownedAfter(lib.deviceId, ownedBefore, READ_ALL);
+  const ownedRows = await engineOf(lib).ownedAfter(lib.deviceId, ownedBefore, READ_ALL);
   const writes: AcknowledgedWrite[] = [];
   let ownedCount = 0;
   for (const p of planned) {
@@ -334,7 +335,7 @@ export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> 
 /** This writer's log entries after `after`: exactly `count` of them, or the read is not what was written. */
 async function ownEntries(lib: Library, writer: string, after: number, count: number): Promise<LogEntry[]> {
   if (count === 0) return [];
-  const read = await lib.entriesAfter({ ...lib.versionVector(), [writer]: after }, READ_ALL);
+  const read = await engineOf(lib).entriesAfter({ ...lib.versionVector(), [writer]: after }, READ_ALL);
   const own = read.entries.filter((e) => e.origin === writer && e.seq <= after + count).sort((a, b) => a.seq - b.seq);
   if (own.length !== count || read.pruned.some((p) => p.origin === writer)) {
     throw new Error(`perform: expected ${count} own log entries of ${writer} after ${after}, read ${own.length}`);
