@@ -70,6 +70,12 @@ export interface ReplicatorNetwork {
 
 const DEFAULT_INVITE_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
+/**
+ * Pending invites (unused, unrevoked, unexpired) a library holds at most. Each is a live bearer
+ * credential and a row: a host that creates invites in a loop (a bug, or a UI clicked without
+ * end) is stopped with `INVITE_LIMIT` instead of filling the table.
+ */
+export const MAX_PENDING_INVITES = 100;
 
 /**
  * Replication of one library: its partner sessions, membership and invites, ack bookkeeping,
@@ -530,10 +536,28 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.network.reconcileSoon();
   }
 
+  /** Invites not used, revoked or expired: bearer credentials still live. */
+  private pendingInviteRows() {
+    return this.library
+      .engineDb()
+      .selectFrom('sync_invites')
+      .where('used_by', 'is', null)
+      .where('revoked_at', 'is', null)
+      .where('expires_at', '>=', this.now());
+  }
+
+  private async pendingInvites(): Promise<number> {
+    const row = await this.pendingInviteRows().select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
   async createInvite(options: InviteOptions): Promise<string> {
     const ttlMs = options?.ttlMs ?? DEFAULT_INVITE_TTL_MS;
     if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_INVITE_TTL_MS) {
       throw new InviteError('INVITE_INVALID', `ttlMs must be an integer from 1 to ${MAX_INVITE_TTL_MS}`);
+    }
+    if ((await this.pendingInvites()) >= MAX_PENDING_INVITES) {
+      throw new InviteError('INVITE_LIMIT', `library ${this.library.id} has ${MAX_PENDING_INVITES} pending invites: revoke some or let them expire first`);
     }
     await this.registerSelf();
     const secret = newInviteSecret();
@@ -558,14 +582,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   /** This device's pending invites (not used, revoked or expired), newest first. */
   async invites(): Promise<InviteInfo[]> {
-    const rows = await this.library
-      .engineDb()
-      .selectFrom('sync_invites')
-      .select(['id', 'created_at', 'expires_at'])
-      .where('used_by', 'is', null)
-      .where('revoked_at', 'is', null)
-      .where('expires_at', '>=', this.now())
-      .execute();
+    const rows = await this.pendingInviteRows().select(['id', 'created_at', 'expires_at']).execute();
     // Invites from before `created_at` was recorded have none: they sort last.
     const newestFirst = (a: (typeof rows)[number], b: (typeof rows)[number]) =>
       (b.created_at ?? -1) - (a.created_at ?? -1) || b.expires_at - a.expires_at;
