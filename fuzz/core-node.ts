@@ -1,22 +1,20 @@
 /**
- * An in-process sync node for the fuzz harness: the real core (Library, LibraryReplicator,
- * SyncNetwork) on a `LoopTransport` and in-memory SQLite, wired as `SyncNode.create` wires it
- * but without libp2p, files or a data directory. Each library's database counts writes to its
- * tables (`writes()`), the fuzzer's cheap, exact "was storage touched" oracle.
+ * An in-process sync node for the fuzz harness: the real core (`SyncNode.create` of
+ * src/core/sync-node.ts) on a `LoopTransport` and in-memory SQLite. Each library's database
+ * counts the rows written to its tables (`writes()`), the fuzzer's cheap, exact "was storage
+ * touched" oracle; its triggers are installed once the library exists (`watchWrites`).
  */
 import { sql, type Kysely } from 'kysely';
-import { HlcClock } from '../src/hlc/index.js';
-import { Library, type Member } from '../src/library/library.js';
+import type { LibraryStorage } from '../src/core/storage.js';
+import { SyncNode } from '../src/core/sync-node.js';
+import { DEFAULT_SYNC_TUNING, type SyncTuning } from '../src/core/tuning.js';
+import { engineOf, type Library } from '../src/library/library.js';
+import type { LibraryEngine } from '../src/library/engine.js';
 import type { Model } from '../src/models/define.js';
-import { ModelRegistry } from '../src/models/registry.js';
-import { SYSTEM_MODELS } from '../src/models/system.js';
-import { decodeInvite } from '../src/replication/invite-code.js';
-import { type SessionErrorEvent, SyncNetwork } from '../src/replication/network.js';
-import { LibraryReplicator, type ReplicationTuning } from '../src/replication/replicator.js';
-import { BACKFILL_META_KEY } from '../src/backfill/catch-up.js';
-import { prepareLibrary } from '../src/storage/open-library.js';
+import { openMemorySqlite } from '../src/node/sqlite.js';
+import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
+import { systemRuntime } from '../src/runtime/system-runtime.js';
 import type { InternalTables } from '../src/storage/schema.js';
-import { openSqliteFile } from '../src/storage/sqlite-node.js';
 import type { LoopTransport } from './loop-transport.js';
 
 /**
@@ -29,92 +27,71 @@ const BOOKKEEPING_TABLES = new Set(['sync_last_seen', 'sync_runs', 'sync_acks'])
 export interface CoreNodeOptions {
   deviceId: string;
   models: Model[];
-  tuning: ReplicationTuning & { maxConcurrentServes: number; handshakeTimeoutMs: number };
+  tuning: Partial<SyncTuning>;
   onSessionError: (event: SessionErrorEvent) => void;
 }
 
 export interface CoreLibrary {
   library: Library;
-  replicator: LibraryReplicator;
+  engine: LibraryEngine;
   /** Rows inserted, updated or deleted so far, per table (`table:n …`; bookkeeping excepted). */
   writes(): Promise<string>;
 }
 
 export class CoreNode {
-  readonly libraries = new Map<string, CoreLibrary>();
-  private readonly registry: ModelRegistry;
-  private readonly clock: HlcClock;
-  readonly network: SyncNetwork;
+  private readonly dbs = new Map<string, Kysely<InternalTables>>();
 
-  constructor(
+  private constructor(
+    readonly node: SyncNode,
     readonly transport: LoopTransport,
-    private readonly options: CoreNodeOptions,
+    dbs: Map<string, Kysely<InternalTables>>,
   ) {
-    this.registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
-    this.clock = new HlcClock({ deviceId: options.deviceId });
-    this.network = new SyncNetwork(transport, options.deviceId, {
-      backoff: { minMs: 50, maxMs: 500 },
-      reconcileMs: 3_600_000,
-      handshakeTimeoutMs: options.tuning.handshakeTimeoutMs,
-      maxConcurrentServes: options.tuning.maxConcurrentServes,
+    this.dbs = dbs;
+  }
+
+  static async start(transport: LoopTransport, options: CoreNodeOptions): Promise<CoreNode> {
+    const dbs = new Map<string, Kysely<InternalTables>>();
+    const storage: LibraryStorage = {
+      deviceId: options.deviceId,
+      libraryIds: async () => [...dbs.keys()],
+      open: async (id) => ({ db: dbs.get(id)!, release: () => dbs.get(id)!.destroy() }),
+      create: async (id) => {
+        const db = openMemorySqlite();
+        dbs.set(id, db);
+        return { db, release: () => db.destroy() };
+      },
+      close: async () => undefined,
+    };
+    const node = await SyncNode.create({
+      models: options.models,
+      openStorage: async () => storage,
+      startTransport: async () => transport,
+      runtime: systemRuntime(),
+      tuning: { ...DEFAULT_SYNC_TUNING, ...options.tuning },
       deviceName: null,
       bootstrap: [],
-      now: Date.now,
-      random: Math.random,
-      onSessionError: options.onSessionError,
     });
+    node.on('session-error', options.onSessionError);
+    return new CoreNode(node, transport, dbs);
   }
 
   get deviceId(): string {
-    return this.options.deviceId;
+    return this.node.deviceId;
   }
 
   get peer(): string {
     return this.transport.localPeer;
   }
 
-  createLibrary(id: string, name: string): Promise<CoreLibrary> {
-    return this.open(id, name, undefined);
+  /** The library with a write counter on its tables (installed now: count from here on). */
+  async watchWrites(library: Library): Promise<CoreLibrary> {
+    const db = this.dbs.get(library.id);
+    if (!db) throw new Error(`no database of library ${library.id}`);
+    return { library, engine: engineOf(library), writes: await countWrites(db) };
   }
 
-  /** Joins through an invite of another node on the hub, as `SyncNode.joinLibrary` does. */
-  async joinLibrary(invite: string): Promise<CoreLibrary> {
-    const parsed = decodeInvite(invite);
-    return this.network.whileJoining(parsed.library, async () => {
-      const inviter = await this.network.join(parsed);
-      return this.open(parsed.library, inviter.name, { device: inviter.device, peer: parsed.inviterPeer, addrs: parsed.inviterAddrs });
-    });
-  }
-
-  async stop(): Promise<void> {
-    await this.network.stop();
-    for (const { library } of this.libraries.values()) await library.close();
-  }
-
-  private async open(id: string, name: string, bootstrap: Member | undefined): Promise<CoreLibrary> {
-    const db = openSqliteFile(':memory:');
-    const meta: Record<string, string> = bootstrap ? { bootstrap_member: JSON.stringify(bootstrap), [BACKFILL_META_KEY]: 'pending' } : {};
-    const prepared = await prepareLibrary(db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
-    const writes = await countWrites(db);
-    const library = new Library({
-      id,
-      name,
-      db,
-      deviceId: this.deviceId,
-      clock: this.clock,
-      registry: this.registry,
-      tables: prepared.tables,
-      counters: prepared.counters,
-      ownedConfirmed: prepared.ownedConfirmed,
-      release: () => db.destroy(),
-    });
-    const replicator = new LibraryReplicator(library, this.options.tuning, this.network, bootstrap);
-    this.network.add(replicator);
-    await replicator.start();
-    await replicator.refreshSelfWhenConfirmed();
-    const core = { library, replicator, writes };
-    this.libraries.set(id, core);
-    return core;
+  stop(): Promise<void> {
+    return this.node.stop();
   }
 }
 

@@ -14,7 +14,7 @@
  *   full digest every `DIGEST_EVERY` inputs and at the end.
  */
 import { SyncError } from '../src/errors.js';
-import type { SessionErrorEvent } from '../src/replication/network.js';
+import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { decodeMessage, encodeMessage } from '../src/protocol/codec.js';
 import { type Message, PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { SeededRandom } from '../src/sim/prng.js';
@@ -79,7 +79,7 @@ class MemberSession {
     const session = new MemberSession(target.hub.inject(target.victim.peer, target.member.peer), library);
     const opened = new Promise<void>((resolve) => (session.opened = resolve));
     void session.read();
-    const lib = library.library;
+    const lib = library.engine;
     await session.stream.send(
       encodeMessage({
         t: 'hello',
@@ -100,7 +100,7 @@ class MemberSession {
     await this.stream.send(frame).catch(() => undefined);
     const req = ++this.probeReq;
     const answered = new Promise<void>((resolve) => this.waiters.set(req, resolve));
-    const lib = this.library.library;
+    const lib = this.library.engine;
     await this.stream
       .send(encodeMessage({ t: 'pull-state', library: lib.id, req, owner: lib.deviceId, after: 2 ** 52, maxRecords: 1, maxBytes: 1 }))
       .catch(() => undefined);
@@ -222,7 +222,7 @@ export class Fuzzer {
       process.off('uncaughtException', this.onEscape);
       process.off('unhandledRejection', this.onEscape);
     }
-    stats.protocolErrors = this.target.victim.network.protocolErrors();
+    stats.protocolErrors = (await this.target.libraries[0]!.library.status()).protocolErrors;
     stats.elapsedMs = Date.now() - started;
     return stats;
   }
@@ -307,7 +307,7 @@ export class Fuzzer {
     const libs = this.target.libraries;
     return {
       writes: await Promise.all(libs.map((core) => core.writes())),
-      vectors: JSON.stringify(libs.map((core) => [core.library.versionVector(), core.library.ownedVector()])),
+      vectors: JSON.stringify(libs.map((core) => [core.engine.versionVector(), core.engine.ownedVector()])),
     };
   }
 

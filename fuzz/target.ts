@@ -4,12 +4,13 @@
  * of every kind of change, acks, heartbeats, pulls and pages of every kind). B then stops, and
  * the fuzzer speaks to V as B (a member) or as strangers.
  */
-import { type SessionErrorEvent } from '../src/replication/network.js';
+import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { defineModel } from '../src/models/define.js';
 import { encodeMessage } from '../src/protocol/codec.js';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import { unpack } from '../src/util/msgpack.js';
+import { engineOf, type Library } from '../src/library/library.js';
 import { CoreNode, type CoreLibrary } from './core-node.js';
 import { LoopHub } from './loop-transport.js';
 import type { CorpusFrame } from './mutate.js';
@@ -29,6 +30,9 @@ export const FUZZ_MODELS = [
 
 const TUNING = {
   heartbeatMs: 500,
+  redialMinMs: 50,
+  redialMaxMs: 500,
+  reconcileMs: 200,
   peerTimeoutMs: 600_000,
   requestTimeoutMs: 5_000,
   pushWindow: 4,
@@ -38,7 +42,6 @@ const TUNING = {
   retainLogEntries: 1_000_000,
   statusThrottleMs: 1_000,
   maxConcurrentServes: 4,
-  handshakeTimeoutMs: 5_000,
 };
 
 export interface FuzzTarget {
@@ -66,45 +69,47 @@ export async function startFuzzTarget(rng: SeededRandom): Promise<FuzzTarget> {
   hub.record = (_from, frame) => corpus.push({ kind: String((unpack(frame) as { t: unknown }).t), frame });
   const sessionErrors: SessionErrorEvent[] = [];
   // The member's PeerId sorts first: it opens the sessions, as the fuzzer then does in its name.
-  const member = new CoreNode(hub.transport('peer-a-member'), {
+  const member = await CoreNode.start(hub.transport('peer-a-member'), {
     deviceId: uuidFrom(rng),
     models: FUZZ_MODELS,
     tuning: TUNING,
     onSessionError: () => undefined,
   });
-  const victim = new CoreNode(hub.transport('peer-v-victim'), {
+  const victim = await CoreNode.start(hub.transport('peer-v-victim'), {
     deviceId: uuidFrom(rng),
     models: FUZZ_MODELS,
     tuning: TUNING,
     onSessionError: (event) => sessionErrors.push(event),
   });
-  const libraries = [await victim.createLibrary(uuidFrom(rng), 'fuzz one'), await victim.createLibrary(uuidFrom(rng), 'fuzz two')];
-  const joined: CoreLibrary[] = [];
-  for (const core of libraries) {
-    await writeSome(core, 'v');
-    joined.push(await member.joinLibrary(await core.library.createInvite({ ttlMs: 3_600_000 })));
+  const created = [
+    await victim.node.createLibrary({ id: uuidFrom(rng), name: 'fuzz one' }),
+    await victim.node.createLibrary({ id: uuidFrom(rng), name: 'fuzz two' }),
+  ];
+  const joined: Library[] = [];
+  for (const lib of created) {
+    await writeSome(lib, 'v');
+    joined.push(await member.node.joinLibrary(await lib.createInvite({ ttlMs: 3_600_000 })));
   }
-  member.network.reconcileSoon();
   // The member writes once it has backfilled, as an application would after `synced()`.
-  await until(async () => (await Promise.all(joined.map((core) => core.library.status()))).every((s) => s.state === 'ready'), 'the member to backfill');
-  for (const core of joined) await writeSome(core, 'm');
+  for (const lib of joined) await lib.synced();
+  for (const lib of joined) await writeSome(lib, 'm');
   await until(async () => {
-    for (let i = 0; i < libraries.length; i++) {
-      const [a, b] = [libraries[i]!.library, joined[i]!.library];
-      if ((await a.digest()) !== (await b.digest())) return false;
+    for (let i = 0; i < created.length; i++) {
+      const [a, b] = [engineOf(created[i]!), engineOf(joined[i]!)];
       if (JSON.stringify(a.versionVector()) !== JSON.stringify(b.versionVector())) return false;
+      if (JSON.stringify(a.ownedVector()) !== JSON.stringify(b.ownedVector())) return false;
+      if ((await created[i]!.digest()) !== (await joined[i]!.digest())) return false;
     }
     return true;
   }, 'the member and the victim to converge');
-  // Pages of the kinds a converged catch-up does not need: a snapshot and a device-owned page.
-  for (const core of joined) {
-    const session = core.replicator.sessions.get(victim.peer);
-    if (!session) throw new Error('no session of the member with the victim');
-    await session.pullSnapshot(null);
-    await session.pullState(victim.deviceId, 0);
-    await session.pullState(member.deviceId, 0);
+  // A page of a kind a converged catch-up does not need: a snapshot, as the victim serves it.
+  for (const lib of created) {
+    const page = await engineOf(lib).snapshotAfter(null, { maxRecords: 8, maxBytes: 64 * 1024 });
+    const rows = page.rows.map(({ model, state }) => [model, state.id, state.hlc, state.deleted, state.values, state.fieldHlcs, state.upsertHlc, state.deleteHlc]);
+    const message = { t: 'snapshot-page', library: lib.id, req: 1, vector: engineOf(lib).versionVector(), rows, next: page.next, total: null };
+    corpus.push({ kind: message.t, frame: encodeMessage(message as never) });
   }
-  const library = libraries[0]!.library.id;
+  const library = created[0]!.id;
   for (const message of [
     { t: 'busy', library, req: 1, retryAfterMs: 500 },
     { t: 'error', library, code: 'PROTOCOL', message: 'bad', req: null },
@@ -115,12 +120,16 @@ export async function startFuzzTarget(rng: SeededRandom): Promise<FuzzTarget> {
   }
   hub.record = undefined;
   await member.stop();
-  await until(async () => libraries.every((core) => core.replicator.sessions.size === 0), 'the victim to close its sessions with the member');
+  await until(
+    async () => (await Promise.all(created.map((lib) => lib.status()))).every((status) => status.partners.every((p) => p.state !== 'live')),
+    'the victim to close its sessions with the member',
+  );
+  const libraries = await Promise.all(created.map((lib) => victim.watchWrites(lib)));
   const uuids = [
     victim.deviceId,
     member.deviceId,
     ...libraries.map((core) => core.library.id),
-    ...libraries.flatMap((core) => Object.keys(core.library.versionVector())),
+    ...libraries.flatMap((core) => Object.keys(core.engine.versionVector())),
     uuidFrom(rng),
   ];
   return {
@@ -136,8 +145,7 @@ export async function startFuzzTarget(rng: SeededRandom): Promise<FuzzTarget> {
 }
 
 /** Writes of every model and op: inserts, partial updates, deletes, union keys, device-owned rows. */
-async function writeSome(core: CoreLibrary, side: string): Promise<void> {
-  const lib = core.library;
+async function writeSome(lib: Library, side: string): Promise<void> {
   for (let i = 0; i < 4; i++) {
     await lib.upsert('note', { id: `note-${side}-${i}`, title: `note ${i}`, body: i % 2 ? null : 'body' });
     await lib.upsert('profile', { id: `profile-${i}`, name: `p${i}`, color: side, score: i, data: { side, list: [i] } });

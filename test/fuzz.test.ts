@@ -16,7 +16,7 @@ describe('fuzzing a node with hostile frames', () => {
   });
 
   it('survives a batch of inputs with its data unchanged and every refusal typed and counted', async () => {
-    const errorsBefore = fuzzer.target.victim.network.protocolErrors();
+    const errorsBefore = (await fuzzer.target.libraries[0]!.library.status()).protocolErrors;
     const libraries = fuzzer.target.libraries.map((core) => core.library);
     const digestsBefore = await Promise.all(libraries.map((lib) => lib.digest()));
     const stats = await fuzzer.run(1_500);

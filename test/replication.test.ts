@@ -2,9 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { encodeInvite, newInviteSecret } from '../src/replication/invite-code.js';
+import { systemRandom } from '../src/runtime/system-runtime.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -46,7 +48,7 @@ describe('replication between two nodes', () => {
     // The prune timer is what is under test, so the wait is for time itself: several intervals.
     const until = Date.now() + 4 * fastSync!.pruneIntervalMs!;
     await waitFor(() => Date.now() > until, 'several prune intervals');
-    expect(await libA.logSize()).toBe(10);
+    expect(await engineOf(libA).logSize()).toBe(10);
     const libB = await b.joinLibrary(await libA.createInvite());
     await waitForConvergence([libA, libB]);
     await waitFor(async () => (await libB.status()).state === 'ready', 'joiner ready');
@@ -64,7 +66,7 @@ describe('replication between two nodes', () => {
       inviterPeer: inviter.peerId,
       inviterAddrs: inviter.multiaddrs(),
       id: randomUUID(),
-      secret: newInviteSecret(),
+      secret: newInviteSecret(systemRandom),
       expiresAt: Date.now() + 60_000,
     });
     // The inviter admits the joiner and, before welcoming it, opens a session: the worst case of

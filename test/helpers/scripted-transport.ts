@@ -7,7 +7,6 @@
  */
 import { NetworkError } from '../../src/errors.js';
 import type {
-  ConnectionKind,
   ConnectionListener,
   ConnectOptions,
   DiscoveryListener,
@@ -17,8 +16,10 @@ import type {
 } from '../../src/protocol/transport.js';
 import { SyncNetwork } from '../../src/replication/network.js';
 import type { LibraryReplicator } from '../../src/replication/replicator.js';
+import { systemRandom, systemScheduler } from '../../src/runtime/system-runtime.js';
+import { DirectOnlyTransport } from './direct-only-transport.js';
 
-export class ScriptedTransport implements Transport {
+export class ScriptedTransport extends DirectOnlyTransport implements Transport {
   /** Sorts after the partners' PeerIds: the partner side opens sessions, so none open here. */
   readonly localPeer = 'zz-local-peer';
   /** Every dial asked for: the peer and the addresses it was given. */
@@ -51,18 +52,6 @@ export class ScriptedTransport implements Transport {
   }
   isConnected(peer: string): boolean {
     return this.connected.has(peer);
-  }
-  connectionKind(peer: string): ConnectionKind | null {
-    return this.connected.has(peer) ? 'direct' : null;
-  }
-  async upgradeToDirect(): Promise<boolean> {
-    return false;
-  }
-  reserveRelay(): Promise<void> {
-    return Promise.reject(new NetworkError('no relays here'));
-  }
-  hasRelayReservation(): boolean {
-    return false;
   }
   onAddressesChange(listener: () => void): void {
     this.addressListener = listener;
@@ -125,13 +114,14 @@ export function startNetwork(
   transport: ScriptedTransport,
   options: { now: () => number; backoff: { minMs: number; maxMs: number }; reconcileMs: number },
 ): SyncNetwork {
+  const { now, ...rest } = options;
   return new SyncNetwork(transport, 'local-device', {
-    ...options,
+    ...rest,
     handshakeTimeoutMs: 1_000,
     maxConcurrentServes: 1,
     deviceName: null,
     bootstrap: [],
-    random: () => 0.5,
+    runtime: { scheduler: systemScheduler, random: { next: () => 0.5, bytes: systemRandom.bytes }, wallClock: now },
     onSessionError: () => undefined,
   });
 }
