@@ -1,6 +1,6 @@
 /**
  * An in-process sync node for the fuzz harness: the real core (`SyncNode.create` of
- * src/core/sync-node.ts) on a `LoopTransport` and in-memory SQLite. Each library's database
+ * src/core/sync-node.ts) on an in-process `PairedTransport` and in-memory SQLite. Each library's database
  * counts the rows written to its tables (`writes()`), the fuzzer's cheap, exact "was storage
  * touched" oracle; its triggers are installed once the library exists (`watchWrites`).
  */
@@ -12,10 +12,10 @@ import { engineOf, type Library } from '../src/library/library.js';
 import type { LibraryEngine } from '../src/library/engine.js';
 import type { Model } from '../src/models/define.js';
 import { openMemorySqlite } from '../src/node/sqlite.js';
+import type { Transport } from '../src/protocol/transport.js';
 import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { systemRuntime } from '../src/runtime/system-runtime.js';
 import type { InternalTables } from '../src/storage/schema.js';
-import type { LoopTransport } from './loop-transport.js';
 
 /**
  * Tables whose writes are node-local bookkeeping, not the library's data: when a partner was
@@ -43,13 +43,13 @@ export class CoreNode {
 
   private constructor(
     readonly node: SyncNode,
-    readonly transport: LoopTransport,
+    readonly transport: Transport,
     dbs: Map<string, Kysely<InternalTables>>,
   ) {
     this.dbs = dbs;
   }
 
-  static async start(transport: LoopTransport, options: CoreNodeOptions): Promise<CoreNode> {
+  static async start(transport: Transport, options: CoreNodeOptions): Promise<CoreNode> {
     const dbs = new Map<string, Kysely<InternalTables>>();
     const storage: LibraryStorage = {
       deviceId: options.deviceId,

@@ -13,13 +13,13 @@
  *   it is entitled to relay); its digest and vectors become the new baseline, checked again by a
  *   full digest every `DIGEST_EVERY` inputs and at the end.
  */
-import { SyncError } from '../src/errors.js';
+import { NetworkError, SyncError } from '../src/errors.js';
 import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { decodeMessage, encodeMessage } from '../src/protocol/codec.js';
 import { type Message, PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { SeededRandom } from '../src/sim/prng.js';
 import type { CoreLibrary } from './core-node.js';
-import type { LoopStream } from './loop-transport.js';
+import type { FrameStream, Transport } from '../src/protocol/transport.js';
 import { Mutator } from './mutate.js';
 import { type FuzzTarget, startFuzzTarget, uuidFrom } from './target.js';
 
@@ -71,12 +71,12 @@ class MemberSession {
   private probeReq = 2 ** 50;
 
   constructor(
-    readonly stream: LoopStream,
+    readonly stream: FrameStream,
     readonly library: CoreLibrary,
   ) {}
 
-  static async open(target: FuzzTarget, library: CoreLibrary): Promise<MemberSession> {
-    const session = new MemberSession(target.hub.inject(target.victim.peer, target.member.peer), library);
+  static async open(member: Transport, target: FuzzTarget, library: CoreLibrary): Promise<MemberSession> {
+    const session = new MemberSession(await member.openStream(target.victim.peer), library);
     const opened = new Promise<void>((resolve) => (session.opened = resolve));
     void session.read();
     const lib = library.engine;
@@ -131,7 +131,9 @@ export class Fuzzer {
   private readonly mutator: Mutator;
   private session: MemberSession | undefined;
   private reopened = false;
-  private readonly strangers: string[];
+  /** Transports of the member's PeerId and of a few strangers, for the fuzzer's streams. */
+  private readonly member: Transport;
+  private readonly strangers: Transport[];
   private readonly escaped: Error[] = [];
   private readonly onEscape = (err: unknown) => this.escaped.push(err instanceof Error ? err : new Error(String(err)));
 
@@ -143,7 +145,8 @@ export class Fuzzer {
     this.rng = rng;
     this.mutator = new Mutator(rng.fork(), target.corpus, { uuids: target.uuids });
     // A few stranger PeerIds, so that handshake budgets per peer come into play too.
-    this.strangers = Array.from({ length: 8 }, () => `peer-s-${uuidFrom(rng)}`);
+    this.strangers = Array.from({ length: 8 }, () => target.hub.transport(`peer-s-${uuidFrom(rng)}`));
+    this.member = target.hub.transport(target.member.peer);
   }
 
   static async start(seed: number): Promise<Fuzzer> {
@@ -152,7 +155,7 @@ export class Fuzzer {
   }
 
   async stop(): Promise<void> {
-    this.session?.stream.abort(new Error('fuzzer stopped'));
+    this.session?.stream.abort(new NetworkError('fuzzer stopped'));
     await this.target.stop();
   }
 
@@ -256,15 +259,15 @@ export class Fuzzer {
     this.reopened = false;
     if (place === 'member-session') {
       if (!this.session || this.session.ended || this.session.library !== library) {
-        this.session?.stream.abort(new Error('fuzzer moves on'));
-        this.session = await MemberSession.open(this.target, library);
+        this.session?.stream.abort(new NetworkError('fuzzer moves on'));
+        this.session = await MemberSession.open(this.member, this.target, library);
         this.reopened = true;
       }
       await this.session.feed(frame);
       return this.session.ended;
     }
-    const as = place === 'member-first' ? this.target.member.peer : this.rng.pick(this.strangers);
-    const stream = this.target.hub.inject(this.target.victim.peer, as);
+    const from = place === 'member-first' ? this.member : this.rng.pick(this.strangers);
+    const stream = await from.openStream(this.target.victim.peer);
     let refused = false;
     const done = (async () => {
       try {

@@ -2,7 +2,8 @@
  * The fuzz target: a victim node V and an honest member B (both the real core, in process) share
  * two libraries; their session is recorded as the corpus of valid frames (joins, hellos, pushes
  * of every kind of change, acks, heartbeats, pulls and pages of every kind). B then stops, and
- * the fuzzer speaks to V as B (a member) or as strangers.
+ * the fuzzer speaks to V as B (a member: a transport of its own under B's PeerId, which is what
+ * the transport authenticates) or as strangers.
  */
 import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { defineModel } from '../src/models/define.js';
@@ -12,7 +13,8 @@ import type { SeededRandom } from '../src/sim/prng.js';
 import { unpack } from '../src/util/msgpack.js';
 import { engineOf, type Library } from '../src/library/library.js';
 import { CoreNode, type CoreLibrary } from './core-node.js';
-import { LoopHub } from './loop-transport.js';
+import { PairedHub } from '../test/helpers/paired-transport.js';
+import { recordingTransport } from './recording.js';
 import type { CorpusFrame } from './mutate.js';
 
 /** Every conflict rule and both ownerships, as the multi-node tests use. */
@@ -45,7 +47,7 @@ const TUNING = {
 };
 
 export interface FuzzTarget {
-  hub: LoopHub;
+  hub: PairedHub;
   victim: CoreNode;
   /** The member the fuzzer plays (stopped: its PeerId and device are free to use). */
   member: { peer: string; device: string };
@@ -64,18 +66,21 @@ export function uuidFrom(rng: SeededRandom): string {
 }
 
 export async function startFuzzTarget(rng: SeededRandom): Promise<FuzzTarget> {
-  const hub = new LoopHub();
+  const hub = new PairedHub();
   const corpus: CorpusFrame[] = [];
-  hub.record = (_from, frame) => corpus.push({ kind: String((unpack(frame) as { t: unknown }).t), frame });
+  let recording = true;
+  const record = (frame: Uint8Array) => {
+    if (recording) corpus.push({ kind: String((unpack(frame) as { t: unknown }).t), frame });
+  };
   const sessionErrors: SessionErrorEvent[] = [];
   // The member's PeerId sorts first: it opens the sessions, as the fuzzer then does in its name.
-  const member = await CoreNode.start(hub.transport('peer-a-member'), {
+  const member = await CoreNode.start(recordingTransport(hub.transport('peer-a-member'), record), {
     deviceId: uuidFrom(rng),
     models: FUZZ_MODELS,
     tuning: TUNING,
     onSessionError: () => undefined,
   });
-  const victim = await CoreNode.start(hub.transport('peer-v-victim'), {
+  const victim = await CoreNode.start(recordingTransport(hub.transport('peer-v-victim'), record), {
     deviceId: uuidFrom(rng),
     models: FUZZ_MODELS,
     tuning: TUNING,
@@ -118,7 +123,7 @@ export async function startFuzzTarget(rng: SeededRandom): Promise<FuzzTarget> {
   ] as const) {
     corpus.push({ kind: message.t, frame: encodeMessage(message as never) });
   }
-  hub.record = undefined;
+  recording = false;
   await member.stop();
   await until(
     async () => (await Promise.all(created.map((lib) => lib.status()))).every((status) => status.partners.every((p) => p.state !== 'live')),
