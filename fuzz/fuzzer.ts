@@ -208,8 +208,9 @@ export class Fuzzer {
             found(`storage changed by a refused or invalid input (${describeChange(state, after)})`);
           } else {
             stats.applied += 1;
-            digests = await this.digests();
           }
+          // The new state is the baseline, also after a finding (else every check after it repeats it).
+          digests = await this.digests();
           state = after;
         }
         if ((i + 1) % DIGEST_EVERY === 0 || i === inputs - 1) {
