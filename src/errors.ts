@@ -20,6 +20,7 @@ export const SYNC_ERROR_CODES = [
   'INVITE_EXPIRED',
   'INVITE_USED',
   'INVITE_REVOKED',
+  'INVITE_LIMIT',
   'NETWORK',
   'TIMEOUT',
   'LOG_PRUNED',
@@ -155,9 +156,12 @@ export class NotMemberError extends SyncError {
   }
 }
 
-export type InviteErrorCode = 'INVITE_INVALID' | 'INVITE_EXPIRED' | 'INVITE_USED' | 'INVITE_REVOKED';
+export type InviteErrorCode = 'INVITE_INVALID' | 'INVITE_EXPIRED' | 'INVITE_USED' | 'INVITE_REVOKED' | 'INVITE_LIMIT';
 
-/** An invite was refused: malformed or unknown, expired, already used, or revoked by its inviter. */
+/**
+ * An invite was refused: malformed or unknown, expired, already used, or revoked by its inviter;
+ * or not created, as the library holds `MAX_PENDING_INVITES` pending ones already.
+ */
 export class InviteError extends SyncError {
   constructor(code: InviteErrorCode, message: string) {
     super(code, message);

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InviteError, NotFoundError, type SyncError, type SyncNode } from '../src/index.js';
 import { decodeInvite } from '../src/replication/invite-code.js';
+import { MAX_PENDING_INVITES } from '../src/replication/replicator.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { ManualClock, startNode, stopAllNodes, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
@@ -166,5 +167,28 @@ describe('invites', () => {
     await expect(lib.revokeInvite(invite)).rejects.toMatchObject({ code: 'INVITE_USED', message: expect.stringMatching(/removeMember/) });
     // Nothing was revoked: a revoked invite would be revoked again silently, this one is still used.
     await expect(lib.revokeInvite(decodeInvite(invite).id)).rejects.toMatchObject({ code: 'INVITE_USED' });
+  });
+
+  it(`refuses a pending invite beyond ${MAX_PENDING_INVITES} with INVITE_LIMIT; revoked and expired ones do not count`, async () => {
+    const wall = new ManualClock(Date.now());
+    const node = await startNode(undefined, { wallClock: wall.read });
+    const lib = await node.createLibrary({ name: 'capped' });
+    const short = await lib.createInvite({ ttlMs: 1_000 });
+    const toRevoke = await lib.createInvite({ ttlMs: 600_000 });
+    for (let i = 2; i < MAX_PENDING_INVITES; i++) await lib.createInvite({ ttlMs: 600_000 });
+    expect(await lib.invites()).toHaveLength(MAX_PENDING_INVITES);
+    const refused = await lib.createInvite({ ttlMs: 600_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(InviteError);
+    expect(refused).toMatchObject({ code: 'INVITE_LIMIT' });
+    expect(await lib.invites()).toHaveLength(MAX_PENDING_INVITES);
+    await lib.revokeInvite(toRevoke);
+    await lib.createInvite({ ttlMs: 600_000 });
+    wall.ms += 2_000;
+    expect(decodeInvite(short).expiresAt).toBeLessThan(wall.ms);
+    await lib.createInvite({ ttlMs: 600_000 });
+    await expect(lib.createInvite({ ttlMs: 600_000 })).rejects.toMatchObject({ code: 'INVITE_LIMIT' });
   });
 });

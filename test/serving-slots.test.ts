@@ -4,7 +4,14 @@
  * asked, and sessions that stop pulling or asking lose their slot or place.
  */
 import { describe, expect, it } from 'vitest';
-import { SERVE_IDLE_MS, SERVE_LEASE_MS, SERVE_LEASE_PULLS, ServingSlots } from '../src/replication/serving-slots.js';
+import {
+  MAX_PULLS_PER_WINDOW,
+  SERVE_IDLE_MS,
+  SERVE_LEASE_MS,
+  SERVE_LEASE_PULLS,
+  SERVE_RATE_WINDOW_MS,
+  ServingSlots,
+} from '../src/replication/serving-slots.js';
 
 function slots(n: number) {
   const clock = { now: 0 };
@@ -60,5 +67,15 @@ describe('ServingSlots', () => {
     expect(s.mayServe('e')).toBe(false);
     clock.now += SERVE_IDLE_MS + 1;
     expect(s.mayServe('f')).toBe(true);
+  });
+
+  it(`answers a session busy beyond ${MAX_PULLS_PER_WINDOW} pulls per window, keeping its slot`, () => {
+    const { clock, slots: s } = slots(1);
+    for (let i = 0; i < MAX_PULLS_PER_WINDOW; i++) expect(s.mayServe('a')).toBe(true);
+    expect(s.mayServe('a')).toBe(false);
+    expect(s.mayServe('a')).toBe(false);
+    // The busy answers kept a's slot: alone, it is served again in the next window.
+    clock.now += SERVE_RATE_WINDOW_MS;
+    expect(s.mayServe('a')).toBe(true);
   });
 });

@@ -8,11 +8,22 @@ export const SERVE_LEASE_MS = 5_000;
 export const SERVE_LEASE_PULLS = 64;
 /** Sessions answered busy that keep their place in the queue, at most. */
 export const MAX_WAITING_SESSIONS = 32;
+/**
+ * Pulls one session is served per SERVE_RATE_WINDOW_MS, at most; beyond, it is answered busy
+ * (keeping its slot). An honest catch-up asks for one page at a time, each up to the page
+ * bounds, so it never comes near; a peer asking in a loop for tiny pages cannot make this node
+ * spend its time on nothing but reads.
+ */
+export const MAX_PULLS_PER_WINDOW = 100;
+export const SERVE_RATE_WINDOW_MS = 1_000;
 
 interface Lease {
   since: number;
   lastPull: number;
   pulls: number;
+  /** Start of the current rate window and the pulls served in it. */
+  windowStart: number;
+  windowPulls: number;
 }
 
 /**
@@ -46,13 +57,14 @@ export class ServingSlots {
         return false;
       }
       lease.lastPull = now;
+      if (!withinRate(lease, now)) return false;
       lease.pulls += 1;
       return true;
     }
     const free = this.slots - this.leases.size;
     if (free > 0 && this.placeInQueue(key) < free) {
       this.waiting.delete(key);
-      this.leases.set(key, { since: now, lastPull: now, pulls: 1 });
+      this.leases.set(key, { since: now, lastPull: now, pulls: 1, windowStart: now, windowPulls: 1 });
       return true;
     }
     this.wait(key, now);
@@ -78,4 +90,15 @@ export class ServingSlots {
     for (const [key, lease] of this.leases) if (now - lease.lastPull > SERVE_IDLE_MS) this.leases.delete(key);
     for (const [key, askedAt] of this.waiting) if (now - askedAt > SERVE_IDLE_MS) this.waiting.delete(key);
   }
+}
+
+/** Counts a pull in the lease's rate window; false when the window's pulls are used up. */
+function withinRate(lease: Lease, now: number): boolean {
+  if (now - lease.windowStart >= SERVE_RATE_WINDOW_MS) {
+    lease.windowStart = now;
+    lease.windowPulls = 0;
+  }
+  if (lease.windowPulls >= MAX_PULLS_PER_WINDOW) return false;
+  lease.windowPulls += 1;
+  return true;
 }
