@@ -21,6 +21,7 @@ import type { LibraryReplicator } from './replicator.js';
 import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
 import type { PartnerDialStatus } from '../library/status.js';
+import { refuseStream } from './refuse-stream.js';
 import { errorFromWire, errorMessage, isBadInput, isPeerReported, notMember, type SessionErrorEvent } from './wire-errors.js';
 import type { CancelTimer, Runtime } from '../runtime/runtime.js';
 import { sameList } from '../util/lists.js';
@@ -439,7 +440,7 @@ export class SyncNetwork {
         this.failed(key);
         this.reportSessionError({ peer, library: replicator.library.id, direction: 'outbound', error });
       }
-      if (stream) await refuse(stream, replicator.library.id, error);
+      if (stream) await refuseStream(stream, replicator.library.id, error, this.runtime.scheduler);
     } finally {
       this.opening.delete(key);
     }
@@ -534,7 +535,7 @@ export class SyncNetwork {
       if (!(error.code === 'NOT_MEMBER' && replicator?.backfilling)) {
         this.reportSessionError({ peer: stream.remotePeer, library: replicator ? library : undefined, direction: 'inbound', error });
       }
-      await refuse(stream, library, error);
+      await refuseStream(stream, library, error, this.runtime.scheduler);
     }
   }
 
@@ -633,15 +634,6 @@ function sessionKey(library: string, peer: string): string {
   return `${library}:${peer}`;
 }
 
-/** Tells the peer why (unless it told us), then resets the stream. */
-async function refuse(stream: FrameStream, library: string, error: SyncError): Promise<void> {
-  if (!isPeerReported(error)) {
-    await stream
-      .send(encodeMessage(errorMessage(library, error, null)))
-      .catch(() => undefined);
-  }
-  stream.abort(error);
-}
 
 /** A hello to `partners`, the devices the peer may be: it carries what is held of their writers. */
 async function helloFor(library: ReplicationLibrary, partners: readonly string[]): Promise<MessageOf<'hello'>> {

@@ -7,6 +7,7 @@ import type { RemoteCounts } from '../library/counts.js';
 import type { Chunk, ChunksAfterResult } from '../peer-log/chunk.js';
 import type { ReadLimits, VersionVector } from '../peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
+import { refuseStream } from './refuse-stream.js';
 import type { ChunkTuple, Message, MessageOf, OwnedRowTuple, SnapshotPosition, SnapshotRowTuple } from '../protocol/messages.js';
 import type { SnapshotRow } from '../library/snapshot.js';
 import type { StoredValues } from '../models/types.js';
@@ -15,7 +16,7 @@ import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protoco
 import type { FrameStream } from '../protocol/transport.js';
 import type { CancelTimer, Scheduler } from '../runtime/runtime.js';
 import { filterOrigins, isBehind, mergeMax } from './vectors.js';
-import { errorFromWire, errorMessage, isPeerReported } from './wire-errors.js';
+import { errorFromWire } from './wire-errors.js';
 
 export interface SessionTuning {
   /** A heartbeat (with both vectors) is sent this often, in ms. */
@@ -86,6 +87,8 @@ const MAX_UNKNOWN_ORIGINS = 2 * MAX_VECTOR_ORIGINS;
 
 /** How long a partner answering `busy` asks the puller to wait, in ms. */
 const BUSY_RETRY_MS = 500;
+/** Frames queued for a partner that has not taken them yet, beyond which sending waits: two full pages and more. */
+const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
 
 type PageReply = MessageOf<'shared-page'> | MessageOf<'state-page'> | MessageOf<'snapshot-page'>;
 type PullRequest = MessageOf<'pull-shared'> | MessageOf<'pull-state'> | MessageOf<'pull-snapshot'>;
@@ -145,6 +148,9 @@ export class Session {
     (err) => this.close(toSyncError(err)),
   );
   private stopHeartbeat: CancelTimer | undefined;
+  /** The frames queued for the stream, in order (see `send`), and their size. */
+  private sending: Promise<void> = Promise.resolve();
+  private unsentBytes = 0;
   private markEnded!: () => void;
   private readonly ended = new Promise<void>((resolve) => (this.markEnded = resolve));
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
@@ -273,12 +279,9 @@ export class Session {
       request.reject(reason ?? new SyncError('STOPPED', 'session closed'));
     }
     this.pending.clear();
-    if (reason instanceof SyncError && reason.code !== 'STOPPED' && !isPeerReported(reason)) {
-      // Tell the partner why, best effort, then reset: nothing more will be read.
-      void this.stream
-        .send(encodeMessage(errorMessage(this.library.id, reason, null)))
-        .catch(() => undefined)
-        .finally(() => this.stream.abort(reason));
+    if (reason instanceof SyncError && reason.code !== 'STOPPED') {
+      // Tell the partner why, best effort, after what is queued, then reset: nothing more will be read.
+      void refuseStream(this.stream, this.library.id, reason, this.host.scheduler, this.sending);
     } else {
       void this.stream.close();
     }
@@ -591,9 +594,20 @@ export class Session {
     fn(pending);
   }
 
+  /**
+   * Queues a frame. Reading goes on while the partner is slow to read: if every send waited for
+   * the partner, two partners serving each other's pulls (or acking each other's pushes) would
+   * each wait, in their read loops, for the other to read, until their sessions timed out. Only
+   * past MAX_UNSENT_BYTES queued does the caller wait, which bounds what a partner that stops
+   * reading makes this device hold. A failed send ends the session.
+   */
   private async send(message: Message): Promise<void> {
     if (this.state === 'closed') return;
-    await this.stream.send(encodeMessage(message));
+    const frame = encodeMessage(message);
+    this.unsentBytes += frame.byteLength;
+    const sent = this.sending.then(() => this.stream.send(frame)).finally(() => (this.unsentBytes -= frame.byteLength));
+    this.sending = sent.catch((err: unknown) => this.close(toSyncError(err)));
+    if (this.unsentBytes > MAX_UNSENT_BYTES) await sent;
   }
 }
 
