@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InviteError, NotFoundError, type SyncError, type SyncNode } from '../src/index.js';
 import { decodeInvite } from '../src/replication/invite-code.js';
-import { MAX_PENDING_INVITES } from '../src/replication/replicator.js';
+import { MAX_PENDING_INVITES } from '../src/library/invite-store.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { ManualClock, startNode, stopAllNodes, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
@@ -190,5 +190,14 @@ describe('invites', () => {
     expect(decodeInvite(short).expiresAt).toBeLessThan(wall.ms);
     await lib.createInvite({ ttlMs: 600_000 });
     await expect(lib.createInvite({ ttlMs: 600_000 })).rejects.toMatchObject({ code: 'INVITE_LIMIT' });
+  });
+
+  it(`holds no more than ${MAX_PENDING_INVITES} pending invites when many are created at once`, async () => {
+    const node = await startNode();
+    const lib = await node.createLibrary({ name: 'raced' });
+    const results = await Promise.allSettled(Array.from({ length: MAX_PENDING_INVITES + 50 }, () => lib.createInvite()));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(MAX_PENDING_INVITES);
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'INVITE_LIMIT' });
+    expect(await lib.invites()).toHaveLength(MAX_PENDING_INVITES);
   });
 });

@@ -2,7 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { DeviceForkedError, NotFoundError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
+import { DeviceForkedError, InviteError, NotFoundError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
 import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
@@ -43,7 +43,7 @@ import { type SyncCounters, WriteBatch } from './write-batch.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from './status.js';
 import type { InviteInfo, LibraryEvents, LibraryTransaction, ListOptions, Member, MemberRow, SyncProgress } from './types.js';
-import { insertInvite, markInviteUsed, type NewInvite, pendingInvites, readInvite, type RevokeOutcome, revokeInvite, type StoredInvite } from './invite-store.js';
+import { insertInvite, MAX_PENDING_INVITES, markInviteUsed, type NewInvite, pendingInvites, readInvite, type RevokeOutcome, revokeInvite, type StoredInvite } from './invite-store.js';
 import { LastSeenStore } from './last-seen-store.js';
 import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
 import {
@@ -540,8 +540,17 @@ export class LibraryEngine {
   }
 
   /** Records an invite this device issues. */
+  /**
+   * Stores a new invite, unless the library holds MAX_PENDING_INVITES pending at its creation
+   * time (`INVITE_LIMIT`): counted in the same transaction, so concurrent calls cannot pass it.
+   */
   async issueInvite(invite: NewInvite): Promise<void> {
-    await this.system((_, trx) => insertInvite(trx, invite));
+    await this.system(async (_, trx) => {
+      if ((await pendingInvites(trx, invite.createdAt ?? 0)).length >= MAX_PENDING_INVITES) {
+        throw new InviteError('INVITE_LIMIT', `library ${this.id} has ${MAX_PENDING_INVITES} pending invites: revoke some or let them expire first`);
+      }
+      await insertInvite(trx, invite);
+    });
   }
 
   /** This device's invites not used, revoked or expired at `now`, newest first. */

@@ -9,6 +9,13 @@ import type { InviteInfo } from './types.js';
 
 type Db = Kysely<InternalTables>;
 
+/**
+ * Pending invites (unused, unrevoked, unexpired) a library holds at most. Each is a live bearer
+ * credential and a row: a host that creates invites in a loop (a bug, or a UI clicked without
+ * end) is stopped with `INVITE_LIMIT` instead of filling the table.
+ */
+export const MAX_PENDING_INVITES = 100;
+
 /** An invite as stored: the hash of its secret, never the secret. */
 export interface StoredInvite {
   id: string;

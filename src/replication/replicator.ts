@@ -70,12 +70,6 @@ export interface ReplicatorNetwork {
 
 const DEFAULT_INVITE_TTL_MS = 24 * 60 * 60 * 1000;
 const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
-/**
- * Pending invites (unused, unrevoked, unexpired) a library holds at most. Each is a live bearer
- * credential and a row: a host that creates invites in a loop (a bug, or a UI clicked without
- * end) is stopped with `INVITE_LIMIT` instead of filling the table.
- */
-export const MAX_PENDING_INVITES = 100;
 
 /**
  * Replication of one library: its partner sessions, membership and invites, ack bookkeeping,
@@ -545,9 +539,6 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     const ttlMs = options?.ttlMs ?? DEFAULT_INVITE_TTL_MS;
     if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_INVITE_TTL_MS) {
       throw new InviteError('INVITE_INVALID', `ttlMs must be an integer from 1 to ${MAX_INVITE_TTL_MS}`);
-    }
-    if ((await this.library.pendingInvites(this.now())).length >= MAX_PENDING_INVITES) {
-      throw new InviteError('INVITE_LIMIT', `library ${this.library.id} has ${MAX_PENDING_INVITES} pending invites: revoke some or let them expire first`);
     }
     await this.registerSelf();
     const secret = newInviteSecret(this.network.runtime.random);
