@@ -100,7 +100,9 @@ export class SyncNetwork {
       onSessionError: (event: SessionErrorEvent) => void;
     },
   ) {
-    this.serving = new ServingSlots(options.maxConcurrentServes, () => this.now());
+    // Leases and rates are durations: on the monotonic clock, so a wall clock set back cannot
+    // stretch a window or a lease.
+    this.serving = new ServingSlots(options.maxConcurrentServes, () => options.runtime.scheduler.monotonicNow());
     transport.handle((stream) => this.acceptWithinBudget(stream));
     transport.setKnownPeers(
       (peer) => this.isKnownPeer(peer),

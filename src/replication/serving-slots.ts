@@ -9,12 +9,14 @@ export const SERVE_LEASE_PULLS = 64;
 /** Sessions answered busy that keep their place in the queue, at most. */
 export const MAX_WAITING_SESSIONS = 32;
 /**
- * Pulls one session is served per SERVE_RATE_WINDOW_MS, at most; beyond, it is answered busy
- * (keeping its slot). An honest catch-up asks for one page at a time, each up to the page
- * bounds, so it never comes near; a peer asking in a loop for tiny pages cannot make this node
- * spend its time on nothing but reads.
+ * Pulls one session is served per SERVE_RATE_WINDOW_MS (fixed windows), at most; beyond, it is
+ * answered busy (keeping its slot). A peer asking in a loop for tiny pages cannot make this node
+ * spend its time on nothing but reads. An honest catch-up with the default page sizes (4 000
+ * records) stays far below; one configured with `batchRecords` of a few records, or pulling
+ * the rows of hundreds of owners, can meet it and then waits `retryAfterMs`: slower, never
+ * stopped. (100 a second slowed a 3 000-row backfill at `batchRecords: 5` twelve times.)
  */
-export const MAX_PULLS_PER_WINDOW = 100;
+export const MAX_PULLS_PER_WINDOW = 1_000;
 export const SERVE_RATE_WINDOW_MS = 1_000;
 
 interface Lease {
