@@ -30,10 +30,14 @@ describe('a node stopped while operations run', () => {
       status: lib.status(),
       history: lib.syncHistory(),
     };
+    const changes: string[] = [];
+    lib.on('change', (change) => changes.push(change.id));
     const stopped = node.stop();
     const settled = await Promise.allSettled(Object.values(inFlight));
     await stopped;
     expect(settled.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    // The write that committed while stopping still told its listeners.
+    expect(changes).toContain('late');
     expect(await inFlight.digest).toMatch(/^[0-9a-f]{64}$/);
     expect((await inFlight.list).length).toBeGreaterThanOrEqual(200);
 

@@ -131,8 +131,8 @@ export class LibraryEngine {
   /** Set once this device is no longer a member (removed, or it left). */
   private ownRemoval: RemovalInfo | null = null;
   private closed = false;
-  /** Set when closing begins: from then on no user operation starts (see `whileOpen`). */
-  private closing = false;
+  /** Set when closing begins, to the close itself: from then on no user operation starts (see `whileOpen`). */
+  private closing: Promise<void> | undefined;
   /** The user's operations running now, and who waits for them to end. */
   private userOperations = 0;
   private idle: (() => void) | undefined;
@@ -770,11 +770,16 @@ export class LibraryEngine {
    * began before `stop()` completes (a multi-step read such as `digest` would otherwise meet a
    * destroyed driver halfway); one that begins after fails with `STOPPED`.
    */
-  async close(): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
-    this.events.removeAllListeners();
+  close(): Promise<void> {
+    this.closing ??= this.closeWhenIdle();
+    return this.closing;
+  }
+
+  private async closeWhenIdle(): Promise<void> {
+    // Listeners stay until the operations in flight end: a write that commits meanwhile still
+    // tells them about its change.
     if (this.userOperations > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.events.removeAllListeners();
     this.closed = true;
     await this.release();
   }

@@ -127,6 +127,11 @@ export class Libp2pFrameStream implements FrameStream {
     this.resuming = true;
     try {
       this.stream.resume();
+    } catch (err) {
+      // The connection closed under a paused stream: yamux cannot send the window update.
+      this.fail(this.error('reading', err));
+      this.notify();
+      return;
     } finally {
       this.resuming = false;
     }
