@@ -1,9 +1,10 @@
 // The package's public API: what an application uses. The library engine, replication and
 // backfill are internal (tests and benchmarks import them from their modules directly).
 export { createSyncNode, type DiscoveryOptions, type SyncNodeOptions } from './node/sync-node.js';
-export { SyncNode, type SyncNodeEvents, type CreateLibraryOptions } from './core/sync-node.js';
+// Types only: `SyncNode.create` and `new Library` take engine parts; `createSyncNode` makes both.
+export type { SyncNode, SyncNodeEvents, CreateLibraryOptions } from './core/sync-node.js';
 export { DEFAULT_SYNC_TUNING, type SyncTuning } from './core/tuning.js';
-export { Library } from './library/library.js';
+export type { Library } from './library/library.js';
 export type {
   LibraryTransaction,
   ListOptions,
@@ -47,4 +48,30 @@ export type {
 } from './models/types.js';
 export type { VersionVector } from './peer-log/types.js';
 export { type Hlc, compareHlc, encodeHlc, decodeHlc, DEFAULT_MAX_CLOCK_DRIFT_MS } from './hlc/index.js';
-export * from './errors.js';
+export {
+  SYNC_ERROR_CODES,
+  type SyncErrorCode,
+  SyncError,
+  ValidationError,
+  OwnershipError,
+  NotFoundError,
+  ClockDriftError,
+  ClockRangeError,
+  HlcDecodeError,
+  ModelDefinitionError,
+  SchemaMismatchError,
+  StoppedError,
+  InternalError,
+  ProtocolError,
+  ProtocolVersionError,
+  NotMemberError,
+  type InviteErrorCode,
+  InviteError,
+  NetworkError,
+  TimeoutError,
+  BusyError,
+  AbortedError,
+  DeviceForkedError,
+  type RemovalInfo,
+  RemovedError,
+} from './errors.js';

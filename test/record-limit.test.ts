@@ -125,6 +125,27 @@ describe('the record size limit and the frame', () => {
   });
 });
 
+describe('pages served to a member', () => {
+  it('are cut to the page bounds, whatever a pull asks for', async () => {
+    const a = await startNode(undefined, { sync: rawMemberSync });
+    const libA = await a.createLibrary({ name: 'served' });
+    const rows = MAX_PAGE_RECORDS + 500;
+    await libA.transaction(async (tx) => {
+      for (let i = 0; i < rows; i++) await tx.upsert('note', { id: `n-${i}`, title: 't', body: null });
+    });
+    const member = await joinAsRawMember(a, libA, [a]);
+    const session = await MemberSession.open(member, a, libA.id, { heartbeatMs: 200, shared: {}, owned: {} });
+    await session.send({ t: 'pull-shared', library: libA.id, req: 1, after: {}, maxRecords: 1_000_000_000, maxBytes: 2 ** 40 });
+    await waitFor(() => session.of('shared-page').some((p) => p.req === 1), 'the page');
+    const page = session.of('shared-page').find((p) => p.req === 1)!;
+    const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
+    expect(records).toBeGreaterThan(0);
+    expect(records).toBeLessThanOrEqual(MAX_PAGE_RECORDS);
+    expect(page.hasMore).toBe(true);
+    expect(session.end).toBeUndefined();
+  });
+});
+
 describe('local writes', () => {
   it('take a record at the limit and refuse a larger one, also a row a write would grow past it', async () => {
     const node = await startNode();

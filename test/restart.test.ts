@@ -24,8 +24,8 @@ import {
   defineModel,
   type Library,
   type ModelInput,
-  SyncNode,
 } from '../src/index.js';
+import { SyncNode } from '../src/core/sync-node.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import {
   ensureBuilt,

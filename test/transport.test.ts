@@ -10,14 +10,14 @@ import { libp2pStream } from './helpers/raw-peer.js';
 const PROTOCOL = '/leaderless-sync-test/1.0.0';
 const started: Libp2pTransport[] = [];
 
-async function startTransport(maxFrameBytes = 1024, maxFirstFrameBytes = maxFrameBytes, maxStrangerConnections = 8): Promise<Libp2pTransport> {
+async function startTransport(maxFrameBytes = 1024, maxFirstFrameBytes = maxFrameBytes, maxStrangerConnections = 8, maxStreams = 8): Promise<Libp2pTransport> {
   const transport = await Libp2pTransport.start({
     privateKey: await generateKeyPair('Ed25519'),
     listen: ['/ip4/127.0.0.1/tcp/0'],
     protocol: PROTOCOL,
     maxFrameBytes,
     maxFirstFrameBytes,
-    maxStreams: 8,
+    maxStreams,
     maxStrangerConnections,
   });
   started.push(transport);
@@ -206,4 +206,28 @@ describe('libp2p transport', () => {
     await waitFor(() => !node.isConnected(member.localPeer), 'the member to disconnect');
     expect(await stored()).toBe(1);
   });
+
+  it('refuses an inbound stream beyond its stream limit on one connection, whatever the peer allows itself', async () => {
+    const b = await startTransport();
+    // A allows itself four times as many streams: the limit that counts is B's own.
+    const a = await startTransport(1024, 1024, 8, 32);
+    const held: FrameStream[] = [];
+    b.handle((stream) => held.push(stream));
+    await a.connect(b.localPeer, b.addresses());
+    const opened: FrameStream[] = [];
+    for (let i = 0; i < 8; i++) {
+      const stream = await a.openStream(b.localPeer);
+      await stream.send(new Uint8Array([i]));
+      opened.push(stream);
+    }
+    await waitFor(() => held.length === 8, 'B to hold 8 streams');
+    const ninth = async () => {
+      const stream = await a.openStream(b.localPeer);
+      await stream.send(new Uint8Array([9]));
+      for await (const frame of stream.frames()) void frame;
+    };
+    await expect(ninth()).rejects.toBeInstanceOf(NetworkError);
+    expect(held).toHaveLength(8);
+  });
 });
+
