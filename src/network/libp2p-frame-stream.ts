@@ -8,8 +8,10 @@ import type { FrameStream } from '../protocol/transport.js';
 /**
  * Bytes of whole frames a stream end holds for its reader before it pauses the stream. While
  * paused, yamux sends the remote no window updates, so the remote's sends wait once the window
- * it was granted is used up: a reader that lags holds at most this, one frame being assembled,
- * and one receive window (`STREAM_WINDOW_BYTES`) unread.
+ * it was granted is used up. A reader that lags holds a bounded amount, somewhat more than this:
+ * `resume()` hands over libp2p's read buffer (up to a window) at once, and the window granted on
+ * resuming may fill before the next pause: about this, two receive windows
+ * (`STREAM_WINDOW_BYTES`) and a frame being assembled.
  */
 export const READ_AHEAD_BYTES = 1024 * 1024;
 
