@@ -56,9 +56,12 @@ describe('VirtualScheduler', () => {
     crashed.kill();
     crashed.setTimeout(() => seen.push('late'), 1);
     crashed.macrotask(() => seen.push('late macrotask'));
+    expect(other.pendingTimers()).toBe(1);
+    expect(crashed.pendingTimers()).toBe(0);
     while (time.runNext());
     expect(seen).toEqual(['other']);
     expect(crashed.alive).toBe(false);
+    expect(other.pendingTimers()).toBe(0);
   });
 });
 

@@ -55,10 +55,9 @@ export class VirtualScheduler {
     const timer: Timer = { due: this.nowMs + delayOf(ms), seq: this.seq++, fn, every, cancelled: false, scope };
     this.push(timer);
     this.live += 1;
+    scope.live += 1;
     return () => {
-      if (timer.cancelled) return;
-      timer.cancelled = true;
-      this.live -= 1;
+      if (!timer.cancelled) this.retire(timer);
     };
   }
 
@@ -79,8 +78,7 @@ export class VirtualScheduler {
     this.pop();
     this.nowMs = timer.due;
     if (timer.every === undefined) {
-      timer.cancelled = true;
-      this.live -= 1;
+      this.retire(timer);
     } else {
       // An interval of 0 would keep virtual time from ever moving: it repeats after 1 ms at least.
       timer.due = this.nowMs + Math.max(1, timer.every);
@@ -99,11 +97,14 @@ export class VirtualScheduler {
   /** @internal Cancels every timer of a killed scope. */
   cancelScope(scope: SchedulerScope): void {
     for (const timer of this.heap) {
-      if (timer.scope === scope && !timer.cancelled) {
-        timer.cancelled = true;
-        this.live -= 1;
-      }
+      if (timer.scope === scope && !timer.cancelled) this.retire(timer);
     }
+  }
+
+  private retire(timer: Timer): void {
+    timer.cancelled = true;
+    this.live -= 1;
+    timer.scope.live -= 1;
   }
 
   private dropCancelled(): void {
@@ -144,11 +145,18 @@ export class VirtualScheduler {
 /** One node's view of virtual time: a `Scheduler` whose timers all die with `kill()`. */
 export class SchedulerScope implements Scheduler {
   private killed = false;
+  /** @internal Timers of this scope that are set and not cancelled (see `pendingTimers`). */
+  live = 0;
 
   constructor(private readonly time: VirtualScheduler) {}
 
   get alive(): boolean {
     return !this.killed;
+  }
+
+  /** Timers set here and not yet run or cancelled: a node that leaks timers grows this. */
+  pendingTimers(): number {
+    return this.live;
   }
 
   setTimeout(fn: () => void, ms: number): CancelTimer {

@@ -1,0 +1,66 @@
+import type { VersionVector } from '../src/peer-log/types.js';
+import { decodeMessage, encodeMessage } from '../src/protocol/codec.js';
+import type { Message } from '../src/protocol/messages.js';
+import type { SeededRandom } from '../src/sim/prng.js';
+
+/**
+ * A member's false claims, as issue 10 met them: positions and coverage that look valid but that
+ * the sender cannot back (a vector ahead of what it holds, a pruned range or snapshot vector
+ * reaching past its log, coverage of owned rows beyond the rows it serves, an ack of changes it
+ * never received, the receiver's own writes claimed). The liar's honest frame is rewritten on
+ * the way out; what the receiver does with it must never damage it, and once the lies stop the
+ * liar itself must converge like any member.
+ */
+
+/** Rewrites one frame with a false claim, or returns undefined when its kind carries no claim. */
+export function withFalseClaim(frame: Uint8Array, receiverDevice: string | undefined, random: SeededRandom): Uint8Array | undefined {
+  let message: Message;
+  try {
+    message = decodeMessage(frame);
+  } catch {
+    return undefined;
+  }
+  const lie = falseClaim(message, receiverDevice, random);
+  return lie && encodeMessage(lie);
+}
+
+function falseClaim(message: Message, receiverDevice: string | undefined, random: SeededRandom): Message | undefined {
+  const ahead = 1 + random.int(random.chance(0.5) ? 5 : 5_000);
+  switch (message.t) {
+    case 'hello':
+    case 'heartbeat':
+      return random.chance(0.5)
+        ? { ...message, shared: inflated(message.shared, receiverDevice, ahead, random) }
+        : { ...message, owned: inflated(message.owned, receiverDevice, ahead, random) };
+    case 'ack':
+      return { ...message, shared: inflated(message.shared, undefined, ahead, random) };
+    case 'state-page':
+      return { ...message, to: message.to + ahead };
+    case 'state':
+      return { ...message, to: message.to + ahead };
+    case 'shared-page': {
+      const origin = pickOrigin(message.pruned.map(([o]) => o), receiverDevice, random);
+      if (!origin) return undefined;
+      const held = message.pruned.find(([o]) => o === origin);
+      const from = held ? held[1] : 0;
+      const to = (held ? held[2] : 0) + ahead;
+      return { ...message, pruned: [...message.pruned.filter(([o]) => o !== origin), [origin, from, to]] };
+    }
+    case 'snapshot-page':
+      return { ...message, vector: inflated(message.vector, receiverDevice, ahead, random) };
+    default:
+      return undefined;
+  }
+}
+
+function pickOrigin(origins: readonly string[], receiverDevice: string | undefined, random: SeededRandom): string | undefined {
+  if (receiverDevice !== undefined && (origins.length === 0 || random.chance(0.3))) return receiverDevice;
+  return origins.length === 0 ? undefined : random.pick(origins);
+}
+
+/** `vector` with one origin (one it names, or the receiver's own device) moved `ahead`. */
+function inflated(vector: VersionVector, receiverDevice: string | undefined, ahead: number, random: SeededRandom): VersionVector {
+  const origin = pickOrigin(Object.keys(vector).sort(), receiverDevice, random);
+  if (!origin) return vector;
+  return { ...vector, [origin]: (vector[origin] ?? 0) + ahead };
+}
