@@ -88,3 +88,21 @@ export class FrameDecoder {
     return out;
   }
 }
+
+/**
+ * `frame` with its length prefix, as it goes on the wire: for transports that carry frames
+ * whole (the in-memory one) and still hold them to the reader's limits through `FrameDecoder`.
+ */
+export function lengthPrefixed(frame: Uint8Array): Uint8Array {
+  const prefix: number[] = [];
+  let rest = frame.byteLength;
+  while (rest >= 0x80) {
+    prefix.push((rest & 0x7f) | 0x80);
+    rest = Math.floor(rest / 0x80);
+  }
+  prefix.push(rest);
+  const out = new Uint8Array(prefix.length + frame.byteLength);
+  out.set(prefix);
+  out.set(frame, prefix.length);
+  return out;
+}
