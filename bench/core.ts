@@ -81,7 +81,7 @@ function timeSync(fn: () => void): number {
 }
 
 function hlcNowRate(): number {
-  const clock = new HlcClock({ deviceId: '00000000-0000-4000-8000-000000000001' });
+  const clock = new HlcClock({ deviceId: '00000000-0000-4000-8000-000000000001', wallClock: Date.now });
   const n = 5_000_000;
   let sink = 0;
   const start = process.hrtime.bigint();

@@ -1,13 +1,6 @@
-export {
-  createSyncNode,
-  SyncNode,
-  DEFAULT_SYNC_TUNING,
-  type DiscoveryOptions,
-  type SyncNodeOptions,
-  type SyncNodeEvents,
-  type SyncTuning,
-  type CreateLibraryOptions,
-} from './node/sync-node.js';
+export { createSyncNode, type DiscoveryOptions, type SyncNodeOptions } from './node/sync-node.js';
+export { SyncNode, type SyncNodeEvents, type CreateLibraryOptions } from './core/sync-node.js';
+export { DEFAULT_SYNC_TUNING, type SyncTuning } from './core/tuning.js';
 export {
   Library,
   type LibraryTransaction,

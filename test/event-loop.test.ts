@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, defineModel, type SyncNode } from '../src/index.js';
+import { systemScheduler } from '../src/runtime/system-runtime.js';
 import { EventLoopTurns } from '../src/util/event-loop.js';
 
 const Note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text' } });
@@ -57,7 +58,7 @@ describe('event loop turns during write bursts', () => {
   });
 
   it('turn() is free while the loop keeps turning and waits one macrotask once it is starved', async () => {
-    const turns = new EventLoopTurns(5);
+    const turns = new EventLoopTurns(systemScheduler, 5);
     expect(turns.turn()).toBeUndefined();
     const until = performance.now() + 10;
     while (performance.now() < until) {

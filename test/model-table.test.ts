@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineModel, encodeHlc } from '../src/index.js';
 import { ModelTable, type SqlRow } from '../src/storage/model-table.js';
-import { openSqliteFile } from '../src/storage/sqlite-node.js';
+import { openSqliteFile } from '../src/node/sqlite.js';
 import { runSql } from '../src/util/sql.js';
 
 const fields = { title: 'text', rank: { type: 'integer', nullable: true } } as const;

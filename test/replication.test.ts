@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { encodeInvite, newInviteSecret } from '../src/replication/invite-code.js';
+import { systemRandom } from '../src/runtime/system-runtime.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
@@ -64,7 +65,7 @@ describe('replication between two nodes', () => {
       inviterPeer: inviter.peerId,
       inviterAddrs: inviter.multiaddrs(),
       id: randomUUID(),
-      secret: newInviteSecret(),
+      secret: newInviteSecret(systemRandom),
       expiresAt: Date.now() + 60_000,
     });
     // The inviter admits the joiner and, before welcoming it, opens a session: the worst case of

@@ -6,6 +6,7 @@ import type { VersionVector } from '../peer-log/types.js';
 import { checkClaim, chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
 import { isBadInput, isPeerReported } from '../replication/wire-errors.js';
+import type { Scheduler } from '../runtime/runtime.js';
 import { coalescing } from '../util/coalescing.js';
 import { insertRun, markInterrupted, type SyncCheckpoint, type SyncRun, updateRun } from './history.js';
 
@@ -24,6 +25,8 @@ export interface CatchUpHost {
   readonly library: Library;
   /** The library's open sessions, whatever their state. */
   sessions(): Session[];
+  /** The node's timers (waiting out a busy partner). */
+  readonly scheduler: Scheduler;
   now(): number;
   onProgress(progress: SyncProgress): void;
   /** The state or a run changed: report status. */
@@ -203,9 +206,9 @@ export class CatchUp {
     const now = this.host.now();
     const soonest = Math.min(...ahead.map((s) => this.busyUntil.get(s.peer) ?? now));
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, Math.max(0, soonest - now));
+      const cancel = this.host.scheduler.setTimeout(resolve, Math.max(0, soonest - now));
       this.wake = () => {
-        clearTimeout(timer);
+        cancel();
         resolve();
       };
     });

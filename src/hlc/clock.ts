@@ -1,13 +1,15 @@
 import { ClockDriftError, ClockRangeError } from '../errors.js';
+import type { WallClock } from '../runtime/runtime.js';
 import { type Hlc, MAX_COUNTER, MAX_WALL_MS } from './hlc.js';
 
-export type WallClock = () => number;
+export type { WallClock };
 
 export const DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000;
 
 export interface HlcClockOptions {
   deviceId: string;
-  wallClock?: WallClock;
+  /** The node's injected wall clock (the core reads no global time). */
+  wallClock: WallClock;
   maxClockDriftMs?: number;
   /** The persisted high-water mark: the clock never issues a value at or below it. */
   highWater?: Hlc;
@@ -32,7 +34,7 @@ export class HlcClock {
 
   constructor(options: HlcClockOptions) {
     this.deviceId = options.deviceId;
-    this.wallClock = options.wallClock ?? Date.now;
+    this.wallClock = options.wallClock;
     this.maxClockDriftMs = options.maxClockDriftMs ?? DEFAULT_MAX_CLOCK_DRIFT_MS;
     this.l = options.highWater?.wallMs ?? 0;
     this.c = options.highWater?.counter ?? 0;

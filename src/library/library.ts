@@ -22,6 +22,8 @@ import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, Versi
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import { EventLoopTurns } from '../util/event-loop.js';
+import type { RecordIds } from '../util/ids.js';
+import type { Runtime } from '../runtime/runtime.js';
 import { pack } from '../util/msgpack.js';
 import { runSql } from '../util/sql.js';
 import { LocalWriter, type WriteContext } from './local-writes.js';
@@ -159,6 +161,10 @@ export interface LibraryOptions {
   readonly ownedConfirmed: number;
   /** Releases the database; called once by `close()`. */
   readonly release: () => Promise<void>;
+  /** The node's timers and randomness (event-loop turns, writer ids). */
+  readonly runtime: Runtime;
+  /** The node's record ids, shared by its libraries. */
+  readonly recordIds: RecordIds;
 }
 
 const DIGEST_PAGE = 1_000;
@@ -185,7 +191,8 @@ export class Library {
   private readonly ctx: WriteContext;
   private readonly release: () => Promise<void>;
   private readonly events = new EventEmitter<LibraryEvents>();
-  private readonly turns = new EventLoopTurns();
+  private readonly turns: EventLoopTurns;
+  private readonly runtime: Runtime;
   private counters: SyncCounters;
   private ownedConfirmedVersion: number;
   /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
@@ -203,6 +210,8 @@ export class Library {
     this.deviceId = options.deviceId;
     this.db = options.db;
     this.release = options.release;
+    this.runtime = options.runtime;
+    this.turns = new EventLoopTurns(options.runtime.scheduler);
     this.counters = options.counters;
     this.ownedConfirmedVersion = options.ownedConfirmed;
     // What the clock would issue now (not issued: it would cost a tick): past everything this
@@ -216,6 +225,7 @@ export class Library {
       clock: options.clock,
       registry: options.registry,
       tables: options.tables,
+      recordIds: options.recordIds,
     };
   }
 
@@ -867,7 +877,7 @@ export class Library {
     this.assertOpen();
     let ownRemoval: Removal | undefined;
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState, this.runtime.random);
       const value = await fn(batch);
       await batch.flush();
       // Into the batch's copy: the library adopts it with the counters once committed.

@@ -7,7 +7,7 @@ import type { ModelRegistry } from '../models/registry.js';
 import type { Change, ChangeOp, OwnedRowState, Row, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkRecordSize, rowFromStored, storedFromFullRow, storedFromPartial } from '../models/values.js';
 import type { ModelTable } from '../storage/model-table.js';
-import { newRecordId } from '../util/ids.js';
+import type { RecordIds } from '../util/ids.js';
 import type { WriteBatch } from './write-batch.js';
 
 /** What a local write needs; one per open library. */
@@ -17,6 +17,8 @@ export interface WriteContext {
   readonly clock: HlcClock;
   readonly registry: ModelRegistry;
   readonly tables: ReadonlyMap<string, ModelTable>;
+  /** The node's record ids (one pool per node, from its injected random and clock). */
+  readonly recordIds: RecordIds;
 }
 
 /**
@@ -44,7 +46,7 @@ export class LocalWriter {
     const model = this.model(modelName);
     const values = storedFromFullRow(model, input);
     if (model.ownership === 'device') {
-      const id = input.id === undefined ? newRecordId() : checkRecordId(model, input.id);
+      const id = input.id === undefined ? this.ctx.recordIds.next() : checkRecordId(model, input.id);
       const current = input.id === undefined ? undefined : await this.ownedRow(model, id);
       return this.writeOwned(model, id, current === undefined ? 'upsert' : 'update', values, false, current);
     }
@@ -97,7 +99,7 @@ export class LocalWriter {
   }
 
   private sharedId(model: SharedModel, given: unknown, values: StoredValues): string {
-    if (model.conflict !== 'union') return given === undefined ? newRecordId() : checkRecordId(model, given);
+    if (model.conflict !== 'union') return given === undefined ? this.ctx.recordIds.next() : checkRecordId(model, given);
     const derived = naturalKeyId(this.ctx.libraryId, model, values);
     if (given !== undefined && given !== derived) {
       throw new ValidationError(

@@ -10,6 +10,7 @@ import type { InternalTables } from '../storage/schema.js';
 import type { ChangeOp, OwnedRowState, SharedRowState, StoredValue } from '../models/types.js';
 import { runSql } from '../util/sql.js';
 import { putMeta } from '../storage/open-library.js';
+import type { Random } from '../runtime/runtime.js';
 import type { Removals } from './removals.js';
 import { newWriterId, WRITER_META_KEY, writerMetaValue, type WriterState } from './writers.js';
 
@@ -88,6 +89,8 @@ export class WriteBatch {
     /** This device: its origin and owner always have room (see `admit`). */
     private readonly self: string,
     committedRemovals: Removals,
+    /** Draws fresh writer ids (`ownOrigin`). */
+    private readonly random: Random,
   ) {
     this.removals = committedRemovals.copy();
     this.vector = new Map(committed.vector);
@@ -139,7 +142,7 @@ export class WriteBatch {
    * yet and which stays the writer from then on. Stored with the transaction.
    */
   ownOrigin(device: string): string {
-    if (!this.writer.confirmed || this.writer.retired) this.setWriter({ id: newWriterId(device), confirmed: true, retired: false });
+    if (!this.writer.confirmed || this.writer.retired) this.setWriter({ id: newWriterId(device, this.random), confirmed: true, retired: false });
     return this.writer.id;
   }
 

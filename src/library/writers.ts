@@ -1,6 +1,7 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import type { LogEntry, VersionVector } from '../peer-log/types.js';
+import type { Random } from '../runtime/runtime.js';
 import { pack } from '../util/msgpack.js';
 
 /**
@@ -13,8 +14,8 @@ import { pack } from '../util/msgpack.js';
 const DEVICE_PART = 19;
 
 /** A fresh writer id of `device`: no partner can hold any entry of it. */
-export function newWriterId(device: string): string {
-  const random = globalThis.crypto.getRandomValues(new Uint8Array(8));
+export function newWriterId(device: string, source: Random): string {
+  const random = source.bytes(8);
   // RFC 4122 variant bits, so the id stays a well-formed v4 uuid.
   random[0] = (random[0]! & 0x3f) | 0x80;
   const hex = bytesToHex(random);

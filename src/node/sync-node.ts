@@ -1,23 +1,17 @@
 import { hostname } from 'node:os';
-import { EventEmitter } from 'eventemitter3';
-import { v4 as uuidv4 } from 'uuid';
-import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
-import { compareHlc, type Hlc, HlcClock, isDeviceId, type WallClock } from '../hlc/index.js';
-import { Library, type Member } from '../library/library.js';
+import { SyncNode } from '../core/sync-node.js';
+import { DEFAULT_SYNC_TUNING, type SyncTuning } from '../core/tuning.js';
+import { ValidationError } from '../errors.js';
 import type { Model } from '../models/define.js';
-import { ModelRegistry } from '../models/registry.js';
-import { isDeviceName, MAX_DEVICE_NAME_LENGTH, SYSTEM_MODELS } from '../models/system.js';
+import { isDeviceName, MAX_DEVICE_NAME_LENGTH } from '../models/system.js';
 import { parseBootstrap } from '../network/bootstrap.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
-import { decodeInvite } from '../replication/invite-code.js';
-import { type SessionErrorEvent, SyncNetwork } from '../replication/network.js';
-import { LibraryReplicator, type ReplicationTuning } from '../replication/replicator.js';
-import { BACKFILL_META_KEY } from '../backfill/catch-up.js';
-import { prepareLibrary } from '../storage/open-library.js';
-import { openSqliteFile } from '../storage/sqlite-node.js';
+import type { WallClock } from '../runtime/runtime.js';
+import { systemRuntime } from '../runtime/system-runtime.js';
 import { DataDir } from './data-dir.js';
+import { openFileStorage } from './file-storage.js';
 import { listenOnStablePorts } from './stable-ports.js';
 
 export interface SyncNodeOptions {
@@ -61,176 +55,39 @@ export interface DiscoveryOptions {
   mdns?: boolean;
 }
 
-export interface SyncTuning extends ReplicationTuning {
-  /** Bounds of the exponential backoff (with jitter) between redials of a partner. */
-  redialMinMs: number;
-  redialMaxMs: number;
-  /** How often connections and sessions are checked against the member lists. */
-  reconcileMs: number;
-  /** Catch-ups (backfills included) this node serves at once; more pullers are answered busy. */
-  maxConcurrentServes: number;
-}
-
-export const DEFAULT_SYNC_TUNING: SyncTuning = {
-  heartbeatMs: 1_000,
-  peerTimeoutMs: 5_000,
-  requestTimeoutMs: 30_000,
-  pushWindow: 4,
-  // Batches fill only while a partner lags: then large ones let it apply (and fsync) the
-  // backlog in few transactions. A lone write still goes out at once, alone.
-  batchRecords: 4_000,
-  batchBytes: 1024 * 1024,
-  pruneIntervalMs: 10_000,
-  retainLogEntries: 1_000_000,
-  statusThrottleMs: 50,
-  redialMinMs: 250,
-  redialMaxMs: 15_000,
-  reconcileMs: 1_000,
-  maxConcurrentServes: 4,
-};
-
-export interface SyncNodeEvents {
-  'session-error': [SessionErrorEvent];
-}
-
-const BOOTSTRAP_META_KEY = 'bootstrap_member';
-
-export interface CreateLibraryOptions {
-  name: string;
-  /**
-   * Open a replica of an existing library (a uuid) instead of minting a new id. Joining by
-   * invite builds on this; tests and tools use it to place one library on several devices.
-   */
-  id?: string;
-}
-
 /**
- * A device's sync node: its identity, its clock and its open libraries. Create one with
- * `createSyncNode`; call `stop()` before the process exits.
+ * The Node edge of a sync node: the core (`SyncNode.create`) over libp2p (TCP and WebSockets,
+ * on the ports remembered in the data directory, with the device's key from it), one
+ * better-sqlite3 file per library in the locked data directory, and real time. Validates what
+ * users pass before touching the disk.
  */
-export class SyncNode {
-  private stopped = false;
-
-  private constructor(
-    readonly deviceId: string,
-    private readonly dataDir: DataDir,
-    private readonly registry: ModelRegistry,
-    private readonly clock: HlcClock,
-    private readonly open: Map<string, Library>,
-    private readonly unlock: () => Promise<void>,
-    private readonly transport: Libp2pTransport,
-    private readonly network: SyncNetwork,
-    private readonly tuning: SyncTuning,
-    private readonly wallClock: () => number,
-    private readonly events: EventEmitter<SyncNodeEvents>,
-  ) {}
-
-  /**
-   * `session-error`: a sync session could not start or ended with an error (version mismatch,
-   * non-member, malformed frame, dead peer…). Informational: the node keeps serving others.
-   */
-  on<E extends keyof SyncNodeEvents>(event: E, listener: (...args: SyncNodeEvents[E]) => void): this {
-    this.events.on(event, listener);
-    return this;
+export async function createSyncNode(options: SyncNodeOptions): Promise<SyncNode> {
+  if (typeof options?.dataDir !== 'string' || options.dataDir === '') {
+    throw new ValidationError('createSyncNode: dataDir must be a directory path');
   }
-
-  off<E extends keyof SyncNodeEvents>(event: E, listener: (...args: SyncNodeEvents[E]) => void): this {
-    this.events.off(event, listener);
-    return this;
+  if (!Array.isArray(options.models)) throw new ValidationError('createSyncNode: models must be an array');
+  const drift = options.maxClockDriftMs;
+  if (drift !== undefined && (!Number.isFinite(drift) || drift < 0)) {
+    throw new ValidationError('createSyncNode: maxClockDriftMs must be a non-negative number');
   }
-
-  /** This device's libp2p PeerId (stable across restarts: the key is kept in dataDir). */
-  get peerId(): string {
-    return this.transport.localPeer;
+  const tuning = checkTuning(options.sync);
+  const deviceName = options.deviceName === undefined ? defaultDeviceName() : options.deviceName;
+  if (options.deviceName !== undefined && !isDeviceName(deviceName)) {
+    throw new ValidationError(`createSyncNode: deviceName must be a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`);
   }
-
-  /** This device's name as the other members see it (null only if the host name is unusable). */
-  get deviceName(): string | null {
-    return this.network.deviceName;
+  const listen = options.listen ?? DEFAULT_LISTEN;
+  if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
+    throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
   }
-
-  /**
-   * Whether this node finds members on the LAN with mDNS now: `discovery.mdns` was not turned
-   * off and some listen address is reachable from the LAN (not loopback only, not `[]`).
-   */
-  get mdnsRunning(): boolean {
-    return this.transport.mdnsRunning;
-  }
-
-  /** The addresses this node listens on, each ending in /p2p/<peerId>. */
-  multiaddrs(): string[] {
-    return this.transport.addresses();
-  }
-
-  static async create(options: SyncNodeOptions): Promise<SyncNode> {
-    if (typeof options?.dataDir !== 'string' || options.dataDir === '') {
-      throw new ValidationError('createSyncNode: dataDir must be a directory path');
-    }
-    if (!Array.isArray(options.models)) throw new ValidationError('createSyncNode: models must be an array');
-    const drift = options.maxClockDriftMs;
-    if (drift !== undefined && (!Number.isFinite(drift) || drift < 0)) {
-      throw new ValidationError('createSyncNode: maxClockDriftMs must be a non-negative number');
-    }
-    const tuning = checkTuning(options.sync);
-    const deviceName = options.deviceName === undefined ? defaultDeviceName() : options.deviceName;
-    if (options.deviceName !== undefined && !isDeviceName(deviceName)) {
-      throw new ValidationError(`createSyncNode: deviceName must be a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`);
-    }
-    const listen = options.listen ?? DEFAULT_LISTEN;
-    if (!Array.isArray(listen) || !listen.every((a) => typeof a === 'string')) {
-      throw new ValidationError('createSyncNode: listen must be an array of multiaddr strings');
-    }
-    const discovery = checkDiscovery(options.discovery);
-    const bootstrap = parseBootstrap(options.bootstrap);
-    const registry = new ModelRegistry([...options.models, ...SYSTEM_MODELS]);
-    const dataDir = new DataDir(options.dataDir);
-    await dataDir.ensure();
-    const unlock = await dataDir.lock();
-    try {
-      const deviceId = await dataDir.deviceId();
-      const prepared = [];
-      for (const id of await dataDir.libraryIds()) {
-        const db = openSqliteFile(dataDir.libraryFile(id));
-        try {
-          prepared.push({ db, ...(await prepareLibrary(db, registry, { deviceId })) });
-        } catch (err) {
-          await db.destroy();
-          throw err;
-        }
-      }
-      // One clock per device: start above everything any library has persisted.
-      let highWater: Hlc | undefined;
-      for (const p of prepared) {
-        if (p.highWater && (!highWater || compareHlc(p.highWater, highWater) > 0)) highWater = p.highWater;
-      }
-      const clock = new HlcClock({
-        deviceId,
-        wallClock: options.wallClock,
-        maxClockDriftMs: options.maxClockDriftMs,
-        highWater: highWater && { ...highWater, deviceId },
-      });
-      const open = new Map<string, Library>();
-      for (const p of prepared) {
-        open.set(
-          p.meta.id,
-          new Library({
-            id: p.meta.id,
-            name: p.meta.name,
-            db: p.db,
-            deviceId,
-            clock,
-            registry,
-            tables: p.tables,
-            counters: p.counters,
-            ownedConfirmed: p.ownedConfirmed,
-            release: () => p.db.destroy(),
-          }),
-        );
-      }
-      const wallClock = options.wallClock ?? Date.now;
-      const events = new EventEmitter<SyncNodeEvents>();
+  const discovery = checkDiscovery(options.discovery);
+  const bootstrap = parseBootstrap(options.bootstrap);
+  const dataDir = new DataDir(options.dataDir);
+  return SyncNode.create({
+    models: options.models,
+    openStorage: () => openFileStorage(dataDir),
+    startTransport: async () => {
       const privateKey = await loadOrCreatePeerKey(dataDir.peerKeyFile);
-      const transport = await listenOnStablePorts(dataDir, listen, (addresses) =>
+      return listenOnStablePorts(dataDir, listen, (addresses) =>
         Libp2pTransport.start({
           privateKey,
           listen: addresses,
@@ -242,129 +99,13 @@ export class SyncNode {
           mdns: discovery.mdns,
         }),
       );
-      const network = new SyncNetwork(transport, deviceId, {
-        backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
-        reconcileMs: tuning.reconcileMs,
-        handshakeTimeoutMs: tuning.requestTimeoutMs,
-        maxConcurrentServes: tuning.maxConcurrentServes,
-        deviceName,
-        bootstrap,
-        now: wallClock,
-        random: Math.random,
-        onSessionError: (event) => events.emit('session-error', event),
-      });
-      const node = new SyncNode(deviceId, dataDir, registry, clock, open, unlock, transport, network, tuning, wallClock, events);
-      for (const library of open.values()) {
-        const bootstrap = await library.metaValue(BOOTSTRAP_META_KEY);
-        await node.replicate(library, bootstrap === undefined ? undefined : (JSON.parse(bootstrap) as Member));
-      }
-      return node;
-    } catch (err) {
-      await unlock();
-      throw err;
-    }
-  }
-
-  async createLibrary(options: CreateLibraryOptions): Promise<Library> {
-    this.assertRunning();
-    const name = options?.name;
-    if (typeof name !== 'string' || name.trim() === '' || name.length > 200) {
-      throw new ValidationError('createLibrary: name must be a non-empty string of at most 200 characters');
-    }
-    const id = options.id ?? uuidv4();
-    if (!isDeviceId(id)) throw new ValidationError('createLibrary: id must be a lowercase uuid');
-    if (this.open.has(id)) throw new ValidationError(`createLibrary: library ${id} already exists on this node`);
-    return this.newLibrary(id, name, undefined);
-  }
-
-  /**
-   * Joins a library by invite: dials the inviter, proves the invite's secret and becomes a
-   * member. Resolves with the (still empty) library; it backfills from its partners in the
-   * background (`lib.synced()` waits for that). Aborting `signal` interrupts the join, or the
-   * backfill once joined: it stops after the page in flight, its checkpoint kept, and resumes
-   * when the node next starts.
-   */
-  async joinLibrary(invite: string, options: { signal?: AbortSignal } = {}): Promise<Library> {
-    this.assertRunning();
-    const parsed = decodeInvite(invite);
-    if (parsed.expiresAt < this.wallClock()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
-    if (this.open.has(parsed.library)) {
-      throw new ValidationError(`joinLibrary: library ${parsed.library} is already on this node`);
-    }
-    // The inviter may open a session right after admitting this device: the network holds
-    // such a hello until the library exists here.
-    return this.network.whileJoining(parsed.library, async () => {
-      const inviter = await this.network.join(parsed, options.signal);
-      this.assertRunning();
-      const bootstrap: Member = { device: inviter.device, peer: parsed.inviterPeer, addrs: parsed.inviterAddrs };
-      return this.newLibrary(parsed.library, inviter.name, bootstrap, options.signal);
-    });
-  }
-
-  library(id: string): Library {
-    this.assertRunning();
-    const library = this.open.get(id);
-    if (!library) throw new NotFoundError(`no library ${JSON.stringify(id)} on this node`);
-    return library;
-  }
-
-  libraries(): Library[] {
-    this.assertRunning();
-    return [...this.open.values()];
-  }
-
-  /** Closes sessions, connections and every library, then releases the data directory. Idempotent. */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    await this.network.stop();
-    this.events.removeAllListeners();
-    for (const library of this.open.values()) await library.close();
-    this.open.clear();
-    await this.unlock();
-  }
-
-  /**
-   * Creates the library's database and starts replicating it. A joined library's bootstrap
-   * member is stored with its identity, so a crash cannot leave it without a partner.
-   */
-  private async newLibrary(id: string, name: string, bootstrap: Member | undefined, signal?: AbortSignal): Promise<Library> {
-    const db = openSqliteFile(this.dataDir.libraryFile(id));
-    // A joined library backfills from its partners before it is ready.
-    const meta: Record<string, string> = bootstrap
-      ? { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap), [BACKFILL_META_KEY]: 'pending' }
-      : {};
-    const prepared = await prepareLibrary(db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
-    const library = new Library({
-      id,
-      name,
-      db,
-      deviceId: this.deviceId,
-      clock: this.clock,
-      registry: this.registry,
-      tables: prepared.tables,
-      counters: prepared.counters,
-      ownedConfirmed: prepared.ownedConfirmed,
-      release: () => db.destroy(),
-    });
-    this.open.set(id, library);
-    const replicator = await this.replicate(library, bootstrap);
-    signal?.addEventListener('abort', () => replicator.interruptBackfill(), { once: true });
-    return library;
-  }
-
-  private async replicate(library: Library, bootstrap: Member | undefined): Promise<LibraryReplicator> {
-    const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
-    this.network.add(replicator);
-    await replicator.start();
-    // Listen ports (or the device name) may differ from the last run: tell the other members.
-    await replicator.refreshSelfWhenConfirmed();
-    return replicator;
-  }
-
-  private assertRunning(): void {
-    if (this.stopped) throw new StoppedError();
-  }
+    },
+    runtime: { ...systemRuntime(), wallClock: options.wallClock ?? Date.now },
+    maxClockDriftMs: drift,
+    tuning,
+    deviceName,
+    bootstrap,
+  });
 }
 
 /**
@@ -408,6 +149,3 @@ function checkTuning(input: Partial<SyncTuning> | undefined): SyncTuning {
   return tuning;
 }
 
-export function createSyncNode(options: SyncNodeOptions): Promise<SyncNode> {
-  return SyncNode.create(options);
-}

@@ -42,6 +42,11 @@ export interface Transport {
   readonly localPeer: string;
   /** Addresses this node listens on, each ending in its PeerId (shareable in invites). */
   addresses(): string[];
+  /**
+   * Whether LAN discovery (mDNS) runs now (`node.mdnsRunning`); a transport without LAN
+   * discovery (the in-memory one) leaves it out.
+   */
+  readonly mdnsRunning?: boolean;
   /** Registers the handler for inbound sync streams. */
   handle(handler: (stream: FrameStream) => void): void;
   /**

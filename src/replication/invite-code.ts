@@ -2,6 +2,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js';
 import { InviteError } from '../errors.js';
+import type { Random } from '../runtime/runtime.js';
 import { isDeviceId } from '../hlc/index.js';
 import { pack, unpack } from '../util/msgpack.js';
 
@@ -20,8 +21,8 @@ export interface Invite {
 const PREFIX = 'lsync1.';
 const SECRET_BYTES = 32;
 
-export function newInviteSecret(): Uint8Array {
-  return crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
+export function newInviteSecret(random: Random): Uint8Array {
+  return random.bytes(SECRET_BYTES);
 }
 
 export function encodeInvite(invite: Invite): string {

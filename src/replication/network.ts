@@ -23,6 +23,7 @@ import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
 import type { PartnerDialStatus } from './status.js';
 import { errorFromWire, errorMessage, isBadInput, isPeerReported } from './wire-errors.js';
+import type { CancelTimer, Runtime } from '../runtime/runtime.js';
 import { sameList } from '../util/lists.js';
 
 export interface BackoffPolicy {
@@ -77,13 +78,13 @@ export class SyncNetwork {
   private readonly discoveries = new Map<string, number>();
   /** Libraries being joined: settles once the library exists here (or the join failed). */
   private readonly joining = new Map<string, Promise<unknown>>();
-  private reconcileTimer: ReturnType<typeof setInterval> | undefined;
+  private stopReconciling: CancelTimer | undefined;
   private reconcileQueued = false;
   /** This node's addresses as the libraries were last told them (`checkAddresses`). */
   private knownAddresses: string[];
   /** Sessions (library and peer) refused by a partner that has not received our member row yet. */
   private readonly awaitingMemberRow = new Map<string, { since: number; refusals: number }>();
-  private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
+  private readonly retryTimers = new Set<CancelTimer>();
   private protocolErrorCount = 0;
   /** Inbound streams of peers that are members of no library here, still in their handshake. */
   private strangerHandshakes = 0;
@@ -104,12 +105,12 @@ export class SyncNetwork {
       /** This device's name (`deviceName`), sent in joins and written to its member rows. */
       deviceName: string | null;
       bootstrap: readonly BootstrapPeer[];
-      now: () => number;
-      random: () => number;
+      /** Timers, jitter and wall time. */
+      runtime: Runtime;
       onSessionError: (event: SessionErrorEvent) => void;
     },
   ) {
-    this.serving = new ServingSlots(options.maxConcurrentServes, options.now);
+    this.serving = new ServingSlots(options.maxConcurrentServes, () => this.now());
     transport.handle((stream) => this.acceptWithinBudget(stream));
     transport.setKnownPeers(
       (peer) => this.isKnownPeer(peer),
@@ -128,7 +129,7 @@ export class SyncNetwork {
       this.reconcileSoon();
     });
     transport.onPeerDiscovered((peer) => this.discovered(peer));
-    this.reconcileTimer = setInterval(() => {
+    this.stopReconciling = options.runtime.scheduler.setInterval(() => {
       this.checkAddresses();
       this.reconcile();
     }, options.reconcileMs);
@@ -180,7 +181,11 @@ export class SyncNetwork {
   }
 
   now(): number {
-    return this.options.now();
+    return this.options.runtime.wallClock();
+  }
+
+  get runtime(): Runtime {
+    return this.options.runtime;
   }
 
   add(replicator: LibraryReplicator): void {
@@ -214,8 +219,8 @@ export class SyncNetwork {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.reconcileTimer);
-    for (const timer of this.retryTimers) clearTimeout(timer);
+    this.stopReconciling?.();
+    for (const cancel of this.retryTimers) cancel();
     await Promise.all([...this.replicators.values()].map((r) => r.stop().catch(() => undefined)));
     await this.transport.stop();
   }
@@ -582,18 +587,18 @@ export class SyncNetwork {
     this.awaitingMemberRow.set(key, waiting);
     const delay = Math.min(MEMBER_ROW_RETRY_MAX_MS, MEMBER_ROW_RETRY_MS * 2 ** (waiting.refusals - 1));
     this.backoff.set(key, { failures: 0, nextAttemptAt: now + delay });
-    const timer = setTimeout(() => {
-      this.retryTimers.delete(timer);
+    const cancel = this.options.runtime.scheduler.setTimeout(() => {
+      this.retryTimers.delete(cancel);
       this.reconcileSoon();
     }, delay);
-    this.retryTimers.add(timer);
+    this.retryTimers.add(cancel);
     return true;
   }
 
   private async firstMessage(frames: AsyncIterator<Uint8Array>, stream: FrameStream): Promise<Message> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancel: CancelTimer | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
+      cancel = this.options.runtime.scheduler.setTimeout(
         () => reject(new TimeoutError(`peer ${stream.remotePeer} did not complete the handshake`)),
         this.options.handshakeTimeoutMs,
       );
@@ -604,7 +609,7 @@ export class SyncNetwork {
       if (next.done) throw new NetworkError(`the stream with peer ${stream.remotePeer} ended before the handshake completed`);
       return decodeMessage(next.value);
     } finally {
-      clearTimeout(timer);
+      cancel?.();
     }
   }
 
@@ -617,7 +622,7 @@ export class SyncNetwork {
   private failed(key: string): void {
     const failures = (this.backoff.get(key)?.failures ?? 0) + 1;
     const base = Math.min(this.options.backoff.maxMs, this.options.backoff.minMs * 2 ** (failures - 1));
-    const delay = Math.round(base * (0.75 + this.options.random() * 0.5));
+    const delay = Math.round(base * (0.75 + this.options.runtime.random.next() * 0.5));
     this.backoff.set(key, { failures, nextAttemptAt: this.now() + delay });
   }
 }

@@ -23,7 +23,9 @@ import { decodeInvite, encodeInvite, hashSecret, inviteProof, newInviteSecret, p
 import { LAST_SEEN_SAVE_MS, LastSeen } from './last-seen.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
+import type { CancelTimer, Runtime, Scheduler } from '../runtime/runtime.js';
 import { coalescing } from '../util/coalescing.js';
+import { randomUuid } from '../util/ids.js';
 import { sameList } from '../util/lists.js';
 import { notMember, type SessionErrorEvent } from './network.js';
 import { isPeerReported } from './wire-errors.js';
@@ -66,6 +68,8 @@ export interface ReplicatorNetwork {
   reconcileSoon(): void;
   protocolErrors(): number;
   now(): number;
+  /** The node's timers, randomness and wall clock (`now()` reads the latter). */
+  readonly runtime: Runtime;
 }
 
 const DEFAULT_INVITE_TTL_MS = 24 * 60 * 60 * 1000;
@@ -94,10 +98,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    */
   private readonly acks = new Map<string, VersionVector>();
   private readonly unsavedAcks = new Set<string>();
-  private pruneTimer: ReturnType<typeof setInterval> | undefined;
+  private stopPruning: CancelTimer | undefined;
   private lastSeen!: LastSeen;
-  private lastSeenTimer: ReturnType<typeof setInterval> | undefined;
-  private statusTimer: ReturnType<typeof setTimeout> | undefined;
+  private stopSavingLastSeen: CancelTimer | undefined;
+  private cancelStatus: CancelTimer | undefined;
   private stopped = false;
   private everLive = false;
   private catchUp!: CatchUp;
@@ -136,6 +140,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.catchUp = await CatchUp.open({
       library: this.library,
       sessions: () => [...this.sessions.values()],
+      scheduler: this.scheduler,
       now: () => this.now(),
       onProgress: (progress) => this.library.emitProgress(progress),
       onChange: () => this.scheduleStatus(true),
@@ -161,17 +166,17 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       await this.library.checkOwnWriters({ shared: {}, tips: [] });
       this.writerChecked = true;
     }
-    this.pruneTimer = setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
-    this.lastSeenTimer = setInterval(() => void this.saveLastSeen().catch(() => undefined), LAST_SEEN_SAVE_MS);
+    this.stopPruning = this.scheduler.setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
+    this.stopSavingLastSeen = this.scheduler.setInterval(() => void this.saveLastSeen().catch(() => undefined), LAST_SEEN_SAVE_MS);
   }
 
   /** Ends every session and saves the acks received; the library stays open. */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const stopWaiting of [...this.syncedWaiters]) stopWaiting();
-    clearInterval(this.pruneTimer);
-    clearInterval(this.lastSeenTimer);
-    clearTimeout(this.statusTimer);
+    this.stopPruning?.();
+    this.stopSavingLastSeen?.();
+    this.cancelStatus?.();
     this.library.off('change', this.onChange);
     this.library.off('forked', this.onForked);
     this.library.off('removed', this.onRemoved);
@@ -181,6 +186,11 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     await this.catchUp.settled();
     await this.saveAcks(ownAlike);
     await this.saveLastSeen();
+  }
+
+  /** The node's timers, for sessions and catch-up (`SessionHost`). */
+  get scheduler(): Scheduler {
+    return this.network.runtime.scheduler;
   }
 
   now(): number {
@@ -536,8 +546,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       throw new InviteError('INVITE_INVALID', `ttlMs must be an integer from 1 to ${MAX_INVITE_TTL_MS}`);
     }
     await this.registerSelf();
-    const secret = newInviteSecret();
-    const id = crypto.randomUUID();
+    const secret = newInviteSecret(this.network.runtime.random);
+    const id = randomUuid(this.network.runtime.random);
     const expiresAt = this.now() + ttlMs;
     await this.library.systemTransaction((_, trx) =>
       trx
@@ -719,13 +729,13 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    */
   scheduleStatus(urgent = false): void {
     if (this.stopped) return;
-    if (this.statusTimer) {
+    if (this.cancelStatus) {
       if (!urgent) return;
-      clearTimeout(this.statusTimer);
+      this.cancelStatus();
     }
-    this.statusTimer = setTimeout(
+    this.cancelStatus = this.scheduler.setTimeout(
       () => {
-        this.statusTimer = undefined;
+        this.cancelStatus = undefined;
         if (this.stopped) return;
         void this.status()
           .then((status) => this.library.emitStatus(status))

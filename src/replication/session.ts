@@ -10,6 +10,7 @@ import type { StoredValues } from '../models/types.js';
 import { coalescing } from '../util/coalescing.js';
 import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
 import type { FrameStream } from '../protocol/transport.js';
+import type { CancelTimer, Scheduler } from '../runtime/runtime.js';
 import { filterOrigins, isBehind, mergeMax } from './vectors.js';
 import { errorFromWire, errorMessage, isPeerReported } from './wire-errors.js';
 
@@ -31,6 +32,8 @@ export interface SessionTuning {
 export interface SessionHost {
   readonly library: Library;
   readonly tuning: SessionTuning;
+  /** The node's timers (heartbeats, request timeouts). */
+  readonly scheduler: Scheduler;
   now(): number;
   /** The partner (authenticated) holds at least these vectors. */
   onAck(session: Session, shared: VersionVector): void;
@@ -70,7 +73,7 @@ export interface Reply<R extends PageReply> {
 interface PendingRequest {
   resolve(reply: Reply<PageReply>): void;
   reject(err: Error): void;
-  timer: ReturnType<typeof setTimeout>;
+  cancelTimer: CancelTimer;
 }
 
 /**
@@ -115,7 +118,7 @@ export class Session {
     () => this.pushRound(),
     (err) => this.close(toSyncError(err)),
   );
-  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private stopHeartbeat: CancelTimer | undefined;
   private markEnded!: () => void;
   private readonly ended = new Promise<void>((resolve) => (this.markEnded = resolve));
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
@@ -155,7 +158,7 @@ export class Session {
   /** Runs the session until the stream ends or fails; errors are reported through the host. */
   start(): void {
     this.library.on('appended', this.onAppended);
-    this.heartbeat = setInterval(() => this.tick(), this.host.tuning.heartbeatMs);
+    this.stopHeartbeat = this.host.scheduler.setInterval(() => this.tick(), this.host.tuning.heartbeatMs);
     this.host.onAck(this, this.remoteShared);
     void this.readLoop();
     this.host.onPartnerAhead(this);
@@ -227,9 +230,9 @@ export class Session {
    */
   async heardFor(ms: number): Promise<boolean> {
     const since = this.host.now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([this.ended, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
-    clearTimeout(timer);
+    let cancel: CancelTimer | undefined;
+    await Promise.race([this.ended, new Promise<void>((resolve) => (cancel = this.host.scheduler.setTimeout(resolve, ms)))]);
+    cancel?.();
     return this.state !== 'closed' && this.lastSeenAt > since;
   }
 
@@ -237,10 +240,10 @@ export class Session {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.markEnded();
-    clearInterval(this.heartbeat);
+    this.stopHeartbeat?.();
     this.library.off('appended', this.onAppended);
     for (const request of this.pending.values()) {
-      clearTimeout(request.timer);
+      request.cancelTimer();
       request.reject(reason ?? new SyncError('STOPPED', 'session closed'));
     }
     this.pending.clear();
@@ -541,13 +544,13 @@ export class Session {
   private request<R extends PageReply>(message: PullRequest): Promise<Reply<R>> {
     const req = ++this.requestSeq;
     return new Promise<Reply<R>>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancelTimer = this.host.scheduler.setTimeout(() => {
         this.pending.delete(req);
         reject(new TimeoutError(`partner ${this.device} did not answer ${message.t} in ${this.host.tuning.requestTimeoutMs} ms`));
       }, this.host.tuning.requestTimeoutMs);
-      this.pending.set(req, { resolve: resolve as (reply: Reply<PageReply>) => void, reject, timer });
+      this.pending.set(req, { resolve: resolve as (reply: Reply<PageReply>) => void, reject, cancelTimer });
       this.send({ ...message, req }).catch((err) => {
-        clearTimeout(timer);
+        cancelTimer();
         this.pending.delete(req);
         reject(toSyncError(err));
       });
@@ -558,7 +561,7 @@ export class Session {
     const pending = this.pending.get(req);
     if (!pending) throw new ProtocolError(`reply to unknown request ${req}`);
     this.pending.delete(req);
-    clearTimeout(pending.timer);
+    pending.cancelTimer();
     fn(pending);
   }
 

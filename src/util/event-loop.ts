@@ -1,32 +1,4 @@
-type Callback = () => void;
-
-const immediate = (globalThis as { setImmediate?: (fn: Callback) => unknown }).setImmediate;
-
-/**
- * Runs `fn` as a macrotask, after the I/O callbacks that are ready: `setImmediate` where the
- * runtime has it (Node), otherwise a MessageChannel message (browsers), which unlike
- * `setTimeout(0)` is not clamped to 4 ms.
- */
-export const macrotask: (fn: Callback) => void = immediate ? (fn) => void immediate(fn) : channelMacrotask();
-
-/** The browser's MessageChannel, as far as it is used here. */
-interface WebMessageChannel {
-  port1: { onmessage: ((event: unknown) => void) | null };
-  port2: { postMessage(message: unknown): void };
-}
-
-function channelMacrotask(): (fn: Callback) => void {
-  const queue: Callback[] = [];
-  let channel: WebMessageChannel | undefined;
-  return (fn) => {
-    if (!channel) {
-      channel = new (globalThis as unknown as { MessageChannel: new () => WebMessageChannel }).MessageChannel();
-      channel.port1.onmessage = () => queue.shift()?.();
-    }
-    queue.push(fn);
-    channel.port2.postMessage(null);
-  };
-}
+import type { Scheduler } from '../runtime/runtime.js';
 
 /**
  * Keeps a burst of awaited work from starving the event loop. A loop of awaited SQLite writes
@@ -41,19 +13,23 @@ export class EventLoopTurns {
   private markedAt: number | undefined;
   private waiting: Promise<void> | undefined;
 
-  constructor(private readonly budgetMs = 10) {}
+  constructor(
+    /** Its macrotasks and monotonic time (the node's injected scheduler). */
+    private readonly scheduler: Scheduler,
+    private readonly budgetMs = 10,
+  ) {}
 
   turn(): Promise<void> | undefined {
     if (this.waiting) return this.waiting;
-    const now = performance.now();
+    const now = this.scheduler.monotonicNow();
     if (this.markedAt === undefined) {
       this.markedAt = now;
-      macrotask(() => (this.markedAt = undefined));
+      this.scheduler.macrotask(() => (this.markedAt = undefined));
       return undefined;
     }
     if (now - this.markedAt < this.budgetMs) return undefined;
     this.waiting = new Promise((resolve) =>
-      macrotask(() => {
+      this.scheduler.macrotask(() => {
         this.waiting = undefined;
         resolve();
       }),

@@ -17,6 +17,7 @@ import type {
 } from '../../src/protocol/transport.js';
 import { SyncNetwork } from '../../src/replication/network.js';
 import type { LibraryReplicator } from '../../src/replication/replicator.js';
+import { systemRandom, systemScheduler } from '../../src/runtime/system-runtime.js';
 
 export class ScriptedTransport implements Transport {
   /** Sorts after the partners' PeerIds: the partner side opens sessions, so none open here. */
@@ -125,13 +126,14 @@ export function startNetwork(
   transport: ScriptedTransport,
   options: { now: () => number; backoff: { minMs: number; maxMs: number }; reconcileMs: number },
 ): SyncNetwork {
+  const { now, ...rest } = options;
   return new SyncNetwork(transport, 'local-device', {
-    ...options,
+    ...rest,
     handshakeTimeoutMs: 1_000,
     maxConcurrentServes: 1,
     deviceName: null,
     bootstrap: [],
-    random: () => 0.5,
+    runtime: { scheduler: systemScheduler, random: { next: () => 0.5, bytes: systemRandom.bytes }, wallClock: now },
     onSessionError: () => undefined,
   });
 }

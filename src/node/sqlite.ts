@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { Kysely, SqliteDialect, type SqliteDatabase, type SqliteStatement } from 'kysely';
-import type { InternalTables } from './schema.js';
+import type { InternalTables } from '../storage/schema.js';
 
 /** Distinct statements kept prepared; the write path uses a few dozen shapes. */
 const STATEMENT_CACHE_SIZE = 200;
@@ -29,6 +29,10 @@ function withStatementCache(database: Database.Database): SqliteDatabase {
   };
 }
 
+function kyselyOver(database: Database.Database): Kysely<InternalTables> {
+  return new Kysely<InternalTables>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
+}
+
 /**
  * Node edge: a Kysely instance over a better-sqlite3 file. WAL lets readers run beside the
  * writer; synchronous=FULL makes every committed transaction durable before the write's promise
@@ -39,5 +43,13 @@ export function openSqliteFile(path: string): Kysely<InternalTables> {
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = FULL');
   database.pragma('busy_timeout = 5000');
-  return new Kysely<InternalTables>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
+  return kyselyOver(database);
+}
+
+/**
+ * An in-memory better-sqlite3 database (the simulator's storage): the same SQL engine as a
+ * file, gone once destroyed. Whoever simulates a crash keeps it open and reopens a library on it.
+ */
+export function openMemorySqlite(): Kysely<InternalTables> {
+  return kyselyOver(new Database(':memory:'));
 }

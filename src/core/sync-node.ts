@@ -1,0 +1,290 @@
+import { EventEmitter } from 'eventemitter3';
+import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
+import { compareHlc, type Hlc, HlcClock, isDeviceId } from '../hlc/index.js';
+import { Library, type Member } from '../library/library.js';
+import type { Model } from '../models/define.js';
+import { ModelRegistry } from '../models/registry.js';
+import { SYSTEM_MODELS } from '../models/system.js';
+import type { Transport } from '../protocol/transport.js';
+import { decodeInvite } from '../replication/invite-code.js';
+import { type BootstrapPeer, type SessionErrorEvent, SyncNetwork } from '../replication/network.js';
+import { LibraryReplicator } from '../replication/replicator.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { BACKFILL_META_KEY } from '../backfill/catch-up.js';
+import { prepareLibrary } from '../storage/open-library.js';
+import { RecordIds, randomUuid } from '../util/ids.js';
+import type { LibraryStorage } from './storage.js';
+import type { SyncTuning } from './tuning.js';
+
+/**
+ * What a node core is made of. Everything that touches the platform is given: the network
+ * (`startTransport`, called once the libraries are open), the storage (`openStorage`, called
+ * first; it carries the device id) and the runtime (timers, randomness, wall clock). The Node
+ * edge (`createSyncNode`) supplies libp2p, SQLite files and real time; the simulator supplies
+ * an in-memory transport, in-memory SQLite and virtual time. Values are taken as valid:
+ * `createSyncNode` validates what users pass.
+ */
+export interface NodeCoreDeps {
+  /** The application's models (the sync engine's own are added). */
+  models: Model[];
+  openStorage(): Promise<LibraryStorage>;
+  startTransport(): Promise<Transport>;
+  runtime: Runtime;
+  /** Remote clocks further ahead of local wall time than this are refused (default 60 000). */
+  maxClockDriftMs?: number;
+  tuning: SyncTuning;
+  /** This device's name as the members see it (null: none). */
+  deviceName: string | null;
+  /** Always-on peers the node keeps connected (`createSyncNode({ bootstrap })`). */
+  bootstrap: readonly BootstrapPeer[];
+}
+
+export interface SyncNodeEvents {
+  'session-error': [SessionErrorEvent];
+}
+
+const BOOTSTRAP_META_KEY = 'bootstrap_member';
+
+export interface CreateLibraryOptions {
+  name: string;
+  /**
+   * Open a replica of an existing library (a uuid) instead of minting a new id. Joining by
+   * invite builds on this; tests and tools use it to place one library on several devices.
+   */
+  id?: string;
+}
+
+/**
+ * A device's sync node: its identity, its clock and its open libraries. Create one with
+ * `createSyncNode`; call `stop()` before the process exits.
+ */
+export class SyncNode {
+  private stopped = false;
+
+  private constructor(
+    readonly deviceId: string,
+    private readonly storage: LibraryStorage,
+    private readonly registry: ModelRegistry,
+    private readonly clock: HlcClock,
+    private readonly open: Map<string, Library>,
+    private readonly transport: Transport,
+    private readonly network: SyncNetwork,
+    private readonly tuning: SyncTuning,
+    private readonly runtime: Runtime,
+    private readonly recordIds: RecordIds,
+    private readonly events: EventEmitter<SyncNodeEvents>,
+  ) {}
+
+  /**
+   * `session-error`: a sync session could not start or ended with an error (version mismatch,
+   * non-member, malformed frame, dead peer…). Informational: the node keeps serving others.
+   */
+  on<E extends keyof SyncNodeEvents>(event: E, listener: (...args: SyncNodeEvents[E]) => void): this {
+    this.events.on(event, listener);
+    return this;
+  }
+
+  off<E extends keyof SyncNodeEvents>(event: E, listener: (...args: SyncNodeEvents[E]) => void): this {
+    this.events.off(event, listener);
+    return this;
+  }
+
+  /** This device's libp2p PeerId (stable across restarts: the key is kept in dataDir). */
+  get peerId(): string {
+    return this.transport.localPeer;
+  }
+
+  /** This device's name as the other members see it (null only if the host name is unusable). */
+  get deviceName(): string | null {
+    return this.network.deviceName;
+  }
+
+  /**
+   * Whether this node finds members on the LAN with mDNS now: `discovery.mdns` was not turned
+   * off and some listen address is reachable from the LAN (not loopback only, not `[]`).
+   */
+  get mdnsRunning(): boolean {
+    return this.transport.mdnsRunning ?? false;
+  }
+
+  /** The addresses this node listens on, each ending in /p2p/<peerId>. */
+  multiaddrs(): string[] {
+    return this.transport.addresses();
+  }
+
+  /** The node core over its dependencies (see `NodeCoreDeps`); `createSyncNode` is the Node edge. */
+  static async create(deps: NodeCoreDeps): Promise<SyncNode> {
+    const registry = new ModelRegistry([...deps.models, ...SYSTEM_MODELS]);
+    const storage = await deps.openStorage();
+    try {
+      const deviceId = storage.deviceId;
+      const prepared = [];
+      for (const id of await storage.libraryIds()) {
+        const opened = await storage.open(id);
+        try {
+          prepared.push({ opened, ...(await prepareLibrary(opened.db, registry, { deviceId })) });
+        } catch (err) {
+          await opened.release();
+          throw err;
+        }
+      }
+      // One clock per device: start above everything any library has persisted.
+      let highWater: Hlc | undefined;
+      for (const p of prepared) {
+        if (p.highWater && (!highWater || compareHlc(p.highWater, highWater) > 0)) highWater = p.highWater;
+      }
+      const clock = new HlcClock({
+        deviceId,
+        wallClock: deps.runtime.wallClock,
+        maxClockDriftMs: deps.maxClockDriftMs,
+        highWater: highWater && { ...highWater, deviceId },
+      });
+      const recordIds = new RecordIds(deps.runtime.random, deps.runtime.wallClock);
+      const open = new Map<string, Library>();
+      for (const p of prepared) {
+        open.set(
+          p.meta.id,
+          new Library({
+            id: p.meta.id,
+            name: p.meta.name,
+            db: p.opened.db,
+            deviceId,
+            clock,
+            registry,
+            tables: p.tables,
+            counters: p.counters,
+            ownedConfirmed: p.ownedConfirmed,
+            release: () => p.opened.release(),
+            runtime: deps.runtime,
+            recordIds,
+          }),
+        );
+      }
+      const events = new EventEmitter<SyncNodeEvents>();
+      const transport = await deps.startTransport();
+      const { tuning } = deps;
+      const network = new SyncNetwork(transport, deviceId, {
+        backoff: { minMs: tuning.redialMinMs, maxMs: tuning.redialMaxMs },
+        reconcileMs: tuning.reconcileMs,
+        handshakeTimeoutMs: tuning.requestTimeoutMs,
+        maxConcurrentServes: tuning.maxConcurrentServes,
+        deviceName: deps.deviceName,
+        bootstrap: deps.bootstrap,
+        runtime: deps.runtime,
+        onSessionError: (event) => events.emit('session-error', event),
+      });
+      const node = new SyncNode(deviceId, storage, registry, clock, open, transport, network, tuning, deps.runtime, recordIds, events);
+      for (const library of open.values()) {
+        const bootstrap = await library.metaValue(BOOTSTRAP_META_KEY);
+        await node.replicate(library, bootstrap === undefined ? undefined : (JSON.parse(bootstrap) as Member));
+      }
+      return node;
+    } catch (err) {
+      await storage.close();
+      throw err;
+    }
+  }
+
+  async createLibrary(options: CreateLibraryOptions): Promise<Library> {
+    this.assertRunning();
+    const name = options?.name;
+    if (typeof name !== 'string' || name.trim() === '' || name.length > 200) {
+      throw new ValidationError('createLibrary: name must be a non-empty string of at most 200 characters');
+    }
+    const id = options.id ?? randomUuid(this.runtime.random);
+    if (!isDeviceId(id)) throw new ValidationError('createLibrary: id must be a lowercase uuid');
+    if (this.open.has(id)) throw new ValidationError(`createLibrary: library ${id} already exists on this node`);
+    return this.newLibrary(id, name, undefined);
+  }
+
+  /**
+   * Joins a library by invite: dials the inviter, proves the invite's secret and becomes a
+   * member. Resolves with the (still empty) library; it backfills from its partners in the
+   * background (`lib.synced()` waits for that). Aborting `signal` interrupts the join, or the
+   * backfill once joined: it stops after the page in flight, its checkpoint kept, and resumes
+   * when the node next starts.
+   */
+  async joinLibrary(invite: string, options: { signal?: AbortSignal } = {}): Promise<Library> {
+    this.assertRunning();
+    const parsed = decodeInvite(invite);
+    if (parsed.expiresAt < this.runtime.wallClock()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
+    if (this.open.has(parsed.library)) {
+      throw new ValidationError(`joinLibrary: library ${parsed.library} is already on this node`);
+    }
+    // The inviter may open a session right after admitting this device: the network holds
+    // such a hello until the library exists here.
+    return this.network.whileJoining(parsed.library, async () => {
+      const inviter = await this.network.join(parsed, options.signal);
+      this.assertRunning();
+      const bootstrap: Member = { device: inviter.device, peer: parsed.inviterPeer, addrs: parsed.inviterAddrs };
+      return this.newLibrary(parsed.library, inviter.name, bootstrap, options.signal);
+    });
+  }
+
+  library(id: string): Library {
+    this.assertRunning();
+    const library = this.open.get(id);
+    if (!library) throw new NotFoundError(`no library ${JSON.stringify(id)} on this node`);
+    return library;
+  }
+
+  libraries(): Library[] {
+    this.assertRunning();
+    return [...this.open.values()];
+  }
+
+  /** Closes sessions, connections and every library, then releases the data directory. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.network.stop();
+    this.events.removeAllListeners();
+    for (const library of this.open.values()) await library.close();
+    this.open.clear();
+    await this.storage.close();
+  }
+
+  /**
+   * Creates the library's database and starts replicating it. A joined library's bootstrap
+   * member is stored with its identity, so a crash cannot leave it without a partner.
+   */
+  private async newLibrary(id: string, name: string, bootstrap: Member | undefined, signal?: AbortSignal): Promise<Library> {
+    const opened = await this.storage.create(id);
+    // A joined library backfills from its partners before it is ready.
+    const meta: Record<string, string> = bootstrap
+      ? { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap), [BACKFILL_META_KEY]: 'pending' }
+      : {};
+    const prepared = await prepareLibrary(opened.db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
+    const library = new Library({
+      id,
+      name,
+      db: opened.db,
+      deviceId: this.deviceId,
+      clock: this.clock,
+      registry: this.registry,
+      tables: prepared.tables,
+      counters: prepared.counters,
+      ownedConfirmed: prepared.ownedConfirmed,
+      release: () => opened.release(),
+      runtime: this.runtime,
+      recordIds: this.recordIds,
+    });
+    this.open.set(id, library);
+    const replicator = await this.replicate(library, bootstrap);
+    signal?.addEventListener('abort', () => replicator.interruptBackfill(), { once: true });
+    return library;
+  }
+
+  private async replicate(library: Library, bootstrap: Member | undefined): Promise<LibraryReplicator> {
+    const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
+    this.network.add(replicator);
+    await replicator.start();
+    // Listen ports (or the device name) may differ from the last run: tell the other members.
+    await replicator.refreshSelfWhenConfirmed();
+    return replicator;
+  }
+
+  private assertRunning(): void {
+    if (this.stopped) throw new StoppedError();
+  }
+}
