@@ -1,4 +1,6 @@
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import type { LibraryStorage, OpenedLibraryDb } from '../src/core/storage.js';
+import { openMemorySqlite } from '../src/node/sqlite.js';
 
 /** A node's storage as images of its library databases, by library id. */
 export type DiskImage = ReadonlyMap<string, Buffer>;
@@ -8,31 +10,43 @@ export type DiskImage = ReadonlyMap<string, Buffer>;
  * and what survives a crash, the committed content of each, in between. A crash rolls back the
  * transaction a handle has open (SQLite's journal does that at the next open after kill -9),
  * keeps the committed pages and closes the handle, so the abandoned node's code still running
- * fails on its next statement instead of writing to the disk the next run opens.
+ * fails on its next statement instead of writing to the disk the next life opens.
  */
 export class SimDisk {
   private images = new Map<string, Buffer>();
   private readonly open = new Map<string, Database.Database>();
 
-  /** Library ids on the disk. */
-  libraryIds(): string[] {
-    return [...new Set([...this.images.keys(), ...this.open.keys()])].sort();
+  constructor(private readonly deviceId: string) {}
+
+  /** The disk as the node core sees it (`LibraryStorage`). */
+  storage(): LibraryStorage {
+    const openLibrary = async (id: string) => this.openLibrary(id);
+    return {
+      deviceId: this.deviceId,
+      libraryIds: async () => [...this.images.keys()].sort(),
+      open: openLibrary,
+      create: openLibrary,
+      close: async () => undefined,
+    };
   }
 
-  /** Opens a library's database: from its image, or empty when it is new. */
-  openDatabase(libraryId: string): Database.Database {
-    if (this.open.has(libraryId)) throw new Error(`sim: library ${libraryId} is already open on this disk`);
-    const image = this.images.get(libraryId);
-    const database = image ? new Database(image) : new Database(':memory:');
-    this.open.set(libraryId, database);
-    return database;
-  }
-
-  /** A handle closed by the node itself (a library released in an orderly way). */
-  closed(libraryId: string, database: Database.Database): void {
-    if (this.open.get(libraryId) !== database) return;
-    this.images.set(libraryId, database.serialize());
-    this.open.delete(libraryId);
+  private openLibrary(id: string): OpenedLibraryDb {
+    if (this.open.has(id)) throw new Error(`sim: library ${id} is already open on this disk`);
+    const { db, database } = openMemorySqlite(this.images.get(id));
+    this.open.set(id, database);
+    // Listed from now on: a library created on this life is on the disk after a crash.
+    if (!this.images.has(id)) this.images.set(id, database.serialize());
+    return {
+      db,
+      release: async () => {
+        // Closed by the node itself (an orderly stop): keep what it committed.
+        if (this.open.get(id) === database) {
+          this.images.set(id, database.serialize());
+          this.open.delete(id);
+        }
+        await db.destroy();
+      },
+    };
   }
 
   /** The process dies: open transactions roll back, committed content stays, handles close. */

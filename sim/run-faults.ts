@@ -2,10 +2,14 @@ import type { SeededRandom } from '../src/sim/prng.js';
 
 /** Every kind of fault the simulator injects; each is counted when it happens. */
 export const FAULT_KINDS = [
+  // Counted by the in-memory network (src/sim/memory-transport.ts), per frame or connection.
   'loss',
-  'duplicate',
-  'reorder',
+  'duplication',
+  'reordering',
   'delay',
+  'partition-cut',
+  'partition-refusal',
+  // Counted by the run.
   'partition',
   'heal',
   'crash',
@@ -41,10 +45,9 @@ export function addFaults(into: FaultCounts, more: FaultCounts): void {
 export interface FaultPlan {
   /** Per frame. */
   loss: number;
-  duplicate: number;
-  reorder: number;
-  /** Per frame: the chance of a delay, and the longest one (virtual ms). */
-  delay: number;
+  duplication: number;
+  reordering: number;
+  /** Longest delay of a frame (uniform from 0; virtual ms); 0 for none. */
   maxDelayMs: number;
   /** Per step. */
   partition: number;
@@ -78,10 +81,9 @@ export function drawFaultPlan(random: SeededRandom): FaultPlan {
   const storm = random.next();
   return {
     loss: sometimes(random, 0.4, 0.02 * storm),
-    duplicate: sometimes(random, 0.4, 0.05 * storm),
-    reorder: sometimes(random, 0.4, 0.1 * storm),
-    delay: sometimes(random, 0.6, 0.3),
-    maxDelayMs: 1 + random.int(2_000),
+    duplication: sometimes(random, 0.4, 0.05 * storm),
+    reordering: sometimes(random, 0.4, 0.1 * storm),
+    maxDelayMs: sometimes(random, 0.6, 1 + random.int(2_000)),
     partition: sometimes(random, 0.5, 0.08 * storm),
     heal: 0.15,
     crash: sometimes(random, 0.6, 0.06 * storm + 0.01),

@@ -1,11 +1,13 @@
+import { SyncNode } from '../src/core/sync-node.js';
+import { DEFAULT_SYNC_TUNING, type SyncTuning } from '../src/core/tuning.js';
 import type { Library } from '../src/library/library.js';
-import type { Transport } from '../src/protocol/transport.js';
+import type { MemoryNetwork, MemoryTransport } from '../src/sim/memory-transport.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import type { SchedulerScope, VirtualScheduler } from '../src/sim/virtual-scheduler.js';
 import { VirtualWallClock } from '../src/sim/virtual-wall-clock.js';
 import { type DiskImage, SimDisk } from './run-disk.js';
-import { type CoreHandle, startCore } from './run-core.js';
-import type { FrameTap } from './run-tap.js';
+import { type FrameTap, tapTransport } from './run-tap.js';
+import { simModels } from './workload.js';
 
 /** What a simulated device is made of besides its running core: these survive a crash. */
 export interface DeviceIdentity {
@@ -15,29 +17,35 @@ export interface DeviceIdentity {
   peerId: string;
 }
 
-export type NodePhase = 'down' | 'up';
+/** The tuning a run gives its devices: the defaults, with the fault plan's small limits. */
+export interface NodeTuning {
+  /** 0 keeps the default. */
+  retainLogEntries: number;
+  maxConcurrentServes: number;
+}
 
 /**
  * One simulated device across its lives: its identity, disk, wall clock and random stream stay;
  * each start builds a new core on a new scheduler scope and a new transport endpoint. A crash
  * abandons the core without `stop()`: its timers die with its scope, its endpoint goes (peers
  * see the connection drop), its disk keeps what was committed, and whatever of its code is still
- * running finds a closed database.
+ * running finds a closed database and a stopped transport.
  */
 export class SimNode {
-  readonly disk = new SimDisk();
+  readonly disk: SimDisk;
   readonly clock: VirtualWallClock;
   private scope: SchedulerScope | undefined;
-  private core: CoreHandle | undefined;
+  private core: SyncNode | undefined;
+  private transport: MemoryTransport | undefined;
   /** Times this device started (its first life is 1). */
   lives = 0;
   /** The library id once this device holds the run's library. */
   libraryId: string | undefined;
-  /** Whether its library was ever opened here (created or joined): a restart reopens it. */
+  /** The last backup of its disk, to restore it from. */
   backup: DiskImage | undefined;
   /** Set once the device left or was removed: it no longer takes part. */
   gone = false;
-  /** The last backfill progress phase heard on this life (to crash mid-snapshot). */
+  /** The last backfill progress phase heard on this life (to crash it mid-backfill or mid-snapshot). */
   lastProgressPhase: string | undefined;
 
   constructor(
@@ -47,6 +55,7 @@ export class SimNode {
     skewMs: number,
     epochMs: number,
   ) {
+    this.disk = new SimDisk(identity.deviceId);
     this.clock = new VirtualWallClock(time, epochMs, skewMs);
   }
 
@@ -59,31 +68,42 @@ export class SimNode {
   }
 
   /** The running core, or an error naming the device when it is down. */
-  running(): CoreHandle {
+  running(): SyncNode {
     if (!this.core) throw new Error(`sim: ${this.identity.name} is down`);
     return this.core;
   }
 
   library(): Library | undefined {
     if (!this.core || this.libraryId === undefined) return undefined;
-    return this.core.library(this.libraryId);
+    return this.core.libraries().find((l) => l.id === this.libraryId);
   }
 
-  /** Starts a new life: a core over `transport` (tapped), opening what the disk holds. */
-  async start(transport: Transport, tap: FrameTap, options: { retainLogEntries: number; maxConcurrentServes: number }): Promise<CoreHandle> {
+  /** Starts a new life: a core over a new endpoint of `network` (tapped), opening what the disk holds. */
+  async start(network: MemoryNetwork, tap: FrameTap, tuning: NodeTuning): Promise<SyncNode> {
     if (this.core) throw new Error(`sim: ${this.identity.name} is already up`);
     this.lives += 1;
     this.lastProgressPhase = undefined;
     const scope = this.time.scope();
     this.scope = scope;
-    this.core = await startCore({
-      identity: this.identity,
-      disk: this.disk,
-      transport,
-      tap,
+    const sync: SyncTuning = {
+      ...DEFAULT_SYNC_TUNING,
+      ...(tuning.retainLogEntries > 0 ? { retainLogEntries: tuning.retainLogEntries } : {}),
+      maxConcurrentServes: tuning.maxConcurrentServes,
+    };
+    this.core = await SyncNode.create({
+      models: simModels,
+      openStorage: async () => this.disk.storage(),
+      startTransport: async () => {
+        this.transport = network.createTransport(this.identity.peerId);
+        return tapTransport(this.transport, tap);
+      },
       runtime: { scheduler: scope, random: this.random.fork(), wallClock: this.clock.now },
-      tuning: options,
+      tuning: sync,
+      deviceName: this.identity.name,
+      bootstrap: [],
     });
+    const lib = this.core.libraries()[0];
+    if (lib) this.libraryId = lib.id;
     return this.core;
   }
 
@@ -91,18 +111,10 @@ export class SimNode {
   crash(): void {
     this.scope?.kill();
     this.scope = undefined;
-    this.core?.abandon();
+    // The endpoint goes as the OS closes a dead process's sockets: peers see the connections drop.
+    void this.transport?.stop();
+    this.transport = undefined;
     this.core = undefined;
     this.disk.crash();
-  }
-
-  /** Stops the core in an orderly way (the end of a run). */
-  async stop(): Promise<void> {
-    const core = this.core;
-    if (!core) return;
-    await core.stop();
-    this.scope?.kill();
-    this.scope = undefined;
-    this.core = undefined;
   }
 }

@@ -94,7 +94,8 @@ class Simulation {
     this.random = new SeededRandom(options.seed);
     this.trace = new Trace(() => this.time.now(), { keepAll: options.keepTrace });
     this.plan = drawFaultPlan(this.random.fork());
-    this.network = new SimNetwork(this.time, this.random.fork(), this.trace, (kind) => this.count(kind));
+    this.network = new SimNetwork(this.time, this.random.fork(), this.trace, (peer) => this.byPeer.get(peer)?.identity.name ?? peer);
+    this.network.storm(this.plan);
     this.workload = new SimWorkload(this.random.fork(), this.trace);
     this.liarRandom = this.random.fork();
     for (let i = 0; i < options.nodes; i += 1) {
@@ -157,9 +158,8 @@ class Simulation {
   }
 
   private async startNode(node: SimNode): Promise<void> {
-    const transport = this.network.endpoint(node.identity.peerId);
     await this.driver.complete(
-      node.start(transport, (to, frame) => this.tap(node, to, frame), {
+      node.start(this.network.memory, (to, frame) => this.tap(node, to, frame), {
         retainLogEntries: this.plan.retainLogEntries,
         maxConcurrentServes: this.plan.maxConcurrentServes,
       }),
@@ -285,7 +285,6 @@ class Simulation {
     const node = this.random.pick(pickBackfilling ? backfilling : up);
     this.trace.record('crash', `${node.identity.name}${pickBackfilling ? ` mid-${node.lastProgressPhase}` : ''}`);
     this.count(pickBackfilling ? 'crash-backfilling' : 'crash');
-    this.network.drop(node.identity.peerId);
     node.crash();
     this.writesWhileDown.set(node, 0);
   }
@@ -370,13 +369,16 @@ class Simulation {
       );
   }
 
-  /** Faults off, partitions healed, every device that ran and takes part is up again. */
+  /**
+   * Faults off, partitions healed, every device that ran is up again (removed ones too: one
+   * removed while away must learn it).
+   */
   private async heal(): Promise<void> {
     this.lying = false;
     this.network.calm();
     this.trace.record('heal', 'faults off');
     for (const node of this.nodes) {
-      if (!node.up && node.lives > 0 && !node.gone) await this.restartNode(node, false);
+      if (!node.up && node.lives > 0) await this.restartNode(node, false);
     }
   }
 
@@ -388,6 +390,7 @@ class Simulation {
   }
 
   result(): SeedResult {
+    this.network.countFaults(this.faults);
     return {
       seed: this.options.seed,
       nodes: this.options.nodes,
