@@ -127,5 +127,8 @@ describe('VirtualWallClock', () => {
     clock.jumpBack(5_000);
     expect(clock.now()).toBe(1_749_999_996_250);
     expect(clock.skewMs).toBe(-4_750);
+    // Whole milliseconds, as Date.now() (virtual time may be fractional: the network's delays are).
+    time.advanceTo(1_000.75);
+    expect(clock.now()).toBe(1_749_999_996_250);
   });
 });

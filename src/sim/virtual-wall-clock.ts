@@ -28,5 +28,6 @@ export class VirtualWallClock {
     this.skew = ms;
   }
 
-  readonly now: WallClock = () => this.epochMs + this.time.now() + this.skew;
+  /** Whole milliseconds, as `Date.now()` reads (virtual time itself may be fractional). */
+  readonly now: WallClock = () => Math.floor(this.epochMs + this.time.now() + this.skew);
 }
