@@ -57,7 +57,10 @@ export async function checkQuietRun(sim: Simulation, deadlineMs: number): Promis
   const quiet = isQuiet(views);
   sim.trace.record('quiet', quiet ? 'yes' : 'no');
   for (const v of views) sim.trace.record('digest', `${v.node.identity.name} ${v.digest} ${v.status.state}`);
-  if (!quiet) sim.fail({ check: 'quiet', detail: `not quiet after ${deadlineMs} virtual ms` });
+  if (!quiet) {
+    sim.fail({ check: 'quiet', detail: `not quiet after ${deadlineMs} virtual ms` });
+    await traceWhereStuck(sim, views);
+  }
 
   const digests = new Set(views.map((v) => v.digest));
   if (digests.size > 1) {
@@ -82,6 +85,19 @@ export async function checkQuietRun(sim: Simulation, deadlineMs: number): Promis
   }
   await checkRemoved(sim);
   checkBounds(sim, views);
+}
+
+/** What each member knows and how its partners stand, for the report of a run that did not go quiet. */
+async function traceWhereStuck(sim: Simulation, views: readonly MemberView[]): Promise<void> {
+  const name = (device: string) => sim.nodes.find((n) => n.identity.deviceId === device)?.identity.name ?? device;
+  for (const v of views) {
+    const lib = v.node.library()!;
+    const rows = (await lib.memberRows()).map((m) => name(m.device)).join(',');
+    const removed = lib.removals().map((r) => `${name(r.device)} by ${name(r.by)}`).join(',');
+    const partners = v.status.partners.map((p) => `${name(p.device)}:${p.connected ? p.state : 'offline'}`).join(' ');
+    const vector = Object.entries(v.status.vector).map(([origin, seq]) => `${name(origin)}:${seq}`).join(',');
+    sim.trace.record('stuck', `${v.node.identity.name} ${v.status.state} member rows ${rows} removed ${removed || 'none'} partners ${partners} vector ${vector}`);
+  }
 }
 
 /** A device removed (or that left) and is up knows it is no longer a member. */

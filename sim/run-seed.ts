@@ -427,10 +427,12 @@ export function describe(err: unknown, withStack = false): string {
   return String(err);
 }
 
+/** A frame as the trace shows it: its kind, and an error's code and message. */
 function messageKind(frame: Uint8Array): string {
   try {
-    const message = unpack(frame) as { t?: unknown };
-    return typeof message?.t === 'string' ? message.t : '?';
+    const message = unpack(frame) as { t?: unknown; code?: unknown; message?: unknown };
+    if (typeof message?.t !== 'string') return '?';
+    return message.t === 'error' ? `error ${String(message.code)} ${JSON.stringify(message.message)}` : message.t;
   } catch {
     return '?';
   }
