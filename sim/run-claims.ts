@@ -12,8 +12,14 @@ import type { SeededRandom } from '../src/sim/prng.js';
  * liar itself must converge like any member.
  */
 
+export interface FalseClaim {
+  frame: Uint8Array;
+  /** What was claimed, for the trace: the field and what it now says. */
+  claim: string;
+}
+
 /** Rewrites one frame with a false claim, or returns undefined when its kind carries no claim. */
-export function withFalseClaim(frame: Uint8Array, receiverDevice: string | undefined, random: SeededRandom): Uint8Array | undefined {
+export function withFalseClaim(frame: Uint8Array, receiverDevice: string | undefined, random: SeededRandom): FalseClaim | undefined {
   let message: Message;
   try {
     message = decodeMessage(frame);
@@ -21,7 +27,13 @@ export function withFalseClaim(frame: Uint8Array, receiverDevice: string | undef
     return undefined;
   }
   const lie = falseClaim(message, receiverDevice, random);
-  return lie && encodeMessage(lie);
+  return lie && { frame: encodeMessage(lie), claim: describeClaim(message, lie) };
+}
+
+/** The claim `lie` makes that `honest` did not, in short. */
+function describeClaim(honest: Message, lie: Message): string {
+  const changed = Object.keys(lie).filter((key) => JSON.stringify((honest as Record<string, unknown>)[key]) !== JSON.stringify((lie as Record<string, unknown>)[key]));
+  return changed.map((key) => `${key}=${JSON.stringify((lie as Record<string, unknown>)[key])}`).join(' ');
 }
 
 function falseClaim(message: Message, receiverDevice: string | undefined, random: SeededRandom): Message | undefined {

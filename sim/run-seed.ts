@@ -183,16 +183,18 @@ class Simulation {
   private tap(node: SimNode, to: string, frame: Uint8Array): Uint8Array {
     const receiver = this.byPeer.get(to);
     let sent = frame;
+    let claim = '';
     if (this.lying && node === this.liar && this.liarRandom.chance(this.plan.falseClaims)) {
       const lie = withFalseClaim(frame, receiver?.identity.deviceId, this.liarRandom);
       if (lie) {
-        sent = lie;
+        sent = lie.frame;
+        claim = ` lie ${lie.claim}`;
         this.count('false-claim');
       }
     }
     const kind = messageKind(sent);
     if (kind === 'busy') this.count('busy');
-    this.trace.record('send', `${node.identity.name}>${receiver?.identity.name ?? to} ${kind} ${sent.byteLength}${sent === frame ? '' : ' lie'}`);
+    this.trace.record('send', `${node.identity.name}>${receiver?.identity.name ?? to} ${kind} ${sent.byteLength}${claim}`);
     return sent;
   }
 
