@@ -11,7 +11,7 @@ export interface Failure {
 }
 
 /** How often (virtual ms) a healing run is looked at to see whether it went quiet. */
-const QUIET_POLL_MS = 1_000;
+const QUIET_POLL_MS = 2_000;
 /**
  * Timers one device may have set at once once quiet: a few per partner session (heartbeat,
  * request timeouts) and per library (prune, last-seen, status), plus the network's. More is a

@@ -19,14 +19,19 @@ export interface FalseClaim {
 }
 
 /** Rewrites one frame with a false claim, or returns undefined when its kind carries no claim. */
-export function withFalseClaim(frame: Uint8Array, receiverDevice: string | undefined, random: SeededRandom): FalseClaim | undefined {
+export function withFalseClaim(
+  frame: Uint8Array,
+  receiverDevice: string | undefined,
+  kinds: ReadonlySet<ClaimKind>,
+  random: SeededRandom,
+): FalseClaim | undefined {
   let message: Message;
   try {
     message = decodeMessage(frame);
   } catch {
     return undefined;
   }
-  const lie = falseClaim(message, receiverDevice, random);
+  const lie = falseClaim(message, receiverDevice, kinds, random);
   return lie && { frame: encodeMessage(lie), claim: describeClaim(message, lie) };
 }
 
@@ -36,21 +41,28 @@ function describeClaim(honest: Message, lie: Message): string {
   return changed.map((key) => `${key}=${JSON.stringify((lie as Record<string, unknown>)[key])}`).join(' ');
 }
 
-function falseClaim(message: Message, receiverDevice: string | undefined, random: SeededRandom): Message | undefined {
+/** The kinds of false claim a liar makes (a run's plan picks some). */
+export const CLAIM_KINDS = ['shared-vector', 'owned-vector', 'ack', 'owned-coverage', 'pruned', 'snapshot-vector'] as const;
+export type ClaimKind = (typeof CLAIM_KINDS)[number];
+
+function falseClaim(message: Message, receiverDevice: string | undefined, kinds: ReadonlySet<ClaimKind>, random: SeededRandom): Message | undefined {
   const ahead = 1 + random.int(random.chance(0.5) ? 5 : 5_000);
   switch (message.t) {
     case 'hello':
-    case 'heartbeat':
-      return random.chance(0.5)
+    case 'heartbeat': {
+      const vectors = (['shared-vector', 'owned-vector'] as const).filter((k) => kinds.has(k));
+      if (vectors.length === 0) return undefined;
+      return random.pick(vectors) === 'shared-vector'
         ? { ...message, shared: inflated(message.shared, receiverDevice, ahead, random) }
         : { ...message, owned: inflated(message.owned, receiverDevice, ahead, random) };
+    }
     case 'ack':
-      return { ...message, shared: inflated(message.shared, undefined, ahead, random) };
+      return kinds.has('ack') ? { ...message, shared: inflated(message.shared, undefined, ahead, random) } : undefined;
     case 'state-page':
-      return { ...message, to: message.to + ahead };
     case 'state':
-      return { ...message, to: message.to + ahead };
+      return kinds.has('owned-coverage') ? { ...message, to: message.to + ahead } : undefined;
     case 'shared-page': {
+      if (!kinds.has('pruned')) return undefined;
       const origin = pickOrigin(message.pruned.map(([o]) => o), receiverDevice, random);
       if (!origin) return undefined;
       const held = message.pruned.find(([o]) => o === origin);
@@ -59,7 +71,7 @@ function falseClaim(message: Message, receiverDevice: string | undefined, random
       return { ...message, pruned: [...message.pruned.filter(([o]) => o !== origin), [origin, from, to]] };
     }
     case 'snapshot-page':
-      return { ...message, vector: inflated(message.vector, receiverDevice, ahead, random) };
+      return kinds.has('snapshot-vector') ? { ...message, vector: inflated(message.vector, receiverDevice, ahead, random) } : undefined;
     default:
       return undefined;
   }

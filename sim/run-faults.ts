@@ -1,4 +1,5 @@
 import type { SeededRandom } from '../src/sim/prng.js';
+import { CLAIM_KINDS, type ClaimKind } from './run-claims.js';
 
 /** Every kind of fault the simulator injects; each is counted when it happens. */
 export const FAULT_KINDS = [
@@ -66,6 +67,8 @@ export interface FaultPlan {
   maxSkewMs: number;
   /** One node rewrites the positions and coverage it claims in this share of its frames (0: none lies). */
   falseClaims: number;
+  /** What the liar claims falsely (some of `CLAIM_KINDS`). */
+  claimKinds: ClaimKind[];
   /** Small retention bound so that a member away for a while lags beyond it (0: default). */
   retainLogEntries: number;
   /** Small serving limit so pullers get `busy` answers. */
@@ -96,6 +99,7 @@ export function drawFaultPlan(random: SeededRandom): FaultPlan {
     leave: sometimes(random, 0.2, 0.01),
     maxSkewMs: random.chance(0.5) ? random.int(20_000) : 0,
     falseClaims: sometimes(random, 0.2, 0.2),
+    claimKinds: CLAIM_KINDS.filter(() => random.chance(0.5)),
     retainLogEntries: random.chance(0.35) ? 5 + random.int(40) : 0,
     maxConcurrentServes: random.chance(0.35) ? 1 : 4,
   };

@@ -1,6 +1,7 @@
 import { SyncNode } from '../src/core/sync-node.js';
 import { DEFAULT_SYNC_TUNING, type SyncTuning } from '../src/core/tuning.js';
 import type { Library } from '../src/library/library.js';
+import type { LibrarySyncState } from '../src/replication/status.js';
 import type { MemoryNetwork, MemoryTransport } from '../src/sim/memory-transport.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import type { SchedulerScope, VirtualScheduler } from '../src/sim/virtual-scheduler.js';
@@ -47,6 +48,10 @@ export class SimNode {
   gone = false;
   /** The last backfill progress phase heard on this life (to crash it mid-backfill or mid-snapshot). */
   lastProgressPhase: string | undefined;
+  /** Its library's sync state as last reported on this life. */
+  syncState: LibrarySyncState | undefined;
+  /** Whether its library was ever `ready` (its backfill completed once). */
+  wasReady = false;
 
   constructor(
     readonly identity: DeviceIdentity,
@@ -83,6 +88,7 @@ export class SimNode {
     if (this.core) throw new Error(`sim: ${this.identity.name} is already up`);
     this.lives += 1;
     this.lastProgressPhase = undefined;
+    this.syncState = undefined;
     const scope = this.time.scope();
     this.scope = scope;
     const sync: SyncTuning = {

@@ -1,10 +1,11 @@
 import { SyncError } from '../src/errors.js';
 import type { Library } from '../src/library/library.js';
+import type { LibrarySyncState } from '../src/replication/status.js';
 import { unpack } from '../src/util/msgpack.js';
 import { SeededRandom } from '../src/sim/prng.js';
 import { SimDriver, VirtualScheduler } from '../src/sim/virtual-scheduler.js';
 import { checkQuietRun, type Failure } from './run-checks.js';
-import { withFalseClaim } from './run-claims.js';
+import { type ClaimKind, withFalseClaim } from './run-claims.js';
 import { drawFaultPlan, type FaultCounts, type FaultKind, type FaultPlan, noFaults } from './run-faults.js';
 import { SimNetwork } from './run-network.js';
 import { type DeviceIdentity, SimNode } from './run-node.js';
@@ -18,20 +19,26 @@ export interface SeedOptions {
   steps?: number;
   /** Keep every trace line (for `--trace`); otherwise only the hash and the tail. */
   keepTrace?: boolean;
+  /** False claims the liar does not make in this run (to leave out the kind of a known finding). */
+  withoutClaims?: readonly ClaimKind[];
 }
 
 export interface SeedResult {
   seed: number;
   nodes: number;
   failures: Failure[];
+  /** How hostile the run was (drawn from the seed). */
+  plan: FaultPlan;
   faults: FaultCounts;
   /** SHA-256 of the whole trace: equal for two runs of one seed. */
   traceHash: string;
   traceLines: number;
   /** The last lines of the trace (all of them with `keepTrace`). */
   trace: readonly string[];
-  /** Acknowledged writes (each one in the oracle). */
+  /** Acknowledged writes. */
   writes: number;
+  /** Of them, writes a restore from backup lost before any other device held them (not in the oracle). */
+  lostToRestores: number;
   /** Virtual timers run, and the virtual time the run took. */
   events: number;
   virtualMs: number;
@@ -47,7 +54,7 @@ const EPOCH_MS = Date.UTC(2026, 0, 1);
 /** How long one operation (a write, a join, an invite) may take in virtual time. */
 const OPERATION_MS = 10 * 60_000;
 /** Virtual time a healed run gets to go quiet. */
-const QUIET_DEADLINE_MS = 30 * 60_000;
+const QUIET_DEADLINE_MS = 10 * 60_000;
 /** Largest gap of virtual time between two steps. */
 const MAX_GAP_MS = 3_000;
 /** A node's clock stays within this of true time (skew plus jumps): well inside the drift guard. */
@@ -87,6 +94,7 @@ class Simulation {
   private liar: SimNode | undefined;
   private lying = false;
   private readonly liarRandom: SeededRandom;
+  private readonly claimKinds: ReadonlySet<ClaimKind>;
   /** Writes acknowledged since each device went down (a member away beyond retention). */
   private readonly writesWhileDown = new Map<SimNode, number>();
 
@@ -98,6 +106,7 @@ class Simulation {
     this.network.storm(this.plan);
     this.workload = new SimWorkload(this.random.fork(), this.trace);
     this.liarRandom = this.random.fork();
+    this.claimKinds = new Set(this.plan.claimKinds.filter((kind) => !options.withoutClaims?.includes(kind)));
     for (let i = 0; i < options.nodes; i += 1) {
       const identity = this.newIdentity(i);
       const skew = this.plan.maxSkewMs === 0 ? 0 : this.random.int(2 * this.plan.maxSkewMs + 1) - this.plan.maxSkewMs;
@@ -106,7 +115,7 @@ class Simulation {
       this.byPeer.set(identity.peerId, node);
       if (skew !== 0) this.count('skew');
     }
-    if (this.plan.falseClaims > 0 && options.nodes > 2) {
+    if (this.plan.falseClaims > 0 && this.claimKinds.size > 0 && options.nodes > 2) {
       this.liar = this.nodes[1 + this.random.int(options.nodes - 1)];
       this.lying = true;
     }
@@ -153,7 +162,7 @@ class Simulation {
     await this.startNode(first);
     const lib = await this.driver.complete(first.running().createLibrary({ name: 'sim' }), 'createLibrary', this.deadline());
     first.libraryId = lib.id;
-    this.watch(first, lib);
+    await this.watch(first, lib);
     this.trace.record('create', `${first.identity.name} library ${lib.id}`);
   }
 
@@ -167,16 +176,34 @@ class Simulation {
       this.deadline(),
     );
     const lib = node.library();
-    if (lib) this.watch(node, lib);
+    if (lib) await this.watch(node, lib);
     this.trace.record('start', `${node.identity.name} life ${node.lives}`);
   }
 
-  /** Follows a library's progress on this life of `node` (to crash it mid-snapshot). */
-  private watch(node: SimNode, lib: Library): void {
+  /** Follows a library's sync on this life of `node` (to crash it mid-backfill or mid-snapshot). */
+  private async watch(node: SimNode, lib: Library): Promise<void> {
     const life = node.lives;
+    const learn = (state: LibrarySyncState) => {
+      if (node.lives !== life) return;
+      node.syncState = state;
+      if (state === 'ready') node.wasReady = true;
+    };
     lib.on('progress', (p) => {
       if (node.lives === life) node.lastProgressPhase = p.phase;
     });
+    lib.on('status', (status) => learn(status.state));
+    const { state } = await lib.status();
+    if (node.syncState === undefined) learn(state);
+  }
+
+  /**
+   * Whether a membership change may happen now: only once every member completed its backfill.
+   * A joiner whose inviter is removed (or leaves) before it learned of anyone else knows no
+   * member that would still talk to it: it is cut off for good, as designed, so the run could
+   * not converge (see docs/testing.md, "What the simulator does not model").
+   */
+  private membershipSettled(): boolean {
+    return this.nodes.every((n) => !n.libraryId || n.gone || n.wasReady);
   }
 
   /** Every frame a device sends: traced, counted when `busy`, and rewritten when the liar lies. */
@@ -185,7 +212,7 @@ class Simulation {
     let sent = frame;
     let claim = '';
     if (this.lying && node === this.liar && this.liarRandom.chance(this.plan.falseClaims)) {
-      const lie = withFalseClaim(frame, receiver?.identity.deviceId, this.liarRandom);
+      const lie = withFalseClaim(frame, receiver?.identity.deviceId, this.claimKinds, this.liarRandom);
       if (lie) {
         sent = lie.frame;
         claim = ` lie ${lie.claim}`;
@@ -263,7 +290,9 @@ class Simulation {
 
   /** `node` joins through an invite from a member (starting it first if it never ran). */
   async join(node: SimNode): Promise<void> {
-    const inviters = this.members().filter((n) => n !== node);
+    // A device still backfilling does not invite: its joiner would complete its own backfill
+    // from a partner lacking the history (docs/testing.md, "Findings").
+    const inviters = this.members().filter((n) => n !== node && n.syncState === 'ready');
     if (inviters.length === 0) return;
     const inviter = this.random.pick(inviters);
     try {
@@ -271,7 +300,7 @@ class Simulation {
       const invite = await this.driver.complete(inviter.library()!.createInvite({ ttlMs: OPERATION_MS }), 'createInvite', this.deadline());
       const lib = await this.driver.complete(node.running().joinLibrary(invite), `join ${node.identity.name}`, this.deadline());
       node.libraryId = lib.id;
-      this.watch(node, lib);
+      await this.watch(node, lib);
       this.trace.record('join', `${node.identity.name} via ${inviter.identity.name}`);
     } catch (err) {
       // A join through a partition or a lossy link may fail; the device tries again later.
@@ -282,7 +311,7 @@ class Simulation {
   private crash(): void {
     const up = this.nodes.filter((n) => n.up);
     if (up.length === 0) return;
-    const backfilling = up.filter((n) => n.library()?.removal() === null && n.lastProgressPhase !== undefined);
+    const backfilling = up.filter((n) => n.syncState === 'backfilling' || n.syncState === 'catching-up');
     const pickBackfilling = backfilling.length > 0 && this.random.chance(this.plan.crashBackfilling);
     const node = this.random.pick(pickBackfilling ? backfilling : up);
     this.trace.record('crash', `${node.identity.name}${pickBackfilling ? ` mid-${node.lastProgressPhase}` : ''}`);
@@ -298,16 +327,21 @@ class Simulation {
   }
 
   async restartNode(node: SimNode, fromBackup: boolean): Promise<void> {
-    if (fromBackup && node.backup) {
-      node.disk.restore(node.backup);
+    // A restore is judged against every other member's holdings, so they must all be up.
+    const restore = fromBackup && node.backup !== undefined && this.nodes.every((n) => n === node || n.up || !n.libraryId || n.gone);
+    if (restore) {
+      node.disk.restore(node.backup!);
       this.count('restore');
-      this.trace.record('restore', node.identity.name);
     }
     const away = this.writesWhileDown.get(node) ?? 0;
     this.writesWhileDown.delete(node);
     if (this.plan.retainLogEntries > 0 && away > this.plan.retainLogEntries) this.count('prune-away');
     await this.startNode(node);
     this.count('restart');
+    if (restore) {
+      const holders = this.nodes.filter((n) => !n.gone && n.library()).map((n) => n.library()!);
+      this.trace.record('restore', `${node.identity.name}: ${this.workload.dropUnheld(holders)} writes held nowhere else are lost`);
+    }
   }
 
   private backup(): void {
@@ -341,7 +375,7 @@ class Simulation {
   /** A member removes another one; at least two members are kept. */
   private async remove(): Promise<void> {
     const members = this.members();
-    if (members.length < 3) return;
+    if (members.length < 3 || !this.membershipSettled()) return;
     const by = this.random.pick(members);
     const target = this.random.pick(members.filter((n) => n !== by));
     try {
@@ -357,7 +391,7 @@ class Simulation {
   /** A member leaves; it stops taking part at once (its leave completes in the background). */
   private leave(): void {
     const members = this.members();
-    if (members.length < 3) return;
+    if (members.length < 3 || !this.membershipSettled()) return;
     const node = this.random.pick(members.slice(1));
     node.gone = true;
     this.count('leave');
@@ -397,11 +431,13 @@ class Simulation {
       seed: this.options.seed,
       nodes: this.options.nodes,
       failures: this.failures,
+      plan: this.plan,
       faults: this.faults,
       traceHash: this.trace.digest(),
       traceLines: this.trace.lines,
       trace: this.trace.lineList() ?? this.trace.tail(),
       writes: this.workload.acknowledged(),
+      lostToRestores: this.workload.lost(),
       events: this.driver.events,
       virtualMs: this.time.now(),
     };

@@ -10,9 +10,19 @@ import { type AcknowledgedWrite, perform, simModels, Workload } from './workload
  * The run's writes: operations from the seeded workload (sim/workload.ts) performed on the
  * device the run picks, and every acknowledged one kept for the oracle (sim/oracle.ts).
  */
+/** Where an acknowledged write is in its origin's sequence: a log position, or an owned version. */
+interface Position {
+  origin: string;
+  seq: number;
+  owned: boolean;
+}
+
 export class SimWorkload {
   private readonly operations: Workload;
-  private readonly writes: AcknowledgedWrite[] = [];
+  private writes: AcknowledgedWrite[] = [];
+  private positions: Position[] = [];
+  /** Writes that a restore from backup took with it before any other device held them. */
+  private lostCount = 0;
 
   constructor(
     random: SeededRandom,
@@ -21,8 +31,9 @@ export class SimWorkload {
     this.operations = new Workload(random);
   }
 
+  /** Writes acknowledged so far (those a restore lost included). */
   acknowledged(): number {
-    return this.writes.length;
+    return this.writes.length + this.lostCount;
   }
 
   /** Performs the next operation on `node`'s library; returns how many writes it acknowledged. */
@@ -33,11 +44,37 @@ export class SimWorkload {
       this.trace.record('write-refused', `${name} ${outcome.code}`);
       return 0;
     }
+    const lib = node.library()!;
+    let seq = lib.versionVector()[lib.writer()] ?? 0;
+    const shared = outcome.writes.filter((w) => w.kind === 'shared').length;
+    seq -= shared;
     for (const w of outcome.writes) {
       this.writes.push(w);
+      this.positions.push(w.kind === 'shared' ? { origin: w.origin, seq: ++seq, owned: false } : { origin: w.owner, seq: w.version, owned: true });
       this.trace.record('write', `${name} ${w.model} ${w.id} ${w.op} ${w.hlc}`);
     }
     return outcome.writes.length;
+  }
+
+  /** Writes no longer expected anywhere: a restore from backup lost them (see `dropUnheld`). */
+  lost(): number {
+    return this.lostCount;
+  }
+
+  /**
+   * After a device came back from an older copy of its storage: the acknowledged writes that no
+   * library in `holders` (every member's) holds are gone for good (the backup predates them and
+   * no other device had received them), so the oracle no longer expects them. Returns how many.
+   */
+  dropUnheld(holders: readonly Library[]): number {
+    const held = (p: Position) =>
+      holders.some((lib) => ((p.owned ? lib.ownedVector() : lib.versionVector())[p.origin] ?? 0) >= p.seq);
+    const keep = this.positions.map(held);
+    const dropped = keep.filter((k) => !k).length;
+    this.writes = this.writes.filter((_, i) => keep[i]);
+    this.positions = this.positions.filter((_, i) => keep[i]);
+    this.lostCount += dropped;
+    return dropped;
   }
 
   /**
