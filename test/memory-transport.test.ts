@@ -34,8 +34,12 @@ async function drive<T>(scheduler: VirtualScheduler, scenario: Promise<T>): Prom
   return scenario;
 }
 
-function inbound(transport: MemoryTransport): Promise<FrameStream> {
-  return new Promise((resolve) => transport.handle(resolve));
+/** Connects a to b and opens a stream: its end on a (`out`) and on b (`stream`). */
+async function openPair(a: MemoryTransport, b: MemoryTransport): Promise<{ out: FrameStream; stream: FrameStream }> {
+  const accepted = new Promise<FrameStream>((resolve) => b.handle(resolve));
+  await a.connect(b.localPeer, b.addresses());
+  const out = await a.openStream(b.localPeer);
+  return { out, stream: await accepted };
 }
 
 /**
@@ -43,9 +47,7 @@ function inbound(transport: MemoryTransport): Promise<FrameStream> {
  * resolves with the indexes b read, in order, and how each side ended.
  */
 async function transfer(a: MemoryTransport, b: MemoryTransport, count: number) {
-  const accepted = inbound(b);
-  await a.connect(b.localPeer, b.addresses());
-  const out = await a.openStream(b.localPeer);
+  const { out, stream } = await openPair(a, b);
   const sending = (async () => {
     for (let i = 0; i < count; i++) await out.send(new Uint8Array(100).fill(i));
     await out.close();
@@ -53,7 +55,6 @@ async function transfer(a: MemoryTransport, b: MemoryTransport, count: number) {
     () => undefined,
     (err: unknown) => err,
   );
-  const stream = await accepted;
   const received: number[] = [];
   let readError: unknown;
   try {
@@ -130,10 +131,9 @@ describe('memory transport faults', () => {
     const got = await drive(
       scheduler,
       (async () => {
-        const accepted = inbound(b);
-        await a.connect(b.localPeer, b.addresses());
-        await (await a.openStream(b.localPeer)).send(new Uint8Array([42]));
-        return (await (await accepted).frames()[Symbol.asyncIterator]().next()).value as Uint8Array;
+        const { out, stream } = await openPair(a, b);
+        await out.send(new Uint8Array([42]));
+        return (await stream.frames()[Symbol.asyncIterator]().next()).value as Uint8Array;
       })(),
     );
     expect([...got]).toEqual([42]);
@@ -145,15 +145,13 @@ describe('memory transport faults', () => {
     const outcome = await drive(
       scheduler,
       (async () => {
-        const accepted = inbound(b);
-        await a.connect(b.localPeer, b.addresses());
-        const out = await a.openStream(b.localPeer);
+        const { out, stream } = await openPair(a, b);
         for (let i = 0; i < 10; i++) await out.send(new Uint8Array([i]));
         network.setFaults({ loss: 1 });
         const lost = await out.send(new Uint8Array([10])).then(() => undefined, (err: unknown) => err);
         const frames: number[] = [];
         const read = await (async () => {
-          for await (const frame of (await accepted).frames()) frames.push(frame[0]!);
+          for await (const frame of stream.frames()) frames.push(frame[0]!);
         })().then(() => undefined, (err: unknown) => err);
         return { lost, read, frames };
       })(),
@@ -167,15 +165,7 @@ describe('memory transport faults', () => {
   it('send waits while the receiver holds its buffer, and resolves once it reads', async () => {
     const { scheduler, peers } = virtualNetwork(8);
     const [a, b] = peers as [MemoryTransport, MemoryTransport];
-    const { out, stream } = await drive(
-      scheduler,
-      (async () => {
-        const accepted = inbound(b);
-        await a.connect(b.localPeer, b.addresses());
-        const out = await a.openStream(b.localPeer);
-        return { out, stream: await accepted };
-      })(),
-    );
+    const { out, stream } = await drive(scheduler, openPair(a, b));
     // The receiver's buffer is 4096 bytes: the first frame fits, the second overfills it.
     await drive(scheduler, out.send(new Uint8Array(3000)));
     let second = false;

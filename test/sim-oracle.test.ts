@@ -8,9 +8,10 @@
 import { v5 as uuidv5 } from 'uuid';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library } from '../src/index.js';
+import { MEMBERS_MODEL } from '../src/models/system.js';
 import { SeededRandom } from '../src/sim/prng.js';
 import { compareWithOracle, type ExpectedState, expectedState, formatDifferences, type RemovalCut } from '../sim/oracle.js';
-import { type AcknowledgedWrite, perform, type SharedWrite, type SimOp, simModels, type SimValues, Workload } from '../sim/workload.js';
+import { type AcknowledgedWrite, ownedId, perform, type PerformOutcome, type SharedWrite, type SimOp, simModels, type SimValues, Workload } from '../sim/workload.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { type ClockedDevice, ManualClock, startClockedDevice, stopAllNodes } from './helpers/cluster.js';
 
@@ -134,6 +135,8 @@ describe('the oracle on hand-worked cases (docs/models.md)', () => {
       shared('note', 'lost', 'upsert', at(1, A), note('from A', null)),
       shared('note', 'lost', 'upsert', at(6, C), note('after the cutoff', null)),
       owned('cv', 'upsert', at(7, C), 3, { path: '/late', bytes: 0, info: null, mounted: true }),
+      owned('cw', 'upsert', at(2, C), 1, { path: '/early', bytes: 0, info: null, mounted: true }),
+      owned('cw', 'upsert', at(8, C), 4, { path: '/late', bytes: 0, info: null, mounted: true }),
     ];
     const removals = [
       { device: C, cutoff: at(9, B) },
@@ -142,7 +145,12 @@ describe('the oracle on hand-worked cases (docs/models.md)', () => {
     const state = expectedState({ writes, models: simModels, libraryId: LIB, removals });
     expect(Object.fromEntries(state.rows.get('note')!)).toEqual({ kept: note('at the cutoff', null), lost: note('from A', null) });
     expect(state.rows.get('volume')!.size).toBe(0);
-    expect(state.excluded.map((w) => w.id)).toEqual(['lost', 'cv']);
+    // C's own row, rewritten after the cutoff, syncs by state: members hold its version before
+    // the cutoff if one reached them first, or none.
+    expect(Object.fromEntries(state.undetermined.get('volume')!)).toEqual({
+      cw: [null, { path: '/early', bytes: 0, info: null, mounted: true }],
+    });
+    expect(state.excluded.map((w) => w.id)).toEqual(['lost', 'cv', 'cw']);
   });
 });
 
@@ -154,7 +162,8 @@ const BIG = { maxRecords: 100_000, maxBytes: 1 << 30 };
 /** Everything `from` holds that `to` lacks: log entries in batches of random size, then owned rows. */
 async function deliver(from: Library, to: Library, random: SeededRandom): Promise<void> {
   for (;;) {
-    const page = await from.entriesAfter(to.versionVector(), { maxRecords: 1 + random.int(8), maxBytes: BIG.maxBytes });
+    // pullAfter: origins of removed devices that were closed here are not asked for again.
+    const page = await from.entriesAfter(to.pullAfter(), { maxRecords: 1 + random.int(8), maxBytes: BIG.maxBytes });
     if (page.entries.length > 0) await to.applyRemote(page.entries);
     if (!page.hasMore) break;
   }
@@ -175,11 +184,15 @@ function shuffled<T>(random: SeededRandom, items: T[]): T[] {
   return out;
 }
 
-/** Three devices of one library on skewed hand-set clocks, plus an empty fourth replica. */
+/**
+ * Three devices of one library on skewed hand-set clocks, plus an empty fourth replica. They
+ * listen nowhere: what reaches each is only what the test delivers, in the order it chooses.
+ */
 async function devices(): Promise<ClockedDevice[]> {
-  const first = await startClockedDevice(new ManualClock(T), { models: simModels });
+  const options = { models: simModels, listen: [] };
+  const first = await startClockedDevice(new ManualClock(T), options);
   const rest = [];
-  for (const skew of [350, -200, 0]) rest.push(await startClockedDevice(new ManualClock(T + skew), { models: simModels }, first.lib.id));
+  for (const skew of [350, -200, 0]) rest.push(await startClockedDevice(new ManualClock(T + skew), options, first.lib.id));
   return [first, ...rest];
 }
 
@@ -211,8 +224,19 @@ async function runWorkload(seed: number, steps: number): Promise<Run> {
       const [from, to] = [random.pick(writers), random.pick(writers)];
       if (from !== to) await deliver(from.lib, to.lib, random);
     }
+    // Midway, the late replica starts from a snapshot of what one writer holds by then.
+    if (step === steps >> 1) {
+      const source = random.pick(writers).lib;
+      const snapshot = await source.snapshotAfter(null, BIG);
+      await all[3]!.lib.applySnapshot(snapshot.rows, { vector: source.versionVector(), next: null });
+    }
   }
   return { writers, late: all[3]!, writes, refused };
+}
+
+function acknowledged(outcome: PerformOutcome): readonly AcknowledgedWrite[] {
+  if (outcome.kind === 'refused') throw new Error(`refused: ${outcome.message}`);
+  return outcome.writes;
 }
 
 async function expectMatches(expected: ExpectedState, libs: Library[]): Promise<void> {
@@ -222,31 +246,86 @@ async function expectMatches(expected: ExpectedState, libs: Library[]): Promise<
   }
 }
 
+/** A few seeds in the suite; SIM_ORACLE_SEEDS=n runs n more (exploring: the simulator runs thousands). */
+const FIXED_SEEDS = [11, 12, 13];
+const SEEDS = [...FIXED_SEEDS, ...Array.from({ length: Number(process.env.SIM_ORACLE_SEEDS ?? 0) }, (_, i) => 1_000 + i)];
+
 describe('the oracle against real libraries', () => {
-  it.each([11, 12, 13])('seed %i: replicas that received the writes in different orders hold what the oracle computes', async (seed) => {
+  it.each(SEEDS)('seed %i: replicas that received the writes in different orders hold what the oracle computes', async (seed) => {
     const { writers, late, writes, refused } = await runWorkload(seed, 200);
     const random = new SeededRandom(seed * 7919);
-    // Every writer takes the others' writes in its own order; the late replica starts from a
-    // snapshot of one of them, then takes the log and owned rows of all.
+    // Every writer takes the others' writes in its own order; the late replica, which started
+    // from a snapshot midway, takes the log after it and the owned rows of all.
     for (const to of writers) {
       for (const from of shuffled(random, writers.filter((w) => w !== to))) {
         await deliver(from.lib, to.lib, random);
       }
     }
-    const source = random.pick(writers).lib;
-    const snapshot = await source.snapshotAfter(null, BIG);
-    await late.lib.applySnapshot(snapshot.rows, { vector: source.versionVector(), next: null });
-    for (const from of writers) await deliver(from.lib, late.lib, random);
+    for (const from of shuffled(random, writers)) await deliver(from.lib, late.lib, random);
 
     const libs = [...writers, late].map((d) => d.lib);
     expect(new Set(await Promise.all(libs.map((l) => l.digest()))).size).toBe(1);
-    await expectMatches(expectedState({ writes, models: simModels, libraryId: source.id }), libs);
+    await expectMatches(expectedState({ writes, models: simModels, libraryId: late.lib.id }), libs);
     // The workload reaches every kind of write, and collides: some updates find no live row.
+    if (!FIXED_SEEDS.includes(seed)) return;
     const kinds = new Set(writes.map((w) => `${w.model} ${w.op}`));
     expect(kinds).toEqual(
       new Set(['note upsert', 'note update', 'note delete', 'card upsert', 'card update', 'card delete', 'tag upsert', 'tag update', 'tag delete', 'volume upsert', 'volume delete']),
     );
     expect(refused).toBeGreaterThan(0);
+  });
+
+  it("a removed member's writes after its cutoff are in no member's rows, its writes before it are", async () => {
+    const [a, b, c] = (await devices()) as [ClockedDevice, ClockedDevice, ClockedDevice];
+    const random = new SeededRandom(31);
+    const workload = new Workload(random.fork());
+    const writes: AcknowledgedWrite[] = [];
+    const write = async (d: ClockedDevice) => {
+      d.wall.ms += 1 + random.int(4);
+      const outcome = await perform(d.lib, workload.next());
+      if (outcome.kind === 'acknowledged') writes.push(...outcome.writes);
+    };
+    const everyone = [a, b, c];
+    // Each device's member row, as its start (or join) writes it: removeMember needs C's.
+    for (const d of everyone) {
+      await d.lib.systemTransaction((writer) =>
+        writer.upsert(MEMBERS_MODEL.name, { id: d.lib.deviceId, peer: d.node.peerId, addrs: [], name: 'sim' }),
+      );
+    }
+    for (let step = 0; step < 60; step += 1) await write(random.pick(everyone));
+    for (const to of everyone) for (const from of everyone) if (from !== to) await deliver(from.lib, to.lib, random);
+    // A removes C at a wall time ahead of every device, so C can still write before the cutoff.
+    a.wall.ms = Math.max(...everyone.map((d) => d.wall.ms)) + 500;
+    await a.lib.removeMember(c.lib.deviceId);
+    const removals = a.lib.removals().map(({ device, cutoff }) => ({ device, cutoff }));
+    const cutoff = removals[0]!.cutoff;
+    // C, unaware, writes before and after the cutoff; A and B keep writing.
+    const removedAt = writes.length;
+    const rewritten: SimOp = { kind: 'owned-upsert', slot: 9, values: { path: '/before', bytes: 9, info: null, mounted: true } };
+    writes.push(...acknowledged(await perform(c.lib, rewritten)));
+    for (let step = 0; step < 10; step += 1) await write(c);
+    const concurrent = writes.slice(removedAt);
+    c.wall.ms = a.wall.ms + 1_000;
+    writes.push(...acknowledged(await perform(c.lib, { ...rewritten, values: { ...rewritten.values, path: '/after' } })));
+    for (let step = 0; step < 40; step += 1) await write(random.pick(everyone));
+    // The removal reaches B before C's writes do (the documented race aside: see docs/testing.md).
+    await deliver(a.lib, b.lib, random);
+    for (const to of [a, b]) await deliver(c.lib, to.lib, random);
+    await deliver(b.lib, a.lib, random);
+    await deliver(a.lib, b.lib, random);
+
+    const expected = expectedState({ writes, models: simModels, libraryId: a.lib.id, removals });
+    const ofC = writes.filter((w) => (w.kind === 'shared' ? w.device : w.owner) === c.lib.deviceId);
+    expect(expected.excluded.length).toBeGreaterThan(0);
+    expect(expected.excluded).toEqual(ofC.filter((w) => w.hlc > cutoff));
+    // C's writes concurrent with the removal, stamped before the cutoff, are kept.
+    expect(concurrent.length).toBeGreaterThan(0);
+    expect(concurrent.every((w) => w.hlc < cutoff)).toBe(true);
+    // C's row rewritten after the cutoff reached nobody before: no member holds it.
+    expect(expected.undetermined.get('volume')!.get(ownedId(c.lib.deviceId, 9))).toEqual([null, { ...rewritten.values }]);
+    expect(await a.lib.get('volume', ownedId(c.lib.deviceId, 9))).toBeUndefined();
+    expect(await a.lib.digest()).toBe(await b.lib.digest());
+    await expectMatches(expected, [a.lib, b.lib]);
   });
 
   it('compareWithOracle names each missing, unexpected and differing row and field', async () => {
@@ -261,7 +340,7 @@ describe('the oracle against real libraries', () => {
     rows.get('note')!.set('never-written', { title: 't', body: null, stars: null, done: true });
     const [droppedId] = [...rows.get('tag')!.keys()];
     rows.get('tag')!.delete(droppedId!);
-    const differences = await compareWithOracle({ rows, excluded: [] }, lib);
+    const differences = await compareWithOracle({ rows, undetermined: new Map(), excluded: [] }, lib);
     // In model order (as declared), then by id.
     expect(differences).toEqual([
       { model: 'note', id: 'never-written', field: null, expected: '{body: null, done: true, stars: null, title: "t"}', actual: 'no live row' },

@@ -89,7 +89,7 @@ export class SyncNode {
     return this;
   }
 
-  /** This device's libp2p PeerId (stable across restarts: the key is kept in dataDir). */
+  /** This device's PeerId (`createSyncNode` keeps its libp2p key in dataDir: stable across restarts). */
   get peerId(): string {
     return this.transport.localPeer;
   }
@@ -233,7 +233,7 @@ export class SyncNode {
     return [...this.open.values()];
   }
 
-  /** Closes sessions, connections and every library, then releases the data directory. Idempotent. */
+  /** Closes sessions, connections and every library, then releases the storage (the data directory). Idempotent. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;

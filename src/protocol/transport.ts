@@ -13,7 +13,9 @@ export interface FrameStream {
   send(frame: Uint8Array): Promise<void>;
   /**
    * Frames in the order sent. Ends when the remote closes its side; throws if the stream is
-   * reset or a frame exceeds the size limit.
+   * reset or a frame exceeds the size limit. Call it once per stream and start iterating at
+   * once (the frame limits hold per stream; libp2p's reader may never end otherwise, see
+   * docs/testing.md, "Transports").
    */
   frames(): AsyncIterable<Uint8Array>;
   /** Closes gracefully after queued frames are sent. */

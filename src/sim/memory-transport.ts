@@ -289,7 +289,7 @@ class MemoryConnection {
  * `NetworkError` (libp2p: an unsupported protocol, `ProtocolVersionError`).
  */
 export class MemoryTransport implements Transport {
-  stopped = false;
+  private halted = false;
   private handler: ((stream: FrameStream) => void) | undefined;
   private readonly connectionListeners: ConnectionListener[] = [];
   private readonly addressListeners: Array<() => void> = [];
@@ -305,7 +305,7 @@ export class MemoryTransport implements Transport {
   ) {}
 
   addresses(): string[] {
-    return this.stopped ? [] : [memoryAddress(this.localPeer)];
+    return this.halted ? [] : [memoryAddress(this.localPeer)];
   }
 
   handle(handler: (stream: FrameStream) => void): void {
@@ -390,13 +390,17 @@ export class MemoryTransport implements Transport {
   }
 
   async stop(): Promise<void> {
-    if (this.stopped) return;
+    if (this.halted) return;
     // As Libp2pTransport: the listeners go first, so stopping tells this node nothing.
     this.connectionListeners.length = 0;
     this.addressListeners.length = 0;
     this.discoveryListeners.length = 0;
-    this.stopped = true;
+    this.halted = true;
     this.network.removed(this);
+  }
+
+  get stopped(): boolean {
+    return this.halted;
   }
 
   /** @internal A peer this node does not know gets a connection only while few others have one. */

@@ -7,7 +7,6 @@
  */
 import { NetworkError } from '../../src/errors.js';
 import type {
-  ConnectionKind,
   ConnectionListener,
   ConnectOptions,
   DiscoveryListener,
@@ -18,8 +17,9 @@ import type {
 import { SyncNetwork } from '../../src/replication/network.js';
 import type { LibraryReplicator } from '../../src/replication/replicator.js';
 import { systemRandom, systemScheduler } from '../../src/runtime/system-runtime.js';
+import { DirectOnlyTransport } from './direct-only-transport.js';
 
-export class ScriptedTransport implements Transport {
+export class ScriptedTransport extends DirectOnlyTransport implements Transport {
   /** Sorts after the partners' PeerIds: the partner side opens sessions, so none open here. */
   readonly localPeer = 'zz-local-peer';
   /** Every dial asked for: the peer and the addresses it was given. */
@@ -52,18 +52,6 @@ export class ScriptedTransport implements Transport {
   }
   isConnected(peer: string): boolean {
     return this.connected.has(peer);
-  }
-  connectionKind(peer: string): ConnectionKind | null {
-    return this.connected.has(peer) ? 'direct' : null;
-  }
-  async upgradeToDirect(): Promise<boolean> {
-    return false;
-  }
-  reserveRelay(): Promise<void> {
-    return Promise.reject(new NetworkError('no relays here'));
-  }
-  hasRelayReservation(): boolean {
-    return false;
   }
   onAddressesChange(listener: () => void): void {
     this.addressListener = listener;
