@@ -55,6 +55,12 @@ export async function checkQuietRun(sim: Simulation, deadlineMs: number): Promis
     if (isQuiet(views) || sim.time.now() >= deadline) break;
   }
   const quiet = isQuiet(views);
+  // A removed device's writes that no member had received when it was removed reach no one:
+  // members no longer sync with it (docs/testing.md, "Findings").
+  const removed = new Set(views.flatMap((v) => v.node.library()!.removals().map((r) => r.device)));
+  if (removed.size > 0) {
+    sim.trace.record('removed-writes', `${sim.workload.dropUnheld(views.map((v) => v.node.library()!), removed)} held by no member are lost`);
+  }
   sim.trace.record('quiet', quiet ? 'yes' : 'no');
   for (const v of views) sim.trace.record('digest', `${v.node.identity.name} ${v.digest} ${v.status.state}`);
   if (!quiet) {

@@ -37,8 +37,8 @@ export interface SeedResult {
   trace: readonly string[];
   /** Acknowledged writes. */
   writes: number;
-  /** Of them, writes a restore from backup lost before any other device held them (not in the oracle). */
-  lostToRestores: number;
+  /** Of them, writes no member held any more when their device came back from a backup or was removed (not in the oracle). */
+  lostWrites: number;
   /** Virtual timers run, and the virtual time the run took. */
   events: number;
   virtualMs: number;
@@ -55,6 +55,8 @@ const EPOCH_MS = Date.UTC(2026, 0, 1);
 const OPERATION_MS = 10 * 60_000;
 /** Virtual time a healed run gets to go quiet. */
 const QUIET_DEADLINE_MS = 10 * 60_000;
+/** Joins a device that failed to join tries once the run healed. */
+const JOIN_ATTEMPTS = 3;
 /** Largest gap of virtual time between two steps. */
 const MAX_GAP_MS = 3_000;
 /** A node's clock stays within this of true time (skew plus jumps): well inside the drift guard. */
@@ -416,6 +418,11 @@ class Simulation {
     for (const node of this.nodes) {
       if (!node.up && node.lives > 0) await this.restartNode(node, false);
     }
+    // A device whose join failed (say its welcome was lost, after the inviter had admitted it)
+    // tries again with a new invite, as its user would: the members are waiting for it.
+    for (const node of this.nodes) {
+      for (let attempt = 0; attempt < JOIN_ATTEMPTS && node.lives > 0 && !node.libraryId && !node.gone; attempt += 1) await this.join(node);
+    }
   }
 
   /** Abandons every device (the run is over; nothing of it is kept). */
@@ -437,7 +444,7 @@ class Simulation {
       traceLines: this.trace.lines,
       trace: this.trace.lineList() ?? this.trace.tail(),
       writes: this.workload.acknowledged(),
-      lostToRestores: this.workload.lost(),
+      lostWrites: this.workload.lost(),
       events: this.driver.events,
       virtualMs: this.time.now(),
     };

@@ -12,6 +12,8 @@ import { type AcknowledgedWrite, perform, simModels, Workload } from './workload
  */
 /** Where an acknowledged write is in its origin's sequence: a log position, or an owned version. */
 interface Position {
+  /** The device that wrote it. */
+  device: string;
   origin: string;
   seq: number;
   owned: boolean;
@@ -31,7 +33,7 @@ export class SimWorkload {
     this.operations = new Workload(random);
   }
 
-  /** Writes acknowledged so far (those a restore lost included). */
+  /** Writes acknowledged so far (those dropped as lost included). */
   acknowledged(): number {
     return this.writes.length + this.lostCount;
   }
@@ -50,24 +52,30 @@ export class SimWorkload {
     seq -= shared;
     for (const w of outcome.writes) {
       this.writes.push(w);
-      this.positions.push(w.kind === 'shared' ? { origin: w.origin, seq: ++seq, owned: false } : { origin: w.owner, seq: w.version, owned: true });
+      this.positions.push(
+        w.kind === 'shared'
+          ? { device: w.device, origin: w.origin, seq: ++seq, owned: false }
+          : { device: w.owner, origin: w.owner, seq: w.version, owned: true },
+      );
       this.trace.record('write', `${name} ${w.model} ${w.id} ${w.op} ${w.hlc}`);
     }
     return outcome.writes.length;
   }
 
-  /** Writes no longer expected anywhere: a restore from backup lost them (see `dropUnheld`). */
+  /** Writes no longer expected anywhere (see `dropUnheld`). */
   lost(): number {
     return this.lostCount;
   }
 
   /**
-   * After a device came back from an older copy of its storage: the acknowledged writes that no
-   * library in `holders` (every member's) holds are gone for good (the backup predates them and
-   * no other device had received them), so the oracle no longer expects them. Returns how many.
+   * Drops the acknowledged writes of `devices` (all devices when undefined) that no library in
+   * `holders` holds: they are gone for good, and the oracle no longer expects them. That is what
+   * becomes of a device's writes that nobody else had received when it came back from an older
+   * backup, or when it was removed (members no longer sync with it). Returns how many.
    */
-  dropUnheld(holders: readonly Library[]): number {
+  dropUnheld(holders: readonly Library[], devices?: ReadonlySet<string>): number {
     const held = (p: Position) =>
+      (devices !== undefined && !devices.has(p.device)) ||
       holders.some((lib) => ((p.owned ? lib.ownedVector() : lib.versionVector())[p.origin] ?? 0) >= p.seq);
     const keep = this.positions.map(held);
     const dropped = keep.filter((k) => !k).length;

@@ -89,6 +89,7 @@ async function main(): Promise<void> {
   const faults = noFaults();
   const failed: { seed: number; nodes: number; checks: string[]; replay: string }[] = [];
   let writes = 0;
+  let lostWrites = 0;
   let events = 0;
   let virtualMs = 0;
   const started = Date.now();
@@ -98,6 +99,7 @@ async function main(): Promise<void> {
     if (args.trace) for (const line of result.trace) console.log(line);
     addFaults(faults, result.faults);
     writes += result.writes;
+    lostWrites += result.lostWrites;
     events += result.events;
     virtualMs += result.virtualMs;
     if (result.failures.length > 0) {
@@ -116,6 +118,7 @@ async function main(): Promise<void> {
       failed: failed.slice(0, 50),
       faults,
       writes,
+      lostWrites,
       events,
       virtualMs,
       wallMs: Date.now() - started,
