@@ -238,7 +238,7 @@ export class CatchUp {
     for (const [owner, advertised] of Object.entries(session.remoteOwned)) {
       if (owner === library.deviceId) continue;
       await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (rows, coverage) => {
-        const to = provenCoverage(coverage.from, rows);
+        const to = provenCoverage(session, owner, coverage.from, coverage.to, rows);
         await library.applyRemoteOwned(rows, { ...coverage, to }, run.counts);
         return to;
       });

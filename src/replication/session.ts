@@ -387,7 +387,7 @@ export class Session {
     const held = this.library.ownedVector()[owner] ?? 0;
     if (from <= held && owner !== this.library.deviceId) {
       const rows = message.rows.map(ownedFromTuple);
-      await this.library.applyRemoteOwned(rows, { owner, from, to: provenCoverage(from, rows) });
+      await this.library.applyRemoteOwned(rows, { owner, from, to: provenCoverage(this, owner, from, to, rows) });
     }
     await this.sendAck(message.batch);
     if (from > held) this.host.onPartnerAhead(this);
@@ -585,14 +585,15 @@ export function checkClaim(session: Session, owner: string, to: number): void {
 }
 
 /**
- * How far a coverage `(from, to]` that a partner sent with `rows` may move this device's cursor
- * for the rows' owner: through the newest row it serves, which an honest sender always has (the
- * row written last keeps the version it holds; an owner's own too). A cursor moved by a bare
- * claim, even the owner's, would make this device skip rows it never received and advertise
- * them to others, the owner included, which then refuse it for good as a partner that claims
- * more than it serves.
+ * How far a coverage of `owner`'s rows through `to`, sent by `session`'s partner with `rows`,
+ * may move this device's cursor for the owner. The owner itself knows its version: all of it.
+ * Anyone else proves only what it serves: through its newest row (an honest holder serves the
+ * row that carries the version it holds, since the row written last keeps it). A cursor taken
+ * from a bare claim would make this device skip the owner's rows, and advertise them to the
+ * owner, which then refuses this device as a partner claiming its rows without serving them.
  */
-export function provenCoverage(from: number, rows: readonly OwnedRowUpdate[]): number {
+export function provenCoverage(session: Session, owner: string, from: number, to: number, rows: readonly OwnedRowUpdate[]): number {
+  if (owner === session.device) return to;
   return rows.reduce((newest, row) => Math.max(newest, row.version), from);
 }
 
