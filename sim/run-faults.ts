@@ -15,6 +15,7 @@ export const FAULT_KINDS = [
   'heal',
   'crash',
   'crash-backfilling',
+  'crash-snapshot',
   'restart',
   'backup',
   'restore',
@@ -100,7 +101,7 @@ export function drawFaultPlan(random: SeededRandom): FaultPlan {
     maxSkewMs: random.chance(0.5) ? random.int(20_000) : 0,
     falseClaims: sometimes(random, 0.2, 0.2),
     claimKinds: CLAIM_KINDS.filter(() => random.chance(0.5)),
-    retainLogEntries: random.chance(0.35) ? 5 + random.int(40) : 0,
+    retainLogEntries: random.chance(0.35) ? 2 + random.int(10) : 0,
     maxConcurrentServes: random.chance(0.35) ? 1 : 4,
   };
 }

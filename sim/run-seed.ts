@@ -95,6 +95,8 @@ class Simulation {
   private readonly byPeer = new Map<string, SimNode>();
   private liar: SimNode | undefined;
   private lying = false;
+  /** Set once the run heals: no more faults. */
+  private healing = false;
   private readonly liarRandom: SeededRandom;
   private readonly claimKinds: ReadonlySet<ClaimKind>;
   /** Writes acknowledged since each device went down (a member away beyond retention). */
@@ -304,10 +306,29 @@ class Simulation {
       node.libraryId = lib.id;
       await this.watch(node, lib);
       this.trace.record('join', `${node.identity.name} via ${inviter.identity.name}`);
+      if (!this.healing && this.plan.crash > 0 && this.random.chance(this.plan.crashBackfilling / 2)) await this.crashWhileBackfilling(node);
     } catch (err) {
       // A join through a partition or a lossy link may fail; the device tries again later.
       this.trace.record('join-failed', `${node.identity.name} via ${inviter.identity.name}: ${describe(err)}`);
     }
+  }
+
+  /**
+   * Crashes a joiner in the middle of its backfill: once it applied a page (of its snapshot,
+   * half of the time, when it takes one), if it is not `ready` by then.
+   */
+  private async crashWhileBackfilling(node: SimNode): Promise<void> {
+    const phase = this.random.chance(0.5) ? 'snapshot' : undefined;
+    await this.driver.runUntil(
+      () => node.syncState === 'ready' || (phase === undefined ? node.lastProgressPhase !== undefined : node.lastProgressPhase === phase),
+      { deadline: this.time.now() + MAX_GAP_MS * 10 },
+    );
+    if (!node.up || node.syncState === 'ready') return;
+    this.trace.record('crash', `${node.identity.name} mid-${node.lastProgressPhase ?? 'backfill'}`);
+    this.count('crash-backfilling');
+    if (node.lastProgressPhase === 'snapshot') this.count('crash-snapshot');
+    node.crash();
+    this.writesWhileDown.set(node, 0);
   }
 
   private crash(): void {
@@ -318,6 +339,7 @@ class Simulation {
     const node = this.random.pick(pickBackfilling ? backfilling : up);
     this.trace.record('crash', `${node.identity.name}${pickBackfilling ? ` mid-${node.lastProgressPhase}` : ''}`);
     this.count(pickBackfilling ? 'crash-backfilling' : 'crash');
+    if (pickBackfilling && node.lastProgressPhase === 'snapshot') this.count('crash-snapshot');
     node.crash();
     this.writesWhileDown.set(node, 0);
   }
@@ -412,6 +434,7 @@ class Simulation {
    * removed while away must learn it).
    */
   private async heal(): Promise<void> {
+    this.healing = true;
     this.lying = false;
     this.network.calm();
     this.trace.record('heal', 'faults off');
