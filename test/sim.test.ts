@@ -13,7 +13,7 @@ import { replayCommand, runSeed, type SeedResult } from '../sim/run-seed.js';
  * third-party owned coverage, an open finding (docs/testing.md, "Findings"), which
  * `npm run sim` keeps running.
  */
-const BATCH = { from: 1, seeds: 30 };
+const BATCH = { from: 1, seeds: 40 };
 const WITHOUT_CLAIMS = ['owned-coverage'] as const;
 
 function explain(result: SeedResult): string {
@@ -47,7 +47,8 @@ describe('the simulator', () => {
     }
     // The batch exercised the faults, not a calm network.
     expect(writes).toBeGreaterThan(500);
-    for (const kind of ['loss', 'duplication', 'reordering', 'partition', 'crash', 'crash-backfilling', 'restore', 'busy', 'false-claim'] as const) {
+    const kinds = ['loss', 'duplication', 'reordering', 'partition', 'crash', 'crash-backfilling', 'crash-snapshot', 'restore', 'skew', 'clock-jump', 'prune-away', 'busy', 'false-claim', 'remove', 'leave'] as const;
+    for (const kind of kinds) {
       expect(faults[kind], kind).toBeGreaterThan(0);
     }
   });
