@@ -44,7 +44,7 @@ function isQuiet(views: readonly MemberView[]): boolean {
  * Runs the healed simulation until it goes quiet (or `deadlineMs` of virtual time passes), then
  * checks it: one digest everywhere, every library ready, the rows equal to the oracle's over
  * every acknowledged write (so none is lost), devices that were removed know it, and no device
- * holds more timers than its sessions explain.
+ * holds more timers, partners or streams than its sessions explain.
  */
 export async function checkQuietRun(sim: Simulation, deadlineMs: number): Promise<void> {
   const deadline = sim.time.now() + deadlineMs;
@@ -116,8 +116,16 @@ async function checkRemoved(sim: Simulation): Promise<void> {
   }
 }
 
+/** Streams one connection may carry once quiet: the session's, plus a short one (a join, a removal notice). */
+const STREAMS_PER_CONNECTION = 2;
+
 function checkBounds(sim: Simulation, views: readonly MemberView[]): void {
   for (const v of views) {
+    const connections = sim.network.memory.connectionsOf(v.node.identity.peerId);
+    const streams = connections.reduce((sum, c) => sum + c.streams.size, 0);
+    if (streams > STREAMS_PER_CONNECTION * connections.length) {
+      sim.fail({ check: 'bounds', detail: `${v.node.identity.name} has ${streams} streams open on ${connections.length} connections` });
+    }
     const timers = v.node.scheduler?.pendingTimers() ?? 0;
     const bound = TIMERS_PER_NODE + TIMERS_PER_PARTNER * v.status.partners.length;
     if (timers > bound) sim.fail({ check: 'bounds', detail: `${v.node.identity.name} holds ${timers} timers (bound ${bound})` });
