@@ -2,8 +2,10 @@ import Database from 'better-sqlite3';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSyncNode, defineModel, HlcClock, type Model } from '../src/index.js';
+import { createSyncNode, defineModel, type Model } from '../src/index.js';
+import { HlcClock } from '../src/hlc/index.js';
 import { report, timeIt } from './report.js';
+import { engineOf } from '../src/library/library.js';
 
 /**
  * Core benchmarks (issue: core). Everything is compared with a floor measured in the same run:
@@ -107,12 +109,12 @@ async function measureModel(dir: string, model: Model): Promise<ModelRates> {
       });
     }
   });
-  const entries = (await lib.entriesAfter({}, { maxRecords: ROWS, maxBytes: 256 * 1024 * 1024 })).entries;
+  const entries = (await engineOf(lib).entriesAfter({}, { maxRecords: ROWS, maxBytes: 256 * 1024 * 1024 })).entries;
   if (entries.length !== ROWS) throw new Error(`expected ${ROWS} log entries, read ${entries.length}`);
   const receiver = await createSyncNode({ dataDir: join(dir, 'b'), models: [model] });
   const replica = await receiver.createLibrary({ name: 'bench', id: lib.id });
   const applySeconds = await timeIt(async () => {
-    for (let from = 0; from < entries.length; from += TX) await replica.applyRemote(entries.slice(from, from + TX));
+    for (let from = 0; from < entries.length; from += TX) await engineOf(replica).applyRemote(entries.slice(from, from + TX));
   });
   if ((await replica.digest()) !== (await lib.digest())) throw new Error('bench replica diverged from the writer');
   await writer.stop();

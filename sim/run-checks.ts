@@ -1,4 +1,5 @@
-import type { LibraryStatus } from '../src/replication/status.js';
+import { engineOf } from '../src/library/library.js';
+import type { LibraryStatus } from '../src/library/status.js';
 import type { SimNode } from './run-node.js';
 import type { Simulation } from './run-seed.js';
 
@@ -98,7 +99,7 @@ async function traceWhereStuck(sim: Simulation, views: readonly MemberView[]): P
   const name = (device: string) => sim.nodes.find((n) => n.identity.deviceId === device)?.identity.name ?? device;
   for (const v of views) {
     const lib = v.node.library()!;
-    const rows = (await lib.memberRows()).map((m) => name(m.device)).join(',');
+    const rows = (await engineOf(lib).memberRows()).map((m) => name(m.device)).join(',');
     const removed = lib.removals().map((r) => `${name(r.device)} by ${name(r.by)}`).join(',');
     const partners = v.status.partners.map((p) => `${name(p.device)}:${p.connected ? p.state : 'offline'}`).join(' ');
     const vector = Object.entries(v.status.vector).map(([origin, seq]) => `${name(origin)}:${seq}`).join(',');

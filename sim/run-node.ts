@@ -1,7 +1,7 @@
 import { SyncNode } from '../src/core/sync-node.js';
 import { DEFAULT_SYNC_TUNING, type SyncTuning } from '../src/core/tuning.js';
 import type { Library } from '../src/library/library.js';
-import type { LibrarySyncState } from '../src/replication/status.js';
+import type { LibrarySyncState } from '../src/library/status.js';
 import type { MemoryNetwork, MemoryTransport } from '../src/sim/memory-transport.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import type { SchedulerScope, VirtualScheduler } from '../src/sim/virtual-scheduler.js';

@@ -1,6 +1,6 @@
 import { SyncError } from '../src/errors.js';
 import type { Library } from '../src/library/library.js';
-import type { LibrarySyncState } from '../src/replication/status.js';
+import type { LibrarySyncState } from '../src/library/status.js';
 import { unpack } from '../src/util/msgpack.js';
 import { SeededRandom } from '../src/sim/prng.js';
 import { SimDriver, VirtualScheduler } from '../src/sim/virtual-scheduler.js';

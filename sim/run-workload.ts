@@ -1,4 +1,4 @@
-import type { Library } from '../src/library/library.js';
+import { engineOf, type Library } from '../src/library/library.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import type { RunUntilOptions, SimDriver } from '../src/sim/virtual-scheduler.js';
 import { compareWithOracle, expectedState, formatDifferences } from './oracle.js';
@@ -76,7 +76,7 @@ export class SimWorkload {
   dropUnheld(holders: readonly Library[], devices?: ReadonlySet<string>): number {
     const held = (p: Position) =>
       (devices !== undefined && !devices.has(p.device)) ||
-      holders.some((lib) => ((p.owned ? lib.ownedVector() : lib.versionVector())[p.origin] ?? 0) >= p.seq);
+      holders.some((lib) => ((p.owned ? engineOf(lib).ownedVector() : lib.versionVector())[p.origin] ?? 0) >= p.seq);
     const keep = this.positions.map(held);
     const dropped = keep.filter((k) => !k).length;
     this.writes = this.writes.filter((_, i) => keep[i]);

@@ -9,6 +9,7 @@ import type { SharedModel } from '../src/models/define.js';
 import { naturalKeyId } from '../src/library/local-writes.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { SeededRandom } from '../src/sim/prng.js';
+import { engineOf } from '../src/library/library.js';
 
 /** Host values of some fields of one model. */
 export type SimValues = Record<string, FieldValue>;
@@ -292,7 +293,7 @@ type Planned =
  */
 export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> {
   const vectorBefore = lib.versionVector();
-  const ownedBefore = lib.ownedVector()[lib.deviceId] ?? 0;
+  const ownedBefore = engineOf(lib).ownedVector()[lib.deviceId] ?? 0;
   let planned: Planned[];
   try {
     planned = await lib.transaction(async (tx) => {
@@ -310,7 +311,7 @@ export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> 
   // any partner confirmed the current one, or after a partner claimed more of it than it wrote).
   const writer = lib.writer();
   const entries = await ownEntries(lib, writer, vectorBefore[writer] ?? 0, planned.filter((p) => p.kind === 'shared').length);
-  const ownedRows = await lib.ownedAfter(lib.deviceId, ownedBefore, READ_ALL);
+  const ownedRows = await engineOf(lib).ownedAfter(lib.deviceId, ownedBefore, READ_ALL);
   const writes: AcknowledgedWrite[] = [];
   let ownedCount = 0;
   for (const p of planned) {
@@ -336,7 +337,7 @@ export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> 
 /** This writer's log entries after `after`: exactly `count` of them, or the read is not what was written. */
 async function ownEntries(lib: Library, writer: string, after: number, count: number): Promise<LogEntry[]> {
   if (count === 0) return [];
-  const read = await lib.entriesAfter({ ...lib.versionVector(), [writer]: after }, READ_ALL);
+  const read = await engineOf(lib).entriesAfter({ ...lib.versionVector(), [writer]: after }, READ_ALL);
   const own = read.entries.filter((e) => e.origin === writer && e.seq <= after + count).sort((a, b) => a.seq - b.seq);
   if (own.length !== count || read.pruned.some((p) => p.origin === writer)) {
     throw new Error(`perform: expected ${count} own log entries of ${writer} after ${after}, read ${own.length}`);

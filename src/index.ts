@@ -1,24 +1,26 @@
+// The package's public API: what an application uses. The library engine, replication and
+// backfill are internal (tests and benchmarks import them from their modules directly).
 export { createSyncNode, type DiscoveryOptions, type SyncNodeOptions } from './node/sync-node.js';
 export { SyncNode, type SyncNodeEvents, type CreateLibraryOptions } from './core/sync-node.js';
 export { DEFAULT_SYNC_TUNING, type SyncTuning } from './core/tuning.js';
-export {
-  Library,
-  type LibraryTransaction,
-  type ListOptions,
-  type LibraryEvents,
-  type Member,
-  type MemberInfo,
-  type InviteOptions,
-  type InviteInfo,
-} from './library/library.js';
-export type { LibraryStatus, LibrarySyncState, PartnerDialStatus, PartnerStatus, PartnerSyncState } from './replication/status.js';
-export type { SessionErrorEvent } from './replication/network.js';
-export type { SyncedOptions } from './replication/replicator.js';
-export type { SyncProgress } from './backfill/catch-up.js';
-export type { SyncRun, SyncRunOutcome, SyncCheckpoint } from './backfill/history.js';
-export { PROTOCOL_ID, PROTOCOL_VERSION, MAX_FRAME_BYTES } from './protocol/messages.js';
+export { Library } from './library/library.js';
+export type {
+  LibraryTransaction,
+  ListOptions,
+  LibraryEvents,
+  Member,
+  MemberInfo,
+  InviteOptions,
+  InviteInfo,
+  SyncedOptions,
+  SyncProgress,
+} from './library/types.js';
+export type { Removal } from './library/removals.js';
+export type { LibraryStatus, LibrarySyncState, PartnerDialStatus, PartnerStatus, PartnerSyncState } from './library/status.js';
+export type { SessionErrorEvent } from './replication/wire-errors.js';
+export type { SyncRun, SyncRunOutcome, SyncCheckpoint } from './library/run-store.js';
 export type { ChangeEvent } from './library/write-batch.js';
-export type { ApplyResult, GapReport, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, RemoteCounts } from './library/remote-apply.js';
+export { PROTOCOL_ID, PROTOCOL_VERSION, MAX_FRAME_BYTES } from './protocol/messages.js';
 export {
   defineModel,
   type ModelInput,
@@ -43,6 +45,6 @@ export type {
   ChangeOp,
   SharedRowState,
 } from './models/types.js';
-export type { LogEntry, VersionVector, ReadLimits, EntriesAfterResult } from './peer-log/types.js';
-export { type Hlc, compareHlc, encodeHlc, decodeHlc, HlcClock, DEFAULT_MAX_CLOCK_DRIFT_MS } from './hlc/index.js';
+export type { VersionVector } from './peer-log/types.js';
+export { type Hlc, compareHlc, encodeHlc, decodeHlc, DEFAULT_MAX_CLOCK_DRIFT_MS } from './hlc/index.js';
 export * from './errors.js';

@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Library, SyncNode, VersionVector } from '../src/index.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await stopAllNodes();
@@ -95,7 +96,7 @@ describe('partner acks', () => {
         expect(byPartner.get(other.deviceId)).toEqual(vector);
         // Held in memory only so far: no pruning ran, so nothing was written to sync_acks yet.
         // (This is what makes the checks after the restart depend on the save at stop.)
-        expect((await lib.acks()).get(other.deviceId)).toBeUndefined();
+        expect((await engineOf(lib).acks()).get(other.deviceId)).toBeUndefined();
       }
       acked.set(nodes[i]!.deviceId, byPartner);
     }
@@ -119,7 +120,7 @@ describe('partner acks', () => {
         expect(seen.acked).toEqual(vectorAcked);
         expect(seen.beyondRetention).toBe(false);
       }
-      expect(await lib.acks()).toEqual(acked.get(node.deviceId));
+      expect(await engineOf(lib).acks()).toEqual(acked.get(node.deviceId));
       await stopNode(node);
     }
   });
@@ -138,30 +139,30 @@ describe('partner acks', () => {
     await writeNotes(libA, 'after', 2, 300);
     const written = libA.versionVector();
     expect(written[a.deviceId]! - vector[a.deviceId]!).toBe(600);
-    expect(await libA.logSize()).toBeGreaterThanOrEqual(Object.values(written).reduce((n, s) => n + s, 0));
+    expect(await engineOf(libA).logSize()).toBeGreaterThanOrEqual(Object.values(written).reduce((n, s) => n + s, 0));
     await stopNode(a);
 
     // A restarts with pruning on; B stays away.
     const a2 = await startNode(dirA, { sync: { ...fastSync, pruneIntervalMs: 200 } });
     const libA2 = a2.library(libraryId);
     let passes = 0;
-    const prune = libA2.prune.bind(libA2);
-    libA2.prune = async (...args) => {
+    const prune = engineOf(libA2).prune.bind(engineOf(libA2));
+    engineOf(libA2).prune = async (...args) => {
       const deleted = await prune(...args);
       passes += 1;
       return deleted;
     };
-    await waitFor(async () => covers(await libA2.prunedVector(), vector), 'A to prune what B acknowledged');
+    await waitFor(async () => covers(await engineOf(libA2).prunedVector(), vector), 'A to prune what B acknowledged');
     const from = passes;
     await waitFor(() => passes >= from + 3, 'three more prune passes');
 
     // Exactly B's acknowledged position: every origin's entries through it are gone (whole
     // chunks, and B's ack ends on chunk boundaries here), none after it.
     const held = libA2.versionVector();
-    expect(await libA2.prunedVector()).toEqual(vector);
+    expect(await engineOf(libA2).prunedVector()).toEqual(vector);
     const remaining = Object.entries(held).reduce((n, [origin, seq]) => n + seq - (vector[origin] ?? 0), 0);
-    expect(await libA2.logSize()).toBe(remaining);
-    const forB = await libA2.entriesAfter(ackedByB, EVERYTHING);
+    expect(await engineOf(libA2).logSize()).toBe(remaining);
+    const forB = await engineOf(libA2).entriesAfter(ackedByB, EVERYTHING);
     expect(forB.pruned).toEqual([]);
     expect(forB.hasMore).toBe(false);
     const ids = new Set(forB.entries.map((e) => e.id));

@@ -22,6 +22,7 @@ import {
   stopAllNodes,
   stopNode,
 } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
 
 const MODELS = [
   defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', n: 'integer' } }),
@@ -154,12 +155,12 @@ async function lastWrite(d: Device, kind: 'shared' | 'owned', knewShared: Versio
   const self = d.node.deviceId;
   if (kind === 'shared') {
     const seq = d.lib.versionVector()[self]!;
-    const page = await d.lib.entriesAfter({ ...d.lib.versionVector(), [self]: seq - 1 }, BIG);
+    const page = await engineOf(d.lib).entriesAfter({ ...d.lib.versionVector(), [self]: seq - 1 }, BIG);
     expect(page.entries).toHaveLength(1);
     return { device: self, kind, position: seq, hlc: page.entries[0]!.hlc, knewShared, knewOwned };
   }
-  const version = d.lib.ownedVector()[self]!;
-  const page = await d.lib.ownedAfter(self, version - 1, BIG);
+  const version = engineOf(d.lib).ownedVector()[self]!;
+  const page = await engineOf(d.lib).ownedAfter(self, version - 1, BIG);
   expect(page.rows).toHaveLength(1);
   return { device: self, kind, position: version, hlc: page.rows[0]!.hlc, knewShared, knewOwned };
 }
@@ -175,35 +176,35 @@ function received(later: MadeWrite, earlier: MadeWrite): boolean {
 
 async function transfer(kind: 'snapshot' | 'chunks' | 'owned', from: Device, to: Device): Promise<void> {
   if (kind === 'owned') {
-    const have = to.lib.ownedVector();
-    for (const [owner, through] of Object.entries(from.lib.ownedVector())) {
+    const have = engineOf(to.lib).ownedVector();
+    for (const [owner, through] of Object.entries(engineOf(from.lib).ownedVector())) {
       if (owner === to.node.deviceId || through <= (have[owner] ?? 0)) continue;
-      const page = await from.lib.ownedAfter(owner, have[owner] ?? 0, BIG);
-      await to.lib.applyRemoteOwned(page.rows, { owner, from: page.from, to: page.to });
+      const page = await engineOf(from.lib).ownedAfter(owner, have[owner] ?? 0, BIG);
+      await engineOf(to.lib).applyRemoteOwned(page.rows, { owner, from: page.from, to: page.to });
     }
     return;
   }
   if (kind === 'chunks') {
-    const page = await from.lib.chunksAfter(to.lib.versionVector(), BIG);
-    if (page.chunks.length > 0) await to.lib.applyRemoteChunks(page.chunks);
+    const page = await engineOf(from.lib).chunksAfter(to.lib.versionVector(), BIG);
+    if (page.chunks.length > 0) await engineOf(to.lib).applyRemoteChunks(page.chunks);
     // What the sender no longer holds as a log comes by snapshot, as a partner would serve it.
     if (page.pruned.length === 0) return;
   }
-  const page = await from.lib.snapshotAfter(null, BIG);
-  await to.lib.applySnapshot(page.rows, { vector: from.lib.versionVector(), next: null });
+  const page = await engineOf(from.lib).snapshotAfter(null, BIG);
+  await engineOf(to.lib).applySnapshot(page.rows, { vector: from.lib.versionVector(), next: null });
 }
 
 /** Every clock `d` stores (shared rows, owned rows) is below the mark its clock issues from. */
 async function expectClockCoversStored(d: Device, after: string): Promise<void> {
-  const mark = d.lib.clockHighWater();
-  const shared = (await d.lib.snapshotAfter(null, BIG)).rows.flatMap(({ state }) => [
+  const mark = engineOf(d.lib).clockHighWater();
+  const shared = (await engineOf(d.lib).snapshotAfter(null, BIG)).rows.flatMap(({ state }) => [
     state.hlc,
     ...[state.upsertHlc, state.deleteHlc].filter((h): h is string => h !== null),
     ...Object.values(state.fieldHlcs ?? {}),
   ]);
   const owned: string[] = [];
-  for (const owner of Object.keys(d.lib.ownedVector())) {
-    for (const row of (await d.lib.ownedAfter(owner, 0, BIG)).rows) owned.push(row.hlc);
+  for (const owner of Object.keys(engineOf(d.lib).ownedVector())) {
+    for (const row of (await engineOf(d.lib).ownedAfter(owner, 0, BIG)).rows) owned.push(row.hlc);
   }
   for (const hlc of [...shared, ...owned]) {
     if (hlc > mark) expect.fail(`after ${after}: ${d.node.deviceId} stores ${hlc} above its clock's mark ${mark}`);
@@ -231,7 +232,7 @@ test('every acknowledged write, after snapshots, chunks and owned rows from skew
       let label = 0;
       const run = async (d: Device, w: Write) => {
         const knewShared = d.lib.versionVector();
-        const knewOwned = d.lib.ownedVector();
+        const knewOwned = engineOf(d.lib).ownedVector();
         const done = await write(d, w, `w${label++}`);
         if (done) made.push(await lastWrite(d, w.k === 'disk' ? 'owned' : 'shared', knewShared, knewOwned));
         return done;

@@ -22,11 +22,12 @@ import {
   createSyncNode,
   defineModel,
   type Library,
-  type LogEntry,
   NotFoundError,
   type SyncNode,
   type VersionVector,
 } from '../src/index.js';
+import type { LogEntry } from '../src/peer-log/types.js';
+import { engineOf } from '../src/library/library.js';
 
 const note = defineModel({
   name: 'note',
@@ -282,8 +283,8 @@ async function runStep(step: Step, devices: Device[], tagIds: Map<string, string
     case 'sync': {
       const from = devices[step.from]!.lib;
       const to = devices[step.to]!.lib;
-      const page = await from.entriesAfter(to.versionVector(), { maxRecords: step.max, maxBytes: 1 << 20 });
-      const result = await to.applyRemote(page.entries);
+      const page = await engineOf(from).entriesAfter(to.versionVector(), { maxRecords: step.max, maxBytes: 1 << 20 });
+      const result = await engineOf(to).applyRemote(page.entries);
       // entriesAfter hands out gap-free prefixes after the vector: nothing can be held back.
       expect(result.gaps).toEqual([]);
       expect(result.applied + result.duplicates).toBe(page.entries.length);
@@ -348,7 +349,7 @@ async function deliver(target: Device, pool: readonly LogEntry[], expected: Vers
       const batch = order.slice(start, start + size);
       start += size;
       const before = target.lib.versionVector();
-      const result = await target.lib.applyRemote(batch);
+      const result = await engineOf(target.lib).applyRemote(batch);
       const after = target.lib.versionVector();
       const advanced = Object.keys(after).reduce((n, o) => n + after[o]! - (before[o] ?? 0), 0);
       expect(result.applied).toBe(advanced);
@@ -403,7 +404,7 @@ test(
             // Every entry every device holds (overlapping: a natural source of duplicates).
             const pool: LogEntry[] = [];
             for (const d of devices) {
-              const page = await d.lib.entriesAfter({}, BIG);
+              const page = await engineOf(d.lib).entriesAfter({}, BIG);
               expect(page.hasMore).toBe(false);
               pool.push(...page.entries);
             }
@@ -418,14 +419,14 @@ test(
             const replicas: Device[] = [];
             for (let i = 0; i < 4; i++) replicas.push(await joinLibrary(tempDir(), libA.id, new ManualClock(T)));
             const canonical = [...pool].sort((a, b) => (a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : a.seq - b.seq));
-            const first = await replicas[0]!.lib.applyRemote(canonical);
+            const first = await engineOf(replicas[0]!.lib).applyRemote(canonical);
             expect(first.applied).toBe(distinct);
             expect(first.gaps).toEqual([]);
             expect(replicas[0]!.lib.versionVector()).toEqual(expected);
             // Another: origin by origin, in reverse origin order, one batch per origin.
             const reverse = replicas[3]!;
             for (const origin of Object.keys(expected).sort().reverse()) {
-              const result = await reverse.lib.applyRemote(canonical.filter((e) => e.origin === origin));
+              const result = await engineOf(reverse.lib).applyRemote(canonical.filter((e) => e.origin === origin));
               expect(result.applied).toBe(expected[origin]);
             }
             expect(reverse.lib.versionVector()).toEqual(expected);
@@ -442,7 +443,7 @@ test(
               expect(await dump(d.lib)).toEqual(reference);
               expect(await d.lib.digest()).toBe(referenceDigest);
               expect(d.lib.versionVector()).toEqual(expected);
-              expect(await d.lib.logSize()).toBe(distinct);
+              expect(await engineOf(d.lib).logSize()).toBe(distinct);
             }
             // And digests survive a restart unchanged.
             await restart(replicas[1]!);

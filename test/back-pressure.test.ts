@@ -16,6 +16,7 @@ import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, startNode, stopAllNodes, waitFor } from './helpers/cluster.js';
 import { entriesOfMessage, joinAsRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
 import { stopAllRawPeers } from './helpers/raw-peer.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   stopAllMemberSessions();
@@ -109,7 +110,7 @@ describe('push window', () => {
     expect(seqsOf(entriesOfMessage(s.of('changes')[1]!))).toEqual(range(held + 2, held + 1 + BATCH));
     expect(s.count('state')).toBe(0);
     // The rest waits in the log, and the session is up and live.
-    expect(await lib.logSize()).toBe(total);
+    expect(await engineOf(lib).logSize()).toBe(total);
     expect(s.end).toBeUndefined();
     expect((await partnerState(lib, member.device))?.state).toBe('live');
     expect(errors).toEqual([]);
@@ -156,7 +157,7 @@ describe('push window', () => {
     await lib.transaction(async (tx) => {
       for (let i = 0; i < OWNED; i++) await tx.upsert('volume', { id: `v${i}`, path: `/v/${i}`, bytes: i });
     });
-    expect(lib.ownedVector()).toEqual({ [origin]: OWNED });
+    expect(engineOf(lib).ownedVector()).toEqual({ [origin]: OWNED });
     await s.heartbeatsAfter((h) => h.owned[origin] === OWNED, QUIET_BEATS, 'A to show the owned rows in its heartbeats');
     const states = () => s.of('state');
     expect(states().map((m) => [m.batch, m.owner, m.from, m.to, m.rows.length])).toEqual([

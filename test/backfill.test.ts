@@ -21,6 +21,7 @@ import type { Library, LibraryStatus, SyncProgress, SyncRun } from '../src/index
 import { ensureBuilt, killRunningChildren, LineChild, makeTempDir, removeTempDirs, REPO_ROOT } from './helpers/child-process.js';
 import { fastSync, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { recordProgress, storedChunks, storedMeta, tilesExactly, totalOf, writeDataset } from './helpers/backfill.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await killRunningChildren();
@@ -115,7 +116,7 @@ function sameVector(x: Record<string, number>, y: Record<string, number>): boole
  */
 async function converge(libs: Library[], timeoutMs = 45_000): Promise<string> {
   await waitFor(
-    () => libs.every((l) => sameVector(l.versionVector(), libs[0]!.versionVector()) && sameVector(l.ownedVector(), libs[0]!.ownedVector())),
+    () => libs.every((l) => sameVector(l.versionVector(), libs[0]!.versionVector()) && sameVector(engineOf(l).ownedVector(), engineOf(libs[0]!).ownedVector())),
     'equal vectors',
     timeoutMs,
   );
@@ -172,7 +173,7 @@ describe('backfill', () => {
     expect(await stateOf(libB)).toBe('ready');
     expect(await libB.digest()).toBe(digestA);
     expect(libB.versionVector()).toEqual(libA.versionVector());
-    expect(libB.ownedVector()).toEqual(libA.ownedVector());
+    expect(engineOf(libB).ownedVector()).toEqual(engineOf(libA).ownedVector());
 
     const runs = await libB.syncHistory();
     expect(runs).toHaveLength(1);
@@ -258,7 +259,7 @@ describe('backfill', () => {
     // The same rows as A (A may first have to pull the row B wrote about itself on restart).
     await waitFor(async () => (await libA.digest()) === synced.digest, "A and B's digests to be equal");
     expect(synced.vector[a.deviceId]).toBe(seqA);
-    expect(synced.owned[a.deviceId]).toBe(libA.ownedVector()[a.deviceId]);
+    expect(synced.owned[a.deviceId]).toBe(engineOf(libA).ownedVector()[a.deviceId]);
 
     // History: the killed run is interrupted, the resumed one started from the checkpoint.
     expect(synced.history).toHaveLength(2);
@@ -268,7 +269,7 @@ describe('backfill', () => {
     expect(resumed.resumedFrom).not.toBeNull();
     const from = resumed.resumedFrom!;
     expect(from.shared[a.deviceId]).toBe(heldThrough);
-    expect(from.owned[a.deviceId]).toBe(libA.ownedVector()[a.deviceId]);
+    expect(from.owned[a.deviceId]).toBe(engineOf(libA).ownedVector()[a.deviceId]);
     expect(from.snapshot).toBeNull();
 
     // It pulled only what was missing: the rest of A's log, no owned row again.
@@ -291,7 +292,7 @@ describe('backfill', () => {
     const libC = await c.joinLibrary(await libA.createInvite());
     await writeDataset(libA, 'a', { notes: 20_000, noteDeletes: 500, profiles: 3_000, profileUpdates: 300, volumes: 2_000 });
     await converge([libA, libC]);
-    await waitFor(async () => ((await libA.prunedVector())[a.deviceId] ?? 0) > 0, "A's log to be pruned");
+    await waitFor(async () => ((await engineOf(libA).prunedVector())[a.deviceId] ?? 0) > 0, "A's log to be pruned");
     const dirB = await makeTempDir('lsync-crash-snap-b-');
     const sync = { ...noPruning, batchRecords: 1_000 };
 
@@ -305,9 +306,9 @@ describe('backfill', () => {
     const checkpoint = JSON.parse(stored!) as { vector: Record<string, number>; next: [string, string] | null };
     expect(checkpoint.next).not.toBeNull();
     expect(checkpoint.vector[a.deviceId]).toBe(libA.versionVector()[a.deviceId]);
-    const remaining = (await libA.snapshotAfter(checkpoint.next, { maxRecords: 1_000_000, maxBytes: 1 << 30 })).rows.length;
+    const remaining = (await engineOf(libA).snapshotAfter(checkpoint.next, { maxRecords: 1_000_000, maxBytes: 1 << 30 })).rows.length;
     expect(remaining).toBeGreaterThan(0);
-    expect(remaining).toBeLessThan(await libA.sharedRowCount());
+    expect(remaining).toBeLessThan(await engineOf(libA).sharedRowCount());
 
     const second = startChild(dirB, undefined, sync);
     await second.child.waitFor(() => second.of('ready').length > 0, 'the child restarted', 30_000);
@@ -323,7 +324,7 @@ describe('backfill', () => {
     expect(killed).toMatchObject({ kind: 'backfill', outcome: 'interrupted', resumedFrom: null });
     expect(resumed).toMatchObject({ kind: 'backfill', outcome: 'done' });
     expect(resumed.resumedFrom?.snapshot).toEqual({ model: checkpoint.next![0], id: checkpoint.next![1] });
-    expect(resumed.resumedFrom?.owned[a.deviceId]).toBe(libA.ownedVector()[a.deviceId]);
+    expect(resumed.resumedFrom?.owned[a.deviceId]).toBe(engineOf(libA).ownedVector()[a.deviceId]);
     // The resumed run read only the rows after the checkpoint, and no owned row again.
     const resumedProgress = second.of('progress');
     expectOrderedProgress(resumedProgress, ['snapshot']);
@@ -348,7 +349,7 @@ describe('backfill', () => {
       const dataC = await writeDataset(libC, 'c', { volumes: 2_000, volumeDeletes: 100 });
       await converge([libA, libC]);
       if (path === 'snapshot') {
-        await waitFor(async () => ((await libA.prunedVector())[a.deviceId] ?? 0) > 0 && ((await libC.prunedVector())[a.deviceId] ?? 0) > 0, 'A and C to prune their logs');
+        await waitFor(async () => ((await engineOf(libA).prunedVector())[a.deviceId] ?? 0) > 0 && ((await engineOf(libC).prunedVector())[a.deviceId] ?? 0) > 0, 'A and C to prune their logs');
       }
 
       // B pulls small pages: the backfill takes many round trips.
@@ -368,7 +369,7 @@ describe('backfill', () => {
       await libB.synced();
       expect(await libB.digest()).toBe(await libC.digest());
       expect(libB.versionVector()).toEqual(libC.versionVector());
-      expect(libB.ownedVector()).toEqual(libC.ownedVector());
+      expect(engineOf(libB).ownedVector()).toEqual(engineOf(libC).ownedVector());
       expect(await libB.get('tag', data.tagIds.at(-1)!)).toBeDefined();
       expect(await libB.get('volume', dataC.volumeIds[0]!)).toMatchObject({ path: `/vol/${dataC.volumeIds[0]}` });
 
@@ -379,7 +380,7 @@ describe('backfill', () => {
       expect(progress.length).toBeGreaterThan(pagesBefore);
       expectOrderedProgress(progress, ['owned', phase]);
       const ownedRows = data.ownedRows + dataC.ownedRows;
-      const shared = path === 'log' ? totalOf(libC.versionVector()) : await libC.sharedRowCount();
+      const shared = path === 'log' ? totalOf(libC.versionVector()) : await engineOf(libC).sharedRowCount();
       expect(progress.at(-1)!.done).toBe(ownedRows + shared);
     }, 120_000);
   });
@@ -407,7 +408,7 @@ describe('backfill', () => {
     const written = line('written')!;
     await libC.synced();
     await waitFor(
-      () => sameVector(libC.versionVector(), written.vector) && sameVector(libC.ownedVector(), written.owned),
+      () => sameVector(libC.versionVector(), written.vector) && sameVector(engineOf(libC).ownedVector(), written.owned),
       'C to hold everything A wrote',
       45_000,
     );
@@ -439,7 +440,7 @@ describe('backfill', () => {
     await libB.synced();
     expect(await libB.digest()).toBe(await libC.digest());
     expect(libB.versionVector()).toEqual(libC.versionVector());
-    expect(libB.ownedVector()).toEqual(libC.ownedVector());
+    expect(engineOf(libB).ownedVector()).toEqual(engineOf(libC).ownedVector());
     expect(await libB.get('note', written.noteIds[1])).toMatchObject({ title: `title ${written.noteIds[1]}` });
     expect(await libB.get('volume', written.volumeIds[1])).toMatchObject({ path: `/vol/${written.volumeIds[1]}` });
 
@@ -487,10 +488,10 @@ describe('backfill', () => {
     // Both logs are pruned past B's position, for A's origin and C's.
     for (const lib of [libA, libC]) {
       await waitFor(async () => {
-        const pruned = await lib.prunedVector();
+        const pruned = await engineOf(lib).prunedVector();
         return (pruned[a.deviceId] ?? 0) > (bVector[a.deviceId] ?? 0) && (pruned[c.deviceId] ?? 0) > (bVector[c.deviceId] ?? 0);
       }, 'the logs pruned past B');
-      expect((await lib.entriesAfter(bVector, { maxRecords: 10, maxBytes: 1 << 20 })).pruned.length).toBeGreaterThan(0);
+      expect((await engineOf(lib).entriesAfter(bVector, { maxRecords: 10, maxBytes: 1 << 20 })).pruned.length).toBeGreaterThan(0);
     }
 
     // B comes back: a catch-up from a snapshot (then the log after the snapshot's vector).
@@ -515,7 +516,7 @@ describe('backfill', () => {
     expect(lastB).toMatchObject({ kind: 'catch-up', outcome: 'done' });
     expect(lastB.resumedFrom?.shared[a.deviceId]).toBe(bVector[a.deviceId]);
     // B now holds the pruned origins through the snapshot, without their entries.
-    const prunedOnB = await libB2.prunedVector();
+    const prunedOnB = await engineOf(libB2).prunedVector();
     expect(prunedOnB[a.deviceId]!).toBeGreaterThan(bVector[a.deviceId]!);
 
     // A new device joins after the pruning: its backfill is a snapshot too.
@@ -548,7 +549,7 @@ describe('backfill', () => {
       const baseC = await writeDataset(libC, 'c', { notes: 2_000, volumes: 1_000 });
       await converge([libA, libC]);
       if (path === 'snapshot') {
-        await waitFor(async () => ((await libA.prunedVector())[a.deviceId] ?? 0) > 0, "A's log to be pruned");
+        await waitFor(async () => ((await engineOf(libA).prunedVector())[a.deviceId] ?? 0) > 0, "A's log to be pruned");
       }
 
       const b = await startNode(undefined, { sync: { ...noPruning, batchRecords: 500 } });
@@ -606,11 +607,11 @@ describe('backfill', () => {
     const libC = await c.joinLibrary(await libA.createInvite());
     const data = await writeDataset(libA, 'a', { notes: 3_000, noteDeletes: 10 });
     await converge([libA, libC]);
-    await waitFor(async () => ((await libA.prunedVector())[a.deviceId] ?? 0) > 0, "A's log to be pruned");
+    await waitFor(async () => ((await engineOf(libA).prunedVector())[a.deviceId] ?? 0) > 0, "A's log to be pruned");
     const target = data.noteIds[0]!;
-    const read = libA.snapshotAfter.bind(libA);
+    const read = engineOf(libA).snapshotAfter.bind(engineOf(libA));
     let raced = 0;
-    libA.snapshotAfter = async (after, limits) => {
+    engineOf(libA).snapshotAfter = async (after, limits) => {
       const page = await read(after, limits);
       if (after === null && raced === 0) {
         raced += 1;
@@ -675,7 +676,7 @@ describe('backfill', () => {
     await waitFor(() => progress.length > 0, 'the backfill to start');
     controller.abort();
     await waitFor(async () => (await libB.syncHistory()).at(-1)?.outcome === 'interrupted', 'the run to end interrupted');
-    const held = { shared: libB.versionVector(), owned: libB.ownedVector(), pages: progress.length };
+    const held = { shared: libB.versionVector(), owned: engineOf(libB).ownedVector(), pages: progress.length };
     expect(await stateOf(libB)).toBe('backfilling');
     // Nothing more is pulled while the session stays up: two more heartbeats of B reach A.
     const seenOnA = async () => (await libA.status()).partners.find((p) => p.peer === b.peerId)?.lastSeenAt ?? 0;
@@ -683,7 +684,7 @@ describe('backfill', () => {
       const before = await seenOnA();
       await waitFor(async () => (await seenOnA()) > before, 'a heartbeat of B on A');
     }
-    expect({ shared: libB.versionVector(), owned: libB.ownedVector(), pages: progress.length }).toEqual(held);
+    expect({ shared: libB.versionVector(), owned: engineOf(libB).ownedVector(), pages: progress.length }).toEqual(held);
     expect(totalOf(held.shared) + totalOf(held.owned)).toBeGreaterThan(0);
 
     // The next start resumes from the checkpoint and completes.

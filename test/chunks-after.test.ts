@@ -12,11 +12,13 @@
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { Library, LogEntry, ReadLimits, SyncNode, VersionVector } from '../src/index.js';
+import type { Library, SyncNode, VersionVector } from '../src/index.js';
+import type { LogEntry, ReadLimits } from '../src/peer-log/types.js';
 import * as chunkModule from '../src/peer-log/chunk.js';
 import { CHUNK_OVERHEAD_BYTES, type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../src/peer-log/chunk.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { startNode, stopAllNodes } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
 
 // The real decodeChunk, wrapped so a test can count how often the log store decodes.
 vi.mock('../src/peer-log/chunk.js', async (importOriginal) => {
@@ -27,7 +29,7 @@ vi.mock('../src/peer-log/chunk.js', async (importOriginal) => {
 async function chunksAfterCounted(lib: Library, after: VersionVector, limits: ReadLimits) {
   const calls = vi.mocked(chunkModule.decodeChunk).mock.calls;
   const before = calls.length;
-  const result = await lib.chunksAfter(after, limits);
+  const result = await engineOf(lib).chunksAfter(after, limits);
   return { result, decodes: calls.length - before };
 }
 
@@ -71,7 +73,7 @@ async function writtenLibrary(): Promise<{ node: SyncNode; lib: Library; dataDir
     }
   });
   expect(lib.versionVector()).toEqual({ [node.deviceId]: ROWS });
-  expect(await lib.logSize()).toBe(ROWS);
+  expect(await engineOf(lib).logSize()).toBe(ROWS);
   return { node, lib, dataDir, ids };
 }
 
@@ -141,7 +143,7 @@ describe('chunksAfter', () => {
     expect(all).toMatchObject({ entries: ROWS, hasMore: false, pruned: [] });
 
     // Decoded, they are exactly entriesAfter's entries: the transaction's writes in order.
-    const viaEntries = await lib.entriesAfter({}, BIG);
+    const viaEntries = await engineOf(lib).entriesAfter({}, BIG);
     expect(viaEntries.hasMore).toBe(false);
     expect(decoded(all.chunks)).toEqual(viaEntries.entries);
     expect(viaEntries.entries.map((e) => e.id)).toEqual(ids);
@@ -159,8 +161,8 @@ describe('chunksAfter', () => {
     expect(fromBoundary).toMatchObject({ entries: 488, hasMore: false, pruned: [] });
 
     // Nothing after the end (or past it).
-    expect(await lib.chunksAfter({ [origin]: ROWS }, BIG)).toEqual({ chunks: [], entries: 0, hasMore: false, pruned: [] });
-    expect(await lib.chunksAfter({ [origin]: ROWS + 50 }, BIG)).toEqual({ chunks: [], entries: 0, hasMore: false, pruned: [] });
+    expect(await engineOf(lib).chunksAfter({ [origin]: ROWS }, BIG)).toEqual({ chunks: [], entries: 0, hasMore: false, pruned: [] });
+    expect(await engineOf(lib).chunksAfter({ [origin]: ROWS + 50 }, BIG)).toEqual({ chunks: [], entries: 0, hasMore: false, pruned: [] });
   });
 
   it('cuts the chunk a vector falls inside: the part is a slice of the stored bytes', async () => {
@@ -182,11 +184,11 @@ describe('chunksAfter', () => {
     expect(bytes(inside.chunks[0]!.entries)).toEqual(stored[0]!.entries.subarray(offsets(stored[0]!).get(101)![0]));
     inside.chunks.slice(1).forEach((c, i) => expect(bytes(c.entries)).toEqual(stored[i + 1]!.entries));
     expect(inside).toMatchObject({ entries: 900, hasMore: false, pruned: [] });
-    expect(decoded(inside.chunks)).toEqual((await lib.entriesAfter({ [origin]: 100 }, BIG)).entries);
+    expect(decoded(inside.chunks)).toEqual((await engineOf(lib).entriesAfter({ [origin]: 100 }, BIG)).entries);
     expect(decoded(inside.chunks)[0]!.seq).toBe(101);
 
     // One entry short of a boundary, and in the last chunk.
-    const last = await lib.chunksAfter({ [origin]: 255 }, BIG);
+    const last = await engineOf(lib).chunksAfter({ [origin]: 255 }, BIG);
     expect(ranges(last.chunks)).toEqual([
       [256, 256],
       [257, 512],
@@ -194,10 +196,10 @@ describe('chunksAfter', () => {
       [769, 1000],
     ]);
     expectSliceOf(last.chunks[0]!, stored[0]!);
-    const tail = await lib.chunksAfter({ [origin]: 999 }, BIG);
+    const tail = await engineOf(lib).chunksAfter({ [origin]: 999 }, BIG);
     expect(ranges(tail.chunks)).toEqual([[1000, 1000]]);
     expectSliceOf(tail.chunks[0]!, stored[3]!);
-    expect(decoded(tail.chunks)).toEqual((await lib.entriesAfter({ [origin]: 999 }, BIG)).entries);
+    expect(decoded(tail.chunks)).toEqual((await engineOf(lib).entriesAfter({ [origin]: 999 }, BIG)).entries);
   });
 
   it('cuts where the limits fall, never returns nothing, and reports hasMore', async () => {
@@ -205,8 +207,8 @@ describe('chunksAfter', () => {
     const origin = node.deviceId;
     const stored = storedChunks(dataDir, lib);
     const same = async (after: VersionVector, limits: ReadLimits) => {
-      const chunks = await lib.chunksAfter(after, limits);
-      const entries = await lib.entriesAfter(after, limits);
+      const chunks = await engineOf(lib).chunksAfter(after, limits);
+      const entries = await engineOf(lib).entriesAfter(after, limits);
       expect(decoded(chunks.chunks)).toEqual(entries.entries);
       expect(chunks.entries).toBe(entries.entries.length);
       expect(chunks.hasMore).toBe(entries.hasMore);
@@ -279,34 +281,34 @@ describe('chunksAfter', () => {
     await otherLib.transaction(async (tx) => {
       for (let i = 0; i < 300; i++) await tx.upsert('note', { id: `o-${i}`, title: `other ${i}`, body: null });
     });
-    await lib.applyRemote((await otherLib.entriesAfter({}, BIG)).entries);
+    await engineOf(lib).applyRemote((await engineOf(otherLib).entriesAfter({}, BIG)).entries);
     const sorted = [origin, other.deviceId].sort();
     const size = { [origin]: ROWS, [other.deviceId]: 300 };
 
-    const all = await lib.chunksAfter({}, BIG);
+    const all = await engineOf(lib).chunksAfter({}, BIG);
     expect(all.chunks.map((c) => c.origin)).toEqual(sorted.flatMap((o) => (size[o] === ROWS ? [o, o, o, o] : [o, o])));
     expect(all).toMatchObject({ entries: ROWS + 300, hasMore: false, pruned: [] });
-    expect(decoded(all.chunks)).toEqual((await lib.entriesAfter({}, BIG)).entries);
+    expect(decoded(all.chunks)).toEqual((await engineOf(lib).entriesAfter({}, BIG)).entries);
 
     // A record limit reached inside the first origin: the second is not started, hasMore.
-    const firstOnly = await lib.chunksAfter({}, { maxRecords: size[sorted[0]!]! - 10, maxBytes: 1 << 30 });
+    const firstOnly = await engineOf(lib).chunksAfter({}, { maxRecords: size[sorted[0]!]! - 10, maxBytes: 1 << 30 });
     expect(new Set(firstOnly.chunks.map((c) => c.origin))).toEqual(new Set([sorted[0]]));
     expect(firstOnly.hasMore).toBe(true);
     // Reached inside the second: the first whole, the second cut.
     const limit = size[sorted[0]!]! + 20;
-    const both = await lib.chunksAfter({}, { maxRecords: limit, maxBytes: 1 << 30 });
+    const both = await engineOf(lib).chunksAfter({}, { maxRecords: limit, maxBytes: 1 << 30 });
     expect(both.entries).toBe(limit);
     expect(both.chunks.at(-1)).toMatchObject({ origin: sorted[1], firstSeq: 1, lastSeq: 20 });
     expect(both.hasMore).toBe(true);
     // An origin the reader holds entirely adds nothing.
-    const onlyOther = await lib.chunksAfter({ [origin]: ROWS }, BIG);
+    const onlyOther = await engineOf(lib).chunksAfter({ [origin]: ROWS }, BIG);
     expect(new Set(onlyOther.chunks.map((c) => c.origin))).toEqual(new Set([other.deviceId]));
     expect(onlyOther.entries).toBe(300);
 
     // A partner acked 300 of each: whole chunks only are pruned (1..256 here, all 300 there).
-    await lib.recordAck('11111111-1111-4111-8111-111111111111', { [origin]: 300, [other.deviceId]: 300 });
-    expect(await lib.prune(['11111111-1111-4111-8111-111111111111'])).toBe(256 + 300);
-    const pruned = await lib.chunksAfter({}, BIG);
+    await engineOf(lib).recordAck('11111111-1111-4111-8111-111111111111', { [origin]: 300, [other.deviceId]: 300 });
+    expect(await engineOf(lib).prune(['11111111-1111-4111-8111-111111111111'])).toBe(256 + 300);
+    const pruned = await engineOf(lib).chunksAfter({}, BIG);
     expect(pruned.pruned).toEqual(
       [
         { origin, requestedAfter: 0, prunedThrough: 256 },
@@ -315,9 +317,9 @@ describe('chunksAfter', () => {
     );
     expect(pruned.chunks).toEqual([]);
     expect(pruned.hasMore).toBe(false);
-    expect(pruned.pruned).toEqual((await lib.entriesAfter({}, BIG)).pruned);
+    expect(pruned.pruned).toEqual((await engineOf(lib).entriesAfter({}, BIG)).pruned);
     // Behind the pruned point of one origin only: that origin is reported, the other still read.
-    const mixed = await lib.chunksAfter({ [origin]: 256 }, BIG);
+    const mixed = await engineOf(lib).chunksAfter({ [origin]: 256 }, BIG);
     expect(mixed.pruned).toEqual([{ origin: other.deviceId, requestedAfter: 0, prunedThrough: 300 }]);
     expect(ranges(mixed.chunks)).toEqual([
       [257, 512],
@@ -326,11 +328,11 @@ describe('chunksAfter', () => {
     ]);
     expect(new Set(mixed.chunks.map((c) => c.origin))).toEqual(new Set([origin]));
     expect(mixed.hasMore).toBe(false);
-    const behind = await lib.chunksAfter({ [origin]: 100, [other.deviceId]: 300 }, BIG);
+    const behind = await engineOf(lib).chunksAfter({ [origin]: 100, [other.deviceId]: 300 }, BIG);
     expect(behind.pruned).toEqual([{ origin, requestedAfter: 100, prunedThrough: 256 }]);
     expect(behind.chunks).toEqual([]);
     // After the pruned point: what is left, from the next stored chunk on.
-    const rest = await lib.chunksAfter({ [origin]: 256, [other.deviceId]: 300 }, BIG);
+    const rest = await engineOf(lib).chunksAfter({ [origin]: 256, [other.deviceId]: 300 }, BIG);
     expect(rest.pruned).toEqual([]);
     expect(ranges(rest.chunks)).toEqual([
       [257, 512],
@@ -347,10 +349,10 @@ describe('chunksAfter', () => {
     const after: VersionVector = {};
     let pages = 0;
     for (;;) {
-      const page = await lib.chunksAfter(after, { maxRecords: 300, maxBytes: 1 << 30 });
+      const page = await engineOf(lib).chunksAfter(after, { maxRecords: 300, maxBytes: 1 << 30 });
       if (page.chunks.length === 0) break;
       pages += 1;
-      const result = await copy.applyRemote(decoded(page.chunks));
+      const result = await engineOf(copy).applyRemote(decoded(page.chunks));
       expect(result).toMatchObject({ applied: page.entries, duplicates: 0, gaps: [] });
       for (const c of page.chunks) after[c.origin] = c.lastSeq;
       if (!page.hasMore) break;
@@ -359,6 +361,6 @@ describe('chunksAfter', () => {
     expect(copy.versionVector()).toEqual(lib.versionVector());
     expect(await copy.digest()).toBe(await lib.digest());
     // The copy's log holds the same entries, so it can relay them.
-    expect((await copy.entriesAfter({}, BIG)).entries).toEqual((await lib.entriesAfter({}, BIG)).entries);
+    expect((await engineOf(copy).entriesAfter({}, BIG)).entries).toEqual((await engineOf(lib).entriesAfter({}, BIG)).entries);
   });
 });

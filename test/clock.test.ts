@@ -13,9 +13,10 @@ import {
   defineModel,
   encodeHlc,
   type Library,
-  type LogEntry,
   type SyncNode,
 } from '../src/index.js';
+import type { LogEntry } from '../src/peer-log/types.js';
+import { engineOf } from '../src/library/library.js';
 
 const note = defineModel({
   name: 'note',
@@ -76,7 +77,7 @@ afterEach(async () => {
 });
 
 async function allEntries(lib: Library): Promise<LogEntry[]> {
-  const result = await lib.entriesAfter({}, BIG);
+  const result = await engineOf(lib).entriesAfter({}, BIG);
   expect(result.hasMore).toBe(false);
   return result.entries;
 }
@@ -85,8 +86,8 @@ async function state(lib: Library) {
   return {
     digest: await lib.digest(),
     vector: lib.versionVector(),
-    logSize: await lib.logSize(),
-    clock: lib.clockHighWater(),
+    logSize: await engineOf(lib).logSize(),
+    clock: engineOf(lib).clockHighWater(),
   };
 }
 
@@ -104,35 +105,35 @@ describe('wall clock jumping backwards', () => {
     const highWaters: string[] = [];
 
     const a = await lib.upsert('note', { title: 'a' });
-    highWaters.push(lib.clockHighWater());
+    highWaters.push(engineOf(lib).clockHighWater());
     await lib.upsert('card', { title: 'b' });
-    highWaters.push(lib.clockHighWater());
+    highWaters.push(engineOf(lib).clockHighWater());
 
     wall.ms = T - 3_600_000; // one hour back
     await lib.update('note', a.id, { title: 'a2' });
-    highWaters.push(lib.clockHighWater());
+    highWaters.push(engineOf(lib).clockHighWater());
     await lib.upsert('volume', { label: 'disk' }); // device-owned: no log entry, still a clock tick
-    highWaters.push(lib.clockHighWater());
+    highWaters.push(engineOf(lib).clockHighWater());
     await lib.transaction(async (tx) => {
       await tx.upsert('note', { title: 'c' });
       await tx.upsert('note', { title: 'd' });
     });
-    highWaters.push(lib.clockHighWater());
+    highWaters.push(engineOf(lib).clockHighWater());
 
     wall.ms = 0; // epoch
     await lib.delete('note', a.id);
-    highWaters.push(lib.clockHighWater());
+    highWaters.push(engineOf(lib).clockHighWater());
 
     wall.ms = T + 10; // forward again, past the old high-water mark
     await lib.upsert('card', { title: 'e' });
-    highWaters.push(lib.clockHighWater());
+    highWaters.push(engineOf(lib).clockHighWater());
 
     const entries = await allEntries(lib);
     expect(entries.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     const hlcs = entries.map((e) => e.hlc);
     expectStrictlyIncreasing(hlcs);
     expectStrictlyIncreasing(highWaters);
-    expect(lib.clockHighWater()).toBe(hlcs[hlcs.length - 1]);
+    expect(engineOf(lib).clockHighWater()).toBe(hlcs[hlcs.length - 1]);
 
     const decoded = hlcs.map(decodeHlc);
     // While the wall clock is behind, l stays at the high-water wall time and c counts up.
@@ -153,8 +154,8 @@ describe('wall clock jumping backwards', () => {
     await libA.upsert('note', { title: 'local' });
     await libB.upsert('note', { title: 'remote' });
     const remote = await allEntries(libB);
-    expect((await libA.applyRemote(remote)).applied).toBe(1);
-    expect(libA.clockHighWater() > remote[0]!.hlc).toBe(true);
+    expect((await engineOf(libA).applyRemote(remote)).applied).toBe(1);
+    expect(engineOf(libA).clockHighWater() > remote[0]!.hlc).toBe(true);
 
     wallA.ms = T - 1_000;
     await libA.upsert('note', { title: 'after' });
@@ -177,7 +178,7 @@ describe('restart', () => {
     await lib.upsert('card', { title: 'z', stars: 3 });
     await lib.upsert('volume', { label: 'v' });
     const storedBefore = (await allEntries(lib)).map((e) => e.hlc);
-    const highWater = lib.clockHighWater();
+    const highWater = engineOf(lib).clockHighWater();
     expect(storedBefore.every((h) => h <= highWater)).toBe(true);
     await node.stop();
 
@@ -188,7 +189,7 @@ describe('restart', () => {
       const stored = (await allEntries(reopened)).map((e) => e.hlc);
       const maxStored = stored.reduce((m, h) => (h > m ? h : m), highWater);
       // The clock resumes at the persisted mark, before any write.
-      expect(reopened.clockHighWater() >= maxStored).toBe(true);
+      expect(engineOf(reopened).clockHighWater() >= maxStored).toBe(true);
       await reopened.upsert('note', { title: `after restart ${round}` });
       const after = await allEntries(reopened);
       expect(after).toHaveLength(stored.length + 1);
@@ -211,7 +212,7 @@ describe('restart', () => {
     await libA.upsert('note', { title: 'mine' });
     await libB.upsert('note', { title: 'theirs' });
     const remote = await allEntries(libB);
-    await libA.applyRemote(remote); // the last thing A does before stopping
+    await engineOf(libA).applyRemote(remote); // the last thing A does before stopping
     const remoteHlc = remote[0]!.hlc;
     const libId = libA.id;
     await nodeA.stop();
@@ -219,7 +220,7 @@ describe('restart', () => {
     wallA.ms = T - 86_400_000;
     nodeA = await startNode(dataDirA, wallA);
     const reopened = nodeA.library(libId);
-    expect(reopened.clockHighWater() > remoteHlc).toBe(true);
+    expect(engineOf(reopened).clockHighWater() > remoteHlc).toBe(true);
     await reopened.upsert('note', { title: 'later' });
     const mine = (await allEntries(reopened)).filter((e) => e.origin === nodeA.deviceId);
     expect(mine.map((e) => e.seq)).toEqual([1, 2]);
@@ -269,7 +270,7 @@ describe('drift guard', () => {
   async function expectDrift(lib: Library, entries: unknown[], remoteWallMs: number, localWallMs: number) {
     let thrown: unknown;
     try {
-      await lib.applyRemote(entries);
+      await engineOf(lib).applyRemote(entries);
     } catch (err) {
       thrown = err;
     }
@@ -294,7 +295,7 @@ describe('drift guard', () => {
     expect(await state(libA)).toEqual(before);
 
     // Within the bound: accepted, and the clock moves above the remote value.
-    const result = await libA.applyRemote([near!]);
+    const result = await engineOf(libA).applyRemote([near!]);
     expect(result).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0 });
     const afterNear = await state(libA);
     expect(afterNear.logSize).toBe(before.logSize + 1);
@@ -308,7 +309,7 @@ describe('drift guard', () => {
 
     // A local write is still stamped from the un-advanced clock (not an hour ahead).
     await libA.upsert('note', { title: 'local 2' });
-    expect(decodeHlc(libA.clockHighWater()).wallMs).toBe(T + 5_000);
+    expect(decodeHlc(engineOf(libA).clockHighWater()).wallMs).toBe(T + 5_000);
   });
 
   test('the bound is inclusive: exactly maxClockDriftMs ahead is accepted, one ms more is refused', async () => {
@@ -324,8 +325,8 @@ describe('drift guard', () => {
     const before = await state(libA);
     await expectDrift(libA, [edge!, past!], T + MAX_DRIFT + 1, T);
     expect(await state(libA)).toEqual(before);
-    expect(await libA.applyRemote([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0 });
-    expect(decodeHlc(libA.clockHighWater())).toMatchObject({ wallMs: T + MAX_DRIFT, counter: 1 });
+    expect(await engineOf(libA).applyRemote([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0 });
+    expect(decodeHlc(engineOf(libA).clockHighWater())).toMatchObject({ wallMs: T + MAX_DRIFT, counter: 1 });
   });
 
   test('the guard is relative to local wall time: the same entry is accepted once local time catches up', async () => {
@@ -338,8 +339,8 @@ describe('drift guard', () => {
     expect(await state(libA)).toEqual(before);
 
     wallA.ms = T + 3_600_000 - MAX_DRIFT;
-    expect((await libA.applyRemote([far!])).applied).toBe(1);
-    expect(libA.clockHighWater() > far!.hlc).toBe(true);
+    expect((await engineOf(libA).applyRemote([far!])).applied).toBe(1);
+    expect(engineOf(libA).clockHighWater() > far!.hlc).toBe(true);
   });
 
   test('device-owned rows with a future HLC are refused the same way', async () => {
@@ -357,7 +358,7 @@ describe('drift guard', () => {
     const before = await state(libA);
     let thrown: unknown;
     try {
-      await libA.applyRemoteOwned([row(T + 1_000), row(T + 3_600_000)]);
+      await engineOf(libA).applyRemoteOwned([row(T + 1_000), row(T + 3_600_000)]);
     } catch (err) {
       thrown = err;
     }
@@ -365,8 +366,8 @@ describe('drift guard', () => {
     expect(await state(libA)).toEqual(before);
     expect(await libA.get('volume', `vol-${T + 1_000}`)).toBeUndefined();
 
-    expect(await libA.applyRemoteOwned([row(T + 1_000)])).toEqual({ applied: 1, stale: 0, advanced: false });
+    expect(await engineOf(libA).applyRemoteOwned([row(T + 1_000)])).toEqual({ applied: 1, stale: 0, advanced: false });
     expect(await libA.get('volume', `vol-${T + 1_000}`)).toEqual({ id: `vol-${T + 1_000}`, label: 'theirs' });
-    expect(libA.clockHighWater() > row(T + 1_000).hlc).toBe(true);
+    expect(engineOf(libA).clockHighWater() > row(T + 1_000).hlc).toBe(true);
   });
 });

@@ -12,7 +12,7 @@ import { isDeepStrictEqual } from 'node:util';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, type Library, type MemberInfo, ValidationError } from '../src/index.js';
-import { MEMBERS_MODEL } from '../src/models/system.js';
+import { engineOf } from '../src/library/library.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { clusterModels, shareLibrary, startNode, steadySync, stopAllNodes, stopNode, waitFor } from './helpers/cluster.js';
 import { RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
@@ -154,15 +154,13 @@ describe('device names', () => {
     const a = await startNode(undefined, { deviceName: 'alpha' });
     const lib = await a.createLibrary({ name: 'home' });
     await lib.createInvite();
-    const row = { id: randomUUID(), peer: a.peerId, addrs: [] };
+    const member = { device: randomUUID(), peer: a.peerId, addrs: [] };
     for (const name of ['', 'x'.repeat(129), 7]) {
-      await expect(lib.systemTransaction((writer) => writer.upsert(MEMBERS_MODEL.name, { ...row, name }))).rejects.toBeInstanceOf(
-        ValidationError,
-      );
+      await expect(engineOf(lib).writeMemberRow({ ...member, name: name as string })).rejects.toBeInstanceOf(ValidationError);
     }
     expect((await lib.members()).map((m) => m.device)).toEqual([a.deviceId]);
-    await lib.systemTransaction((writer) => writer.upsert(MEMBERS_MODEL.name, { ...row, name: 'x'.repeat(128) }));
-    expect((await memberOn(lib, row.id))?.name).toBe('x'.repeat(128));
+    await engineOf(lib).writeMemberRow({ ...member, name: 'x'.repeat(128) });
+    expect((await memberOn(lib, member.device))?.name).toBe('x'.repeat(128));
   });
 
   it('an invalid deviceName is a ValidationError, before anything is stored', async () => {

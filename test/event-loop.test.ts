@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, defineModel, type SyncNode } from '../src/index.js';
 import { systemScheduler } from '../src/runtime/system-runtime.js';
 import { EventLoopTurns } from '../src/util/event-loop.js';
+import { engineOf } from '../src/library/library.js';
 
 const Note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text' } });
 
@@ -53,7 +54,7 @@ describe('event loop turns during write bursts', () => {
     }
     const ids = Array.from({ length: 50 }, (_, i) => `0190a0a0-0000-7000-8000-${String(i).padStart(12, '0')}`);
     await Promise.all([warmUp, ...ids.map((id) => lib.upsert('note', { id, title: id }))]);
-    const logged = (await lib.entriesAfter({}, { maxRecords: 100_000, maxBytes: 1 << 30 })).entries.map((e) => e.id);
+    const logged = (await engineOf(lib).entriesAfter({}, { maxRecords: 100_000, maxBytes: 1 << 30 })).entries.map((e) => e.id);
     expect(logged.filter((id) => ids.includes(id))).toEqual(ids);
   });
 

@@ -28,6 +28,7 @@ import {
   startVictimCast,
   stopRawMemberTest,
 } from './helpers/raw-member.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(stopRawMemberTest);
 
@@ -40,7 +41,7 @@ describe('a snapshot applied at the library', () => {
     await lib.upsert('note', { id: 'a', title: 'a', body: null });
     const own = lib.versionVector()[node.deviceId]!;
     const other = '00000000-0000-4000-8000-000000000007';
-    await lib.applySnapshot([], { vector: { [node.deviceId]: own + 1_000, [other]: 7 }, next: null });
+    await engineOf(lib).applySnapshot([], { vector: { [node.deviceId]: own + 1_000, [other]: 7 }, next: null });
     expect(lib.versionVector()).toMatchObject({ [node.deviceId]: own, [other]: 7 });
     await lib.upsert('note', { id: 'b', title: 'b', body: null });
     expect(lib.versionVector()[node.deviceId]).toBe(own + 1);
@@ -49,7 +50,7 @@ describe('a snapshot applied at the library', () => {
     node = await startNode(dir);
     lib = node.library(id);
     expect(lib.versionVector()).toMatchObject({ [node.deviceId]: own + 1, [other]: 7 });
-    expect((await lib.entriesAfter({}, { maxRecords: 100, maxBytes: 1 << 20 })).entries.map((e) => e.seq)).toEqual([own, own + 1]);
+    expect((await engineOf(lib).entriesAfter({}, { maxRecords: 100, maxBytes: 1 << 20 })).entries.map((e) => e.seq)).toEqual([own, own + 1]);
   });
 });
 
@@ -70,8 +71,8 @@ describe('positions a member claims', () => {
     const positions = () => ({
       own: libV.versionVector()[libV.writer()],
       honest: libV.versionVector()[n.deviceId],
-      ownedOwn: libV.ownedVector()[v.deviceId],
-      ownedHonest: libV.ownedVector()[n.deviceId],
+      ownedOwn: engineOf(libV).ownedVector()[v.deviceId],
+      ownedHonest: engineOf(libV).ownedVector()[n.deviceId],
       member: libV.versionVector()[m],
     });
 
@@ -205,11 +206,11 @@ describe('positions a member claims', () => {
     await s.send({ t: 'state', library: id, batch: 2, owner: m, from: 0, to: 1, rows: [['volume', 'm-vol', m, 1, hlc, false, { path: '/m', bytes: 1 }]] });
     await waitFor(() => s.of('ack').some((a) => a.batch === 2), 'the victim to ack the member’s rows');
     expect(await libV.get('volume', 'm-vol')).toMatchObject({ path: '/m' });
-    expect(libV.ownedVector()[m]).toBe(1);
+    expect(engineOf(libV).ownedVector()[m]).toBe(1);
     expect(s.end).toBeUndefined();
     s.stop();
     await restartAndSync('after the member’s own rows');
-    expect(libV.ownedVector()[v.deviceId]).toBe(before.ownedOwn);
+    expect(engineOf(libV).ownedVector()[v.deviceId]).toBe(before.ownedOwn);
   });
 
   it("refuses changes pushed into the log the victim appends to beyond what it wrote; its next write keeps its position", async () => {

@@ -18,6 +18,7 @@ import type { LogEntry } from '../src/peer-log/types.js';
 import { type ChunkTuple, MAX_VECTOR_ORIGINS, type OwnedRowTuple } from '../src/protocol/messages.js';
 import { startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(stopRawMemberTest);
 
@@ -52,7 +53,7 @@ describe('origins and owners a library holds', () => {
     await libN.upsert('note', { id: 'n-1', title: 'from n', body: null });
     await libN.upsert('volume', { id: 'n-vol-1', path: '/n', bytes: 1 });
     await waitForConvergence([libV, libN]);
-    const counters = () => ({ shared: libV.versionVector(), owned: libV.ownedVector() });
+    const counters = () => ({ shared: libV.versionVector(), owned: engineOf(libV).ownedVector() });
     const before = counters();
     const refused = { code: 'VALIDATION', message: new RegExp(`at most ${MAX_VECTOR_ORIGINS} (origins|owners)`) };
 

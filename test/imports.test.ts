@@ -50,4 +50,70 @@ describe('import rules', () => {
     }
     expect(violations).toEqual([]);
   });
+
+  it('no import cycle anywhere in src (type-only imports included)', () => {
+    const graph = importGraph('src');
+    expect(graph.size).toBeGreaterThan(50);
+    expect(importCycles(graph)).toEqual([]);
+  });
 });
+
+/**
+ * The import cycles of `graph`, each printed as the files around it (`a.ts -> b.ts -> a.ts`):
+ * one per strongly connected set of files that import each other (Tarjan's algorithm), walked
+ * from its first file back to itself.
+ */
+function importCycles(graph: ReadonlyMap<string, readonly ImportEdge[]>): string[] {
+  const next = (file: string) => [...new Set((graph.get(file) ?? []).flatMap((e) => (e.target === undefined ? [] : [e.target])))];
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const cycles: string[] = [];
+  const visit = (file: string) => {
+    index.set(file, index.size);
+    low.set(file, index.get(file)!);
+    stack.push(file);
+    onStack.add(file);
+    for (const target of next(file)) {
+      if (!index.has(target)) {
+        visit(target);
+        low.set(file, Math.min(low.get(file)!, low.get(target)!));
+      } else if (onStack.has(target)) {
+        low.set(file, Math.min(low.get(file)!, index.get(target)!));
+      }
+    }
+    if (low.get(file) !== index.get(file)) return;
+    const members = new Set<string>();
+    for (let top = stack.pop()!; ; top = stack.pop()!) {
+      onStack.delete(top);
+      members.add(top);
+      if (top === file) break;
+    }
+    if (members.size > 1 || next(file).includes(file)) cycles.push(cycleThrough(file, members, next).join(' -> '));
+  };
+  for (const file of graph.keys()) if (!index.has(file)) visit(file);
+  return cycles;
+}
+
+/** A path from `start` back to itself inside `members` (breadth first: the shortest). */
+function cycleThrough(start: string, members: ReadonlySet<string>, next: (file: string) => string[]): string[] {
+  const cameFrom = new Map<string, string>();
+  const queue = [start];
+  while (queue.length > 0) {
+    const file = queue.shift()!;
+    for (const target of next(file)) {
+      if (!members.has(target)) continue;
+      if (target === start) {
+        const between: string[] = [];
+        for (let at = file; at !== start; at = cameFrom.get(at)!) between.unshift(at);
+        return [start, ...between, start];
+      }
+      if (!cameFrom.has(target)) {
+        cameFrom.set(target, file);
+        queue.push(target);
+      }
+    }
+  }
+  return [start];
+}

@@ -14,6 +14,7 @@ import { removeTempDirs } from './helpers/child-process.js';
 import { shareLibrary, startNode, startNodeWithKey, steadySync, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { joinAsRawMember, joinThroughRawMember, MemberSession, type RawMember, stopAllMemberSessions } from './helpers/raw-member.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   stopAllMemberSessions();
@@ -115,7 +116,7 @@ describe('NOT_MEMBER right after a join', () => {
     expect(early.messages).toMatchObject([{ t: 'error', code: 'NOT_MEMBER' }]);
 
     // M1 serves the whole log: J learns of M2 (and of A) and completes its backfill.
-    const page = await libA.chunksAfter(pull!.after, { maxRecords: 5_000, maxBytes: 1024 * 1024 });
+    const page = await engineOf(libA).chunksAfter(pull!.after, { maxRecords: 5_000, maxBytes: 1024 * 1024 });
     expect(page.hasMore).toBe(false);
     await bootstrap.send({
       t: 'shared-page',

@@ -15,6 +15,7 @@ import { ensureBuilt, killRunningChildren, LineChild, removeTempDirs, REPO_ROOT 
 import { startNode, steadySync, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { joinAsRawMember, joinThroughRawMember, MemberSession, stopAllMemberSessions } from './helpers/raw-member.js';
 import { libp2pStream, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
+import { engineOf } from '../src/library/library.js';
 
 const HALF_HANDSHAKE_CHILD = join(REPO_ROOT, 'test', 'fixtures', 'half-handshake-child.mjs');
 
@@ -126,7 +127,7 @@ describe.each([
     const libJ: Library = await joinThroughRawMember(member, a, libA, j);
 
     // M serves A's log as its own: a first page, then leaves the second pull unanswered.
-    const first = await libA.chunksAfter({}, { maxRecords: 100, maxBytes: 1024 * 1024 });
+    const first = await engineOf(libA).chunksAfter({}, { maxRecords: 100, maxBytes: 1024 * 1024 });
     expect(first.hasMore).toBe(true);
     const pulls: Array<MessageOf<'pull-shared'>> = [];
     const session = await MemberSession.open(member, j, libA.id, {

@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, NetworkError, ValidationError } from '../src/index.js';
 import { encodeChunks } from '../src/peer-log/chunk.js';
+import { engineOf } from '../src/library/library.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { librarySnapshot, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
@@ -161,7 +162,7 @@ describe('member rows', () => {
     await waitFor(async () => (await libV.members()).some((x) => x.device === device), 'the joiner to be a member');
     // And the engine's own local write path refuses such a row too.
     await expect(
-      libV.systemTransaction((writer) => writer.upsert('sync_members', { id: randomUUID(), peer: joiner.peerId, addrs: n.multiaddrs() })),
+      engineOf(libV).writeMemberRow({ device: randomUUID(), peer: joiner.peerId, addrs: n.multiaddrs(), name: null }),
     ).rejects.toThrow(ValidationError);
   });
 });

@@ -17,15 +17,17 @@ import {
   decodeHlc,
   type Library,
   type LibraryStatus,
-  type LogEntry,
   type PartnerStatus,
   type SessionErrorEvent,
   type SyncNode,
   type VersionVector,
 } from '../src/index.js';
+import type { LogEntry } from '../src/peer-log/types.js';
 import { MAX_CHUNK_ENTRIES } from '../src/peer-log/chunk.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
+import type { LibraryEngine } from '../src/library/engine.js';
 
 afterEach(async () => {
   await stopAllNodes();
@@ -41,7 +43,7 @@ async function allEntries(lib: Library): Promise<LogEntry[]> {
   const out: LogEntry[] = [];
   const after: VersionVector = {};
   for (;;) {
-    const page = await lib.entriesAfter(after, { maxRecords: 10_000, maxBytes: 64 << 20 });
+    const page = await engineOf(lib).entriesAfter(after, { maxRecords: 10_000, maxBytes: 64 << 20 });
     expect(page.pruned).toEqual([]);
     for (const e of page.entries) {
       out.push(e);
@@ -184,15 +186,15 @@ describe('replication among several nodes', () => {
         for (let i = 0; i < 8; i++) expected.push({ id: `vol-${tag}-${i}`, path: `/${tag}/${i}`, bytes: i < 3 ? 1000 + i : i });
       }
       expect(volumes).toEqual(expected.sort((x, y) => x.id.localeCompare(y.id)));
-      expect(lib.ownedVector()).toEqual(libA.ownedVector());
+      expect(engineOf(lib).ownedVector()).toEqual(engineOf(libA).ownedVector());
       expect(lib.versionVector()).toEqual(libA.versionVector());
     }
 
     // Independent expected state: replay every device's own changes and own rows into a fresh
     // replica (different order: C, B, A) with no network involved; it must match the digest.
-    const ownRows = new Map<SyncNode, Awaited<ReturnType<Library['ownedAfter']>>>();
+    const ownRows = new Map<SyncNode, Awaited<ReturnType<LibraryEngine['ownedAfter']>>>();
     for (const [node, lib] of [[a!, libA], [b!, libB], [c!, libC]] as const) {
-      const page = await lib.ownedAfter(node.deviceId, 0, EVERYTHING);
+      const page = await engineOf(lib).ownedAfter(node.deviceId, 0, EVERYTHING);
       expect(page.hasMore).toBe(false);
       ownRows.set(node, page);
     }
@@ -201,10 +203,10 @@ describe('replication among several nodes', () => {
     const d = await startNode(undefined, { listen: [], sync: noPruning });
     const ref = await d.createLibrary({ name: 'reference', id: libraryId });
     for (const node of [c!, b!, a!]) {
-      const result = await ref.applyRemote(own.get(node)!);
+      const result = await engineOf(ref).applyRemote(own.get(node)!);
       expect(result.gaps).toEqual([]);
       const page = ownRows.get(node)!;
-      await ref.applyRemoteOwned(page.rows, { owner: node.deviceId, from: page.from, to: page.to });
+      await engineOf(ref).applyRemoteOwned(page.rows, { owner: node.deviceId, from: page.from, to: page.to });
     }
     expect(await ref.digest()).toBe(digest);
   });
@@ -341,7 +343,7 @@ describe('replication among several nodes', () => {
     expect(othersNow).toEqual(othersAtStop);
     await waitForConvergence([libA, libB, libC2], 60_000);
     expect(libC2.versionVector()).toEqual(libA.versionVector());
-    expect(libC2.ownedVector()).toEqual(libA.ownedVector());
+    expect(engineOf(libC2).ownedVector()).toEqual(engineOf(libA).ownedVector());
     expect(await libC2.get('note', 'from-c')).toMatchObject({ title: 'before stop' });
     expect(await libC2.list('volume', { limit: 10_000 })).toEqual(await libA.list('volume', { limit: 10_000 }));
     await waitForStatus(libC2, (s) => s.state === 'ready' && s.partners.every((p) => p.state === 'live'), 'C live with both');
@@ -350,7 +352,7 @@ describe('replication among several nodes', () => {
     const received = await allEntries(libC2);
     expect(received.length).toBe(total(libA.versionVector()));
     const highest = maxHlc(received);
-    expect(compareHlc(decodeHlc(libC2.clockHighWater()), decodeHlc(highest))).toBeGreaterThanOrEqual(0);
+    expect(compareHlc(decodeHlc(engineOf(libC2).clockHighWater()), decodeHlc(highest))).toBeGreaterThanOrEqual(0);
     expect(decodeHlc(highest).wallMs).toBeGreaterThan(Date.now() - 30_000);
     // …so a new write on C is stamped above every HLC in its log.
     await libC2.upsert('note', { id: 'after-restart', title: 'c again', body: null });
@@ -382,13 +384,13 @@ describe('replication among several nodes', () => {
             }
           });
         }
-        sizes[n] = await lib.logSize();
+        sizes[n] = await engineOf(lib).logSize();
       }),
     );
     for (const size of sizes) expect(size).toBeGreaterThanOrEqual(WRITES);
     await waitForConvergence(libs, 45_000);
-    await waitFor(async () => (await Promise.all(libs.map((l) => l.logSize()))).every((s) => s === 0), 'logs pruned to 0', 30_000);
-    for (const lib of libs) expect(await lib.prunedVector()).toEqual(lib.versionVector());
+    await waitFor(async () => (await Promise.all(libs.map((l) => engineOf(l).logSize()))).every((s) => s === 0), 'logs pruned to 0', 30_000);
+    for (const lib of libs) expect(await engineOf(lib).prunedVector()).toEqual(lib.versionVector());
 
     // Pruned logs do not stop replication of new writes.
     await libB.upsert('note', { id: 'after-prune', title: 'still syncing', body: null });
@@ -412,12 +414,12 @@ describe('replication among several nodes', () => {
     await stopNode(c);
     await waitForStatus(libA, (s) => partner(s, c)?.connected === false, 'A sees C gone');
 
-    // Count prune passes on A and B (the replicator prunes through Library.prune).
+    // Count prune passes on A and B (the replicator prunes through the engine's prune).
     const passes = new Map<Library, number>();
     for (const lib of [libA, libB]) {
-      const original = lib.prune.bind(lib);
+      const original = engineOf(lib).prune.bind(engineOf(lib));
       passes.set(lib, 0);
-      lib.prune = async (...args) => {
+      engineOf(lib).prune = async (...args) => {
         const deleted = await original(...args);
         passes.set(lib, passes.get(lib)! + 1);
         return deleted;
@@ -442,11 +444,11 @@ describe('replication among several nodes', () => {
       await waitFor(() => passes.get(lib)! >= from + 2, 'two prune passes after the acks');
       const lacking = total(lib.versionVector()) - total(cVector);
       expect(lacking).toBeGreaterThanOrEqual(300);
-      const page = await lib.entriesAfter(cVector, EVERYTHING);
+      const page = await engineOf(lib).entriesAfter(cVector, EVERYTHING);
       expect(page.pruned).toEqual([]);
       expect(page.hasMore).toBe(false);
       expect(page.entries.length).toBe(lacking);
-      expect(await lib.logSize()).toBeGreaterThanOrEqual(lacking);
+      expect(await engineOf(lib).logSize()).toBeGreaterThanOrEqual(lacking);
       expect(partner(await lib.status(), c)?.beyondRetention).toBe(false);
     }
 
@@ -470,19 +472,19 @@ describe('replication among several nodes', () => {
       expect(laggingOrigins.sort()).toEqual([a.deviceId, b.deviceId].sort());
       // Pruned to the bound: per lagging origin at least RETAIN kept, at most RETAIN plus a chunk.
       await waitFor(async () => {
-        const pruned = await lib.prunedVector();
+        const pruned = await engineOf(lib).prunedVector();
         return laggingOrigins.every((o) => held[o]! - (pruned[o] ?? 0) < RETAIN + MAX_CHUNK_ENTRIES);
       }, 'pruned down to the retention bound');
-      const pruned = await lib.prunedVector();
+      const pruned = await engineOf(lib).prunedVector();
       for (const o of laggingOrigins) {
         expect(held[o]! - pruned[o]!).toBeGreaterThanOrEqual(RETAIN);
         expect(pruned[o]!).toBeGreaterThan(cVector[o] ?? 0);
       }
-      const size = await lib.logSize();
+      const size = await engineOf(lib).logSize();
       expect(size).toBeLessThan(Object.keys(held).length * (RETAIN + MAX_CHUNK_ENTRIES));
       expect(size).toBeLessThan(writtenWhileDown);
       expect(size).toBeGreaterThanOrEqual(laggingOrigins.length * RETAIN);
-      expect((await lib.entriesAfter(cVector, EVERYTHING)).pruned.map((p) => p.origin).sort()).toEqual(laggingOrigins.sort());
+      expect((await engineOf(lib).entriesAfter(cVector, EVERYTHING)).pruned.map((p) => p.origin).sort()).toEqual(laggingOrigins.sort());
     }
 
     // C comes back: the logs no longer reach back to it, so it catches up from a snapshot of
@@ -500,7 +502,7 @@ describe('replication among several nodes', () => {
     for (const origin of [a.deviceId, b.deviceId]) expect(last.resumedFrom?.shared[origin]).toBe(cVector[origin]);
     expect(last.added).toBeGreaterThanOrEqual(writtenWhileDown - 2 * RETAIN);
     // C holds the lagging origins as pruned through the snapshot: it cannot serve what it never had.
-    const prunedOnC = await libC2.prunedVector();
+    const prunedOnC = await engineOf(libC2).prunedVector();
     for (const origin of [a.deviceId, b.deviceId]) expect(prunedOnC[origin]!).toBeGreaterThan(cVector[origin] ?? 0);
   });
 
@@ -545,13 +547,13 @@ describe('replication among several nodes', () => {
               p.connected &&
               p.state === 'live' &&
               JSON.stringify(sorted(p.acked)) === JSON.stringify(sorted(lib.versionVector())) &&
-              JSON.stringify(sorted(p.ackedOwned)) === JSON.stringify(sorted(lib.ownedVector())),
+              JSON.stringify(sorted(p.ackedOwned)) === JSON.stringify(sorted(engineOf(lib).ownedVector())),
           ),
         'partners acked the local vector',
       );
       expect(s.partners.map((p) => p.peer).sort()).toEqual(others.map((n) => n.peerId).sort());
       expect(s.vector).toEqual(lib.versionVector());
-      expect(s.ownedVector).toEqual(lib.ownedVector());
+      expect(s.ownedVector).toEqual(engineOf(lib).ownedVector());
       expect(s.protocolErrors).toBe(0);
       for (const p of s.partners) {
         expect(p.beyondRetention).toBe(false);

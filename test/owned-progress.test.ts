@@ -16,6 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../src/protocol/messages.js';
 import { startNode, waitFor } from './helpers/cluster.js';
 import { joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(stopRawMemberTest);
 
@@ -40,10 +41,10 @@ describe('device-owned pages without rows', () => {
         return [{ t: 'heartbeat', library: lib.id, shared: {}, owned: { [owner]: to + 1 } }, page];
       },
     });
-    await waitFor(() => (lib.ownedVector()[owner] ?? 0) === last || session.end !== undefined, 'the node to pull every version');
+    await waitFor(() => (engineOf(lib).ownedVector()[owner] ?? 0) === last || session.end !== undefined, 'the node to pull every version');
     expect(session.of('error')).toEqual([]);
     expect(session.end).toBeUndefined();
-    expect(lib.ownedVector()[owner]).toBe(last);
+    expect(engineOf(lib).ownedVector()[owner]).toBe(last);
     await waitFor(async () => (await lib.status()).state === 'ready', 'the node to be caught up');
     expect((await lib.status()).protocolErrors).toBe(errorsBefore);
     expect(session.count('pull-state')).toBe(last);

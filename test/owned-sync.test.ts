@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createSyncNode, defineModel, type SyncNode, ValidationError } from '../src/index.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { engineOf } from '../src/library/library.js';
 
 const models = [
   defineModel({ name: 'disk', ownership: 'device', fields: { label: 'text' } }),
@@ -34,7 +35,7 @@ describe('device-owned pages', () => {
       await lib.upsert(i % 3 === 0 ? 'disk' : 'folder', { id: `r${i % 17}`, ...(i % 3 === 0 ? { label: `l${i}` } : { path: `p${i}` }) });
       if (i % 11 === 5) await lib.delete(i % 3 === 0 ? 'disk' : 'folder', `r${i % 17}`);
     }
-    const through = lib.ownedVector()[owner.deviceId]!;
+    const through = engineOf(lib).ownedVector()[owner.deviceId]!;
     expect(through).toBeGreaterThan(40);
 
     const replicaNode = await node();
@@ -43,7 +44,7 @@ describe('device-owned pages', () => {
     const seen = new Set<number>();
     for (let pages = 0; after < through; pages++) {
       expect(pages).toBeLessThan(100);
-      const page = await lib.ownedAfter(owner.deviceId, after, { maxRecords: 3, maxBytes: 1_000_000 });
+      const page = await engineOf(lib).ownedAfter(owner.deviceId, after, { maxRecords: 3, maxBytes: 1_000_000 });
       expect(page.from).toBe(after);
       expect(page.to).toBeGreaterThan(after);
       for (const row of page.rows) {
@@ -52,9 +53,9 @@ describe('device-owned pages', () => {
         expect(seen.has(row.version)).toBe(false);
         seen.add(row.version);
       }
-      const result = await replica.applyRemoteOwned(page.rows, { owner: owner.deviceId, from: page.from, to: page.to });
+      const result = await engineOf(replica).applyRemoteOwned(page.rows, { owner: owner.deviceId, from: page.from, to: page.to });
       expect(result.advanced).toBe(true);
-      expect(replica.ownedVector()[owner.deviceId]).toBe(page.to);
+      expect(engineOf(replica).ownedVector()[owner.deviceId]).toBe(page.to);
       expect(page.hasMore).toBe(page.to < through);
       after = page.to;
     }
@@ -66,12 +67,12 @@ describe('device-owned pages', () => {
     const lib = await owner.createLibrary({ name: 'owned' });
     for (let i = 0; i < 6; i++) await lib.upsert('disk', { id: `d${i}`, label: `x${i}` });
     const replica = await (await node()).createLibrary({ name: 'owned', id: lib.id });
-    const tail = await lib.ownedAfter(owner.deviceId, 3, { maxRecords: 100, maxBytes: 1_000_000 });
-    const result = await replica.applyRemoteOwned(tail.rows, { owner: owner.deviceId, from: tail.from, to: tail.to });
+    const tail = await engineOf(lib).ownedAfter(owner.deviceId, 3, { maxRecords: 100, maxBytes: 1_000_000 });
+    const result = await engineOf(replica).applyRemoteOwned(tail.rows, { owner: owner.deviceId, from: tail.from, to: tail.to });
     expect(result.advanced).toBe(false);
-    expect(replica.ownedVector()[owner.deviceId] ?? 0).toBe(0);
+    expect(engineOf(replica).ownedVector()[owner.deviceId] ?? 0).toBe(0);
     await expect(
-      replica.applyRemoteOwned(tail.rows, { owner: owner.deviceId, from: 4, to: 6 }),
+      engineOf(replica).applyRemoteOwned(tail.rows, { owner: owner.deviceId, from: 4, to: 6 }),
     ).rejects.toBeInstanceOf(ValidationError);
   });
 });
@@ -80,10 +81,10 @@ describe('record size bound', () => {
   it('refuses a record too large to replicate and leaves the library unchanged', async () => {
     const lib = await (await node()).createLibrary({ name: 'big' });
     await lib.upsert('note', { id: 'ok', body: 'x'.repeat(900_000) });
-    const before = { digest: await lib.digest(), size: await lib.logSize() };
+    const before = { digest: await lib.digest(), size: await engineOf(lib).logSize() };
     await expect(lib.upsert('note', { id: 'big', body: 'x'.repeat(1_100_000) })).rejects.toBeInstanceOf(ValidationError);
     await expect(lib.update('note', 'ok', { body: 'y'.repeat(1_100_000) })).rejects.toBeInstanceOf(ValidationError);
     await expect(lib.upsert('disk', { label: 'z'.repeat(1_100_000) })).rejects.toBeInstanceOf(ValidationError);
-    expect({ digest: await lib.digest(), size: await lib.logSize() }).toEqual(before);
+    expect({ digest: await lib.digest(), size: await engineOf(lib).logSize() }).toEqual(before);
   });
 });

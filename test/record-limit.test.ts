@@ -38,6 +38,7 @@ import { pack } from '../src/util/msgpack.js';
 import { makeTempDir } from './helpers/child-process.js';
 import { librarySnapshot, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(stopRawMemberTest);
 
@@ -107,16 +108,16 @@ describe('the record size limit and the frame', () => {
       }
     });
     const vector = Object.fromEntries(Array.from({ length: MAX_VECTOR_ORIGINS }, (_, i) => [uuidAt(i), Number.MAX_SAFE_INTEGER]));
-    const owned = await lib.ownedAfter(node.deviceId, 0, PAGE);
+    const owned = await engineOf(lib).ownedAfter(node.deviceId, 0, PAGE);
     expect(owned.rows.length).toBeGreaterThan(0);
     const statePage = { t: 'state-page', library: lib.id, req: 1, owner: node.deviceId, from: owned.from, to: owned.to, hasMore: owned.hasMore };
     const ownedTuples = owned.rows.map((r) => [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values]);
     expect(encodeMessage({ ...statePage, rows: ownedTuples } as Message).byteLength).toBeLessThanOrEqual(MAX_FRAME_BYTES);
-    const snapshot = await lib.snapshotAfter(null, PAGE);
+    const snapshot = await engineOf(lib).snapshotAfter(null, PAGE);
     const snapshotTuples = snapshot.rows.map(({ model, state: s }) => [model, s.id, s.hlc, s.deleted, s.values, s.fieldHlcs, s.upsertHlc, s.deleteHlc]);
     const snapshotPage = { t: 'snapshot-page', library: lib.id, req: 1, vector, rows: snapshotTuples, next: snapshot.next, total: 1 };
     expect(encodeMessage(snapshotPage as Message).byteLength).toBeLessThanOrEqual(MAX_FRAME_BYTES);
-    const log = await lib.chunksAfter({}, PAGE);
+    const log = await engineOf(lib).chunksAfter({}, PAGE);
     const sharedPage = { t: 'shared-page', library: lib.id, req: 1, chunks: log.chunks.map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries]), hasMore: true, pruned: [] };
     expect(encodeMessage(sharedPage as unknown as Message).byteLength).toBeLessThanOrEqual(MAX_FRAME_BYTES);
   });
@@ -153,15 +154,15 @@ describe('local writes', () => {
     const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: origin });
     const over = noteOf(MAX_RECORD_BYTES + 1);
     const entry: LogEntry = { origin, seq: 1, hlc, model: 'note', id: 'big', op: 'upsert', fields: over };
-    await expect(lib.applyRemote([entry])).rejects.toThrow(/entry 0: note: record is larger than/);
-    await expect(lib.applyRemoteChunks(encodeChunks([entry]))).rejects.toThrow(ValidationError);
+    await expect(engineOf(lib).applyRemote([entry])).rejects.toThrow(/entry 0: note: record is larger than/);
+    await expect(engineOf(lib).applyRemoteChunks(encodeChunks([entry]))).rejects.toThrow(ValidationError);
     const row = { model: 'volume', id: 'v', owner: origin, version: 1, hlc, deleted: false, values: { path: 'p'.repeat(MAX_RECORD_BYTES), bytes: 1 } };
-    await expect(lib.applyRemoteOwned([row], { owner: origin, from: 0, to: 1 })).rejects.toThrow(/row 0: volume: record is larger than/);
+    await expect(engineOf(lib).applyRemoteOwned([row], { owner: origin, from: 0, to: 1 })).rejects.toThrow(/row 0: volume: record is larger than/);
     const state = { id: 'big', hlc, deleted: false, values: over, fieldHlcs: null, upsertHlc: null, deleteHlc: null };
-    await expect(lib.applySnapshot([{ model: 'note', state }], { vector: {}, next: null })).rejects.toThrow(/snapshot row 0: note: record is larger than/);
+    await expect(engineOf(lib).applySnapshot([{ model: 'note', state }], { vector: {}, next: null })).rejects.toThrow(/snapshot row 0: note: record is larger than/);
     expect(await librarySnapshot(lib)).toEqual(before);
     // At the limit, each is taken.
-    await lib.applyRemote([{ ...entry, fields: noteOf(MAX_RECORD_BYTES) }]);
+    await engineOf(lib).applyRemote([{ ...entry, fields: noteOf(MAX_RECORD_BYTES) }]);
     expect(lib.versionVector()[origin]).toBe(1);
   });
 });
@@ -225,7 +226,7 @@ describe('records at and over the limit between nodes', () => {
     await libA.upsert('note', { id: 'n2', title: 'after', body: null });
     await libA.upsert('volume', { id: 'vbig', path: 'small for now', bytes: 1 });
     await libA.upsert('volume', { id: 'v2', path: '/v2', bytes: 2 });
-    const [held] = (await libA.entriesAfter({ [a.deviceId]: bigSeq - 1 }, { maxRecords: 1, maxBytes: 1 << 30 })).entries;
+    const [held] = (await engineOf(libA).entriesAfter({ [a.deviceId]: bigSeq - 1 }, { maxRecords: 1, maxBytes: 1 << 30 })).entries;
     expect(held).toMatchObject({ id: 'big', seq: bigSeq });
     const id = libA.id;
     await stopNode(a);
@@ -254,7 +255,7 @@ describe('records at and over the limit between nodes', () => {
     expect(await libC.get('note', 'big')).toBeUndefined();
     expect(await libC.get('volume', 'vbig')).toBeUndefined();
     expect(libC.versionVector()[a.deviceId]).toBe(libA.versionVector()[a.deviceId]);
-    expect(libC.ownedVector()[a.deviceId]).toBe(libA.ownedVector()[a.deviceId]);
+    expect(engineOf(libC).ownedVector()[a.deviceId]).toBe(engineOf(libA).ownedVector()[a.deviceId]);
     // Sync goes on both ways.
     await libA.upsert('note', { id: 'later-a', title: 'from a', body: null });
     await libC.upsert('note', { id: 'later-c', title: 'from c', body: null });

@@ -13,13 +13,14 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SessionErrorEvent, type SyncError, type SyncNode } from '../src/index.js';
 import { mergeStates } from '../src/models/merge.js';
-import { MEMBERS_MODEL, REMOVALS_MODEL } from '../src/models/system.js';
+import { REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
 import { MemberSession, startVictimCast, stopAllMemberSessions } from './helpers/raw-member.js';
 import type { ChunkTuple } from '../src/protocol/messages.js';
 import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -103,7 +104,7 @@ describe('removing a device', () => {
     await waitFor(async () => !(await memberIds(libB!)).includes(deviceC), 'B holds the removal');
     await waitFor(() => has(libA, 'c-only-b'), 'A has the change C made before its removal, from B');
     // C never acknowledges anything again: pruning goes on without it.
-    await waitFor(async () => (await libA.logSize()) === 0 && (await libB!.logSize()) === 0, 'A and B prune without C', 30_000);
+    await waitFor(async () => (await engineOf(libA).logSize()) === 0 && (await engineOf(libB!).logSize()) === 0, 'A and B prune without C', 30_000);
 
     // C comes back while A and B are down, writes, then they return on their addresses.
     await stopNode(a.node);
@@ -155,7 +156,7 @@ describe('removing a device', () => {
     await libA0!.removeMember(libC!.deviceId);
     await waitFor(async () => !(await memberIds(libB!)).includes(libC!.deviceId), 'B holds the removal');
     const vectorA = libA0!.versionVector();
-    const ownedA = libA0!.ownedVector();
+    const ownedA = engineOf(libA0!).ownedVector();
     await stopNode(a.node);
     await stopNode(b.node);
     // C, unaware and with no one to reach, writes after the removal; its entries are then handed
@@ -165,29 +166,29 @@ describe('removing a device', () => {
     await offline.library(id).upsert('note', { id: 'c-after', title: 'c-after', body: null });
     await offline.library(id).upsert('volume', { id: 'v-after', path: '/c', bytes: 1 });
     const limits = { maxRecords: 1000, maxBytes: 1 << 20 };
-    const { entries } = await offline.library(id).entriesAfter(vectorA, limits);
-    const owned = await offline.library(id).ownedAfter(deviceC, ownedA[deviceC] ?? 0, limits);
+    const { entries } = await engineOf(offline.library(id)).entriesAfter(vectorA, limits);
+    const owned = await engineOf(offline.library(id)).ownedAfter(deviceC, ownedA[deviceC] ?? 0, limits);
     await stopNode(offline);
     expect(entries.map((e) => e.id)).toEqual(['c-after']);
     expect(owned.rows.map((r) => r.id)).toEqual(['v-after']);
     await restart(a);
     const libA = a.node.library(id);
     const before = await libA.digest();
-    expect(await libA.applyRemote(entries)).toMatchObject({ applied: 0, refused: 1 });
+    expect(await engineOf(libA).applyRemote(entries)).toMatchObject({ applied: 0, refused: 1 });
     expect(await libA.digest()).toBe(before);
     // Its device-owned rows written after the removal are refused too; the owner's cursor moves
     // past them, so they are never asked for again.
-    expect(await libA.applyRemoteOwned(owned.rows, { owner: deviceC, from: owned.from, to: owned.to })).toMatchObject({ applied: 0 });
+    expect(await engineOf(libA).applyRemoteOwned(owned.rows, { owner: deviceC, from: owned.from, to: owned.to })).toMatchObject({ applied: 0 });
     expect(await libA.get('volume', 'v-after')).toBeUndefined();
-    expect(libA.ownedVector()[deviceC]).toBe(owned.to);
+    expect(engineOf(libA).ownedVector()[deviceC]).toBe(owned.to);
     expect(await libA.digest()).toBe(before);
     // The origin is closed for good (also after a restart): what a partner advertises of it
     // beyond what A accepted is never pulled or waited for.
     const origin = entries[0]!.origin;
-    expect(libA.acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
+    expect(engineOf(libA).acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
     await stopNode(a.node);
     await restart(a);
-    expect(a.node.library(id).acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
+    expect(engineOf(a.node.library(id)).acceptable({ [origin]: 5 })).toEqual({ [origin]: 0 });
     expect(await a.node.library(id).digest()).toBe(before);
   }, 60_000);
 
@@ -260,8 +261,8 @@ describe('removing a device', () => {
     await waitForConvergence([libA, libB]);
     // Before its removal, B writes a member row of a second device id under its own PeerId.
     const alias = crypto.randomUUID();
-    await libB.systemTransaction((writer) => writer.upsert(MEMBERS_MODEL.name, { id: alias, peer: b.node.peerId, addrs: [], name: null }));
-    await waitFor(async () => (await libA.memberRows()).some((m) => m.device === alias), 'A holds the second row');
+    await engineOf(libB).writeMemberRow({ device: alias, peer: b.node.peerId, addrs: [], name: null });
+    await waitFor(async () => (await engineOf(libA).memberRows()).some((m) => m.device === alias), 'A holds the second row');
     await stopNode(b.node);
     await libA.removeMember(libB.deviceId);
 
@@ -339,25 +340,25 @@ describe('removing a device', () => {
     };
     const offlineC = await offline(c.dir);
     await offlineC.lib.removeMember(libB.deviceId);
-    const fromC = (await offlineC.lib.entriesAfter(held, limits)).entries;
+    const fromC = (await engineOf(offlineC.lib).entriesAfter(held, limits)).entries;
     await stopNode(offlineC.node);
     const offlineB = await offline(b.dir);
     await offlineB.lib.upsert('note', { id: 'b-after', title: 'b-after', body: null });
-    const fromB = (await offlineB.lib.entriesAfter(held, limits)).entries;
+    const fromB = (await engineOf(offlineB.lib).entriesAfter(held, limits)).entries;
     await stopNode(offlineB.node);
     const offlineA = await offline(a.dir);
-    const fromA = (await offlineA.lib.entriesAfter(held, limits)).entries;
+    const fromA = (await engineOf(offlineA.lib).entriesAfter(held, limits)).entries;
     await stopNode(offlineA.node);
     expect([fromA, fromC, fromB].map((e) => e.length)).toEqual([1, 1, 1]);
 
     // D receives all three in one batch: C's removal of B is void (C was removed before it).
     const offlineD = await offline(d.dir);
-    const result = await offlineD.lib.applyRemote([...fromA, ...fromC, ...fromB]);
+    const result = await engineOf(offlineD.lib).applyRemote([...fromA, ...fromC, ...fromB]);
     expect(result).toMatchObject({ applied: 2, refused: 1 });
     expect(await has(offlineD.lib, 'b-after')).toBe(true);
     expect(offlineD.lib.removals().map((r) => r.device)).toEqual([libC.deviceId]);
     const originB = fromB[0]!.origin;
-    expect(offlineD.lib.acceptable({ [originB]: 100 })).toEqual({ [originB]: 100 });
+    expect(engineOf(offlineD.lib).acceptable({ [originB]: 100 })).toEqual({ [originB]: 100 });
   }, 90_000);
 
   it('concurrent removals of one device give every replica the same cutoff: the earliest', async () => {
@@ -393,7 +394,7 @@ describe('a member relaying changes of a removed device', () => {
     // N, offline and not told, writes after its removal: the chunk the hostile member serves.
     const offline = await startNode(dirN, { listen: [] });
     await offline.library(id).upsert('note', { id: 'n-after', title: 'n-after', body: null });
-    const { chunks } = await offline.library(id).chunksAfter(held, { maxRecords: 1000, maxBytes: 1 << 20 });
+    const { chunks } = await engineOf(offline.library(id)).chunksAfter(held, { maxRecords: 1000, maxBytes: 1 << 20 });
     await stopNode(offline);
     expect(chunks).toHaveLength(1);
     const tuples = chunks.map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);

@@ -6,6 +6,7 @@ import { systemRandom } from '../src/runtime/system-runtime.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -47,7 +48,7 @@ describe('replication between two nodes', () => {
     // The prune timer is what is under test, so the wait is for time itself: several intervals.
     const until = Date.now() + 4 * fastSync!.pruneIntervalMs!;
     await waitFor(() => Date.now() > until, 'several prune intervals');
-    expect(await libA.logSize()).toBe(10);
+    expect(await engineOf(libA).logSize()).toBe(10);
     const libB = await b.joinLibrary(await libA.createInvite());
     await waitForConvergence([libA, libB]);
     await waitFor(async () => (await libB.status()).state === 'ready', 'joiner ready');

@@ -23,10 +23,10 @@ import {
   createSyncNode,
   defineModel,
   type Library,
-  type LogEntry,
   type ModelInput,
   SyncNode,
 } from '../src/index.js';
+import type { LogEntry } from '../src/peer-log/types.js';
 import {
   ensureBuilt,
   LineChild,
@@ -35,6 +35,7 @@ import {
   removeTempDirs,
   REPO_ROOT,
 } from './helpers/child-process.js';
+import { engineOf } from '../src/library/library.js';
 
 const CHILD_SCRIPT = join(REPO_ROOT, 'test', 'fixtures', 'writer-child.mjs');
 
@@ -386,7 +387,7 @@ async function verifyReopened(
     const deviceId = node.deviceId;
 
     // Peer log: one origin, seqs 1..n, HLCs strictly increasing in seq order (across rounds).
-    const log = await lib.entriesAfter({}, EVERYTHING);
+    const log = await engineOf(lib).entriesAfter({}, EVERYTHING);
     expect(log.hasMore).toBe(false);
     expect(log.pruned).toEqual([]);
     const entries = log.entries;
@@ -426,24 +427,24 @@ async function verifyReopened(
       (a, b) => (a > b ? a : b),
       '',
     );
-    const before = lib.clockHighWater();
+    const before = engineOf(lib).clockHighWater();
     expect(before).toHaveLength(52);
     if (!(before >= maxStored)) fail(`reopened clock ${before} starts below persisted ${maxStored}`);
 
     const note = await lib.upsert('note', { title: 'after', body: 'restart', pinned: true, rank: 1.5, meta: null });
     ledger.commit({ model: 'note', kind: 'create', id: note.id, logOp: 'upsert', expect: note }, note.id);
-    const next = await lib.entriesAfter({ [deviceId]: n }, EVERYTHING);
+    const next = await engineOf(lib).entriesAfter({ [deviceId]: n }, EVERYTHING);
     expect(next.entries.map((e) => [e.seq, e.id])).toEqual([[n + 1, note.id]]);
     const issued = next.entries[0]!.hlc;
     if (!(issued > maxStored && issued > before)) {
       fail(`next HLC ${issued} is not above every stored HLC (max ${maxStored}, clock ${before})`);
     }
-    expect(lib.clockHighWater()).toBe(issued);
+    expect(engineOf(lib).clockHighWater()).toBe(issued);
 
     // A device-owned write (no log entry) and a transaction also advance the clock.
     const volume = await lib.upsert('volume', { name: 'after-restart', bytes: 42, online: false });
     ledger.commit({ model: 'volume', kind: 'create', id: volume.id, logOp: null, expect: volume }, volume.id);
-    const afterVolume = lib.clockHighWater();
+    const afterVolume = engineOf(lib).clockHighWater();
     if (!(afterVolume > issued)) fail(`device-owned write did not advance the clock: ${afterVolume} <= ${issued}`);
     const tag = await lib.transaction(async (tx) => {
       const created = await tx.upsert('tag', { label: 'x', color: 'red', weight: 1, extra: null });
@@ -451,7 +452,7 @@ async function verifyReopened(
     });
     ledger.commit({ model: 'tag', kind: 'create', id: tag.id, logOp: 'upsert', expect: { ...tag, weight: 1 } }, tag.id);
     ledger.commit({ model: 'tag', kind: 'update', id: tag.id, logOp: 'update', expect: tag }, tag.id);
-    const inTx = await lib.entriesAfter({ [deviceId]: n + 1 }, EVERYTHING);
+    const inTx = await engineOf(lib).entriesAfter({ [deviceId]: n + 1 }, EVERYTHING);
     expect(inTx.entries.map((e) => e.seq)).toEqual([n + 2, n + 3]);
     if (!(inTx.entries[0]!.hlc > afterVolume && inTx.entries[1]!.hlc > inTx.entries[0]!.hlc)) {
       fail(`transaction HLCs not increasing: ${afterVolume}, ${inTx.entries.map((e) => e.hlc).join(', ')}`);

@@ -10,6 +10,7 @@ import type { Library, SessionErrorEvent, SyncError, SyncNode } from '../src/ind
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { keyWhere } from './helpers/raw-peer.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await stopAllNodes();
@@ -48,7 +49,7 @@ async function expectConvergedWith(libs: Library[], notes: Map<string, string>, 
   await expectNotes(libs, notes);
   for (const lib of libs) {
     expect(lib.versionVector()).toEqual(libs[0]!.versionVector());
-    expect(lib.ownedVector()).toEqual(libs[0]!.ownedVector());
+    expect(engineOf(lib).ownedVector()).toEqual(engineOf(libs[0]!).ownedVector());
   }
 }
 
@@ -112,7 +113,7 @@ describe('a data directory restored from a backup', () => {
     // A does again.
     expect(libB.writer()).not.toBe(writerInBackup);
     expect(libB.versionVector()).toEqual(libA!.versionVector());
-    expect(libB.ownedVector()).toEqual(libA!.ownedVector());
+    expect(engineOf(libB).ownedVector()).toEqual(engineOf(libA!).ownedVector());
 
     // Writes after the first contact reach A too.
     record(notes, 'after-contact', await writeNotes(libB, 'after-contact', 5));
@@ -147,7 +148,7 @@ describe('a data directory restored from a backup, when the partner pruned its l
     await waitFor(() => holdsAll(libA!, notes), 'A holds the writes made after the backup');
     // B acknowledged its own writes: A prunes them, so the restored copy cannot pull them as log.
     const tail = libA!.versionVector()[writerInBackup]!;
-    await waitFor(async () => ((await libA!.prunedVector())[writerInBackup] ?? 0) >= tail, "A to prune B's writer");
+    await waitFor(async () => ((await engineOf(libA!).prunedVector())[writerInBackup] ?? 0) >= tail, "A to prune B's writer");
     await stopNode(b);
 
     // Restored, B meets A before it writes: A's hello retires the writer, whose tail is pruned.
@@ -351,13 +352,13 @@ describe("a partner's hello checked against this device's writers", () => {
     await libO.upsert('note', { id: 'n2', title: 'original', body: null });
     await libC.upsert('note', { id: 'n2', title: 'copy', body: null });
     expect(libO.writer()).toBe(libC.writer());
-    const held = async (of: Library, to: SyncNode) => ({ shared: of.versionVector(), tips: await of.tipsFor([to.deviceId]) });
-    expect(await libC.checkOwnWriters(await held(libO, copy))).toEqual({ kind: 'forked', origin: copy.deviceId, seq: 2 });
+    const held = async (of: Library, to: SyncNode) => ({ shared: of.versionVector(), tips: await engineOf(of).tipsFor([to.deviceId]) });
+    expect(await engineOf(libC).checkOwnWriters(await held(libO, copy))).toEqual({ kind: 'forked', origin: copy.deviceId, seq: 2 });
     // The forked writer is retired: the copy's next change goes to a fresh writer.
     await libC.upsert('note', { id: 'n3', title: 'after the fork', body: null });
     expect(libC.writer()).not.toBe(copy.deviceId);
     expect(libC.versionVector()[copy.deviceId]).toBe(2);
     // The original holds its own position 2 alike on itself: nothing to report.
-    expect(await libO.checkOwnWriters(await held(libO, original))).toEqual({ kind: 'unchanged' });
+    expect(await engineOf(libO).checkOwnWriters(await held(libO, original))).toEqual({ kind: 'unchanged' });
   });
 });

@@ -40,6 +40,7 @@ import {
   waitForConvergence,
 } from './helpers/cluster.js';
 import { keyWhere, RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await stopAllRawPeers();
@@ -136,7 +137,7 @@ describe('non-members', () => {
     // on A below is therefore the membership check's doing, not validation's.
     const scratchNode = await startNode();
     const scratch = await scratchNode.createLibrary({ name: 'scratch' });
-    await scratch.applyRemote(entries);
+    await engineOf(scratch).applyRemote(entries);
     expect(await scratch.get('note', 'forged-1')).toBeDefined();
     await stopNode(scratchNode);
 
@@ -231,14 +232,14 @@ describe('non-members', () => {
     expect(replicaDigest).not.toBe(emptyDigest);
     expect(await replica.digest()).toBe(replicaDigest);
     expect(replica.versionVector()).toEqual({ [replica.writer()]: 1 });
-    expect(replica.ownedVector()).toEqual({});
+    expect(engineOf(replica).ownedVector()).toEqual({});
     expect(await replica.list('note')).toEqual([expect.objectContaining({ id: 'intruder-note' })]);
     expect(await replica.members()).toEqual([]);
 
     expect(await librarySnapshot(libA)).toEqual(beforeA);
     expect(await librarySnapshot(libB)).toEqual(beforeB);
     expect(await libA.get('note', 'intruder-note')).toBeUndefined();
-    expect((await libA.acks()).has(intruder.deviceId)).toBe(false);
+    expect((await engineOf(libA).acks()).has(intruder.deviceId)).toBe(false);
   });
 });
 
@@ -253,8 +254,8 @@ describe('acknowledgements', () => {
     const covers = (acked: VersionVector | undefined, wanted: VersionVector) =>
       acked !== undefined && Object.entries(wanted).every(([o, s]) => (acked[o] ?? 0) >= s);
     const preStop = libA.versionVector();
-    await waitFor(async () => covers((await libA.acks()).get(c.deviceId), preStop), "C's ack of everything before it stops");
-    const cAck = (await libA.acks()).get(c.deviceId)!;
+    await waitFor(async () => covers((await engineOf(libA).acks()).get(c.deviceId), preStop), "C's ack of everything before it stops");
+    const cAck = (await engineOf(libA).acks()).get(c.deviceId)!;
     expect(cAck[a.deviceId]).toBe(preStop[a.deviceId]);
     await stopNode(c);
 
@@ -267,7 +268,7 @@ describe('acknowledgements', () => {
     const written = libA.versionVector();
     expect(written[a.deviceId]! - preStop[a.deviceId]!).toBe(POST);
     // A member's acks count: B acknowledges everything.
-    await waitFor(async () => covers((await libA.acks()).get(b.deviceId), written), "B's ack of every write");
+    await waitFor(async () => covers((await engineOf(libA).acks()).get(b.deviceId), written), "B's ack of every write");
 
     // An outsider claiming to be C, acking far beyond anything written: refused.
     const outsider = await RawPeer.start();
@@ -277,7 +278,7 @@ describe('acknowledgements', () => {
     expect(await forged.message(0)).toMatchObject({ t: 'error', code: 'NOT_MEMBER' });
     await forged.ended();
     expectOnlyErrors([forged]);
-    expect((await libA.acks()).get(c.deviceId)).toEqual(cAck);
+    expect((await engineOf(libA).acks()).get(c.deviceId)).toEqual(cAck);
 
     // A real member (joined by invite) with a raw client. Its PeerId sorts before A's, so only it
     // opens sessions; A never dials a session to it.
@@ -298,7 +299,7 @@ describe('acknowledgements', () => {
     expect(await asC.message(0)).toMatchObject({ t: 'error', code: 'NOT_MEMBER' });
     await asC.ended();
     expectOnlyErrors([asC]);
-    expect((await libA.acks()).get(c.deviceId)).toEqual(cAck);
+    expect((await engineOf(libA).acks()).get(c.deviceId)).toEqual(cAck);
 
     const own = await insider.open(a);
     await own.send(hello(libA.id, insiderDevice));
@@ -308,9 +309,9 @@ describe('acknowledgements', () => {
     const claim = { [a.deviceId]: HUGE, [b.deviceId]: HUGE, [c.deviceId]: HUGE };
     await own.send({ ...ack(libA.id, claim), device: c.deviceId, partner: c.deviceId, for: c.deviceId } as Record<string, unknown>);
     await own.send({ ...ack(libA.id, claim), batch: 7 });
-    await waitFor(async () => (await libA.acks()).get(insiderDevice)?.[a.deviceId] === HUGE, "the insider's ack to be recorded");
+    await waitFor(async () => (await engineOf(libA).acks()).get(insiderDevice)?.[a.deviceId] === HUGE, "the insider's ack to be recorded");
 
-    const acks = await libA.acks();
+    const acks = await engineOf(libA).acks();
     expect(acks.get(insiderDevice)).toEqual(claim);
     expect(acks.get(c.deviceId)).toEqual(cAck);
     expect([...acks.keys()].sort()).toEqual([b.deviceId, c.deviceId, insiderDevice].sort());
@@ -318,19 +319,19 @@ describe('acknowledgements', () => {
 
     // Pruning runs and removes what every member (C included) holds, and nothing C lacks.
     let pruneCalls = 0;
-    const prune = libA.prune.bind(libA);
-    libA.prune = async (...args) => {
+    const prune = engineOf(libA).prune.bind(engineOf(libA));
+    engineOf(libA).prune = async (...args) => {
       const deleted = await prune(...args);
       pruneCalls += 1;
       return deleted;
     };
-    await waitFor(async () => ((await libA.prunedVector())[a.deviceId] ?? 0) >= cAck[a.deviceId]!, 'A to prune what C acked');
+    await waitFor(async () => ((await engineOf(libA).prunedVector())[a.deviceId] ?? 0) >= cAck[a.deviceId]!, 'A to prune what C acked');
     const callsThen = pruneCalls;
     await waitFor(() => pruneCalls >= callsThen + 3, 'three more prune passes');
 
-    expect((await libA.prunedVector())[a.deviceId]).toBe(cAck[a.deviceId]);
-    expect(await libA.logSize()).toBeGreaterThanOrEqual(POST);
-    const forC = await libA.entriesAfter(cAck, { maxRecords: 5_000, maxBytes: 4 * 1024 * 1024 });
+    expect((await engineOf(libA).prunedVector())[a.deviceId]).toBe(cAck[a.deviceId]);
+    expect(await engineOf(libA).logSize()).toBeGreaterThanOrEqual(POST);
+    const forC = await engineOf(libA).entriesAfter(cAck, { maxRecords: 5_000, maxBytes: 4 * 1024 * 1024 });
     expect(forC.pruned).toEqual([]);
     expect(forC.hasMore).toBe(false);
     const ids = new Set(forC.entries.filter((e) => e.model === 'note').map((e) => e.id));

@@ -8,12 +8,12 @@
 import { v5 as uuidv5 } from 'uuid';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library } from '../src/index.js';
-import { MEMBERS_MODEL } from '../src/models/system.js';
 import { SeededRandom } from '../src/sim/prng.js';
 import { compareWithOracle, type ExpectedState, expectedState, formatDifferences, type RemovalCut } from '../sim/oracle.js';
 import { type AcknowledgedWrite, ownedId, perform, type PerformOutcome, type SharedWrite, type SimOp, simModels, type SimValues, Workload } from '../sim/workload.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { type ClockedDevice, ManualClock, startClockedDevice, stopAllNodes } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
 
 afterAll(async () => {
   await stopAllNodes();
@@ -163,15 +163,15 @@ const BIG = { maxRecords: 100_000, maxBytes: 1 << 30 };
 async function deliver(from: Library, to: Library, random: SeededRandom): Promise<void> {
   for (;;) {
     // pullAfter: origins of removed devices that were closed here are not asked for again.
-    const page = await from.entriesAfter(to.pullAfter(), { maxRecords: 1 + random.int(8), maxBytes: BIG.maxBytes });
-    if (page.entries.length > 0) await to.applyRemote(page.entries);
+    const page = await engineOf(from).entriesAfter(engineOf(to).pullAfter(), { maxRecords: 1 + random.int(8), maxBytes: BIG.maxBytes });
+    if (page.entries.length > 0) await engineOf(to).applyRemote(page.entries);
     if (!page.hasMore) break;
   }
-  const have = to.ownedVector();
-  for (const [owner, through] of Object.entries(from.ownedVector())) {
+  const have = engineOf(to).ownedVector();
+  for (const [owner, through] of Object.entries(engineOf(from).ownedVector())) {
     if (owner === to.deviceId || through <= (have[owner] ?? 0)) continue;
-    const page = await from.ownedAfter(owner, have[owner] ?? 0, BIG);
-    await to.applyRemoteOwned(page.rows, { owner, from: page.from, to: page.to });
+    const page = await engineOf(from).ownedAfter(owner, have[owner] ?? 0, BIG);
+    await engineOf(to).applyRemoteOwned(page.rows, { owner, from: page.from, to: page.to });
   }
 }
 
@@ -227,8 +227,8 @@ async function runWorkload(seed: number, steps: number): Promise<Run> {
     // Midway, the late replica starts from a snapshot of what one writer holds by then.
     if (step === steps >> 1) {
       const source = random.pick(writers).lib;
-      const snapshot = await source.snapshotAfter(null, BIG);
-      await all[3]!.lib.applySnapshot(snapshot.rows, { vector: source.versionVector(), next: null });
+      const snapshot = await engineOf(source).snapshotAfter(null, BIG);
+      await engineOf(all[3]!.lib).applySnapshot(snapshot.rows, { vector: source.versionVector(), next: null });
     }
   }
   return { writers, late: all[3]!, writes, refused };
@@ -288,9 +288,7 @@ describe('the oracle against real libraries', () => {
     const everyone = [a, b, c];
     // Each device's member row, as its start (or join) writes it: removeMember needs C's.
     for (const d of everyone) {
-      await d.lib.systemTransaction((writer) =>
-        writer.upsert(MEMBERS_MODEL.name, { id: d.lib.deviceId, peer: d.node.peerId, addrs: [], name: 'sim' }),
-      );
+      await engineOf(d.lib).writeMemberRow({ device: d.lib.deviceId, peer: d.node.peerId, addrs: [], name: 'sim' });
     }
     for (let step = 0; step < 60; step += 1) await write(random.pick(everyone));
     for (const to of everyone) for (const from of everyone) if (from !== to) await deliver(from.lib, to.lib, random);

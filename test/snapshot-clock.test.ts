@@ -19,6 +19,7 @@ import {
   stopAllNodes,
   stopNode,
 } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
 
 afterEach(async () => {
   await stopAllNodes();
@@ -31,17 +32,17 @@ const EVERYTHING = { maxRecords: 100_000, maxBytes: 1 << 30 };
 
 /** B merges A's whole snapshot, as its last page (A's vector held as pruned). */
 async function applyWholeSnapshot(from: Library, to: Library): Promise<void> {
-  const page = await from.snapshotAfter(null, EVERYTHING);
+  const page = await engineOf(from).snapshotAfter(null, EVERYTHING);
   expect(page.next).toBeNull();
-  await to.applySnapshot(page.rows, { vector: from.versionVector(), next: null });
+  await engineOf(to).applySnapshot(page.rows, { vector: from.versionVector(), next: null });
 }
 
 /** A applies B's own changes (what a push would bring), then both must agree. */
 async function deliverOwnChanges(from: ClockedDevice, to: ClockedDevice): Promise<void> {
-  const entries = (await from.lib.entriesAfter(to.lib.versionVector(), EVERYTHING)).entries;
+  const entries = (await engineOf(from.lib).entriesAfter(to.lib.versionVector(), EVERYTHING)).entries;
   expect(entries.length).toBeGreaterThan(0);
   expect(entries.every((e) => e.origin === from.node.deviceId)).toBe(true);
-  await to.lib.applyRemote(entries);
+  await engineOf(to.lib).applyRemote(entries);
   expect(await to.lib.digest()).toBe(await from.lib.digest());
 }
 
@@ -95,8 +96,8 @@ describe('a write after a snapshot whose clocks are ahead of the wall clock', ()
         const written = await scenario.write(b.lib, id);
         expect(await b.lib.get(model, id)).toEqual(written);
         // Every clock B stores now is below what it will issue next.
-        const stored = (await b.lib.snapshotAfter(null, EVERYTHING)).rows.map((r) => r.state.hlc);
-        expect(stored.every((hlc) => hlc <= b.lib.clockHighWater())).toBe(true);
+        const stored = (await engineOf(b.lib).snapshotAfter(null, EVERYTHING)).rows.map((r) => r.state.hlc);
+        expect(stored.every((hlc) => hlc <= engineOf(b.lib).clockHighWater())).toBe(true);
 
         await deliverOwnChanges(b, a);
         expect(await a.lib.get(model, id)).toEqual(written);

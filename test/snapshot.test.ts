@@ -4,9 +4,12 @@
  * models with required fields included; merging what is already held changes nothing.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Library, LogEntry, SyncNode } from '../src/index.js';
+import type { Library, SyncNode } from '../src/index.js';
+import type { LogEntry } from '../src/peer-log/types.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { startNode, stopAllNodes } from './helpers/cluster.js';
+import { engineOf } from '../src/library/library.js';
+import type { LibraryEngine } from '../src/library/engine.js';
 
 afterEach(async () => {
   await stopAllNodes();
@@ -21,7 +24,7 @@ async function replicaOf(id: string): Promise<{ node: SyncNode; lib: Library }> 
 }
 
 async function ownEntries(lib: Library, origin: string): Promise<LogEntry[]> {
-  return (await lib.entriesAfter({}, EVERYTHING)).entries.filter((e) => e.origin === origin);
+  return (await engineOf(lib).entriesAfter({}, EVERYTHING)).entries.filter((e) => e.origin === origin);
 }
 
 /** Concurrent histories on two devices touching the same records under every rule. */
@@ -52,19 +55,19 @@ describe('snapshots', () => {
     const fromX = await ownEntries(x.lib, x.node.deviceId);
     const fromY = await ownEntries(y.lib, y.node.deviceId);
     const both = await replicaOf(x.lib.id);
-    await both.lib.applyRemote([...fromX, ...fromY]);
+    await engineOf(both.lib).applyRemote([...fromX, ...fromY]);
 
     // X merges Y's current rows (tombstones of the required-field note included).
-    const page = await y.lib.snapshotAfter(null, EVERYTHING);
+    const page = await engineOf(y.lib).snapshotAfter(null, EVERYTHING);
     expect(page.next).toBeNull();
     expect(page.rows.some((r) => r.model === 'note' && r.state.deleted)).toBe(true);
     const counts = { added: 0, updated: 0, deleted: 0 };
-    await x.lib.applySnapshot(page.rows, { vector: {}, next: null }, counts);
+    await engineOf(x.lib).applySnapshot(page.rows, { vector: {}, next: null }, counts);
     expect(await x.lib.digest()).toBe(await both.lib.digest());
     expect(counts.added).toBeGreaterThan(0);
 
     // And the other way round.
-    await y.lib.applySnapshot((await ownSnapshot(both.lib)).rows, { vector: {}, next: null });
+    await engineOf(y.lib).applySnapshot((await ownSnapshot(both.lib)).rows, { vector: {}, next: null });
     expect(await y.lib.digest()).toBe(await both.lib.digest());
   });
 
@@ -74,7 +77,7 @@ describe('snapshots', () => {
     x.lib.on('change', (e) => changes.push(`${e.model}/${e.id}`));
     const digest = await x.lib.digest();
     const counts = { added: 0, updated: 0, deleted: 0 };
-    await x.lib.applySnapshot((await ownSnapshot(x.lib)).rows, { vector: {}, next: null }, counts);
+    await engineOf(x.lib).applySnapshot((await ownSnapshot(x.lib)).rows, { vector: {}, next: null }, counts);
     expect(counts).toEqual({ added: 0, updated: 0, deleted: 0 });
     expect(changes).toEqual([]);
     expect(await x.lib.digest()).toBe(digest);
@@ -84,36 +87,36 @@ describe('snapshots', () => {
     const { x } = await divergentWriters();
     const target = await replicaOf(x.lib.id);
     const vector = x.lib.versionVector();
-    let after = null as Awaited<ReturnType<Library['snapshotAfter']>>['next'];
+    let after = null as Awaited<ReturnType<LibraryEngine['snapshotAfter']>>['next'];
     let pages = 0;
     do {
-      const page = await x.lib.snapshotAfter(after, { maxRecords: 2, maxBytes: 1 << 20 });
+      const page = await engineOf(x.lib).snapshotAfter(after, { maxRecords: 2, maxBytes: 1 << 20 });
       expect(page.rows.length).toBeLessThanOrEqual(2);
-      await target.lib.applySnapshot(page.rows, { vector, next: page.next });
-      expect(await target.lib.snapshotCheckpoint()).toEqual(page.next === null ? undefined : { vector, next: page.next });
+      await engineOf(target.lib).applySnapshot(page.rows, { vector, next: page.next });
+      expect(await engineOf(target.lib).snapshotCheckpoint()).toEqual(page.next === null ? undefined : { vector, next: page.next });
       after = page.next;
       pages += 1;
     } while (after !== null);
     expect(pages).toBeGreaterThan(3);
     expect(await target.lib.digest()).toBe(await x.lib.digest());
     expect(target.lib.versionVector()).toEqual(vector);
-    expect(await target.lib.prunedVector()).toEqual(vector);
+    expect(await engineOf(target.lib).prunedVector()).toEqual(vector);
   });
 
   it('refuses a snapshot row that breaks its model, and applies nothing of the page', async () => {
     const { x, y } = await divergentWriters();
-    const page = await y.lib.snapshotAfter(null, EVERYTHING);
+    const page = await engineOf(y.lib).snapshotAfter(null, EVERYTHING);
     const digest = await x.lib.digest();
     const live = page.rows.find((r) => r.model === 'note' && !r.state.deleted)!;
     const broken = { ...live, state: { ...live.state, values: { ...live.state.values, title: null } } };
-    await expect(x.lib.applySnapshot([...page.rows, broken], { vector: {}, next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
+    await expect(engineOf(x.lib).applySnapshot([...page.rows, broken], { vector: {}, next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
     const tag = page.rows.find((r) => r.model === 'tag' && !r.state.deleted)!;
     const forgedTag = { ...tag, state: { ...tag.state, values: { label: 'not-the-key' } } };
-    await expect(x.lib.applySnapshot([forgedTag], { vector: {}, next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
+    await expect(engineOf(x.lib).applySnapshot([forgedTag], { vector: {}, next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
     expect(await x.lib.digest()).toBe(digest);
   });
 });
 
 function ownSnapshot(lib: Library) {
-  return lib.snapshotAfter(null, EVERYTHING);
+  return engineOf(lib).snapshotAfter(null, EVERYTHING);
 }

@@ -20,14 +20,15 @@ import {
   encodeHlc,
   HlcDecodeError,
   type Library,
-  type LogEntry,
   NotFoundError,
   OwnershipError,
   type SyncNode,
   ValidationError,
 } from '../src/index.js';
+import type { LogEntry } from '../src/peer-log/types.js';
 import { type Chunk, encodeChunks } from '../src/peer-log/chunk.js';
 import { pack } from '../src/util/msgpack.js';
+import { engineOf } from '../src/library/library.js';
 
 const item = defineModel({
   name: 'item',
@@ -128,7 +129,7 @@ const validItem = () => ({
 });
 
 async function snapshot(lib: Library) {
-  return { digest: await lib.digest(), vector: lib.versionVector(), logSize: await lib.logSize() };
+  return { digest: await lib.digest(), vector: lib.versionVector(), logSize: await engineOf(lib).logSize() };
 }
 
 /** Runs a failing operation and checks that it changed nothing. */
@@ -139,7 +140,7 @@ async function expectRefused(
   options: { clock?: boolean } = {},
 ): Promise<Error> {
   const before = await snapshot(device.lib);
-  const clockBefore = device.lib.clockHighWater();
+  const clockBefore = engineOf(device.lib).clockHighWater();
   const eventsBefore = device.events.length;
   let thrown: unknown;
   try {
@@ -150,20 +151,20 @@ async function expectRefused(
   expect(thrown, 'operation should have been refused').toBeInstanceOf(errorClass);
   expect(await snapshot(device.lib)).toEqual(before);
   expect(device.events.length).toBe(eventsBefore);
-  if (options.clock) expect(device.lib.clockHighWater()).toBe(clockBefore);
+  if (options.clock) expect(engineOf(device.lib).clockHighWater()).toBe(clockBefore);
   return thrown as Error;
 }
 
 async function allEntries(lib: Library): Promise<LogEntry[]> {
-  const page = await lib.entriesAfter({}, BIG);
+  const page = await engineOf(lib).entriesAfter({}, BIG);
   expect(page.hasMore).toBe(false);
   return page.entries;
 }
 
 /** Sends `to` everything `from` has that `to` lacks. */
 async function sync(from: Device, to: Device): Promise<void> {
-  const page = await from.lib.entriesAfter(to.lib.versionVector(), BIG);
-  const result = await to.lib.applyRemote(page.entries);
+  const page = await engineOf(from.lib).entriesAfter(to.lib.versionVector(), BIG);
+  const result = await engineOf(to.lib).applyRemote(page.entries);
   expect(result.gaps).toEqual([]);
 }
 
@@ -328,7 +329,7 @@ describe('ownership of device-owned rows', () => {
       values: { label: 'theirs', size: 7 },
     };
     d.wall.ms = Date.now(); // keep local wall time near the foreign row's clock
-    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 1, stale: 0, advanced: false });
+    expect(await engineOf(d.lib).applyRemoteOwned([foreign])).toEqual({ applied: 1, stale: 0, advanced: false });
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
     return { d, foreign };
   }
@@ -360,12 +361,12 @@ describe('ownership of device-owned rows', () => {
       hlc: encodeHlc({ wallMs: Date.now(), counter: 1, deviceId: OTHER_DEVICE }),
     };
     const newer = { ...foreign, version: 2, values: { label: 'theirs v2', size: 8 } };
-    await expectRefused(d, () => d.lib.applyRemoteOwned([newer, hijack]), OwnershipError);
+    await expectRefused(d, () => engineOf(d.lib).applyRemoteOwned([newer, hijack]), OwnershipError);
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
     expect(await d.lib.get('volume', d.volumeId)).toEqual({ id: d.volumeId, label: 'disk', size: 100 });
     // An older version of the foreign row is stale.
-    expect(await d.lib.applyRemoteOwned([newer])).toEqual({ applied: 1, stale: 0, advanced: false });
-    expect(await d.lib.applyRemoteOwned([foreign])).toEqual({ applied: 0, stale: 1, advanced: false });
+    expect(await engineOf(d.lib).applyRemoteOwned([newer])).toEqual({ applied: 1, stale: 0, advanced: false });
+    expect(await engineOf(d.lib).applyRemoteOwned([foreign])).toEqual({ applied: 0, stale: 1, advanced: false });
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs v2', size: 8 });
   });
 });
@@ -418,7 +419,7 @@ describe('transactions', () => {
       [d.node.deviceId, 3],
     ]);
     expect(d.lib.versionVector()).toEqual({ [d.node.deviceId]: 3 });
-    expect(await d.lib.logSize()).toBe(3);
+    expect(await engineOf(d.lib).logSize()).toBe(3);
     expect(d.events.map((e) => [e.model, e.op, e.origin])).toEqual([
       ['item', 'upsert', 'local'],
       ['item', 'upsert', 'local'], // row-LWW logs an update as a full upsert
@@ -483,9 +484,9 @@ describe('applyRemote', () => {
     const { a, entries } = await pair();
     const bad = structuredClone(entries) as unknown as Record<string, unknown>[];
     corrupt(bad);
-    await expectRefused(a, () => a.lib.applyRemote(bad), errorClass, { clock: true });
+    await expectRefused(a, () => engineOf(a.lib).applyRemote(bad), errorClass, { clock: true });
     // The intact batch is then accepted whole.
-    expect(await a.lib.applyRemote(entries)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemote(entries)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
   });
 
   // The same checks hold for entries that arrive as log chunks (what the wire carries), where an
@@ -497,15 +498,15 @@ describe('applyRemote', () => {
       const { a, entries } = await pair();
       const bad = structuredClone(entries) as unknown as Record<string, unknown>[];
       corrupt(bad);
-      await expectRefused(a, () => a.lib.applyRemoteChunks(encodeChunks(bad as unknown as LogEntry[])), errorClass, { clock: true });
-      expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+      await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks(encodeChunks(bad as unknown as LogEntry[])), errorClass, { clock: true });
+      expect(await engineOf(a.lib).applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
     },
   );
 
   test('a chunk whose origin is not a uuid, or whose entry clock is not 16 hex digits, applies nothing', async () => {
     const { a, entries } = await pair();
     const [chunk] = encodeChunks(entries);
-    await expectRefused(a, () => a.lib.applyRemoteChunks([{ ...chunk!, origin: 'device-b' }]), ValidationError, { clock: true });
+    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks([{ ...chunk!, origin: 'device-b' }]), ValidationError, { clock: true });
     const tuples = entries.map((e) => [e.seq, e.hlc.slice(0, 16), e.model, e.id, e.op, e.fields]);
     const withClock = (index: number, time: string): Chunk => {
       const changed = tuples.map((t, i) => (i === index ? [t[0], time, ...t.slice(2)] : t));
@@ -513,10 +514,10 @@ describe('applyRemote', () => {
     };
     const time = tuples[2]![1] as string;
     for (const badTime of ['ZZ' + time.slice(2), time.toUpperCase().replace(/^./, 'A'), time + '0', time.slice(1), '']) {
-      const thrown = await expectRefused(a, () => a.lib.applyRemoteChunks([withClock(2, badTime)]), ValidationError, { clock: true });
+      const thrown = await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks([withClock(2, badTime)]), ValidationError, { clock: true });
       expect(thrown.message).toContain(`#${entries[2]!.seq}`);
     }
-    expect(await a.lib.applyRemoteChunks([withClock(2, time)])).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemoteChunks([withClock(2, time)])).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
   });
 
   test('chunks are drift-checked as a whole: one entry too far ahead refuses the batch', async () => {
@@ -524,14 +525,14 @@ describe('applyRemote', () => {
     b.wall.ms = T + DEFAULT_MAX_CLOCK_DRIFT_MS + 60_000;
     await b.lib.upsert('doc', { id: 'ahead', title: 'from the future' });
     const ahead = (await allEntries(b.lib)).at(-1)!;
-    await expectRefused(a, () => a.lib.applyRemoteChunks(encodeChunks([...entries, ahead])), ClockDriftError, { clock: true });
-    expect(await a.lib.applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks(encodeChunks([...entries, ahead])), ClockDriftError, { clock: true });
+    expect(await engineOf(a.lib).applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
   });
 
   test('a batch that is not an array is a ValidationError', async () => {
     const { a } = await pair();
-    await expectRefused(a, () => a.lib.applyRemote('entries' as never), ValidationError, { clock: true });
-    await expectRefused(a, () => a.lib.applyRemote({ length: 1, 0: {} } as never), ValidationError, { clock: true });
+    await expectRefused(a, () => engineOf(a.lib).applyRemote('entries' as never), ValidationError, { clock: true });
+    await expectRefused(a, () => engineOf(a.lib).applyRemote({ length: 1, 0: {} } as never), ValidationError, { clock: true });
   });
 
   test('accepted entries are logged in normalized form: a delete without a fields key is served onward with fields null', async () => {
@@ -541,8 +542,8 @@ describe('applyRemote', () => {
       const { fields: _omitted, ...rest } = e;
       return rest; // validation accepts a delete whose fields are absent
     });
-    expect(await a.lib.applyRemote(received)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
-    const relayed = (await a.lib.entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
+    expect(await engineOf(a.lib).applyRemote(received)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+    const relayed = (await engineOf(a.lib).entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
     expect(relayed).toHaveLength(5);
     // LogEntry.fields is `StoredValues | null`; the relayed delete must equal the original.
     expect(relayed[4]!.fields).toBeNull();
@@ -563,11 +564,11 @@ describe('applyRemote', () => {
     await b.lib.upsert('item', { ...validItem(), id: 'old', title: 'b again' });
     await b.lib.upsert('item', { ...validItem(), id: 'new', title: 'b new' });
     await b.lib.delete('item', a.itemId);
-    const entries = (await b.lib.entriesAfter({ ...a.lib.versionVector(), [b.node.deviceId]: sent }, BIG)).entries;
+    const entries = (await engineOf(b.lib).entriesAfter({ ...a.lib.versionVector(), [b.node.deviceId]: sent }, BIG)).entries;
     expect(entries).toHaveLength(4);
     const events = a.events.length;
     const counts = { added: 0, updated: 0, deleted: 0 };
-    expect(await a.lib.applyRemote(entries, counts)).toEqual({ applied: 4, duplicates: 0, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemote(entries, counts)).toEqual({ applied: 4, duplicates: 0, gaps: [], refused: 0 });
     expect(counts).toEqual({ added: 1, updated: 1, deleted: 1 });
     expect(a.events.slice(events).map((e) => e.id).sort()).toEqual(['new', 'old', a.itemId].sort());
     expect(await a.lib.get('item', 'mine')).toMatchObject({ title: 'a, later' });
@@ -588,10 +589,10 @@ describe('applyRemote', () => {
     const [c1, c2, c3] = await allEntries(c.lib);
     const B = b.node.deviceId;
     const C = c.node.deviceId;
-    const logBase = await a.lib.logSize();
+    const logBase = await engineOf(a.lib).logSize();
 
     const start = await snapshot(a.lib);
-    expect(await a.lib.applyRemote([e3!, e4!])).toEqual({
+    expect(await engineOf(a.lib).applyRemote([e3!, e4!])).toEqual({
       applied: 0,
       duplicates: 0,
       gaps: [{ origin: B, heldSeq: 0, firstReceivedSeq: 3 }],
@@ -600,20 +601,20 @@ describe('applyRemote', () => {
     expect(await snapshot(a.lib)).toEqual(start);
     expect(await a.lib.get('doc', 'b3')).toBeUndefined();
 
-    expect(await a.lib.applyRemote([e2!, e1!])).toEqual({ applied: 2, duplicates: 0, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemote([e2!, e1!])).toEqual({ applied: 2, duplicates: 0, gaps: [], refused: 0 });
     expect(a.lib.versionVector()[B]).toBe(2);
-    expect(await a.lib.applyRemote([e1!, e2!, e2!, e3!])).toEqual({ applied: 1, duplicates: 3, gaps: [], refused: 0 });
-    expect(await a.lib.applyRemote([e5!, e4!, e4!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemote([e1!, e2!, e2!, e3!])).toEqual({ applied: 1, duplicates: 3, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemote([e5!, e4!, e4!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
     expect(a.lib.versionVector()[B]).toBe(5);
-    expect(await a.lib.logSize()).toBe(logBase + 5);
+    expect(await engineOf(a.lib).logSize()).toBe(logBase + 5);
 
     // Everything again: all duplicates, nothing changes.
     const full = await snapshot(a.lib);
-    expect(await a.lib.applyRemote([e5!, e1!, e2!, e3!, e4!])).toEqual({ applied: 0, duplicates: 5, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemote([e5!, e1!, e2!, e3!, e4!])).toEqual({ applied: 0, duplicates: 5, gaps: [], refused: 0 });
     expect(await snapshot(a.lib)).toEqual(full);
 
     // A gap in one origin does not hold back another origin in the same batch.
-    expect(await a.lib.applyRemote([c3!, c2!])).toEqual({
+    expect(await engineOf(a.lib).applyRemote([c3!, c2!])).toEqual({
       applied: 0,
       duplicates: 0,
       gaps: [{ origin: C, heldSeq: 0, firstReceivedSeq: 2 }],
@@ -621,7 +622,7 @@ describe('applyRemote', () => {
     });
     await b.lib.upsert('doc', { id: 'b6', title: 'b6' });
     const e6 = (await allEntries(b.lib))[5]!;
-    expect(await a.lib.applyRemote([c3!, e6, c1!])).toEqual({
+    expect(await engineOf(a.lib).applyRemote([c3!, e6, c1!])).toEqual({
       applied: 2,
       duplicates: 0,
       gaps: [{ origin: C, heldSeq: 1, firstReceivedSeq: 3 }],
@@ -629,13 +630,13 @@ describe('applyRemote', () => {
     });
     expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 1 });
     expect(await a.lib.get('doc', 'c3')).toBeUndefined();
-    expect(await a.lib.applyRemote([c3!, c2!, c1!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemote([c3!, c2!, c1!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
     expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 3 });
-    expect(await a.lib.logSize()).toBe(logBase + 9);
+    expect(await engineOf(a.lib).logSize()).toBe(logBase + 9);
     for (const id of ['b1', 'b6', 'c1', 'c3']) expect(await a.lib.get('doc', id)).toMatchObject({ id, title: id });
 
     // Entries received from a peer are served onward unchanged (same origin, seq, hlc).
-    const relayed = (await a.lib.entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
+    const relayed = (await engineOf(a.lib).entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
     expect(relayed).toEqual([e1, e2, e3, e4, e5, e6, c1, c2, c3].sort((x, y) => (x!.origin < y!.origin ? -1 : x!.origin > y!.origin ? 1 : x!.seq - y!.seq)));
   });
 });
@@ -673,9 +674,9 @@ describe('conflict rules', () => {
     // A third device that gets the delete first and the older write later agrees.
     const fromB = (await allEntries(b.lib)).filter((e) => e.origin === b.node.deviceId);
     const fromA = (await allEntries(a.lib)).filter((e) => e.origin === a.node.deviceId);
-    expect((await c.lib.applyRemote(fromB)).applied).toBe(1); // the delete, before any write
+    expect((await engineOf(c.lib).applyRemote(fromB)).applied).toBe(1); // the delete, before any write
     expect(await c.lib.get('item', 'x')).toBeUndefined();
-    expect((await c.lib.applyRemote(fromA)).applied).toBe(2); // both older writes, afterwards
+    expect((await engineOf(c.lib).applyRemote(fromA)).applied).toBe(2); // both older writes, afterwards
     expect(await c.lib.get('item', 'x')).toBeUndefined();
     expect(await a.lib.list('item')).toEqual([]);
     await expectConverged(a, b, c);
@@ -719,7 +720,7 @@ describe('conflict rules', () => {
     await expectConverged(a, b);
 
     // A partial update newer than the delete, from a device that had not seen it yet.
-    await c.lib.applyRemote((await allEntries(a.lib)).filter((e) => e.origin === a.node.deviceId && e.seq <= 3));
+    await engineOf(c.lib).applyRemote((await allEntries(a.lib)).filter((e) => e.origin === a.node.deviceId && e.seq <= 3));
     expect(await c.lib.get('doc', 'd')).toMatchObject({ body: 'old partial write' });
     c.wall.ms = T + 3_000;
     await c.lib.update('doc', 'd', { stars: 5 });

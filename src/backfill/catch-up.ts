@@ -1,28 +1,49 @@
 import { BusyError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
-import type { Library, SnapshotCheckpoint } from '../library/library.js';
-import type { SnapshotPosition } from '../library/snapshot.js';
-import type { OwnedCoverage, OwnedRowUpdate, RemoteCounts } from '../library/remote-apply.js';
+import type { SnapshotCheckpoint, SnapshotPosition, SnapshotRow } from '../library/snapshot.js';
+import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from '../library/remote-apply.js';
+import type { RemoteCounts } from '../library/counts.js';
+import type { SyncCheckpoint, SyncRun } from '../library/run-store.js';
+import type { SyncProgress } from '../library/types.js';
+import type { Chunk } from '../peer-log/chunk.js';
 import type { VersionVector } from '../peer-log/types.js';
 import { checkClaim, chunksOf, ownedFromTuple, provenCoverage, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
 import { isBadInput, isPeerReported } from '../replication/wire-errors.js';
 import type { Scheduler } from '../runtime/runtime.js';
 import { coalescing } from '../util/coalescing.js';
-import { insertRun, markInterrupted, type SyncCheckpoint, type SyncRun, updateRun } from './history.js';
 
-/** Progress of a running backfill or catch-up (`lib.on('progress', ...)`). */
-export interface SyncProgress {
-  kind: SyncRun['kind'];
-  /** What is being pulled: device-owned rows, a snapshot of shared rows, or shared log entries. */
-  phase: 'owned' | 'snapshot' | 'shared';
-  /** Records (entries or rows) received so far in this run. */
-  done: number;
-  /** Estimate of the records this run will receive in all, from the partners' vectors. */
-  total: number;
+/**
+ * What a catch-up uses of its library (the library engine provides it): the vectors held, the
+ * applies of pulled pages (each with its checkpoint, in one transaction), the merge of this
+ * device's own rows as a partner holds them, and the sync history.
+ */
+export interface BackfillTarget {
+  readonly deviceId: string;
+  versionVector(): VersionVector;
+  ownedVector(): VersionVector;
+  /** The vector to pull after (by default the one held): closed origins are never asked for again. */
+  pullAfter(vector?: VersionVector): VersionVector;
+  /** The writer no partner may move (none while the current one is retired). */
+  appendedWriter(): string | undefined;
+  ownedConfirmed(): number;
+  applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
+  applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
+  applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void>;
+  snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined>;
+  mergeOwnRows(rows: readonly unknown[], coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean>;
+  settleOwnRows(through: number, diverged: boolean): Promise<number>;
+  /** Whether this library, joined by invite, has not completed its first sync yet. */
+  backfillPending(): Promise<boolean>;
+  backfillDone(): Promise<void>;
+  readonly runs: {
+    insert(run: Omit<SyncRun, 'id'>): Promise<number>;
+    update(id: number, run: Omit<SyncRun, 'id'>): Promise<void>;
+    markInterrupted(): Promise<void>;
+  };
 }
 
 export interface CatchUpHost {
-  readonly library: Library;
+  readonly library: BackfillTarget;
   /** The library's open sessions, whatever their state. */
   sessions(): Session[];
   /** The node's timers (waiting out a busy partner). */
@@ -32,9 +53,6 @@ export interface CatchUpHost {
   /** The state or a run changed: report status. */
   onChange(): void;
 }
-
-/** Meta key present while a joined library has not completed its first sync (its backfill). */
-export const BACKFILL_META_KEY = 'backfill_pending';
 
 /** Page latencies are averaged with this weight on the newest one. */
 const LATENCY_WEIGHT = 0.3;
@@ -92,8 +110,8 @@ export class CatchUp {
   }
 
   static async open(host: CatchUpHost): Promise<CatchUp> {
-    await markInterrupted(host.library.engineDb());
-    return new CatchUp(host, (await host.library.metaValue(BACKFILL_META_KEY)) !== undefined);
+    await host.library.runs.markInterrupted();
+    return new CatchUp(host, await host.library.backfillPending());
   }
 
   /** `backfilling` until the first sync after joining completed, `error` after a failed run. */
@@ -397,7 +415,7 @@ export class CatchUp {
     this.host.onProgress({ kind: run.kind, phase, done: run.done, total: Math.max(run.total, run.done) });
     if (this.host.now() - run.savedAt >= SAVE_RUN_EVERY_MS) {
       run.savedAt = this.host.now();
-      void updateRun(this.host.library.engineDb(), run.id, run).catch(() => undefined);
+      void this.host.library.runs.update(run.id, run).catch(() => undefined);
     }
   }
 
@@ -428,18 +446,18 @@ export class CatchUp {
       phase: 'owned' as const,
       savedAt: this.host.now(),
     };
-    return { ...run, id: await insertRun(library.engineDb(), run) };
+    return { ...run, id: await library.runs.insert(run) };
   }
 
   private async endRun(run: Run, outcome: 'done' | 'failed' | 'interrupted', error?: string): Promise<void> {
     Object.assign(run, run.counts, { endedAt: this.host.now(), outcome, ...(error === undefined ? {} : { error }) });
-    await updateRun(this.host.library.engineDb(), run.id, run);
+    await this.host.library.runs.update(run.id, run);
     // The estimate counts versions, not rows: a finished run reports what it really took.
     if (outcome === 'done' && run.done > 0) this.host.onProgress({ kind: run.kind, phase: run.phase, done: run.done, total: run.done });
   }
 
   private async completeBackfill(): Promise<void> {
-    await this.host.library.deleteMetaValue(BACKFILL_META_KEY);
+    await this.host.library.backfillDone();
     this.pending = false;
     this.host.onChange();
   }
@@ -449,7 +467,7 @@ export class CatchUp {
  * A snapshot's vector is a claim of positions: it must not exceed what the partner advertised
  * (it advertises before each page), and it cannot hold changes of this device's current writer
  * that this device does not hold (a snapshot never moves the counter this device appends to: see
- * `Library.applySnapshot`; a retired writer is an origin like any other, even while current).
+ * `LibraryEngine.applySnapshot`; a retired writer is an origin like any other, even while current).
  */
 function checkSnapshotVector(session: Session, vector: VersionVector, writer: string | undefined, held: VersionVector): void {
   if (isBehind(session.remoteShared, vector)) {
@@ -467,7 +485,7 @@ function prefetched<T>(reply: Promise<T>): Promise<T> {
 }
 
 /** Records the partner advertises beyond what this device holds (shared and device-owned). */
-function estimate(library: Library, session: Session): number {
+function estimate(library: BackfillTarget, session: Session): number {
   let total = 0;
   const shared = library.versionVector();
   for (const [origin, seq] of Object.entries(session.acceptableShared())) total += Math.max(0, seq - (shared[origin] ?? 0));

@@ -1,17 +1,19 @@
 import { EventEmitter } from 'eventemitter3';
 import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
 import { compareHlc, type Hlc, HlcClock, isDeviceId } from '../hlc/index.js';
-import { Library, type Member } from '../library/library.js';
+import { joinedLibraryMeta, LibraryEngine } from '../library/engine.js';
+import { engineOf, Library } from '../library/library.js';
+import type { Member } from '../library/types.js';
 import type { Model } from '../models/define.js';
 import { ModelRegistry } from '../models/registry.js';
 import { SYSTEM_MODELS } from '../models/system.js';
 import type { Transport } from '../protocol/transport.js';
 import { decodeInvite } from '../replication/invite-code.js';
-import { type BootstrapPeer, type SessionErrorEvent, SyncNetwork } from '../replication/network.js';
+import { type BootstrapPeer, SyncNetwork } from '../replication/network.js';
+import type { SessionErrorEvent } from '../replication/wire-errors.js';
 import { LibraryReplicator } from '../replication/replicator.js';
 import type { Runtime } from '../runtime/runtime.js';
-import { BACKFILL_META_KEY } from '../backfill/catch-up.js';
-import { prepareLibrary } from '../storage/open-library.js';
+import { prepareLibrary } from '../library/open-library.js';
 import { RecordIds, randomUuid } from '../util/ids.js';
 import type { LibraryStorage } from './storage.js';
 import type { SyncTuning } from './tuning.js';
@@ -39,11 +41,24 @@ export interface NodeCoreDeps {
   bootstrap: readonly BootstrapPeer[];
 }
 
+/**
+ * The events of a sync node (`node.on(event, listener)`).
+ *
+ * @example
+ * ```ts
+ * node.on('session-error', ({ peer, library, direction, error }) => {
+ *   console.warn(`sync with ${peer} (${direction}, library ${library}) failed:`, error.message);
+ * });
+ * ```
+ */
 export interface SyncNodeEvents {
+  /**
+   * A sync session could not start or ended with an error (`error.code`: `PROTOCOL_VERSION`,
+   * `NOT_MEMBER`, `PROTOCOL`, `TIMEOUT`, `NETWORK`, ...). Informational: the node keeps serving
+   * its other partners and redials with backoff.
+   */
   'session-error': [SessionErrorEvent];
 }
-
-const BOOTSTRAP_META_KEY = 'bootstrap_member';
 
 export interface CreateLibraryOptions {
   name: string;
@@ -140,11 +155,9 @@ export class SyncNode {
         highWater: highWater && { ...highWater, deviceId },
       });
       const recordIds = new RecordIds(deps.runtime.random, deps.runtime.wallClock);
-      const open = new Map<string, Library>();
-      for (const p of prepared) {
-        open.set(
-          p.meta.id,
-          new Library({
+      const engines = prepared.map(
+        (p) =>
+          new LibraryEngine({
             id: p.meta.id,
             name: p.meta.name,
             db: p.opened.db,
@@ -158,8 +171,7 @@ export class SyncNode {
             runtime: deps.runtime,
             recordIds,
           }),
-        );
-      }
+      );
       const events = new EventEmitter<SyncNodeEvents>();
       const transport = await deps.startTransport();
       const { tuning } = deps;
@@ -173,11 +185,8 @@ export class SyncNode {
         runtime: deps.runtime,
         onSessionError: (event) => events.emit('session-error', event),
       });
-      const node = new SyncNode(deviceId, storage, registry, clock, open, transport, network, tuning, deps.runtime, recordIds, events);
-      for (const library of open.values()) {
-        const bootstrap = await library.metaValue(BOOTSTRAP_META_KEY);
-        await node.replicate(library, bootstrap === undefined ? undefined : (JSON.parse(bootstrap) as Member));
-      }
+      const node = new SyncNode(deviceId, storage, registry, clock, new Map(), transport, network, tuning, deps.runtime, recordIds, events);
+      for (const engine of engines) await node.replicate(engine, await engine.bootstrapMember());
       return node;
     } catch (err) {
       await storage.close();
@@ -203,6 +212,14 @@ export class SyncNode {
    * background (`lib.synced()` waits for that). Aborting `signal` interrupts the join, or the
    * backfill once joined: it stops after the page in flight, its checkpoint kept, and resumes
    * when the node next starts.
+   *
+   * @example
+   * ```ts
+   * // On the inviting device: const invite = await lib.createInvite({ ttlMs: 10 * 60_000 });
+   * const joined = await node.joinLibrary(invite);
+   * await joined.synced(); // backfilled and caught up
+   * console.log(await joined.list('note', { limit: 10 }));
+   * ```
    */
   async joinLibrary(invite: string, options: { signal?: AbortSignal } = {}): Promise<Library> {
     this.assertRunning();
@@ -239,7 +256,7 @@ export class SyncNode {
     this.stopped = true;
     await this.network.stop();
     this.events.removeAllListeners();
-    for (const library of this.open.values()) await library.close();
+    for (const library of this.open.values()) await engineOf(library).close();
     this.open.clear();
     await this.storage.close();
   }
@@ -251,11 +268,9 @@ export class SyncNode {
   private async newLibrary(id: string, name: string, bootstrap: Member | undefined, signal?: AbortSignal): Promise<Library> {
     const opened = await this.storage.create(id);
     // A joined library backfills from its partners before it is ready.
-    const meta: Record<string, string> = bootstrap
-      ? { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap), [BACKFILL_META_KEY]: 'pending' }
-      : {};
+    const meta = bootstrap ? joinedLibraryMeta(bootstrap) : {};
     const prepared = await prepareLibrary(opened.db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
-    const library = new Library({
+    const engine = new LibraryEngine({
       id,
       name,
       db: opened.db,
@@ -269,19 +284,21 @@ export class SyncNode {
       runtime: this.runtime,
       recordIds: this.recordIds,
     });
-    this.open.set(id, library);
-    const replicator = await this.replicate(library, bootstrap);
+    const { library, replicator } = await this.replicate(engine, bootstrap);
     signal?.addEventListener('abort', () => replicator.interruptBackfill(), { once: true });
     return library;
   }
 
-  private async replicate(library: Library, bootstrap: Member | undefined): Promise<LibraryReplicator> {
-    const replicator = new LibraryReplicator(library, this.tuning, this.network, bootstrap);
+  /** Opens the user's `Library` on `engine` and starts replicating it. */
+  private async replicate(engine: LibraryEngine, bootstrap: Member | undefined): Promise<{ library: Library; replicator: LibraryReplicator }> {
+    const replicator = new LibraryReplicator(engine, this.tuning, this.network, bootstrap);
+    const library = new Library(engine, replicator);
+    this.open.set(engine.id, library);
     this.network.add(replicator);
     await replicator.start();
     // Listen ports (or the device name) may differ from the last run: tell the other members.
     await replicator.refreshSelfWhenConfirmed();
-    return replicator;
+    return { library, replicator };
   }
 
   private assertRunning(): void {

@@ -1,241 +1,58 @@
-import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex } from '@noble/hashes/utils.js';
-import { EventEmitter } from 'eventemitter3';
-import type { Kysely } from 'kysely';
-import { DeviceForkedError, NotFoundError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
-import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
-import type { ModelRegistry } from '../models/registry.js';
+import type { RemovalInfo } from '../errors.js';
 import type { Row } from '../models/types.js';
-import { checkRecordId, rowFromStored } from '../models/values.js';
-import {
-  chunksAfter,
-  countEntries,
-  entriesAfter,
-  entryAt,
-  pruneAcknowledged,
-  readAcks,
-  readVector,
-  recordAck,
-} from '../peer-log/log-store.js';
-import type { Chunk } from '../peer-log/chunk.js';
-import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
-import type { ModelTable, SqlRow } from '../storage/model-table.js';
-import type { InternalTables } from '../storage/schema.js';
-import { EventLoopTurns } from '../util/event-loop.js';
-import type { RecordIds } from '../util/ids.js';
-import type { Runtime } from '../runtime/runtime.js';
-import { pack } from '../util/msgpack.js';
-import { runSql } from '../util/sql.js';
-import { LocalWriter, type WriteContext } from './local-writes.js';
-import {
-  type ApplyResult,
-  applyRemoteEntries,
-  applyRemoteOwned,
-  type OwnedApplyResult,
-  type OwnedCoverage,
-  type OwnedRowUpdate,
-  type RemoteCounts,
-  validateOwnedRows,
-  validateRemoteChunks,
-  validateRemoteEntries,
-} from './remote-apply.js';
-import { type ChangeEvent, type SyncCounters, WriteBatch } from './write-batch.js';
-import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
-import type { LibraryStatus } from '../replication/status.js';
-import type { SyncedOptions } from '../replication/replicator.js';
-import { readLastSeen } from '../replication/last-seen.js';
-import type { SyncProgress } from '../backfill/catch-up.js';
-import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
-import {
-  applySnapshotRows,
-  readSnapshot,
-  type SnapshotPage,
-  type SnapshotPosition,
-  type SnapshotRow,
-  validateSnapshotRows,
-} from './snapshot.js';
-import { readRuns, type SyncRun } from '../backfill/history.js';
-import { OWNED_CONFIRMED_META_KEY, putMeta } from '../storage/open-library.js';
-import { mergeOwnRows, restampOwnRows } from './own-rows.js';
-import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
-import { MAX_WRITER_TIPS } from '../protocol/messages.js';
-import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
+import type { VersionVector } from '../peer-log/types.js';
+import type { LibraryEngine } from './engine.js';
+import type { Removal } from './removals.js';
+import type { SyncRun } from './run-store.js';
+import type { LibraryStatus } from './status.js';
+import type {
+  InviteInfo,
+  InviteOptions,
+  LibraryEvents,
+  LibrarySync,
+  LibraryTransaction,
+  ListOptions,
+  MemberInfo,
+  SyncedOptions,
+} from './types.js';
 
-/** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
-const REMOVED_META_KEY = 'removed';
-/** `sync_meta` key: the log position of this device's leave until a partner acknowledged it. */
-export const LEAVE_PENDING_META_KEY = 'leave_pending';
+/** The engine behind each facade, for the node and for tests (`engineOf`); never exported by the package. */
+const engines = new WeakMap<Library, LibraryEngine>();
 
-export interface LibraryEvents {
-  change: [ChangeEvent];
-  /** A transaction committed that grew the peer log or advanced a device-owned cursor. */
-  appended: [];
-  status: [LibraryStatus];
-  /** A backfill or catch-up run received a page. */
-  progress: [SyncProgress];
-  /**
-   * Another copy of this data directory runs as this device at the same time, and this copy is
-   * the one that gives way: it refuses every change from partners from now on.
-   */
-  forked: [DeviceForkedError];
-  /**
-   * This device is no longer a member of the library: a member removed it, or it left
-   * (`lib.leave()`). It stops syncing the library; its local data stays readable.
-   */
-  removed: [RemovalInfo];
+/** The engine behind `library`. Internal: the package does not export it. */
+export function engineOf(library: Library): LibraryEngine {
+  return engines.get(library)!;
 }
-
-/** A member device of the library, as the synced member list records it. */
-export interface Member {
-  device: string;
-  peer: string;
-  addrs: string[];
-}
-
-/** A member row: a `Member` with its device name (null in rows written by 1.1 devices). */
-export interface MemberRow extends Member {
-  name: string | null;
-}
-
-/** A member as `lib.members()` shows it. */
-export interface MemberInfo extends MemberRow {
-  /**
-   * Wall ms of the last frame this device heard from that member (device-local, kept across
-   * restarts), or null if never; null for this device's own entry.
-   */
-  lastSeenAt: number | null;
-  /** Whether this is this device's own entry. */
-  self: boolean;
-}
-
-export interface InviteOptions {
-  /** How long the invite can be used, in ms (default 24 hours). */
-  ttlMs?: number;
-}
-
-/** A pending invite this device issued (`lib.invites()`): its secret is not kept, so not the string. */
-export interface InviteInfo {
-  id: string;
-  /** Wall ms of its creation; null for an invite created before this was recorded. */
-  createdAt: number | null;
-  expiresAt: number;
-}
-
-/** What the replication layer provides to a library once the node is networked. */
-export interface LibrarySync {
-  createInvite(options: InviteOptions): Promise<string>;
-  invites(): Promise<InviteInfo[]>;
-  revokeInvite(codeOrId: string): Promise<void>;
-  /** When `device` was last heard from, as far as this device knows. */
-  lastSeenAt(device: string): number | null;
-  status(): Promise<LibraryStatus>;
-  synced(options: SyncedOptions): Promise<void>;
-  leave(options: SyncedOptions): Promise<void>;
-}
-
-/** The writes available inside `lib.transaction(...)`; all of them commit or none does. */
-export interface LibraryTransaction {
-  upsert(model: string, row: Record<string, unknown>): Promise<Row>;
-  update(model: string, id: string, partial: Record<string, unknown>): Promise<Row>;
-  delete(model: string, id: string): Promise<void>;
-  get(model: string, id: string): Promise<Row | undefined>;
-}
-
-export interface ListOptions {
-  /** Page size, 1 … 10 000 (default 100). */
-  limit?: number;
-  /** Keyset cursor: return rows whose id sorts after this one. */
-  after?: string;
-}
-
-export interface LibraryOptions {
-  readonly id: string;
-  readonly name: string;
-  readonly db: Kysely<InternalTables>;
-  readonly deviceId: string;
-  readonly clock: HlcClock;
-  readonly registry: ModelRegistry;
-  readonly tables: ReadonlyMap<string, ModelTable>;
-  readonly counters: SyncCounters;
-  /** Own device-owned version known to be held alike by partners (`prepareLibrary`). */
-  readonly ownedConfirmed: number;
-  /** Releases the database; called once by `close()`. */
-  readonly release: () => Promise<void>;
-  /** The node's timers and randomness (event-loop turns, writer ids). */
-  readonly runtime: Runtime;
-  /** The node's record ids, shared by its libraries. */
-  readonly recordIds: RecordIds;
-}
-
-const DIGEST_PAGE = 1_000;
-const SNAPSHOT_META_KEY = 'snapshot_checkpoint';
-
-/** Where a snapshot read stands: the vector it covers and the position of the next page. */
-export interface SnapshotCheckpoint {
-  vector: VersionVector;
-  next: SnapshotPosition | null;
-}
-const MAX_LIST_LIMIT = 10_000;
 
 /**
  * One library: a set of application records kept in sync across the member devices, stored in
- * its own SQLite database. All writes go through the model registry inside one transaction per
- * call; the HLC high-water mark and sync counters are persisted in that same transaction.
+ * its own SQLite database. This is the user's API; it is built from the library's engine
+ * (storage, writes, reads) and the node's replication of the library (invites, status, sync).
  */
 export class Library {
   readonly id: string;
   readonly name: string;
   /** This device's id (the origin of its own changes, the owner of its own rows). */
   readonly deviceId: string;
-  private readonly db: Kysely<InternalTables>;
-  private readonly ctx: WriteContext;
-  private readonly release: () => Promise<void>;
-  private readonly events = new EventEmitter<LibraryEvents>();
-  private readonly turns: EventLoopTurns;
-  private readonly runtime: Runtime;
-  private counters: SyncCounters;
-  private ownedConfirmedVersion: number;
-  /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
-  private readonly openedAt: string;
-  private forkedBy: DeviceForkedError | undefined;
-  private readonly removalState = new Removals();
-  /** Set once this device is no longer a member (removed, or it left). */
-  private ownRemoval: RemovalInfo | null = null;
-  private closed = false;
-  private sync: LibrarySync | undefined;
+  readonly #engine: LibraryEngine;
+  readonly #sync: LibrarySync;
 
-  constructor(options: LibraryOptions) {
-    this.id = options.id;
-    this.name = options.name;
-    this.deviceId = options.deviceId;
-    this.db = options.db;
-    this.release = options.release;
-    this.runtime = options.runtime;
-    this.turns = new EventLoopTurns(options.runtime.scheduler);
-    this.counters = options.counters;
-    this.ownedConfirmedVersion = options.ownedConfirmed;
-    // What the clock would issue now (not issued: it would cost a tick): past everything this
-    // directory ever stamped, and past the wall time of the open.
-    const last = options.clock.last();
-    const wall = options.clock.wallTime();
-    this.openedAt = encodeHlc(wall > last.wallMs ? { ...last, wallMs: wall, counter: 0 } : last).slice(0, HLC_TIME_LENGTH);
-    this.ctx = {
-      libraryId: options.id,
-      deviceId: options.deviceId,
-      clock: options.clock,
-      registry: options.registry,
-      tables: options.tables,
-      recordIds: options.recordIds,
-    };
+  constructor(engine: LibraryEngine, sync: LibrarySync) {
+    this.id = engine.id;
+    this.name = engine.name;
+    this.deviceId = engine.deviceId;
+    this.#engine = engine;
+    this.#sync = sync;
+    engines.set(this, engine);
   }
 
   on<E extends keyof LibraryEvents>(event: E, listener: (...args: LibraryEvents[E]) => void): this {
-    this.events.on(event, listener);
+    this.#engine.on(event, listener);
     return this;
   }
 
   off<E extends keyof LibraryEvents>(event: E, listener: (...args: LibraryEvents[E]) => void): this {
-    this.events.off(event, listener);
+    this.#engine.off(event, listener);
     return this;
   }
 
@@ -255,44 +72,28 @@ export class Library {
    * Runs `fn` in one SQLite transaction. Writes made through `tx` commit together or not at
    * all. Use `tx`, not the library, inside `fn`: the library's own methods wait for this
    * transaction to finish and would deadlock.
+   *
+   * @example
+   * ```ts
+   * await lib.transaction(async (tx) => {
+   *   const note = await tx.upsert('note', { title: 'Groceries', body: null });
+   *   await tx.upsert('tag', { label: 'home', color: 'green' });
+   *   await tx.update('note', note.id, { body: 'milk, bread' });
+   * });
+   * ```
    */
-  async transaction<T>(fn: (tx: LibraryTransaction) => Promise<T>): Promise<T> {
-    this.assertMember();
-    return this.write(async (batch) => {
-      const writer = new LocalWriter(this.ctx, batch);
-      return fn({
-        upsert: (model, row) => writer.upsert(model, row),
-        update: (model, id, partial) => writer.update(model, id, partial),
-        delete: (model, id) => writer.delete(model, id),
-        get: async (model, id) => {
-          await batch.flush();
-          return this.readRow(batch.db, model, id);
-        },
-      });
-    });
+  transaction<T>(fn: (tx: LibraryTransaction) => Promise<T>): Promise<T> {
+    return this.#engine.transaction(fn);
   }
 
-  async get(model: string, id: string): Promise<Row | undefined> {
-    this.assertOpen();
-    return this.readRow(this.db, model, id);
+  /** The live row `id` of `model`, or undefined (deleted rows are undefined). */
+  get(model: string, id: string): Promise<Row | undefined> {
+    return this.#engine.get(model, id);
   }
 
   /** Live rows of `model` in id order, one keyset page at a time. */
-  async list(modelName: string, options: ListOptions = {}): Promise<Row[]> {
-    this.assertOpen();
-    const model = this.ctx.registry.get(modelName);
-    const limit = options.limit ?? 100;
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
-      throw new ValidationError(`list limit must be an integer from 1 to ${MAX_LIST_LIMIT}`);
-    }
-    const table = this.table(model.name);
-    const after = options.after === undefined ? undefined : checkRecordId(model, options.after);
-    const rows = await runSql<SqlRow>(
-      this.db,
-      table.liveRowsSql(after !== undefined),
-      after === undefined ? [limit] : [after, limit],
-    );
-    return rows.map((r) => rowFromStored(model, r.id as string, table.valuesFromRow(r)));
+  list(model: string, options: ListOptions = {}): Promise<Row[]> {
+    return this.#engine.list(model, options);
   }
 
   /**
@@ -300,36 +101,13 @@ export class Library {
    * metadata, in canonical order (models by name, rows by id). Two devices that hold the same
    * set of changes have equal digests. Reads page by page, so memory stays bounded.
    */
-  async digest(): Promise<string> {
-    this.assertOpen();
-    const hash = sha256.create();
-    for (const model of this.ctx.registry.all()) {
-      const table = this.table(model.name);
-      let after: string | undefined;
-      for (;;) {
-        // A digest of a large library takes seconds: let sockets and timers run meanwhile.
-        await this.turns.turn();
-        const rows = await runSql<SqlRow>(
-          this.db,
-          table.liveRowsSql(after !== undefined),
-          after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE],
-        );
-        for (const row of rows) hash.update(pack([model.name, ...table.canonicalTuple(row)]));
-        if (rows.length < DIGEST_PAGE) break;
-        after = rows[rows.length - 1]!.id as string;
-      }
-    }
-    return bytesToHex(hash.digest());
+  digest(): Promise<string> {
+    return this.#engine.digest();
   }
 
   /** The contiguous prefix of every origin's changes held here. */
   versionVector(): VersionVector {
-    return Object.fromEntries(this.counters.vector);
-  }
-
-  /** Whether this library holds changes of `origin`, or device-owned rows of it as owner. */
-  holdsOrigin(origin: string): boolean {
-    return this.counters.vector.has(origin) || this.counters.ownerVersions.has(origin);
+    return this.#engine.versionVector();
   }
 
   /**
@@ -337,246 +115,7 @@ export class Library {
    * derived from it after a restart that wrote before meeting a partner; docs/architecture.md).
    */
   writer(): string {
-    return this.counters.writer.id;
-  }
-
-  /** The writer no partner may move (`appendedWriter`): none while the current one is retired. */
-  appendedWriter(): string | undefined {
-    return appendedWriter(this.counters.writer);
-  }
-
-  /**
-   * Checks this device's writers against what a partner's hello says it holds of them: confirms
-   * the current writer, retires it if the partner holds more (a restored or copied data
-   * directory: the missing tail then arrives by catch-up), or reports a fork (the partner holds
-   * another entry at a position of one of them). Serialised with local writes.
-   */
-  async checkOwnWriters(partner: PartnerHold): Promise<WriterCheck> {
-    this.assertOpen();
-    return this.write(async (batch) => {
-      const writer = batch.currentWriter;
-      for (const [origin, seq, fingerprint] of partner.tips) {
-        if (!isWriterOf(origin, this.deviceId) || seq > batch.seqOf(origin)) continue;
-        const held = await entryAt(batch.db, origin, seq);
-        if (held && entryFingerprint(held) !== fingerprint) {
-          if (origin === writer.id) batch.setWriter({ ...writer, retired: true });
-          return { kind: 'forked', origin, seq };
-        }
-      }
-      if ((partner.shared[writer.id] ?? 0) > batch.seqOf(writer.id)) {
-        if (writer.retired) return { kind: 'unchanged' };
-        batch.setWriter({ ...writer, retired: true });
-        // Appended to in this run, yet the partner holds more: another copy appended too.
-        return writer.confirmed ? { kind: 'forked', origin: writer.id, seq: batch.seqOf(writer.id) + 1 } : { kind: 'restored' };
-      }
-      if (writer.confirmed || writer.retired) return { kind: 'unchanged' };
-      batch.setWriter({ ...writer, confirmed: true });
-      return { kind: 'confirmed' };
-    });
-  }
-
-  /**
-   * A device's writers follow one another: it appends to one writer at a time, and only to a
-   * fresh one after the previous one. Entries of another writer of this device, stamped after
-   * this run opened the library, therefore come from another copy of this data directory
-   * running at the same time (a cloned machine; a restored backup's predecessor stopped before
-   * the restore, so its entries are older). Of the two copies, the one whose current writer
-   * began later (or that has not written yet) gives way: it refuses changes from now on
-   * (`DeviceForkedError`, and a `forked` event that stops its replication). The other applies
-   * the changes like any.
-   */
-  private async checkConcurrentCopy(entries: readonly LogEntry[]): Promise<void> {
-    if (this.forkedBy) throw this.forkedBy;
-    const writer = this.counters.writer.id;
-    const other = entries.find(
-      (e) => e.origin !== writer && isWriterOf(e.origin, this.deviceId) && e.hlc.slice(0, HLC_TIME_LENGTH) > this.openedAt,
-    );
-    if (!other) return;
-    const began = async (origin: string) =>
-      entries.find((e) => e.origin === origin && e.seq === 1)?.hlc ?? (await entryAt(this.db, origin, 1))?.hlc;
-    // A current writer whose first entry was pruned is old: it began before any other.
-    const mine = (this.counters.vector.get(writer) ?? 0) === 0 ? undefined : ((await began(writer)) ?? '');
-    const theirs = await began(other.origin);
-    if (mine !== undefined && (theirs === undefined || theirs > mine)) return;
-    this.forkedBy = new DeviceForkedError(
-      `another copy of this data directory runs as device ${this.deviceId} at the same time (it writes as ${other.origin}): ` +
-        `this copy stops syncing library ${this.id}. Only one copy can be device ${this.deviceId}: stop this one, ` +
-        `and give a machine that must stay a device of its own a fresh data directory (joined by invite)`,
-    );
-    this.events.emit('forked', this.forkedBy);
-    throw this.forkedBy;
-  }
-
-  /**
-   * What this device holds of the writers of `devices`, for the hello it sends them: the
-   * `MAX_WRITER_TIPS` written last.
-   */
-  async tipsFor(devices: readonly string[]): Promise<WriterTip[]> {
-    this.assertOpen();
-    const tips: { tip: WriterTip; hlc: string }[] = [];
-    for (const [origin, { seq, prunedThrough }] of await readVector(this.db)) {
-      if (!devices.some((device) => isWriterOf(origin, device)) || seq <= prunedThrough) continue;
-      const entry = await entryAt(this.db, origin, seq);
-      if (entry) tips.push({ tip: [origin, seq, entryFingerprint(entry)], hlc: entry.hlc });
-    }
-    return tips
-      .sort((a, b) => (a.hlc < b.hlc ? 1 : -1))
-      .slice(0, MAX_WRITER_TIPS)
-      .map((t) => t.tip);
-  }
-
-  /** The HLC high-water mark of this device's clock, encoded. */
-  clockHighWater(): string {
-    return encodeHlc(this.ctx.clock.last());
-  }
-
-  async entriesAfter(vector: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
-    this.assertOpen();
-    return entriesAfter(this.db, vector, limits);
-  }
-
-  /** `entriesAfter` in the log's stored form (what the wire carries), not decoded. */
-  async chunksAfter(vector: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
-    this.assertOpen();
-    return chunksAfter(this.db, vector, limits);
-  }
-
-  /**
-   * Applies shared-change entries received from peers, in one transaction. Validated first
-   * (`ValidationError`) and drift-checked (`ClockDriftError`) before anything is touched.
-   */
-  async applyRemote(entries: readonly unknown[], counts?: RemoteCounts): Promise<ApplyResult> {
-    this.assertOpen();
-    const { entries: valid, newest } = validateRemoteEntries(this.ctx, entries);
-    if (newest) this.ctx.clock.checkDrift(newest);
-    await this.checkConcurrentCopy(valid);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, valid, counts));
-  }
-
-  /**
-   * `applyRemote` for log chunks as the wire carries them: decoded (a malformed chunk is a
-   * `ProtocolError`) and validated the same way; a chunk applied whole is stored as received.
-   */
-  async applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult> {
-    this.assertOpen();
-    const { entries, newest } = validateRemoteChunks(this.ctx, chunks);
-    if (newest) this.ctx.clock.checkDrift(newest);
-    await this.checkConcurrentCopy(entries);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, entries, counts, chunks));
-  }
-
-  /** Current shared rows after `after` (tombstones and clocks included), for a partner's snapshot. */
-  async snapshotAfter(after: SnapshotPosition | null, limits: ReadLimits): Promise<SnapshotPage> {
-    this.assertOpen();
-    const shared = this.ctx.registry.all().filter((m) => m.ownership === 'shared');
-    return readSnapshot(this.db, shared.map((m) => this.table(m.name)), after, limits);
-  }
-
-  /** Shared rows held, tombstones included: the size of a snapshot. */
-  async sharedRowCount(): Promise<number> {
-    this.assertOpen();
-    let total = 0;
-    for (const model of this.ctx.registry.all()) {
-      if (model.ownership !== 'shared') continue;
-      const [row] = await runSql<{ n: number }>(this.db, `SELECT count(*) AS n FROM ${this.table(model.name).table}`);
-      total += row!.n;
-    }
-    return total;
-  }
-
-  /**
-   * Merges a page of a partner's snapshot into the held rows and records where the snapshot
-   * stands, in one transaction. On the last page (`checkpoint.next` null) the library holds
-   * every origin through the snapshot's vector instead, and continues from there by the log.
-   */
-  async applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void> {
-    this.assertOpen();
-    for (const hlc of validateSnapshotRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
-    await this.write(async (batch) => {
-      await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
-      if (checkpoint.next === null) {
-        // A closed origin is held no further than accepted, whatever the partner took.
-        for (const [origin, through] of Object.entries(this.removalState.cap(checkpoint.vector))) {
-          // A snapshot never moves the counter this device appends to: only its own writes do
-          // (a position it adopted would be one it then skips or reuses). A retired writer's
-          // tail is an origin like any other, also while it is still the current writer.
-          if (origin !== appendedWriter(batch.currentWriter)) batch.adoptPrunedPrefix(origin, through);
-        }
-        await batch.db.deleteFrom('sync_meta').where('key', '=', SNAPSHOT_META_KEY).execute();
-      } else {
-        await putMeta(batch.db, SNAPSHOT_META_KEY, JSON.stringify(checkpoint));
-      }
-    });
-  }
-
-  /** Where an unfinished snapshot read stands, if one is in progress. */
-  async snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined> {
-    const value = await this.metaValue(SNAPSHOT_META_KEY);
-    return value === undefined ? undefined : (JSON.parse(value) as SnapshotCheckpoint);
-  }
-
-  /** Past and running backfill and catch-up runs, oldest first (at most the last 1 000). */
-  async syncHistory(): Promise<SyncRun[]> {
-    this.assertOpen();
-    return readRuns(this.db);
-  }
-
-  /**
-   * Applies replicated device-owned rows (state-based sync), in one transaction. With
-   * `coverage`, the rows are all of the owner's rows in that version range, and the owner's
-   * cursor moves forward when it is contiguous with what is held.
-   */
-  async applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult> {
-    this.assertOpen();
-    const hlcs = validateOwnedRows(this.ctx, rows);
-    for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
-  }
-
-  /**
-   * Merges a page of this device's own device-owned rows as a partner holds them (after
-   * `ownedConfirmed()`; see `own-rows.ts`); returns whether they differ from the rows held.
-   */
-  async mergeOwnRows(rows: readonly unknown[], coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean> {
-    this.assertOpen();
-    for (const hlc of validateOwnedRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => mergeOwnRows(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
-  }
-
-  /**
-   * Ends a merge of the partner's own rows through `through`: this device's version moves past
-   * it and, if they `diverged`, the own rows after the confirmed version get new versions
-   * beyond it. Returns how many rows were given a new version.
-   */
-  async settleOwnRows(through: number, diverged: boolean): Promise<number> {
-    this.assertOpen();
-    return this.write((batch) => restampOwnRows(this.ctx, batch, this.ownedConfirmedVersion, through, diverged));
-  }
-
-  /** Own device-owned version known to be held alike by partners. */
-  ownedConfirmed(): number {
-    return this.ownedConfirmedVersion;
-  }
-
-  /** Records that a partner holds this device's own rows alike through `version` (only forward). */
-  async confirmOwned(version: number): Promise<void> {
-    this.assertOpen();
-    if (version <= this.ownedConfirmedVersion) return;
-    await putMeta(this.db, OWNED_CONFIRMED_META_KEY, String(version));
-    this.ownedConfirmedVersion = version;
-  }
-
-  /** Per owner, the version through which every device-owned row is held. */
-  ownedVector(): VersionVector {
-    return Object.fromEntries(this.counters.ownerVersions);
-  }
-
-  /** Device-owned rows of `owner` after `after`, as far as they are held contiguously. */
-  async ownedAfter(owner: string, after: number, limits: ReadLimits): Promise<OwnedPage> {
-    this.assertOpen();
-    const through = this.counters.ownerVersions.get(owner) ?? 0;
-    const tables = [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
-    return readOwnedAfter(this.db, tables, owner, after, through, limits);
+    return this.#engine.writer();
   }
 
   /**
@@ -585,71 +124,29 @@ export class Library {
    * Removed devices are gone from it, and so is any row naming a removed device's PeerId.
    */
   async members(): Promise<MemberInfo[]> {
-    const sync = this.sync;
-    const stored = sync ? undefined : await readLastSeen(this.db);
-    const heard = (device: string) => (sync ? sync.lastSeenAt(device) : (stored!.get(device) ?? null));
-    const { rows } = await this.currentMembers();
+    const { rows } = await this.#engine.currentMembers();
     return rows.map((m) => {
       const self = m.device === this.deviceId;
-      return { ...m, lastSeenAt: self ? null : heard(m.device), self };
+      return { ...m, lastSeenAt: self ? null : this.#sync.lastSeenAt(m.device), self };
     });
   }
 
-  /**
-   * The member rows of devices that are members, and the PeerIds of removed devices
-   * (`Removals.peersOf`): every row naming one of those PeerIds is left out.
-   */
-  async currentMembers(): Promise<{ rows: MemberRow[]; removedPeers: Map<string, Removal> }> {
-    const all = await this.memberRows();
-    const removedPeers = this.removalState.peersOf(all);
-    return { rows: all.filter((m) => !removedPeers.has(m.peer)), removedPeers };
+  /** Creates a one-time invite another device can join this library with. */
+  createInvite(options: InviteOptions = {}): Promise<string> {
+    return this.syncing().createInvite(options);
   }
 
-  /** The library's member rows, as the synced member list records them (removed devices included). */
-  async memberRows(): Promise<MemberRow[]> {
-    const members: MemberRow[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.list(MEMBERS_MODEL.name, { limit: MAX_LIST_LIMIT, after });
-      for (const row of page) {
-        const name = (row.name as string | null) ?? null;
-        members.push({ device: row.id, peer: row.peer as string, addrs: row.addrs as string[], name });
-      }
-      if (page.length < MAX_LIST_LIMIT) return members;
-      after = page[page.length - 1]!.id;
-    }
+  /** This device's pending invites (not used, revoked or expired), newest first. */
+  invites(): Promise<InviteInfo[]> {
+    return this.syncing().invites();
   }
 
   /**
-   * A transaction for the sync engine itself: it may write system models (membership) and
-   * use the raw transaction for its own tables. Not for application code.
+   * Revokes one of this device's invites, by its string or its id: a join with it is refused
+   * with `INVITE_REVOKED`. Idempotent; an invite this device did not issue is `NOT_FOUND`.
    */
-  async systemTransaction<T>(fn: (writer: LocalWriter, trx: Kysely<InternalTables>) => Promise<T>): Promise<T> {
-    this.assertMember();
-    return this.write(async (batch) => fn(new LocalWriter(this.ctx, batch, true), batch.db));
-  }
-
-  /** Reads one of the engine's own settings stored with the library. */
-  async metaValue(key: string): Promise<string | undefined> {
-    this.assertOpen();
-    const row = await this.db.selectFrom('sync_meta').select('value').where('key', '=', key).executeTakeFirst();
-    return row?.value;
-  }
-
-  async deleteMetaValue(key: string): Promise<void> {
-    this.assertOpen();
-    await this.db.deleteFrom('sync_meta').where('key', '=', key).execute();
-  }
-
-  /** The library's database, for the sync engine's own bookkeeping (history). Not for application code. */
-  engineDb(): Kysely<InternalTables> {
-    this.assertOpen();
-    return this.db;
-  }
-
-  async setMetaValue(key: string, value: string): Promise<void> {
-    this.assertOpen();
-    await putMeta(this.db, key, value);
+  revokeInvite(codeOrId: string): Promise<void> {
+    return this.syncing().revokeInvite(codeOrId);
   }
 
   /**
@@ -658,18 +155,8 @@ export class Library {
    * change it made after this removal. Resolves once the removal is committed here; removing a
    * device already removed writes nothing (its cutoff never moves).
    */
-  async removeMember(deviceId: string): Promise<void> {
-    this.assertMember();
-    if (deviceId === this.deviceId) {
-      throw new ValidationError('lib.removeMember() cannot remove this device itself: use lib.leave() to leave the library');
-    }
-    await this.systemTransaction(async (writer, trx) => {
-      if (this.removalState.of(deviceId)) return;
-      if (typeof deviceId !== 'string' || !(await this.readRow(trx, MEMBERS_MODEL.name, deviceId).catch(() => undefined))) {
-        throw new NotFoundError(`device ${JSON.stringify(deviceId)} is not a member of library ${this.id}`);
-      }
-      await writer.upsert(REMOVALS_MODEL.name, { id: deviceId, by: this.deviceId, kind: 'removed' });
-    });
+  removeMember(deviceId: string): Promise<void> {
+    return this.#engine.removeMember(deviceId);
   }
 
   /**
@@ -678,129 +165,22 @@ export class Library {
    * none; resumed after a restart), then stops. `signal` abandons the wait, not the leave.
    */
   leave(options: SyncedOptions = {}): Promise<void> {
-    return this.requireSync().leave(options);
-  }
-
-  /**
-   * Writes this device's own removal (`kind: 'left'`) and, in the same transaction, the log
-   * position a partner must acknowledge before this device stops syncing (`leavePending`).
-   */
-  async writeLeave(): Promise<void> {
-    this.assertMember();
-    await this.write(async (batch) => {
-      await new LocalWriter(this.ctx, batch, true).upsert(REMOVALS_MODEL.name, { id: this.deviceId, by: this.deviceId, kind: 'left' });
-      const origin = batch.currentWriter.id;
-      await putMeta(batch.db, LEAVE_PENDING_META_KEY, JSON.stringify({ origin, seq: batch.seqOf(origin) }));
-    });
-  }
-
-  /** The position of this device's leave that no partner has acknowledged yet, if any. */
-  async leavePending(): Promise<{ origin: string; seq: number } | undefined> {
-    const value = await this.metaValue(LEAVE_PENDING_META_KEY);
-    return value === undefined ? undefined : (JSON.parse(value) as { origin: string; seq: number });
+    return this.syncing().leave(options);
   }
 
   /** How this device stopped being a member, or null while it is one. */
   removal(): RemovalInfo | null {
-    return this.ownRemoval;
+    return this.#engine.removal();
   }
 
-  /** Removed devices, with their cutoffs (`sync_removals`). */
+  /** Removed devices, with their cutoffs. */
   removals(): Removal[] {
-    return this.removalState.all();
-  }
-
-  /** The removal of `device`, if it was removed. */
-  removalOf(device: string): Removal | undefined {
-    return this.removalState.of(device);
-  }
-
-  /** Caps a partner's advertised vector at what this device accepts of closed origins. */
-  acceptable(vector: VersionVector): VersionVector {
-    return this.removalState.cap(vector);
-  }
-
-  /**
-   * `vector` without removed devices' writers: what a partner holding the removals must hold
-   * (it refuses what of them was stamped after the cutoff, so it may never reach their tails).
-   */
-  withoutRemovedWriters(vector: VersionVector): VersionVector {
-    return this.removalState.withoutRemoved(vector);
-  }
-
-  /** The vector to pull after (`vector`, by default the one held): closed origins are never asked for again. */
-  pullAfter(vector: VersionVector = this.versionVector()): VersionVector {
-    return this.removalState.pullAfter(vector);
-  }
-
-  /** Reads removals and closed origins as held (the replication layer calls it at start). */
-  async loadRemovals(): Promise<void> {
-    this.assertOpen();
-    const closed = await this.metaValue(CLOSED_ORIGINS_META_KEY);
-    const closedOrigins = closed === undefined ? {} : (JSON.parse(closed) as Record<string, number>);
-    for (const [origin, through] of Object.entries(closedOrigins)) this.removalState.close(origin, through);
-    const own = await this.readRemovals(this.db, this.removalState);
-    if (own && !this.ownRemoval) this.ownRemoval = removalInfo(own);
-    const told = await this.metaValue(REMOVED_META_KEY);
-    if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
-  }
-
-  /**
-   * Records that this device is no longer a member as a member's refusal said (`REMOVED`):
-   * persisted, so it survives restarts. Emits `removed` once.
-   */
-  async markRemoved(info: RemovalInfo): Promise<void> {
-    if (this.ownRemoval) return;
-    await this.setMetaValue(REMOVED_META_KEY, JSON.stringify(info));
-    this.setOwnRemoval(info);
-  }
-
-  /** Reads the `sync_removals` rows into `into`; returns this device's own removal, if any. */
-  private async readRemovals(db: Kysely<InternalTables>, into: Removals): Promise<Removal | undefined> {
-    const table = this.table(REMOVALS_MODEL.name);
-    const removals: Removal[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const params = after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE];
-      const rows = await runSql<SqlRow>(db, table.liveRowsSql(after !== undefined), params);
-      for (const row of rows) {
-        const { id, values, hlc } = table.sharedFromRow(row);
-        removals.push({ device: id, by: values.by as string, kind: values.kind as Removal['kind'], cutoff: hlc });
-        after = id;
-      }
-      if (rows.length < DIGEST_PAGE) break;
-    }
-    into.set(removals);
-    return into.of(this.deviceId);
-  }
-
-  private setOwnRemoval(info: RemovalInfo): void {
-    if (this.ownRemoval) return;
-    this.ownRemoval = info;
-    this.events.emit('removed', info);
-  }
-
-  /** Creates a one-time invite another device can join this library with. */
-  createInvite(options: InviteOptions = {}): Promise<string> {
-    return this.requireSync().createInvite(options);
-  }
-
-  /** This device's pending invites (not used, revoked or expired), newest first. */
-  invites(): Promise<InviteInfo[]> {
-    return this.requireSync().invites();
-  }
-
-  /**
-   * Revokes one of this device's invites, by its string or its id: a join with it is refused
-   * with `INVITE_REVOKED`. Idempotent; an invite this device did not issue is `NOT_FOUND`.
-   */
-  revokeInvite(codeOrId: string): Promise<void> {
-    return this.requireSync().revokeInvite(codeOrId);
+    return this.#engine.removals();
   }
 
   /** Partners, their acknowledged vectors, this device's vectors, log size and sync state. */
   status(): Promise<LibraryStatus> {
-    return this.requireSync().status();
+    return this.syncing().status();
   }
 
   /**
@@ -808,119 +188,17 @@ export class Library {
    * partners); rejects if it reports `error`, or with `ABORTED` when `signal` aborts.
    */
   synced(options: SyncedOptions = {}): Promise<void> {
-    return this.requireSync().synced(options);
+    return this.syncing().synced(options);
   }
 
-  /** Connects the library to the node's replication; called once by the node. */
-  attachSync(sync: LibrarySync): void {
-    this.sync = sync;
+  /** Past and running backfill and catch-up runs, oldest first (at most the last 1 000). */
+  syncHistory(): Promise<SyncRun[]> {
+    return this.#engine.syncHistory();
   }
 
-  /** Emits a status change (called by the replication layer). */
-  emitStatus(status: LibraryStatus): void {
-    this.events.emit('status', status);
-  }
-
-  /** Emits sync progress (called by the replication layer). */
-  emitProgress(progress: SyncProgress): void {
-    this.events.emit('progress', progress);
-  }
-
-  /** Records the vector an authenticated partner device has acknowledged. */
-  async recordAck(partnerDevice: string, vector: VersionVector): Promise<void> {
-    this.assertOpen();
-    await recordAck(this.db, partnerDevice, vector);
-  }
-
-  async acks(): Promise<Map<string, VersionVector>> {
-    this.assertOpen();
-    return readAcks(this.db);
-  }
-
-  /**
-   * Deletes log entries acknowledged by every one of `partners`, keeping at most
-   * `retainEntries` per origin for a partner that lags further; returns how many.
-   */
-  async prune(partners: readonly string[], retainEntries?: number): Promise<number> {
-    this.assertOpen();
-    return this.db.transaction().execute((trx) => pruneAcknowledged(trx, partners, retainEntries));
-  }
-
-  /** Per origin, the last seq deleted from this log (0 where nothing was pruned). */
-  async prunedVector(): Promise<VersionVector> {
-    this.assertOpen();
-    const held = await readVector(this.db);
-    return Object.fromEntries([...held].map(([origin, v]) => [origin, v.prunedThrough]));
-  }
-
-  async logSize(): Promise<number> {
-    this.assertOpen();
-    return countEntries(this.db);
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.events.removeAllListeners();
-    await this.release();
-  }
-
-  /**
-   * Runs `fn` in a transaction with a fresh batch; on commit, persists the clock high-water
-   * mark with the data and adopts the batch's counters, then emits change events. The mark is
-   * taken after the clock received every clock the batch stored (`WriteBatch.highWater`).
-   */
-  private async write<T>(fn: (batch: WriteBatch) => Promise<T>): Promise<T> {
-    this.assertOpen();
-    // Between transactions, let sockets and timers run if a burst of writes has held the loop.
-    await this.turns.turn();
-    this.assertOpen();
-    let ownRemoval: Removal | undefined;
-    const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState, this.runtime.random);
-      const value = await fn(batch);
-      await batch.flush();
-      // Into the batch's copy: the library adopts it with the counters once committed.
-      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) ownRemoval = await this.readRemovals(trx, batch.removals);
-      await putMeta(trx, 'hlc', batch.highWater());
-      return { value, batch };
-    });
-    this.counters = batch.counters();
-    // Removals and closed origins, like the counters, only once committed (a transaction that
-    // rolled back must leave no device refused, no origin closed, no removal to skip rewriting).
-    this.removalState.adopt(batch.removals);
-    // Emitted once committed, like change events: this device's own removal arrived or was written.
-    if (ownRemoval) this.setOwnRemoval(removalInfo(ownRemoval));
-    if (this.events.listenerCount('change') > 0) for (const event of batch.events) this.events.emit('change', event);
-    if (batch.advanced) this.events.emit('appended');
-    return value;
-  }
-
-  private async readRow(db: Kysely<InternalTables>, modelName: string, id: string): Promise<Row | undefined> {
-    const model = this.ctx.registry.get(modelName);
-    const table = this.table(model.name);
-    const rows = await runSql<SqlRow>(db, table.selectByIdsSql(1), [checkRecordId(model, id)]);
-    const row = rows[0];
-    if (!row || row._deleted === 1) return undefined;
-    return rowFromStored(model, id, table.valuesFromRow(row));
-  }
-
-  private table(name: string): ModelTable {
-    return this.ctx.tables.get(name)!;
-  }
-
-  private requireSync(): LibrarySync {
-    this.assertOpen();
-    if (!this.sync) throw new StoppedError(`library ${this.id} is not attached to a running sync node`);
-    return this.sync;
-  }
-
-  /** Local writes of a device that is no longer a member could reach no one: refused. */
-  private assertMember(): void {
-    if (this.ownRemoval) throw noLongerMemberError(this.id, this.ownRemoval);
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new StoppedError(`library ${this.id} is closed`);
+  /** The sync side, once the library is open (a closed library fails with `STOPPED`). */
+  private syncing(): LibrarySync {
+    this.#engine.assertOpen();
+    return this.#sync;
   }
 }

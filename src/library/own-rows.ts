@@ -3,8 +3,8 @@ import type { StoredValues } from '../models/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import { runSql } from '../util/sql.js';
 import type { WriteContext } from './local-writes.js';
-import { checkCoverage, type OwnedCoverage, type OwnedRowUpdate, type RemoteCounts } from './remote-apply.js';
-import { countChange } from './snapshot.js';
+import { countChange, type RemoteCounts } from './counts.js';
+import { checkCoverage, type OwnedCoverage, type OwnedRowUpdate } from './remote-apply.js';
 import type { WriteBatch } from './write-batch.js';
 
 /**

@@ -6,12 +6,12 @@ import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js
 import { type Chunk, decodeChunk, MAX_CHUNK_BYTES, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
 import type { LogEntry } from '../peer-log/types.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
-import { countChange } from './snapshot.js';
+import { countChange, type RemoteCounts } from './counts.js';
 import type { WriteBatch } from './write-batch.js';
 import { appendedWriter } from './writers.js';
 import type { ModelTable } from '../storage/model-table.js';
 import { REMOVALS_MODEL } from '../models/system.js';
-import { putMeta } from '../storage/open-library.js';
+import { putMeta } from '../storage/meta.js';
 import { CLOSED_ORIGINS_META_KEY, type Removals } from './removals.js';
 
 export interface GapReport {
@@ -20,13 +20,6 @@ export interface GapReport {
   heldSeq: number;
   /** First seq of `origin` in the batch that could not be applied. */
   firstReceivedSeq: number;
-}
-
-/** Rows a batch of remote changes made live, changed or deleted (for sync history). */
-export interface RemoteCounts {
-  added: number;
-  updated: number;
-  deleted: number;
 }
 
 export interface ApplyResult {

@@ -4,14 +4,14 @@ import type { SharedModel } from '../models/define.js';
 import { mergeStates } from '../models/merge.js';
 import type { SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkRecordSize, checkStored, encodedSizeBound, exceedsRecordLimit } from '../models/values.js';
-import type { ReadLimits } from '../peer-log/types.js';
+import type { ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import { runSql } from '../util/sql.js';
 import type { Kysely } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import type { WriteBatch } from './write-batch.js';
-import type { RemoteCounts } from './remote-apply.js';
+import { countChange, type RemoteCounts } from './counts.js';
 
 /**
  * Snapshots: the current state of every shared row, tombstones included, with the clocks its
@@ -20,6 +20,12 @@ import type { RemoteCounts } from './remote-apply.js';
  */
 
 /** Where a snapshot read stands: the last model and id returned. */
+/** Where a snapshot read stands: the vector it covers and the position of the next page. */
+export interface SnapshotCheckpoint {
+  vector: VersionVector;
+  next: SnapshotPosition | null;
+}
+
 export type SnapshotPosition = [model: string, id: string];
 
 export interface SnapshotRow {
@@ -159,15 +165,4 @@ function normalState(model: SharedModel, state: SharedRowState): SharedRowState 
   const values: StoredValues = {};
   for (const field of model.fields) values[field.name] = state.values[field.name] ?? null;
   return { ...state, values, fieldHlcs: model.conflict === 'lww' && !model.apply ? null : (state.fieldHlcs ?? {}) };
-}
-
-/** Tallies a row change as added (now live, was absent or deleted), deleted or updated. */
-export function countChange(counts: RemoteCounts, before: { deleted: boolean } | undefined, after: { deleted: boolean }): void {
-  if (after.deleted) {
-    if (before && !before.deleted) counts.deleted += 1;
-  } else if (!before || before.deleted) {
-    counts.added += 1;
-  } else {
-    counts.updated += 1;
-  }
 }

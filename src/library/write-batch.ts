@@ -9,7 +9,7 @@ import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import type { ChangeOp, OwnedRowState, SharedRowState, StoredValue } from '../models/types.js';
 import { runSql } from '../util/sql.js';
-import { putMeta } from '../storage/open-library.js';
+import { putMeta } from '../storage/meta.js';
 import type { Random } from '../runtime/runtime.js';
 import type { Removals } from './removals.js';
 import { newWriterId, WRITER_META_KEY, writerMetaValue, type WriterState } from './writers.js';

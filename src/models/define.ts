@@ -89,6 +89,19 @@ export function usesFieldClocks(model: Model): boolean {
   return model.ownership === 'shared' && model.conflict !== 'lww';
 }
 
+/**
+ * Declares a data model: its name, who writes it (`ownership`), its fields and, for shared
+ * models, the conflict rule that decides between concurrent writes (docs/models.md). Throws
+ * `ModelDefinitionError` for a definition that breaks a rule.
+ *
+ * @example
+ * ```ts
+ * const Note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww-field', fields: { title: 'text', body: { type: 'text', nullable: true } } });
+ * const Tag = defineModel({ name: 'tag', ownership: 'shared', conflict: 'union', naturalKey: ['label'], fields: { label: 'text' } });
+ * const Location = defineModel({ name: 'location', ownership: 'device', fields: { path: 'text' } });
+ * const node = await createSyncNode({ dataDir, models: [Note, Tag, Location] });
+ * ```
+ */
 export function defineModel(input: ModelInput): Model {
   const name = input.name;
   if (typeof name !== 'string' || !MODEL_NAME.test(name) || name.startsWith('sync_')) {

@@ -56,10 +56,20 @@ export interface DiscoveryOptions {
 }
 
 /**
- * The Node edge of a sync node: the core (`SyncNode.create`) over libp2p (TCP and WebSockets,
+ * Starts this device's sync node: the core (`SyncNode.create`) over libp2p (TCP and WebSockets,
  * on the ports remembered in the data directory, with the device's key from it), one
  * better-sqlite3 file per library in the locked data directory, and real time. Validates what
- * users pass before touching the disk.
+ * users pass before touching the disk (`ValidationError`). Call `node.stop()` before the
+ * process exits.
+ *
+ * @example
+ * ```ts
+ * const Note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww-field', fields: { title: 'text' } });
+ * const node = await createSyncNode({ dataDir: '/var/lib/my-app/sync', models: [Note], listen: ['/ip4/127.0.0.1/tcp/0'] });
+ * const lib = await node.createLibrary({ name: 'Home' });
+ * await lib.upsert('note', { title: 'Groceries' });
+ * await node.stop();
+ * ```
  */
 export async function createSyncNode(options: SyncNodeOptions): Promise<SyncNode> {
   if (typeof options?.dataDir !== 'string' || options.dataDir === '') {

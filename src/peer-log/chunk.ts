@@ -2,7 +2,7 @@ import { HLC_TIME_LENGTH } from '../hlc/hlc.js';
 import type { ChangeOp, StoredValues } from '../models/types.js';
 import { ProtocolError } from '../errors.js';
 import { pack, unpackEach } from '../util/msgpack.js';
-import type { LogEntry } from './types.js';
+import type { LogEntry, PrunedOrigin } from './types.js';
 
 /**
  * The peer log is stored in chunks: one SQLite row holds a contiguous run of one origin's
@@ -29,6 +29,15 @@ export interface Chunk {
   firstSeq: number;
   lastSeq: number;
   entries: Uint8Array;
+}
+
+/** `EntriesAfterResult` in stored form: runs of one origin's entries, not decoded. */
+export interface ChunksAfterResult {
+  chunks: Chunk[];
+  /** Entries in `chunks`. */
+  entries: number;
+  hasMore: boolean;
+  pruned: PrunedOrigin[];
 }
 
 /** Splits entries (grouped by origin, seq ascending) into chunks within the size bounds. */

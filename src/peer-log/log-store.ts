@@ -1,8 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
-import { type Chunk, CHUNK_OVERHEAD_BYTES, decodeChunk, encodeChunks } from './chunk.js';
+import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult, decodeChunk, encodeChunks } from './chunk.js';
 import { exceedsRecordLimit, MAX_RECORD_BYTES } from '../models/values.js';
-import type { ChunksAfterResult, EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
+import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
 
 type Db = Kysely<InternalTables>;
 

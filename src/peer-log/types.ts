@@ -1,4 +1,3 @@
-import type { Chunk } from './chunk.js';
 import type { ChangeOp, StoredValues } from '../models/types.js';
 
 /**
@@ -47,15 +46,6 @@ export interface PrunedOrigin {
 export interface EntriesAfterResult {
   entries: LogEntry[];
   /** More entries after the vector exist than fitted the limits. */
-  hasMore: boolean;
-  pruned: PrunedOrigin[];
-}
-
-/** `EntriesAfterResult` in stored form: runs of one origin's entries, not decoded. */
-export interface ChunksAfterResult {
-  chunks: Chunk[];
-  /** Entries in `chunks`. */
-  entries: number;
   hasMore: boolean;
   pruned: PrunedOrigin[];
 }

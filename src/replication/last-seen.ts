@@ -1,14 +1,11 @@
-import type { Kysely } from 'kysely';
-import type { InternalTables } from '../storage/schema.js';
+/** Where last-seen times are kept (the library engine's store). */
+export interface LastSeenStorage {
+  read(): Promise<Map<string, number>>;
+  write(times: ReadonlyMap<string, number>): Promise<void>;
+}
 
 /** How often, at most, the last-seen times of live sessions are written while they run. */
 export const LAST_SEEN_SAVE_MS = 5_000;
-
-/** Per partner device, the wall ms of the last frame heard from it, as stored. */
-export async function readLastSeen(db: Kysely<InternalTables>): Promise<Map<string, number>> {
-  const rows = await db.selectFrom('sync_last_seen').selectAll().execute();
-  return new Map(rows.map((r) => [r.device, r.seen_at]));
-}
 
 /**
  * When each partner device was last heard from (`lib.members()`). Device-local, not synced:
@@ -20,12 +17,12 @@ export class LastSeen {
   private readonly unsaved = new Set<string>();
 
   private constructor(
-    private readonly db: Kysely<InternalTables>,
+    private readonly storage: LastSeenStorage,
     private readonly heard: Map<string, number>,
   ) {}
 
-  static async open(db: Kysely<InternalTables>): Promise<LastSeen> {
-    return new LastSeen(db, await readLastSeen(db));
+  static async open(storage: LastSeenStorage): Promise<LastSeen> {
+    return new LastSeen(storage, await storage.read());
   }
 
   /** Records that `device` was heard at `at` (only a newer time counts). */
@@ -42,17 +39,13 @@ export class LastSeen {
   /** Writes the times that changed since the last save, in one statement. */
   async save(): Promise<void> {
     if (this.unsaved.size === 0) return;
-    const rows = [...this.unsaved].map((device) => ({ device, seen_at: this.heard.get(device)! }));
+    const times = new Map([...this.unsaved].map((device) => [device, this.heard.get(device)!]));
     this.unsaved.clear();
     try {
-      await this.db
-        .insertInto('sync_last_seen')
-        .values(rows)
-        .onConflict((oc) => oc.column('device').doUpdateSet((eb) => ({ seen_at: eb.ref('excluded.seen_at') })))
-        .execute();
+      await this.storage.write(times);
     } catch (err) {
       // Not written: the next save tries again.
-      for (const { device } of rows) this.unsaved.add(device);
+      for (const device of times.keys()) this.unsaved.add(device);
       throw err;
     }
   }

@@ -1,7 +1,6 @@
 import {
   describeError,
   NetworkError,
-  NotMemberError,
   ProtocolError,
   ProtocolVersionError,
   type RemovalInfo,
@@ -11,7 +10,7 @@ import {
   TimeoutError,
   toSyncError,
 } from '../errors.js';
-import type { Library } from '../library/library.js';
+import type { ReplicationLibrary } from './replication-library.js';
 import { MAX_MEMBER_ADDRS } from '../models/system.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { type Message, type MessageOf, PROTOCOL_VERSION } from '../protocol/messages.js';
@@ -21,24 +20,14 @@ import { hashSecret, inviteProof } from './invite-code.js';
 import type { LibraryReplicator } from './replicator.js';
 import { ServingSlots } from './serving-slots.js';
 import { Session } from './session.js';
-import type { PartnerDialStatus } from './status.js';
-import { errorFromWire, errorMessage, isBadInput, isPeerReported } from './wire-errors.js';
+import type { PartnerDialStatus } from '../library/status.js';
+import { errorFromWire, errorMessage, isBadInput, isPeerReported, notMember, type SessionErrorEvent } from './wire-errors.js';
 import type { CancelTimer, Runtime } from '../runtime/runtime.js';
 import { sameList } from '../util/lists.js';
 
 export interface BackoffPolicy {
   minMs: number;
   maxMs: number;
-}
-
-/** A session that could not start or ended with an error, as reported to the node's listeners. */
-export interface SessionErrorEvent {
-  peer: string;
-  /** The library concerned, when known. */
-  library: string | undefined;
-  /** Which side of the handshake this node was: `outbound` opened the stream. */
-  direction: 'inbound' | 'outbound';
-  error: Error;
 }
 
 /** An always-on peer every node keeps a connection to (`createSyncNode({ bootstrap })`). */
@@ -644,11 +633,6 @@ function sessionKey(library: string, peer: string): string {
   return `${library}:${peer}`;
 }
 
-/** The same answer for an unknown library and a non-member: a stranger learns nothing. */
-export function notMember(peer: string): NotMemberError {
-  return new NotMemberError(`peer ${peer} is not a member of this library`);
-}
-
 /** Tells the peer why (unless it told us), then resets the stream. */
 async function refuse(stream: FrameStream, library: string, error: SyncError): Promise<void> {
   if (!isPeerReported(error)) {
@@ -660,7 +644,7 @@ async function refuse(stream: FrameStream, library: string, error: SyncError): P
 }
 
 /** A hello to `partners`, the devices the peer may be: it carries what is held of their writers. */
-async function helloFor(library: Library, partners: readonly string[]): Promise<MessageOf<'hello'>> {
+async function helloFor(library: ReplicationLibrary, partners: readonly string[]): Promise<MessageOf<'hello'>> {
   return {
     t: 'hello',
     v: [...PROTOCOL_VERSION],

@@ -11,7 +11,9 @@ import {
   type SyncErrorCode,
 } from '../errors.js';
 import { CatchUp } from '../backfill/catch-up.js';
-import { type InviteInfo, type InviteOptions, LEAVE_PENDING_META_KEY, type Library, type LibrarySync, type Member } from '../library/library.js';
+import type { InviteInfo, InviteOptions, LibrarySync, Member, SyncedOptions } from '../library/types.js';
+import type { StoredInvite } from '../library/invite-store.js';
+import type { ReplicationLibrary } from './replication-library.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import { noLongerMemberError, removalInfo } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
@@ -27,9 +29,8 @@ import type { CancelTimer, Runtime, Scheduler } from '../runtime/runtime.js';
 import { coalescing } from '../util/coalescing.js';
 import { randomUuid } from '../util/ids.js';
 import { sameList } from '../util/lists.js';
-import { notMember, type SessionErrorEvent } from './network.js';
-import { isPeerReported } from './wire-errors.js';
-import type { LibraryStatus, PartnerDialStatus, PartnerStatus } from './status.js';
+import { isPeerReported, notMember, type SessionErrorEvent } from './wire-errors.js';
+import type { LibraryStatus, PartnerDialStatus, PartnerStatus } from '../library/status.js';
 
 export interface ReplicationTuning extends SessionTuning {
   /** How often acknowledged log entries are pruned, in ms. */
@@ -42,11 +43,6 @@ export interface ReplicationTuning extends SessionTuning {
   retainLogEntries: number;
   /** Status events are coalesced over this many ms. */
   statusThrottleMs: number;
-}
-
-export interface SyncedOptions {
-  /** Abandons the wait (the promise rejects with `ABORTED`); the sync itself goes on. */
-  signal?: AbortSignal;
 }
 
 /** What a library's replicator needs from the node's networking. */
@@ -129,7 +125,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   };
 
   constructor(
-    readonly library: Library,
+    readonly library: ReplicationLibrary,
     readonly tuning: ReplicationTuning,
     private readonly network: ReplicatorNetwork,
     /** The inviter this device joined through: a member until the synced list arrives. */
@@ -145,8 +141,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       onProgress: (progress) => this.library.emitProgress(progress),
       onChange: () => this.scheduleStatus(true),
     });
-    this.lastSeen = await LastSeen.open(this.library.engineDb());
-    this.library.attachSync(this);
+    this.lastSeen = await LastSeen.open(this.library.lastSeen);
     await this.library.loadRemovals();
     if (this.library.removal()?.kind === 'left') this.leaving = await this.library.leavePending();
     if (this.library.removal() && !this.leaving) this.catchUp.stop();
@@ -497,7 +492,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private async leaveAcknowledged(): Promise<void> {
     if (!this.leaving) return;
     this.leaving = undefined;
-    await this.library.deleteMetaValue(LEAVE_PENDING_META_KEY);
+    await this.library.clearLeavePending();
     this.stopSyncing(this.notMemberAnyMore());
     for (const done of [...this.leaveWaiters]) done();
   }
@@ -549,12 +544,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     const secret = newInviteSecret(this.network.runtime.random);
     const id = randomUuid(this.network.runtime.random);
     const expiresAt = this.now() + ttlMs;
-    await this.library.systemTransaction((_, trx) =>
-      trx
-        .insertInto('sync_invites')
-        .values({ id, secret_hash: hashSecret(secret), expires_at: expiresAt, used_by: null, created_at: this.now(), revoked_at: null })
-        .execute(),
-    );
+    await this.library.issueInvite({ id, secretHash: hashSecret(secret), expiresAt, createdAt: this.now() });
     return encodeInvite({
       library: this.library.id,
       name: this.library.name,
@@ -568,18 +558,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   /** This device's pending invites (not used, revoked or expired), newest first. */
   async invites(): Promise<InviteInfo[]> {
-    const rows = await this.library
-      .engineDb()
-      .selectFrom('sync_invites')
-      .select(['id', 'created_at', 'expires_at'])
-      .where('used_by', 'is', null)
-      .where('revoked_at', 'is', null)
-      .where('expires_at', '>=', this.now())
-      .execute();
-    // Invites from before `created_at` was recorded have none: they sort last.
-    const newestFirst = (a: (typeof rows)[number], b: (typeof rows)[number]) =>
-      (b.created_at ?? -1) - (a.created_at ?? -1) || b.expires_at - a.expires_at;
-    return rows.sort(newestFirst).map((r) => ({ id: r.id, createdAt: r.created_at, expiresAt: r.expires_at }));
+    return this.library.pendingInvites(this.now());
   }
 
   /**
@@ -590,16 +569,12 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   async revokeInvite(codeOrId: string): Promise<void> {
     // An invite id is a uuid, as device ids are; anything else is taken as an invite string.
     const id = isDeviceId(codeOrId) ? codeOrId : this.ownInviteId(codeOrId);
-    await this.library.systemTransaction(async (_, trx) => {
-      const invite = await trx.selectFrom('sync_invites').select(['revoked_at', 'used_by']).where('id', '=', id).executeTakeFirst();
-      if (!invite) throw new NotFoundError(`no invite ${id} was issued by this device for library ${this.library.id}`);
-      if (invite.revoked_at !== null) return;
-      // Also the loser of a race with the join: the caller must learn that the joiner got in.
-      if (invite.used_by !== null) {
-        throw new InviteError('INVITE_USED', `invite ${id} was already used (by peer ${invite.used_by}): remove that device instead (lib.removeMember)`);
-      }
-      await trx.updateTable('sync_invites').set({ revoked_at: this.now() }).where('id', '=', id).execute();
-    });
+    const outcome = await this.library.revokeInvite(id, this.now());
+    if (outcome.kind === 'unknown') throw new NotFoundError(`no invite ${id} was issued by this device for library ${this.library.id}`);
+    // Also the loser of a race with the join: the caller must learn that the joiner got in.
+    if (outcome.kind === 'used') {
+      throw new InviteError('INVITE_USED', `invite ${id} was already used (by peer ${outcome.by}): remove that device instead (lib.removeMember)`);
+    }
   }
 
   /** The id of an invite string issued for this library (else `NOT_FOUND`; malformed: `INVITE_INVALID`). */
@@ -623,16 +598,15 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
    * and adding the member happen in one transaction; the member row then syncs to every member.
    */
   async admit(join: MessageOf<'join'>, joinerPeer: string): Promise<void> {
-    await this.library.systemTransaction(async (writer, trx) => {
-      const invite = await trx.selectFrom('sync_invites').selectAll().where('id', '=', join.invite).executeTakeFirst();
+    const vet = (invite: StoredInvite | undefined): StoredInvite => {
       if (!invite) throw new InviteError('INVITE_INVALID', 'unknown invite');
       // The proof first: without the secret, nothing about the invite is revealed.
-      if (!proofsEqual(inviteProof(invite.secret_hash, joinerPeer, this.library.id), join.proof)) {
+      if (!proofsEqual(inviteProof(invite.secretHash, joinerPeer, this.library.id), join.proof)) {
         throw new InviteError('INVITE_INVALID', 'the invite secret does not match');
       }
-      if (invite.revoked_at !== null) throw new InviteError('INVITE_REVOKED', 'this invite was revoked by its inviter');
-      if (invite.used_by !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
-      if (invite.expires_at < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
+      if (invite.revokedAt !== null) throw new InviteError('INVITE_REVOKED', 'this invite was revoked by its inviter');
+      if (invite.usedBy !== null) throw new InviteError('INVITE_USED', 'this invite was already used');
+      if (invite.expiresAt < this.now()) throw new InviteError('INVITE_EXPIRED', 'this invite has expired');
       if (this.library.removalOf(join.device)) {
         throw new RemovedError(`device ${join.device} was removed from this library and cannot join it again under the same device id`);
       }
@@ -645,9 +619,9 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       if (existing && existing.peer !== joinerPeer) {
         throw new InviteError('INVITE_INVALID', `device ${join.device} is already a member under another key`);
       }
-      await trx.updateTable('sync_invites').set({ used_by: joinerPeer }).where('id', '=', invite.id).execute();
-      await writer.upsert(MEMBERS_MODEL.name, { id: join.device, peer: joinerPeer, addrs: join.addrs, name: join.name ?? null });
-    });
+      return invite;
+    };
+    await this.library.admitMember(join.invite, vet, { device: join.device, peer: joinerPeer, addrs: join.addrs, name: join.name ?? null });
     await this.refreshMembers();
   }
 
@@ -661,9 +635,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     const name = this.network.deviceName;
     const current = await this.library.get(MEMBERS_MODEL.name, device);
     if (current?.peer === this.network.localPeer && sameList(current.addrs as string[], addrs) && current.name === name) return;
-    await this.library.systemTransaction((writer) =>
-      writer.upsert(MEMBERS_MODEL.name, { id: device, peer: this.network.localPeer, addrs, name }),
-    );
+    await this.library.writeMemberRow({ device, peer: this.network.localPeer, addrs, name });
     await this.refreshMembers();
   }
 

@@ -1,8 +1,11 @@
 import { BusyError, ProtocolError, SyncError, TimeoutError, toSyncError } from '../errors.js';
-import type { Library } from '../library/library.js';
-import type { OwnedRowUpdate } from '../library/remote-apply.js';
-import type { Chunk } from '../peer-log/chunk.js';
-import type { VersionVector } from '../peer-log/types.js';
+import type { LibraryEventSource } from '../library/types.js';
+import type { OwnedPage } from '../library/owned-reads.js';
+import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from '../library/remote-apply.js';
+import type { SnapshotPage } from '../library/snapshot.js';
+import type { RemoteCounts } from '../library/counts.js';
+import type { Chunk, ChunksAfterResult } from '../peer-log/chunk.js';
+import type { ReadLimits, VersionVector } from '../peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import type { ChunkTuple, Message, MessageOf, OwnedRowTuple, SnapshotPosition, SnapshotRowTuple } from '../protocol/messages.js';
 import type { SnapshotRow } from '../library/snapshot.js';
@@ -28,9 +31,32 @@ export interface SessionTuning {
   batchBytes: number;
 }
 
+/**
+ * What a session uses of its library (the library engine provides it): vectors, log and row
+ * reads to serve and push, and the applies of what the partner sends.
+ */
+export interface SessionLibrary extends LibraryEventSource {
+  readonly id: string;
+  readonly deviceId: string;
+  versionVector(): VersionVector;
+  ownedVector(): VersionVector;
+  /** Own device-owned version known to be held alike by partners. */
+  ownedConfirmed(): number;
+  /** A partner's advertised vector capped at what this device accepts of closed origins. */
+  acceptable(vector: VersionVector): VersionVector;
+  /** `vector` without removed devices' writers. */
+  withoutRemovedWriters(vector: VersionVector): VersionVector;
+  chunksAfter(vector: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult>;
+  ownedAfter(owner: string, after: number, limits: ReadLimits): Promise<OwnedPage>;
+  snapshotAfter(after: SnapshotPosition | null, limits: ReadLimits): Promise<SnapshotPage>;
+  sharedRowCount(): Promise<number>;
+  applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
+  applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
+}
+
 /** What a session reports to the library's replicator. */
 export interface SessionHost {
-  readonly library: Library;
+  readonly library: SessionLibrary;
   readonly tuning: SessionTuning;
   /** The node's timers (heartbeats, request timeouts). */
   readonly scheduler: Scheduler;
@@ -100,7 +126,7 @@ export class Session {
    */
   ownRowsChecked: boolean;
 
-  private readonly library: Library;
+  private readonly library: SessionLibrary;
   private readonly helloShared: VersionVector;
   private readonly helloOwned: VersionVector;
   private pushedShared: VersionVector | undefined;

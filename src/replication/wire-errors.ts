@@ -12,6 +12,21 @@ import {
 } from '../errors.js';
 import { type Message, PROTOCOL_VERSION } from '../protocol/messages.js';
 
+/** A session that could not start or ended with an error, as reported to the node's listeners. */
+export interface SessionErrorEvent {
+  peer: string;
+  /** The library concerned, when known. */
+  library: string | undefined;
+  /** Which side of the handshake this node was: `outbound` opened the stream. */
+  direction: 'inbound' | 'outbound';
+  error: Error;
+}
+
+/** The same answer for an unknown library and a non-member: a stranger learns nothing. */
+export function notMember(peer: string): NotMemberError {
+  return new NotMemberError(`peer ${peer} is not a member of this library`);
+}
+
 const INVITE_CODES: ReadonlySet<string> = new Set<InviteErrorCode>(['INVITE_INVALID', 'INVITE_EXPIRED', 'INVITE_USED', 'INVITE_REVOKED']);
 const KNOWN_CODES: ReadonlySet<string> = new Set(SYNC_ERROR_CODES);
 const reportedByPeer = new WeakSet<Error>();

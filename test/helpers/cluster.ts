@@ -5,6 +5,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import { expect } from 'vitest';
 import { createSyncNode, defineModel, type Library, type SyncNode, type SyncNodeOptions } from '../../src/index.js';
 import { makeTempDir } from './child-process.js';
+import { engineOf } from '../../src/library/library.js';
 
 /** Models covering every conflict rule and both ownerships, shared by the multi-node tests. */
 export const clusterModels = [
@@ -97,8 +98,8 @@ export async function librarySnapshot(lib: Library) {
   return {
     digest: await lib.digest(),
     vector: lib.versionVector(),
-    owned: lib.ownedVector(),
-    logSize: await lib.logSize(),
+    owned: engineOf(lib).ownedVector(),
+    logSize: await engineOf(lib).logSize(),
     members: (await lib.members()).map((m) => `${m.device}@${m.peer}`).sort(),
   };
 }

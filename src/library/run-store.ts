@@ -54,34 +54,44 @@ function progressColumns(run: Omit<SyncRun, 'id'>) {
   };
 }
 
-export async function insertRun(db: Db, run: Omit<SyncRun, 'id'>): Promise<number> {
-  const row = await db
-    .insertInto('sync_runs')
-    .values({
-      kind: run.kind,
-      started_at: run.startedAt,
-      resumed_from: run.resumedFrom === null ? null : JSON.stringify(run.resumedFrom),
-      ...progressColumns(run),
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  // History is bounded: the oldest runs go.
-  await db.deleteFrom('sync_runs').where('id', '<=', row.id - MAX_RUNS_KEPT).execute();
-  return row.id;
-}
+/**
+ * The library's backfill and catch-up runs (`sync_runs`), as sync history: the catch-up writes
+ * them while it runs, `lib.syncHistory()` reads them.
+ */
+export class RunStore {
+  constructor(private readonly db: Db) {}
 
-export async function updateRun(db: Db, id: number, run: Omit<SyncRun, 'id'>): Promise<void> {
-  await db.updateTable('sync_runs').set(progressColumns(run)).where('id', '=', id).execute();
-}
+  /** Records a run that starts; returns its id. */
+  async insert(run: Omit<SyncRun, 'id'>): Promise<number> {
+    const row = await this.db
+      .insertInto('sync_runs')
+      .values({
+        kind: run.kind,
+        started_at: run.startedAt,
+        resumed_from: run.resumedFrom === null ? null : JSON.stringify(run.resumedFrom),
+        ...progressColumns(run),
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    // History is bounded: the oldest runs go.
+    await this.db.deleteFrom('sync_runs').where('id', '<=', row.id - MAX_RUNS_KEPT).execute();
+    return row.id;
+  }
 
-/** Runs a crash or kill left `running` did not end well: they were interrupted. */
-export async function markInterrupted(db: Db): Promise<void> {
-  await db.updateTable('sync_runs').set({ outcome: 'interrupted' }).where('outcome', '=', 'running').execute();
-}
+  /** Rewrites the progress of run `id`. */
+  async update(id: number, run: Omit<SyncRun, 'id'>): Promise<void> {
+    await this.db.updateTable('sync_runs').set(progressColumns(run)).where('id', '=', id).execute();
+  }
 
-export async function readRuns(db: Db): Promise<SyncRun[]> {
-  const rows = await db.selectFrom('sync_runs').selectAll().orderBy('id').execute();
-  return rows.map((r) => ({
+  /** Runs a crash or kill left `running` did not end well: they were interrupted. */
+  async markInterrupted(): Promise<void> {
+    await this.db.updateTable('sync_runs').set({ outcome: 'interrupted' }).where('outcome', '=', 'running').execute();
+  }
+
+  /** Past and running runs, oldest first (at most the last `MAX_RUNS_KEPT`). */
+  async read(): Promise<SyncRun[]> {
+    const rows = await this.db.selectFrom('sync_runs').selectAll().orderBy('id').execute();
+    return rows.map((r) => ({
       id: r.id,
       kind: r.kind as SyncRun['kind'],
       startedAt: r.started_at,
@@ -91,9 +101,10 @@ export async function readRuns(db: Db): Promise<SyncRun[]> {
       updated: r.updated,
       deleted: r.deleted,
       bytes: r.bytes,
-    busyReplies: r.busy_replies,
-    outcome: r.outcome as SyncRunOutcome,
-    resumedFrom: r.resumed_from === null ? null : (JSON.parse(r.resumed_from) as SyncCheckpoint),
-    ...(r.error === null ? {} : { error: r.error }),
-  }));
+      busyReplies: r.busy_replies,
+      outcome: r.outcome as SyncRunOutcome,
+      resumedFrom: r.resumed_from === null ? null : (JSON.parse(r.resumed_from) as SyncCheckpoint),
+      ...(r.error === null ? {} : { error: r.error }),
+    }));
+  }
 }

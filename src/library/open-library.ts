@@ -4,10 +4,11 @@ import { decodeHlc, type Hlc } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import { runSql } from '../util/sql.js';
 import { readVector } from '../peer-log/log-store.js';
-import type { SyncCounters } from '../library/write-batch.js';
-import { storedWriter, WRITER_META_KEY } from '../library/writers.js';
-import { ModelTable } from './model-table.js';
-import { type InternalTables, migrationProvider } from './schema.js';
+import { putMeta } from '../storage/meta.js';
+import { ModelTable } from '../storage/model-table.js';
+import { type InternalTables, migrationProvider } from '../storage/schema.js';
+import type { SyncCounters } from './write-batch.js';
+import { storedWriter, WRITER_META_KEY } from './writers.js';
 
 export interface LibraryMeta {
   id: string;
@@ -124,13 +125,4 @@ async function prepareInTransaction(
     highWater: hlc === undefined ? undefined : decodeHlc(hlc),
     ownedConfirmed,
   };
-}
-
-/** Sets one of the engine's own settings stored with the library (`sync_meta`). */
-export async function putMeta(db: Kysely<InternalTables>, key: string, value: string): Promise<void> {
-  await db
-    .insertInto('sync_meta')
-    .values({ key, value })
-    .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
-    .execute();
 }

@@ -1,0 +1,823 @@
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { EventEmitter } from 'eventemitter3';
+import type { Kysely } from 'kysely';
+import { DeviceForkedError, NotFoundError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
+import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
+import type { ModelRegistry } from '../models/registry.js';
+import type { Row } from '../models/types.js';
+import { checkRecordId, rowFromStored } from '../models/values.js';
+import {
+  chunksAfter,
+  countEntries,
+  entriesAfter,
+  entryAt,
+  pruneAcknowledged,
+  readAcks,
+  readVector,
+  recordAck,
+} from '../peer-log/log-store.js';
+import type { Chunk, ChunksAfterResult } from '../peer-log/chunk.js';
+import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
+import type { ModelTable, SqlRow } from '../storage/model-table.js';
+import type { InternalTables } from '../storage/schema.js';
+import { EventLoopTurns } from '../util/event-loop.js';
+import type { RecordIds } from '../util/ids.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { pack } from '../util/msgpack.js';
+import { runSql } from '../util/sql.js';
+import { LocalWriter, type WriteContext } from './local-writes.js';
+import {
+  type ApplyResult,
+  applyRemoteEntries,
+  applyRemoteOwned,
+  type OwnedApplyResult,
+  type OwnedCoverage,
+  type OwnedRowUpdate,
+  validateOwnedRows,
+  validateRemoteChunks,
+  validateRemoteEntries,
+} from './remote-apply.js';
+import type { RemoteCounts } from './counts.js';
+import { type SyncCounters, WriteBatch } from './write-batch.js';
+import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
+import type { LibraryStatus } from './status.js';
+import type { InviteInfo, LibraryEvents, LibraryTransaction, ListOptions, Member, MemberRow, SyncProgress } from './types.js';
+import { insertInvite, markInviteUsed, type NewInvite, pendingInvites, readInvite, type RevokeOutcome, revokeInvite, type StoredInvite } from './invite-store.js';
+import { LastSeenStore } from './last-seen-store.js';
+import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
+import {
+  applySnapshotRows,
+  readSnapshot,
+  type SnapshotCheckpoint,
+  type SnapshotPage,
+  type SnapshotPosition,
+  type SnapshotRow,
+  validateSnapshotRows,
+} from './snapshot.js';
+import { RunStore, type SyncRun } from './run-store.js';
+import { OWNED_CONFIRMED_META_KEY } from './open-library.js';
+import { deleteMeta, putMeta, readMeta } from '../storage/meta.js';
+import { mergeOwnRows, restampOwnRows } from './own-rows.js';
+import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
+import { MAX_WRITER_TIPS } from '../protocol/messages.js';
+import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
+
+/** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
+const REMOVED_META_KEY = 'removed';
+/** `sync_meta` key: the log position of this device's leave until a partner acknowledged it. */
+const LEAVE_PENDING_META_KEY = 'leave_pending';
+/** `sync_meta` key: the inviter a joined library bootstraps from (a `Member` as JSON), until its row arrives. */
+const BOOTSTRAP_META_KEY = 'bootstrap_member';
+/** `sync_meta` key: present while a joined library has not completed its first sync (its backfill). */
+const BACKFILL_META_KEY = 'backfill_pending';
+
+/** The settings a library joined through `bootstrap` starts with (`prepareLibrary`'s `create.meta`). */
+export function joinedLibraryMeta(bootstrap: Member): Record<string, string> {
+  return { [BOOTSTRAP_META_KEY]: JSON.stringify(bootstrap), [BACKFILL_META_KEY]: 'pending' };
+}
+
+export interface LibraryEngineOptions {
+  readonly id: string;
+  readonly name: string;
+  readonly db: Kysely<InternalTables>;
+  readonly deviceId: string;
+  readonly clock: HlcClock;
+  readonly registry: ModelRegistry;
+  readonly tables: ReadonlyMap<string, ModelTable>;
+  readonly counters: SyncCounters;
+  /** Own device-owned version known to be held alike by partners (`prepareLibrary`). */
+  readonly ownedConfirmed: number;
+  /** Releases the database; called once by `close()`. */
+  readonly release: () => Promise<void>;
+  /** The node's timers and randomness (event-loop turns, writer ids). */
+  readonly runtime: Runtime;
+  /** The node's record ids, shared by its libraries. */
+  readonly recordIds: RecordIds;
+}
+
+const DIGEST_PAGE = 1_000;
+const SNAPSHOT_META_KEY = 'snapshot_checkpoint';
+
+const MAX_LIST_LIMIT = 10_000;
+
+/**
+ * The engine of one library: it owns the library's SQLite database and everything stored in it
+ * (rows, the peer log, counters, acks, removals, invites, runs, settings) and offers typed
+ * operations on them; no query builder leaves it. All writes go through the model registry
+ * inside one transaction per call; the HLC high-water mark and sync counters are persisted in
+ * that same transaction.
+ *
+ * Internal: the user's API is the `Library` facade built on it; replication and backfill use it
+ * through the narrow interfaces they declare (`ReplicationLibrary`, `BackfillTarget`).
+ */
+export class LibraryEngine {
+  readonly id: string;
+  readonly name: string;
+  /** This device's id (the origin of its own changes, the owner of its own rows). */
+  readonly deviceId: string;
+  private readonly db: Kysely<InternalTables>;
+  private readonly ctx: WriteContext;
+  private readonly release: () => Promise<void>;
+  private readonly events = new EventEmitter<LibraryEvents>();
+  private readonly turns: EventLoopTurns;
+  private readonly runtime: Runtime;
+  private counters: SyncCounters;
+  private ownedConfirmedVersion: number;
+  /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
+  private readonly openedAt: string;
+  private forkedBy: DeviceForkedError | undefined;
+  private readonly removalState = new Removals();
+  /** Set once this device is no longer a member (removed, or it left). */
+  private ownRemoval: RemovalInfo | null = null;
+  private closed = false;
+  /** Backfill and catch-up runs (sync history). */
+  readonly runs: RunStore;
+  /** When each partner device was last heard from. */
+  readonly lastSeen: LastSeenStore;
+
+  constructor(options: LibraryEngineOptions) {
+    this.id = options.id;
+    this.name = options.name;
+    this.deviceId = options.deviceId;
+    this.db = options.db;
+    this.release = options.release;
+    this.runtime = options.runtime;
+    this.turns = new EventLoopTurns(options.runtime.scheduler);
+    this.counters = options.counters;
+    this.ownedConfirmedVersion = options.ownedConfirmed;
+    this.runs = new RunStore(options.db);
+    this.lastSeen = new LastSeenStore(options.db);
+    // What the clock would issue now (not issued: it would cost a tick): past everything this
+    // directory ever stamped, and past the wall time of the open.
+    const last = options.clock.last();
+    const wall = options.clock.wallTime();
+    this.openedAt = encodeHlc(wall > last.wallMs ? { ...last, wallMs: wall, counter: 0 } : last).slice(0, HLC_TIME_LENGTH);
+    this.ctx = {
+      libraryId: options.id,
+      deviceId: options.deviceId,
+      clock: options.clock,
+      registry: options.registry,
+      tables: options.tables,
+      recordIds: options.recordIds,
+    };
+  }
+
+  on<E extends keyof LibraryEvents>(event: E, listener: (...args: LibraryEvents[E]) => void): this {
+    this.events.on(event, listener);
+    return this;
+  }
+
+  off<E extends keyof LibraryEvents>(event: E, listener: (...args: LibraryEvents[E]) => void): this {
+    this.events.off(event, listener);
+    return this;
+  }
+
+  /**
+   * Runs `fn` in one SQLite transaction. Writes made through `tx` commit together or not at
+   * all. Use `tx`, not the library, inside `fn`: the library's own methods wait for this
+   * transaction to finish and would deadlock.
+   */
+  async transaction<T>(fn: (tx: LibraryTransaction) => Promise<T>): Promise<T> {
+    this.assertMember();
+    return this.write(async (batch) => {
+      const writer = new LocalWriter(this.ctx, batch);
+      return fn({
+        upsert: (model, row) => writer.upsert(model, row),
+        update: (model, id, partial) => writer.update(model, id, partial),
+        delete: (model, id) => writer.delete(model, id),
+        get: async (model, id) => {
+          await batch.flush();
+          return this.readRow(batch.db, model, id);
+        },
+      });
+    });
+  }
+
+  async get(model: string, id: string): Promise<Row | undefined> {
+    this.assertOpen();
+    return this.readRow(this.db, model, id);
+  }
+
+  /** Live rows of `model` in id order, one keyset page at a time. */
+  async list(modelName: string, options: ListOptions = {}): Promise<Row[]> {
+    this.assertOpen();
+    const model = this.ctx.registry.get(modelName);
+    const limit = options.limit ?? 100;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+      throw new ValidationError(`list limit must be an integer from 1 to ${MAX_LIST_LIMIT}`);
+    }
+    const table = this.table(model.name);
+    const after = options.after === undefined ? undefined : checkRecordId(model, options.after);
+    const rows = await runSql<SqlRow>(
+      this.db,
+      table.liveRowsSql(after !== undefined),
+      after === undefined ? [limit] : [after, limit],
+    );
+    return rows.map((r) => rowFromStored(model, r.id as string, table.valuesFromRow(r)));
+  }
+
+  /**
+   * SHA-256 (hex) over every live row of every model, with its winning clocks and sync
+   * metadata, in canonical order (models by name, rows by id). Two devices that hold the same
+   * set of changes have equal digests. Reads page by page, so memory stays bounded.
+   */
+  async digest(): Promise<string> {
+    this.assertOpen();
+    const hash = sha256.create();
+    for (const model of this.ctx.registry.all()) {
+      const table = this.table(model.name);
+      let after: string | undefined;
+      for (;;) {
+        // A digest of a large library takes seconds: let sockets and timers run meanwhile.
+        await this.turns.turn();
+        const rows = await runSql<SqlRow>(
+          this.db,
+          table.liveRowsSql(after !== undefined),
+          after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE],
+        );
+        for (const row of rows) hash.update(pack([model.name, ...table.canonicalTuple(row)]));
+        if (rows.length < DIGEST_PAGE) break;
+        after = rows[rows.length - 1]!.id as string;
+      }
+    }
+    return bytesToHex(hash.digest());
+  }
+
+  /** The contiguous prefix of every origin's changes held here. */
+  versionVector(): VersionVector {
+    return Object.fromEntries(this.counters.vector);
+  }
+
+  /** Whether this library holds changes of `origin`, or device-owned rows of it as owner. */
+  holdsOrigin(origin: string): boolean {
+    return this.counters.vector.has(origin) || this.counters.ownerVersions.has(origin);
+  }
+
+  /**
+   * The origin this device's shared changes go to now (its writer: the device id, or a writer id
+   * derived from it after a restart that wrote before meeting a partner; docs/architecture.md).
+   */
+  writer(): string {
+    return this.counters.writer.id;
+  }
+
+  /** The writer no partner may move (`appendedWriter`): none while the current one is retired. */
+  appendedWriter(): string | undefined {
+    return appendedWriter(this.counters.writer);
+  }
+
+  /**
+   * Checks this device's writers against what a partner's hello says it holds of them: confirms
+   * the current writer, retires it if the partner holds more (a restored or copied data
+   * directory: the missing tail then arrives by catch-up), or reports a fork (the partner holds
+   * another entry at a position of one of them). Serialised with local writes.
+   */
+  async checkOwnWriters(partner: PartnerHold): Promise<WriterCheck> {
+    this.assertOpen();
+    return this.write(async (batch) => {
+      const writer = batch.currentWriter;
+      for (const [origin, seq, fingerprint] of partner.tips) {
+        if (!isWriterOf(origin, this.deviceId) || seq > batch.seqOf(origin)) continue;
+        const held = await entryAt(batch.db, origin, seq);
+        if (held && entryFingerprint(held) !== fingerprint) {
+          if (origin === writer.id) batch.setWriter({ ...writer, retired: true });
+          return { kind: 'forked', origin, seq };
+        }
+      }
+      if ((partner.shared[writer.id] ?? 0) > batch.seqOf(writer.id)) {
+        if (writer.retired) return { kind: 'unchanged' };
+        batch.setWriter({ ...writer, retired: true });
+        // Appended to in this run, yet the partner holds more: another copy appended too.
+        return writer.confirmed ? { kind: 'forked', origin: writer.id, seq: batch.seqOf(writer.id) + 1 } : { kind: 'restored' };
+      }
+      if (writer.confirmed || writer.retired) return { kind: 'unchanged' };
+      batch.setWriter({ ...writer, confirmed: true });
+      return { kind: 'confirmed' };
+    });
+  }
+
+  /**
+   * A device's writers follow one another: it appends to one writer at a time, and only to a
+   * fresh one after the previous one. Entries of another writer of this device, stamped after
+   * this run opened the library, therefore come from another copy of this data directory
+   * running at the same time (a cloned machine; a restored backup's predecessor stopped before
+   * the restore, so its entries are older). Of the two copies, the one whose current writer
+   * began later (or that has not written yet) gives way: it refuses changes from now on
+   * (`DeviceForkedError`, and a `forked` event that stops its replication). The other applies
+   * the changes like any.
+   */
+  private async checkConcurrentCopy(entries: readonly LogEntry[]): Promise<void> {
+    if (this.forkedBy) throw this.forkedBy;
+    const writer = this.counters.writer.id;
+    const other = entries.find(
+      (e) => e.origin !== writer && isWriterOf(e.origin, this.deviceId) && e.hlc.slice(0, HLC_TIME_LENGTH) > this.openedAt,
+    );
+    if (!other) return;
+    const began = async (origin: string) =>
+      entries.find((e) => e.origin === origin && e.seq === 1)?.hlc ?? (await entryAt(this.db, origin, 1))?.hlc;
+    // A current writer whose first entry was pruned is old: it began before any other.
+    const mine = (this.counters.vector.get(writer) ?? 0) === 0 ? undefined : ((await began(writer)) ?? '');
+    const theirs = await began(other.origin);
+    if (mine !== undefined && (theirs === undefined || theirs > mine)) return;
+    this.forkedBy = new DeviceForkedError(
+      `another copy of this data directory runs as device ${this.deviceId} at the same time (it writes as ${other.origin}): ` +
+        `this copy stops syncing library ${this.id}. Only one copy can be device ${this.deviceId}: stop this one, ` +
+        `and give a machine that must stay a device of its own a fresh data directory (joined by invite)`,
+    );
+    this.events.emit('forked', this.forkedBy);
+    throw this.forkedBy;
+  }
+
+  /**
+   * What this device holds of the writers of `devices`, for the hello it sends them: the
+   * `MAX_WRITER_TIPS` written last.
+   */
+  async tipsFor(devices: readonly string[]): Promise<WriterTip[]> {
+    this.assertOpen();
+    const tips: { tip: WriterTip; hlc: string }[] = [];
+    for (const [origin, { seq, prunedThrough }] of await readVector(this.db)) {
+      if (!devices.some((device) => isWriterOf(origin, device)) || seq <= prunedThrough) continue;
+      const entry = await entryAt(this.db, origin, seq);
+      if (entry) tips.push({ tip: [origin, seq, entryFingerprint(entry)], hlc: entry.hlc });
+    }
+    return tips
+      .sort((a, b) => (a.hlc < b.hlc ? 1 : -1))
+      .slice(0, MAX_WRITER_TIPS)
+      .map((t) => t.tip);
+  }
+
+  /** The HLC high-water mark of this device's clock, encoded. */
+  clockHighWater(): string {
+    return encodeHlc(this.ctx.clock.last());
+  }
+
+  async entriesAfter(vector: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
+    this.assertOpen();
+    return entriesAfter(this.db, vector, limits);
+  }
+
+  /** `entriesAfter` in the log's stored form (what the wire carries), not decoded. */
+  async chunksAfter(vector: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
+    this.assertOpen();
+    return chunksAfter(this.db, vector, limits);
+  }
+
+  /**
+   * Applies shared-change entries received from peers, in one transaction. Validated first
+   * (`ValidationError`) and drift-checked (`ClockDriftError`) before anything is touched.
+   */
+  async applyRemote(entries: readonly unknown[], counts?: RemoteCounts): Promise<ApplyResult> {
+    this.assertOpen();
+    const { entries: valid, newest } = validateRemoteEntries(this.ctx, entries);
+    if (newest) this.ctx.clock.checkDrift(newest);
+    await this.checkConcurrentCopy(valid);
+    return this.write((batch) => applyRemoteEntries(this.ctx, batch, valid, counts));
+  }
+
+  /**
+   * `applyRemote` for log chunks as the wire carries them: decoded (a malformed chunk is a
+   * `ProtocolError`) and validated the same way; a chunk applied whole is stored as received.
+   */
+  async applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult> {
+    this.assertOpen();
+    const { entries, newest } = validateRemoteChunks(this.ctx, chunks);
+    if (newest) this.ctx.clock.checkDrift(newest);
+    await this.checkConcurrentCopy(entries);
+    return this.write((batch) => applyRemoteEntries(this.ctx, batch, entries, counts, chunks));
+  }
+
+  /** Current shared rows after `after` (tombstones and clocks included), for a partner's snapshot. */
+  async snapshotAfter(after: SnapshotPosition | null, limits: ReadLimits): Promise<SnapshotPage> {
+    this.assertOpen();
+    const shared = this.ctx.registry.all().filter((m) => m.ownership === 'shared');
+    return readSnapshot(this.db, shared.map((m) => this.table(m.name)), after, limits);
+  }
+
+  /** Shared rows held, tombstones included: the size of a snapshot. */
+  async sharedRowCount(): Promise<number> {
+    this.assertOpen();
+    let total = 0;
+    for (const model of this.ctx.registry.all()) {
+      if (model.ownership !== 'shared') continue;
+      const [row] = await runSql<{ n: number }>(this.db, `SELECT count(*) AS n FROM ${this.table(model.name).table}`);
+      total += row!.n;
+    }
+    return total;
+  }
+
+  /**
+   * Merges a page of a partner's snapshot into the held rows and records where the snapshot
+   * stands, in one transaction. On the last page (`checkpoint.next` null) the library holds
+   * every origin through the snapshot's vector instead, and continues from there by the log.
+   */
+  async applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void> {
+    this.assertOpen();
+    for (const hlc of validateSnapshotRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
+    await this.write(async (batch) => {
+      await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
+      if (checkpoint.next === null) {
+        // A closed origin is held no further than accepted, whatever the partner took.
+        for (const [origin, through] of Object.entries(this.removalState.cap(checkpoint.vector))) {
+          // A snapshot never moves the counter this device appends to: only its own writes do
+          // (a position it adopted would be one it then skips or reuses). A retired writer's
+          // tail is an origin like any other, also while it is still the current writer.
+          if (origin !== appendedWriter(batch.currentWriter)) batch.adoptPrunedPrefix(origin, through);
+        }
+        await deleteMeta(batch.db, SNAPSHOT_META_KEY);
+      } else {
+        await putMeta(batch.db, SNAPSHOT_META_KEY, JSON.stringify(checkpoint));
+      }
+    });
+  }
+
+  /** Where an unfinished snapshot read stands, if one is in progress. */
+  async snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined> {
+    this.assertOpen();
+    const value = await readMeta(this.db, SNAPSHOT_META_KEY);
+    return value === undefined ? undefined : (JSON.parse(value) as SnapshotCheckpoint);
+  }
+
+  /** Past and running backfill and catch-up runs, oldest first (at most the last 1 000). */
+  async syncHistory(): Promise<SyncRun[]> {
+    this.assertOpen();
+    return this.runs.read();
+  }
+
+  /**
+   * Applies replicated device-owned rows (state-based sync), in one transaction. With
+   * `coverage`, the rows are all of the owner's rows in that version range, and the owner's
+   * cursor moves forward when it is contiguous with what is held.
+   */
+  async applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult> {
+    this.assertOpen();
+    const hlcs = validateOwnedRows(this.ctx, rows);
+    for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
+    return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
+  }
+
+  /**
+   * Merges a page of this device's own device-owned rows as a partner holds them (after
+   * `ownedConfirmed()`; see `own-rows.ts`); returns whether they differ from the rows held.
+   */
+  async mergeOwnRows(rows: readonly unknown[], coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean> {
+    this.assertOpen();
+    for (const hlc of validateOwnedRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
+    return this.write((batch) => mergeOwnRows(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
+  }
+
+  /**
+   * Ends a merge of the partner's own rows through `through`: this device's version moves past
+   * it and, if they `diverged`, the own rows after the confirmed version get new versions
+   * beyond it. Returns how many rows were given a new version.
+   */
+  async settleOwnRows(through: number, diverged: boolean): Promise<number> {
+    this.assertOpen();
+    return this.write((batch) => restampOwnRows(this.ctx, batch, this.ownedConfirmedVersion, through, diverged));
+  }
+
+  /** Own device-owned version known to be held alike by partners. */
+  ownedConfirmed(): number {
+    return this.ownedConfirmedVersion;
+  }
+
+  /** Records that a partner holds this device's own rows alike through `version` (only forward). */
+  async confirmOwned(version: number): Promise<void> {
+    this.assertOpen();
+    if (version <= this.ownedConfirmedVersion) return;
+    await putMeta(this.db, OWNED_CONFIRMED_META_KEY, String(version));
+    this.ownedConfirmedVersion = version;
+  }
+
+  /** Per owner, the version through which every device-owned row is held. */
+  ownedVector(): VersionVector {
+    return Object.fromEntries(this.counters.ownerVersions);
+  }
+
+  /** Device-owned rows of `owner` after `after`, as far as they are held contiguously. */
+  async ownedAfter(owner: string, after: number, limits: ReadLimits): Promise<OwnedPage> {
+    this.assertOpen();
+    const through = this.counters.ownerVersions.get(owner) ?? 0;
+    const tables = [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
+    return readOwnedAfter(this.db, tables, owner, after, through, limits);
+  }
+
+  /**
+   * The member rows of devices that are members, and the PeerIds of removed devices
+   * (`Removals.peersOf`): every row naming one of those PeerIds is left out.
+   */
+  async currentMembers(): Promise<{ rows: MemberRow[]; removedPeers: Map<string, Removal> }> {
+    const all = await this.memberRows();
+    const removedPeers = this.removalState.peersOf(all);
+    return { rows: all.filter((m) => !removedPeers.has(m.peer)), removedPeers };
+  }
+
+  /** The library's member rows, as the synced member list records them (removed devices included). */
+  async memberRows(): Promise<MemberRow[]> {
+    const members: MemberRow[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.list(MEMBERS_MODEL.name, { limit: MAX_LIST_LIMIT, after });
+      for (const row of page) {
+        const name = (row.name as string | null) ?? null;
+        members.push({ device: row.id, peer: row.peer as string, addrs: row.addrs as string[], name });
+      }
+      if (page.length < MAX_LIST_LIMIT) return members;
+      after = page[page.length - 1]!.id;
+    }
+  }
+
+  /** Writes a member row (the replication writes this device's own: its PeerId, addresses and name). */
+  async writeMemberRow(row: MemberRow): Promise<void> {
+    await this.system(async (writer) => {
+      await writer.upsert(MEMBERS_MODEL.name, { id: row.device, peer: row.peer, addrs: row.addrs, name: row.name });
+    });
+  }
+
+  /** Records an invite this device issues. */
+  async issueInvite(invite: NewInvite): Promise<void> {
+    await this.system((_, trx) => insertInvite(trx, invite));
+  }
+
+  /** This device's invites not used, revoked or expired at `now`, newest first. */
+  async pendingInvites(now: number): Promise<InviteInfo[]> {
+    this.assertOpen();
+    return pendingInvites(this.db, now);
+  }
+
+  /** Revokes invite `id` at `now` if it is unused and unrevoked; says what it found. */
+  async revokeInvite(id: string, now: number): Promise<RevokeOutcome> {
+    return this.system((_, trx) => revokeInvite(trx, id, now));
+  }
+
+  /**
+   * Admits a device with invite `inviteId`, in one transaction: `vet` sees the invite as held
+   * (or undefined) and throws if the join is refused; then the invite is marked used by
+   * `member.peer` and the member row is written (it syncs to every member).
+   */
+  async admitMember(inviteId: string, vet: (invite: StoredInvite | undefined) => StoredInvite, member: MemberRow): Promise<void> {
+    await this.system(async (writer, trx) => {
+      const invite = vet(await readInvite(trx, inviteId));
+      await markInviteUsed(trx, invite.id, member.peer);
+      await writer.upsert(MEMBERS_MODEL.name, { id: member.device, peer: member.peer, addrs: member.addrs, name: member.name });
+    });
+  }
+
+  /** The inviter a joined library bootstraps from, as stored when it joined. */
+  async bootstrapMember(): Promise<Member | undefined> {
+    this.assertOpen();
+    const value = await readMeta(this.db, BOOTSTRAP_META_KEY);
+    return value === undefined ? undefined : (JSON.parse(value) as Member);
+  }
+
+  /** Whether this library, joined by invite, has not completed its first sync yet. */
+  async backfillPending(): Promise<boolean> {
+    this.assertOpen();
+    return (await readMeta(this.db, BACKFILL_META_KEY)) !== undefined;
+  }
+
+  /** Records that the first sync after joining completed. */
+  async backfillDone(): Promise<void> {
+    this.assertOpen();
+    await deleteMeta(this.db, BACKFILL_META_KEY);
+  }
+
+  /**
+   * Removes member device `deviceId` from the library (any member may remove any other: see
+   * docs/operations.md). Synced data: from then on every member refuses the device and every
+   * change it made after this removal. Resolves once the removal is committed here; removing a
+   * device already removed writes nothing (its cutoff never moves).
+   */
+  async removeMember(deviceId: string): Promise<void> {
+    this.assertMember();
+    if (deviceId === this.deviceId) {
+      throw new ValidationError('lib.removeMember() cannot remove this device itself: use lib.leave() to leave the library');
+    }
+    await this.system(async (writer, trx) => {
+      if (this.removalState.of(deviceId)) return;
+      if (typeof deviceId !== 'string' || !(await this.readRow(trx, MEMBERS_MODEL.name, deviceId).catch(() => undefined))) {
+        throw new NotFoundError(`device ${JSON.stringify(deviceId)} is not a member of library ${this.id}`);
+      }
+      await writer.upsert(REMOVALS_MODEL.name, { id: deviceId, by: this.deviceId, kind: 'removed' });
+    });
+  }
+
+  /**
+   * Writes this device's own removal (`kind: 'left'`) and, in the same transaction, the log
+   * position a partner must acknowledge before this device stops syncing (`leavePending`).
+   */
+  async writeLeave(): Promise<void> {
+    this.assertMember();
+    await this.write(async (batch) => {
+      await new LocalWriter(this.ctx, batch, true).upsert(REMOVALS_MODEL.name, { id: this.deviceId, by: this.deviceId, kind: 'left' });
+      const origin = batch.currentWriter.id;
+      await putMeta(batch.db, LEAVE_PENDING_META_KEY, JSON.stringify({ origin, seq: batch.seqOf(origin) }));
+    });
+  }
+
+  /** The position of this device's leave that no partner has acknowledged yet, if any. */
+  async leavePending(): Promise<{ origin: string; seq: number } | undefined> {
+    this.assertOpen();
+    const value = await readMeta(this.db, LEAVE_PENDING_META_KEY);
+    return value === undefined ? undefined : (JSON.parse(value) as { origin: string; seq: number });
+  }
+
+  /** A partner acknowledged this device's leave: nothing is pending any more. */
+  async clearLeavePending(): Promise<void> {
+    this.assertOpen();
+    await deleteMeta(this.db, LEAVE_PENDING_META_KEY);
+  }
+
+  /** How this device stopped being a member, or null while it is one. */
+  removal(): RemovalInfo | null {
+    return this.ownRemoval;
+  }
+
+  /** Removed devices, with their cutoffs (`sync_removals`). */
+  removals(): Removal[] {
+    return this.removalState.all();
+  }
+
+  /** The removal of `device`, if it was removed. */
+  removalOf(device: string): Removal | undefined {
+    return this.removalState.of(device);
+  }
+
+  /** Caps a partner's advertised vector at what this device accepts of closed origins. */
+  acceptable(vector: VersionVector): VersionVector {
+    return this.removalState.cap(vector);
+  }
+
+  /**
+   * `vector` without removed devices' writers: what a partner holding the removals must hold
+   * (it refuses what of them was stamped after the cutoff, so it may never reach their tails).
+   */
+  withoutRemovedWriters(vector: VersionVector): VersionVector {
+    return this.removalState.withoutRemoved(vector);
+  }
+
+  /** The vector to pull after (`vector`, by default the one held): closed origins are never asked for again. */
+  pullAfter(vector: VersionVector = this.versionVector()): VersionVector {
+    return this.removalState.pullAfter(vector);
+  }
+
+  /** Reads removals and closed origins as held (the replication layer calls it at start). */
+  async loadRemovals(): Promise<void> {
+    this.assertOpen();
+    const closed = await readMeta(this.db, CLOSED_ORIGINS_META_KEY);
+    const closedOrigins = closed === undefined ? {} : (JSON.parse(closed) as Record<string, number>);
+    for (const [origin, through] of Object.entries(closedOrigins)) this.removalState.close(origin, through);
+    const own = await this.readRemovals(this.db, this.removalState);
+    if (own && !this.ownRemoval) this.ownRemoval = removalInfo(own);
+    const told = await readMeta(this.db, REMOVED_META_KEY);
+    if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
+  }
+
+  /**
+   * Records that this device is no longer a member as a member's refusal said (`REMOVED`):
+   * persisted, so it survives restarts. Emits `removed` once.
+   */
+  async markRemoved(info: RemovalInfo): Promise<void> {
+    if (this.ownRemoval) return;
+    this.assertOpen();
+    await putMeta(this.db, REMOVED_META_KEY, JSON.stringify(info));
+    this.setOwnRemoval(info);
+  }
+
+  /** Reads the `sync_removals` rows into `into`; returns this device's own removal, if any. */
+  private async readRemovals(db: Kysely<InternalTables>, into: Removals): Promise<Removal | undefined> {
+    const table = this.table(REMOVALS_MODEL.name);
+    const removals: Removal[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const params = after === undefined ? [DIGEST_PAGE] : [after, DIGEST_PAGE];
+      const rows = await runSql<SqlRow>(db, table.liveRowsSql(after !== undefined), params);
+      for (const row of rows) {
+        const { id, values, hlc } = table.sharedFromRow(row);
+        removals.push({ device: id, by: values.by as string, kind: values.kind as Removal['kind'], cutoff: hlc });
+        after = id;
+      }
+      if (rows.length < DIGEST_PAGE) break;
+    }
+    into.set(removals);
+    return into.of(this.deviceId);
+  }
+
+  private setOwnRemoval(info: RemovalInfo): void {
+    if (this.ownRemoval) return;
+    this.ownRemoval = info;
+    this.events.emit('removed', info);
+  }
+
+  /** Emits a status change (called by the replication layer). */
+  emitStatus(status: LibraryStatus): void {
+    this.events.emit('status', status);
+  }
+
+  /** Emits sync progress (called by the replication layer). */
+  emitProgress(progress: SyncProgress): void {
+    this.events.emit('progress', progress);
+  }
+
+  /** Records the vector an authenticated partner device has acknowledged. */
+  async recordAck(partnerDevice: string, vector: VersionVector): Promise<void> {
+    this.assertOpen();
+    await recordAck(this.db, partnerDevice, vector);
+  }
+
+  async acks(): Promise<Map<string, VersionVector>> {
+    this.assertOpen();
+    return readAcks(this.db);
+  }
+
+  /**
+   * Deletes log entries acknowledged by every one of `partners`, keeping at most
+   * `retainEntries` per origin for a partner that lags further; returns how many.
+   */
+  async prune(partners: readonly string[], retainEntries?: number): Promise<number> {
+    this.assertOpen();
+    return this.db.transaction().execute((trx) => pruneAcknowledged(trx, partners, retainEntries));
+  }
+
+  /** Per origin, the last seq deleted from this log (0 where nothing was pruned). */
+  async prunedVector(): Promise<VersionVector> {
+    this.assertOpen();
+    const held = await readVector(this.db);
+    return Object.fromEntries([...held].map(([origin, v]) => [origin, v.prunedThrough]));
+  }
+
+  async logSize(): Promise<number> {
+    this.assertOpen();
+    return countEntries(this.db);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.events.removeAllListeners();
+    await this.release();
+  }
+
+  /**
+   * A write of the engine itself: it may write system models (membership, removals) and its own
+   * tables in the same transaction. Refused once this device is no longer a member.
+   */
+  private async system<T>(fn: (writer: LocalWriter, trx: Kysely<InternalTables>) => Promise<T>): Promise<T> {
+    this.assertMember();
+    return this.write(async (batch) => fn(new LocalWriter(this.ctx, batch, true), batch.db));
+  }
+
+  /**
+   * Runs `fn` in a transaction with a fresh batch; on commit, persists the clock high-water
+   * mark with the data and adopts the batch's counters, then emits change events. The mark is
+   * taken after the clock received every clock the batch stored (`WriteBatch.highWater`).
+   */
+  private async write<T>(fn: (batch: WriteBatch) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    // Between transactions, let sockets and timers run if a burst of writes has held the loop.
+    await this.turns.turn();
+    this.assertOpen();
+    let ownRemoval: Removal | undefined;
+    const { value, batch } = await this.db.transaction().execute(async (trx) => {
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState, this.runtime.random);
+      const value = await fn(batch);
+      await batch.flush();
+      // Into the batch's copy: the library adopts it with the counters once committed.
+      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) ownRemoval = await this.readRemovals(trx, batch.removals);
+      await putMeta(trx, 'hlc', batch.highWater());
+      return { value, batch };
+    });
+    this.counters = batch.counters();
+    // Removals and closed origins, like the counters, only once committed (a transaction that
+    // rolled back must leave no device refused, no origin closed, no removal to skip rewriting).
+    this.removalState.adopt(batch.removals);
+    // Emitted once committed, like change events: this device's own removal arrived or was written.
+    if (ownRemoval) this.setOwnRemoval(removalInfo(ownRemoval));
+    if (this.events.listenerCount('change') > 0) for (const event of batch.events) this.events.emit('change', event);
+    if (batch.advanced) this.events.emit('appended');
+    return value;
+  }
+
+  private async readRow(db: Kysely<InternalTables>, modelName: string, id: string): Promise<Row | undefined> {
+    const model = this.ctx.registry.get(modelName);
+    const table = this.table(model.name);
+    const rows = await runSql<SqlRow>(db, table.selectByIdsSql(1), [checkRecordId(model, id)]);
+    const row = rows[0];
+    if (!row || row._deleted === 1) return undefined;
+    return rowFromStored(model, id, table.valuesFromRow(row));
+  }
+
+  private table(name: string): ModelTable {
+    return this.ctx.tables.get(name)!;
+  }
+
+  /** Local writes of a device that is no longer a member could reach no one: refused. */
+  private assertMember(): void {
+    if (this.ownRemoval) throw noLongerMemberError(this.id, this.ownRemoval);
+  }
+
+  /** Every operation on a closed library fails with `STOPPED`. */
+  assertOpen(): void {
+    if (this.closed) throw new StoppedError(`library ${this.id} is closed`);
+  }
+}
