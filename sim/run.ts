@@ -8,8 +8,11 @@ import { replayCommand, runSeed, type SeedResult } from './run-seed.js';
  * `npm run sim -- --seed S --nodes 5 [--trace]`: replays one seed (and prints its whole trace).
  */
 
-/** A progress line on stderr every this many seeds (a long batch shows it is alive). */
-const PROGRESS_EVERY = 250;
+/**
+ * A progress line on stderr every this many seeds, with the counts so far: a long batch shows it
+ * is alive, and one stopped early still reports what it ran.
+ */
+const PROGRESS_EVERY = 25;
 
 interface Arguments {
   from: number;
@@ -109,7 +112,10 @@ async function main(): Promise<void> {
       printFailure(result, args.trace);
       failed.push({ seed, nodes, checks: result.failures.map((f) => f.check), replay: replayCommand(seed, nodes) });
     }
-    if ((seed - args.from + 1) % PROGRESS_EVERY === 0) console.error(JSON.stringify({ progress: seed - args.from + 1, of: args.seeds, failures: failed.length }));
+    const done = seed - args.from + 1;
+    if (done % PROGRESS_EVERY === 0 && done < args.seeds) {
+      console.error(JSON.stringify({ metric: 'sim_progress', seeds: done, of: args.seeds, from: args.from, failures: failed.length, faults, writes, lostWrites }));
+    }
     if (args.seeds === 1) console.log(JSON.stringify({ metric: 'sim_seed', seed, nodes, traceHash: result.traceHash, traceLines: result.traceLines }));
   }
   console.log(
