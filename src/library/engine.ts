@@ -131,6 +131,11 @@ export class LibraryEngine {
   /** Set once this device is no longer a member (removed, or it left). */
   private ownRemoval: RemovalInfo | null = null;
   private closed = false;
+  /** Set when closing begins: from then on no user operation starts (see `whileOpen`). */
+  private closing = false;
+  /** The user's operations running now, and who waits for them to end. */
+  private userOperations = 0;
+  private idle: (() => void) | undefined;
   /** Backfill and catch-up runs (sync history). */
   readonly runs: RunStore;
   /** When each partner device was last heard from. */
@@ -751,11 +756,30 @@ export class LibraryEngine {
     return countEntries(this.db);
   }
 
+  /**
+   * Closes the database once the user's operations in flight have ended: a read or write that
+   * began before `stop()` completes (a multi-step read such as `digest` would otherwise meet a
+   * destroyed driver halfway); one that begins after fails with `STOPPED`.
+   */
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.closing) return;
+    this.closing = true;
     this.events.removeAllListeners();
+    if (this.userOperations > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.closed = true;
     await this.release();
+  }
+
+  /** Runs one operation of the user's API; `close` waits for it. Fails with `STOPPED` once closed. */
+  async whileOpen<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.closing) throw this.closedError();
+    this.userOperations += 1;
+    try {
+      return await operation();
+    } finally {
+      this.userOperations -= 1;
+      if (this.userOperations === 0) this.idle?.();
+    }
   }
 
   /**
@@ -818,6 +842,10 @@ export class LibraryEngine {
 
   /** Every operation on a closed library fails with `STOPPED`. */
   assertOpen(): void {
-    if (this.closed) throw new StoppedError(`library ${this.id} is closed`);
+    if (this.closed) throw this.closedError();
+  }
+
+  private closedError(): StoppedError {
+    return new StoppedError(`library ${this.id} is closed`);
   }
 }

@@ -83,17 +83,17 @@ export class Library {
    * ```
    */
   transaction<T>(fn: (tx: LibraryTransaction) => Promise<T>): Promise<T> {
-    return this.#engine.transaction(fn);
+    return this.#engine.whileOpen(() => this.#engine.transaction(fn));
   }
 
   /** The live row `id` of `model`, or undefined (deleted rows are undefined). */
   get(model: string, id: string): Promise<Row | undefined> {
-    return this.#engine.get(model, id);
+    return this.#engine.whileOpen(() => this.#engine.get(model, id));
   }
 
   /** Live rows of `model` in id order, one keyset page at a time. */
   list(model: string, options: ListOptions = {}): Promise<Row[]> {
-    return this.#engine.list(model, options);
+    return this.#engine.whileOpen(() => this.#engine.list(model, options));
   }
 
   /**
@@ -102,7 +102,7 @@ export class Library {
    * set of changes have equal digests. Reads page by page, so memory stays bounded.
    */
   digest(): Promise<string> {
-    return this.#engine.digest();
+    return this.#engine.whileOpen(() => this.#engine.digest());
   }
 
   /** The contiguous prefix of every origin's changes held here. */
@@ -124,7 +124,7 @@ export class Library {
    * Removed devices are gone from it, and so is any row naming a removed device's PeerId.
    */
   async members(): Promise<MemberInfo[]> {
-    const { rows } = await this.#engine.currentMembers();
+    const { rows } = await this.#engine.whileOpen(() => this.#engine.currentMembers());
     return rows.map((m) => {
       const self = m.device === this.deviceId;
       return { ...m, lastSeenAt: self ? null : this.#sync.lastSeenAt(m.device), self };
@@ -133,12 +133,12 @@ export class Library {
 
   /** Creates a one-time invite another device can join this library with. */
   createInvite(options: InviteOptions = {}): Promise<string> {
-    return this.syncing().createInvite(options);
+    return this.#engine.whileOpen(() => this.#sync.createInvite(options));
   }
 
   /** This device's pending invites (not used, revoked or expired), newest first. */
   invites(): Promise<InviteInfo[]> {
-    return this.syncing().invites();
+    return this.#engine.whileOpen(() => this.#sync.invites());
   }
 
   /**
@@ -146,7 +146,7 @@ export class Library {
    * with `INVITE_REVOKED`. Idempotent; an invite this device did not issue is `NOT_FOUND`.
    */
   revokeInvite(codeOrId: string): Promise<void> {
-    return this.syncing().revokeInvite(codeOrId);
+    return this.#engine.whileOpen(() => this.#sync.revokeInvite(codeOrId));
   }
 
   /**
@@ -156,7 +156,7 @@ export class Library {
    * device already removed writes nothing (its cutoff never moves).
    */
   removeMember(deviceId: string): Promise<void> {
-    return this.#engine.removeMember(deviceId);
+    return this.#engine.whileOpen(() => this.#engine.removeMember(deviceId));
   }
 
   /**
@@ -180,7 +180,7 @@ export class Library {
 
   /** Partners, their acknowledged vectors, this device's vectors, log size and sync state. */
   status(): Promise<LibraryStatus> {
-    return this.syncing().status();
+    return this.#engine.whileOpen(() => this.#sync.status());
   }
 
   /**
@@ -193,7 +193,7 @@ export class Library {
 
   /** Past and running backfill and catch-up runs, oldest first (at most the last 1 000). */
   syncHistory(): Promise<SyncRun[]> {
-    return this.#engine.syncHistory();
+    return this.#engine.whileOpen(() => this.#engine.syncHistory());
   }
 
   /** The sync side, once the library is open (a closed library fails with `STOPPED`). */

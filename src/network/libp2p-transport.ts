@@ -11,9 +11,8 @@ import { tcp } from '@libp2p/tcp';
 import { webSockets } from '@libp2p/websockets';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p } from 'libp2p';
-import { encodeUint8Array, encodingLength } from 'uint8-varint';
-import { describeError, NetworkError, ProtocolError, ProtocolVersionError, type SyncError, toSyncError } from '../errors.js';
-import { FrameDecoder, type FrameLimits } from '../protocol/framing.js';
+import { describeError, NetworkError, ProtocolVersionError } from '../errors.js';
+import type { FrameLimits } from '../protocol/framing.js';
 import type {
   ConnectionKind,
   ConnectionListener,
@@ -23,6 +22,7 @@ import type {
   RelayPolicy,
   Transport,
 } from '../protocol/transport.js';
+import { Libp2pFrameStream, YAMUX_STREAM_OPTIONS } from './libp2p-frame-stream.js';
 import { type LanDiscovery, lanDialAddresses, lanDiscoveryService, MDNS_ANSWER_TTL_MS, MDNS_SILENCE_MS, mdnsWorthwhile } from './lan-discovery.js';
 
 export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws'];
@@ -118,7 +118,14 @@ export class Libp2pTransport implements Transport {
         circuitRelayTransport({ maxInboundStopStreams: MAX_RELAYED_PER_CONNECTION, maxOutboundStopStreams: MAX_RELAYED_PER_CONNECTION }),
       ],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux({ maxInboundStreams: streams, maxOutboundStreams: streams })],
+      streamMuxers: [
+        yamux({
+          maxInboundStreams: streams,
+          maxOutboundStreams: streams,
+          // A paused stream's read buffer must hold one whole window (see STREAM_WINDOW_BYTES).
+          streamOptions: YAMUX_STREAM_OPTIONS,
+        }),
+      ],
       connectionManager: {
         maxIncomingPendingConnections: MAX_PENDING_UPGRADES,
         maxPeerAddrsToDial: MAX_DIAL_ADDRESSES,
@@ -442,65 +449,4 @@ function describeDialError(err: unknown): string {
 function describeAddressFailure(err: unknown): string {
   const inner = err instanceof Error ? undefined : (err as { error?: unknown } | null)?.error;
   return inner instanceof Error ? describeError(inner) : describeError(err);
-}
-
-/**
- * Varint-length-prefixed frames over a libp2p message stream. Every error that leaves it is a
- * `SyncError`: libp2p's own (a reset, `StreamClosedError` with no message, a refused write)
- * become a `NetworkError` that names the peer, the operation and the libp2p error; a broken
- * length prefix is a `ProtocolError`.
- */
-class Libp2pFrameStream implements FrameStream {
-  constructor(
-    private readonly stream: Stream,
-    readonly remotePeer: string,
-    private readonly limits: FrameLimits,
-  ) {}
-
-  async send(frame: Uint8Array): Promise<void> {
-    if (this.stream.status !== 'open') throw new NetworkError(`cannot send to ${this.remotePeer}: the sync stream is ${this.stream.status}`);
-    const prefix = encodingLength(frame.byteLength);
-    const framed = new Uint8Array(prefix + frame.byteLength);
-    encodeUint8Array(frame.byteLength, framed);
-    framed.set(frame, prefix);
-    try {
-      if (!this.stream.send(framed)) await this.stream.onDrain();
-    } catch (err) {
-      throw this.failure('sending', err);
-    }
-  }
-
-  async *frames(): AsyncIterable<Uint8Array> {
-    const decoder = new FrameDecoder(this.limits);
-    try {
-      for await (const chunk of this.stream) {
-        let frames: Uint8Array[];
-        try {
-          frames = [...decoder.push(chunk.subarray())];
-        } catch (err) {
-          // Oversize or malformed length prefix: the peer broke the framing.
-          throw new ProtocolError(`bad frame from ${this.remotePeer}: ${describeError(err)}`);
-        }
-        yield* frames;
-      }
-    } catch (err) {
-      throw this.failure('reading', err);
-    }
-  }
-
-  async close(): Promise<void> {
-    await this.stream.close().catch((err: unknown) => this.stream.abort(this.failure('closing', err)));
-  }
-
-  abort(reason: Error): void {
-    this.stream.abort(reason);
-  }
-
-  /**
-   * The typed error for a failed stream operation. A `SyncError` passes as it is: it is this
-   * node's own (the framing check, or the reason this side gave when it aborted the stream).
-   */
-  private failure(operation: string, err: unknown): SyncError {
-    return toSyncError(err, (cause) => new NetworkError(`sync stream with ${this.remotePeer} failed while ${operation}: ${cause}`));
-  }
 }

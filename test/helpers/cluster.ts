@@ -75,12 +75,17 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
 
 /** Waits until every library has the same digest, then asserts it. */
 export async function waitForConvergence(libraries: Library[], timeoutMs = 30_000): Promise<string> {
+  // The digests of one moment: reading them again afterwards could catch a later change (a
+  // member row rewritten for a new address) on its way, on a loaded machine.
+  let digests: string[] = [];
   await waitFor(
-    async () => new Set(await Promise.all(libraries.map((l) => l.digest()))).size === 1,
+    async () => {
+      digests = await Promise.all(libraries.map((l) => l.digest()));
+      return new Set(digests).size === 1;
+    },
     'equal digests',
     timeoutMs,
   );
-  const digests = await Promise.all(libraries.map((l) => l.digest()));
   expect(new Set(digests).size).toBe(1);
   return digests[0]!;
 }

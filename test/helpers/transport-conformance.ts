@@ -21,17 +21,6 @@ export interface TransportFixture {
 
 export type TransportSetup = (count: number, limits: TransportLimits) => Promise<TransportFixture>;
 
-/**
- * Checks a transport is known to fail, each with what goes wrong: the check is skipped and its
- * name says why, so the gap stays visible until the transport is fixed.
- */
-export interface KnownGaps {
-  /** A sender gets far ahead of a reader that reads slowly (no back-pressure from the reader). */
-  laggingReader?: string;
-  /** `frames()` begun after the remote closed or reset the stream never ends. */
-  lateReader?: string;
-}
-
 const LIMITS: TransportLimits = { maxFrameBytes: 2 * 1024 * 1024, maxFirstFrameBytes: 64 * 1024, maxStrangerConnections: 8 };
 
 /** Reads `stream` to its end; resolves with the frames, or the error it failed with. */
@@ -63,11 +52,7 @@ function frameOf(size: number, fill: number): Uint8Array {
   return new Uint8Array(size).fill(fill);
 }
 
-export function runTransportTests(name: string, setup: TransportSetup, options: { gaps?: KnownGaps } = {}): void {
-  const gaps = options.gaps ?? {};
-  /** `it`, or a skipped check named with the known gap. */
-  const check = (gap: string | undefined) => (title: string, fn: () => Promise<void>) =>
-    gap === undefined ? it(title, fn) : it.skip(`${title} [known gap: ${gap}]`, fn);
+export function runTransportTests(name: string, setup: TransportSetup): void {
   describe(`transport conformance: ${name}`, () => {
     const fixtures: TransportFixture[] = [];
     afterEach(async () => {
@@ -234,7 +219,7 @@ export function runTransportTests(name: string, setup: TransportSetup, options: 
       expect(a.isConnected(b.localPeer)).toBe(false);
     });
 
-    check(gaps.laggingReader)('send waits for the reader: a sender never gets far ahead of a reader that lags', async () => {
+    it('send waits for the reader: a sender never gets far ahead of a reader that lags', async () => {
       const { out, inStream } = await streamPair();
       const count = 64;
       const size = 1024 * 1024;
@@ -260,7 +245,7 @@ export function runTransportTests(name: string, setup: TransportSetup, options: 
       expect(furthestAhead).toBeLessThan(count / 2);
     });
 
-    check(gaps.lateReader)('a stream the remote closed, or reset, before reading began still ends', async () => {
+    it('a stream the remote closed, or reset, before reading began still ends', async () => {
       const [a, b] = (await start(2)) as [Transport, Transport];
       const inbound: FrameStream[] = [];
       b.handle((stream) => inbound.push(stream));
