@@ -105,6 +105,15 @@ describe('SimDriver', () => {
     await expect(driver.complete(Promise.reject(new Error('boom')), 'a failure', { deadline: 30_000 })).rejects.toThrow('boom');
   });
 
+  test('work that keeps virtual time still is a livelock, reported', async () => {
+    const time = new VirtualScheduler();
+    const scope = time.scope();
+    const driver = new SimDriver(time, 1_000);
+    const ping = (): void => void scope.setTimeout(ping, 0);
+    ping();
+    await expect(driver.runFor(10)).rejects.toThrow(/livelock: 1001 timers ran at virtual time 0/);
+  });
+
   test('runUntil() stops as soon as its condition holds, or at the deadline', async () => {
     const time = new VirtualScheduler();
     const driver = new SimDriver(time);

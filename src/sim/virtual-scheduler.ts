@@ -206,8 +206,19 @@ export interface RunUntilOptions {
 export class SimDriver {
   /** Timers run so far (a measure of the work a run did). */
   events = 0;
+  private instant = Number.NaN;
+  private atInstant = 0;
 
-  constructor(readonly time: VirtualScheduler) {}
+  /**
+   * `maxEventsPerInstant`: timers that may run without virtual time moving. Work that keeps
+   * scheduling itself at once (two peers asking each other the same thing for ever, with no
+   * delay) would otherwise hold virtual time still and the run would never end: past the bound
+   * `step` throws, which the simulator reports as a failure of the seed.
+   */
+  constructor(
+    readonly time: VirtualScheduler,
+    private readonly maxEventsPerInstant = 100_000,
+  ) {}
 
   settle(): Promise<void> {
     return settleMicrotasks();
@@ -218,8 +229,21 @@ export class SimDriver {
     await this.settle();
     if (!this.time.runNext(until)) return false;
     this.events += 1;
+    this.countInstant();
     await this.settle();
     return true;
+  }
+
+  private countInstant(): void {
+    const now = this.time.now();
+    if (now !== this.instant) {
+      this.instant = now;
+      this.atInstant = 0;
+    }
+    this.atInstant += 1;
+    if (this.atInstant > this.maxEventsPerInstant) {
+      throw new Error(`livelock: ${this.atInstant} timers ran at virtual time ${now} without time moving on`);
+    }
   }
 
   /** Runs every timer due within the next `ms` of virtual time; now is then `now + ms`. */
