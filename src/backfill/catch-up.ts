@@ -293,14 +293,11 @@ export class CatchUp {
       // Judged as a whole once the pages reach `through` (below).
       return coverage.to;
     });
-    // The session closed or the catch-up stopped: the comparison starts again with the next run.
-    if (reached < through && (session.state === 'closed' || this.stopped)) return;
+    if (reached < through) return;
     // This device's version moves past `through`: an honest partner holds the row that carries
     // version `through` (the last one written keeps it), so a claim no row backs is refused
     // before it can move the counter (a bare coverage could push it to the position limit).
-    // A partner that stops serving before its claim is refused too: each run would otherwise
-    // pull the rows it does serve again and count them as progress, for ever.
-    if (reached < through || newestServed < through) {
+    if (newestServed < through) {
       throw new ProtocolError(
         `partner ${session.device} claims this device's own rows through version ${through} but serves rows only through ${newestServed}`,
       );
