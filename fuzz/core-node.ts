@@ -56,7 +56,7 @@ export class CoreNode {
       libraryIds: async () => [...dbs.keys()],
       open: async (id) => ({ db: dbs.get(id)!, release: () => dbs.get(id)!.destroy() }),
       create: async (id) => {
-        const db = openMemorySqlite();
+        const { db } = openMemorySqlite();
         dbs.set(id, db);
         return { db, release: () => db.destroy() };
       },

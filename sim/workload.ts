@@ -292,8 +292,7 @@ type Planned =
  * between the commit and that read (it follows at once; pruning needs every partner's ack).
  */
 export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> {
-  const writer = lib.writer();
-  const sharedBefore = lib.versionVector()[writer] ?? 0;
+  const vectorBefore = lib.versionVector();
   const ownedBefore = engineOf(lib).ownedVector()[lib.deviceId] ?? 0;
   let planned: Planned[];
   try {
@@ -308,7 +307,10 @@ export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> 
     }
     throw error;
   }
-  const entries = await ownEntries(lib, writer, sharedBefore, planned.filter((p) => p.kind === 'shared').length);
+  // The writer is known only now: a write may start a fresh one (the first write of a run before
+  // any partner confirmed the current one, or after a partner claimed more of it than it wrote).
+  const writer = lib.writer();
+  const entries = await ownEntries(lib, writer, vectorBefore[writer] ?? 0, planned.filter((p) => p.kind === 'shared').length);
   const ownedRows = await engineOf(lib).ownedAfter(lib.deviceId, ownedBefore, READ_ALL);
   const writes: AcknowledgedWrite[] = [];
   let ownedCount = 0;

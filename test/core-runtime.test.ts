@@ -33,7 +33,7 @@ function memoryStorage(deviceId: string): LibraryStorage {
     libraryIds: async () => [...dbs.keys()],
     open: async (id) => opened(dbs.get(id)!),
     create: async (id) => {
-      const db = openMemorySqlite();
+      const { db } = openMemorySqlite();
       dbs.set(id, db);
       return opened(db);
     },

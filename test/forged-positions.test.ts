@@ -145,6 +145,31 @@ describe('positions a member claims', () => {
       (s) => s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, rows: [] }),
       /claims .* through version 1000000 but advertised/,
     );
+    // 4b. Advertised first, a coverage of an honest owner's rows proves only the rows it serves:
+    //     a cursor moved by a bare claim would make the victim skip N's rows, and claim them to
+    //     N, which would then refuse the victim for good (found by the simulator, seed 12).
+    //     Pushed right behind the heartbeat that advertises it, the coverage arrives before the
+    //     page the victim then pulls (which serves nothing, and ends the session).
+    await attack(
+      "an advertised coverage of an honest owner's rows that no row backs",
+      { heartbeatMs: 200 },
+      async (s) => {
+        s.owned = { [n.deviceId]: 1_000_000 };
+        await s.send({ t: 'heartbeat', library: id, shared: {}, owned: s.owned });
+        await s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, rows: [] });
+      },
+      /does not serve/,
+    );
+    await attack(
+      "a page of an honest owner's rows covering more than it serves",
+      {
+        heartbeatMs: 200,
+        owned: { [n.deviceId]: 1_000_000 },
+        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: 1_000_000, rows: [], hasMore: false }],
+      },
+      (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to pull the owner’s rows'),
+      /does not serve/,
+    );
     await attack(
       'a coverage running backwards',
       { heartbeatMs: 200 },

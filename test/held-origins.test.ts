@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type SessionErrorEvent, type SyncError } from '../src/index.js';
 import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
-import { type ChunkTuple, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
+import { type ChunkTuple, MAX_VECTOR_ORIGINS, type OwnedRowTuple } from '../src/protocol/messages.js';
 import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
@@ -91,7 +91,9 @@ describe('origins and owners a library holds', () => {
     expect(counters()).toEqual(before);
 
     // 3. Coverages of invented owners, each advertised first (one heartbeat, then no more, so
-    //    the victim's catch-up does not pull them meanwhile). Sent in rounds, and judged by the
+    //    the victim's catch-up does not pull them meanwhile) and each with the row that proves
+    //    it (a member other than the owner moves no cursor with a bare coverage). Sent in
+    //    rounds, and judged by the
     //    victim's own report: the error frame is best effort, and the stream reset that follows
     //    it can overtake it while the member still has frames in flight.
     const reported: SessionErrorEvent[] = [];
@@ -102,7 +104,9 @@ describe('origins and owners a library holds', () => {
     const list = Object.keys(owners);
     for (let batch = 0; batch < list.length && !s.end; ) {
       for (const owner of list.slice(batch, batch + 64)) {
-        await s.send({ t: 'state', library: id, batch: ++batch, owner, from: 0, to: 1, rows: [] });
+        const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: owner });
+        const row: OwnedRowTuple = ['volume', `${owner}-vol`, owner, 1, hlc, false, { path: '/invented', bytes: 1 }];
+        await s.send({ t: 'state', library: id, batch: ++batch, owner, from: 0, to: 1, rows: [row] });
       }
       await waitFor(() => s.end !== undefined || s.of('ack').some((a) => a.batch === batch), 'the victim to ack a round of coverages');
     }

@@ -77,9 +77,10 @@ describe('replication between two nodes', () => {
     let beforeWelcome = '';
     inviter.onInbound = (joinStream) =>
       void (async () => {
-        const join = await joinStream.message(0, 'join');
-        // Once joined, a joiner with the smaller PeerId opens its own session here: not under test.
-        if (join.t !== 'join') return;
+        // Once joined, a joiner with the smaller PeerId opens its own session here: not under test
+        // (the raw peer ends it, so reading its first frame may fail: that is no unhandled error).
+        const join = await joinStream.message(0, 'join').catch(() => undefined);
+        if (join?.t !== 'join') return;
         session = await inviter.open({ peerId: joinStream.remotePeer, multiaddrs: () => join.addrs });
         await session.send({ t: 'hello', v: [...PROTOCOL_VERSION], library, device: inviterDevice, shared: {}, owned: {} });
         // A hello that is not held is refused at once: give a refusal time to arrive (there is no

@@ -6,7 +6,7 @@ import type { SyncCheckpoint, SyncRun } from '../library/run-store.js';
 import type { SyncProgress } from '../library/types.js';
 import type { Chunk } from '../peer-log/chunk.js';
 import type { VersionVector } from '../peer-log/types.js';
-import { checkClaim, chunksOf, ownedFromTuple, type Session, snapshotRowFromTuple } from '../replication/session.js';
+import { checkClaim, chunksOf, ownedFromTuple, provenCoverage, type Session, snapshotRowFromTuple } from '../replication/session.js';
 import { isBehind } from '../replication/vectors.js';
 import { isBadInput, isPeerReported } from '../replication/wire-errors.js';
 import type { Scheduler } from '../runtime/runtime.js';
@@ -256,7 +256,9 @@ export class CatchUp {
     for (const [owner, advertised] of Object.entries(session.remoteOwned)) {
       if (owner === library.deviceId) continue;
       await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (rows, coverage) => {
-        await library.applyRemoteOwned(rows, coverage, run.counts);
+        const to = provenCoverage(session, owner, coverage.from, coverage.to, rows);
+        await library.applyRemoteOwned(rows, { ...coverage, to }, run.counts);
+        return to;
       });
     }
     while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.acceptableShared())) {
@@ -288,6 +290,8 @@ export class CatchUp {
     const reached = await this.pullOwned(session, run, library.deviceId, library.ownedConfirmed(), through, async (rows, coverage) => {
       for (const row of rows) newestServed = Math.max(newestServed, row.version);
       if (await library.mergeOwnRows(rows, coverage, run.counts)) diverged = true;
+      // Judged as a whole once the pages reach `through` (below).
+      return coverage.to;
     });
     if (reached < through) return;
     // This device's version moves past `through`: an honest partner holds the row that carries
@@ -304,8 +308,9 @@ export class CatchUp {
 
   /**
    * Pulls `owner`'s device-owned rows after version `after` up to `through`, one page at a time,
-   * each applied with `apply`; returns the version reached (less than `through` when the
-   * session closed, the catch-up stopped or the partner served nothing more).
+   * each applied with `apply`, which returns the version the page took this device to; returns
+   * the version reached (less than `through` when the session closed, the catch-up stopped or
+   * the partner served, or proved, nothing more).
    */
   private async pullOwned(
     session: Session,
@@ -313,7 +318,7 @@ export class CatchUp {
     owner: string,
     after: number,
     through: number,
-    apply: (rows: OwnedRowUpdate[], coverage: OwnedCoverage) => Promise<void>,
+    apply: (rows: OwnedRowUpdate[], coverage: OwnedCoverage) => Promise<number>,
   ): Promise<number> {
     let held = after;
     while (held < through && session.state !== 'closed' && !this.stopped) {
@@ -322,9 +327,10 @@ export class CatchUp {
       if (page.owner !== owner || page.from !== from) throw new ProtocolError('state page does not answer the request');
       checkClaim(session, owner, page.to);
       if (page.to <= from) break;
-      await apply(page.rows.map(ownedFromTuple), { owner, from, to: page.to });
+      const reached = await apply(page.rows.map(ownedFromTuple), { owner, from, to: page.to });
       this.advance(run, session, 'owned', page.rows.length, bytes);
-      held = page.to;
+      if (reached <= from) break;
+      held = reached;
     }
     return held;
   }

@@ -46,10 +46,19 @@ export function openSqliteFile(path: string): Kysely<InternalTables> {
   return kyselyOver(database);
 }
 
+/** A library database in memory and its better-sqlite3 handle. */
+export interface MemorySqlite {
+  db: Kysely<InternalTables>;
+  database: Database.Database;
+}
+
 /**
- * An in-memory better-sqlite3 database (the simulator's storage): the same SQL engine as a
- * file, gone once destroyed. Whoever simulates a crash keeps it open and reopens a library on it.
+ * An in-memory better-sqlite3 database (the simulator's storage): empty, or the content of
+ * `image` (what `database.serialize()` returned). The same SQL engine as a file. The handle is
+ * returned with it: the simulator serializes it to keep what a crash leaves on disk, and closes
+ * it so that the abandoned node cannot write any more.
  */
-export function openMemorySqlite(): Kysely<InternalTables> {
-  return kyselyOver(new Database(':memory:'));
+export function openMemorySqlite(image?: Buffer): MemorySqlite {
+  const database = image ? new Database(image) : new Database(':memory:');
+  return { db: kyselyOver(database), database };
 }

@@ -415,7 +415,8 @@ export class Session {
     this.learnRemote({}, { [owner]: to });
     const held = this.library.ownedVector()[owner] ?? 0;
     if (from <= held && owner !== this.library.deviceId) {
-      await this.library.applyRemoteOwned(message.rows.map(ownedFromTuple), { owner, from, to });
+      const rows = message.rows.map(ownedFromTuple);
+      await this.library.applyRemoteOwned(rows, { owner, from, to: provenCoverage(this, owner, from, to, rows) });
     }
     await this.sendAck(message.batch);
     if (from > held) this.host.onPartnerAhead(this);
@@ -621,6 +622,19 @@ export function checkClaim(session: Session, owner: string, to: number): void {
   if (to > advertised) {
     throw new ProtocolError(`partner ${session.device} claims ${owner} through version ${to} but advertised ${advertised}`);
   }
+}
+
+/**
+ * How far a coverage of `owner`'s rows through `to`, sent by `session`'s partner with `rows`,
+ * may move this device's cursor for the owner. The owner itself knows its version: all of it.
+ * Anyone else proves only what it serves: through its newest row (an honest holder serves the
+ * row that carries the version it holds, since the row written last keeps it). A cursor taken
+ * from a bare claim would make this device skip the owner's rows, and advertise them to the
+ * owner, which then refuses this device as a partner claiming its rows without serving them.
+ */
+export function provenCoverage(session: Session, owner: string, from: number, to: number, rows: readonly OwnedRowUpdate[]): number {
+  if (owner === session.device) return to;
+  return rows.reduce((newest, row) => Math.max(newest, row.version), from);
 }
 
 function snapshotRowToTuple({ model, state }: SnapshotRow): SnapshotRowTuple {
