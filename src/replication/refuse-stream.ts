@@ -11,19 +11,17 @@ export const ERROR_FRAME_GRACE_MS = 2_000;
  * Tells the peer why (unless it told us), then resets the stream. Sends wait for the peer to
  * read: one that stopped reading must not keep the stream (a slot of its connection, and its
  * buffers) open by never taking the error frame, so the reset follows after a grace at most.
- * `before` is what the stream still has to send first (a session's queued frames).
  */
 export async function refuseStream(
   stream: FrameStream,
   library: string,
   error: SyncError,
   scheduler: Scheduler,
-  before: Promise<void> = Promise.resolve(),
 ): Promise<void> {
   if (!isPeerReported(error)) {
     const frame = encodeMessage(errorMessage(library, error, null));
     let cancel: (() => void) | undefined;
-    const told = before.then(() => stream.send(frame)).catch(() => undefined);
+    const told = stream.send(frame).catch(() => undefined);
     await Promise.race([told, new Promise<void>((resolve) => (cancel = scheduler.setTimeout(resolve, ERROR_FRAME_GRACE_MS)))]);
     cancel?.();
   }

@@ -87,8 +87,6 @@ const MAX_UNKNOWN_ORIGINS = 2 * MAX_VECTOR_ORIGINS;
 
 /** How long a partner answering `busy` asks the puller to wait, in ms. */
 const BUSY_RETRY_MS = 500;
-/** Frames queued for a partner that has not taken them yet, beyond which sending waits: two full pages and more. */
-const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
 
 type PageReply = MessageOf<'shared-page'> | MessageOf<'state-page'> | MessageOf<'snapshot-page'>;
 type PullRequest = MessageOf<'pull-shared'> | MessageOf<'pull-state'> | MessageOf<'pull-snapshot'>;
@@ -148,9 +146,6 @@ export class Session {
     (err) => this.close(toSyncError(err)),
   );
   private stopHeartbeat: CancelTimer | undefined;
-  /** The frames queued for the stream, in order (see `send`), and their size. */
-  private sending: Promise<void> = Promise.resolve();
-  private unsentBytes = 0;
   private markEnded!: () => void;
   private readonly ended = new Promise<void>((resolve) => (this.markEnded = resolve));
   private previousHeartbeat: MessageOf<'heartbeat'> | undefined;
@@ -280,8 +275,8 @@ export class Session {
     }
     this.pending.clear();
     if (reason instanceof SyncError && reason.code !== 'STOPPED') {
-      // Tell the partner why, best effort, after what is queued, then reset: nothing more will be read.
-      void refuseStream(this.stream, this.library.id, reason, this.host.scheduler, this.sending);
+      // Tell the partner why, best effort, then reset: nothing more will be read.
+      void refuseStream(this.stream, this.library.id, reason, this.host.scheduler);
     } else {
       void this.stream.close();
     }
@@ -595,20 +590,9 @@ export class Session {
     fn(pending);
   }
 
-  /**
-   * Queues a frame. Reading goes on while the partner is slow to read: if every send waited for
-   * the partner, two partners serving each other's pulls (or acking each other's pushes) would
-   * each wait, in their read loops, for the other to read, until their sessions timed out. Only
-   * past MAX_UNSENT_BYTES queued does the caller wait, which bounds what a partner that stops
-   * reading makes this device hold. A failed send ends the session.
-   */
   private async send(message: Message): Promise<void> {
     if (this.state === 'closed') return;
-    const frame = encodeMessage(message);
-    this.unsentBytes += frame.byteLength;
-    const sent = this.sending.then(() => this.stream.send(frame)).finally(() => (this.unsentBytes -= frame.byteLength));
-    this.sending = sent.catch((err: unknown) => this.close(toSyncError(err)));
-    if (this.unsentBytes > MAX_UNSENT_BYTES) await sent;
+    await this.stream.send(encodeMessage(message));
   }
 }
 
