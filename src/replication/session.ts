@@ -16,7 +16,7 @@ import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protoco
 import type { FrameStream } from '../protocol/transport.js';
 import type { CancelTimer, Scheduler } from '../runtime/runtime.js';
 import { filterOrigins, isBehind, mergeMax } from './vectors.js';
-import { errorFromWire } from './wire-errors.js';
+import { errorFromWire, isPeerReported } from './wire-errors.js';
 
 export interface SessionTuning {
   /** A heartbeat (with both vectors) is sent this often, in ms. */
@@ -274,7 +274,7 @@ export class Session {
       request.reject(reason ?? new SyncError('STOPPED', 'session closed'));
     }
     this.pending.clear();
-    if (reason instanceof SyncError && reason.code !== 'STOPPED') {
+    if (reason instanceof SyncError && reason.code !== 'STOPPED' && !isPeerReported(reason)) {
       // Tell the partner why, best effort, then reset: nothing more will be read.
       void refuseStream(this.stream, this.library.id, reason, this.host.scheduler);
     } else {

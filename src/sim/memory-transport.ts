@@ -544,6 +544,9 @@ class MemoryStreamEnd implements FrameStream {
     this.releaseHeld();
     this.failure = toSyncError(reason, (cause) => new NetworkError(`sync stream with ${this.remotePeer} was aborted: ${cause}`));
     this.inbox.length = 0;
+    // This end is done now: the stream no longer counts on the connection, even while its
+    // reset still travels (or never arrives, the remote having failed first).
+    this.connection.streams.delete(this.opener === this.local ? this : this.peer);
     this.wakeAll();
     this.enqueue({ kind: 'reset', why: `the remote reset the stream (${describeError(reason)})`, at: this.arrivalTime() });
   }
