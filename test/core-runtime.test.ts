@@ -8,7 +8,7 @@ import { openMemorySqlite } from '../src/node/sqlite.js';
 import type { Kysely } from 'kysely';
 import type { InternalTables } from '../src/storage/schema.js';
 import { SeededRandom } from '../src/sim/prng.js';
-import { ManualScheduler } from './helpers/manual-scheduler.js';
+import { SimDriver, VirtualScheduler } from '../src/sim/virtual-scheduler.js';
 import { PairedHub } from './helpers/paired-transport.js';
 
 /**
@@ -20,10 +20,6 @@ import { PairedHub } from './helpers/paired-transport.js';
 const Note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text' } });
 const EPOCH = Date.UTC(2026, 0, 1);
 const SRC = fileURLToPath(new URL('../src/', import.meta.url));
-const realImmediate = setImmediate;
-
-/** Lets every promise chain that can move on do so (the cores do no real I/O here). */
-const settle = () => new Promise<void>((resolve) => realImmediate(resolve));
 
 function memoryStorage(deviceId: string): LibraryStorage {
   const dbs = new Map<string, Kysely<InternalTables>>();
@@ -76,22 +72,13 @@ afterEach(() => {
 
 /** Two cores, one seed: A creates a library and writes, B joins by invite, writes back; both converge. */
 async function scenario(seed: number) {
-  const scheduler = new ManualScheduler();
+  const time = new VirtualScheduler();
+  const scheduler = time.scope();
+  const driver = new SimDriver(time);
   const seeds = new SeededRandom(seed);
   const hub = new PairedHub();
-  /** Runs the scheduler until `promise` settles (a bounded number of steps). */
-  const drive = async <T>(promise: Promise<T>): Promise<T> => {
-    let done = false;
-    const tracked = promise.finally(() => (done = true));
-    for (let steps = 0; steps < 100_000; steps++) {
-      await settle();
-      if (done) return tracked;
-      if (!scheduler.step()) break;
-    }
-    await settle();
-    if (done) return tracked;
-    throw new Error('the cores stalled: nothing left to run and the operation did not finish');
-  };
+  /** Runs virtual time until `promise` settles (within ten virtual minutes). */
+  const drive = <T>(promise: Promise<T>): Promise<T> => driver.complete(promise, 'the cores', { deadline: time.now() + 600_000 });
   const core = (name: string, deviceId: string) =>
     drive(
       SyncNode.create({

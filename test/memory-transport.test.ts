@@ -5,7 +5,7 @@ import { systemRuntime } from '../src/runtime/system-runtime.js';
 import { type FaultEvent, type LinkFaults, MemoryNetwork, type MemoryTransport } from '../src/sim/memory-transport.js';
 import { SeededRandom } from '../src/sim/prng.js';
 import { runTransportTests } from './helpers/transport-conformance.js';
-import { VirtualScheduler } from './helpers/virtual-scheduler.js';
+import { SimDriver, VirtualScheduler } from '../src/sim/virtual-scheduler.js';
 
 runTransportTests('MemoryTransport', async (count, limits) => {
   const network = new MemoryNetwork({ scheduler: systemRuntime().scheduler, random: new SeededRandom(1) });
@@ -15,7 +15,7 @@ runTransportTests('MemoryTransport', async (count, limits) => {
 
 /** A memory network on virtual time, with `names` as its peers. */
 function virtualNetwork(seed: number, faults: Partial<LinkFaults> = {}, names = ['a', 'b']) {
-  const scheduler = new VirtualScheduler();
+  const scheduler = virtualTime();
   const network = new MemoryNetwork({ scheduler, random: new SeededRandom(seed), faults });
   const events: FaultEvent[] = [];
   network.onFault((event) => events.push(event));
@@ -23,8 +23,19 @@ function virtualNetwork(seed: number, faults: Partial<LinkFaults> = {}, names = 
   return { scheduler, network, events, peers };
 }
 
+/** The simulator's virtual time, as a scheduler these tests can also run until no timer is left. */
+function virtualTime() {
+  const time = new VirtualScheduler();
+  const driver = new SimDriver(time);
+  return Object.assign(time.scope(), {
+    async runUntilIdle(): Promise<void> {
+      while (await driver.step());
+    },
+  });
+}
+
 /** Runs `scenario` to its end on `scheduler`'s virtual time. */
-async function drive<T>(scheduler: VirtualScheduler, scenario: Promise<T>): Promise<T> {
+async function drive<T>(scheduler: ReturnType<typeof virtualTime>, scenario: Promise<T>): Promise<T> {
   let done = false;
   scenario.then(
     () => (done = true),
