@@ -13,7 +13,7 @@ import type { FrameStream } from '../protocol/transport.js';
  * resuming may fill before the next pause: about this, two receive windows
  * (`STREAM_WINDOW_BYTES`) and a frame being assembled.
  */
-export const READ_AHEAD_BYTES = 1024 * 1024;
+const READ_AHEAD_BYTES = 1024 * 1024;
 
 /**
  * The largest yamux receive window of a stream, and the stream's read buffer. Yamux grows a

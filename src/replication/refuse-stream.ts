@@ -5,7 +5,7 @@ import { encodeMessage } from '../protocol/codec.js';
 import { errorMessage, isPeerReported } from './wire-errors.js';
 
 /** How long a peer gets to take the frame that tells it why its stream is reset. */
-export const ERROR_FRAME_GRACE_MS = 2_000;
+const ERROR_FRAME_GRACE_MS = 2_000;
 
 /**
  * Tells the peer why (unless it told us), then resets the stream. Sends wait for the peer to

@@ -7,7 +7,7 @@ export const SERVE_IDLE_MS = 2_000;
 export const SERVE_LEASE_MS = 5_000;
 export const SERVE_LEASE_PULLS = 64;
 /** Sessions answered busy that keep their place in the queue, at most. */
-export const MAX_WAITING_SESSIONS = 32;
+const MAX_WAITING_SESSIONS = 32;
 /**
  * Pulls one session is served per SERVE_RATE_WINDOW_MS (fixed windows), at most; beyond, it is
  * answered busy (keeping its slot). A peer asking in a loop for tiny pages cannot make this node

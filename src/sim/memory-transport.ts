@@ -75,7 +75,7 @@ export interface MemoryTransportOptions {
   listening: boolean;
 }
 
-export const DEFAULT_MEMORY_TRANSPORT_OPTIONS: MemoryTransportOptions = {
+const DEFAULT_MEMORY_TRANSPORT_OPTIONS: MemoryTransportOptions = {
   maxFrameBytes: MAX_FRAME_BYTES,
   maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
   maxStreams: 64,
@@ -91,7 +91,7 @@ export interface MemoryNetworkOptions {
 }
 
 /** The address of a peer in the memory network (libp2p's memory transport spells it so too). */
-export function memoryAddress(peer: string): string {
+function memoryAddress(peer: string): string {
   return `/memory/${peer}/p2p/${peer}`;
 }
 
