@@ -8,7 +8,11 @@
  * - a snapshot's vector and a coverage's `to` must not exceed what the sender advertised (an
  *   honest sender advertises before it claims), else PROTOCOL;
  * - a snapshot never moves the device's own counter (claiming more of it is PROTOCOL), and a
- *   coverage of the device's own rows is ignored.
+ *   pushed coverage of the device's own rows is ignored;
+ * - a coverage of another owner's rows moves a cursor only through the rows it serves, yet
+ *   answers what the member advertised (no refusal: an honest member may hold one);
+ * - a coverage of the device's own rows that no row backs moves its version past the claim by at
+ *   most MAX_UNBACKED_OWN_ADVANCE (further is PROTOCOL), so the claimant receives its next rows.
  * After each attack the victim is restarted: it starts, and keeps syncing with an honest member
  * (digests equal), whose later writes, shared and owned, still reach it.
  *
@@ -29,6 +33,7 @@ import {
   stopRawMemberTest,
 } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
+import { MAX_UNBACKED_OWN_ADVANCE } from '../src/backfill/catch-up.js';
 
 useMemoryTransport();
 
@@ -92,6 +97,20 @@ describe('positions a member claims', () => {
       expect(await libN.get('note', `v-after-${round}`), what).toBeDefined();
     };
 
+    /** Bad input that moves nothing and is no reason to end the session. */
+    const harmless = async (what: string, options: MemberSessionOptions, act: (s: MemberSession) => Promise<unknown>) => {
+      const before = positions();
+      const errorsBefore = (await libV.status()).protocolErrors;
+      const s = await MemberSession.open(member, v, id, options);
+      await act(s);
+      await s.quietFor(3, `the victim to judge ${what}`);
+      expect(s.of('error'), what).toEqual([]);
+      expect(positions(), what).toEqual(before);
+      expect((await libV.status()).protocolErrors, what).toBe(errorsBefore);
+      s.stop();
+      await restartAndSync(what);
+    };
+
     const attack = async (what: string, options: MemberSessionOptions, act: (s: MemberSession) => Promise<unknown>, message: RegExp) => {
       const before = positions();
       await expectSessionRefused(member, v, id, what, options, act, { code: 'PROTOCOL', message });
@@ -147,10 +166,13 @@ describe('positions a member claims', () => {
     );
     // 4b. Advertised first, a coverage of an honest owner's rows proves only the rows it serves:
     //     a cursor moved by a bare claim would make the victim skip N's rows, and claim them to
-    //     N, which would then refuse the victim for good (found by the simulator, seed 12).
-    //     Pushed right behind the heartbeat that advertises it, the coverage arrives before the
-    //     page the victim then pulls (which serves nothing, and ends the session).
-    await attack(
+    //     N, which would then refuse the victim for good (found by the simulator, seed 12). The
+    //     coverage still answers what the member advertised: an honest member holds such a
+    //     coverage when the owner claimed more of its own rows than it wrote, and refusing it
+    //     cut that member off from every device (found by the simulator, seed 30012). Pushed
+    //     right behind the heartbeat that advertises it, the coverage arrives before the page the
+    //     victim pulls.
+    await harmless(
       "an advertised coverage of an honest owner's rows that no row backs",
       { heartbeatMs: 200 },
       async (s) => {
@@ -158,14 +180,22 @@ describe('positions a member claims', () => {
         await s.send({ t: 'heartbeat', library: id, shared: {}, owned: s.owned });
         await s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, rows: [] });
       },
-      /does not serve/,
     );
-    await attack(
+    await harmless(
       "a page of an honest owner's rows covering more than it serves",
       {
         heartbeatMs: 200,
         owned: { [n.deviceId]: 1_000_000 },
         answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: 1_000_000, rows: [], hasMore: false }],
+      },
+      (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to pull the owner’s rows'),
+    );
+    await attack(
+      "pages of an honest owner's rows that stop short of what the member advertised",
+      {
+        heartbeatMs: 200,
+        owned: { [n.deviceId]: 1_000_000 },
+        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: pull.after, rows: [], hasMore: false }],
       },
       (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to pull the owner’s rows'),
       /does not serve/,
@@ -187,18 +217,20 @@ describe('positions a member claims', () => {
       (s) => s.send({ t: 'state', library: id, batch: 1, owner: v.deviceId, from: 0, to: 1_000_000, rows: [] }),
       /own rows|does not serve|advertis/,
     );
-    // A bare coverage up to the claim, with no row carrying its last version: refused before it
-    // moves the victim's version (repeated up to 2^52, it would stop its owned rows for good).
-    const claimed = 1_000_000;
+    // A bare coverage of the victim's own rows reaching further past its version than any claim
+    // it could have made itself: refused before it moves the victim's version (repeated up to
+    // 2^52, it would stop its owned rows for good).
+    const ownVersion = before.ownedOwn ?? 0;
+    const farClaim = ownVersion + MAX_UNBACKED_OWN_ADVANCE + 1;
     await attack(
-      "a bare coverage of the victim's own rows up to the claim",
+      "a bare coverage of the victim's own rows further past its version than the bound",
       {
         heartbeatMs: 200,
-        owned: { [v.deviceId]: claimed },
-        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: claimed, rows: [], hasMore: false }],
+        owned: { [v.deviceId]: farClaim },
+        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: farClaim, rows: [], hasMore: false }],
       },
       (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to compare its own rows'),
-      /claims this device's own rows through version 1000000 but serves rows only through 0/,
+      new RegExp(`claims this device's own rows through version ${farClaim}, ${farClaim - ownVersion} past its version, but serves rows only through 0`),
     );
     // Then the member's own rows, advertised and covered, are applied.
     const s = await MemberSession.open(member, v, id, { heartbeatMs: 200 });
@@ -213,6 +245,28 @@ describe('positions a member claims', () => {
     s.stop();
     await restartAndSync('after the member’s own rows');
     expect(engineOf(libV).ownedVector()[v.deviceId]).toBe(before.ownedOwn);
+
+    // 6. A member holding a bare coverage of the victim's own rows within the bound: what an
+    //    honest member holds once the victim itself claimed more of its rows than it wrote (a
+    //    buggy device). It holds all else the victim does, so the victim pushes to it.
+    //    The victim moves its version past the claim, so the member receives its
+    //    next rows; refused, that member was cut off for good (the simulator, seed 5225).
+    const nearClaim = (engineOf(libV).ownedVector()[v.deviceId] ?? 0) + 1_000;
+    const holder = await MemberSession.open(member, v, id, {
+      heartbeatMs: 200,
+      shared: libV.versionVector(),
+      owned: { ...engineOf(libV).ownedVector(), [v.deviceId]: nearClaim },
+      answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: nearClaim, rows: [], hasMore: false }],
+    });
+    await waitFor(() => engineOf(libV).ownedVector()[v.deviceId] === nearClaim || holder.end !== undefined, 'the victim to move past the claim');
+    expect(holder.end).toBeUndefined();
+    await libV.upsert('volume', { id: 'v-vol-past-claim', path: '/v', bytes: 1 });
+    await waitFor(
+      () => holder.end !== undefined || holder.of('state').some((st) => st.owner === v.deviceId && st.rows.some(([, rowId, , version]) => rowId === 'v-vol-past-claim' && version > nearClaim)),
+      'the victim to push its next row past the claim',
+    );
+    expect(holder.end).toBeUndefined();
+    expect(holder.of('error')).toEqual([]);
   });
 
   it("refuses changes pushed into the log the victim appends to beyond what it wrote; its next write keeps its position", async () => {

@@ -71,6 +71,13 @@ type Run = Omit<SyncRun, 'id'> & {
 const SAVE_RUN_EVERY_MS = 1_000;
 
 /**
+ * How far a coverage of this device's own rows that no row backs may move its version past
+ * where it stands (`checkOwnRows`): far enough for any claim this device itself made, while
+ * 2^20 such claims would be needed to reach the position limit (`MAX_POSITION`).
+ */
+export const MAX_UNBACKED_OWN_ADVANCE = 2 ** 32;
+
+/**
  * Catch-up of one library, backfill included: pulls what partners hold and this device lacks,
  * from one partner at a time, page by page. Each page is applied in one transaction together
  * with the position it reaches (version vectors, per-owner versions, or the snapshot
@@ -253,11 +260,11 @@ export class CatchUp {
   private async pullAll(session: Session, run: Run): Promise<void> {
     const library = this.host.library;
     await this.checkOwnRows(session, run);
-    for (const [owner, advertised] of Object.entries(session.remoteOwned)) {
-      if (owner === library.deviceId) continue;
+    for (const [owner, advertised] of session.ownedToPull()) {
       await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (rows, coverage) => {
         const to = provenCoverage(session, owner, coverage.from, coverage.to, rows);
         await library.applyRemoteOwned(rows, { ...coverage, to }, run.counts);
+        session.noteOwnedCoverage(owner, coverage.to);
         return to;
       });
     }
@@ -293,13 +300,23 @@ export class CatchUp {
       // Judged as a whole once the pages reach `through` (below).
       return coverage.to;
     });
-    if (reached < through) return;
-    // This device's version moves past `through`: an honest partner holds the row that carries
-    // version `through` (the last one written keeps it), so a claim no row backs is refused
-    // before it can move the counter (a bare coverage could push it to the position limit).
-    if (newestServed < through) {
+    if (session.state === 'closed' || this.stopped) return;
+    // An honest partner's pages reach what it advertised: it holds at least that much, and its
+    // last page covers all it holds. Pages that stop short would have this check begin again
+    // at once, for ever.
+    if (reached < through) {
       throw new ProtocolError(
-        `partner ${session.device} claims this device's own rows through version ${through} but serves rows only through ${newestServed}`,
+        `partner ${session.device} advertises this device's own rows through version ${through} but its pages stop at ${reached}`,
+      );
+    }
+    // This device's version moves past `through`, so partners that hold a cursor there receive
+    // its next rows. A coverage that no row backs (the partner took it from this device's own
+    // earlier, false claim; an honest holder serves the row that carries its version) moves it
+    // too, but by a bounded step: one claim cannot use up the positions.
+    const own = library.ownedVector()[library.deviceId] ?? 0;
+    if (newestServed < through && through - own > MAX_UNBACKED_OWN_ADVANCE) {
+      throw new ProtocolError(
+        `partner ${session.device} claims this device's own rows through version ${through}, ${through - own} past its version, but serves rows only through ${newestServed}`,
       );
     }
     await library.settleOwnRows(through, diverged);
@@ -490,9 +507,7 @@ function estimate(library: BackfillTarget, session: Session): number {
   const shared = library.versionVector();
   for (const [origin, seq] of Object.entries(session.acceptableShared())) total += Math.max(0, seq - (shared[origin] ?? 0));
   const owned = library.ownedVector();
-  for (const [owner, version] of Object.entries(session.remoteOwned)) {
-    if (owner !== library.deviceId) total += Math.max(0, version - (owned[owner] ?? 0));
-  }
+  for (const [owner, version] of session.ownedToPull()) total += version - (owned[owner] ?? 0);
   return total;
 }
 

@@ -128,6 +128,15 @@ export class Session {
   ownRowsChecked: boolean;
 
   private readonly library: SessionLibrary;
+  /**
+   * Per owner (never this device), how far the partner's pages and pushes covered the owner's
+   * rows from this device's cursor on: whatever the partner holds of them through there has
+   * arrived. A coverage beyond the partner's newest row moves no cursor (`provenCoverage`), yet
+   * it answers what the partner advertised; without it, a partner holding such a coverage
+   * honestly (taken from an owner that claimed more of its own rows than it wrote) would look
+   * ahead for ever, and be refused as advertising what it does not serve.
+   */
+  private readonly coveredOwned = new Map<string, number>();
   private readonly helloShared: VersionVector;
   private readonly helloOwned: VersionVector;
   private pushedShared: VersionVector | undefined;
@@ -412,6 +421,7 @@ export class Session {
     if (from <= held && owner !== this.library.deviceId) {
       const rows = message.rows.map(ownedFromTuple);
       await this.library.applyRemoteOwned(rows, { owner, from, to: provenCoverage(this, owner, from, to, rows) });
+      this.noteOwnedCoverage(owner, to);
     }
     await this.sendAck(message.batch);
     if (from > held) this.host.onPartnerAhead(this);
@@ -526,10 +536,30 @@ export class Session {
   }
 
   private ownedBehind(advertised: VersionVector): boolean {
+    return this.ownedBeyond(advertised).length > 0;
+  }
+
+  /**
+   * The owners (never this device) of which the partner advertises rows beyond both this
+   * device's cursor and what the partner covered already, with the version it advertises.
+   */
+  ownedToPull(): [owner: string, advertised: number][] {
+    return this.ownedBeyond(this.remoteOwned);
+  }
+
+  private ownedBeyond(advertised: VersionVector): [string, number][] {
     const held = this.library.ownedVector();
-    return Object.entries(advertised).some(
-      ([owner, v]) => owner !== this.library.deviceId && v > (held[owner] ?? 0),
+    return Object.entries(advertised).filter(
+      ([owner, v]) => owner !== this.library.deviceId && v > Math.max(held[owner] ?? 0, this.coveredOwned.get(owner) ?? 0),
     );
+  }
+
+  /**
+   * The partner's page or push covered `owner`'s rows through `to`, from at most this
+   * device's cursor on (see `coveredOwned`).
+   */
+  noteOwnedCoverage(owner: string, to: number): void {
+    if (owner !== this.library.deviceId && to > (this.coveredOwned.get(owner) ?? 0)) this.coveredOwned.set(owner, to);
   }
 
   private tick(): void {
