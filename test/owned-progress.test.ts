@@ -1,18 +1,17 @@
 /**
  * A catch-up run judges a partner that advertises more than it serves as bad input (PROTOCOL),
- * so a partner cannot keep a run spinning. It measured "serves" by the records its pages brought,
- * but a device-owned page may rightly bring no row and still move this device's cursor: the
- * owner's rows in that range were rewritten later (a row travels at its latest version only),
- * or the partner relays coverages it received that way. When such a partner advertised more
- * meanwhile (it holds more by then, and advertises before it claims), the run ended its session
- * as PROTOCOL: a member feeding an honest relay coverages made an honest node drop, and count as
- * hostile, its session with that honest relay. A page that moves a cursor is progress.
+ * so a partner cannot keep a run spinning. A partner that holds more by the time it answers is
+ * not one: it advertises before it claims, so each page's coverage may lie beyond what it
+ * advertised when the run began. Such a run ended its session as PROTOCOL once; a page that
+ * moves the cursor is progress, and the run pulls until it holds what was advertised.
  *
- * The in-memory network and SQLite files; the partner is a raw protocol peer playing the
- * relay, deterministically: it advertises the owner one version further before it serves each
- * page, as a relay does that receives coverages while it is pulled from.
+ * The in-memory network and SQLite files; the partner is a raw protocol peer playing an owner
+ * that writes one more row before it serves each page, deterministically. Its rows carry the
+ * versions it covers: a cursor moves only through rows served, the owner's included
+ * (`provenCoverage`).
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { encodeHlc } from '../src/index.js';
 import type { Message } from '../src/protocol/messages.js';
 import { startNode, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
@@ -22,7 +21,7 @@ useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 
-describe('device-owned pages without rows', () => {
+describe('device-owned pages of a partner that holds more meanwhile', () => {
   it('that move the cursor are progress: the session stays open while the partner advertises more', async () => {
     const node = await startNode(undefined, { sync: rawMemberSync });
     const lib = await node.createLibrary({ name: 'coverage' });
@@ -37,9 +36,11 @@ describe('device-owned pages without rows', () => {
       owned: { [owner]: 1 },
       answerPullState: (pull) => {
         const to = pull.after + 1;
-        const page: Message = { t: 'state-page', library: lib.id, req: pull.req, owner, from: pull.after, to, rows: [], hasMore: to < last };
+        const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: owner });
+        const row: [string, string, string, number, string, boolean, Record<string, unknown>] = ['volume', `vol-${to}`, owner, to, hlc, false, { path: `/v${to}`, bytes: to }];
+        const page: Message = { t: 'state-page', library: lib.id, req: pull.req, owner, from: pull.after, to, rows: [row], hasMore: to < last };
         if (to === last) return [page];
-        // Holds one more version by the time it answers: advertises it, then claims `to`.
+        // Holds one more version by the time it answers: advertises it, then serves `to`.
         return [{ t: 'heartbeat', library: lib.id, shared: {}, owned: { [owner]: to + 1 } }, page];
       },
     });
@@ -50,5 +51,6 @@ describe('device-owned pages without rows', () => {
     await waitFor(async () => (await lib.status()).state === 'ready', 'the node to be caught up');
     expect((await lib.status()).protocolErrors).toBe(errorsBefore);
     expect(session.count('pull-state')).toBe(last);
+    expect(await lib.get('volume', `vol-${last}`)).toMatchObject({ path: `/v${last}` });
   });
 });

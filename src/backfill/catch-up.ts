@@ -71,13 +71,6 @@ type Run = Omit<SyncRun, 'id'> & {
 const SAVE_RUN_EVERY_MS = 1_000;
 
 /**
- * How far a coverage of this device's own rows that no row backs may move its version past
- * where it stands (`checkOwnRows`): far enough for any claim this device itself made, while
- * 2^20 such claims would be needed to reach the position limit (`MAX_POSITION`).
- */
-export const MAX_UNBACKED_OWN_ADVANCE = 2 ** 32;
-
-/**
  * Catch-up of one library, backfill included: pulls what partners hold and this device lacks,
  * from one partner at a time, page by page. Each page is applied in one transaction together
  * with the position it reaches (version vectors, per-owner versions, or the snapshot
@@ -262,7 +255,7 @@ export class CatchUp {
     await this.checkOwnRows(session, run);
     for (const [owner, advertised] of session.ownedToPull()) {
       await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (rows, coverage) => {
-        const to = provenCoverage(session, owner, coverage.from, coverage.to, rows);
+        const to = provenCoverage(coverage.from, rows);
         await library.applyRemoteOwned(rows, { ...coverage, to }, run.counts);
         session.noteOwnedCoverage(owner, coverage.to);
         return to;
@@ -309,14 +302,12 @@ export class CatchUp {
         `partner ${session.device} advertises this device's own rows through version ${through} but its pages stop at ${reached}`,
       );
     }
-    // This device's version moves past `through`, so partners that hold a cursor there receive
-    // its next rows. A coverage that no row backs (the partner took it from this device's own
-    // earlier, false claim; an honest holder serves the row that carries its version) moves it
-    // too, but by a bounded step: one claim cannot use up the positions.
-    const own = library.ownedVector()[library.deviceId] ?? 0;
-    if (newestServed < through && through - own > MAX_UNBACKED_OWN_ADVANCE) {
+    // This device's version moves past `through`: an honest partner holds the row that carries
+    // version `through` (no cursor moves past a row, `provenCoverage`), so a claim no row backs
+    // is refused before it can move the counter (a bare coverage could push it to the position limit).
+    if (newestServed < through) {
       throw new ProtocolError(
-        `partner ${session.device} claims this device's own rows through version ${through}, ${through - own} past its version, but serves rows only through ${newestServed}`,
+        `partner ${session.device} claims this device's own rows through version ${through} but serves rows only through ${newestServed}`,
       );
     }
     await library.settleOwnRows(through, diverged);

@@ -132,9 +132,9 @@ export class Session {
    * Per owner (never this device), how far the partner's pages and pushes covered the owner's
    * rows from this device's cursor on: whatever the partner holds of them through there has
    * arrived. A coverage beyond the partner's newest row moves no cursor (`provenCoverage`), yet
-   * it answers what the partner advertised; without it, a partner holding such a coverage
-   * honestly (taken from an owner that claimed more of its own rows than it wrote) would look
-   * ahead for ever, and be refused as advertising what it does not serve.
+   * it answers what the partner advertised: a partner that holds such a cursor (one synced by an
+   * earlier version took them from owners' claims of their own rows) then neither looks ahead
+   * for ever nor is refused as advertising what it does not serve, which cut it off.
    */
   private readonly coveredOwned = new Map<string, number>();
   private readonly helloShared: VersionVector;
@@ -420,7 +420,7 @@ export class Session {
     const held = this.library.ownedVector()[owner] ?? 0;
     if (from <= held && owner !== this.library.deviceId) {
       const rows = message.rows.map(ownedFromTuple);
-      await this.library.applyRemoteOwned(rows, { owner, from, to: provenCoverage(this, owner, from, to, rows) });
+      await this.library.applyRemoteOwned(rows, { owner, from, to: provenCoverage(from, rows) });
       this.noteOwnedCoverage(owner, to);
     }
     await this.sendAck(message.batch);
@@ -639,15 +639,15 @@ export function checkClaim(session: Session, owner: string, to: number): void {
 }
 
 /**
- * How far a coverage of `owner`'s rows through `to`, sent by `session`'s partner with `rows`,
- * may move this device's cursor for the owner. The owner itself knows its version: all of it.
- * Anyone else proves only what it serves: through its newest row (an honest holder serves the
- * row that carries the version it holds, since the row written last keeps it). A cursor taken
- * from a bare claim would make this device skip the owner's rows, and advertise them to the
- * owner, which then refuses this device as a partner claiming its rows without serving them.
+ * How far a coverage `(from, to]` of an owner's rows, sent with `rows`, may move this device's
+ * cursor for the owner: through its newest row, whoever sends it, the owner included. An honest
+ * holder serves the row that carries the version it holds (the row written last keeps the
+ * newest version, and a cursor never moves past a row), so the rest of a coverage is a claim no
+ * row backs. A cursor taken from one, even from the owner, would make this device skip the
+ * owner's rows written at those versions later and advertise them: the owner then refuses it
+ * as a partner claiming its rows without serving them, and its own partners the same way.
  */
-export function provenCoverage(session: Session, owner: string, from: number, to: number, rows: readonly OwnedRowUpdate[]): number {
-  if (owner === session.device) return to;
+export function provenCoverage(from: number, rows: readonly OwnedRowUpdate[]): number {
   return rows.reduce((newest, row) => Math.max(newest, row.version), from);
 }
 
