@@ -94,7 +94,7 @@ export function drawFaultPlan(random: SeededRandom): FaultPlan {
     crashBackfilling: 0.7,
     restart: 0.25,
     backup: sometimes(random, 0.4, 0.05),
-    restore: 0.4,
+    restore: 0.8,
     clockJump: sometimes(random, 0.3, 0.03),
     remove: sometimes(random, 0.25, 0.015),
     leave: sometimes(random, 0.2, 0.01),

@@ -44,6 +44,8 @@ export class SimNode {
   libraryId: string | undefined;
   /** The last backup of its disk, to restore it from. */
   backup: DiskImage | undefined;
+  /** The other devices its library knew as members when that backup was taken. */
+  backupMembers: readonly string[] = [];
   /** Set once the device left or was removed: it no longer takes part. */
   gone = false;
   /** The last backfill progress phase heard on this life (to crash it mid-backfill or mid-snapshot). */

@@ -21,6 +21,12 @@ export interface SeedOptions {
   keepTrace?: boolean;
   /** False claims the liar does not make in this run (to leave out the kind of a known finding). */
   withoutClaims?: readonly ClaimKind[];
+  /**
+   * Leave out restores of a backup that knows no device still a member (taken before the others
+   * joined, or knowing only devices since removed): the restored device refuses every member as
+   * a stranger and has no one to learn them from (an open finding, docs/testing.md).
+   */
+  withoutStaleMemberRestores?: boolean;
 }
 
 export interface SeedResult {
@@ -45,8 +51,10 @@ export interface SeedResult {
 }
 
 /** The one command that replays a seed exactly. */
-export function replayCommand(seed: number, nodes: number): string {
-  return `npm run sim -- --seed ${seed} --nodes ${nodes}`;
+export function replayCommand(seed: number, nodes: number, without: Pick<SeedOptions, 'withoutClaims' | 'withoutStaleMemberRestores'> = {}): string {
+  const claims = without.withoutClaims?.length ? ` --without-claims ${without.withoutClaims.join(',')}` : '';
+  const restores = without.withoutStaleMemberRestores ? ' --without-stale-member-restores' : '';
+  return `npm run sim -- --seed ${seed} --nodes ${nodes}${claims}${restores}`;
 }
 
 /** Where virtual time starts: a fixed date, so wall clocks (and HLCs) replay too. */
@@ -296,7 +304,11 @@ class Simulation {
   async join(node: SimNode): Promise<void> {
     // A device still backfilling does not invite: its joiner would complete its own backfill
     // from a partner lacking the history (docs/testing.md, "Findings").
-    const inviters = this.members().filter((n) => n !== node && n.syncState === 'ready');
+    // A member whose only partner is a device admitted by a lost `welcome` is never `ready`
+    // (no session of it went live): with no ready member, another that is not backfilling.
+    const others = this.members().filter((n) => n !== node && n.syncState !== 'backfilling');
+    const ready = others.filter((n) => n.syncState === 'ready');
+    const inviters = ready.length > 0 ? ready : others;
     if (inviters.length === 0) return;
     const inviter = this.random.pick(inviters);
     try {
@@ -352,7 +364,8 @@ class Simulation {
 
   async restartNode(node: SimNode, fromBackup: boolean): Promise<void> {
     // A restore is judged against every other member's holdings, so they must all be up.
-    const restore = fromBackup && node.backup !== undefined && this.nodes.every((n) => n === node || n.up || !n.libraryId || n.gone);
+    const stale = this.options.withoutStaleMemberRestores && !this.nodes.some((n) => n !== node && !n.gone && n.libraryId && node.backupMembers.includes(n.identity.deviceId));
+    const restore = fromBackup && node.backup !== undefined && !stale && this.nodes.every((n) => n === node || n.up || !n.libraryId || n.gone);
     if (restore) {
       node.disk.restore(node.backup!);
       this.count('restore');
@@ -368,13 +381,16 @@ class Simulation {
     }
   }
 
-  private backup(): void {
+  private async backup(): Promise<void> {
     const candidates = this.nodes.filter((n) => n.up && n.libraryId);
     if (candidates.length === 0) return;
     const node = this.random.pick(candidates);
+    const lib = node.library();
+    const members = lib ? await this.driver.complete(lib.members(), 'members', this.deadline()) : [];
     const image = node.disk.backup();
     if (!image) return;
     node.backup = image;
+    node.backupMembers = members.filter((m) => !m.self).map((m) => m.device);
     this.count('backup');
     this.trace.record('backup', node.identity.name);
   }

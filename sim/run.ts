@@ -1,8 +1,11 @@
+import { CLAIM_KINDS, type ClaimKind } from './run-claims.js';
 import { addFaults, noFaults } from './run-faults.js';
-import { replayCommand, runSeed, type SeedResult } from './run-seed.js';
+import { replayCommand, runSeed, type SeedOptions, type SeedResult } from './run-seed.js';
+
+type Without = Pick<SeedOptions, 'withoutClaims' | 'withoutStaleMemberRestores'>;
 
 /**
- * `npm run sim -- [--seeds N] [--from S] [--nodes 3-7 | --nodes 5] [--steps K]`: runs seeds
+ * `npm run sim -- [--seeds N] [--from S] [--nodes 3-7 | --nodes 5] [--steps K] [--without-claims K,...] [--without-stale-member-restores]`: runs seeds
  * S..S+N-1 and prints one JSON line per failing seed and a summary line
  * ({"metric":"sim_seeds",...}); exits 1 if any seed failed.
  * `npm run sim -- --seed S --nodes 5 [--trace]`: replays one seed (and prints its whole trace).
@@ -21,10 +24,14 @@ interface Arguments {
   maxNodes: number;
   steps: number | undefined;
   trace: boolean;
+  /** False claims the liar does not make (`CLAIM_KINDS`). */
+  withoutClaims: ClaimKind[];
+  /** No restore of a backup taken before a device joined (`SeedOptions`). */
+  withoutStaleMemberRestores: boolean;
 }
 
 function parseArguments(argv: readonly string[]): Arguments {
-  const args: Arguments = { from: 1, seeds: 100, minNodes: 3, maxNodes: 7, steps: undefined, trace: false };
+  const args: Arguments = { from: 1, seeds: 100, minNodes: 3, maxNodes: 7, steps: undefined, trace: false, withoutClaims: [], withoutStaleMemberRestores: false };
   for (let i = 0; i < argv.length; i += 1) {
     const flag = argv[i]!;
     const value = () => {
@@ -56,11 +63,23 @@ function parseArguments(argv: readonly string[]): Arguments {
       case '--trace':
         args.trace = true;
         break;
+      case '--without-claims':
+        args.withoutClaims = value().split(',').map(claimKind);
+        break;
+      case '--without-stale-member-restores':
+        args.withoutStaleMemberRestores = true;
+        break;
       default:
         throw new Error(`unknown argument ${flag} (see sim/run.ts)`);
     }
   }
   return args;
+}
+
+function claimKind(text: string): ClaimKind {
+  const kind = CLAIM_KINDS.find((k) => k === text);
+  if (!kind) throw new Error(`--without-claims: ${JSON.stringify(text)} is not one of ${CLAIM_KINDS.join(', ')}`);
+  return kind;
 }
 
 function integer(flag: string, text: string): number {
@@ -74,7 +93,7 @@ export function nodesFor(seed: number, min: number, max: number): number {
   return min + (seed % (max - min + 1));
 }
 
-function printFailure(result: SeedResult, trace: boolean): void {
+function printFailure(result: SeedResult, trace: boolean, without: Without): void {
   for (const failure of result.failures) {
     console.log(
       JSON.stringify({
@@ -83,7 +102,7 @@ function printFailure(result: SeedResult, trace: boolean): void {
         nodes: result.nodes,
         check: failure.check,
         detail: failure.detail,
-        replay: replayCommand(result.seed, result.nodes),
+        replay: replayCommand(result.seed, result.nodes, without),
       }),
     );
   }
@@ -101,7 +120,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   for (let seed = args.from; seed < args.from + args.seeds; seed += 1) {
     const nodes = nodesFor(seed, args.minNodes, args.maxNodes);
-    const result = await runSeed({ seed, nodes, steps: args.steps, keepTrace: args.trace });
+    const result = await runSeed({ seed, nodes, steps: args.steps, keepTrace: args.trace, withoutClaims: args.withoutClaims, withoutStaleMemberRestores: args.withoutStaleMemberRestores });
     if (args.trace) for (const line of result.trace) console.log(line);
     addFaults(faults, result.faults);
     writes += result.writes;
@@ -109,8 +128,8 @@ async function main(): Promise<void> {
     events += result.events;
     virtualMs += result.virtualMs;
     if (result.failures.length > 0) {
-      printFailure(result, args.trace);
-      failed.push({ seed, nodes, checks: result.failures.map((f) => f.check), replay: replayCommand(seed, nodes) });
+      printFailure(result, args.trace, args);
+      failed.push({ seed, nodes, checks: result.failures.map((f) => f.check), replay: replayCommand(seed, nodes, args) });
     }
     const done = seed - args.from + 1;
     if (done % PROGRESS_EVERY === 0 && done < args.seeds) {
