@@ -25,6 +25,7 @@ import { makeTempDir } from './helpers/child-process.js';
 import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import {
   expectSessionRefused,
+  joinAsRawMember,
   MemberSession,
   type MemberSessionOptions,
   rawMemberSync,
@@ -250,6 +251,47 @@ describe('positions a member claims', () => {
     s.stop();
     await restartAndSync('after the member’s own rows');
     expect(engineOf(libV).ownedVector()[v.deviceId]).toBe(before.ownedOwn);
+  });
+
+  it("ends the session when pages of the victim's own rows stop short of what the member claims of them", async () => {
+    // The pages bring the victim's own rows back, which counts as progress: before the fix the
+    // comparison of its own rows (`CatchUp.checkOwnRows`) returned without a verdict and the
+    // next catch-up run began again at once, for ever (the simulator, seed 128).
+    const v = await startNode(undefined, { sync: rawMemberSync });
+    const libV = await v.createLibrary({ name: 'own rows' });
+    await libV.upsert('volume', { id: 'v-vol-1', path: '/v1', bytes: 1 });
+    await libV.upsert('volume', { id: 'v-vol-2', path: '/v2', bytes: 2 });
+    const member = await joinAsRawMember(v, libV);
+    const held = engineOf(libV).ownedVector()[v.deviceId]!;
+    const claimed = held + 5;
+    const own = await engineOf(libV).ownedAfter(v.deviceId, 0, { maxRecords: 100, maxBytes: 1 << 20 });
+    const rows = own.rows.map((r) => [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values] as [string, string, string, number, string, boolean, Record<string, unknown>]);
+    await expectSessionRefused(
+      member,
+      v,
+      libV.id,
+      "pages of the victim's own rows short of the claim",
+      {
+        heartbeatMs: 200,
+        owned: { [v.deviceId]: claimed },
+        answerPullState: (pull) => [
+          {
+            t: 'state-page',
+            library: libV.id,
+            req: pull.req,
+            owner: pull.owner,
+            from: pull.after,
+            to: Math.max(pull.after, held),
+            rows: rows.filter(([, , , version]) => version > pull.after),
+            hasMore: false,
+          },
+        ],
+      },
+      (s) => s.pulled('pull-state', 'the victim to compare its own rows'),
+      { code: 'PROTOCOL', message: new RegExp(`advertises this device's own rows through version ${claimed} but its pages stop at ${held}`) },
+    );
+    expect(engineOf(libV).ownedVector()[v.deviceId]).toBe(held);
+    expect(await libV.get('volume', 'v-vol-2')).toMatchObject({ path: '/v2' });
   });
 
   it("refuses changes pushed into the log the victim appends to beyond what it wrote; its next write keeps its position", async () => {
