@@ -16,7 +16,7 @@ import { REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
-import { MemberSession, startVictimCast, stopAllMemberSessions } from './helpers/raw-member.js';
+import { joinAsRawMember, MemberSession, rawMemberSync, startVictimCast, stopAllMemberSessions } from './helpers/raw-member.js';
 import type { ChunkTuple } from '../src/protocol/messages.js';
 import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
@@ -453,6 +453,41 @@ describe('leaving a library', () => {
     // Leaving again is a no-op.
     await expect(libC!.leave()).resolves.toBeUndefined();
   }, 60_000);
+
+  it('a member that acknowledges a leave it was never sent does not end the leave: it ends once a partner acknowledges what it was sent', async () => {
+    // One unacknowledged push batch fills the window, so the leave waits in the log while the
+    // member claims it (the simulator, seed 50131: the leaver stopped, and no one learned of it).
+    const node = await startNode(undefined, { sync: { ...rawMemberSync, pushWindow: 1 } });
+    const lib = await node.createLibrary({ name: 'leaving' });
+    const member = await joinAsRawMember(node, lib);
+    const writer = lib.writer();
+    const s = await MemberSession.open(member, node, lib.id, { heartbeatMs: 200, shared: lib.versionVector(), owned: engineOf(lib).ownedVector() });
+    await lib.upsert('note', { id: 'before-leave', title: 'before', body: null });
+    const written = lib.versionVector()[writer]!;
+    await waitFor(() => s.of('changes').some((c) => c.chunks.some(([origin, , last]) => origin === writer && last >= written)), 'the push of the write');
+    let left = false;
+    const leaving = lib.leave().then(() => (left = true));
+    leaving.catch(() => undefined);
+    await waitFor(() => (lib.versionVector()[writer] ?? 0) > written, 'the leave to be written');
+    const leaveSeq = lib.versionVector()[writer]!;
+    s.shared = { ...s.shared, [writer]: leaveSeq };
+    await s.send({ t: 'heartbeat', library: lib.id, shared: s.shared, owned: s.owned });
+    await s.quietFor(3, 'the node to judge the claim');
+    expect(left).toBe(false);
+    expect(s.of('changes').some((c) => c.chunks.some(([origin, , last]) => origin === writer && last >= leaveSeq))).toBe(false);
+    // Honest on its next session: the leave is pushed to it, and its ack ends the leave.
+    s.stop();
+    const honest = await MemberSession.open(member, node, lib.id, {
+      heartbeatMs: 200,
+      shared: { ...s.shared, [writer]: written },
+      owned: engineOf(lib).ownedVector(),
+    });
+    const leavePushed = () => honest.of('changes').find((c) => c.chunks.some(([origin, , last]) => origin === writer && last >= leaveSeq));
+    await waitFor(() => leavePushed() !== undefined, 'the push of the leave');
+    await honest.ack(leavePushed()!.batch, { ...honest.shared, [writer]: leaveSeq });
+    await leaving;
+    expect((await lib.status()).removal).toMatchObject({ kind: 'left' });
+  });
 
   it('a leave made offline is kept across a restart and reaches the others when they come back; the signal abandons only the wait', async () => {
     const { a, b, c, libC: libC0, id } = await threeMembers();

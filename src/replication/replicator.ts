@@ -445,12 +445,17 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   onAck(session: Session, shared: VersionVector): void {
     const merged = { ...this.acks.get(session.device) };
-    if (!mergeMax(merged, this.recordedOnly(shared))) return;
-    this.acks.set(session.device, merged);
-    this.unsavedAcks.add(session.device);
-    this.scheduleStatus();
+    if (mergeMax(merged, this.recordedOnly(shared))) {
+      this.acks.set(session.device, merged);
+      this.unsavedAcks.add(session.device);
+      this.scheduleStatus();
+    }
+    // The leave is acknowledged by a partner this session sent it to: the ack alone could be a
+    // false claim, and the leave then reached no one.
     const leaving = this.leaving;
-    if (leaving && (merged[leaving.origin] ?? 0) >= leaving.seq) void this.leaveAcknowledged().catch(() => undefined);
+    if (leaving && Math.min(shared[leaving.origin] ?? 0, session.sentThrough(leaving.origin)) >= leaving.seq) {
+      void this.leaveAcknowledged().catch(() => undefined);
+    }
   }
 
   /**

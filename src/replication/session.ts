@@ -137,6 +137,12 @@ export class Session {
    * for ever nor is refused as advertising what it does not serve, which cut it off.
    */
   private readonly coveredOwned = new Map<string, number>();
+  /**
+   * Per origin, the last position this device sent the partner on this session (pushed, served
+   * in a page, or covered by a snapshot served): an ack of a position is evidence that the
+   * partner holds it only once it was sent (see `sentThrough`).
+   */
+  private readonly sentShared: VersionVector = {};
   private readonly helloShared: VersionVector;
   private readonly helloOwned: VersionVector;
   private pushedShared: VersionVector | undefined;
@@ -358,6 +364,7 @@ export class Session {
     switch (message.t) {
       case 'pull-shared': {
         const page = await this.library.chunksAfter(message.after, limits);
+        this.noteSent(page.chunks);
         return this.send({
           t: 'shared-page',
           library: this.library.id,
@@ -385,6 +392,7 @@ export class Session {
         // Taken before the read: every change it covers is then in the rows read.
         const vector = this.library.versionVector();
         const page = await this.library.snapshotAfter(message.after, limits);
+        mergeMax(this.sentShared, vector);
         await this.advertise(vector, {});
         return this.send({
           t: 'snapshot-page',
@@ -438,6 +446,7 @@ export class Session {
       const page = await this.library.chunksAfter(this.pushedShared, limits);
       if (page.chunks.length === 0) return;
       for (const c of page.chunks) this.pushedShared[c.origin] = Math.max(this.pushedShared[c.origin] ?? 0, c.lastSeq);
+      this.noteSent(page.chunks);
       this.inFlight += 1;
       await this.send({
         t: 'changes',
@@ -552,6 +561,20 @@ export class Session {
     return Object.entries(advertised).filter(
       ([owner, v]) => owner !== this.library.deviceId && v > Math.max(held[owner] ?? 0, this.coveredOwned.get(owner) ?? 0),
     );
+  }
+
+  /**
+   * The last position of `origin` this device sent the partner on this session. A partner's
+   * ack beyond it proves nothing it received from here: a member that acks changes it never
+   * received (a false claim) made a leaving device stop before its leave reached anyone
+   * (simulator seed 50131).
+   */
+  sentThrough(origin: string): number {
+    return this.sentShared[origin] ?? 0;
+  }
+
+  private noteSent(chunks: readonly Chunk[]): void {
+    for (const c of chunks) this.sentShared[c.origin] = Math.max(this.sentShared[c.origin] ?? 0, c.lastSeq);
   }
 
   /**
