@@ -294,6 +294,28 @@ describe('positions a member claims', () => {
     expect(await libV.get('volume', 'v-vol-2')).toMatchObject({ path: '/v2' });
   });
 
+  it("a fork a member claimed stands while it is a member, and is dropped once it is one no more", async () => {
+    // The member's hello claims more of the victim's confirmed writer than the victim wrote: the
+    // victim can only read that as another copy of itself appending (DEVICE_FORKED). Were the
+    // claim false and the member gone, the victim stayed in `error` for good (the simulator,
+    // seed 40453), since only a passing session with that member retracted it.
+    const { v, libV, libN, member } = await startVictimCast();
+    await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
+    await waitForConvergence([libV, libN]);
+    const writer = libV.writer();
+    const held = libV.versionVector()[writer]!;
+    await expect(MemberSession.open(member, v, libV.id, { heartbeatMs: 200, shared: { [writer]: held + 1 } })).rejects.toThrow(
+      /"code":"DEVICE_FORKED","message":"partner \S+ holds another change at position/,
+    );
+    await waitFor(async () => (await libV.status()).error?.code === 'DEVICE_FORKED', 'the victim to show the fork');
+    expect((await libV.status()).state).toBe('error');
+    await libN.removeMember(member.device);
+    await waitFor(async () => (await libV.status()).state === 'ready', 'the victim to drop the claim of a member gone');
+    expect((await libV.status()).error).toBeNull();
+    await libV.upsert('note', { id: 'v-2', title: 'after the claim', body: null });
+    await waitForConvergence([libV, libN]);
+  });
+
   it("refuses changes pushed into the log the victim appends to beyond what it wrote; its next write keeps its position", async () => {
     const { v, libV, libN, member } = await startVictimCast();
     await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });

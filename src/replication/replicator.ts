@@ -759,6 +759,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     this.members = members;
     this.membersByPeer = byPeer;
     this.memberDevices = new Set(members.map((m) => m.device));
+    // A fork a partner showed stands until a session with it passes; one that is a member no
+    // more can never retract it. Its claim is dropped then: a member's false claim left this
+    // device in `error` for good once that member left (simulator seed 40453), and a real second
+    // copy shows in the other members' hellos as well.
+    if (this.fork && !this.memberDevices.has(this.fork.partner)) {
+      this.fork = undefined;
+      this.scheduleStatus(true);
+    }
     // A member removed from the list (or re-keyed) loses its session at once; a removed device is told so.
     for (const [peer, session] of this.sessions) {
       const removal = this.library.removalOf(session.device);
