@@ -10,6 +10,7 @@ import { naturalKeyId } from '../src/library/local-writes.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import { engineOf } from '../src/library/library.js';
+import { SYSTEM_MODELS } from '../src/models/system.js';
 
 /** Host values of some fields of one model. */
 export type SimValues = Record<string, FieldValue>;
@@ -335,15 +336,24 @@ export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> 
 }
 
 /** This writer's log entries after `after`: exactly `count` of them, or the read is not what was written. */
+/**
+ * The first `count` entries of `writer` after `after`, less the library's own system writes
+ * (a member row refresh may commit right before or after the operation's transaction).
+ */
 async function ownEntries(lib: Library, writer: string, after: number, count: number): Promise<LogEntry[]> {
   if (count === 0) return [];
   const read = await engineOf(lib).entriesAfter({ ...lib.versionVector(), [writer]: after }, READ_ALL);
-  const own = read.entries.filter((e) => e.origin === writer && e.seq <= after + count).sort((a, b) => a.seq - b.seq);
+  const own = read.entries
+    .filter((e) => e.origin === writer && !SYSTEM_MODEL_NAMES.has(e.model))
+    .sort((a, b) => a.seq - b.seq)
+    .slice(0, count);
   if (own.length !== count || read.pruned.some((p) => p.origin === writer)) {
     throw new Error(`perform: expected ${count} own log entries of ${writer} after ${after}, read ${own.length}`);
   }
   return own;
 }
+
+const SYSTEM_MODEL_NAMES: ReadonlySet<string> = new Set(SYSTEM_MODELS.map((m) => m.name));
 
 async function run(lib: Library, tx: LibraryTransaction, op: SimWriteOp): Promise<Planned> {
   switch (op.kind) {
