@@ -47,6 +47,8 @@ export interface Libp2pTransportOptions {
   mdns?: boolean;
 }
 
+/** How long after a stranger disconnects its peer-store entry is looked for once more. */
+const FORGET_RECHECK_MS = 2_000;
 /** Streams per connection of the other protocols mounted (identify, its push, ping, dcutr), at most. */
 const OTHER_PROTOCOL_STREAMS = 8;
 /**
@@ -83,6 +85,7 @@ export class Libp2pTransport implements Transport {
   private readonly addressListeners: Array<() => void> = [];
   /** The addresses each member gave in its latest LAN answer (the newest replaces them). */
   private readonly lanAnswers = new Map<string, { addresses: Multiaddr[]; heardAt: number }>();
+  private readonly recheckTimers = new Set<ReturnType<typeof setTimeout>>();
 
   private constructor(
     private readonly node: Libp2p<{ listener: ListenerManager }>,
@@ -93,6 +96,7 @@ export class Libp2pTransport implements Transport {
     node.addEventListener('peer:disconnect', (evt) => {
       this.emit(evt.detail.toString(), false);
       void this.forgetStranger(evt.detail);
+      this.forgetStrangerAgain(evt.detail);
     });
     // Identify may store what a stranger told it after that stranger left.
     node.addEventListener('peer:identify', (evt) => void this.forgetStranger(evt.detail.peerId));
@@ -313,6 +317,8 @@ export class Libp2pTransport implements Transport {
   }
 
   async stop(): Promise<void> {
+    for (const timer of this.recheckTimers) clearTimeout(timer);
+    this.recheckTimers.clear();
     this.listeners.length = 0;
     this.discoveryListeners.length = 0;
     this.addressListeners.length = 0;
@@ -361,6 +367,20 @@ export class Libp2pTransport implements Transport {
    * empties the store): anyone can connect under a new PeerId each time, so what strangers
    * leave behind must not outlive their connections.
    */
+  /**
+   * Writes to the peer store that were under way when the stranger left (identify, the dialer's
+   * bookkeeping) may land after both the disconnect and the identify event: look once more a
+   * little later, so they do not outlive it either.
+   */
+  private forgetStrangerAgain(peer: PeerId): void {
+    const timer = setTimeout(() => {
+      this.recheckTimers.delete(timer);
+      void this.forgetStranger(peer);
+    }, FORGET_RECHECK_MS);
+    timer.unref();
+    this.recheckTimers.add(timer);
+  }
+
   private async forgetStranger(peer: PeerId): Promise<void> {
     if (this.isKnown(peer.toString()) || this.node.getConnections(peer).length > 0) return;
     await this.node.peerStore.delete(peer).catch(() => undefined);
