@@ -335,10 +335,10 @@ export async function perform(lib: Library, op: SimOp): Promise<PerformOutcome> 
   return { kind: 'acknowledged', writes };
 }
 
-/** This writer's log entries after `after`: exactly `count` of them, or the read is not what was written. */
 /**
  * The first `count` entries of `writer` after `after`, less the library's own system writes
- * (a member row refresh may commit right before or after the operation's transaction).
+ * (a member row refresh may commit right before or after the operation's transaction): exactly
+ * `count` of them, or the read is not what was written.
  */
 async function ownEntries(lib: Library, writer: string, after: number, count: number): Promise<LogEntry[]> {
   if (count === 0) return [];

@@ -239,6 +239,41 @@ describe('records at and over the limit between nodes', () => {
     expect((await libB.status()).protocolErrors).toBe(0);
   });
 
+  it("a device whose newest owned row is held over the limit still pushes live to a partner its pages covered", async () => {
+    // The row is left out of pages, so the partner's cursor for this device stops one below its
+    // version (a cursor moves only through rows served); live push, which waits for the partner
+    // to hold what this device held at hello, waited for ever before the pages counted.
+    const dir = await makeTempDir('lsync-node-');
+    let a = await startNode(dir, { sync: rawMemberSync });
+    let libA = await a.createLibrary({ name: 'held top' });
+    await libA.upsert('volume', { id: 'v1', path: '/v1', bytes: 1 });
+    await libA.upsert('volume', { id: 'vbig', path: 'small for now', bytes: 2 });
+    const id = libA.id;
+    const member = await joinAsRawMember(a, libA);
+    const top = engineOf(libA).ownedVector()[a.deviceId]!;
+    await stopNode(a);
+    const db = new Database(join(dir, 'libraries', `${id}.sqlite`), { fileMustExist: true });
+    expect(db.prepare(`UPDATE volume SET path = ? WHERE id = 'vbig'`).run('h'.repeat(2 * MAX_RECORD_BYTES)).changes).toBe(1);
+    db.close();
+    a = await startNode(dir, { sync: rawMemberSync });
+    libA = a.library(id);
+
+    // The member holds the shared log and pulls the owned rows: the page covers the version
+    // of the row over the limit without carrying it.
+    const s = await MemberSession.open(member, a, id, { heartbeatMs: 200, shared: libA.versionVector() });
+    const pull = async (req: number, after: number) => {
+      await s.send({ t: 'pull-state', library: id, req, maxRecords: 100, maxBytes: 1 << 20, owner: a.deviceId, after });
+      await waitFor(() => s.of('state-page').length >= req || s.end !== undefined, `owned page ${req}`);
+      return s.of('state-page')[req - 1]!;
+    };
+    const first = await pull(1, 0);
+    expect(first).toMatchObject({ from: 0, to: top - 1, hasMore: true });
+    expect(first.rows.map(([, rowId]) => rowId)).toEqual(['v1']);
+    expect(await pull(2, first.to)).toMatchObject({ from: top - 1, to: top, rows: [], hasMore: false });
+    await libA.upsert('note', { id: 'after', title: 'pushed', body: null });
+    await waitFor(() => s.of('changes').some((c) => c.chunks.some(([origin]) => origin === libA.writer())), 'the live push of the write');
+  });
+
   it('a record held over the limit (from before it) is never sent: a partner still completes its sync', async () => {
     const dirA = await makeTempDir('lsync-node-');
     let a = await startNode(dirA, { sync: rawMemberSync });

@@ -236,15 +236,19 @@ export class CatchUp {
   /**
    * Pulls everything `session`'s partner advertises. A partner that advertises changes but
    * serves none of them would keep this loop spinning: that is bad input. Serving is bringing
-   * records or moving a cursor: a device-owned page may rightly bring no row (the rows of its
-   * range were rewritten later) and a partner may advertise more meanwhile (it holds more).
+   * records, moving a cursor or covering more of an owner's rows: a device-owned page may rightly
+   * bring no row (one over the record limit is left out of pages) and a partner may advertise
+   * more meanwhile (it holds more).
    */
   private async pullFrom(session: Session, run: Run): Promise<void> {
     const library = this.host.library;
-    const before = { done: run.done, shared: library.versionVector(), owned: library.ownedVector() };
+    const before = { done: run.done, shared: library.versionVector(), owned: library.ownedVector(), covered: session.ownedCoverageGrowth };
     await this.pullAll(session, run);
     const served =
-      run.done > before.done || isBehind(before.shared, library.versionVector()) || isBehind(before.owned, library.ownedVector());
+      run.done > before.done ||
+      isBehind(before.shared, library.versionVector()) ||
+      isBehind(before.owned, library.ownedVector()) ||
+      session.ownedCoverageGrowth > before.covered;
     if (!this.stopped && !served && session.state !== 'closed' && session.partnerAhead()) {
       throw new ProtocolError(`partner ${session.device} advertises changes it does not serve`);
     }
@@ -303,8 +307,9 @@ export class CatchUp {
       );
     }
     // This device's version moves past `through`: an honest partner holds the row that carries
-    // version `through` (no cursor moves past a row, `provenCoverage`), so a claim no row backs
-    // is refused before it can move the counter (a bare coverage could push it to the position limit).
+    // version `through` (a cursor moves only through rows served, `provenCoverage`), so a claim
+    // no row backs is refused before it can move the counter (a bare coverage could push it to
+    // the position limit).
     if (newestServed < through) {
       throw new ProtocolError(
         `partner ${session.device} claims this device's own rows through version ${through} but serves rows only through ${newestServed}`,

@@ -86,6 +86,7 @@ export class Libp2pTransport implements Transport {
   /** The addresses each member gave in its latest LAN answer (the newest replaces them). */
   private readonly lanAnswers = new Map<string, { addresses: Multiaddr[]; heardAt: number }>();
   private readonly recheckTimers = new Set<ReturnType<typeof setTimeout>>();
+  private stopping = false;
 
   private constructor(
     private readonly node: Libp2p<{ listener: ListenerManager }>,
@@ -317,6 +318,8 @@ export class Libp2pTransport implements Transport {
   }
 
   async stop(): Promise<void> {
+    // Disconnects while libp2p stops schedule no more look-ups.
+    this.stopping = true;
     for (const timer of this.recheckTimers) clearTimeout(timer);
     this.recheckTimers.clear();
     this.listeners.length = 0;
@@ -362,17 +365,12 @@ export class Libp2pTransport implements Transport {
   }
 
   /**
-   * Drops what libp2p's peer store holds of a peer that is not known and no longer connected
-   * (identify stores every peer's addresses, protocols and agent string, and nothing ever
-   * empties the store): anyone can connect under a new PeerId each time, so what strangers
-   * leave behind must not outlive their connections.
-   */
-  /**
    * Writes to the peer store that were under way when the stranger left (identify, the dialer's
    * bookkeeping) may land after both the disconnect and the identify event: look once more a
    * little later, so they do not outlive it either.
    */
   private forgetStrangerAgain(peer: PeerId): void {
+    if (this.stopping || this.isKnown(peer.toString())) return;
     const timer = setTimeout(() => {
       this.recheckTimers.delete(timer);
       void this.forgetStranger(peer);
@@ -381,8 +379,14 @@ export class Libp2pTransport implements Transport {
     this.recheckTimers.add(timer);
   }
 
+  /**
+   * Drops what libp2p's peer store holds of a peer that is not known and no longer connected
+   * (identify stores every peer's addresses, protocols and agent string, and nothing ever
+   * empties the store): anyone can connect under a new PeerId each time, so what strangers
+   * leave behind must not outlive their connections.
+   */
   private async forgetStranger(peer: PeerId): Promise<void> {
-    if (this.isKnown(peer.toString()) || this.node.getConnections(peer).length > 0) return;
+    if (this.stopping || this.isKnown(peer.toString()) || this.node.getConnections(peer).length > 0) return;
     await this.node.peerStore.delete(peer).catch(() => undefined);
   }
 

@@ -137,6 +137,15 @@ export class Session {
    * for ever nor is refused as advertising what it does not serve, which cut it off.
    */
   private readonly coveredOwned = new Map<string, number>();
+  /** How often `coveredOwned` grew: a page that covers more is progress (`CatchUp.pullFrom`). */
+  ownedCoverageGrowth = 0;
+  /**
+   * Per owner, how far this device's pages covered the owner's rows for the partner, from its
+   * cursor on: the partner then holds all this device holds of them, even where its cursor stays
+   * below a version no row here carries (a row over the record limit, left out of pages, or a
+   * removed device's row refused after its cutoff). Live push waits for it (`checkPartnerCaughtUp`).
+   */
+  private readonly servedOwned: VersionVector = {};
   /**
    * Per origin, the last position this device sent the partner on this session (pushed, served
    * in a page, or covered by a snapshot served): an ack of a position is evidence that the
@@ -377,6 +386,8 @@ export class Session {
       case 'pull-state': {
         const page = await this.library.ownedAfter(message.owner, message.after, limits);
         await this.advertise({}, { [message.owner]: page.to });
+        mergeMax(this.servedOwned, { [message.owner]: page.to });
+        this.checkPartnerCaughtUp();
         return this.send({
           t: 'state-page',
           library: this.library.id,
@@ -520,7 +531,9 @@ export class Session {
    */
   private checkPartnerCaughtUp(): void {
     if (this.pushedShared || this.state === 'closed') return;
-    if (isBehind(this.remoteShared, this.library.withoutRemovedWriters(this.helloShared)) || isBehind(this.remoteOwned, this.helloOwned)) return;
+    const heldOwned = { ...this.remoteOwned };
+    mergeMax(heldOwned, this.servedOwned);
+    if (isBehind(this.remoteShared, this.library.withoutRemovedWriters(this.helloShared)) || isBehind(heldOwned, this.helloOwned)) return;
     this.pushedShared = { ...this.remoteShared };
     this.pump();
   }
@@ -582,7 +595,9 @@ export class Session {
    * device's cursor on (see `coveredOwned`).
    */
   noteOwnedCoverage(owner: string, to: number): void {
-    if (owner !== this.library.deviceId && to > (this.coveredOwned.get(owner) ?? 0)) this.coveredOwned.set(owner, to);
+    if (owner === this.library.deviceId || to <= (this.coveredOwned.get(owner) ?? 0)) return;
+    this.coveredOwned.set(owner, to);
+    this.ownedCoverageGrowth += 1;
   }
 
   private tick(): void {
