@@ -32,7 +32,10 @@ async function viewOf(node: SimNode): Promise<MemberView> {
   return { node, status: await lib.status(), digest: await lib.digest() };
 }
 
-/** Quiet: every member is `ready` with every partner session live, and all hold one digest. */
+/**
+ * Quiet: every member is `ready` with every partner session live, and all hold one digest (and,
+ * checked beside it, every removed device that runs knows it).
+ */
 function isQuiet(views: readonly MemberView[]): boolean {
   if (views.length === 0) return true;
   return (
@@ -50,12 +53,15 @@ function isQuiet(views: readonly MemberView[]): boolean {
 export async function checkQuietRun(sim: Simulation, deadlineMs: number): Promise<void> {
   const deadline = sim.time.now() + deadlineMs;
   let views: MemberView[] = [];
+  let goneKnow = false;
   for (;;) {
     await sim.driver.runFor(QUIET_POLL_MS);
     views = await Promise.all(sim.members().map(viewOf));
-    if (isQuiet(views) || sim.time.now() >= deadline) break;
+    // A removal notice may still be on its way to a removed device that runs (`checkRemoved`).
+    goneKnow = (await removedNotKnowing(sim)).length === 0;
+    if ((isQuiet(views) && goneKnow) || sim.time.now() >= deadline) break;
   }
-  const quiet = isQuiet(views);
+  const quiet = isQuiet(views) && goneKnow;
   // A removed device's writes that no member had received when it was removed reach no one:
   // members no longer sync with it (docs/testing.md, "Findings").
   const removed = new Set(views.flatMap((v) => v.node.library()!.removals().map((r) => r.device)));
@@ -109,12 +115,21 @@ async function traceWhereStuck(sim: Simulation, views: readonly MemberView[]): P
 
 /** A device removed (or that left) and is up knows it is no longer a member. */
 async function checkRemoved(sim: Simulation): Promise<void> {
+  for (const { node, state } of await removedNotKnowing(sim)) {
+    sim.fail({ check: 'removed', detail: `${node.identity.name} is ${state}, not removed` });
+  }
+}
+
+/** The devices removed (or that left) that are up and do not know it yet, with their state. */
+async function removedNotKnowing(sim: Simulation): Promise<{ node: SimNode; state: string }[]> {
+  const found: { node: SimNode; state: string }[] = [];
   for (const node of sim.nodes) {
     const lib = node.library();
     if (!node.gone || !lib) continue;
-    const status = await lib.status();
-    if (status.state !== 'removed') sim.fail({ check: 'removed', detail: `${node.identity.name} is ${status.state}, not removed` });
+    const { state } = await lib.status();
+    if (state !== 'removed') found.push({ node, state });
   }
+  return found;
 }
 
 /** Streams one connection may carry once quiet: the session's, plus a short one (a join, a removal notice). */
