@@ -21,6 +21,7 @@ export const SYNC_ERROR_CODES = [
   'INVITE_USED',
   'INVITE_REVOKED',
   'INVITE_LIMIT',
+  'INVITE_BACKFILLING',
   'NETWORK',
   'TIMEOUT',
   'LOG_PRUNED',
@@ -156,7 +157,7 @@ export class NotMemberError extends SyncError {
   }
 }
 
-export type InviteErrorCode = 'INVITE_INVALID' | 'INVITE_EXPIRED' | 'INVITE_USED' | 'INVITE_REVOKED' | 'INVITE_LIMIT';
+export type InviteErrorCode = 'INVITE_INVALID' | 'INVITE_EXPIRED' | 'INVITE_USED' | 'INVITE_REVOKED' | 'INVITE_LIMIT' | 'INVITE_BACKFILLING';
 
 /**
  * An invite was refused: malformed or unknown, expired, already used, or revoked by its inviter;

@@ -87,7 +87,7 @@ describe('NOT_MEMBER right after a join', () => {
     }
   }, 150_000);
 
-  it('a joiner still backfilling refuses a member it does not know yet without reporting it, then accepts it', async () => {
+  it('a joiner still backfilling refuses a member it does not know yet without reporting it, then accepts it; it invites only once synced', async () => {
     const a = await startNode(undefined, { sync: steadySync });
     const j = await startNode(undefined, { sync: steadySync });
     const libA = await a.createLibrary({ name: 'members arriving' });
@@ -109,6 +109,10 @@ describe('NOT_MEMBER right after a join', () => {
     });
     await waitFor(() => pull !== undefined, 'J to pull from M1');
     expect((await libJ.status()).state).toBe('backfilling');
+    // Nor does it invite: its joiner would complete its own first sync from J's part of the
+    // history (the simulator, seed 29).
+    await expect(libJ.createInvite()).rejects.toMatchObject({ code: 'INVITE_BACKFILLING' });
+    expect(await libJ.invites()).toEqual([]);
 
     const hello = { t: 'hello', v: [...PROTOCOL_VERSION], library: libA.id, device: m2.device, shared: {}, owned: {} };
     const early = await m2.peer.open(j);
@@ -129,6 +133,7 @@ describe('NOT_MEMBER right after a join', () => {
     });
     await libJ.synced();
     expect((await libJ.members()).map((m) => m.device)).toContain(m2.device);
+    expect(await libJ.createInvite()).toEqual(expect.any(String));
     const later = await MemberSession.open(m2, j, libA.id, { heartbeatMs: 200 });
     expect(later.hello).toMatchObject({ t: 'hello', library: libA.id, device: j.deviceId });
     // The refusal while backfilling was not reported: J's member list was still arriving.

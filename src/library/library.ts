@@ -131,7 +131,10 @@ export class Library {
     });
   }
 
-  /** Creates a one-time invite another device can join this library with. */
+  /**
+   * Creates a one-time invite another device can join this library with. Refused with
+   * `INVITE_BACKFILLING` until this device completed its first sync after joining.
+   */
   createInvite(options: InviteOptions = {}): Promise<string> {
     return this.#engine.whileOpen(() => this.#sync.createInvite(options));
   }

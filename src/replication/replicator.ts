@@ -541,6 +541,14 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   }
 
   async createInvite(options: InviteOptions): Promise<string> {
+    // A device joining through it would complete its own first sync from this device's part of
+    // the history, and both would show `ready` without the rest (the simulator, seed 29).
+    if (this.backfilling) {
+      throw new InviteError(
+        'INVITE_BACKFILLING',
+        `this device has not completed its first sync of library ${this.library.id} yet: invite once lib.synced() resolves, or from another member`,
+      );
+    }
     const ttlMs = options?.ttlMs ?? DEFAULT_INVITE_TTL_MS;
     if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_INVITE_TTL_MS) {
       throw new InviteError('INVITE_INVALID', `ttlMs must be an integer from 1 to ${MAX_INVITE_TTL_MS}`);
