@@ -1,4 +1,5 @@
 import { SyncError } from '../src/errors.js';
+import { deviceIdForPeer } from '../src/membership/device-id.js';
 import type { Library } from '../src/library/library.js';
 import type { LibrarySyncState } from '../src/library/status.js';
 import { unpack } from '../src/util/msgpack.js';
@@ -135,7 +136,8 @@ class Simulation {
   }
 
   private newIdentity(index: number): DeviceIdentity {
-    return { name: `n${index}`, deviceId: uuidFrom(this.random.bytes(16)), peerId: `sim-${hex(this.random.bytes(8))}` };
+    const peerId = `sim-${hex(this.random.bytes(8))}`;
+    return { name: `n${index}`, deviceId: deviceIdForPeer(peerId), peerId };
   }
 
   count(kind: FaultKind): void {
@@ -524,12 +526,4 @@ function messageKind(frame: Uint8Array): string {
 
 function hex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/** A version 4 uuid (the format device ids have) from 16 random bytes. */
-function uuidFrom(bytes: Uint8Array): string {
-  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
-  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
-  const h = hex(bytes);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }

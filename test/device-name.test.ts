@@ -121,12 +121,12 @@ describe('device names', () => {
     expect(stored()!.seen_at).toBeLessThanOrEqual((await memberOn(libA, b.deviceId))!.lastSeenAt!);
   });
 
-  it('a joiner that sends no name (protocol 1.1) still joins, with no name', async () => {
+  it('a joiner that sends no name still joins, with no name', async () => {
     const a = await startNode(undefined, { deviceName: 'alpha' });
     const lib = await a.createLibrary({ name: 'home' });
     const raw = await RawPeer.start();
     const device = randomUUID();
-    const stream = await raw.join(await lib.createInvite({ ttlMs: 60_000 }), { device, v: [1, 1] });
+    const stream = await raw.join(await lib.createInvite({ ttlMs: 60_000 }), { device });
     expect(await stream.message(0, 'the welcome')).toMatchObject({ t: 'welcome', device: a.deviceId });
     expect(await memberOn(lib, device)).toMatchObject({ peer: raw.peerId, name: null, self: false, lastSeenAt: null });
   });

@@ -80,7 +80,7 @@ describe('NOT_MEMBER right after a join', () => {
     const refusedStranger = notMemberEvents(b, stranger.peerId);
     for (let attempt = 1; attempt <= 5; attempt++) {
       const stream = await stranger.open(b);
-      await stream.send({ t: 'hello', v: [1, 0], library: libB.id, device: crypto.randomUUID(), shared: {}, owned: {} });
+      await stream.send({ t: 'hello', v: [...PROTOCOL_VERSION], library: libB.id, device: crypto.randomUUID(), shared: {}, owned: {} });
       await stream.ended(`B to refuse the stranger (attempt ${attempt})`);
       expect(stream.messages).toMatchObject([{ t: 'error', code: 'NOT_MEMBER' }]);
       await waitFor(() => refusedStranger.length === attempt, `B to report refusal ${attempt}`);

@@ -491,23 +491,23 @@ describe('protocol version', () => {
     const raw = await RawPeer.start();
 
     const s = await raw.open(a);
-    await s.send(hello(lib.id, randomUUID(), {}, [2, 0]));
+    await s.send(hello(lib.id, randomUUID(), {}, [1, 2]));
     const reply = await s.message(0);
     expect(reply).toMatchObject({ t: 'error', code: 'PROTOCOL_VERSION', library: lib.id });
     const text = (reply as { message: string }).message;
     expect(text).toContain(V1);
-    expect(text).toContain('2.0');
+    expect(text).toContain('1.2');
     await s.ended();
     expectOnlyErrors([s]);
     await waitFor(() => errorsOnA.some((e) => e.peer === raw.peerId), 'A to report the mismatch');
     const event = errorsOnA.find((e) => e.peer === raw.peerId)!;
     expect(event.direction).toBe('inbound');
     expect(event.error).toBeInstanceOf(ProtocolVersionError);
-    expect(event.error).toMatchObject({ code: 'PROTOCOL_VERSION', localVersion: V1, remoteVersion: '2.0' });
+    expect(event.error).toMatchObject({ code: 'PROTOCOL_VERSION', localVersion: V1, remoteVersion: '1.2' });
 
-    // Only the major version must match: 1.5 passes the version check (and then fails membership).
+    // Only the major version must match: 2.5 passes the version check (and then fails membership).
     const minor = await raw.open(a);
-    await minor.send(hello(lib.id, randomUUID(), {}, [1, 5]));
+    await minor.send(hello(lib.id, randomUUID(), {}, [2, 5]));
     expect(await minor.message(0)).toMatchObject({ t: 'error', code: 'NOT_MEMBER' });
   });
 
@@ -520,7 +520,7 @@ describe('protocol version', () => {
     const device = randomUUID();
     peer.onInbound = (stream) => {
       void stream.message(0, "A's hello").then(
-        (m) => stream.send(hello(m.library, device, {}, [2, 0])),
+        (m) => stream.send(hello(m.library, device, {}, [1, 2])),
         () => undefined,
       );
     };
@@ -533,9 +533,9 @@ describe('protocol version', () => {
     );
     const event = errorsOnA.find((e) => e.peer === peer.peerId && e.error instanceof ProtocolVersionError)!;
     expect(event).toMatchObject({ direction: 'outbound', library: lib.id });
-    expect(event.error).toMatchObject({ localVersion: V1, remoteVersion: '2.0' });
+    expect(event.error).toMatchObject({ localVersion: V1, remoteVersion: '1.2' });
     expect(event.error.message).toContain(V1);
-    expect(event.error.message).toContain('2.0');
+    expect(event.error.message).toContain('1.2');
     // A's hello was the real one, and A reset that stream after the mismatched reply.
     expect(await peer.inbound[0]!.message(0)).toMatchObject({ t: 'hello', v: [...PROTOCOL_VERSION], device: a.deviceId });
     // The peer learns why too: an error frame naming both versions, then the reset.
@@ -545,7 +545,7 @@ describe('protocol version', () => {
     const told = first.messages[1] as MessageOf<'error'>;
     expect(told).toMatchObject({ code: 'PROTOCOL_VERSION', library: lib.id });
     expect(told.message).toContain(V1);
-    expect(told.message).toContain('2.0');
+    expect(told.message).toContain('1.2');
   });
 });
 
@@ -567,9 +567,9 @@ describe('join requests', () => {
     // A library this node does not have.
     const unknown = await raw.join(invite, { device: randomUUID(), library: randomUUID() });
     expect(await refusal(unknown)).toMatchObject({ t: 'error', code: 'NOT_MEMBER' });
-    // Another major version.
-    const v2 = await raw.join(invite, { device: randomUUID(), v: [2, 0] });
-    expect(await refusal(v2)).toMatchObject({ t: 'error', code: 'PROTOCOL_VERSION' });
+    // An older major version (1.x: before member rows were bound to keys).
+    const older = await raw.join(invite, { device: randomUUID(), v: [1, 2] });
+    expect(await refusal(older)).toMatchObject({ t: 'error', code: 'PROTOCOL_VERSION' });
     // A proof made for another PeerId (replayed from an eavesdropped join), and random bytes.
     const replayed = inviteProof(hashSecret(decoded.secret), b.peerId, libA.id);
     const wrong = await raw.join(invite, { device: randomUUID(), proof: replayed });

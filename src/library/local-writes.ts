@@ -116,7 +116,7 @@ export class LocalWriter {
   ): Promise<Row> {
     if (change.fields) {
       checkRecordSize(model.name, change.fields);
-      model.checkRecord?.(change.fields, change.op === 'upsert');
+      model.checkRecord?.(change.fields, change.op === 'upsert', change.id);
     }
     const table = this.table(model);
     const before = current === 'load' ? await this.batch.loadShared(table, change.id) : current;

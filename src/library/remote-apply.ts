@@ -130,7 +130,7 @@ function checkChange(
   }
   const values = checkFields(model, fields as Record<string, unknown>, op === 'upsert');
   checkRecordSize(model.name, values);
-  model.checkRecord?.(values, op === 'upsert');
+  model.checkRecord?.(values, op === 'upsert', id);
   if (op === 'update') {
     if (model.conflict === 'lww') throw new ValidationError(`${model.name}: row-level LWW takes no partial updates`);
     if (model.naturalKey.some((k) => k in values)) throw new ValidationError(`${model.name}: natural key fields never change`);

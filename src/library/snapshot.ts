@@ -113,7 +113,7 @@ export function validateSnapshotRows(ctx: WriteContext, rows: readonly SnapshotR
         throw new ValidationError(`${model.name}: id does not match the natural key`);
       }
       checkRecordSize(model.name, state.values);
-      if (!state.deleted) model.checkRecord?.(state.values, true);
+      if (!state.deleted) model.checkRecord?.(state.values, true, state.id);
       for (const hlc of [state.upsertHlc, state.deleteHlc]) if (hlc !== null) clocks.push(decodeHlc(hlc));
       for (const [key, hlc] of Object.entries(state.fieldHlcs ?? {})) {
         if (!model.fieldsByName.has(key)) throw new ValidationError(`${model.name}: clock of unknown field "${key}"`);

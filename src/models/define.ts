@@ -65,9 +65,9 @@ export interface SharedModel extends ModelBase {
   /**
    * System models only: checks beyond the field types, run on every record of the model that is
    * written here or arrives (a change's fields, `whole` for an upsert; a live snapshot row's
-   * values, whole). Throws `ValidationError`.
+   * values, whole), with the record id. Throws `ValidationError`.
    */
-  readonly checkRecord?: (fields: StoredValues, whole: boolean) => void;
+  readonly checkRecord?: (fields: StoredValues, whole: boolean, id: string) => void;
   /**
    * System models with a custom apply only: the join of two states of a row (snapshot merges),
    * which a custom apply otherwise lacks (the newer clock wins).

@@ -1,6 +1,8 @@
 import { ValidationError } from '../errors.js';
 import type { FieldDefinition, SharedModel } from './define.js';
-import { isDeviceId } from '../hlc/index.js';
+import { decodeHlc, isDeviceId } from '../hlc/index.js';
+import { isWriterOf } from '../library/writers.js';
+import { mayBind } from '../membership/device-id.js';
 import type { Change, SharedRowState, StoredValues } from './types.js';
 
 const memberFields: readonly FieldDefinition[] = [
@@ -12,21 +14,55 @@ const memberFields: readonly FieldDefinition[] = [
 
 /**
  * The member list of a library is itself synced data: one row per member device (id = device
- * id) with its PeerId, last known addresses and name (`deviceName`). Field-level LWW lets a
- * device refresh its own addresses and name without clobbering anything else. Written only by the engine (invites, address
- * refresh); the public write API refuses it.
+ * id) with its PeerId, last known addresses and name (`deviceName`). Written only by the engine
+ * (invites, the device's own address and name refresh); the public write API refuses it.
+ *
+ * A row is written whole, and its merge (`applyMember`) keeps what a member cannot take from
+ * another: the PeerId a device id is bound to never changes, and once the device wrote its own
+ * row, only its own writes change it (docs/architecture.md, "Trust model").
  */
 export const MEMBERS_MODEL: SharedModel = {
   name: 'sync_members',
   ownership: 'shared',
   conflict: 'lww-field',
   naturalKey: [],
-  apply: undefined,
+  apply: applyMember,
   system: true,
   checkRecord: checkMemberRecord,
+  join: joinMembers,
   fields: memberFields,
   fieldsByName: new Map(memberFields.map((f) => [f.name, f])),
 };
+
+/**
+ * A member row's merge. The binding of device id to PeerId is fixed by the first row held: a
+ * key-derived id only ever binds its own PeerId (`checkMemberRecord` refuses another), and a
+ * pre-2.0 id keeps the PeerId it was first held with, so a row naming another PeerId changes
+ * nothing (a no-op, not an error: the entry stays in its writer's log, which must not stall).
+ * Of the rows naming the bound PeerId, one the device wrote itself beats one written by another
+ * member (the inviter's first row, or a member's attempt to move its addresses), and among
+ * equals the newer clock wins: a join, whatever the order rows arrive in.
+ */
+function applyMember(current: SharedRowState | undefined, change: Change): SharedRowState {
+  if (change.op !== 'upsert') throw new ValidationError('sync_members: a member row is written whole (upsert), never partially');
+  const proposed = memberState(change);
+  return current === undefined ? proposed : joinMembers(current, proposed);
+}
+
+/** The join of two states of one member row; `held` keeps its PeerId if they differ. */
+function joinMembers(held: SharedRowState, other: SharedRowState): SharedRowState {
+  if (held.values.peer !== other.values.peer) return held;
+  const rank = (state: SharedRowState) => (isWriterOf(decodeHlc(state.hlc).deviceId, state.id) ? 1 : 0);
+  const [heldRank, otherRank] = [rank(held), rank(other)];
+  if (otherRank !== heldRank) return otherRank > heldRank ? other : held;
+  return other.hlc > held.hlc ? other : held;
+}
+
+function memberState(change: Change): SharedRowState {
+  const values = { ...change.fields! };
+  if (!('name' in values)) values.name = null;
+  return { id: change.id, values, hlc: change.hlc, deleted: false, fieldHlcs: {}, upsertHlc: change.hlc, deleteHlc: null };
+}
 
 /** Bounds of a member row, as for the addresses a joiner sends (`join.addrs`). */
 export const MAX_MEMBER_ADDRS = 32;
@@ -46,11 +82,14 @@ export function isDeviceName(name: unknown): name is string {
  * end in the row's own. Dialling an address that ends in another PeerId reaches that peer (a
  * member's address listed under another member would make this node dial the wrong peer).
  */
-function checkMemberRecord(fields: StoredValues, whole: boolean): void {
+function checkMemberRecord(fields: StoredValues, whole: boolean, id: string): void {
   if (!whole) throw new ValidationError('sync_members: a member row is written whole (upsert), never partially');
   const peer = fields.peer;
   if (typeof peer !== 'string' || peer.length === 0 || peer.length > MAX_PEER_ID_LENGTH || peer.includes('/')) {
     throw new ValidationError(`sync_members: peer must be a PeerId of 1 to ${MAX_PEER_ID_LENGTH} characters`);
+  }
+  if (!mayBind(id, peer)) {
+    throw new ValidationError(`sync_members: device id ${id} is derived from another key than PeerId ${peer}`);
   }
   if (fields.name !== null && fields.name !== undefined && !isDeviceName(fields.name)) {
     throw new ValidationError(`sync_members: name must be null or a non-blank string of at most ${MAX_DEVICE_NAME_LENGTH} characters`);

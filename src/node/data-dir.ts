@@ -1,16 +1,19 @@
 import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { v4 as uuidv4 } from 'uuid';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { SyncError } from '../errors.js';
 import { isDeviceId } from '../hlc/index.js';
 import { type ListenPorts, parseListenPorts } from '../network/listen-ports.js';
+import { loadOrCreatePeerKey } from '../network/peer-key.js';
+import { deviceIdForPeer } from '../membership/device-id.js';
 
 /** Data directories open in this process: a lock file alone cannot tell two of our own apart. */
 const openInThisProcess = new Set<string>();
 
 /**
  * The node's directory:
- *   node.json                 { "deviceId": "<uuid>" }, created once
+ *   node.json                 { "deviceId": "<uuid>" }, created once: derived from the peer
+ *                             key (a pre-2.0 directory keeps its random id)
  *   peer.key                  libp2p Ed25519 private key (protobuf), mode 0600, created once
  *   node.lock                 pid of the process that has the directory open
  *   listen-ports.json         { "ports": { "<listen address>": port } }: the port each port-0
@@ -60,7 +63,10 @@ export class DataDir {
     await mkdir(this.librariesPath, { recursive: true });
   }
 
-  /** Reads the persisted device id, creating it on first start (atomically, via rename). */
+  /**
+   * Reads the persisted device id, creating it on first start (atomically, via rename) from the
+   * peer key, so that no member can bind it to another key (`membership/device-id.ts`).
+   */
   async deviceId(): Promise<string> {
     const file = join(this.path, 'node.json');
     try {
@@ -70,7 +76,7 @@ export class DataDir {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const deviceId = uuidv4();
+    const deviceId = deviceIdForPeer(peerIdFromPrivateKey(await loadOrCreatePeerKey(this.peerKeyFile)).toString());
     await writeAtomically(file, JSON.stringify({ deviceId }, null, 2) + '\n');
     return deviceId;
   }

@@ -15,6 +15,7 @@ import type { InviteInfo, InviteOptions, LibrarySync, Member, SyncedOptions } fr
 import type { StoredInvite } from '../library/invite-store.js';
 import type { ReplicationLibrary } from './replication-library.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
+import { mayBind } from '../membership/device-id.js';
 import { noLongerMemberError, removalInfo } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { Hello, MessageOf } from '../protocol/messages.js';
@@ -626,6 +627,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       // Its member row would be refused for good (`refreshMembers`): the invite stays unused.
       if (this.removedByPeer.has(joinerPeer)) {
         throw new RemovedError(`peer ${joinerPeer} is a device removed from this library and cannot join it again under the same key`);
+      }
+      // Every member would refuse the row (`checkMemberRecord`): say so before using the invite.
+      if (!mayBind(join.device, joinerPeer)) {
+        throw new InviteError('INVITE_INVALID', `device id ${join.device} is derived from another key than the joiner's (${joinerPeer})`);
       }
       // Every member counts, this device included: a joiner must not take over a device id.
       const existing = this.members.find((m) => m.device === join.device);
