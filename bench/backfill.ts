@@ -5,9 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { createSyncNode, DEFAULT_SYNC_TUNING, type Library, type SyncNode, type SyncTuning } from '../src/index.js';
+import { DEFAULT_SYNC_TUNING, type Library, type SyncNode, type SyncTuning } from '../src/index.js';
 import { median, NoteLww, sampleRow } from './core.js';
 import { report } from './report.js';
+import { createBenchNode, isSigning, reportSigningCost, type Signing, SIGNINGS, signingOrder } from './unsigned.js';
 
 /**
  * Backfill benchmarks (issue: backfill). A fresh device B joins a library whose only other
@@ -44,6 +45,14 @@ import { report } from './report.js';
  * backfill.peak_rss_mb (target 300 MB at 1M), backfill.seconds (context), and once
  * backfill.linearity = time(large) / time(small) (target ≤ 11 for 1M vs 100k).
  *
+ * Signing (issue 13, cost): each round backfills twice, back to back, the order alternating by
+ * round: once with A and B signing their runs (`createSyncNode`; the metrics above are this
+ * one's) and once with both on the unsigned baseline (bench/unsigned.ts: no Ed25519, no
+ * hashing); B's process is told which by its environment (CHILD_SIGNING_ENV). Per size:
+ * signing.backfill.signed_records_per_s, signing.backfill.unsigned_records_per_s and
+ * signing.backfill_vs_unsigned = signed / unsigned (target ≥ 0.9; the issue's figure is at
+ * 1 000 000 records: BENCH_BACKFILL_SIZES=1000000). The largest size runs once of each.
+ *
  * Knobs (for investigation):
  * - BENCH_QUICK=1: sizes 10 000 and 100 000.
  * - BENCH_BACKFILL_SIZES=100000,1000000: explicit sizes (any order; linearity uses the smallest
@@ -52,6 +61,7 @@ import { report } from './report.js';
  *   BENCH_QUICK); the largest always runs once. Figures are medians.
  * - BENCH_BACKFILL_CPU_PROF=<dir>: B runs with --cpu-prof, profiles written to <dir>.
  * - BENCH_BACKFILL_TIMEOUT_MS: how long one backfill may take (default 600 000).
+ * - BENCH_BACKFILL_BASELINE=0: skip the unsigned baseline (no signing.* figures), half the time.
  * - BENCH_SYNC='{"batchRecords":5000,...}': sync tuning of both nodes.
  * - BENCH_DEBUG=1: print to stderr session errors, phase timings, B's memory every second, B's
  *   ms per page by tenth of the run, and the backfill window on the clock cpu profiles use.
@@ -70,7 +80,10 @@ const FLOOR_TX = TUNING.batchRecords ?? DEFAULT_SYNC_TUNING.batchRecords;
 const TIMEOUT_MS = Number(process.env.BENCH_BACKFILL_TIMEOUT_MS ?? 600_000);
 const CPU_PROF_DIR = process.env.BENCH_BACKFILL_CPU_PROF;
 const DEBUG = process.env.BENCH_DEBUG === '1';
+const BASELINE = process.env.BENCH_BACKFILL_BASELINE !== '0';
 const ROLE_ENV = 'BENCH_BACKFILL_ROLE';
+/** Tells B's process whether it signs (`signed`) or is the unsigned baseline (`unsigned`). */
+const CHILD_SIGNING_ENV = 'BENCH_BACKFILL_CHILD_SIGNING';
 const RSS_SAMPLE_MS = 50;
 const MB = 1024 * 1024;
 
@@ -211,7 +224,9 @@ async function replicaMain(): Promise<void> {
   });
 
   try {
-    node = await createSyncNode({ dataDir, models: [NoteLww], listen: LISTEN, sync: tuning });
+    const signing = process.env[CHILD_SIGNING_ENV];
+    if (!isSigning(signing)) throw new Error(`replica: bad ${CHILD_SIGNING_ENV}: ${signing}`);
+    node = await createBenchNode(signing, { dataDir, models: [NoteLww], listen: LISTEN, sync: tuning });
     node.on('session-error', ({ error }) => {
       sessionErrors += 1;
       if (process.env.BENCH_DEBUG === '1') console.error(`[backfill] session error on B: ${error.message}`);
@@ -237,13 +252,14 @@ class ReplicaProcess {
     child.on('exit', (code, signal) => this.fail(new Error(`replica process exited (code ${code}, signal ${signal})`)));
   }
 
-  static async start(dataDir: string): Promise<{ replica: ReplicaProcess; rss: number }> {
+  static async start(dataDir: string, signing: Signing): Promise<{ replica: ReplicaProcess; rss: number }> {
     const execArgv = CPU_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF_DIR] : [];
     const child = fork(fileURLToPath(import.meta.url), [], {
       execArgv,
       env: {
         ...process.env,
         [ROLE_ENV]: 'replica',
+        [CHILD_SIGNING_ENV]: signing,
         BENCH_BACKFILL_DATA_DIR: dataDir,
         BENCH_BACKFILL_TUNING: JSON.stringify(TUNING),
         BENCH_BACKFILL_TIMEOUT_MS: String(TIMEOUT_MS),
@@ -375,9 +391,12 @@ async function digestsMatch(libA: Library, replica: ReplicaProcess): Promise<voi
   }
 }
 
-/** One fresh A with `rows` shared rows, one fresh B in a child process backfilling them. */
-async function measureBackfill(dir: string, rows: number): Promise<BackfillResult> {
-  const a = await createSyncNode({ dataDir: join(dir, 'a'), models: [NoteLww], listen: LISTEN, sync: TUNING });
+/**
+ * One fresh A with `rows` shared rows, one fresh B in a child process backfilling them; both sign
+ * their runs, or both are the unsigned baseline.
+ */
+async function measureBackfill(dir: string, rows: number, signing: Signing): Promise<BackfillResult> {
+  const a = await createBenchNode(signing, { dataDir: join(dir, 'a'), models: [NoteLww], listen: LISTEN, sync: TUNING });
   let sessionErrorsOfA = 0;
   a.on('session-error', ({ error }) => {
     sessionErrorsOfA += 1;
@@ -394,7 +413,7 @@ async function measureBackfill(dir: string, rows: number): Promise<BackfillResul
       });
     }
     const setupS = (performance.now() - setupStart) / 1000;
-    debug(`A wrote ${rows} rows in ${setupS.toFixed(1)} s (${Math.round(rows / setupS)} rows/s)`);
+    debug(`A (${signing}) wrote ${rows} rows in ${setupS.toFixed(1)} s (${Math.round(rows / setupS)} rows/s)`);
     const invite = await libA.createInvite();
     const fileA = join(dir, 'a', 'libraries', `${libA.id}.sqlite`);
     if (!existsSync(fileA)) throw new Error(`backfill bench: A's library file is not at ${fileA}`);
@@ -403,7 +422,7 @@ async function measureBackfill(dir: string, rows: number): Promise<BackfillResul
     debug(`floor before: ${Math.round(before)} rows/s`);
     rmSync(join(dir, 'floor-before.sqlite'), { force: true });
 
-    const started = await ReplicaProcess.start(join(dir, 'b'));
+    const started = await ReplicaProcess.start(join(dir, 'b'), signing);
     replica = started.replica;
     const cpu0 = process.cpuUsage();
     const wall0 = performance.now();
@@ -413,7 +432,7 @@ async function measureBackfill(dir: string, rows: number): Promise<BackfillResul
     const wallS = (performance.now() - wall0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     debug(
-      `B synced ${rows} rows in ${synced.totalS.toFixed(2)} s (join ${synced.joinS.toFixed(2)} s, first page after ${synced.firstPageS.toFixed(2)} s, ${synced.pages} pages, ` +
+      `B (${signing}) synced ${rows} rows in ${synced.totalS.toFixed(2)} s (join ${synced.joinS.toFixed(2)} s, first page after ${synced.firstPageS.toFixed(2)} s, ${synced.pages} pages, ` +
         `B cpu ${synced.cpuS.toFixed(1)} s, A cpu ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s, ` +
         `B peak rss ${(Math.max(synced.maxRss, synced.sampledPeakRss) / MB).toFixed(0)} MB)`,
     );
@@ -452,12 +471,16 @@ export async function runBackfillBenchmarks(): Promise<void> {
     for (const rows of sizes) {
       const rounds = rows === largest ? 1 : Math.max(1, ROUNDS);
       const results: BackfillResult[] = [];
+      const unsignedResults: BackfillResult[] = [];
       for (let round = 0; round < rounds; round++) {
-        const roundDir = join(dir, `${rows}-${round}`);
-        try {
-          results.push(await measureBackfill(roundDir, rows));
-        } finally {
-          rmSync(roundDir, { recursive: true, force: true });
+        for (const signing of BASELINE ? signingOrder(round) : SIGNINGS.slice(0, 1)) {
+          const roundDir = join(dir, `${rows}-${round}-${signing}`);
+          try {
+            const result = await measureBackfill(roundDir, rows, signing);
+            (signing === 'signed' ? results : unsignedResults).push(result);
+          } finally {
+            rmSync(roundDir, { recursive: true, force: true });
+          }
         }
       }
       const of = (fn: (r: BackfillResult) => number) => median(results.map(fn));
@@ -503,6 +526,18 @@ export async function runBackfillBenchmarks(): Promise<void> {
         rss_at_synced_mb: Number((of((r) => r.rssAtSynced) / MB).toFixed(1)),
         heap_used_at_synced_mb: Number((of((r) => r.heapUsedAtSynced) / MB).toFixed(1)),
       });
+      if (BASELINE) {
+        const unsignedErrors = unsignedResults.reduce((n, r) => n + r.sessionErrors, 0);
+        reportSigningCost('backfill', 'records/s', results.map((r) => r.rows / r.totalS), unsignedResults.map((r) => r.rows / r.totalS), rows >= 100_000 ? 0.9 : undefined, {
+          rows,
+          model: NoteLww.name,
+          ...(QUICK ? { quick: true } : {}),
+          ...(process.env.BENCH_SYNC ? { sync: TUNING } : {}),
+          ...(sessionErrors + unsignedErrors > 0 ? { session_errors: { signed: sessionErrors, unsigned: unsignedErrors } } : {}),
+          b_cpu_s: { signed: Number(of((r) => r.cpuS).toFixed(2)), unsigned: Number(median(unsignedResults.map((r) => r.cpuS)).toFixed(2)) },
+          a_cpu_s: { signed: Number(of((r) => r.aCpuS).toFixed(2)), unsigned: Number(median(unsignedResults.map((r) => r.aCpuS)).toFixed(2)) },
+        });
+      }
     }
     if (sizes.length >= 2) {
       const small = sizes[0]!;

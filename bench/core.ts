@@ -2,18 +2,39 @@ import Database from 'better-sqlite3';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSyncNode, defineModel, type Model } from '../src/index.js';
+import { defineModel, type Library, type Model, type SyncNode } from '../src/index.js';
+import type { Chunk } from '../src/peer-log/chunk.js';
 import { HlcClock } from '../src/hlc/index.js';
-import { report, timeIt } from './report.js';
+import { median, report, timeIt } from './report.js';
 import { engineOf } from '../src/library/library.js';
+import { createBenchNode, reportSigningCost, type Signing, SIGNINGS, signingOrder } from './unsigned.js';
+
+export { median };
 
 /**
  * Core benchmarks (issue: core). Everything is compared with a floor measured in the same run:
  * raw better-sqlite3 prepared inserts of comparable rows, in one transaction per 1 000 rows,
  * into a WAL file with the same durability settings the library uses.
+ *
+ * Signing (issue 13, cost): every figure of the library is measured twice in each round, on a
+ * node that signs its runs (`createSyncNode`) and on the unsigned baseline (bench/unsigned.ts:
+ * no Ed25519, no hashing), open side by side and interleaved: transaction by transaction, apply
+ * batch by apply batch, block of single writes by block (the order alternating). Reported: both values
+ * and signed / unsigned, against the targets local writes in transactions of TX ≥ 0.9 and
+ * single-row local writes (SINGLE_WRITES awaited `lib.upsert`s, each its own transaction) ≥ 0.8.
+ * The replica's apply (`remote_apply_*`) is the receiving half of live push and backfill, where
+ * runs are verified; its ratio is context (the targets are end to end, bench/replication.ts and
+ * bench/backfill.ts).
  */
 const ROWS = 100_000;
 const TX = 1_000;
+const SINGLE_WRITES = 2_000;
+/**
+ * The core's nodes need no network (the replica is fed runs directly): they listen nowhere and
+ * send no mDNS, so no session with another node on the machine (the bench's own others, or
+ * another process's) can start and perturb the figures.
+ */
+const OFFLINE = { listen: [], discovery: { mdns: false } };
 
 const noteFields = { title: 'text', body: { type: 'text', nullable: true }, rank: 'integer' } as const;
 export const NoteLww = defineModel({ name: 'note_lww', ownership: 'shared', conflict: 'lww', fields: noteFields });
@@ -98,33 +119,100 @@ interface ModelRates {
   apply: number;
 }
 
-/** Local writes in transactions of TX on one node, then the same entries applied on another. */
-async function measureModel(dir: string, model: Model): Promise<ModelRates> {
-  const writer = await createSyncNode({ dataDir: join(dir, 'a'), models: [model] });
-  const lib = await writer.createLibrary({ name: 'bench' });
-  const writeSeconds = await timeIt(async () => {
-    for (let from = 0; from < ROWS; from += TX) {
-      await lib.transaction(async (tx) => {
-        for (let i = from; i < from + TX; i++) await tx.upsert(model.name, sampleRow(i));
-      });
+/**
+ * Local writes in transactions of TX on one node, then the same entries applied on another: for
+ * both signings at once. A signed writer and an unsigned one (each with its own replica, which
+ * signs or not as its writer) are open side by side, and their transactions alternate, then their
+ * replicas' applies alternate batch by batch (which of the two goes first alternates too), each
+ * timed on its own: a slow stretch of the machine falls on both, not on one of them.
+ */
+async function measureModel(dir: string, model: Model, round: number): Promise<Map<Signing, ModelRates>> {
+  const nodes: SyncNode[] = [];
+  try {
+    const sides = new Map<Signing, { lib: Library; writeSeconds: number; applySeconds: number; entries: number }>();
+    for (const signing of SIGNINGS) {
+      const writer = await createBenchNode(signing, { dataDir: join(dir, `${signing}-a`), models: [model], ...OFFLINE });
+      nodes.push(writer);
+      const lib = await writer.createLibrary({ name: 'bench' });
+      sides.set(signing, { lib, writeSeconds: 0, applySeconds: 0, entries: 0 });
     }
-  });
-  const entries = (await engineOf(lib).entriesAfter({}, { maxRecords: ROWS, maxBytes: 256 * 1024 * 1024 })).entries;
-  if (entries.length !== ROWS) throw new Error(`expected ${ROWS} log entries, read ${entries.length}`);
-  const receiver = await createSyncNode({ dataDir: join(dir, 'b'), models: [model] });
-  const replica = await receiver.createLibrary({ name: 'bench', id: lib.id });
-  const applySeconds = await timeIt(async () => {
-    for (let from = 0; from < entries.length; from += TX) await engineOf(replica).applyRemote(entries.slice(from, from + TX));
-  });
-  if ((await replica.digest()) !== (await lib.digest())) throw new Error('bench replica diverged from the writer');
-  await writer.stop();
-  await receiver.stop();
-  return { write: ROWS / writeSeconds, apply: entries.length / applySeconds };
+    for (let from = 0, n = 0; from < ROWS; from += TX, n++) {
+      for (const signing of signingOrder(round + n)) {
+        const side = sides.get(signing)!;
+        side.writeSeconds += await timeIt(() =>
+          side.lib.transaction(async (tx) => {
+            for (let i = from; i < from + TX; i++) await tx.upsert(model.name, sampleRow(i));
+          }),
+        );
+      }
+    }
+    const applies = new Map<Signing, { replica: Library; chunks: Chunk[] }>();
+    for (const signing of SIGNINGS) {
+      const side = sides.get(signing)!;
+      const page = await engineOf(side.lib).chunksAfter({}, { maxRecords: ROWS, maxBytes: 256 * 1024 * 1024 });
+      if (page.entries !== ROWS) throw new Error(`expected ${ROWS} log entries, read ${page.entries} (${signing})`);
+      side.entries = page.entries;
+      const receiver = await createBenchNode(signing, { dataDir: join(dir, `${signing}-b`), models: [model], ...OFFLINE });
+      nodes.push(receiver);
+      applies.set(signing, { replica: await receiver.createLibrary({ name: 'bench', id: side.lib.id }), chunks: page.chunks });
+    }
+    // Runs of up to 256 entries: batches of TX entries, as a live push of TX-entry transactions.
+    const perBatch = Math.max(1, Math.round(TX / 256));
+    const batches = Math.max(...[...applies.values()].map((a) => Math.ceil(a.chunks.length / perBatch)));
+    for (let b = 0; b < batches; b++) {
+      for (const signing of signingOrder(round + b)) {
+        const { replica, chunks } = applies.get(signing)!;
+        const batch = chunks.slice(b * perBatch, (b + 1) * perBatch);
+        if (batch.length > 0) sides.get(signing)!.applySeconds += await timeIt(async () => void (await engineOf(replica).applyRemoteChunks(batch)));
+      }
+    }
+    const rates = new Map<Signing, ModelRates>();
+    for (const signing of SIGNINGS) {
+      const side = sides.get(signing)!;
+      if ((await applies.get(signing)!.replica.digest()) !== (await side.lib.digest())) throw new Error(`bench replica diverged from the writer (${signing})`);
+      rates.set(signing, { write: ROWS / side.writeSeconds, apply: side.entries / side.applySeconds });
+    }
+    return rates;
+  } finally {
+    for (const node of nodes) await node.stop();
+  }
 }
 
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
+/** Awaited single writes per block of the single-row measurement (the signings alternate by block). */
+const SINGLE_BLOCK = 100;
+
+/**
+ * Single-row local writes: SINGLE_WRITES awaited `lib.upsert`s one after another, each its own
+ * transaction, on a signed node and on an unsigned one open side by side, alternating in blocks of
+ * SINGLE_BLOCK (which goes first alternates), each block timed on its own. Writes/s of each.
+ */
+async function measureSingleWrites(dir: string, round: number): Promise<Map<Signing, number>> {
+  const nodes: SyncNode[] = [];
+  try {
+    const sides = new Map<Signing, { node: SyncNode; lib: Library; seconds: number }>();
+    for (const signing of SIGNINGS) {
+      const node = await createBenchNode(signing, { dataDir: join(dir, signing), models: [NoteLww], ...OFFLINE });
+      nodes.push(node);
+      sides.set(signing, { node, lib: await node.createLibrary({ name: 'bench' }), seconds: 0 });
+    }
+    for (let from = 0, n = 0; from < SINGLE_WRITES; from += SINGLE_BLOCK, n++) {
+      for (const signing of signingOrder(round + n)) {
+        const side = sides.get(signing)!;
+        side.seconds += await timeIt(async () => {
+          for (let i = from; i < Math.min(SINGLE_WRITES, from + SINGLE_BLOCK); i++) await side.lib.upsert(NoteLww.name, sampleRow(i));
+        });
+      }
+    }
+    const rates = new Map<Signing, number>();
+    for (const [signing, side] of sides) {
+      const seq = side.lib.versionVector()[side.node.deviceId] ?? 0;
+      if (seq < SINGLE_WRITES) throw new Error(`single writes: the log holds ${seq} entries of this device, expected at least ${SINGLE_WRITES} (${signing})`);
+      rates.set(signing, SINGLE_WRITES / side.seconds);
+    }
+    return rates;
+  } finally {
+    for (const node of nodes) await node.stop();
+  }
 }
 
 /**
@@ -143,26 +231,34 @@ export async function runCoreBenchmarks(): Promise<void> {
     const models = [NoteLww, NoteFields];
     const floors: number[] = [];
     const rowPlusLog: number[] = [];
-    const rates = new Map<Model, { write: number[]; apply: number[]; writeRatio: number[]; applyRatio: number[] }>(
-      models.map((m) => [m, { write: [], apply: [], writeRatio: [], applyRatio: [] }]),
+    const rates = new Map<Model, { write: number[]; apply: number[]; writeRatio: number[]; applyRatio: number[]; unsignedWrite: number[]; unsignedApply: number[] }>(
+      models.map((m) => [m, { write: [], apply: [], writeRatio: [], applyRatio: [], unsignedWrite: [], unsignedApply: [] }]),
     );
+    const single: Record<Signing, number[]> = { signed: [], unsigned: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const roundDir = join(dir, `round-${round}`);
       mkdirSync(roundDir);
       rowPlusLog.push(rawRowPlusLogFloor(roundDir));
       // Alternate the order so neither model always runs second.
       for (const model of round % 2 === 0 ? models : [...models].reverse()) {
-        // The floor is measured just before and just after the model; their mean is its floor.
+        // The floor is measured just before and just after the model (signed and unsigned,
+        // back to back); their mean is its floor.
         const before = rawInsertFloor(join(roundDir, `${model.name}-floor-before.sqlite`));
-        const measured = await measureModel(join(roundDir, model.name), model);
+        const measured = await measureModel(join(roundDir, model.name), model, round);
         const floor = (before + rawInsertFloor(join(roundDir, `${model.name}-floor-after.sqlite`))) / 2;
         floors.push(floor);
+        const signed = measured.get('signed')!;
+        const unsigned = measured.get('unsigned')!;
         const r = rates.get(model)!;
-        r.write.push(measured.write);
-        r.apply.push(measured.apply);
-        r.writeRatio.push(measured.write / floor);
-        r.applyRatio.push(measured.apply / floor);
+        r.write.push(signed.write);
+        r.apply.push(signed.apply);
+        r.writeRatio.push(signed.write / floor);
+        r.applyRatio.push(signed.apply / floor);
+        r.unsignedWrite.push(unsigned.write);
+        r.unsignedApply.push(unsigned.apply);
       }
+      const singles = await measureSingleWrites(join(roundDir, 'single'), round);
+      for (const signing of SIGNINGS) single[signing].push(singles.get(signing)!);
       rmSync(roundDir, { recursive: true, force: true });
     }
     report('raw_sqlite_insert_rows_per_s', median(floors), 'rows/s', { note: 'floor: prepared inserts, 1000 per transaction', rounds: ROUNDS });
@@ -177,6 +273,21 @@ export async function runCoreBenchmarks(): Promise<void> {
       report('remote_apply_entries_per_s', median(r.apply), 'entries/s', { ...tag, batch: TX });
       report('remote_apply_vs_floor', median(r.applyRatio), 'ratio', { ...tag, target: 0.4 });
     }
+    for (const model of models) {
+      const r = rates.get(model)!;
+      const tag = { model: model.name, conflict: model.ownership === 'shared' ? model.conflict : 'device' };
+      reportSigningCost('local_tx_writes', 'rows/s', r.write, r.unsignedWrite, 0.9, { ...tag, transaction: TX });
+      reportSigningCost('remote_apply', 'entries/s', r.apply, r.unsignedApply, undefined, {
+        ...tag,
+        batch: TX,
+        note: 'context: the replica verifying runs; the targets are live push and backfill end to end',
+      });
+    }
+    reportSigningCost('local_single_writes', 'writes/s', single.signed, single.unsigned, 0.8, {
+      model: NoteLww.name,
+      writes: SINGLE_WRITES,
+      note: 'awaited lib.upsert one after another, each its own transaction',
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

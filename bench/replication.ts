@@ -3,16 +3,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { createSyncNode, type Library, type SyncNode, type SyncTuning } from '../src/index.js';
+import type { Library, SyncNode, SyncTuning } from '../src/index.js';
 import { median, NoteLww, rawInsertFloor, sampleRow } from './core.js';
 import { report } from './report.js';
+import { createBenchNode, isSigning, reportSigningCost, type Signing, SIGNINGS, signingOrder } from './unsigned.js';
 
 /**
  * Replication benchmarks (issue: replication). Two sync nodes, A and B, each with its own SQLite
  * file in a temp dir, connected over libp2p TCP on 127.0.0.1; B joins A's library by invite.
  *
- * - Live throughput: A writes N shared rows (lww, transactions of TX) while B applies them;
- *   changes/s applied on B = N / (time from A's first commit until B holds A's last seq).
+ * - Live throughput: A writes N shared rows (lww, transactions of TX) while B applies them, in
+ *   BURSTS bursts of N / BURSTS; changes/s applied on B = N / (the sum over the bursts of the
+ *   time from A's first commit until B holds A's last seq).
  * - Propagation latency: single awaited writes on A; from the moment A's upsert resolves
  *   (committed) until B has applied it (B's 'change' event for it, which fires right after B's
  *   transaction commits).
@@ -20,6 +22,12 @@ import { report } from './report.js';
  * B runs on its own thread (a worker with its own event loop), as the second device would; the
  * same measurements with both nodes sharing one thread are reported as context. B tells the main
  * thread how far it holds A's changes through a SharedArrayBuffer, so watching B costs A nothing.
+ *
+ * Signing (issue 13, cost): each round runs two worker pairs side by side, one whose nodes sign
+ * their runs (`createSyncNode`; the figures above are its) and one on the unsigned baseline
+ * (bench/unsigned.ts: no Ed25519, no hashing), taking turns burst by burst and latency block by
+ * block (which goes first alternates); the worker is told which in its init data. Reported: live push signed, unsigned, and signed / unsigned
+ * (target ≥ 0.9); the latency of both as context.
  *
  * A writes its transactions back to back without yielding to the event loop, like a bulk import
  * would: the engine must push while the application keeps writing.
@@ -64,6 +72,8 @@ interface ReplicaInit {
   invite: string;
   origin: string;
   tuning: Partial<SyncTuning>;
+  /** Whether B signs (`createSyncNode`) or is the unsigned baseline, as A. */
+  signing: Signing;
   /** Int32Array: [0] = B's vector entry for `origin`. */
   shared: SharedArrayBuffer;
 }
@@ -105,8 +115,8 @@ function watchOrigin(lib: Library, origin: string, onSeq: (seq: number) => void)
 }
 
 /** B on the main thread, next to A. */
-async function startLocalReplica(dataDir: string, invite: string, origin: string): Promise<Replica> {
-  const node = await createSyncNode({ dataDir, models: [NoteLww], listen: LISTEN, sync: TUNING });
+async function startLocalReplica(dataDir: string, invite: string, origin: string, signing: Signing): Promise<Replica> {
+  const node = await createBenchNode(signing, { dataDir, models: [NoteLww], listen: LISTEN, sync: TUNING });
   const sessionErrors = countSessionErrors(node, 'B');
   const lib = await node.joinLibrary(invite);
   let held = 0;
@@ -153,10 +163,10 @@ type WaitAsync = (array: Int32Array, index: number, value: number, timeout?: num
 const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 /** B in a worker thread: its own event loop, like a second device. */
-async function startWorkerReplica(dataDir: string, invite: string, origin: string): Promise<Replica> {
+async function startWorkerReplica(dataDir: string, invite: string, origin: string, signing: Signing): Promise<Replica> {
   const shared = new SharedArrayBuffer(4);
   const held = new Int32Array(shared);
-  const init: ReplicaInit = { role: WORKER_ROLE, dataDir, invite, origin, tuning: TUNING, shared };
+  const init: ReplicaInit = { role: WORKER_ROLE, dataDir, invite, origin, tuning: TUNING, signing, shared };
   const worker = new Worker(new URL(import.meta.url), { workerData: init });
   const replies: ReplicaReply[] = [];
   let waiting: ((reply: ReplicaReply) => void) | undefined;
@@ -230,7 +240,8 @@ async function replicaWorkerMain(init: ReplicaInit): Promise<void> {
   const held = new Int32Array(init.shared);
   let node: SyncNode | undefined;
   try {
-    node = await createSyncNode({ dataDir: init.dataDir, models: [NoteLww], listen: LISTEN, sync: init.tuning });
+    if (!isSigning(init.signing)) throw new Error(`replica worker: bad signing ${String(init.signing)}`);
+    node = await createBenchNode(init.signing, { dataDir: init.dataDir, models: [NoteLww], listen: LISTEN, sync: init.tuning });
     const sessionErrors = countSessionErrors(node, 'B');
     const lib = await node.joinLibrary(init.invite);
     watchOrigin(lib, init.origin, (seq) => {
@@ -277,61 +288,138 @@ interface PairResult {
 
 const rowId = (i: number) => `0190a0a0-0000-7000-8000-${i.toString(16).padStart(12, '0')}`;
 
-/** Runs both measurements on one A–B pair; `mode` decides where B runs. */
-async function measurePair(dir: string, mode: 'worker' | 'same-thread'): Promise<PairResult> {
-  const a = await createSyncNode({ dataDir: join(dir, 'a'), models: [NoteLww], listen: LISTEN, sync: TUNING });
-  const sessionErrorsOfA = countSessionErrors(a, 'A');
-  let replica: Replica | undefined;
+/** Bursts a pair's ROWS live-throughput rows are written in (the signings alternate by burst). */
+const BURSTS = 10;
+/** Latency writes per block (the signings alternate by block). */
+const LATENCY_BLOCK = 100;
+
+/** One A–B pair, set up and live. */
+interface Pair {
+  signing: Signing;
+  a: SyncNode;
+  libA: Library;
+  replica: Replica | undefined;
+  seqOfA: () => number;
+  next: number;
+  sessionErrorsOfA: () => number;
+  errorsBefore: number;
+  applyMs: number;
+  endToEndMs: number;
+  writeMs: number;
+  latencies: number[];
+}
+
+async function startPair(dir: string, mode: 'worker' | 'same-thread', signing: Signing): Promise<Pair> {
+  const a = await createBenchNode(signing, { dataDir: join(dir, 'a'), models: [NoteLww], listen: LISTEN, sync: TUNING });
+  const pair: Pair = {
+    signing,
+    a,
+    libA: undefined as unknown as Library,
+    replica: undefined,
+    seqOfA: () => 0,
+    next: 0,
+    sessionErrorsOfA: countSessionErrors(a, 'A'),
+    errorsBefore: 0,
+    applyMs: 0,
+    endToEndMs: 0,
+    writeMs: 0,
+    latencies: [],
+  };
   try {
     const libA = await a.createLibrary({ name: 'bench' });
     const origin = a.deviceId;
     const invite = await libA.createInvite();
-    replica = await (mode === 'worker' ? startWorkerReplica : startLocalReplica)(join(dir, 'b'), invite, origin);
-    const seqOfA = () => libA.versionVector()[origin] ?? 0;
-
+    pair.libA = libA;
+    pair.replica = await (mode === 'worker' ? startWorkerReplica : startLocalReplica)(join(dir, 'b'), invite, origin, signing);
+    pair.seqOfA = () => libA.versionVector()[origin] ?? 0;
     // The session is live once a write of A reaches B by push (B pulls what A had at hello first).
-    let next = 0;
-    for (let i = 0; i < 10; i++) await libA.upsert(NoteLww.name, { id: rowId(next), ...sampleRow(next++) });
-    await replica.waitForSeq(seqOfA(), 30_000);
+    for (let i = 0; i < 10; i++) await libA.upsert(NoteLww.name, { id: rowId(pair.next), ...sampleRow(pair.next++) });
+    await pair.replica.waitForSeq(pair.seqOfA(), 30_000);
     // Errors while the join settles (a hello racing the joiner's library setup) are not counted.
-    const errorsBefore = sessionErrorsOfA() + (await replica.sessionErrors());
+    pair.errorsBefore = pair.sessionErrorsOfA() + (await pair.replica.sessionErrors());
+    return pair;
+  } catch (err) {
+    await stopPair(pair);
+    throw err;
+  }
+}
 
-    // Live throughput: A writes in transactions of TX; B applies as pushes arrive.
-    const start = performance.now();
-    let firstCommit = 0;
-    for (let from = 0; from < ROWS; from += TX) {
-      await libA.transaction(async (tx) => {
-        for (let i = 0; i < TX; i++) await tx.upsert(NoteLww.name, { id: rowId(next), ...sampleRow(next++) });
+async function stopPair(pair: Pair): Promise<void> {
+  await pair.replica?.stop().catch(() => undefined);
+  await pair.a.stop();
+}
+
+/**
+ * Live throughput, one burst of `rows` on one pair: A writes in transactions of TX (back to back)
+ * while B applies them as pushes arrive; timed until B holds A's last change.
+ */
+async function burst(pair: Pair, rows: number, mode: string): Promise<void> {
+  const { libA, replica } = pair;
+  const start = performance.now();
+  let firstCommit = 0;
+  for (let from = 0; from < rows; from += TX) {
+    await libA.transaction(async (tx) => {
+      for (let i = 0; i < TX; i++) await tx.upsert(NoteLww.name, { id: rowId(pair.next), ...sampleRow(pair.next++) });
+    });
+    if (firstCommit === 0) firstCommit = performance.now();
+    if (YIELD) await new Promise((resolve) => setImmediate(resolve));
+  }
+  const written = performance.now();
+  const done = await replica!.waitForSeq(pair.seqOfA());
+  // With BENCH_DEBUG=1: the throughput window on the monotonic clock (µs) cpu profiles use.
+  if (process.env.BENCH_DEBUG === '1') {
+    const toMicros = (t: number) => Math.round((Number(process.hrtime.bigint()) / 1e6 - (performance.now() - t)) * 1000);
+    console.error(`throughput window (${mode}, ${pair.signing}): ${toMicros(firstCommit)} ${toMicros(done)}`);
+  }
+  pair.applyMs += done - firstCommit;
+  pair.endToEndMs += done - start;
+  pair.writeMs += written - start;
+}
+
+/** Latency: `count` awaited writes on A, one at a time, each timed until B applied it. */
+async function latencyBlock(pair: Pair, count: number, warmup: boolean): Promise<void> {
+  for (let w = 0; w < count; w++) {
+    await pair.libA.upsert(NoteLww.name, { id: rowId(pair.next), ...sampleRow(pair.next++) });
+    const t0 = performance.now();
+    const t1 = await pair.replica!.waitForSeq(pair.seqOfA(), 10_000);
+    if (!warmup) pair.latencies.push(t1 - t0);
+  }
+}
+
+/**
+ * Runs both measurements on one A–B pair per signing of `signings` (`mode` decides where B runs),
+ * all pairs set up and live side by side: the live throughput in BURSTS bursts and the latency in
+ * blocks of LATENCY_BLOCK writes, the pairs taking turns burst by burst and block by block (which
+ * goes first alternates, from `round`), so that a slow stretch of the machine falls on all of them.
+ */
+async function measurePairs(dir: string, mode: 'worker' | 'same-thread', signings: readonly Signing[], round = 0): Promise<Map<Signing, PairResult>> {
+  const pairs = new Map<Signing, Pair>();
+  try {
+    for (const signing of signings) pairs.set(signing, await startPair(join(dir, signing), mode, signing));
+    const order = (n: number) => signingOrder(round + n).filter((s) => pairs.has(s));
+    const perBurst = Math.ceil(ROWS / BURSTS / TX) * TX;
+    for (let n = 0, rows = 0; rows < ROWS; n++, rows += perBurst) {
+      for (const signing of order(n)) await burst(pairs.get(signing)!, Math.min(perBurst, ROWS - rows), mode);
+    }
+    for (const pair of pairs.values()) await latencyBlock(pair, LATENCY_WARMUP, true);
+    for (let n = 0, done = 0; done < LATENCY_WRITES; n++, done += LATENCY_BLOCK) {
+      for (const signing of order(n)) await latencyBlock(pairs.get(signing)!, Math.min(LATENCY_BLOCK, LATENCY_WRITES - done), false);
+    }
+    const results = new Map<Signing, PairResult>();
+    for (const [signing, pair] of pairs) {
+      const [digestA, digestB] = [await pair.libA.digest(), await pair.replica!.digest()];
+      if (digestA !== digestB) throw new Error(`replication bench (${mode}, ${signing}): B diverged from A`);
+      results.set(signing, {
+        applied: ROWS / (pair.applyMs / 1000),
+        endToEnd: ROWS / (pair.endToEndMs / 1000),
+        written: ROWS / (pair.writeMs / 1000),
+        latencies: pair.latencies,
+        sessionErrors: pair.sessionErrorsOfA() + (await pair.replica!.sessionErrors()) - pair.errorsBefore,
       });
-      if (firstCommit === 0) firstCommit = performance.now();
-      if (YIELD) await new Promise((resolve) => setImmediate(resolve));
     }
-    const written = performance.now();
-    const done = await replica.waitForSeq(seqOfA());
-    // With BENCH_DEBUG=1: the throughput window on the monotonic clock (µs) cpu profiles use.
-    if (process.env.BENCH_DEBUG === '1') {
-      const toMicros = (t: number) => Math.round((Number(process.hrtime.bigint()) / 1e6 - (performance.now() - t)) * 1000);
-      console.error(`throughput window (${mode}): ${toMicros(firstCommit)} ${toMicros(done)}`);
-    }
-    const applied = ROWS / ((done - firstCommit) / 1000);
-    const endToEnd = ROWS / ((done - start) / 1000);
-
-    // Latency: one awaited write at a time, then wait until B applied it.
-    const latencies: number[] = [];
-    for (let w = 0; w < LATENCY_WARMUP + LATENCY_WRITES; w++) {
-      await libA.upsert(NoteLww.name, { id: rowId(next), ...sampleRow(next++) });
-      const t0 = performance.now();
-      const t1 = await replica.waitForSeq(seqOfA(), 10_000);
-      if (w >= LATENCY_WARMUP) latencies.push(t1 - t0);
-    }
-
-    const [digestA, digestB] = [await libA.digest(), await replica.digest()];
-    if (digestA !== digestB) throw new Error(`replication bench (${mode}): B diverged from A`);
-    const sessionErrors = sessionErrorsOfA() + (await replica.sessionErrors()) - errorsBefore;
-    return { applied, endToEnd, written: ROWS / ((written - start) / 1000), latencies, sessionErrors };
+    return results;
   } finally {
-    await replica?.stop().catch(() => undefined);
-    await a.stop();
+    for (const pair of pairs.values()) await stopPair(pair);
   }
 }
 
@@ -351,15 +439,18 @@ export async function runReplicationBenchmarks(): Promise<void> {
       ...(YIELD ? { writer_yields: true } : {}),
       ...(process.env.BENCH_SYNC ? { sync: TUNING } : {}),
     };
-    // Each round is a fresh A–B pair bracketed by its own floor (measured right before and right
-    // after; their mean is its floor), so a noisy neighbour slows both and the ratio holds.
-    // Figures are medians over the rounds.
+    // Each round is a fresh signed A–B pair and a fresh unsigned one (side by side, taking turns),
+    // bracketed by the round's floor (measured right before and right after; their mean is its
+    // floor), so a noisy neighbour slows all and the ratios hold. Figures are medians over the
+    // rounds.
     const rounds: (PairResult & { floor: number })[] = [];
+    const unsignedRounds: PairResult[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       const before = rawInsertFloor(join(dir, `floor-before-${round}.sqlite`));
-      const pair = await measurePair(join(dir, `worker-${round}`), 'worker');
+      const pairs = await measurePairs(join(dir, `worker-${round}`), 'worker', SIGNINGS, round);
       const floor = (before + rawInsertFloor(join(dir, `floor-after-${round}.sqlite`))) / 2;
-      rounds.push({ ...pair, floor });
+      rounds.push({ ...pairs.get('signed')!, floor });
+      unsignedRounds.push(pairs.get('unsigned')!);
     }
     const of = (fn: (r: PairResult & { floor: number }) => number) => median(rounds.map(fn));
     const sessionErrors = rounds.reduce((sum, r) => sum + r.sessionErrors, 0);
@@ -383,10 +474,24 @@ export async function runReplicationBenchmarks(): Promise<void> {
     });
     report('replication.latency.p50_ms', of((r) => percentile(r.latencies, 50)), 'ms', latencyTag);
     report('replication.latency.p99_ms', of((r) => percentile(r.latencies, 99)), 'ms', { ...latencyTag, target: 20 });
+    const unsignedErrors = unsignedRounds.reduce((sum, r) => sum + r.sessionErrors, 0);
+    reportSigningCost('live_push', 'changes/s', rounds.map((r) => r.applied), unsignedRounds.map((r) => r.applied), 0.9, {
+      ...tag,
+      replica: 'worker thread',
+      ...(sessionErrors + unsignedErrors > 0 ? { session_errors: { signed: sessionErrors, unsigned: unsignedErrors } } : {}),
+    });
+    report('signing.latency.unsigned_p50_ms', median(unsignedRounds.map((r) => percentile(r.latencies, 50))), 'ms', {
+      ...latencyTag,
+      note: 'context: replication.latency.p50_ms on the unsigned baseline',
+    });
+    report('signing.latency.unsigned_p99_ms', median(unsignedRounds.map((r) => percentile(r.latencies, 99))), 'ms', {
+      ...latencyTag,
+      note: 'context: replication.latency.p99_ms on the unsigned baseline',
+    });
 
     if (SINGLE_THREAD) {
       // Context: A and B sharing one thread, so A's writes and B's applies take turns.
-      const same = await measurePair(join(dir, 'same-thread'), 'same-thread');
+      const same = (await measurePairs(join(dir, 'same-thread'), 'same-thread', ['signed'])).get('signed')!;
       const note = 'context: A and B on one thread';
       report('replication.live.single_thread_changes_per_s', same.applied, 'changes/s', {
         ...tag,

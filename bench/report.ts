@@ -9,3 +9,9 @@ export async function timeIt(fn: () => Promise<void> | void): Promise<number> {
   await fn();
   return Number(process.hrtime.bigint() - start) / 1e9;
 }
+
+/** The median of `values` (the upper one of an even count). */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}

@@ -4,6 +4,7 @@
  * counts the rows written to its tables (`writes()`), the fuzzer's cheap, exact "was storage
  * touched" oracle; its triggers are installed once the library exists (`watchWrites`).
  */
+import { namedPeerSignatures } from '../src/node/native-signatures.js';
 import { sql, type Kysely } from 'kysely';
 import type { LibraryStorage } from '../src/core/storage.js';
 import { SyncNode } from '../src/core/sync-node.js';
@@ -53,6 +54,7 @@ export class CoreNode {
     const dbs = new Map<string, Kysely<InternalTables>>();
     const storage: LibraryStorage = {
       deviceId: options.deviceId,
+      signatures: namedPeerSignatures(transport.localPeer),
       libraryIds: async () => [...dbs.keys()],
       open: async (id) => ({ db: dbs.get(id)!, release: () => dbs.get(id)!.destroy() }),
       create: async (id) => {

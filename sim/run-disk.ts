@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { LibraryStorage, OpenedLibraryDb } from '../src/core/storage.js';
 import { openMemorySqlite } from '../src/node/sqlite.js';
+import type { Signatures } from '../src/runtime/signatures.js';
 
 /** A node's storage as images of its library databases, by library id. */
 export type DiskImage = ReadonlyMap<string, Buffer>;
@@ -16,13 +17,18 @@ export class SimDisk {
   private images = new Map<string, Buffer>();
   private readonly open = new Map<string, Database.Database>();
 
-  constructor(private readonly deviceId: string) {}
+  constructor(
+    private readonly deviceId: string,
+    /** The device's signing key (the simulator's keyring, by peer name). */
+    private readonly signatures: Signatures,
+  ) {}
 
   /** The disk as the node core sees it (`LibraryStorage`). */
   storage(): LibraryStorage {
     const openLibrary = async (id: string) => this.openLibrary(id);
     return {
       deviceId: this.deviceId,
+      signatures: this.signatures,
       libraryIds: async () => [...this.images.keys()].sort(),
       open: openLibrary,
       create: openLibrary,

@@ -1,3 +1,4 @@
+import { namedPeerSignatures } from '../src/node/native-signatures.js';
 import { SyncNode } from '../src/core/sync-node.js';
 import { DEFAULT_SYNC_TUNING, type SyncTuning } from '../src/core/tuning.js';
 import type { Library } from '../src/library/library.js';
@@ -62,7 +63,7 @@ export class SimNode {
     skewMs: number,
     epochMs: number,
   ) {
-    this.disk = new SimDisk(identity.deviceId);
+    this.disk = new SimDisk(identity.deviceId, namedPeerSignatures(identity.peerId));
     this.clock = new VirtualWallClock(time, epochMs, skewMs);
   }
 

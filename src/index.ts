@@ -17,7 +17,7 @@ export type {
   SyncProgress,
 } from './library/types.js';
 export type { Removal } from './library/removals.js';
-export type { LibraryStatus, LibrarySyncState, PartnerDialStatus, PartnerStatus, PartnerSyncState } from './library/status.js';
+export type { LibraryStatus, LibrarySyncState, OriginFork, PartnerDialStatus, PartnerStatus, PartnerSyncState } from './library/status.js';
 export type { SessionErrorEvent } from './replication/wire-errors.js';
 export type { SyncRun, SyncRunOutcome, SyncCheckpoint } from './library/run-store.js';
 export type { ChangeEvent } from './library/write-batch.js';

@@ -6,12 +6,17 @@
  * share one library: row-LWW, field-LWW and union records, inserts, updates and deletes of the
  * *same* records on several devices, partial syncs between the devices in between (so later
  * writes build on each other's changes), wall clocks that move both ways, restarts. Then every
- * log entry of every device is delivered to fresh replicas in random order, with random
- * duplicates and random batch splits, re-delivering what a gap held back, and all replicas
- * and all devices (after catching up) must have the same digest.
+ * signed run of every device's log is delivered to fresh replicas in random order, with random
+ * duplicates and random batch splits, re-delivering what a gap (or a run whose author is not
+ * known yet) held back, and all replicas and all devices (after catching up) must have the
+ * same digest.
  *
- * Each device opens its replica of the shared library with `createLibrary({ name, id })`. The
- * shared id matters for `union` models, whose record ids are derived from the library id.
+ * Since protocol 2.0 the log travels as signed runs, applied whole: deliveries here shuffle,
+ * duplicate and split batches of runs (never cut a run). Each device opens its replica of the
+ * shared library with `createLibrary({ name, id })` and `introduce`s itself before it writes:
+ * its own member row is then the first run of its origin, by which every receiver checks its
+ * runs' signatures. The shared id matters for `union` models, whose record ids are derived from
+ * the library id.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -26,8 +31,11 @@ import {
   type SyncNode,
   type VersionVector,
 } from '../src/index.js';
-import type { LogEntry } from '../src/peer-log/types.js';
+import { type Chunk, decodeChunk } from '../src/peer-log/chunk.js';
+import { packRun } from '../src/peer-log/signed-runs.js';
+import { MEMBERS_MODEL } from '../src/models/system.js';
 import { engineOf } from '../src/library/library.js';
+import { introduce, runsOf } from './helpers/log-copy.js';
 
 const note = defineModel({
   name: 'note',
@@ -58,7 +66,6 @@ const MODEL_NAMES = ['note', 'tag', 'task'];
 
 const T = 1_750_000_000_000;
 const DRIFT = 3_600_000;
-const BIG = { maxRecords: 1_000_000, maxBytes: 1 << 30 };
 
 class ManualClock {
   constructor(public ms: number) {}
@@ -96,10 +103,14 @@ async function cleanup(): Promise<void> {
 
 afterEach(cleanup);
 
-/** A new device holding its own replica of library `libraryId`. */
-async function joinLibrary(dataDir: string, libraryId: string, wall: ManualClock): Promise<Device> {
+/**
+ * A new device holding its own replica of library `libraryId`. A device that will write
+ * introduces itself first (its member row opens its log); a replica that only receives need not.
+ */
+async function joinLibrary(dataDir: string, libraryId: string, wall: ManualClock, writes: boolean): Promise<Device> {
   const node = await startNode(dataDir, wall);
   const lib = await node.createLibrary({ name: 'shared', id: libraryId });
+  if (writes) await introduce(lib);
   return { dataDir, wall, node, lib };
 }
 
@@ -283,11 +294,18 @@ async function runStep(step: Step, devices: Device[], tagIds: Map<string, string
     case 'sync': {
       const from = devices[step.from]!.lib;
       const to = devices[step.to]!.lib;
-      const page = await engineOf(from).entriesAfter(to.versionVector(), { maxRecords: step.max, maxBytes: 1 << 20 });
-      const result = await engineOf(to).applyRemote(page.entries);
-      // entriesAfter hands out gap-free prefixes after the vector: nothing can be held back.
-      expect(result.gaps).toEqual([]);
-      expect(result.applied + result.duplicates).toBe(page.entries.length);
+      const before = to.versionVector();
+      const page = await engineOf(from).chunksAfter(before, { maxRecords: step.max, maxBytes: 1 << 20 });
+      // The receiver holds whole runs only, so its vector is on run boundaries of the sender.
+      expect(page.pruned).toEqual([]);
+      expect(page.entries).toBe(entriesOf(page.chunks));
+      const result = await engineOf(to).applyRemoteChunks(page.chunks);
+      // chunksAfter hands out gap-free prefixes of whole runs after the vector: nothing is
+      // held back behind a gap, and nothing is held already. Every device's id is key-derived,
+      // so each run names the key that may sign it and none is left out.
+      expect(result).toMatchObject({ gaps: [], forks: [], refused: 0, duplicates: 0, withheld: 0 });
+      expect(result.applied).toBe(entriesOf(page.chunks));
+      expect(result.applied).toBe(advance(before, to.versionVector()));
       return;
     }
     case 'tick': {
@@ -323,16 +341,26 @@ function shuffle<T>(items: T[], rnd: () => number): T[] {
   return out;
 }
 
-function missing(pool: readonly LogEntry[], vector: VersionVector): LogEntry[] {
-  return pool.filter((e) => e.seq > (vector[e.origin] ?? 0));
+/** Entries in `runs`. */
+function entriesOf(runs: readonly Chunk[]): number {
+  return runs.reduce((n, c) => n + c.lastSeq - c.firstSeq + 1, 0);
+}
+
+/** Entries by which a vector moved. */
+function advance(before: VersionVector, after: VersionVector): number {
+  return Object.keys(after).reduce((n, o) => n + after[o]! - (before[o] ?? 0), 0);
+}
+
+function missing(pool: readonly Chunk[], vector: VersionVector): Chunk[] {
+  return pool.filter((c) => c.lastSeq > (vector[c.origin] ?? 0));
 }
 
 /**
- * Delivers `pool` to `device` in random order, with random duplicates, in random batches,
- * re-delivering whatever is still missing (held back behind a gap) until nothing is.
- * Optionally restarts the device after a random batch of the first round.
+ * Delivers the runs of `pool` to `device` in random order, with random duplicates, in random
+ * batches, re-delivering whatever is still missing (held back behind a gap) until nothing is. Optionally restarts the device
+ * after a random batch of the first round.
  */
-async function deliver(target: Device, pool: readonly LogEntry[], expected: VersionVector, rnd: () => number, restartAt?: number) {
+async function deliver(target: Device, pool: readonly Chunk[], expected: VersionVector, rnd: () => number, restartAt?: number) {
   let rounds = 0;
   let batchNo = 0;
   for (;;) {
@@ -340,8 +368,8 @@ async function deliver(target: Device, pool: readonly LogEntry[], expected: Vers
     if (remaining.length === 0) break;
     rounds += 1;
     if (rounds > pool.length + 2) expect.fail('delivery made no progress');
-    const withDuplicates = remaining.flatMap((e) => (rnd() < 0.3 ? [e, e] : rnd() < 0.05 ? [e, e, e] : [e]));
-    // Entries the device already holds may come again too.
+    const withDuplicates = remaining.flatMap((c) => (rnd() < 0.3 ? [c, c] : rnd() < 0.05 ? [c, c, c] : [c]));
+    // Runs the device already holds may come again too.
     const stale = pool.filter(() => rnd() < 0.1);
     const order = shuffle([...withDuplicates, ...stale], rnd);
     for (let start = 0; start < order.length; ) {
@@ -349,11 +377,13 @@ async function deliver(target: Device, pool: readonly LogEntry[], expected: Vers
       const batch = order.slice(start, start + size);
       start += size;
       const before = target.lib.versionVector();
-      const result = await engineOf(target.lib).applyRemote(batch);
+      const result = await engineOf(target.lib).applyRemoteChunks(batch);
       const after = target.lib.versionVector();
-      const advanced = Object.keys(after).reduce((n, o) => n + after[o]! - (before[o] ?? 0), 0);
-      expect(result.applied).toBe(advanced);
-      expect(result.applied + result.duplicates).toBeLessThanOrEqual(batch.length);
+      expect(result.applied).toBe(advance(before, after));
+      expect(result.applied + result.duplicates).toBeLessThanOrEqual(entriesOf(batch));
+      // Honest authors never fork, and whole runs never overlap at another boundary.
+      expect(result.forks).toEqual([]);
+      expect(result.refused).toBe(0);
       for (const gap of result.gaps) expect(gap.heldSeq).toBe(after[gap.origin] ?? 0);
       batchNo += 1;
       if (batchNo === restartAt) await restart(target);
@@ -391,43 +421,68 @@ test(
             const dirA = tempDir();
             const nodeA = await startNode(dirA, wallA);
             const libA = await nodeA.createLibrary({ name: 'shared' });
+            await introduce(libA);
             const devices: Device[] = [
               { dataDir: dirA, wall: wallA, node: nodeA, lib: libA },
-              await joinLibrary(tempDir(), libA.id, new ManualClock(T + offsetB)),
-              await joinLibrary(tempDir(), libA.id, new ManualClock(T + offsetC)),
+              await joinLibrary(tempDir(), libA.id, new ManualClock(T + offsetB), true),
+              await joinLibrary(tempDir(), libA.id, new ManualClock(T + offsetC), true),
             ];
             expect(new Set(devices.map((d) => d.node.deviceId)).size).toBe(3);
+            // Each device's log opens with its own member row, before anything it writes.
+            for (const d of devices) {
+              const [first] = await runsOf(d.lib);
+              expect(first).toMatchObject({ origin: d.node.deviceId, firstSeq: 1 });
+              expect(decodeChunk(first!).map((e) => [e.entry.model, e.entry.id])).toContainEqual([MEMBERS_MODEL.name, d.node.deviceId]);
+            }
 
             const tagIds = new Map<string, string>();
             for (const step of steps) await runStep(step, devices, tagIds);
 
-            // Every entry every device holds (overlapping: a natural source of duplicates).
-            const pool: LogEntry[] = [];
-            for (const d of devices) {
-              const page = await engineOf(d.lib).entriesAfter({}, BIG);
-              expect(page.hasMore).toBe(false);
-              pool.push(...page.entries);
-            }
+            // Every run every device holds (overlapping: a natural source of duplicates). A run
+            // relayed is stored as its author signed it, so every copy of it is the same bytes.
+            const pool: Chunk[] = [];
+            for (const d of devices) pool.push(...(await runsOf(d.lib)));
             const expected: VersionVector = {};
-            for (const e of pool) expected[e.origin] = Math.max(expected[e.origin] ?? 0, e.seq);
-            const distinct = new Set(pool.map((e) => `${e.origin}#${e.seq}`)).size;
+            for (const c of pool) expected[c.origin] = Math.max(expected[c.origin] ?? 0, c.lastSeq);
+            const byPlace = new Map<string, Chunk>();
+            for (const c of pool) {
+              const key = `${c.origin}#${c.firstSeq}`;
+              const seen = byPlace.get(key);
+              if (seen) expect(Buffer.from(packRun(seen))).toEqual(Buffer.from(packRun(c)));
+              else byPlace.set(key, c);
+            }
+            const canonical = [...byPlace.values()].sort((a, b) => (a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : a.firstSeq - b.firstSeq));
+            // The distinct runs tile each origin from 1 to its last seq, without overlap.
+            for (const origin of Object.keys(expected)) {
+              let next = 1;
+              for (const c of canonical.filter((r) => r.origin === origin)) {
+                expect(c.firstSeq).toBe(next);
+                next = c.lastSeq + 1;
+              }
+              expect(next).toBe(expected[origin]! + 1);
+            }
+            const distinct = entriesOf(canonical);
             expect(distinct).toBe(Object.values(expected).reduce((a, b) => a + b, 0));
-            if (distinct > 0 && Object.keys(expected).length > 1) nonTrivial += 1;
+            // Programs in which at least two devices wrote something besides their member row.
+            const writers = new Set(
+              canonical.flatMap((c) => decodeChunk(c).filter((e) => e.entry.model !== MEMBERS_MODEL.name).map((e) => e.entry.origin)),
+            );
+            if (writers.size > 1) nonTrivial += 1;
 
             // Fresh replicas: one gets everything in canonical order in one batch, two get random
             // orders, duplicates and splits (one restarts half-way), one origin by origin.
             const replicas: Device[] = [];
-            for (let i = 0; i < 4; i++) replicas.push(await joinLibrary(tempDir(), libA.id, new ManualClock(T)));
-            const canonical = [...pool].sort((a, b) => (a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : a.seq - b.seq));
-            const first = await engineOf(replicas[0]!.lib).applyRemote(canonical);
+            for (let i = 0; i < 4; i++) replicas.push(await joinLibrary(tempDir(), libA.id, new ManualClock(T), false));
+            const first = await engineOf(replicas[0]!.lib).applyRemoteChunks(canonical);
             expect(first.applied).toBe(distinct);
-            expect(first.gaps).toEqual([]);
+            expect(first).toMatchObject({ duplicates: 0, gaps: [], forks: [], refused: 0 });
             expect(replicas[0]!.lib.versionVector()).toEqual(expected);
-            // Another: origin by origin, in reverse origin order, one batch per origin.
+            // Another: origin by origin, in reverse origin order, one batch per origin: each run
+            // names its key-derived author, so no origin waits for a member row of another.
             const reverse = replicas[3]!;
             for (const origin of Object.keys(expected).sort().reverse()) {
-              const result = await engineOf(reverse.lib).applyRemote(canonical.filter((e) => e.origin === origin));
-              expect(result.applied).toBe(expected[origin]);
+              const result = await engineOf(reverse.lib).applyRemoteChunks(canonical.filter((c) => c.origin === origin));
+              expect(result).toMatchObject({ applied: expected[origin], duplicates: 0, gaps: [], forks: [], refused: 0, withheld: 0 });
             }
             expect(reverse.lib.versionVector()).toEqual(expected);
             await deliver(replicas[1]!, pool, expected, rnd);

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../src/errors.js';
 import { encodeHlc } from '../src/hlc/index.js';
 import { HLC_TIME_LENGTH } from '../src/hlc/hlc.js';
-import { type Chunk, decodeChunk, encodeChunks, MAX_CHUNK_ENTRIES } from '../src/peer-log/chunk.js';
+import { decodeChunk, encodeChunks, MAX_CHUNK_ENTRIES, type RunBody } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { pack, unpack } from '../src/util/msgpack.js';
 
@@ -57,12 +57,12 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return Buffer.concat(parts);
 }
 
-/** A chunk whose bytes are the given values, each packed on its own and concatenated. */
-function crafted(firstSeq: number, lastSeq: number, values: unknown[], origin = ORIGIN): Chunk {
+/** A run body (unsigned: `decodeChunk` checks framing only) whose bytes are the given values, each packed on its own and concatenated. */
+function crafted(firstSeq: number, lastSeq: number, values: unknown[], origin = ORIGIN): RunBody {
   return { origin, firstSeq, lastSeq, entries: concat(values.map((v) => pack(v))) };
 }
 
-function decodeError(chunk: Chunk): ProtocolError {
+function decodeError(chunk: RunBody): ProtocolError {
   let thrown: unknown;
   try {
     decodeChunk(chunk);
@@ -125,7 +125,8 @@ describe('encodeChunks and decodeChunk', () => {
     expect(view.byteOffset).toBe(frame.byteOffset + 3);
     expect(view.buffer.byteLength).toBeGreaterThan(view.byteLength);
     expect(decodeChunk({ ...chunk!, entries: view }).map((d) => d.entry)).toEqual(entries);
-    // A part of a chunk (as chunksAfter cuts one) decodes on its own.
+    // The framing of a tail of a run's bytes decodes on its own (no run travels cut since
+    // signed runs, but the framing does not depend on where the bytes start).
     const parts = decodeChunk(chunk!);
     const tail = chunk!.entries.subarray(parts[2]!.start);
     expect(decodeChunk({ origin: ORIGIN, firstSeq: 5, lastSeq: 8, entries: tail }).map((d) => d.entry)).toEqual(entries.slice(2));

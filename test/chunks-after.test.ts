@@ -1,12 +1,15 @@
 /**
  * `lib.chunksAfter(vector, limits)` (src/peer-log/log-store.ts): the log read in stored form,
- * which is what goes on the wire. Against a real node and SQLite file:
+ * which is what goes on the wire. Since protocol 2.0 the log is stored and served as signed
+ * runs, whole. Against a real node and SQLite file:
  *
- * - on chunk boundaries, stored chunks are handed out as they are: the very bytes of the
+ * - stored runs are handed out as they are: the very bytes, `prev` and signature of the
  *   `sync_log` rows (checked against the file with a separate connection), without decoding;
- * - a vector or limit inside a chunk cuts it: the part is a slice of the stored bytes;
- * - at least one entry always; `hasMore` and `pruned` as for `entriesAfter`;
- * - the decoded chunks equal `entriesAfter`, and applied page by page on another replica they
+ * - a run is never cut: a vector inside a stored run is reported in `pruned` (no honest holder
+ *   has such a position), and a page ends before a run that does not fit its limits;
+ * - a page always carries its first run, over the limits if need be; `hasMore` and `pruned`
+ *   as for `entriesAfter`;
+ * - the decoded runs equal `entriesAfter`, and applied page by page on another replica they
  *   give equal digests.
  */
 import Database from 'better-sqlite3';
@@ -19,6 +22,7 @@ import { CHUNK_OVERHEAD_BYTES, type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { startNode, stopAllNodes, useMemoryTransport } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
+import { copyRuns, introduce } from './helpers/log-copy.js';
 
 useMemoryTransport();
 
@@ -48,13 +52,20 @@ interface StoredChunk {
   first_seq: number;
   last_seq: number;
   entries: Buffer;
+  prev: Buffer;
+  sig: Buffer;
 }
 
-/** A node (no listening) whose library holds one 1 000-entry transaction of its own. */
-async function writtenLibrary(): Promise<{ node: SyncNode; lib: Library; dataDir: string; ids: string[] }> {
+/**
+ * A node (no listening) whose library holds one 1 000-entry transaction of its own; `introduced`:
+ * after its member row (seq 1), so that other replicas can check its runs.
+ */
+async function writtenLibrary(introduced = false): Promise<{ node: SyncNode; lib: Library; dataDir: string; ids: string[] }> {
   const dataDir = await makeTempDir('lsync-chunks-');
   const node = await startNode(dataDir, { listen: [] });
   const lib = await node.createLibrary({ name: 'chunks' });
+  if (introduced) await introduce(lib);
+  const base = introduced ? 1 : 0;
   const ids: string[] = [];
   await lib.transaction(async (tx) => {
     for (let i = 0; i < ROWS; i++) {
@@ -74,8 +85,8 @@ async function writtenLibrary(): Promise<{ node: SyncNode; lib: Library; dataDir
       }
     }
   });
-  expect(lib.versionVector()).toEqual({ [node.deviceId]: ROWS });
-  expect(await engineOf(lib).logSize()).toBe(ROWS);
+  expect(lib.versionVector()).toEqual({ [node.deviceId]: base + ROWS });
+  expect(await engineOf(lib).logSize()).toBe(base + ROWS);
   return { node, lib, dataDir, ids };
 }
 
@@ -83,7 +94,7 @@ async function writtenLibrary(): Promise<{ node: SyncNode; lib: Library; dataDir
 function storedChunks(dataDir: string, lib: Library): StoredChunk[] {
   const db = new Database(join(dataDir, 'libraries', `${lib.id}.sqlite`), { readonly: true, fileMustExist: true });
   try {
-    return db.prepare('SELECT origin, first_seq, last_seq, entries FROM sync_log ORDER BY origin, last_seq').all() as StoredChunk[];
+    return db.prepare('SELECT origin, first_seq, last_seq, entries, prev, sig FROM sync_log ORDER BY origin, last_seq').all() as StoredChunk[];
   } finally {
     db.close();
   }
@@ -95,26 +106,12 @@ const decoded = (chunks: readonly Chunk[]): LogEntry[] => chunks.flatMap((c) => 
 /** Bytes a result counts against maxBytes. */
 const cost = (chunks: readonly Chunk[]) => chunks.reduce((n, c) => n + c.entries.byteLength + CHUNK_OVERHEAD_BYTES, 0);
 
-/** Byte offsets of each entry in a stored chunk (entry seq → [start, end)). */
-function offsets(stored: StoredChunk): Map<number, [number, number]> {
-  const origin = stored.origin;
-  return new Map(
-    decodeChunk({ origin, firstSeq: stored.first_seq, lastSeq: stored.last_seq, entries: stored.entries }).map((d) => [
-      d.entry.seq,
-      [d.start, d.end],
-    ]),
-  );
-}
-
-/** Asserts `chunk` is stored chunk `stored`, or the slice of its bytes holding the chunk's seqs. */
-function expectSliceOf(chunk: Chunk, stored: StoredChunk): void {
-  expect(chunk.origin).toBe(stored.origin);
-  expect(chunk.firstSeq).toBeGreaterThanOrEqual(stored.first_seq);
-  expect(chunk.lastSeq).toBeLessThanOrEqual(stored.last_seq);
-  const at = offsets(stored);
-  const start = at.get(chunk.firstSeq)![0];
-  const end = at.get(chunk.lastSeq)![1];
-  expect(bytes(chunk.entries)).toEqual(stored.entries.subarray(start, end));
+/** Asserts `chunk` is stored run `stored`, whole: same bounds, bytes, prev and signature. */
+function expectStored(chunk: Chunk, stored: StoredChunk): void {
+  expect([chunk.origin, chunk.firstSeq, chunk.lastSeq]).toEqual([stored.origin, stored.first_seq, stored.last_seq]);
+  expect(bytes(chunk.entries)).toEqual(stored.entries);
+  expect(bytes(chunk.prev)).toEqual(stored.prev);
+  expect(bytes(chunk.sig)).toEqual(stored.sig);
 }
 
 describe('chunksAfter', () => {
@@ -141,7 +138,10 @@ describe('chunksAfter', () => {
       [769, 1000],
     ]);
     expect(all.chunks.map((c) => c.origin)).toEqual(stored.map(() => origin));
-    all.chunks.forEach((c, i) => expect(bytes(c.entries)).toEqual(stored[i]!.entries));
+    all.chunks.forEach((c, i) => expectStored(c, stored[i]!));
+    // Signed runs, chained: the first follows GENESIS, each next one the run before it.
+    expect(bytes(all.chunks[0]!.prev)).toEqual(Buffer.alloc(32));
+    expect(new Set(all.chunks.map((c) => bytes(c.prev).toString('hex'))).size).toBe(4);
     expect(all).toMatchObject({ entries: ROWS, hasMore: false, pruned: [] });
 
     // Decoded, they are exactly entriesAfter's entries: the transaction's writes in order.
@@ -159,7 +159,7 @@ describe('chunksAfter', () => {
       [513, 768],
       [769, 1000],
     ]);
-    fromBoundary.chunks.forEach((c, i) => expect(bytes(c.entries)).toEqual(stored[i + 2]!.entries));
+    fromBoundary.chunks.forEach((c, i) => expectStored(c, stored[i + 2]!));
     expect(fromBoundary).toMatchObject({ entries: 488, hasMore: false, pruned: [] });
 
     // Nothing after the end (or past it).
@@ -167,44 +167,21 @@ describe('chunksAfter', () => {
     expect(await engineOf(lib).chunksAfter({ [origin]: ROWS + 50 }, BIG)).toEqual({ chunks: [], entries: 0, hasMore: false, pruned: [] });
   });
 
-  it('cuts the chunk a vector falls inside: the part is a slice of the stored bytes', async () => {
-    const { node, lib, dataDir } = await writtenLibrary();
+  it('never cuts a run: a vector inside a stored run gets that run whole (its holder is on a fork)', async () => {
+    const { node, lib } = await writtenLibrary();
     const origin = node.deviceId;
-    const stored = storedChunks(dataDir, lib);
-
-    const { result: inside, decodes } = await chunksAfterCounted(lib, { [origin]: 100 }, BIG);
-    expect(ranges(inside.chunks)).toEqual([
-      [101, 256],
-      [257, 512],
-      [513, 768],
-      [769, 1000],
-    ]);
-    // Only the chunk that was cut had to be decoded (to find where seq 101 starts).
-    expect(decodes).toBe(1);
-    expectSliceOf(inside.chunks[0]!, stored[0]!);
-    // The cut keeps the stored tail: same bytes as the stored chunk from entry 101 on.
-    expect(bytes(inside.chunks[0]!.entries)).toEqual(stored[0]!.entries.subarray(offsets(stored[0]!).get(101)![0]));
-    inside.chunks.slice(1).forEach((c, i) => expect(bytes(c.entries)).toEqual(stored[i + 1]!.entries));
-    expect(inside).toMatchObject({ entries: 900, hasMore: false, pruned: [] });
-    expect(decoded(inside.chunks)).toEqual((await engineOf(lib).entriesAfter({ [origin]: 100 }, BIG)).entries);
-    expect(decoded(inside.chunks)[0]!.seq).toBe(101);
-
-    // One entry short of a boundary, and in the last chunk.
-    const last = await engineOf(lib).chunksAfter({ [origin]: 255 }, BIG);
-    expect(ranges(last.chunks)).toEqual([
-      [256, 256],
-      [257, 512],
-      [513, 768],
-      [769, 1000],
-    ]);
-    expectSliceOf(last.chunks[0]!, stored[0]!);
-    const tail = await engineOf(lib).chunksAfter({ [origin]: 999 }, BIG);
-    expect(ranges(tail.chunks)).toEqual([[1000, 1000]]);
-    expectSliceOf(tail.chunks[0]!, stored[3]!);
-    expect(decoded(tail.chunks)).toEqual((await engineOf(lib).entriesAfter({ [origin]: 999 }, BIG)).entries);
+    for (const [at, first] of [[100, 1], [255, 1], [257, 257], [999, 769]] as const) {
+      const { result, decodes } = await chunksAfterCounted(lib, { [origin]: at }, BIG);
+      expect(result.chunks[0], `after ${at}`).toMatchObject({ origin, firstSeq: first });
+      expect(result.chunks[0]!.lastSeq).toBeGreaterThan(at);
+      expect(result.chunks.at(-1)!.lastSeq).toBe(ROWS);
+      expect(result).toMatchObject({ entries: ROWS - first + 1, hasMore: false, pruned: [] });
+      // Served as stored, without decoding.
+      expect(decodes).toBe(0);
+    }
   });
 
-  it('cuts where the limits fall, never returns nothing, and reports hasMore', async () => {
+  it('ends a page before a run that does not fit, always carries its first run, and reports hasMore', async () => {
     const { node, lib, dataDir } = await writtenLibrary();
     const origin = node.deviceId;
     const stored = storedChunks(dataDir, lib);
@@ -215,106 +192,105 @@ describe('chunksAfter', () => {
       expect(chunks.entries).toBe(entries.entries.length);
       expect(chunks.hasMore).toBe(entries.hasMore);
       expect(chunks.pruned).toEqual(entries.pruned);
+      expect(chunks.pruned).toEqual([]);
+      // Only whole stored runs, as stored.
+      for (const c of chunks.chunks) expectStored(c, stored.find((s) => s.first_seq === c.firstSeq)!);
       return chunks;
     };
 
-    // maxRecords 300: the first stored chunk whole, then the first 44 entries of the second.
+    // maxRecords 300: the first run (256), not the second (it would make 512).
     const r300 = await same({}, { maxRecords: 300, maxBytes: 1 << 30 });
-    expect(r300.entries).toBe(300);
-    expect(ranges(r300.chunks)).toEqual([
-      [1, 256],
-      [257, 300],
-    ]);
-    expect(bytes(r300.chunks[0]!.entries)).toEqual(stored[0]!.entries);
-    expectSliceOf(r300.chunks[1]!, stored[1]!);
-    expect(bytes(r300.chunks[1]!.entries)).toEqual(stored[1]!.entries.subarray(0, offsets(stored[1]!).get(300)![1]));
+    expect(ranges(r300.chunks)).toEqual([[1, 256]]);
+    expect(r300.entries).toBe(256);
     expect(r300.hasMore).toBe(true);
+    const next300 = await same({ [origin]: 256 }, { maxRecords: 300, maxBytes: 1 << 30 });
+    expect(ranges(next300.chunks)).toEqual([[257, 512]]);
+    expect(next300.hasMore).toBe(true);
 
-    // From inside a chunk, 300 records span the cut and a limit inside the next chunk.
-    const inside300 = await same({ [origin]: 100 }, { maxRecords: 300, maxBytes: 1 << 30 });
-    expect(ranges(inside300.chunks)).toEqual([
-      [101, 256],
-      [257, 400],
-    ]);
-    expect(inside300.entries).toBe(300);
-    inside300.chunks.forEach((c, i) => expectSliceOf(c, stored[i]!));
-    expect(inside300.hasMore).toBe(true);
-
-    // A limit exactly at a chunk boundary: whole chunk, more to come.
+    // A limit exactly at a run boundary: whole runs, more to come.
     const exact = await same({}, { maxRecords: 256, maxBytes: 1 << 30 });
     expect(ranges(exact.chunks)).toEqual([[1, 256]]);
     expect(exact.hasMore).toBe(true);
-    // The last 300 records fit a limit of 300 exactly: nothing more.
-    const end = await same({ [origin]: 700 }, { maxRecords: 300, maxBytes: 1 << 30 });
-    expect(end.entries).toBe(300);
+    const two = await same({}, { maxRecords: 512, maxBytes: 1 << 30 });
+    expect(ranges(two.chunks)).toEqual([[1, 256], [257, 512]]);
+    expect(two.hasMore).toBe(true);
+    // The last run (232 entries) fits a limit of 232 exactly: nothing more.
+    const end = await same({ [origin]: 768 }, { maxRecords: 232, maxBytes: 1 << 30 });
+    expect(ranges(end.chunks)).toEqual([[769, 1000]]);
     expect(end.hasMore).toBe(false);
 
-    // A byte limit too small for any entry still moves one entry.
+    // A limit smaller than any run still moves one run, whole.
+    const fewRecords = await same({}, { maxRecords: 10, maxBytes: 1 << 30 });
+    expect(ranges(fewRecords.chunks)).toEqual([[1, 256]]);
+    expect(fewRecords.hasMore).toBe(true);
     const one = await same({}, { maxRecords: 1_000, maxBytes: 1 });
-    expect(ranges(one.chunks)).toEqual([[1, 1]]);
-    expectSliceOf(one.chunks[0]!, stored[0]!);
+    expect(ranges(one.chunks)).toEqual([[1, 256]]);
     expect(one.hasMore).toBe(true);
-    const lastOne = await same({ [origin]: 999 }, { maxRecords: 1_000, maxBytes: 1 });
-    expect(ranges(lastOne.chunks)).toEqual([[1000, 1000]]);
+    const lastOne = await same({ [origin]: 768 }, { maxRecords: 1_000, maxBytes: 1 });
+    expect(ranges(lastOne.chunks)).toEqual([[769, 1000]]);
     expect(lastOne.hasMore).toBe(false);
 
-    // A byte limit inside the second chunk: the first whole, the second cut at the last entry
-    // that fits; one more entry would not have fitted.
-    const maxBytes = stored[0]!.entries.byteLength + CHUNK_OVERHEAD_BYTES + CHUNK_OVERHEAD_BYTES + 5_000;
-    const byBytes = await same({}, { maxRecords: 1_000, maxBytes });
-    expect(byBytes.chunks).toHaveLength(2);
-    expect(byBytes.chunks[0]!.lastSeq).toBe(256);
-    expectSliceOf(byBytes.chunks[1]!, stored[1]!);
-    expect(cost(byBytes.chunks)).toBeLessThanOrEqual(maxBytes);
-    const cutAt = byBytes.chunks[1]!.lastSeq;
-    expect(cutAt).toBeGreaterThan(257);
-    expect(cutAt).toBeLessThan(512);
-    const [nextStart, nextEnd] = offsets(stored[1]!).get(cutAt + 1)!;
-    expect(cost(byBytes.chunks) + (nextEnd - nextStart)).toBeGreaterThan(maxBytes);
-    expect(byBytes.hasMore).toBe(true);
+    // A byte limit one short of two runs: the first alone; exactly two runs: both.
+    const twoRuns = stored[0]!.entries.byteLength + stored[1]!.entries.byteLength + 2 * CHUNK_OVERHEAD_BYTES;
+    const short = await same({}, { maxRecords: 1_000, maxBytes: twoRuns - 1 });
+    expect(ranges(short.chunks)).toEqual([[1, 256]]);
+    expect(short.hasMore).toBe(true);
+    const fits = await same({}, { maxRecords: 1_000, maxBytes: twoRuns });
+    expect(ranges(fits.chunks)).toEqual([[1, 256], [257, 512]]);
+    expect(cost(fits.chunks)).toBe(twoRuns);
+    expect(fits.hasMore).toBe(true);
   });
 
   it('several origins in origin order; hasMore for origins past the limit; pruned origins skipped', async () => {
     const { node, lib } = await writtenLibrary();
     const origin = node.deviceId;
-    // A second origin's 300 entries, applied as received from another device.
+    // A second origin: its member row, then 300 entries, applied as received from that device.
     const other = await startNode(undefined, { listen: [] });
     const otherLib = await other.createLibrary({ name: 'copy', id: lib.id });
+    await introduce(otherLib);
     await otherLib.transaction(async (tx) => {
       for (let i = 0; i < 300; i++) await tx.upsert('note', { id: `o-${i}`, title: `other ${i}`, body: null });
     });
-    await engineOf(lib).applyRemote((await engineOf(otherLib).entriesAfter({}, BIG)).entries);
+    expect(await copyRuns(otherLib, lib)).toMatchObject({ applied: 301, gaps: [], forks: [] });
     const sorted = [origin, other.deviceId].sort();
-    const size = { [origin]: ROWS, [other.deviceId]: 300 };
+    const size = { [origin]: ROWS, [other.deviceId]: 301 };
+    const runCount = { [origin]: 4, [other.deviceId]: 3 };
 
     const all = await engineOf(lib).chunksAfter({}, BIG);
-    expect(all.chunks.map((c) => c.origin)).toEqual(sorted.flatMap((o) => (size[o] === ROWS ? [o, o, o, o] : [o, o])));
-    expect(all).toMatchObject({ entries: ROWS + 300, hasMore: false, pruned: [] });
+    expect(all.chunks.map((c) => c.origin)).toEqual(sorted.flatMap((o) => Array(runCount[o]).fill(o)));
+    expect(ranges(all.chunks.filter((c) => c.origin === other.deviceId))).toEqual([[1, 1], [2, 257], [258, 301]]);
+    expect(all).toMatchObject({ entries: ROWS + 301, hasMore: false, pruned: [] });
     expect(decoded(all.chunks)).toEqual((await engineOf(lib).entriesAfter({}, BIG)).entries);
 
     // A record limit reached inside the first origin: the second is not started, hasMore.
     const firstOnly = await engineOf(lib).chunksAfter({}, { maxRecords: size[sorted[0]!]! - 10, maxBytes: 1 << 30 });
     expect(new Set(firstOnly.chunks.map((c) => c.origin))).toEqual(new Set([sorted[0]]));
     expect(firstOnly.hasMore).toBe(true);
-    // Reached inside the second: the first whole, the second cut.
-    const limit = size[sorted[0]!]! + 20;
-    const both = await engineOf(lib).chunksAfter({}, { maxRecords: limit, maxBytes: 1 << 30 });
-    expect(both.entries).toBe(limit);
-    expect(both.chunks.at(-1)).toMatchObject({ origin: sorted[1], firstSeq: 1, lastSeq: 20 });
+    // Room for the second origin's first run: the first whole, that run whole, hasMore.
+    const secondFirst = all.chunks.find((c) => c.origin === sorted[1])!;
+    const secondFirstSize = secondFirst.lastSeq - secondFirst.firstSeq + 1;
+    const both = await engineOf(lib).chunksAfter({}, { maxRecords: size[sorted[0]!]! + secondFirstSize, maxBytes: 1 << 30 });
+    expect(both.entries).toBe(size[sorted[0]!]! + secondFirstSize);
+    expect(both.chunks.at(-1)).toMatchObject({ origin: sorted[1], firstSeq: 1, lastSeq: secondFirst.lastSeq });
     expect(both.hasMore).toBe(true);
+    // One entry less: the second origin's first run is not cut, so none of it comes.
+    const notCut = await engineOf(lib).chunksAfter({}, { maxRecords: size[sorted[0]!]! + secondFirstSize - 1, maxBytes: 1 << 30 });
+    expect(new Set(notCut.chunks.map((c) => c.origin))).toEqual(new Set([sorted[0]]));
+    expect(notCut.entries).toBe(size[sorted[0]!]);
+    expect(notCut.hasMore).toBe(true);
     // An origin the reader holds entirely adds nothing.
     const onlyOther = await engineOf(lib).chunksAfter({ [origin]: ROWS }, BIG);
     expect(new Set(onlyOther.chunks.map((c) => c.origin))).toEqual(new Set([other.deviceId]));
-    expect(onlyOther.entries).toBe(300);
+    expect(onlyOther.entries).toBe(301);
 
-    // A partner acked 300 of each: whole chunks only are pruned (1..256 here, all 300 there).
+    // A partner acked 300 of each: whole runs only are pruned (1..256 here, 1..257 there).
     await engineOf(lib).recordAck('11111111-1111-4111-8111-111111111111', { [origin]: 300, [other.deviceId]: 300 });
-    expect(await engineOf(lib).prune(['11111111-1111-4111-8111-111111111111'])).toBe(256 + 300);
+    expect(await engineOf(lib).prune(['11111111-1111-4111-8111-111111111111'])).toBe(256 + 257);
     const pruned = await engineOf(lib).chunksAfter({}, BIG);
     expect(pruned.pruned).toEqual(
       [
         { origin, requestedAfter: 0, prunedThrough: 256 },
-        { origin: other.deviceId, requestedAfter: 0, prunedThrough: 300 },
+        { origin: other.deviceId, requestedAfter: 0, prunedThrough: 257 },
       ].sort((x, y) => (x.origin < y.origin ? -1 : 1)),
     );
     expect(pruned.chunks).toEqual([]);
@@ -322,7 +298,7 @@ describe('chunksAfter', () => {
     expect(pruned.pruned).toEqual((await engineOf(lib).entriesAfter({}, BIG)).pruned);
     // Behind the pruned point of one origin only: that origin is reported, the other still read.
     const mixed = await engineOf(lib).chunksAfter({ [origin]: 256 }, BIG);
-    expect(mixed.pruned).toEqual([{ origin: other.deviceId, requestedAfter: 0, prunedThrough: 300 }]);
+    expect(mixed.pruned).toEqual([{ origin: other.deviceId, requestedAfter: 0, prunedThrough: 257 }]);
     expect(ranges(mixed.chunks)).toEqual([
       [257, 512],
       [513, 768],
@@ -330,39 +306,42 @@ describe('chunksAfter', () => {
     ]);
     expect(new Set(mixed.chunks.map((c) => c.origin))).toEqual(new Set([origin]));
     expect(mixed.hasMore).toBe(false);
-    const behind = await engineOf(lib).chunksAfter({ [origin]: 100, [other.deviceId]: 300 }, BIG);
+    const behind = await engineOf(lib).chunksAfter({ [origin]: 100, [other.deviceId]: 301 }, BIG);
     expect(behind.pruned).toEqual([{ origin, requestedAfter: 100, prunedThrough: 256 }]);
     expect(behind.chunks).toEqual([]);
-    // After the pruned point: what is left, from the next stored chunk on.
-    const rest = await engineOf(lib).chunksAfter({ [origin]: 256, [other.deviceId]: 300 }, BIG);
+    // After the pruned point: what is left, from the next stored run on.
+    const rest = await engineOf(lib).chunksAfter({ [origin]: 256, [other.deviceId]: 257 }, BIG);
     expect(rest.pruned).toEqual([]);
-    expect(ranges(rest.chunks)).toEqual([
-      [257, 512],
-      [513, 768],
-      [769, 1000],
-    ]);
-    expect(rest.entries).toBe(ROWS - 256);
+    expect(ranges(rest.chunks)).toEqual(
+      sorted.flatMap((o) => (o === origin ? [[257, 512], [513, 768], [769, 1000]] : [[258, 301]])),
+    );
+    expect(rest.entries).toBe(ROWS - 256 + 301 - 257);
   });
 
-  it('decoded pages round-trip through applyRemote on another replica', async () => {
-    const { lib } = await writtenLibrary();
+  it('pages round-trip through applyRemoteChunks on another replica', async () => {
+    const { node, lib } = await writtenLibrary(true);
     const other = await startNode(undefined, { listen: [] });
     const copy = await other.createLibrary({ name: 'copy', id: lib.id });
     const after: VersionVector = {};
-    let pages = 0;
+    const sizes: number[] = [];
     for (;;) {
       const page = await engineOf(lib).chunksAfter(after, { maxRecords: 300, maxBytes: 1 << 30 });
       if (page.chunks.length === 0) break;
-      pages += 1;
-      const result = await engineOf(copy).applyRemote(decoded(page.chunks));
-      expect(result).toMatchObject({ applied: page.entries, duplicates: 0, gaps: [] });
+      sizes.push(page.entries);
+      const result = await engineOf(copy).applyRemoteChunks(page.chunks);
+      expect(result).toEqual({ applied: page.entries, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
       for (const c of page.chunks) after[c.origin] = c.lastSeq;
+      expect(copy.versionVector()).toEqual(after);
       if (!page.hasMore) break;
     }
-    expect(pages).toBe(4);
+    // The member row and the first 256 of the transaction, then one run a page.
+    expect(sizes).toEqual([257, 256, 256, 232]);
+    expect(copy.versionVector()).toEqual({ [node.deviceId]: ROWS + 1 });
     expect(copy.versionVector()).toEqual(lib.versionVector());
     expect(await copy.digest()).toBe(await lib.digest());
-    // The copy's log holds the same entries, so it can relay them.
+    // The copy's log holds the same runs, as signed, so it can relay them.
     expect((await engineOf(copy).entriesAfter({}, BIG)).entries).toEqual((await engineOf(lib).entriesAfter({}, BIG)).entries);
+    const runs = async (l: Library) => (await engineOf(l).chunksAfter({}, BIG)).chunks.map((c) => [ranges([c]), bytes(c.entries), bytes(c.prev), bytes(c.sig)]);
+    expect(await runs(copy)).toEqual(await runs(lib));
   });
 });

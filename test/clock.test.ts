@@ -15,8 +15,11 @@ import {
   type Library,
   type SyncNode,
 } from '../src/index.js';
+import { type Chunk, decodeChunk } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { engineOf } from '../src/library/library.js';
+import { isWriterOf } from '../src/library/writers.js';
+import { copyRuns, introduce, runsOf } from './helpers/log-copy.js';
 
 const note = defineModel({
   name: 'note',
@@ -80,6 +83,23 @@ async function allEntries(lib: Library): Promise<LogEntry[]> {
   const result = await engineOf(lib).entriesAfter({}, BIG);
   expect(result.hasMore).toBe(false);
   return result.entries;
+}
+
+/**
+ * A second replica of `lib`'s library on `node` that writes its own member row first
+ * (`introduce`), so `lib` takes the runs it signs.
+ */
+async function writerOf(node: SyncNode, lib: Library, name: string): Promise<Library> {
+  const writer = await node.createLibrary({ name, id: lib.id });
+  await introduce(writer);
+  return writer;
+}
+
+/** The one entry a run of one entry holds. */
+function onlyEntry(run: Chunk): LogEntry {
+  const entries = decodeChunk(run).map((d) => d.entry);
+  expect(entries).toHaveLength(1);
+  return entries[0]!;
 }
 
 async function state(lib: Library) {
@@ -149,19 +169,21 @@ describe('wall clock jumping backwards', () => {
     const nodeA = await startNode(tempDir(), wallA);
     const nodeB = await startNode(tempDir(), wallB);
     const libA = await nodeA.createLibrary({ name: 'a' });
-    const libB = await nodeB.createLibrary({ name: 'b' });
+    const libB = await writerOf(nodeB, libA, 'b');
 
     await libA.upsert('note', { title: 'local' });
     await libB.upsert('note', { title: 'remote' });
+    // B's member row (its introduction) and its note.
     const remote = await allEntries(libB);
-    expect((await engineOf(libA).applyRemote(remote)).applied).toBe(1);
-    expect(engineOf(libA).clockHighWater() > remote[0]!.hlc).toBe(true);
+    expect(remote.map((e) => e.model)).toEqual(['sync_members', 'note']);
+    expect((await copyRuns(libB, libA)).applied).toBe(2);
+    expect(engineOf(libA).clockHighWater() > remote[1]!.hlc).toBe(true);
 
     wallA.ms = T - 1_000;
     await libA.upsert('note', { title: 'after' });
     const mine = (await allEntries(libA)).filter((e) => e.origin === nodeA.deviceId);
     expect(mine).toHaveLength(2);
-    expect(mine[1]!.hlc > remote[0]!.hlc).toBe(true);
+    expect(mine[1]!.hlc > remote[1]!.hlc).toBe(true);
     expect(mine[1]!.hlc > mine[0]!.hlc).toBe(true);
   });
 });
@@ -208,12 +230,12 @@ describe('restart', () => {
     let nodeA = await startNode(dataDirA, wallA);
     const nodeB = await startNode(tempDir(), wallB);
     const libA = await nodeA.createLibrary({ name: 'a' });
-    const libB = await nodeB.createLibrary({ name: 'b' });
+    const libB = await writerOf(nodeB, libA, 'b');
     await libA.upsert('note', { title: 'mine' });
     await libB.upsert('note', { title: 'theirs' });
     const remote = await allEntries(libB);
-    await engineOf(libA).applyRemote(remote); // the last thing A does before stopping
-    const remoteHlc = remote[0]!.hlc;
+    expect((await copyRuns(libB, libA)).applied).toBe(remote.length); // the last thing A does before stopping
+    const remoteHlc = remote[remote.length - 1]!.hlc;
     const libId = libA.id;
     await nodeA.stop();
 
@@ -222,9 +244,13 @@ describe('restart', () => {
     const reopened = nodeA.library(libId);
     expect(engineOf(reopened).clockHighWater() > remoteHlc).toBe(true);
     await reopened.upsert('note', { title: 'later' });
-    const mine = (await allEntries(reopened)).filter((e) => e.origin === nodeA.deviceId);
-    expect(mine.map((e) => e.seq)).toEqual([1, 2]);
-    expect(mine[1]!.hlc > remoteHlc).toBe(true);
+    // B is a member A has not met since the restart, so A's write goes to a fresh writer of its
+    // device (docs/architecture.md, "A log position is never reused"): its clock still counts.
+    const mine = (await allEntries(reopened)).filter((e) => isWriterOf(e.origin, nodeA.deviceId));
+    expect(mine).toHaveLength(2);
+    const later = mine.find((e) => e.fields?.title === 'later')!;
+    expect(later.seq).toBe(later.origin === nodeA.deviceId ? 2 : 1);
+    expect(later.hlc > remoteHlc).toBe(true);
   });
 
   test('one clock per device: a write in one library after restart is above the HLCs of another', async () => {
@@ -260,17 +286,26 @@ describe('drift guard', () => {
     const nodeA = await startNode(tempDir(), wallA, MAX_DRIFT);
     const nodeB = await startNode(tempDir(), wallB, MAX_DRIFT);
     const libA = await nodeA.createLibrary({ name: 'local' });
-    const libB = await nodeB.createLibrary({ name: 'writer' });
+    const libB = await writerOf(nodeB, libA, 'writer');
+    // A knows B's member row, so it would take B's runs but for their clocks.
+    expect((await copyRuns(libB, libA)).applied).toBe(1);
     // Some local state so that the digest is not the empty digest.
     await libA.upsert('note', { title: 'local' });
     await libA.upsert('volume', { label: 'local disk' });
     return { wallA, wallB, nodeA, nodeB, libA, libB };
   }
 
-  async function expectDrift(lib: Library, entries: unknown[], remoteWallMs: number, localWallMs: number) {
+  /** B's runs A lacks, one write each. */
+  async function newRuns(libB: Library, libA: Library): Promise<Chunk[]> {
+    const runs = await runsOf(libB, libA.versionVector());
+    for (const run of runs) onlyEntry(run);
+    return runs;
+  }
+
+  async function expectDrift(lib: Library, runs: Chunk[], remoteWallMs: number, localWallMs: number) {
     let thrown: unknown;
     try {
-      await engineOf(lib).applyRemote(entries);
+      await engineOf(lib).applyRemoteChunks(runs);
     } catch (err) {
       thrown = err;
     }
@@ -284,8 +319,8 @@ describe('drift guard', () => {
     await libB.upsert('note', { title: 'near' });
     wallB.ms = T + 3_600_000; // an hour ahead
     await libB.upsert('note', { title: 'far' });
-    const [near, far] = await allEntries(libB);
-    expect(decodeHlc(far!.hlc).wallMs).toBe(T + 3_600_000);
+    const [near, far] = await newRuns(libB, libA);
+    expect(decodeHlc(onlyEntry(far!).hlc).wallMs).toBe(T + 3_600_000);
 
     const before = await state(libA);
     // The whole batch is refused, including the valid entry that precedes the bad one.
@@ -295,13 +330,13 @@ describe('drift guard', () => {
     expect(await state(libA)).toEqual(before);
 
     // Within the bound: accepted, and the clock moves above the remote value.
-    const result = await engineOf(libA).applyRemote([near!]);
-    expect(result).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0 });
+    const result = await engineOf(libA).applyRemoteChunks([near!]);
+    expect(result).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
     const afterNear = await state(libA);
     expect(afterNear.logSize).toBe(before.logSize + 1);
-    expect(afterNear.vector[near!.origin]).toBe(1);
+    expect(afterNear.vector[near!.origin]).toBe(near!.lastSeq);
     expect(afterNear.digest).not.toBe(before.digest);
-    expect(afterNear.clock > near!.hlc).toBe(true);
+    expect(afterNear.clock > onlyEntry(near!).hlc).toBe(true);
 
     // The far entry, now next in sequence, is still refused and changes nothing.
     await expectDrift(libA, [far!], T + 3_600_000, T);
@@ -318,14 +353,14 @@ describe('drift guard', () => {
     await libB.upsert('note', { title: 'edge' });
     wallB.ms = T + MAX_DRIFT + 1;
     await libB.upsert('note', { title: 'past the edge' });
-    const [edge, past] = await allEntries(libB);
-    expect(decodeHlc(edge!.hlc)).toMatchObject({ wallMs: T + MAX_DRIFT, counter: 0 });
-    expect(decodeHlc(past!.hlc)).toMatchObject({ wallMs: T + MAX_DRIFT + 1, counter: 0 });
+    const [edge, past] = await newRuns(libB, libA);
+    expect(decodeHlc(onlyEntry(edge!).hlc)).toMatchObject({ wallMs: T + MAX_DRIFT, counter: 0 });
+    expect(decodeHlc(onlyEntry(past!).hlc)).toMatchObject({ wallMs: T + MAX_DRIFT + 1, counter: 0 });
 
     const before = await state(libA);
     await expectDrift(libA, [edge!, past!], T + MAX_DRIFT + 1, T);
     expect(await state(libA)).toEqual(before);
-    expect(await engineOf(libA).applyRemote([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0 });
+    expect(await engineOf(libA).applyRemoteChunks([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
     expect(decodeHlc(engineOf(libA).clockHighWater())).toMatchObject({ wallMs: T + MAX_DRIFT, counter: 1 });
   });
 
@@ -333,14 +368,14 @@ describe('drift guard', () => {
     const { wallA, wallB, libA, libB } = await setup();
     wallB.ms = T + 3_600_000;
     await libB.upsert('note', { title: 'far' });
-    const [far] = await allEntries(libB);
+    const [far] = await newRuns(libB, libA);
     const before = await state(libA);
     await expectDrift(libA, [far!], T + 3_600_000, T);
     expect(await state(libA)).toEqual(before);
 
     wallA.ms = T + 3_600_000 - MAX_DRIFT;
-    expect((await engineOf(libA).applyRemote([far!])).applied).toBe(1);
-    expect(engineOf(libA).clockHighWater() > far!.hlc).toBe(true);
+    expect((await engineOf(libA).applyRemoteChunks([far!])).applied).toBe(1);
+    expect(engineOf(libA).clockHighWater() > onlyEntry(far!).hlc).toBe(true);
   });
 
   test('device-owned rows with a future HLC are refused the same way', async () => {

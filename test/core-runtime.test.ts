@@ -4,6 +4,7 @@ import { SyncNode } from '../src/core/sync-node.js';
 import type { LibraryStorage } from '../src/core/storage.js';
 import { DEFAULT_SYNC_TUNING } from '../src/core/tuning.js';
 import { defineModel } from '../src/index.js';
+import { namedPeerSignatures } from '../src/node/native-signatures.js';
 import { openMemorySqlite } from '../src/node/sqlite.js';
 import type { Kysely } from 'kysely';
 import type { InternalTables } from '../src/storage/schema.js';
@@ -21,11 +22,13 @@ const Note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', f
 const EPOCH = Date.UTC(2026, 0, 1);
 const SRC = fileURLToPath(new URL('../src/', import.meta.url));
 
-function memoryStorage(deviceId: string): LibraryStorage {
+/** Storage in memory for a device whose transport's peer name is `peer` (its runs are signed with that name's test key). */
+function memoryStorage(deviceId: string, peer: string): LibraryStorage {
   const dbs = new Map<string, Kysely<InternalTables>>();
   const opened = (db: Kysely<InternalTables>) => ({ db, release: () => db.destroy() });
   return {
     deviceId,
+    signatures: namedPeerSignatures(peer),
     libraryIds: async () => [...dbs.keys()],
     open: async (id) => opened(dbs.get(id)!),
     create: async (id) => {
@@ -83,7 +86,7 @@ async function scenario(seed: number) {
     drive(
       SyncNode.create({
         models: [Note],
-        openStorage: async () => memoryStorage(deviceId),
+        openStorage: async () => memoryStorage(deviceId, `peer-${name}`),
         startTransport: async () => hub.transport(`peer-${name}`),
         runtime: { scheduler, random: seeds.fork(), wallClock: () => EPOCH + scheduler.monotonicNow() },
         tuning: DEFAULT_SYNC_TUNING,

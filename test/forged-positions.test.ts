@@ -19,9 +19,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc } from '../src/index.js';
-import { encodeChunks } from '../src/peer-log/chunk.js';
 import type { Message } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
+import { signedTuples } from './helpers/signed-runs.js';
 import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import {
   expectSessionRefused,
@@ -147,7 +147,8 @@ describe('positions a member claims', () => {
     await attack(
       'a chunk position past 2^52',
       { heartbeatMs: 200 },
-      (s) => s.send({ t: 'changes', library: id, batch: 1, chunks: [[m, 2 ** 52 + 1, 2 ** 52 + 1, new Uint8Array([0x90])]] }),
+      (s) =>
+        s.send({ t: 'changes', library: id, batch: 1, chunks: [[m, 2 ** 52 + 1, 2 ** 52 + 1, new Uint8Array([0x90]), new Uint8Array(32), new Uint8Array(64), member.peer.peerId]] }),
       /invalid message/,
     );
     await attack(
@@ -317,14 +318,18 @@ describe('positions a member claims', () => {
   });
 
   it("refuses changes pushed into the log the victim appends to beyond what it wrote; its next write keeps its position", async () => {
+    // A member cannot sign a run of the victim's origin: the signature check against the
+    // victim's member row refuses it before the check of the positions the victim appends to.
     const { v, libV, libN, member } = await startVictimCast();
     await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
     await waitForConvergence([libV, libN]);
     const writer = libV.writer();
     const held = libV.versionVector()[writer]!;
-    const forged = encodeChunks([
+    const digestN = await libN.digest();
+    const errorsBefore = (await libV.status()).protocolErrors;
+    const forged = signedTuples(member.peer.key, libV.id, [
       { origin: writer, seq: held + 1, hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: writer }), model: 'note', id: 'forged', op: 'upsert', fields: { title: 'forged', body: null } },
-    ]).map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries] as [string, number, number, Uint8Array]);
+    ]);
     await expectSessionRefused(
       member,
       v,
@@ -332,10 +337,12 @@ describe('positions a member claims', () => {
       "an entry in the victim's own log",
       { heartbeatMs: 200 },
       (s) => s.send({ t: 'changes', library: libV.id, batch: 1, chunks: forged }),
-      { code: 'PROTOCOL', message: /claims a position of the log this device appends to that it never wrote/ },
+      { code: 'PROTOCOL', message: /not signed by its author's key/ },
     );
+    expect((await libV.status()).protocolErrors).toBe(errorsBefore + 1);
     expect(await libV.get('note', 'forged')).toBeUndefined();
     expect(libV.versionVector()[writer]).toBe(held);
+    expect(await libN.digest()).toBe(digestN);
     await libV.upsert('note', { id: 'v-2', title: 'after the attack', body: null });
     expect(libV.versionVector()[writer]).toBe(held + 1);
     await waitForConvergence([libV, libN]);

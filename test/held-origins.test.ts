@@ -12,33 +12,48 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { encodeHlc, type SessionErrorEvent, type SyncError } from '../src/index.js';
-import { encodeChunks } from '../src/peer-log/chunk.js';
-import type { LogEntry } from '../src/peer-log/types.js';
+import { MEMBERS_MODEL } from '../src/models/system.js';
 import { type ChunkTuple, MAX_VECTOR_ORIGINS, type OwnedRowTuple } from '../src/protocol/messages.js';
 import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
+import { signedTuples } from './helpers/signed-runs.js';
 
 useMemoryTransport();
 
 afterEach(stopRawMemberTest);
 
-/** One note upsert of each of `count` invented origins, as chunk tuples. */
-function inventedChanges(count: number): ChunkTuple[] {
-  const entries: LogEntry[] = Array.from({ length: count }, (_, i) => {
+/**
+ * One note upsert of each of `count` invented origins, as signed runs: each invented device
+ * introduces itself (its own member row, naming a key of its own, then the note, in one run
+ * signed with that key), so the victim can check every run and none is left out as of an
+ * unknown author.
+ */
+async function inventedChanges(library: string, count: number): Promise<ChunkTuple[]> {
+  const tuples: ChunkTuple[] = [];
+  for (let i = 0; i < count; i++) {
     const origin = randomUUID();
-    return {
-      origin,
-      seq: 1,
-      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: origin }),
-      model: 'note',
-      id: `invented-${i}`,
-      op: 'upsert',
-      fields: { title: 'invented', body: null },
-    };
-  });
-  return encodeChunks(entries).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+    const key = await generateKeyPair('Ed25519');
+    const hlc = (counter: number) => encodeHlc({ wallMs: Date.now(), counter, deviceId: origin });
+    tuples.push(
+      ...signedTuples(key, library, [
+        {
+          origin,
+          seq: 1,
+          hlc: hlc(0),
+          model: MEMBERS_MODEL.name,
+          id: origin,
+          op: 'upsert',
+          fields: { peer: peerIdFromPrivateKey(key).toString(), addrs: '[]', name: null },
+        },
+        { origin, seq: 2, hlc: hlc(1), model: 'note', id: `invented-${i}`, op: 'upsert', fields: { title: 'invented', body: null } },
+      ]),
+    );
+  }
+  return tuples;
 }
 
 /** A vector of `count` origins nobody knows, each at `seq`. */
@@ -60,13 +75,14 @@ describe('origins and owners a library holds', () => {
     const refused = { code: 'VALIDATION', message: new RegExp(`at most ${MAX_VECTOR_ORIGINS} (origins|owners)`) };
 
     // 1. One batch of real changes, each of another invented origin.
+    const changes = await inventedChanges(id, MAX_VECTOR_ORIGINS);
     await expectSessionRefused(
       member,
       v,
       id,
       'changes of invented origins',
       { heartbeatMs: 200 },
-      (s) => s.send({ t: 'changes', library: id, batch: 1, chunks: inventedChanges(MAX_VECTOR_ORIGINS) }),
+      (s) => s.send({ t: 'changes', library: id, batch: 1, chunks: changes }),
       refused,
     );
     expect(counters()).toEqual(before);

@@ -26,9 +26,10 @@ afterEach(async () => {
 });
 
 /**
- * A, B and C push and pull one entry per batch: the entries A writes before the join, and the
- * joiner's member row after them, reach B and C only after a thousand round trips, while the
- * joiner (default batches) has learnt of B and C from its first page.
+ * A, B and C push and pull one run per batch (a batch never cuts a run, so at least one): the
+ * 300 runs A writes before the join (one per write), and the joiner's member row after
+ * them, reach B and C only after 300 round trips, while the joiner (default batches) has
+ * learnt of B and C from its first page.
  */
 const slowSync = { ...steadySync, batchRecords: 1 };
 
@@ -51,9 +52,8 @@ describe('NOT_MEMBER right after a join', () => {
     const c = await startNode(undefined, { sync: slowSync });
     const [libA, libB, libC] = (await shareLibrary(a, [b, c])) as [Library, Library, Library];
     await waitForConvergence([libA, libB, libC]);
-    await libA.transaction(async (tx) => {
-      for (let i = 0; i < 1_000; i++) await tx.upsert('note', { id: `n-${i}`, title: `note ${i}`, body: null });
-    });
+    // One write each: a run each, so that one batch carries one of them.
+    for (let i = 0; i < 300; i++) await libA.upsert('note', { id: `n-${i}`, title: `note ${i}`, body: null });
 
     // D sorts below every member, so D opens each of its sessions.
     const d = await startNodeWithKey(await keyWhere((id) => [a, b, c].every((n) => id < n.peerId)), undefined, { sync: steadySync });
@@ -127,7 +127,7 @@ describe('NOT_MEMBER right after a join', () => {
       t: 'shared-page',
       library: libA.id,
       req: pull!.req,
-      chunks: page.chunks.map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries]),
+      chunks: page.chunks.map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries, c.prev, c.sig, c.author]),
       hasMore: false,
       pruned: [],
     });

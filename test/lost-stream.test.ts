@@ -97,7 +97,7 @@ describe('a stream that ends during the handshake', () => {
 });
 
 
-const asTuple = (c: Chunk): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries];
+const asTuple = (c: Chunk): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries, c.prev, c.sig, c.author];
 
 
 /**

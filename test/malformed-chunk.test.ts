@@ -3,14 +3,17 @@
  * a wrong seq, fewer or more entries than claimed, a non-string model), in a pushed `changes`
  * or in a `shared-page` answering the node's pull: the node ends that session with a PROTOCOL
  * error (error frame, reset, session-error, `protocolErrors` + 1), stores nothing, and keeps
- * syncing with its other partner. The same member's well-formed chunk is then applied, so the
- * refusals are the framing checks' doing, not a refusal of the member.
+ * syncing with its other partner. Every chunk is a run the member signs with its own key, as its
+ * member row names it, so no signature check refuses them; the same member's well-formed chunk is
+ * then applied, so the refusals are the framing checks' doing, not a refusal of the member.
  *
  * The in-memory network and SQLite files; the member is a raw protocol peer joined by invite.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, ProtocolError, type SessionErrorEvent } from '../src/index.js';
 import { HLC_TIME_LENGTH } from '../src/hlc/hlc.js';
+import { deviceSignatures } from '../src/node/native-signatures.js';
+import { GENESIS, signRun } from '../src/peer-log/signed-runs.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { pack } from '../src/util/msgpack.js';
 import { librarySnapshot, shareLibrary, startNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
@@ -30,6 +33,21 @@ function noteTuple(origin: string, seq: number, id: string): unknown[] {
 
 function bytesOf(values: unknown[]): Uint8Array {
   return Buffer.concat(values.map((v) => pack(v)));
+}
+
+/**
+ * Runs `[origin, firstSeq, lastSeq, bytes]` as wire tuples, each signed by `member` (its key,
+ * the one its member row names) over the bytes as given, following the run before it in the list
+ * (the first one the origin's genesis): well signed, whatever the bytes hold.
+ */
+function signedBy(member: RawMember, library: string, runs: Array<[string, number, number, Uint8Array]>): ChunkTuple[] {
+  const signatures = deviceSignatures(member.peer.key);
+  let prev = GENESIS;
+  return runs.map(([origin, firstSeq, lastSeq, entries]): ChunkTuple => {
+    const { chunk, id } = signRun(signatures, library, { origin, firstSeq, lastSeq, entries }, prev);
+    prev = id;
+    return [chunk.origin, chunk.firstSeq, chunk.lastSeq, chunk.entries, chunk.prev, chunk.sig, chunk.author];
+  });
 }
 
 describe('malformed log chunks from a member', () => {
@@ -83,8 +101,9 @@ describe('malformed log chunks from a member', () => {
       expect(await librarySnapshot(libA), what).toEqual(beforeA);
       expect(libA.versionVector()[m], what).toBeUndefined();
     };
-    const push = (chunks: ChunkTuple[]) => (s: MemberSession) =>
-      s.send({ t: 'changes', library: libA.id, batch: 1, chunks } satisfies Message);
+    const signed = (runs: Array<[string, number, number, Uint8Array]>) => signedBy(member, libA.id, runs);
+    const push = (runs: Array<[string, number, number, Uint8Array]>) => (s: MemberSession) =>
+      s.send({ t: 'changes', library: libA.id, batch: 1, chunks: signed(runs) } satisfies Message);
 
     await expectRefused('garbage chunk bytes', { heartbeatMs: 200 }, push([[m, 1, 1, new Uint8Array([0xd9, 0xff, 0x01, 0x02])]]));
     await expectRefused('a chunk that is not msgpack tuples', { heartbeatMs: 200 }, push([[m, 1, 2, new Uint8Array([0xc1, 0xc1])]]));
@@ -115,7 +134,7 @@ describe('malformed log chunks from a member', () => {
     // The pull path: the member advertises an entry, A pulls, the page's chunk is a 5-tuple.
     await expectRefused(
       'a malformed chunk in a shared-page',
-      servingChunks(libA.id, { [m]: 1 }, [[m, 1, 1, bytesOf([noteTuple(m, 1, 'forged-page').slice(0, 5)])]]),
+      servingChunks(libA.id, { [m]: 1 }, signed([[m, 1, 1, bytesOf([noteTuple(m, 1, 'forged-page').slice(0, 5)])]])),
       (s) => s.pulled('pull-shared', 'A to pull from the member'),
     );
     for (const id of ['forged-seq', 'forged-more-1', 'forged-more-2', 'forged-fewer-1', 'forged-model', 'forged-good-part', 'forged-page']) {
@@ -125,7 +144,7 @@ describe('malformed log chunks from a member', () => {
 
     // The member's well-formed chunk is accepted on a new session: A acks it and stores it.
     const good = await MemberSession.open(member, a, libA.id, { heartbeatMs: 200 });
-    await good.send({ t: 'changes', library: libA.id, batch: 1, chunks: [[m, 1, 1, bytesOf([noteTuple(m, 1, 'from-member')])]] });
+    await good.send({ t: 'changes', library: libA.id, batch: 1, chunks: signed([[m, 1, 1, bytesOf([noteTuple(m, 1, 'from-member')])]]) });
     await waitFor(() => good.of('ack').some((x) => x.batch === 1), 'A to ack the good batch');
     expect(good.of('ack').find((x) => x.batch === 1)!.shared[m]).toBe(1);
     expect(await libA.get('note', 'from-member')).toMatchObject({ title: 'from the raw member (from-member)' });

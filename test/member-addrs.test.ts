@@ -10,13 +10,23 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, NetworkError, ValidationError } from '../src/index.js';
-import { encodeChunks } from '../src/peer-log/chunk.js';
 import { engineOf } from '../src/library/library.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { librarySnapshot, shareLibrary, startNode, stopNode, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, servingChunks, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
+import {
+  expectSessionRefused,
+  joinAsRawMember,
+  MemberSession,
+  type MemberSessionOptions,
+  type RawMember,
+  rawMemberSync,
+  servingChunks,
+  startVictimCast,
+  stopRawMemberTest,
+} from './helpers/raw-member.js';
 import { RawPeer } from './helpers/raw-peer.js';
+import { signedTuples } from './helpers/signed-runs.js';
 
 afterEach(stopRawMemberTest);
 
@@ -26,11 +36,23 @@ function withoutPeerId(addr: string): string {
   return addr.replace(/\/p2p\/[^/]+$/, '');
 }
 
-/** A change to the member row of `device` by `device` itself (its `seq`-th log entry). */
-function memberChange(device: string, seq: number, fields: Record<string, string>, op: 'upsert' | 'update' = 'upsert'): ChunkTuple {
+/**
+ * A change to the member row of the raw member by the member itself (its `seq`-th log entry),
+ * signed with its key. A run that is refused must not move the member's `heads` (the next run
+ * at that position is again its first): only a run it means to be accepted passes them.
+ */
+function memberChange(
+  member: RawMember,
+  library: string,
+  seq: number,
+  fields: Record<string, string>,
+  op: 'upsert' | 'update' = 'upsert',
+  heads = new Map<string, Uint8Array>(),
+): ChunkTuple {
+  const device = member.device;
   const entry: LogEntry = { origin: device, seq, hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: device }), model: 'sync_members', id: device, op, fields };
-  const [chunk] = encodeChunks([entry]);
-  return [chunk!.origin, chunk!.firstSeq, chunk!.lastSeq, chunk!.entries];
+  const [chunk] = signedTuples(member.peer.key, library, [entry], heads);
+  return chunk!;
 }
 
 describe('dialling a member', () => {
@@ -91,16 +113,16 @@ describe('member rows', () => {
     const push = (chunk: ChunkTuple) => (s: MemberSession) => s.send({ t: 'changes', library: libV.id, batch: 1, chunks: [chunk] } satisfies Message);
     const endsInN = new RegExp(`ends in PeerId ${n.peerId}`);
 
-    await expectRefused('a pushed member row listing N', { heartbeatMs: 200 }, push(memberChange(m, 1, { peer: mPeer, addrs: pointsAtN })), endsInN);
+    await expectRefused('a pushed member row listing N', { heartbeatMs: 200 }, push(memberChange(member, libV.id, 1, { peer: mPeer, addrs: pointsAtN })), endsInN);
     await expectRefused(
       'a partial member row',
       { heartbeatMs: 200 },
-      push(memberChange(m, 1, { addrs: JSON.stringify(member.peer.multiaddrs()) }, 'update')),
+      push(memberChange(member, libV.id, 1, { addrs: JSON.stringify(member.peer.multiaddrs()) }, 'update')),
       /written whole/,
     );
     await expectRefused(
       'a pulled member row listing N',
-      servingChunks(libV.id, { [m]: 1 }, [memberChange(m, 1, { peer: mPeer, addrs: pointsAtN })]),
+      servingChunks(libV.id, { [m]: 1 }, [memberChange(member, libV.id, 1, { peer: mPeer, addrs: pointsAtN })]),
       (s) => s.pulled('pull-shared', 'V to pull from the member'),
       endsInN,
     );
@@ -131,7 +153,7 @@ describe('member rows', () => {
     // The member's own addresses, written whole, are accepted.
     const good = await MemberSession.open(member, v, libV.id, { heartbeatMs: 200 });
     const ownAddrs = member.peer.multiaddrs();
-    await good.send({ t: 'changes', library: libV.id, batch: 1, chunks: [memberChange(m, 1, { peer: mPeer, addrs: JSON.stringify(ownAddrs) })] });
+    await good.send({ t: 'changes', library: libV.id, batch: 1, chunks: [memberChange(member, libV.id, 1, { peer: mPeer, addrs: JSON.stringify(ownAddrs) }, 'upsert', member.heads)] });
     await waitFor(() => good.of('ack').some((x) => x.batch === 1), 'V to ack the member row');
     expect((await libV.members()).find((x) => x.device === m)?.addrs).toEqual(ownAddrs);
     good.stop();
@@ -184,8 +206,7 @@ describe('a member row naming another member’s PeerId', () => {
       fields: { peer: n.peerId, addrs: '[]' },
     };
     const s = await MemberSession.open(member, v, libV.id, { heartbeatMs: 200 });
-    const [chunk] = encodeChunks([forged]);
-    await s.send({ t: 'changes', library: libV.id, batch: 1, chunks: [[chunk!.origin, chunk!.firstSeq, chunk!.lastSeq, chunk!.entries]] });
+    await s.send({ t: 'changes', library: libV.id, batch: 1, chunks: signedTuples(member.peer.key, libV.id, [forged], member.heads) });
     await waitFor(() => s.of('ack').some((a) => a.batch === 1), 'V to ack the forged member row');
     await waitFor(async () => (await libV.members()).some((x) => x.device === forged.id), 'V to hold the forged row');
     s.stop();

@@ -19,10 +19,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, type SyncNode } from '../src/index.js';
 import { deviceIdForPeer, isKeyDerivedId } from '../src/membership/device-id.js';
 import { MEMBERS_MODEL } from '../src/models/system.js';
-import { encodeChunks } from '../src/peer-log/chunk.js';
-import type { ChunkTuple } from '../src/protocol/messages.js';
 import { makeTempDir } from './helpers/child-process.js';
 import { RawPeer } from './helpers/raw-peer.js';
+import { signedTuples } from './helpers/signed-runs.js';
 import { shareLibrary, startNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import {
   expectSessionRefused,
@@ -98,7 +97,7 @@ describe('a member re-keying another member', () => {
     const before = await rowOf(libN, v.deviceId);
     expect(before?.peer).toBe(v.peerId);
     const errorsBefore = (await libV.status()).protocolErrors;
-    const rekey = encodeChunks([
+    const rekey = signedTuples(member.peer.key, libV.id, [
       {
         origin: member.device,
         seq: 1,
@@ -108,7 +107,7 @@ describe('a member re-keying another member', () => {
         op: 'upsert',
         fields: { peer: member.peer.peerId, addrs: '[]', name: null },
       },
-    ]).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+    ]);
 
     await expectSessionRefused(
       member,

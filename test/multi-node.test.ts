@@ -29,6 +29,8 @@ import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { fastSync, shareLibrary, startNode, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
 import type { LibraryEngine } from '../src/library/engine.js';
+import type { Chunk } from '../src/peer-log/chunk.js';
+import { runsOf } from './helpers/log-copy.js';
 
 useMemoryTransport();
 
@@ -193,21 +195,30 @@ describe('replication among several nodes', () => {
       expect(lib.versionVector()).toEqual(libA.versionVector());
     }
 
-    // Independent expected state: replay every device's own changes and own rows into a fresh
-    // replica (different order: C, B, A) with no network involved; it must match the digest.
+    // Independent expected state: replay every device's own changes (its own signed runs, read
+    // from its own log) and own rows into a fresh replica (different order: C, B, A) with no
+    // network involved; it must match the digest. The replica checks each run's signature by the
+    // member rows the runs carry: B's and C's are in A's runs (A invited them), so the runs go
+    // in one batch, where each author is known once any run introduced it.
     const ownRows = new Map<SyncNode, Awaited<ReturnType<LibraryEngine['ownedAfter']>>>();
+    const ownRuns = new Map<SyncNode, Chunk[]>();
     for (const [node, lib] of [[a!, libA], [b!, libB], [c!, libC]] as const) {
       const page = await engineOf(lib).ownedAfter(node.deviceId, 0, EVERYTHING);
       expect(page.hasMore).toBe(false);
       ownRows.set(node, page);
+      const runs = (await runsOf(lib)).filter((run) => run.origin === node.deviceId);
+      expect(runs.reduce((n, run) => n + run.lastSeq - run.firstSeq + 1, 0)).toBe(own.get(node)!.length);
+      ownRuns.set(node, runs);
     }
     const libraryId = libA.id;
     await Promise.all([stopNode(a!), stopNode(b!), stopNode(c!)]);
     const d = await startNode(undefined, { listen: [], sync: noPruning });
     const ref = await d.createLibrary({ name: 'reference', id: libraryId });
+    const replay = [c!, b!, a!].flatMap((node) => ownRuns.get(node)!);
+    const result = await engineOf(ref).applyRemoteChunks(replay);
+    expect(result).toMatchObject({ applied: everyOwn.length, duplicates: 0, gaps: [], forks: [], refused: 0 });
     for (const node of [c!, b!, a!]) {
-      const result = await engineOf(ref).applyRemote(own.get(node)!);
-      expect(result.gaps).toEqual([]);
+      expect(ref.versionVector()[node.deviceId]).toBe(own.get(node)!.at(-1)!.seq);
       const page = ownRows.get(node)!;
       await engineOf(ref).applyRemoteOwned(page.rows, { owner: node.deviceId, from: page.from, to: page.to });
     }

@@ -1,16 +1,26 @@
 /**
  * Peer log reads, acks and pruning through a real node and SQLite file: reads after a version
- * vector bounded by records and bytes (also across stored chunk boundaries), several origins,
- * acks that only move forward, pruning that waits for every listed partner (one that never
- * acked holds it back) and reports what it removed.
+ * vector bounded by records and bytes, in whole signed runs (a page never cuts a run, and always
+ * carries its first one), several origins, acks that only move forward, pruning that waits for
+ * every listed partner (one that never acked holds it back) and reports what it removed.
+ *
+ * Replicas made with `createLibrary({ id })` are not members of each other: a device that writes
+ * for another to receive `introduce`s itself first (its member row opens its log, seq 1).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, test } from 'vitest';
-import { createSyncNode, defineModel, type Library, type SyncNode, type VersionVector } from '../src/index.js';
+import type { PrivateKey } from '@libp2p/interface';
+import { defineModel, type Library, type SyncNode, type VersionVector } from '../src/index.js';
+import { createSyncNodeSigningWith } from '../src/node/sync-node.js';
+import { deviceSignatures } from '../src/node/native-signatures.js';
+import { packRun, signRun } from '../src/peer-log/signed-runs.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { engineOf } from '../src/library/library.js';
+import { type Chunk, decodeChunk, encodeChunks, MAX_CHUNK_ENTRIES } from '../src/peer-log/chunk.js';
+import { copyRuns, EVERY_RUN, introduce, runsOf } from './helpers/log-copy.js';
 
 const Note = defineModel({
   name: 'note',
@@ -30,13 +40,20 @@ afterEach(async () => {
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function device(libraryId?: string): Promise<{ node: SyncNode; lib: Library }> {
+/** A node with its own replica of the library, and its libp2p key (which signs its runs). */
+/** A device with a replica of `libraryId` (a new library if none); `legacyId`: a pre-2.0 random device id. */
+async function device(libraryId?: string, legacyId?: string): Promise<{ node: SyncNode; lib: Library; key: PrivateKey }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ls-peer-log-'));
   dirs.push(dataDir);
-  const node = await createSyncNode({ dataDir, models: [Note], listen: [] });
+  if (legacyId !== undefined) fs.writeFileSync(path.join(dataDir, 'node.json'), JSON.stringify({ deviceId: legacyId }));
+  let key: PrivateKey | undefined;
+  const node = await createSyncNodeSigningWith({ dataDir, models: [Note], listen: [] }, (k) => {
+    key = k;
+    return deviceSignatures(k);
+  });
   nodes.push(node);
   const lib = await node.createLibrary({ name: 'log', id: libraryId });
-  return { node, lib };
+  return { node, lib, key: key! };
 }
 
 /** `count` shared writes: one large transaction (several stored chunks), then single writes. */
@@ -48,106 +65,192 @@ async function writeNotes(lib: Library, count: number, body: string | null = nul
   for (let i = inTransaction; i < count; i++) await lib.upsert('note', { title: `t${i}`, body });
 }
 
-/** Pages through the log with `limits`, advancing the vector past each page. */
+/**
+ * Pages through the log with `limits`, advancing the vector past each page. Each page's runs are
+ * stored runs, whole (checked against the log read without limits), and `entriesAfter` decodes
+ * the same page.
+ */
 async function readAll(lib: Library, limits: { maxRecords: number; maxBytes: number }) {
-  const pages: LogEntry[][] = [];
+  const stored = new Set((await runsOf(lib)).map((c) => `${c.origin}#${c.firstSeq}..${c.lastSeq}`));
+  const pages: Chunk[][] = [];
   let vector: VersionVector = {};
   for (;;) {
-    const page = await engineOf(lib).entriesAfter(vector, limits);
+    const page = await engineOf(lib).chunksAfter(vector, limits);
     expect(page.pruned).toEqual([]);
-    pages.push(page.entries);
+    for (const c of page.chunks) expect(stored.has(`${c.origin}#${c.firstSeq}..${c.lastSeq}`), 'a whole stored run').toBe(true);
+    const decoded = await engineOf(lib).entriesAfter(vector, limits);
+    expect(decoded.entries).toEqual(entriesOf(page.chunks));
+    expect(decoded.hasMore).toBe(page.hasMore);
+    pages.push(page.chunks);
     vector = { ...vector };
-    for (const e of page.entries) vector[e.origin] = e.seq;
+    for (const c of page.chunks) vector[c.origin] = c.lastSeq;
     if (!page.hasMore) break;
-    expect(page.entries.length).toBeGreaterThan(0);
+    expect(page.chunks.length).toBeGreaterThan(0);
   }
   return pages;
 }
 
+const entriesOf = (chunks: readonly Chunk[]): LogEntry[] => chunks.flatMap((c) => decodeChunk(c).map((d) => d.entry));
+const sizeOf = (chunks: readonly Chunk[]): number => chunks.reduce((n, c) => n + c.lastSeq - c.firstSeq + 1, 0);
+/** A run's wire tuple as bytes (bounds, entries, prev and signature), compared by content. */
+const wire = (c: Chunk): Buffer => Buffer.from(packRun(c));
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
 describe('reading the log after a version vector', () => {
-  test('pages bounded by records return every entry once, in dense per-origin order', async () => {
+  test('pages bounded by records return every entry once, in dense per-origin order, in whole runs', async () => {
     const { node, lib } = await device();
     await writeNotes(lib, 700);
+    // The 560-write transaction is stored as runs of 256, 256 and 48; then 140 runs of one.
+    expect(MAX_CHUNK_ENTRIES).toBe(256);
     const pages = await readAll(lib, { maxRecords: 100, maxBytes: 1 << 30 });
-    expect(pages).toHaveLength(7);
-    for (const page of pages) expect(page.length).toBe(100);
-    const seqs = pages.flat().map((e) => e.seq);
-    expect(seqs).toEqual(Array.from({ length: 700 }, (_, i) => i + 1));
-    expect(new Set(pages.flat().map((e) => e.origin))).toEqual(new Set([node.deviceId]));
+    // A run over the limit goes alone, whole; then runs while they fit: 48 + 52 of one, then 88
+    // (the first two runs of each page).
+    expect(pages.map((p) => p.map((c) => [c.firstSeq, c.lastSeq]).slice(0, 2))).toEqual([
+      [[1, 256]],
+      [[257, 512]],
+      [[513, 560], [561, 561]],
+      [[613, 613], [614, 614]],
+    ]);
+    expect(pages.map(sizeOf)).toEqual([256, 256, 100, 88]);
+    // Every page of more than one run stays within the limit.
+    for (const page of pages) if (page.length > 1) expect(sizeOf(page)).toBeLessThanOrEqual(100);
+    const entries = pages.flatMap(entriesOf);
+    expect(entries.map((e) => e.seq)).toEqual(range(1, 700));
+    expect(new Set(entries.map((e) => e.origin))).toEqual(new Set([node.deviceId]));
     expect(await engineOf(lib).logSize()).toBe(700);
   });
 
-  test('pages bounded by bytes stay under the bound, but always carry at least one entry', async () => {
+  test('pages bounded by bytes stay under the bound, but always carry at least their first run', async () => {
     const { lib } = await device();
     await writeNotes(lib, 60, 'x'.repeat(1_000));
     const pages = await readAll(lib, { maxRecords: 1_000, maxBytes: 10_000 });
-    // Each entry carries 1 000 bytes of body, so a page of 10 000 bytes holds at most 9 of them.
-    for (const page of pages) {
+    // The 48-write transaction is one run of about 48 000 bytes: over the bound, it goes whole
+    // and alone. Then runs of one entry of 1 000 bytes each: at most 9 fit 10 000 bytes.
+    expect(pages[0]!.map((c) => [c.firstSeq, c.lastSeq])).toEqual([[1, 48]]);
+    for (const page of pages.slice(1)) {
       expect(page.length).toBeGreaterThanOrEqual(1);
-      expect(page.length).toBeLessThanOrEqual(9);
+      expect(sizeOf(page)).toBeLessThanOrEqual(9);
+      expect(page.reduce((n, c) => n + c.entries.byteLength, 0)).toBeLessThanOrEqual(10_000);
     }
-    expect(pages.flat().map((e) => e.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    expect(pages.length).toBeGreaterThan(2);
+    expect(pages.flatMap(entriesOf).map((e) => e.seq)).toEqual(range(1, 60));
 
+    // A bound no entry fits: the first run, whole, and more to come.
     const single = await engineOf(lib).entriesAfter({}, { maxRecords: 1_000, maxBytes: 10 });
-    expect(single.entries.map((e) => e.seq)).toEqual([1]);
+    expect(single.entries.map((e) => e.seq)).toEqual(range(1, 48));
     expect(single.hasMore).toBe(true);
+    const next = await engineOf(lib).entriesAfter({ [single.entries[0]!.origin]: 48 }, { maxRecords: 1, maxBytes: 10 });
+    expect(next.entries.map((e) => e.seq)).toEqual([49]);
+    expect(next.hasMore).toBe(true);
   });
 
-  test('entries of several origins: relayed entries keep their origin, seq and clock', async () => {
+  test('entries of several origins: relayed runs keep their origin, seq, clock and signature', async () => {
     const a = await device();
     const b = await device(a.lib.id);
+    await introduce(a.lib);
+    await introduce(b.lib);
     await writeNotes(a.lib, 300);
     await writeNotes(b.lib, 40);
-    const fromA = (await engineOf(a.lib).entriesAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).entries;
-    expect(await engineOf(b.lib).applyRemote(fromA)).toEqual({ applied: 300, duplicates: 0, gaps: [], refused: 0 });
+    const A = a.node.deviceId;
+    const B = b.node.deviceId;
+    // Each log opens with its device's member row (seq 1), then the transaction, then singles.
+    expect(a.lib.versionVector()).toEqual({ [A]: 301 });
+    expect((await runsOf(b.lib)).slice(0, 3).map((c) => [c.firstSeq, c.lastSeq])).toEqual([[1, 1], [2, 33], [34, 34]]);
+    const fromA = (await engineOf(a.lib).entriesAfter({}, EVERY_RUN)).entries;
+    expect(await copyRuns(a.lib, b.lib)).toEqual({ applied: 301, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
 
-    const all = await engineOf(b.lib).entriesAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 });
-    const ofA = all.entries.filter((e) => e.origin === a.node.deviceId);
-    const ofB = all.entries.filter((e) => e.origin === b.node.deviceId);
+    const all = await engineOf(b.lib).entriesAfter({}, EVERY_RUN);
+    const ofA = all.entries.filter((e) => e.origin === A);
+    const ofB = all.entries.filter((e) => e.origin === B);
     expect(ofA).toEqual(fromA);
-    expect(ofB.map((e) => e.seq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    expect(ofB.map((e) => e.seq)).toEqual(range(1, 41));
+    // Held as A signed them: same bounds, bytes, prev and signature.
+    expect((await runsOf(b.lib)).filter((c) => c.origin === A).map(wire)).toEqual((await runsOf(a.lib)).map(wire));
 
-    // A vector that holds all of A's entries and 30 of B's asks only for B's last 10.
-    const rest = await engineOf(b.lib).entriesAfter({ [a.node.deviceId]: 300, [b.node.deviceId]: 30 }, { maxRecords: 10_000, maxBytes: 1 << 30 });
-    expect(rest.entries.map((e) => [e.origin, e.seq])).toEqual(
-      Array.from({ length: 10 }, (_, i) => [b.node.deviceId, 31 + i]),
-    );
+    // A vector that holds all of A's entries and B's through its transaction asks only for B's last 8.
+    const rest = await engineOf(b.lib).chunksAfter({ [A]: 301, [B]: 33 }, EVERY_RUN);
+    expect(entriesOf(rest.chunks).map((e) => [e.origin, e.seq])).toEqual(range(34, 41).map((seq) => [B, seq]));
     expect(rest.hasMore).toBe(false);
     expect(await b.lib.digest()).not.toBe(await a.lib.digest());
-    expect(await engineOf(a.lib).applyRemote(rest.entries.concat(ofB.slice(0, 30)))).toMatchObject({ applied: 40 });
+    // Tail first, then the prefix, in one batch: applied in order, all of it.
+    const prefix = (await runsOf(b.lib)).filter((c) => c.origin === B && c.lastSeq <= 33);
+    expect(await engineOf(a.lib).applyRemoteChunks([...rest.chunks, ...prefix])).toMatchObject({ applied: 41, duplicates: 0, gaps: [], forks: [] });
     expect(await a.lib.digest()).toBe(await b.lib.digest());
   });
 });
 
-describe('applying received chunks', () => {
-  test('a chunk partly held is applied from its first new entry; every entry is logged once', async () => {
+describe('applying received runs', () => {
+  test('held runs are duplicates, the rest applied whole, and a run across a held boundary is a fork', async () => {
     const a = await device();
+    await introduce(a.lib);
     await writeNotes(a.lib, 300);
-    const chunks = (await engineOf(a.lib).chunksAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).chunks;
-    expect(chunks[0]!.firstSeq).toBe(1);
-    expect(chunks[0]!.lastSeq).toBeGreaterThan(100);
+    const A = a.node.deviceId;
+    const runs = await runsOf(a.lib);
+    // The member row, the 240-write transaction (one run), then 60 runs of one.
+    expect(runs.slice(0, 3).map((c) => [c.firstSeq, c.lastSeq])).toEqual([[1, 1], [2, 241], [242, 242]]);
     const b = await device(a.lib.id);
-    const first100 = (await engineOf(a.lib).entriesAfter({}, { maxRecords: 100, maxBytes: 1 << 30 })).entries;
-    await engineOf(b.lib).applyRemote(first100);
-    // The first chunk (100 of its entries held), then the rest: the same log as A's.
-    expect(await engineOf(b.lib).applyRemoteChunks(chunks)).toMatchObject({ applied: 200, duplicates: 100, gaps: [], refused: 0 });
-    const seqs = (await engineOf(b.lib).entriesAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).entries
-      .filter((e) => e.origin === a.node.deviceId)
-      .map((e) => e.seq);
-    expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
-    expect(await engineOf(b.lib).logSize()).toBe(300);
+    expect(await engineOf(b.lib).applyRemoteChunks(runs.slice(0, 2))).toMatchObject({ applied: 241, duplicates: 0, gaps: [], forks: [] });
+
+    // A run A signed over 200..260, across the end of what C holds (241): A signed two runs for
+    // positions 200..241, a fork of its log. C keeps what it holds, records it, takes no more.
+    const c = await device(a.lib.id);
+    await engineOf(c.lib).applyRemoteChunks(runs.slice(0, 2));
+    const entries = (await engineOf(a.lib).entriesAfter({ [A]: 1 }, EVERY_RUN)).entries.filter((e) => e.seq >= 200 && e.seq <= 260);
+    const [body] = encodeChunks(entries);
+    const across = signRun(deviceSignatures(a.key), a.lib.id, body!, runs[1]!.prev).chunk;
+    expect(across).toMatchObject({ firstSeq: 200, lastSeq: 260 });
+    const digest = await c.lib.digest();
+    expect(await engineOf(c.lib).applyRemoteChunks([across])).toMatchObject({ applied: 0, forks: [{ origin: A, seq: 200 }] });
+    expect(c.lib.versionVector()).toEqual({ [A]: 241 });
+    expect(await engineOf(c.lib).logSize()).toBe(241);
+    expect(await c.lib.digest()).toBe(digest);
+    expect(await engineOf(c.lib).applyRemoteChunks(runs.slice(2))).toMatchObject({ applied: 0, refused: 60 });
+
+    // Every run: the two held are duplicates, the rest applied; the same log as A's.
+    expect(await engineOf(b.lib).applyRemoteChunks(runs)).toEqual({ applied: 60, duplicates: 241, gaps: [], refused: 0, forks: [], withheld: 0 });
+    const seqs = (await engineOf(b.lib).entriesAfter({}, EVERY_RUN)).entries.filter((e) => e.origin === A).map((e) => e.seq);
+    expect(seqs).toEqual(range(1, 301));
+    expect(await engineOf(b.lib).logSize()).toBe(301);
+    expect((await runsOf(b.lib)).map(wire)).toEqual(runs.map(wire));
     expect(await b.lib.digest()).toBe(await a.lib.digest());
   });
 
-  test('a chunk after a gap is not applied and leaves the log untouched', async () => {
+  test('a run after a gap is not applied and leaves the log untouched', async () => {
     const a = await device();
+    await introduce(a.lib);
     await writeNotes(a.lib, 300);
-    const chunks = (await engineOf(a.lib).chunksAfter({}, { maxRecords: 10_000, maxBytes: 1 << 30 })).chunks;
+    const runs = await runsOf(a.lib);
     const b = await device(a.lib.id);
-    const result = await engineOf(b.lib).applyRemoteChunks(chunks.slice(1));
+    // B holds A's member row (so it knows A's key), then gets everything but the next run.
+    expect(await engineOf(b.lib).applyRemoteChunks(runs.slice(0, 1))).toMatchObject({ applied: 1 });
+    const result = await engineOf(b.lib).applyRemoteChunks(runs.slice(2));
     expect(result.applied).toBe(0);
-    expect(result.gaps).toEqual([{ origin: a.node.deviceId, heldSeq: 0, firstReceivedSeq: chunks[1]!.firstSeq }]);
-    expect(await engineOf(b.lib).logSize()).toBe(0);
+    expect(result.gaps).toEqual([{ origin: a.node.deviceId, heldSeq: 1, firstReceivedSeq: runs[2]!.firstSeq }]);
+    expect(await engineOf(b.lib).logSize()).toBe(1);
+  });
+
+  test("a key-derived device's runs are checked by its key alone; a pre-2.0 device's wait for its member row", async () => {
+    // A key-derived id: its PeerId, named in each run, derives it. No member row is needed.
+    const a = await device();
+    await writeNotes(a.lib, 20);
+    const b = await device(a.lib.id);
+    expect(await engineOf(b.lib).applyRemoteChunks(await runsOf(a.lib))).toEqual({ applied: 20, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
+
+    // A random (pre-2.0) id: only its member row binds its PeerId, so its runs wait for it.
+    const legacy = await device(undefined, randomUUID());
+    await writeNotes(legacy.lib, 20);
+    const runs = await runsOf(legacy.lib);
+    const c = await device(legacy.lib.id);
+    expect(await engineOf(c.lib).applyRemoteChunks(runs)).toEqual({ applied: 0, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 20 });
+    expect(await engineOf(c.lib).logSize()).toBe(0);
+    expect(c.lib.versionVector()).toEqual({});
+    // Its member row, written now, is in a later run of its own: in one batch with the earlier
+    // runs it names the key they are checked by, and all of them apply.
+    await introduce(legacy.lib);
+    const all = await runsOf(legacy.lib);
+    expect(all.at(-1)).toMatchObject({ firstSeq: 21, lastSeq: 21 });
+    expect(await engineOf(c.lib).applyRemoteChunks(all)).toEqual({ applied: 21, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
+    expect(await c.lib.digest()).toBe(await legacy.lib.digest());
   });
 });
 

@@ -4,7 +4,11 @@
  * the decoder's options, so a chunk could decode as a whole, be stored as received, and then
  * fail once a page limit cut it. The decoder now refuses every extension type: a chunk (pushed
  * or in a pulled page) or a frame holding one is bad input, nothing is stored, and honest
- * members keep syncing, including the slices of chunks stored as received.
+ * members keep syncing, a run stored as received included (since protocol 2.0 runs are signed
+ * and travel whole: a page over its limits still carries its first run uncut).
+ *
+ * Every chunk the raw member sends is signed with its own key (the inviter wrote its member
+ * row), so the refusals below come from the extension check, not from the signature check.
  *
  * The in-memory network and SQLite files; the hostile member is a raw protocol peer joined
  * by invite.
@@ -13,12 +17,24 @@ import { Packr } from 'msgpackr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, ProtocolError } from '../src/index.js';
 import { HLC_TIME_LENGTH } from '../src/hlc/hlc.js';
+import { deviceSignatures } from '../src/node/native-signatures.js';
 import { decodeChunk } from '../src/peer-log/chunk.js';
+import { GENESIS, signRun } from '../src/peer-log/signed-runs.js';
 import { decodeMessage } from '../src/protocol/codec.js';
 import type { ChunkTuple, Message } from '../src/protocol/messages.js';
 import { checkPlain, pack, unpack } from '../src/util/msgpack.js';
 import { librarySnapshot, shareLibrary, startNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, joinAsRawMember, MemberSession, type MemberSessionOptions, rawMemberSync, servingChunks, stopRawMemberTest } from './helpers/raw-member.js';
+import { runsOf } from './helpers/log-copy.js';
+import {
+  expectSessionRefused,
+  joinAsRawMember,
+  MemberSession,
+  type MemberSessionOptions,
+  type RawMember,
+  rawMemberSync,
+  servingChunks,
+  stopRawMemberTest,
+} from './helpers/raw-member.js';
 
 useMemoryTransport();
 
@@ -39,6 +55,16 @@ function noteTuple(origin: string, seq: number, id: string): unknown[] {
 function recordChunk(tuples: unknown[][]): Uint8Array {
   const packr = new Packr({ sequential: true, mapsAsObjects: true });
   return Buffer.concat(tuples.map((t) => packr.pack(t)));
+}
+
+/**
+ * `entries` (bytes in the chunk encoding, plain or not) as the wire tuple of the first run of
+ * `member`'s origin, signed with its key: only the bytes differ from what an honest member sends.
+ */
+function signedRun(member: RawMember, library: string, firstSeq: number, lastSeq: number, entries: Uint8Array): ChunkTuple {
+  const body = { origin: member.device, firstSeq, lastSeq, entries };
+  const { chunk } = signRun(deviceSignatures(member.peer.key), library, body, GENESIS);
+  return [chunk.origin, chunk.firstSeq, chunk.lastSeq, chunk.entries, chunk.prev, chunk.sig, chunk.author];
 }
 
 /** msgpackr's timestamp extension (type -1), as it encodes a Date. */
@@ -93,8 +119,8 @@ describe('checkPlain', () => {
 });
 
 describe('a member sending msgpack extensions', () => {
-  it('is refused with PROTOCOL, nothing is stored, and honest members keep syncing, sliced chunks included', async () => {
-    // Pages and pushes of 2 entries: chunks A stored as received reach B cut into slices.
+  it('is refused with PROTOCOL, nothing is stored, and honest members keep syncing, whole runs included', async () => {
+    // Pages and pushes of 2 entries: a run of 3 that A stored as received reaches B whole.
     const a = await startNode(undefined, { sync: { ...rawMemberSync, batchRecords: 2 } });
     const b = await startNode(undefined, { sync: { ...rawMemberSync, batchRecords: 2 } });
     const [libA, libB] = (await shareLibrary(a, [b])) as [Library, Library];
@@ -115,11 +141,11 @@ describe('a member sending msgpack extensions', () => {
     const push = (chunks: ChunkTuple[]) => (s: MemberSession) => s.send({ t: 'changes', library: libA.id, batch: 1, chunks } satisfies Message);
     const tuples = [noteTuple(m, 1, 'r1'), noteTuple(m, 2, 'r2'), noteTuple(m, 3, 'r3')];
 
-    await expectRefused('a chunk whose later tuples reuse a record structure', { heartbeatMs: 200 }, push([[m, 1, 3, recordChunk(tuples)]]));
-    await expectRefused('a chunk holding an extension type', { heartbeatMs: 200 }, push([[m, 1, 1, extTuple(m, 1, 'x1')]]));
+    await expectRefused('a chunk whose later tuples reuse a record structure', { heartbeatMs: 200 }, push([signedRun(member, libA.id, 1, 3, recordChunk(tuples))]));
+    await expectRefused('a chunk holding an extension type', { heartbeatMs: 200 }, push([signedRun(member, libA.id, 1, 1, extTuple(m, 1, 'x1'))]));
     await expectRefused(
       'a record chunk in a shared-page',
-      servingChunks(libA.id, { [m]: 3 }, [[m, 1, 3, recordChunk(tuples)]]),
+      servingChunks(libA.id, { [m]: 3 }, [signedRun(member, libA.id, 1, 3, recordChunk(tuples))]),
       (s) => s.pulled('pull-shared', 'A to pull from the member'),
     );
     // A whole frame encoded with records (a changes message with a plain chunk inside).
@@ -128,16 +154,17 @@ describe('a member sending msgpack extensions', () => {
         t: 'changes',
         library: libA.id,
         batch: 1,
-        chunks: [[m, 1, 1, pack(tuples[0])]],
+        chunks: [signedRun(member, libA.id, 1, 1, pack(tuples[0]))],
       });
       await s.stream.send(frame);
     });
     expect(refused).toBe(4);
 
-    // The same entries in plain msgpack, in one chunk as the wire carries it: A stores it as
-    // received, and B, sent two entries per batch, gets it in slices and applies each.
+    // The same entries in plain msgpack, in one signed run as the wire carries it: A stores it
+    // as received, and B, sent two entries per batch, still gets the run whole and applies it.
     const good = await MemberSession.open(member, a, libA.id, { heartbeatMs: 200 });
-    await good.send({ t: 'changes', library: libA.id, batch: 1, chunks: [[m, 1, 3, Buffer.concat(tuples.map((t) => pack(t)))]] });
+    const run = signedRun(member, libA.id, 1, 3, Buffer.concat(tuples.map((t) => pack(t))));
+    await good.send({ t: 'changes', library: libA.id, batch: 1, chunks: [run] });
     await waitFor(() => good.of('ack').some((x) => x.batch === 1), 'A to ack the plain chunk');
     expect(libA.versionVector()[m]).toBe(3);
     good.stop();
@@ -145,6 +172,12 @@ describe('a member sending msgpack extensions', () => {
     await waitForConvergence([libA, libB]);
     for (const id of ['r1', 'r2', 'r3', 'after']) expect(await libB.get('note', id), id).toBeDefined();
     expect(libB.versionVector()[m]).toBe(3);
+    // Held as the member signed it, on both: one run 1..3 with its signature.
+    for (const lib of [libA, libB]) {
+      const held = (await runsOf(lib)).filter((c) => c.origin === m);
+      expect(held.map((c) => [c.firstSeq, c.lastSeq]), lib === libA ? 'A' : 'B').toEqual([[1, 3]]);
+      expect(Buffer.from(held[0]!.sig)).toEqual(Buffer.from(run[5]));
+    }
     expect((await libB.status()).protocolErrors).toBe(0);
   });
 });

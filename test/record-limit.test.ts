@@ -12,6 +12,7 @@
  */
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { chunksOf } from '../src/replication/session.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   encodeHlc,
@@ -22,8 +23,11 @@ import {
   type SessionErrorEvent,
   ValidationError,
 } from '../src/index.js';
-import { HLC_TIME_LENGTH } from '../src/hlc/hlc.js';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { CHUNK_OVERHEAD_BYTES, encodeChunks } from '../src/peer-log/chunk.js';
+import { RUN_ID_BYTES, SIGNATURE_BYTES } from '../src/peer-log/signed-runs.js';
+import { MEMBERS_MODEL } from '../src/models/system.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { encodeMessage } from '../src/protocol/codec.js';
 import {
@@ -39,6 +43,8 @@ import { makeTempDir } from './helpers/child-process.js';
 import { librarySnapshot, shareLibrary, startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
+import { signedTuples } from './helpers/signed-runs.js';
+import type { Chunk } from '../src/peer-log/chunk.js';
 
 useMemoryTransport();
 
@@ -72,7 +78,7 @@ describe('the record size limit and the frame', () => {
     const ownedRow = [model, WIDE_ID, uuidAt(1), Number.MAX_SAFE_INTEGER, hlc, false, values] as const;
     const entry: LogEntry = { origin: uuidAt(1), seq: Number.MAX_SAFE_INTEGER, hlc, model, id: WIDE_ID, op: 'upsert', fields: values };
     const [chunk] = encodeChunks([entry]);
-    const chunkTuple = [chunk!.origin, chunk!.firstSeq, chunk!.lastSeq, chunk!.entries] as const;
+    const chunkTuple = [chunk!.origin, chunk!.firstSeq, chunk!.lastSeq, chunk!.entries, new Uint8Array(RUN_ID_BYTES), new Uint8Array(SIGNATURE_BYTES)] as const;
     for (const [what, tuple] of [['snapshot row', snapshotRow], ['owned row', ownedRow]] as const) {
       expect(pack(tuple).byteLength, what).toBeLessThanOrEqual(MAX_RECORD_TUPLE_BYTES);
     }
@@ -120,7 +126,7 @@ describe('the record size limit and the frame', () => {
     const snapshotPage = { t: 'snapshot-page', library: lib.id, req: 1, vector, rows: snapshotTuples, next: snapshot.next, total: 1 };
     expect(encodeMessage(snapshotPage as Message).byteLength).toBeLessThanOrEqual(MAX_FRAME_BYTES);
     const log = await engineOf(lib).chunksAfter({}, PAGE);
-    const sharedPage = { t: 'shared-page', library: lib.id, req: 1, chunks: log.chunks.map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries]), hasMore: true, pruned: [] };
+    const sharedPage = { t: 'shared-page', library: lib.id, req: 1, chunks: log.chunks.map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries, c.prev, c.sig, c.author]), hasMore: true, pruned: [] };
     expect(encodeMessage(sharedPage as unknown as Message).byteLength).toBeLessThanOrEqual(MAX_FRAME_BYTES);
   });
 });
@@ -176,17 +182,33 @@ describe('local writes', () => {
     const origin = uuidAt(7);
     const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: origin });
     const over = noteOf(MAX_RECORD_BYTES + 1);
-    const entry: LogEntry = { origin, seq: 1, hlc, model: 'note', id: 'big', op: 'upsert', fields: over };
-    await expect(engineOf(lib).applyRemote([entry])).rejects.toThrow(/entry 0: note: record is larger than/);
-    await expect(engineOf(lib).applyRemoteChunks(encodeChunks([entry]))).rejects.toThrow(ValidationError);
+    // The origin's device introduces itself (its own member row first in its run, naming the key
+    // that signs the run), so only the record's size can refuse the run.
+    const key = await generateKeyPair('Ed25519');
+    const introduction: LogEntry = {
+      origin,
+      seq: 1,
+      hlc,
+      model: MEMBERS_MODEL.name,
+      id: origin,
+      op: 'upsert',
+      fields: { peer: peerIdFromPrivateKey(key).toString(), addrs: '[]', name: null },
+    };
+    const entry: LogEntry = { origin, seq: 2, hlc: encodeHlc({ wallMs: Date.now(), counter: 1, deviceId: origin }), model: 'note', id: 'big', op: 'upsert', fields: over };
+    const runs = (entries: LogEntry[]): Chunk[] =>
+      chunksOf(signedTuples(key, lib.id, entries));
+    await expect(engineOf(lib).applyRemoteChunks(runs([introduction, entry]))).rejects.toThrow(ValidationError);
+    await expect(engineOf(lib).applyRemoteChunks(runs([introduction, entry]))).rejects.toThrow(new RegExp(`entry ${origin}#2: note: record is larger than`));
     const row = { model: 'volume', id: 'v', owner: origin, version: 1, hlc, deleted: false, values: { path: 'p'.repeat(MAX_RECORD_BYTES), bytes: 1 } };
     await expect(engineOf(lib).applyRemoteOwned([row], { owner: origin, from: 0, to: 1 })).rejects.toThrow(/row 0: volume: record is larger than/);
     const state = { id: 'big', hlc, deleted: false, values: over, fieldHlcs: null, upsertHlc: null, deleteHlc: null };
     await expect(engineOf(lib).applySnapshot([{ model: 'note', state }], { vector: {}, next: null })).rejects.toThrow(/snapshot row 0: note: record is larger than/);
     expect(await librarySnapshot(lib)).toEqual(before);
     // At the limit, each is taken.
-    await engineOf(lib).applyRemote([{ ...entry, fields: noteOf(MAX_RECORD_BYTES) }]);
-    expect(lib.versionVector()[origin]).toBe(1);
+    const result = await engineOf(lib).applyRemoteChunks(runs([introduction, { ...entry, fields: noteOf(MAX_RECORD_BYTES) }]));
+    expect(result).toMatchObject({ applied: 2, gaps: [], forks: [] });
+    expect(lib.versionVector()[origin]).toBe(2);
+    expect((await lib.get('note', 'big'))?.body).toBe(noteOf(MAX_RECORD_BYTES).body);
   });
 });
 
@@ -202,12 +224,14 @@ describe('records at and over the limit between nodes', () => {
     await waitForConvergence([libA, libB0]);
     // B is away while A receives the largest record: B must pull it when it is back.
     await stopNode(b);
-    const hlc = (counter: number) => encodeHlc({ wallMs: Date.now(), counter, deviceId: m }).slice(0, HLC_TIME_LENGTH);
-    const tuple = (seq: number, fields: object) => pack([seq, hlc(seq), 'note', `big-${seq}`, 'upsert', fields]);
+    const hlc = (counter: number) => encodeHlc({ wallMs: Date.now(), counter, deviceId: m });
+    // The member's own run, signed with its key: refused runs leave its `heads` as they are.
+    const run = (seq: number, fields: { title: string; body: string }, heads = new Map<string, Uint8Array>()) =>
+      signedTuples(member.peer.key, libA.id, [{ origin: m, seq, hlc: hlc(seq), model: 'note', id: `big-${seq}`, op: 'upsert', fields }], heads);
     const before = await librarySnapshot(libA);
     await expectSessionRefused(
       member, a, libA.id, 'an entry one byte over the limit', { heartbeatMs: 200 },
-      (s) => s.send({ t: 'changes', library: libA.id, batch: 1, chunks: [[m, 1, 1, tuple(1, noteOf(MAX_RECORD_BYTES + 1))]] }),
+      (s) => s.send({ t: 'changes', library: libA.id, batch: 1, chunks: run(1, noteOf(MAX_RECORD_BYTES + 1)) }),
       { code: 'VALIDATION', message: /record is larger than 1048576 bytes/ },
     );
     const ownedHlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: m });
@@ -223,7 +247,7 @@ describe('records at and over the limit between nodes', () => {
     expect(await librarySnapshot(libA)).toEqual(before);
 
     const good = await MemberSession.open(member, a, libA.id, { heartbeatMs: 200 });
-    await good.send({ t: 'changes', library: libA.id, batch: 1, chunks: [[m, 1, 1, tuple(1, noteOf(MAX_RECORD_BYTES))]] });
+    await good.send({ t: 'changes', library: libA.id, batch: 1, chunks: run(1, noteOf(MAX_RECORD_BYTES), member.heads) });
     await waitFor(() => good.of('ack').some((x) => x.batch === 1), 'A to ack the entry at the limit');
     good.stop();
     await libA.upsert('note', { id: 'after', title: 'after the big one', body: null });
@@ -275,27 +299,29 @@ describe('records at and over the limit between nodes', () => {
   });
 
   it('a record held over the limit (from before it) is never sent: a partner still completes its sync', async () => {
+    // A store written before the limit held such records in its log, its rows and its owned
+    // rows. Since 2.0 its log is gone (migration 0006 drops the log and holds each origin as a
+    // pruned prefix), so a partner lacking those changes takes a snapshot, and pulls the owned
+    // rows: neither page may carry a record over the limit.
     const dirA = await makeTempDir('lsync-node-');
     let a = await startNode(dirA, { sync: rawMemberSync });
     let libA = await a.createLibrary({ name: 'held' });
     await libA.upsert('note', { id: 'n1', title: 'before', body: null });
     await libA.upsert('note', { id: 'big', title: 'big', body: 'small for now' });
-    const bigSeq = libA.versionVector()[a.deviceId]!;
     await libA.upsert('note', { id: 'n2', title: 'after', body: null });
     await libA.upsert('volume', { id: 'vbig', path: 'small for now', bytes: 1 });
     await libA.upsert('volume', { id: 'v2', path: '/v2', bytes: 2 });
-    const [held] = (await engineOf(libA).entriesAfter({ [a.deviceId]: bigSeq - 1 }, { maxRecords: 1, maxBytes: 1 << 30 })).entries;
-    expect(held).toMatchObject({ id: 'big', seq: bigSeq });
     const id = libA.id;
     await stopNode(a);
 
-    // As a store written before the limit would hold them: 2 MiB in the log, a row and an owned row.
+    // As such a store holds them after migration 0006: 2 MiB in a row and in an owned row, the
+    // log dropped, each origin held as a pruned prefix.
     const huge = 'h'.repeat(2 * MAX_RECORD_BYTES);
     const db = new Database(join(dirA, 'libraries', `${id}.sqlite`), { fileMustExist: true });
-    const [chunk] = encodeChunks([{ ...held!, fields: { title: 'big', body: huge } }]);
-    expect(db.prepare('UPDATE sync_log SET entries = ? WHERE origin = ? AND first_seq = ? AND last_seq = ?').run(chunk!.entries, chunk!.origin, bigSeq, bigSeq).changes).toBe(1);
     expect(db.prepare(`UPDATE note SET body = ? WHERE id = 'big'`).run(huge).changes).toBe(1);
     expect(db.prepare(`UPDATE volume SET path = ? WHERE id = 'vbig'`).run(huge).changes).toBe(1);
+    db.prepare('DELETE FROM sync_log').run();
+    expect(db.prepare('UPDATE sync_vector SET pruned_through = seq, head = NULL').run().changes).toBeGreaterThan(0);
     db.close();
 
     a = await startNode(dirA, { sync: rawMemberSync });

@@ -20,6 +20,7 @@ import { joinAsRawMember, MemberSession, rawMemberSync, startVictimCast, stopAll
 import type { ChunkTuple } from '../src/protocol/messages.js';
 import { fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
+import { runsOf } from './helpers/log-copy.js';
 
 useMemoryTransport();
 
@@ -154,6 +155,7 @@ describe('removing a device', () => {
     await offline.library(id).upsert('volume', { id: 'v-after', path: '/c', bytes: 1 });
     const limits = { maxRecords: 1000, maxBytes: 1 << 20 };
     const { entries } = await engineOf(offline.library(id)).entriesAfter(vectorA, limits);
+    const runs = await runsOf(offline.library(id), vectorA);
     const owned = await engineOf(offline.library(id)).ownedAfter(deviceC, ownedA[deviceC] ?? 0, limits);
     await stopNode(offline);
     expect(entries.map((e) => e.id)).toEqual(['c-after']);
@@ -161,7 +163,7 @@ describe('removing a device', () => {
     await restart(a);
     const libA = a.node.library(id);
     const before = await libA.digest();
-    expect(await engineOf(libA).applyRemote(entries)).toMatchObject({ applied: 0, refused: 1 });
+    expect(await engineOf(libA).applyRemoteChunks(runs)).toMatchObject({ applied: 0, refused: 1 });
     expect(await libA.digest()).toBe(before);
     // Its device-owned rows written after the removal are refused too; the owner's cursor moves
     // past them, so they are never asked for again.
@@ -328,19 +330,23 @@ describe('removing a device', () => {
     const offlineC = await offline(c.dir);
     await offlineC.lib.removeMember(libB.deviceId);
     const fromC = (await engineOf(offlineC.lib).entriesAfter(held, limits)).entries;
+    const runsC = await runsOf(offlineC.lib, held);
     await stopNode(offlineC.node);
     const offlineB = await offline(b.dir);
     await offlineB.lib.upsert('note', { id: 'b-after', title: 'b-after', body: null });
     const fromB = (await engineOf(offlineB.lib).entriesAfter(held, limits)).entries;
+    const runsB = await runsOf(offlineB.lib, held);
     await stopNode(offlineB.node);
     const offlineA = await offline(a.dir);
     const fromA = (await engineOf(offlineA.lib).entriesAfter(held, limits)).entries;
+    const runsA = await runsOf(offlineA.lib, held);
     await stopNode(offlineA.node);
     expect([fromA, fromC, fromB].map((e) => e.length)).toEqual([1, 1, 1]);
+    expect([runsA, runsC, runsB].map((r) => r.length)).toEqual([1, 1, 1]);
 
     // D receives all three in one batch: C's removal of B is void (C was removed before it).
     const offlineD = await offline(d.dir);
-    const result = await engineOf(offlineD.lib).applyRemote([...fromA, ...fromC, ...fromB]);
+    const result = await engineOf(offlineD.lib).applyRemoteChunks([...runsA, ...runsC, ...runsB]);
     expect(result).toMatchObject({ applied: 2, refused: 1 });
     expect(await has(offlineD.lib, 'b-after')).toBe(true);
     expect(offlineD.lib.removals().map((r) => r.device)).toEqual([libC.deviceId]);
@@ -384,7 +390,7 @@ describe('a member relaying changes of a removed device', () => {
     const { chunks } = await engineOf(offline.library(id)).chunksAfter(held, { maxRecords: 1000, maxBytes: 1 << 20 });
     await stopNode(offline);
     expect(chunks).toHaveLength(1);
-    const tuples = chunks.map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+    const tuples = chunks.map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries, c.prev, c.sig, c.author]);
     let pulls = 0;
     const before = await libV.digest();
     // Judged by the victim's own report: its error frame is best effort, and the reset after it

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { encodeUint8Array, encodingLength } from 'uint8-varint';
+import { chunksOf } from '../src/replication/session.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   InviteError,
@@ -22,7 +23,8 @@ import {
   type VersionVector,
 } from '../src/index.js';
 import { encodeHlc } from '../src/hlc/index.js';
-import { encodeChunks } from '../src/peer-log/chunk.js';
+import type { PrivateKey } from '@libp2p/interface';
+import type { Chunk } from '../src/peer-log/chunk.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { encodeMessage } from '../src/protocol/codec.js';
 import type { ChunkTuple, Message, MessageOf } from '../src/protocol/messages.js';
@@ -43,6 +45,7 @@ import {
 } from './helpers/cluster.js';
 import { keyWhere, RawPeer, type RawStream, stopAllRawPeers } from './helpers/raw-peer.js';
 import { engineOf } from '../src/library/library.js';
+import { signedTuples } from './helpers/signed-runs.js';
 
 useMemoryTransport();
 
@@ -109,9 +112,16 @@ function forgedEntries(memberDevice: string, memberNextSeq: number, attackerPeer
   ];
 }
 
-/** Entries as the wire carries them: runs of one origin in the log's chunk encoding. */
-function asChunks(entries: LogEntry[]): ChunkTuple[] {
-  return encodeChunks(entries).map((c) => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+/**
+ * Entries as the wire carries them: runs of one origin in the log's chunk encoding, each signed
+ * with `key` (the attacker's: it can sign no other device's runs).
+ */
+function asChunks(key: PrivateKey, library: string, entries: LogEntry[]): ChunkTuple[] {
+  return signedTuples(key, library, entries);
+}
+
+function chunkOf(tuple: ChunkTuple): Chunk {
+  return chunksOf([tuple])[0]!;
 }
 
 function expectOnlyErrors(streams: RawStream[]): void {
@@ -135,14 +145,20 @@ describe('non-members', () => {
     const beforeB = await librarySnapshot(libB);
     const outsider = await RawPeer.start();
     const entries = forgedEntries(b.deviceId, (libA.versionVector()[b.deviceId] ?? 0) + 1, outsider.peerId);
-    const chunks = asChunks(entries);
+    const chunks = asChunks(outsider.key, libA.id, entries);
 
-    // The forged entries are valid data: a library that accepts them applies them. Their absence
-    // on A below is therefore the membership check's doing, not validation's.
+    // The forged entries of the fresh origin are valid data, signed by the key its own member row
+    // names: a library that accepts them applies them. Their absence on A below is therefore the
+    // membership check's doing, not validation's. The entry under B's origin, signed with the
+    // outsider's key, passes nowhere: B's key-derived id names the only key that signs for it.
     const scratchNode = await startNode();
-    const scratch = await scratchNode.createLibrary({ name: 'scratch' });
-    await engineOf(scratch).applyRemote(entries);
+    const scratch = await scratchNode.createLibrary({ name: 'scratch', id: libA.id });
+    const [underB] = chunks.filter(([origin]) => origin === b.deviceId);
+    await expect(engineOf(scratch).applyRemoteChunks([chunkOf(underB!)])).rejects.toThrow(/may not sign for/);
+    const fresh = chunks.filter(([origin]) => origin !== b.deviceId).map(chunkOf);
+    expect(await engineOf(scratch).applyRemoteChunks(fresh)).toMatchObject({ applied: 2, gaps: [], forks: [] });
     expect(await scratch.get('note', 'forged-1')).toBeDefined();
+    expect(await scratch.get('note', 'forged-2')).toBeUndefined();
     await stopNode(scratchNode);
 
     const streams: RawStream[] = [];

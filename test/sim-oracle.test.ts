@@ -14,6 +14,7 @@ import { type AcknowledgedWrite, ownedId, perform, type PerformOutcome, type Sha
 import { removeTempDirs } from './helpers/child-process.js';
 import { type ClockedDevice, ManualClock, startClockedDevice, stopAllNodes, useMemoryTransport } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
+import { introduce } from './helpers/log-copy.js';
 
 useMemoryTransport();
 
@@ -161,12 +162,15 @@ describe('the oracle on hand-worked cases (docs/models.md)', () => {
 
 const BIG = { maxRecords: 100_000, maxBytes: 1 << 30 };
 
-/** Everything `from` holds that `to` lacks: log entries in batches of random size, then owned rows. */
+/** Everything `from` holds that `to` lacks: signed runs in pages of random size, then owned rows. */
 async function deliver(from: Library, to: Library, random: SeededRandom): Promise<void> {
   for (;;) {
     // pullAfter: origins of removed devices that were closed here are not asked for again.
-    const page = await engineOf(from).entriesAfter(engineOf(to).pullAfter(), { maxRecords: 1 + random.int(8), maxBytes: BIG.maxBytes });
-    if (page.entries.length > 0) await engineOf(to).applyRemote(page.entries);
+    const page = await engineOf(from).chunksAfter(engineOf(to).pullAfter(), { maxRecords: 1 + random.int(8), maxBytes: BIG.maxBytes });
+    if (page.chunks.length > 0) {
+      const result = await engineOf(to).applyRemoteChunks(page.chunks);
+      expect(result.forks).toEqual([]);
+    }
     if (!page.hasMore) break;
   }
   const have = engineOf(to).ownedVector();
@@ -212,6 +216,8 @@ interface Run {
 async function runWorkload(seed: number, steps: number): Promise<Run> {
   const all = await devices();
   const writers = all.slice(0, 3);
+  // Each writer's member row first (as its start or join writes it): the others check its runs by it.
+  for (const d of writers) await introduce(d.lib);
   const random = new SeededRandom(seed);
   const workload = new Workload(random.fork());
   const writes: AcknowledgedWrite[] = [];

@@ -21,6 +21,7 @@ import {
   useMemoryTransport,
 } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
+import { copyRuns, introduce } from './helpers/log-copy.js';
 
 useMemoryTransport();
 
@@ -40,12 +41,16 @@ async function applyWholeSnapshot(from: Library, to: Library): Promise<void> {
   await engineOf(to).applySnapshot(page.rows, { vector: from.versionVector(), next: null });
 }
 
-/** A applies B's own changes (what a push would bring), then both must agree. */
+/**
+ * A applies B's own changes (what a push would bring: B's signed runs, which A checks by the
+ * member row B wrote first, `introduce`), then both must agree.
+ */
 async function deliverOwnChanges(from: ClockedDevice, to: ClockedDevice): Promise<void> {
   const entries = (await engineOf(from.lib).entriesAfter(to.lib.versionVector(), EVERYTHING)).entries;
   expect(entries.length).toBeGreaterThan(0);
   expect(entries.every((e) => e.origin === from.node.deviceId)).toBe(true);
-  await engineOf(to.lib).applyRemote(entries);
+  const result = await copyRuns(from.lib, to.lib);
+  expect(result).toMatchObject({ applied: entries.length, gaps: [], forks: [], refused: 0 });
   expect(await to.lib.digest()).toBe(await from.lib.digest());
 }
 
@@ -92,6 +97,8 @@ describe('a write after a snapshot whose clocks are ahead of the wall clock', ()
       it(`${scenario.rule}: wins on both devices${restartAfterSnapshot ? ', across a restart right after the snapshot' : ''}`, async () => {
         const a = await startClockedDevice(new ManualClock(T + SKEW_MS));
         const b = await startClockedDevice(new ManualClock(T), {}, a.lib.id);
+        // B's member row first (stamped at B's own wall clock, before the snapshot), so A takes its runs.
+        await introduce(b.lib);
         const { model, id } = await scenario.seed(a.lib);
         await applyWholeSnapshot(a.lib, b.lib);
         if (restartAfterSnapshot) await restartClockedDevice(b);

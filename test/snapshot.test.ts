@@ -5,11 +5,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Library, SyncNode } from '../src/index.js';
-import type { LogEntry } from '../src/peer-log/types.js';
+import type { Chunk } from '../src/peer-log/chunk.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { startNode, stopAllNodes, useMemoryTransport } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
 import type { LibraryEngine } from '../src/library/engine.js';
+import { introduce, runsOf } from './helpers/log-copy.js';
 
 useMemoryTransport();
 
@@ -25,8 +26,9 @@ async function replicaOf(id: string): Promise<{ node: SyncNode; lib: Library }> 
   return { node, lib: await node.createLibrary({ name: 'snap', id }) };
 }
 
-async function ownEntries(lib: Library, origin: string): Promise<LogEntry[]> {
-  return (await engineOf(lib).entriesAfter({}, EVERYTHING)).entries.filter((e) => e.origin === origin);
+/** The signed runs `lib` holds of `origin`. */
+async function ownRuns(lib: Library, origin: string): Promise<Chunk[]> {
+  return (await runsOf(lib)).filter((run) => run.origin === origin);
 }
 
 /** Concurrent histories on two devices touching the same records under every rule. */
@@ -34,6 +36,9 @@ async function divergentWriters() {
   const x = await startNode();
   const libX = await x.createLibrary({ name: 'snap' });
   const y = await replicaOf(libX.id);
+  // Each writes its own member row first, so a third replica takes the runs of both.
+  await introduce(libX);
+  await introduce(y.lib);
   for (const [lib, tag] of [[libX, 'x'], [y.lib, 'y']] as const) {
     await lib.upsert('note', { id: 'shared-note', title: `note by ${tag}`, body: null });
     await lib.upsert('note', { id: `gone-${tag}`, title: 'to delete', body: null });
@@ -54,10 +59,16 @@ async function divergentWriters() {
 describe('snapshots', () => {
   it('merging a partner snapshot equals replaying both histories, under every rule', async () => {
     const { x, y } = await divergentWriters();
-    const fromX = await ownEntries(x.lib, x.node.deviceId);
-    const fromY = await ownEntries(y.lib, y.node.deviceId);
+    const fromX = await ownRuns(x.lib, x.node.deviceId);
+    const fromY = await ownRuns(y.lib, y.node.deviceId);
     const both = await replicaOf(x.lib.id);
-    await engineOf(both.lib).applyRemote([...fromX, ...fromY]);
+    const replayed = await engineOf(both.lib).applyRemoteChunks([...fromX, ...fromY]);
+    const written = [...fromX, ...fromY].reduce((n, run) => n + run.lastSeq - run.firstSeq + 1, 0);
+    expect(replayed).toMatchObject({ applied: written, gaps: [], forks: [], refused: 0 });
+    expect(both.lib.versionVector()).toMatchObject({
+      [x.node.deviceId]: x.lib.versionVector()[x.node.deviceId],
+      [y.node.deviceId]: y.lib.versionVector()[y.node.deviceId],
+    });
 
     // X merges Y's current rows (tombstones of the required-field note included).
     const page = await engineOf(y.lib).snapshotAfter(null, EVERYTHING);

@@ -1,34 +1,43 @@
 /**
- * Input validation, ownership, transaction atomicity, remote batch atomicity, duplicate and gap
- * handling of applyRemote, and the conflict-rule semantics of deletes, field-level LWW and union
- * (src/models/merge.ts). Every refused operation must leave digest, version vector and log
- * size exactly as they were.
+ * Input validation, ownership, transaction atomicity, remote batch atomicity, duplicate, gap and
+ * overlap handling of applyRemoteChunks, and the conflict-rule semantics of deletes, field-level
+ * LWW and union (src/models/merge.ts). Every refused operation must leave digest, version vector
+ * and log size exactly as they were.
  *
  * Two devices in one library: the second opens its replica with `createLibrary({ name, id })`;
  * `union` record ids are derived from the library id, so union convergence needs the shared id.
+ * A device whose runs others take writes its own member row first (`introduce`); bad input is
+ * signed with the author's own key (`signedTuples`), so what refuses it is the check under test,
+ * not the signature check.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { chunksOf } from '../src/replication/session.js';
 import { afterEach, describe, expect, test } from 'vitest';
+import type { PrivateKey } from '@libp2p/interface';
 import {
   type ChangeEvent,
   ClockDriftError,
-  createSyncNode,
   DEFAULT_MAX_CLOCK_DRIFT_MS,
   defineModel,
   encodeHlc,
-  HlcDecodeError,
   type Library,
   NotFoundError,
   OwnershipError,
+  ProtocolError,
   type SyncNode,
   ValidationError,
 } from '../src/index.js';
 import type { LogEntry } from '../src/peer-log/types.js';
-import { type Chunk, encodeChunks } from '../src/peer-log/chunk.js';
+import { type Chunk, encodeChunks, type RunBody } from '../src/peer-log/chunk.js';
+import { deviceSignatures } from '../src/node/native-signatures.js';
+import { createSyncNodeSigningWith } from '../src/node/sync-node.js';
+import { runId, signRun } from '../src/peer-log/signed-runs.js';
 import { pack } from '../src/util/msgpack.js';
 import { engineOf } from '../src/library/library.js';
+import { introduce, runsOf } from './helpers/log-copy.js';
+import { signedTuples } from './helpers/signed-runs.js';
 
 const item = defineModel({
   name: 'item',
@@ -96,28 +105,63 @@ interface Device {
   lib: Library;
   wall: ManualClock;
   events: ChangeEvent[];
+  /** The node's libp2p key, which signs its runs. */
+  key: PrivateKey;
 }
 
-async function newDevice(wallMs = T): Promise<Device> {
+async function startDevice(wallMs: number, libraryId: string | undefined, introduced: boolean): Promise<Device> {
   const wall = new ManualClock(wallMs);
-  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, listen: [], wallClock: wall.read });
+  let key: PrivateKey | undefined;
+  const node = await createSyncNodeSigningWith({ dataDir: tempDir(), models: MODELS, listen: [], wallClock: wall.read }, (k) => {
+    key = k;
+    return deviceSignatures(k);
+  });
   nodes.push(node);
-  const lib = await node.createLibrary({ name: 'main' });
+  const lib = await node.createLibrary({ name: 'main', ...(libraryId === undefined ? {} : { id: libraryId }) });
+  // Its member row, before any write: the others check its runs by it.
+  if (introduced) await introduce(lib);
   const events: ChangeEvent[] = [];
   lib.on('change', (e) => events.push(e));
-  return { node, lib, wall, events };
+  return { node, lib, wall, events, key: key! };
 }
 
-/** A second device with its own replica of library `libraryId`. */
+/** A device with a new library; `introduced`: it wrote its member row first, so others take its runs. */
+async function newDevice(wallMs = T, introduced = false): Promise<Device> {
+  return startDevice(wallMs, undefined, introduced);
+}
+
+/** A second device with its own replica of library `libraryId`, introduced (its member row written first). */
 async function joinDevice(libraryId: string, wallMs = T): Promise<Device> {
-  const wall = new ManualClock(wallMs);
-  const node = await createSyncNode({ dataDir: tempDir(), models: MODELS, listen: [], wallClock: wall.read });
-  nodes.push(node);
-  const lib = await node.createLibrary({ name: 'main', id: libraryId });
-  const events: ChangeEvent[] = [];
-  lib.on('change', (e) => events.push(e));
-  return { node, lib, wall, events };
+  return startDevice(wallMs, libraryId, true);
 }
+
+/** Per origin, the id of the last of `runs` (stored runs of `library`, in seq order): the `prev` of the run after it. */
+function headsOf(device: Device, runs: readonly Chunk[]): Map<string, Uint8Array> {
+  const signatures = deviceSignatures(device.key);
+  const heads = new Map<string, Uint8Array>();
+  for (const run of runs) heads.set(run.origin, runId(signatures, device.lib.id, run, run.prev));
+  return heads;
+}
+
+/** `entries` (valid or not) as runs signed by `device`, following its stored runs `after`. */
+function signedAs(device: Device, entries: readonly LogEntry[], after: readonly Chunk[]): Chunk[] {
+  return chunksOf(signedTuples(device.key, device.lib.id, entries, headsOf(device, after)));
+}
+
+/** One run body signed by `device`, following its stored runs `after`. */
+function signedRun(device: Device, run: RunBody, after: readonly Chunk[]): Chunk {
+  const prev = headsOf(device, after).get(run.origin);
+  if (!prev) throw new Error(`no run of ${run.origin} to follow`);
+  return signRun(deviceSignatures(device.key), device.lib.id, run, prev).chunk;
+}
+
+/** A run with its bytes as plain `Uint8Array`s (stored ones come back as Buffers), to compare runs by content. */
+function plain(run: Chunk): Chunk {
+  const { origin, firstSeq, lastSeq, author } = run;
+  return { origin, firstSeq, lastSeq, entries: new Uint8Array(run.entries), prev: new Uint8Array(run.prev), sig: new Uint8Array(run.sig), author };
+}
+
+const NOTHING_ELSE = { duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 };
 
 const validItem = () => ({
   title: 'hello',
@@ -161,16 +205,18 @@ async function allEntries(lib: Library): Promise<LogEntry[]> {
   return page.entries;
 }
 
-/** Sends `to` everything `from` has that `to` lacks. */
+/** Sends `to` everything `from` has that `to` lacks (its signed runs). */
 async function sync(from: Device, to: Device): Promise<void> {
-  const page = await engineOf(from.lib).entriesAfter(to.lib.versionVector(), BIG);
-  const result = await engineOf(to.lib).applyRemote(page.entries);
+  const page = await engineOf(from.lib).chunksAfter(to.lib.versionVector(), BIG);
+  expect(page.hasMore).toBe(false);
+  const result = await engineOf(to.lib).applyRemoteChunks(page.chunks);
   expect(result.gaps).toEqual([]);
+  expect(result.forks).toEqual([]);
 }
 
 /** A device with some state in every model, so digests are not trivially equal. */
-async function seeded(): Promise<Device & { itemId: string; docId: string; tagId: string; volumeId: string }> {
-  const d = await newDevice();
+async function seeded(introduced = false): Promise<Device & { itemId: string; docId: string; tagId: string; volumeId: string }> {
+  const d = await newDevice(T, introduced);
   const i = await d.lib.upsert('item', validItem());
   const dc = await d.lib.upsert('doc', { title: 'doc', body: 'text', stars: 2 });
   const tg = await d.lib.upsert('tag', { name: 'red', color: 'ff0000' });
@@ -440,23 +486,35 @@ describe('transactions', () => {
   });
 });
 
-describe('applyRemote', () => {
-  /** A and B share a library; B has written one change of every kind. */
+describe('applyRemoteChunks', () => {
+  /**
+   * A and B share a library; A holds B's member row (B's first run), and B has written one change
+   * of every kind since (`entries`, one run each in B's log: `runs`).
+   */
   async function pair() {
     const a = await seeded();
     const b = await joinDevice(a.lib.id);
+    const intro = await runsOf(b.lib);
+    expect(intro).toHaveLength(1);
+    expect(await engineOf(a.lib).applyRemoteChunks(intro)).toEqual({ applied: 1, ...NOTHING_ELSE });
     const i = await b.lib.upsert('item', validItem());
     const dc = await b.lib.upsert('doc', { title: 'b doc' });
     await b.lib.update('doc', dc.id, { stars: 1 });
     const tg = await b.lib.upsert('tag', { name: 'green', color: null });
     await b.lib.delete('item', i.id);
-    const entries = await allEntries(b.lib);
+    const entries = (await engineOf(b.lib).entriesAfter(a.lib.versionVector(), BIG)).entries;
     expect(entries.map((e) => e.op)).toEqual(['upsert', 'upsert', 'update', 'upsert', 'delete']);
-    return { a, b, entries, tagId: tg.id };
+    const runs = await runsOf(b.lib, a.lib.versionVector());
+    expect(runs).toHaveLength(5);
+    return { a, b, intro, entries, runs, tagId: tg.id };
   }
 
   type Corrupt = (entries: Record<string, unknown>[]) => void;
   const fieldsOf = (e: Record<string, unknown>) => e.fields as Record<string, unknown>;
+  // Corruptions of an entry as a run carries it (its origin is the run's, its clock the time part
+  // of one the origin issued, its seq the run's next): the clock and origin checks of a run are
+  // the next test's. Seq bounds and the tuple's shape are the wire schema's and the framing's
+  // (malformed-chunk.test.ts).
   const corruptions: Array<[string, Corrupt, new (...args: never[]) => Error]> = [
     ['wrong stored type', (es) => void (fieldsOf(es[0]!).count = 'x'), ValidationError],
     ['boolean not stored as 0/1', (es) => void (fieldsOf(es[0]!).flag = true), ValidationError],
@@ -469,89 +527,76 @@ describe('applyRemote', () => {
     ['union id not derived from the natural key', (es) => void (es[3]!.id = '11111111-2222-5333-8444-555555555555'), ValidationError],
     ['delete carrying fields', (es) => void (es[4]!.fields = { title: 'x' }), ValidationError],
     ['unknown op', (es) => void (es[4]!.op = 'merge'), ValidationError],
-    ['seq 0', (es) => void (es[4]!.seq = 0), ValidationError],
-    ['fractional seq', (es) => void (es[4]!.seq = 4.5), ValidationError],
-    ['origin not a uuid', (es) => void (es[4]!.origin = 'device-b'), ValidationError],
-    ['hlc issued by another device', (es) => void (es[4]!.hlc = encodeHlc({ wallMs: T, counter: 0, deviceId: OTHER_DEVICE })), ValidationError],
-    ['malformed hlc', (es) => void (es[4]!.hlc = 'ZZ' + (es[4]!.hlc as string).slice(2)), HlcDecodeError],
     ['device-owned model', (es) => void (es[4]!.model = 'volume'), ValidationError],
     ['unknown model', (es) => void (es[4]!.model = 'nope'), NotFoundError],
     ['empty id', (es) => void (es[4]!.id = ''), ValidationError],
-    ['entry that is not an object', (es) => void (es[4] = null as never), ValidationError],
   ];
 
-  test.each(corruptions)('a batch with one invalid entry (%s) applies nothing', async (_name, corrupt, errorClass) => {
-    const { a, entries } = await pair();
+  test.each(corruptions)('runs signed by their author with one invalid entry (%s) apply nothing', async (_name, corrupt, errorClass) => {
+    const { a, b, intro, entries, runs } = await pair();
     const bad = structuredClone(entries) as unknown as Record<string, unknown>[];
     corrupt(bad);
-    await expectRefused(a, () => engineOf(a.lib).applyRemote(bad), errorClass, { clock: true });
-    // The intact batch is then accepted whole.
-    expect(await engineOf(a.lib).applyRemote(entries)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks(signedAs(b, bad as unknown as LogEntry[], intro)), errorClass, { clock: true });
+    // The author's runs as it stored them are then accepted whole.
+    expect(await engineOf(a.lib).applyRemoteChunks(runs)).toEqual({ applied: 5, ...NOTHING_ELSE });
   });
 
-  // The same checks hold for entries that arrive as log chunks (what the wire carries), where an
-  // entry's origin is its chunk's and its clock is stored as the time part only.
-  const entryOnly = new Set(['seq 0', 'fractional seq', 'origin not a uuid', 'hlc issued by another device', 'malformed hlc', 'entry that is not an object']);
-  test.each(corruptions.filter(([name]) => !entryOnly.has(name)))(
-    'chunks with one invalid entry (%s) apply nothing',
-    async (_name, corrupt, errorClass) => {
-      const { a, entries } = await pair();
-      const bad = structuredClone(entries) as unknown as Record<string, unknown>[];
-      corrupt(bad);
-      await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks(encodeChunks(bad as unknown as LogEntry[])), errorClass, { clock: true });
-      expect(await engineOf(a.lib).applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
-    },
-  );
-
-  test('a chunk whose origin is not a uuid, or whose entry clock is not 16 hex digits, applies nothing', async () => {
-    const { a, entries } = await pair();
-    const [chunk] = encodeChunks(entries);
-    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks([{ ...chunk!, origin: 'device-b' }]), ValidationError, { clock: true });
+  test('a run whose origin is not a uuid, or whose entry clock is not 16 hex digits, applies nothing', async () => {
+    const { a, b, intro, entries } = await pair();
+    const [run] = encodeChunks(entries);
+    expect(run).toMatchObject({ firstSeq: 2, lastSeq: 6 });
+    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks(signedAs(b, entries.map((e) => ({ ...e, origin: 'device-b' })), intro)), ValidationError, {
+      clock: true,
+    });
     const tuples = entries.map((e) => [e.seq, e.hlc.slice(0, 16), e.model, e.id, e.op, e.fields]);
     const withClock = (index: number, time: string): Chunk => {
       const changed = tuples.map((t, i) => (i === index ? [t[0], time, ...t.slice(2)] : t));
-      return { ...chunk!, entries: Buffer.concat(changed.map((t) => pack(t))) };
+      return signedRun(b, { ...run!, entries: Buffer.concat(changed.map((t) => pack(t))) }, intro);
     };
     const time = tuples[2]![1] as string;
     for (const badTime of ['ZZ' + time.slice(2), time.toUpperCase().replace(/^./, 'A'), time + '0', time.slice(1), '']) {
       const thrown = await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks([withClock(2, badTime)]), ValidationError, { clock: true });
       expect(thrown.message).toContain(`#${entries[2]!.seq}`);
     }
-    expect(await engineOf(a.lib).applyRemoteChunks([withClock(2, time)])).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+    // The same run with its clocks intact: B signed it, so it is taken (one run for B's five).
+    expect(await engineOf(a.lib).applyRemoteChunks([withClock(2, time)])).toEqual({ applied: 5, ...NOTHING_ELSE });
   });
 
-  test('chunks are drift-checked as a whole: one entry too far ahead refuses the batch', async () => {
-    const { a, b, entries } = await pair();
+  test('runs are drift-checked as a whole: one entry too far ahead refuses the batch', async () => {
+    const { a, b, runs } = await pair();
     b.wall.ms = T + DEFAULT_MAX_CLOCK_DRIFT_MS + 60_000;
     await b.lib.upsert('doc', { id: 'ahead', title: 'from the future' });
-    const ahead = (await allEntries(b.lib)).at(-1)!;
-    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks(encodeChunks([...entries, ahead])), ClockDriftError, { clock: true });
-    expect(await engineOf(a.lib).applyRemoteChunks(encodeChunks(entries))).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
+    const all = await runsOf(b.lib, a.lib.versionVector());
+    expect(all.slice(0, -1)).toEqual(runs);
+    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks(all), ClockDriftError, { clock: true });
+    expect(await engineOf(a.lib).applyRemoteChunks(runs)).toEqual({ applied: 5, ...NOTHING_ELSE });
   });
 
-  test('a batch that is not an array is a ValidationError', async () => {
-    const { a } = await pair();
-    await expectRefused(a, () => engineOf(a.lib).applyRemote('entries' as never), ValidationError, { clock: true });
-    await expectRefused(a, () => engineOf(a.lib).applyRemote({ length: 1, 0: {} } as never), ValidationError, { clock: true });
+  test('a run not signed by its author is a ProtocolError and applies nothing', async () => {
+    const { a, runs } = await pair();
+    // Signed by another device's key: C is no member of A's library.
+    const c = await joinDevice(a.lib.id);
+    const forged = signRun(deviceSignatures(c.key), a.lib.id, runs[0]!, runs[0]!.prev).chunk;
+    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks([forged, ...runs.slice(1)]), ProtocolError, { clock: true });
+    const flipped = { ...runs[0]!, sig: runs[0]!.sig.map((byte, i) => (i === 0 ? byte ^ 1 : byte)) };
+    await expectRefused(a, () => engineOf(a.lib).applyRemoteChunks([flipped, ...runs.slice(1)]), ProtocolError, { clock: true });
+    expect(await engineOf(a.lib).applyRemoteChunks(runs)).toEqual({ applied: 5, ...NOTHING_ELSE });
   });
 
-  test('accepted entries are logged in normalized form: a delete without a fields key is served onward with fields null', async () => {
-    const { a, entries } = await pair();
-    const received = entries.map((e) => {
-      if (e.op !== 'delete') return e;
-      const { fields: _omitted, ...rest } = e;
-      return rest; // validation accepts a delete whose fields are absent
-    });
-    expect(await engineOf(a.lib).applyRemote(received)).toEqual({ applied: 5, duplicates: 0, gaps: [], refused: 0 });
-    const relayed = (await engineOf(a.lib).entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
-    expect(relayed).toHaveLength(5);
+  test('accepted runs are stored and served onward as signed: same bytes, entries in normalized form', async () => {
+    const { a, b, intro, entries, runs } = await pair();
+    expect(await engineOf(a.lib).applyRemoteChunks(runs)).toEqual({ applied: 5, ...NOTHING_ELSE });
+    const relayed = await runsOf(a.lib, { [a.node.deviceId]: 1_000 });
+    expect(relayed.map(plain)).toEqual([...intro, ...runs].map(plain));
+    const relayedEntries = (await engineOf(a.lib).entriesAfter({ [a.node.deviceId]: 1_000, [b.node.deviceId]: 1 }, BIG)).entries;
+    expect(relayedEntries).toHaveLength(5);
     // LogEntry.fields is `StoredValues | null`; the relayed delete must equal the original.
-    expect(relayed[4]!.fields).toBeNull();
-    expect(relayed).toEqual(entries);
+    expect(relayedEntries[4]!.fields).toBeNull();
+    expect(relayedEntries).toEqual(entries);
   });
 
   test('a batch mixing new rows with rows already held applies each by its rule, with one event and count per change', async () => {
-    const a = await seeded();
+    const a = await seeded(true);
     const b = await joinDevice(a.lib.id);
     await sync(a, b);
     await b.lib.upsert('item', { ...validItem(), id: 'old', title: 'b first' });
@@ -564,11 +609,11 @@ describe('applyRemote', () => {
     await b.lib.upsert('item', { ...validItem(), id: 'old', title: 'b again' });
     await b.lib.upsert('item', { ...validItem(), id: 'new', title: 'b new' });
     await b.lib.delete('item', a.itemId);
-    const entries = (await engineOf(b.lib).entriesAfter({ ...a.lib.versionVector(), [b.node.deviceId]: sent }, BIG)).entries;
-    expect(entries).toHaveLength(4);
+    const runs = await runsOf(b.lib, { ...a.lib.versionVector(), [b.node.deviceId]: sent });
+    expect(runs.map((r) => [r.origin, r.lastSeq - r.firstSeq + 1])).toEqual(Array(4).fill([b.node.deviceId, 1]));
     const events = a.events.length;
     const counts = { added: 0, updated: 0, deleted: 0 };
-    expect(await engineOf(a.lib).applyRemote(entries, counts)).toEqual({ applied: 4, duplicates: 0, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemoteChunks(runs, counts)).toEqual({ applied: 4, ...NOTHING_ELSE });
     expect(counts).toEqual({ added: 1, updated: 1, deleted: 1 });
     expect(a.events.slice(events).map((e) => e.id).sort()).toEqual(['new', 'old', a.itemId].sort());
     expect(await a.lib.get('item', 'mine')).toMatchObject({ title: 'a, later' });
@@ -579,73 +624,98 @@ describe('applyRemote', () => {
     for (const id of ['mine', 'old', 'new', a.itemId]) expect(await b.lib.get('item', id)).toEqual(await a.lib.get('item', id));
   });
 
-  test('duplicates are skipped and entries after a gap are held back, per origin', async () => {
+  test('duplicate runs are skipped, runs after a gap are held back per origin, and a run at another boundary is refused', async () => {
     const a = await seeded();
     const b = await joinDevice(a.lib.id);
     const c = await joinDevice(a.lib.id);
     for (let i = 1; i <= 5; i++) await b.lib.upsert('doc', { id: `b${i}`, title: `b${i}` });
     for (let i = 1; i <= 3; i++) await c.lib.upsert('doc', { id: `c${i}`, title: `c${i}` });
-    const [e1, e2, e3, e4, e5] = await allEntries(b.lib);
-    const [c1, c2, c3] = await allEntries(c.lib);
+    // Each device's member row first (seq 1), then one run per write.
+    const [iB, e1, e2, e3, e4, e5] = await runsOf(b.lib);
+    const [iC, c1, c2, c3] = await runsOf(c.lib);
+    for (const run of [e1, e2, e3, e4, e5, c1, c2, c3]) expect(run!.lastSeq).toBe(run!.firstSeq);
     const B = b.node.deviceId;
     const C = c.node.deviceId;
+    expect(await engineOf(a.lib).applyRemoteChunks([iB!, iC!])).toEqual({ applied: 2, ...NOTHING_ELSE });
     const logBase = await engineOf(a.lib).logSize();
 
     const start = await snapshot(a.lib);
-    expect(await engineOf(a.lib).applyRemote([e3!, e4!])).toEqual({
+    expect(await engineOf(a.lib).applyRemoteChunks([e3!, e4!])).toEqual({
       applied: 0,
       duplicates: 0,
-      gaps: [{ origin: B, heldSeq: 0, firstReceivedSeq: 3 }],
+      gaps: [{ origin: B, heldSeq: 1, firstReceivedSeq: 4 }],
       refused: 0,
+      forks: [],
+      withheld: 0,
     });
     expect(await snapshot(a.lib)).toEqual(start);
     expect(await a.lib.get('doc', 'b3')).toBeUndefined();
 
-    expect(await engineOf(a.lib).applyRemote([e2!, e1!])).toEqual({ applied: 2, duplicates: 0, gaps: [], refused: 0 });
-    expect(a.lib.versionVector()[B]).toBe(2);
-    expect(await engineOf(a.lib).applyRemote([e1!, e2!, e2!, e3!])).toEqual({ applied: 1, duplicates: 3, gaps: [], refused: 0 });
-    expect(await engineOf(a.lib).applyRemote([e5!, e4!, e4!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
-    expect(a.lib.versionVector()[B]).toBe(5);
+    expect(await engineOf(a.lib).applyRemoteChunks([e2!, e1!])).toEqual({ applied: 2, ...NOTHING_ELSE });
+    expect(a.lib.versionVector()[B]).toBe(3);
+    // A run B signed over positions 3..4 besides its own runs there: it forks B's log (below).
+    const across = signedRun(b, encodeChunks((await engineOf(b.lib).entriesAfter({ [B]: 2 }, BIG)).entries.slice(0, 2))[0]!, [iB!, e1!]);
+    expect(across).toMatchObject({ firstSeq: 3, lastSeq: 4 });
+
+    expect(await engineOf(a.lib).applyRemoteChunks([e1!, e2!, e2!, e3!])).toEqual({ applied: 1, ...NOTHING_ELSE, duplicates: 3 });
+    expect(await engineOf(a.lib).applyRemoteChunks([e5!, e4!, e4!])).toEqual({ applied: 2, ...NOTHING_ELSE, duplicates: 1 });
+    expect(a.lib.versionVector()[B]).toBe(6);
     expect(await engineOf(a.lib).logSize()).toBe(logBase + 5);
 
     // Everything again: all duplicates, nothing changes.
     const full = await snapshot(a.lib);
-    expect(await engineOf(a.lib).applyRemote([e5!, e1!, e2!, e3!, e4!])).toEqual({ applied: 0, duplicates: 5, gaps: [], refused: 0 });
+    expect(await engineOf(a.lib).applyRemoteChunks([e5!, e1!, e2!, e3!, e4!])).toEqual({ applied: 0, ...NOTHING_ELSE, duplicates: 5 });
     expect(await snapshot(a.lib)).toEqual(full);
 
     // A gap in one origin does not hold back another origin in the same batch.
-    expect(await engineOf(a.lib).applyRemote([c3!, c2!])).toEqual({
+    expect(await engineOf(a.lib).applyRemoteChunks([c3!, c2!])).toEqual({
       applied: 0,
-      duplicates: 0,
-      gaps: [{ origin: C, heldSeq: 0, firstReceivedSeq: 2 }],
-      refused: 0,
-    });
-    await b.lib.upsert('doc', { id: 'b6', title: 'b6' });
-    const e6 = (await allEntries(b.lib))[5]!;
-    expect(await engineOf(a.lib).applyRemote([c3!, e6, c1!])).toEqual({
-      applied: 2,
       duplicates: 0,
       gaps: [{ origin: C, heldSeq: 1, firstReceivedSeq: 3 }],
       refused: 0,
+      forks: [],
+      withheld: 0,
     });
-    expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 1 });
+    await b.lib.upsert('doc', { id: 'b6', title: 'b6' });
+    const e6 = (await runsOf(b.lib, { [B]: 6 }))[0]!;
+    expect(await engineOf(a.lib).applyRemoteChunks([c3!, e6, c1!])).toEqual({
+      applied: 2,
+      duplicates: 0,
+      gaps: [{ origin: C, heldSeq: 2, firstReceivedSeq: 4 }],
+      refused: 0,
+      forks: [],
+      withheld: 0,
+    });
+    expect(a.lib.versionVector()).toMatchObject({ [B]: 7, [C]: 2 });
     expect(await a.lib.get('doc', 'c3')).toBeUndefined();
-    expect(await engineOf(a.lib).applyRemote([c3!, c2!, c1!])).toEqual({ applied: 2, duplicates: 1, gaps: [], refused: 0 });
-    expect(a.lib.versionVector()).toMatchObject({ [B]: 6, [C]: 3 });
+
+    // B's run across its own runs' boundary (3..4, where A holds B's runs 3 and 4..): a fork of
+    // B's log. A keeps what it holds, records the fork and takes no more of B's origin.
+    const held = await snapshot(a.lib);
+    const forked = await engineOf(a.lib).applyRemoteChunks([across]);
+    expect(forked).toMatchObject({ applied: 0, duplicates: 0, forks: [{ origin: B, seq: 3 }] });
+    expect(await snapshot(a.lib)).toEqual(held);
+    expect(await engineOf(a.lib).forks()).toMatchObject([{ origin: B, device: B, seq: 3 }]);
+    expect(await engineOf(a.lib).applyRemoteChunks([c3!, c2!, c1!])).toEqual({ applied: 2, ...NOTHING_ELSE, duplicates: 1 });
+    expect(a.lib.versionVector()).toMatchObject({ [B]: 7, [C]: 4 });
     expect(await engineOf(a.lib).logSize()).toBe(logBase + 9);
     for (const id of ['b1', 'b6', 'c1', 'c3']) expect(await a.lib.get('doc', id)).toMatchObject({ id, title: id });
 
-    // Entries received from a peer are served onward unchanged (same origin, seq, hlc).
-    const relayed = (await engineOf(a.lib).entriesAfter({ [a.node.deviceId]: 1_000 }, BIG)).entries;
-    expect(relayed).toEqual([e1, e2, e3, e4, e5, e6, c1, c2, c3].sort((x, y) => (x!.origin < y!.origin ? -1 : x!.origin > y!.origin ? 1 : x!.seq - y!.seq)));
+    // Runs received from a peer are served onward unchanged (same bounds, bytes, prev, signature).
+    const relayed = await runsOf(a.lib, { [a.node.deviceId]: 1_000 });
+    const byOrigin = (x: Chunk, y: Chunk) => (x.origin < y.origin ? -1 : x.origin > y.origin ? 1 : x.firstSeq - y.firstSeq);
+    expect(relayed.map(plain)).toEqual([iB, e1, e2, e3, e4, e5, e6, iC, c1, c2, c3].map((r) => plain(r!)).sort(byOrigin));
   });
 });
 
 describe('conflict rules', () => {
   async function trio() {
-    const a = await newDevice(T);
+    const a = await newDevice(T, true);
     const b = await joinDevice(a.lib.id, T);
     const c = await joinDevice(a.lib.id, T);
+    // Each takes the others' member rows (their first runs), as joining members do.
+    for (const from of [a, b, c]) for (const to of [a, b, c]) if (from !== to) await sync(from, to);
+    await expectConverged(a, b, c);
     return { a, b, c };
   }
 
@@ -672,11 +742,11 @@ describe('conflict rules', () => {
     await sync(b, a);
     expect(await a.lib.get('item', 'x')).toBeUndefined();
     // A third device that gets the delete first and the older write later agrees.
-    const fromB = (await allEntries(b.lib)).filter((e) => e.origin === b.node.deviceId);
-    const fromA = (await allEntries(a.lib)).filter((e) => e.origin === a.node.deviceId);
-    expect((await engineOf(c.lib).applyRemote(fromB)).applied).toBe(1); // the delete, before any write
+    const fromB = (await runsOf(b.lib, c.lib.versionVector())).filter((r) => r.origin === b.node.deviceId);
+    const fromA = (await runsOf(a.lib, c.lib.versionVector())).filter((r) => r.origin === a.node.deviceId);
+    expect(await engineOf(c.lib).applyRemoteChunks(fromB)).toEqual({ applied: 1, ...NOTHING_ELSE }); // the delete, before any write
     expect(await c.lib.get('item', 'x')).toBeUndefined();
-    expect((await engineOf(c.lib).applyRemote(fromA)).applied).toBe(2); // both older writes, afterwards
+    expect(await engineOf(c.lib).applyRemoteChunks(fromA)).toEqual({ applied: 2, ...NOTHING_ELSE }); // both older writes, afterwards
     expect(await c.lib.get('item', 'x')).toBeUndefined();
     expect(await a.lib.list('item')).toEqual([]);
     await expectConverged(a, b, c);
@@ -711,6 +781,7 @@ describe('conflict rules', () => {
     a.wall.ms = T + 1_000;
     await a.lib.upsert('doc', { id: 'd', title: 'old full write', body: null, stars: null });
     await a.lib.update('doc', 'd', { body: 'old partial write' });
+    const throughPartial = a.lib.versionVector()[a.node.deviceId]!;
     b.wall.ms = T + 2_000;
     await b.lib.delete('doc', 'd');
 
@@ -720,7 +791,8 @@ describe('conflict rules', () => {
     await expectConverged(a, b);
 
     // A partial update newer than the delete, from a device that had not seen it yet.
-    await engineOf(c.lib).applyRemote((await allEntries(a.lib)).filter((e) => e.origin === a.node.deviceId && e.seq <= 3));
+    const early = (await runsOf(a.lib, c.lib.versionVector())).filter((r) => r.origin === a.node.deviceId && r.lastSeq <= throughPartial);
+    expect(await engineOf(c.lib).applyRemoteChunks(early)).toEqual({ applied: 3, ...NOTHING_ELSE });
     expect(await c.lib.get('doc', 'd')).toMatchObject({ body: 'old partial write' });
     c.wall.ms = T + 3_000;
     await c.lib.update('doc', 'd', { stars: 5 });

@@ -369,9 +369,14 @@ export class CatchUp {
       // Refusing a removed device's changes made after its removal closes their origin (the
       // partner may have taken them before it learned of the removal): that moves the vector
       // pulled after, once; entries of an origin closed before are nothing new.
+      // A fork found closes its origin the same way. Runs left out because their author's member
+      // row has not arrived yet are nothing new either, and no fault of the partner: the row
+      // comes in a later page (of another origin), and a later pull brings them again.
       const askedAfter = library.pullAfter(requested);
-      await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
-      if (!isBehind(askedAfter, library.pullAfter())) throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
+      const applied = await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
+      if (applied.withheld === 0 && !isBehind(askedAfter, library.pullAfter())) {
+        throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
+      }
       const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
       this.advance(run, session, 'shared', records, bytes);
       if (!more || this.stopped) return true;

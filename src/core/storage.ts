@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
+import type { Signatures } from '../runtime/signatures.js';
 
 /** One library's database, open until `release()` (called once, when the library closes). */
 export interface OpenedLibraryDb {
@@ -15,6 +16,8 @@ export interface OpenedLibraryDb {
 export interface LibraryStorage {
   /** This device's id. It is kept with the libraries: a copy of the storage is the same device. */
   readonly deviceId: string;
+  /** Signing with this device's key (the one its PeerId names), and checking others' signatures. */
+  readonly signatures: Signatures;
   /** Ids of the libraries held. */
   libraryIds(): Promise<string[]>;
   /** Opens a held library's database. */

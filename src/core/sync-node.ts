@@ -168,6 +168,7 @@ export class SyncNode {
             counters: p.counters,
             ownedConfirmed: p.ownedConfirmed,
             release: () => p.opened.release(),
+            signatures: storage.signatures,
             runtime: deps.runtime,
             recordIds,
           }),
@@ -281,6 +282,7 @@ export class SyncNode {
       counters: prepared.counters,
       ownedConfirmed: prepared.ownedConfirmed,
       release: () => opened.release(),
+      signatures: this.storage.signatures,
       runtime: this.runtime,
       recordIds: this.recordIds,
     });

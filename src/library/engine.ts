@@ -24,6 +24,8 @@ import type { InternalTables } from '../storage/schema.js';
 import { EventLoopTurns } from '../util/event-loop.js';
 import type { RecordIds } from '../util/ids.js';
 import type { Runtime } from '../runtime/runtime.js';
+import type { Signatures } from '../runtime/signatures.js';
+import { packRun } from '../peer-log/signed-runs.js';
 import { pack } from '../util/msgpack.js';
 import { runSql } from '../util/sql.js';
 import { LocalWriter, type WriteContext } from './local-writes.js';
@@ -35,14 +37,16 @@ import {
   type OwnedCoverage,
   type OwnedRowUpdate,
   validateOwnedRows,
+  type Fork,
   validateRemoteChunks,
-  validateRemoteEntries,
+  verifyRuns,
 } from './remote-apply.js';
 import type { RemoteCounts } from './counts.js';
 import { type SyncCounters, WriteBatch } from './write-batch.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from './status.js';
 import type { InviteInfo, LibraryEvents, LibraryTransaction, ListOptions, Member, MemberRow, SyncProgress } from './types.js';
+import type { OriginFork } from './status.js';
 import { insertInvite, MAX_PENDING_INVITES, markInviteUsed, type NewInvite, pendingInvites, readInvite, type RevokeOutcome, revokeInvite, type StoredInvite } from './invite-store.js';
 import { LastSeenStore } from './last-seen-store.js';
 import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
@@ -94,6 +98,8 @@ export interface LibraryEngineOptions {
   readonly runtime: Runtime;
   /** The node's record ids, shared by its libraries. */
   readonly recordIds: RecordIds;
+  /** Signs this device's runs and verifies those of others (`runtime/signatures.ts`). */
+  readonly signatures: Signatures;
 }
 
 const DIGEST_PAGE = 1_000;
@@ -122,6 +128,7 @@ export class LibraryEngine {
   private readonly events = new EventEmitter<LibraryEvents>();
   private readonly turns: EventLoopTurns;
   private readonly runtime: Runtime;
+  private readonly signatures: Signatures;
   private counters: SyncCounters;
   private ownedConfirmedVersion: number;
   /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
@@ -148,6 +155,7 @@ export class LibraryEngine {
     this.db = options.db;
     this.release = options.release;
     this.runtime = options.runtime;
+    this.signatures = options.signatures;
     this.turns = new EventLoopTurns(options.runtime.scheduler);
     this.counters = options.counters;
     this.ownedConfirmedVersion = options.ownedConfirmed;
@@ -369,27 +377,42 @@ export class LibraryEngine {
   }
 
   /**
-   * Applies shared-change entries received from peers, in one transaction. Validated first
-   * (`ValidationError`) and drift-checked (`ClockDriftError`) before anything is touched.
-   */
-  async applyRemote(entries: readonly unknown[], counts?: RemoteCounts): Promise<ApplyResult> {
-    this.assertOpen();
-    const { entries: valid, newest } = validateRemoteEntries(this.ctx, entries);
-    if (newest) this.ctx.clock.checkDrift(newest);
-    await this.checkConcurrentCopy(valid);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, valid, counts));
-  }
-
-  /**
-   * `applyRemote` for log chunks as the wire carries them: decoded (a malformed chunk is a
-   * `ProtocolError`) and validated the same way; a chunk applied whole is stored as received.
+   * Applies signed runs as the wire carries them, in one transaction: decoded (a malformed run
+   * is a `ProtocolError`), validated (`ValidationError`) and drift-checked (`ClockDriftError`),
+   * then verified against their authors' member rows (`ProtocolError`), before anything is
+   * touched. Runs are stored as received. Forks found are recorded (`forks()`, `origin-forked`).
    */
   async applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult> {
     this.assertOpen();
-    const { entries, newest } = validateRemoteChunks(this.ctx, chunks);
+    const { runs, newest } = validateRemoteChunks(this.ctx, chunks);
     if (newest) this.ctx.clock.checkDrift(newest);
-    await this.checkConcurrentCopy(entries);
-    return this.write((batch) => applyRemoteEntries(this.ctx, batch, entries, counts, chunks));
+    await this.checkConcurrentCopy(runs.flatMap((run) => run.entries));
+    const members = new Map((await this.memberRows()).map((m) => [m.device, m.peer]));
+    const { verified, withheld } = verifyRuns(this.signatures, this.id, runs, members);
+    const result = await this.write((batch) => applyRemoteEntries(this.ctx, batch, verified, counts, withheld));
+    if (result.forks.length > 0) await this.recordForks(result.forks);
+    return result;
+  }
+
+  /** Stores the first fork found of each origin, with its evidence, and tells listeners. */
+  private async recordForks(forks: readonly Fork[]): Promise<void> {
+    const detectedAt = this.runtime.wallClock();
+    for (const fork of forks) {
+      const device = (await this.memberRows()).find((m) => isWriterOf(fork.origin, m.device))?.device ?? null;
+      const inserted = await this.db
+        .insertInto('sync_forks')
+        .values({ origin: fork.origin, seq: fork.seq, device, detected_at: detectedAt, held: packRun(fork.held), other: packRun(fork.other) })
+        .onConflict((oc) => oc.column('origin').doNothing())
+        .executeTakeFirst();
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) > 0) this.events.emit('origin-forked', { origin: fork.origin, device, seq: fork.seq, detectedAt });
+    }
+  }
+
+  /** The forks found of any origin (the first of each), oldest first. */
+  async forks(): Promise<OriginFork[]> {
+    this.assertOpen();
+    const rows = await this.db.selectFrom('sync_forks').select(['origin', 'device', 'seq', 'detected_at']).orderBy('detected_at').execute();
+    return rows.map((r) => ({ origin: r.origin, device: r.device, seq: r.seq, detectedAt: r.detected_at }));
   }
 
   /** Current shared rows after `after` (tombstones and clocks included), for a partner's snapshot. */
@@ -817,7 +840,10 @@ export class LibraryEngine {
     this.assertOpen();
     let ownRemoval: Removal | undefined;
     const { value, batch } = await this.db.transaction().execute(async (trx) => {
-      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState, this.runtime.random);
+      const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState, this.runtime.random, {
+        library: this.id,
+        signatures: this.signatures,
+      });
       const value = await fn(batch);
       await batch.flush();
       // Into the batch's copy: the library adopts it with the counters once committed.

@@ -108,7 +108,9 @@ async function prepareInTransaction(
     tables.set(model.name, table);
   }
 
-  const vector = new Map([...(await readVector(db))].map(([origin, v]) => [origin, v.seq]));
+  const held = await readVector(db);
+  const vector = new Map([...held].map(([origin, v]) => [origin, v.seq]));
+  const heads = new Map([...held].flatMap(([origin, v]) => (v.head === null ? [] : [[origin, v.head] as const])));
   const owners = await db.selectFrom('sync_owner_versions').selectAll().execute();
   const ownerVersions = new Map(owners.map((o) => [o.owner, o.version]));
   const hlc = metaMap.get('hlc');
@@ -121,7 +123,7 @@ async function prepareInTransaction(
   return {
     meta,
     tables,
-    counters: { vector, ownerVersions, writer: storedWriter(meta.deviceId, metaMap.get(WRITER_META_KEY)) },
+    counters: { vector, ownerVersions, writer: storedWriter(meta.deviceId, metaMap.get(WRITER_META_KEY)), heads },
     highWater: hlc === undefined ? undefined : decodeHlc(hlc),
     ownedConfirmed,
   };

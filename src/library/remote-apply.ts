@@ -3,14 +3,18 @@ import { decodeHlc, isDeviceId, isHlcOf, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js';
-import { type Chunk, decodeChunk, MAX_CHUNK_BYTES, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
+import { type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
+import { runCovering, runEndingAt } from '../peer-log/log-store.js';
+import { equalBytes, verifyRun } from '../peer-log/signed-runs.js';
 import type { LogEntry } from '../peer-log/types.js';
+import type { Signatures } from '../runtime/signatures.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import { countChange, type RemoteCounts } from './counts.js';
 import type { WriteBatch } from './write-batch.js';
-import { appendedWriter } from './writers.js';
+import { appendedWriter, isWriterOf, writerPrefix } from './writers.js';
+import { deviceIdForPeer, isKeyDerivedId } from '../membership/device-id.js';
 import type { ModelTable } from '../storage/model-table.js';
-import { REMOVALS_MODEL } from '../models/system.js';
+import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import { putMeta } from '../storage/meta.js';
 import { CLOSED_ORIGINS_META_KEY, type Removals } from './removals.js';
 
@@ -34,73 +38,148 @@ export interface ApplyResult {
    * closed from there on: see `Removals`). Not an error of the partner that relayed them.
    */
   refused: number;
+  /**
+   * Runs refused because they fork their origin (another run of its author holds their place
+   * here); the origin is closed here from then on, like a removed device's.
+   */
+  forks: Fork[];
+  /** Entries of runs left out because their author is not known here yet (`verifyRuns`). */
+  withheld: number;
+}
+
+/**
+ * Two runs an origin's author signed for one place in its log: the one held here (kept) and
+ * another that came (refused). An honest author never signs both, so the pair proves a fork.
+ */
+export interface Fork {
+  readonly origin: string;
+  /** The first position the two disagree on (or may: the runs cover it differently). */
+  readonly seq: number;
+  readonly held: Chunk;
+  readonly other: Chunk;
+}
+
+/** A received run whose entries were validated, and whose signature was checked (`id`). */
+export interface VerifiedRun {
+  readonly chunk: Chunk;
+  readonly entries: readonly LogEntry[];
+  readonly id: Uint8Array;
+  /** The newest clock of its entries. */
+  readonly newest: string;
 }
 
 const OPS: ReadonlySet<string> = new Set<ChangeOp>(['upsert', 'update', 'delete']);
 
-export interface ValidatedEntries {
-  /** The entries in normal form: exactly the `LogEntry` fields, `fields` null for a delete. */
-  entries: LogEntry[];
-  /** The newest clock among them (for the drift check), if any. */
-  newest: Hlc | undefined;
+/** A received run whose entries were validated (`validateRemoteChunks`), not yet verified. */
+export interface ValidatedRun {
+  readonly chunk: Chunk;
+  readonly entries: readonly LogEntry[];
+  readonly newest: string;
 }
 
 /**
- * Checks the shape of entries that came from a peer, against the models. Throws
- * `ValidationError` naming the first bad entry; nothing is applied from a batch that fails.
+ * Checks received runs: their framing (`decodeChunk`), their bounds (at most `MAX_CHUNK_ENTRIES`
+ * entries, as every author makes them) and every entry's shape against the models. A run's
+ * entries share its origin, so the origin is checked once per run and each entry's clock only
+ * for its time part. Throws `ValidationError` naming the first bad entry.
  */
-export function validateRemoteEntries(ctx: WriteContext, entries: readonly unknown[]): ValidatedEntries {
-  if (!Array.isArray(entries)) throw new ValidationError('entries must be an array');
-  let newest = '';
-  const valid = entries.map((raw, index) =>
-    naming(`entry ${index}`, () => {
-      if (raw === null || typeof raw !== 'object') throw new ValidationError('entry must be an object');
-      const e = raw as Record<string, unknown>;
-      if (!isDeviceId(e.origin)) throw new ValidationError('origin must be a device uuid');
-      if (typeof e.seq !== 'number' || !Number.isSafeInteger(e.seq) || e.seq < 1) {
-        throw new ValidationError('seq must be a positive integer');
-      }
-      if (decodeHlc(e.hlc).deviceId !== e.origin) throw new ValidationError('hlc was not issued by the entry origin');
-      if ((e.hlc as string) > newest) newest = e.hlc as string;
-      return checkChange(ctx, e.origin, e.seq, e.hlc as string, e);
-    }),
-  );
-  return { entries: valid, newest: newest === '' ? undefined : decodeHlc(newest) };
-}
-
-/**
- * `validateRemoteEntries` for entries decoded from received chunks (`decodeChunk` checked their
- * framing). A chunk's entries share its origin, so the origin is checked once per chunk and each
- * entry's clock only for its time part.
- */
-export function validateRemoteChunks(ctx: WriteContext, chunks: readonly Chunk[]): ValidatedEntries {
-  const valid: LogEntry[] = [];
-  let newest = '';
+export function validateRemoteChunks(ctx: WriteContext, chunks: readonly Chunk[]): { runs: ValidatedRun[]; newest: Hlc | undefined } {
+  const runs: ValidatedRun[] = [];
+  let newestOfAll = '';
   for (const chunk of chunks) {
     if (!isDeviceId(chunk.origin)) throw new ValidationError('chunk origin must be a device uuid');
-    const decoded = decodeChunk(chunk);
+    if (chunk.lastSeq - chunk.firstSeq + 1 > MAX_CHUNK_ENTRIES) {
+      throw new ValidationError(`run ${chunk.origin}#${chunk.firstSeq}..${chunk.lastSeq} holds more than ${MAX_CHUNK_ENTRIES} entries`);
+    }
+    const entries: LogEntry[] = [];
+    let newest = '';
     let seq = chunk.firstSeq;
     try {
-      for (const { entry } of decoded) {
+      for (const { entry } of decodeChunk(chunk)) {
         seq = entry.seq;
         if (!isHlcOf(entry.hlc, chunk.origin)) throw new ValidationError('malformed hlc');
         if (entry.hlc > newest) newest = entry.hlc;
-        valid.push(checkChange(ctx, entry.origin, entry.seq, entry.hlc, entry));
+        entries.push(checkChange(ctx, entry.origin, entry.seq, entry.hlc, entry));
       }
     } catch (err) {
       throw prefixed(`entry ${chunk.origin}#${seq}`, err);
     }
+    if (newest > newestOfAll) newestOfAll = newest;
+    runs.push({ chunk, entries, newest });
   }
-  return { entries: valid, newest: newest === '' ? undefined : decodeHlc(newest) };
+  return { runs, newest: newestOfAll === '' ? undefined : decodeHlc(newestOfAll) };
 }
 
-/** Runs `check`, prefixing the message of an error it throws with `where`. */
-function naming<T>(where: string, check: () => T): T {
-  try {
-    return check();
-  } catch (err) {
-    throw prefixed(where, err);
+/** Passes over a message's runs at most, each taking authors the previous one introduced (`verifyRuns`). */
+const MAX_INTRODUCTION_PASSES = 3;
+
+/**
+ * Checks each run's signature against its `author` PeerId, and that the author may sign for the
+ * run's origin:
+ * - an origin of a key-derived device id may be signed only by the PeerId that derives its
+ *   device id (the origin keeps the id's first three groups, key-derived digit included), so no
+ *   member row is needed and no other key can take it;
+ * - an origin of a random (pre-2.0) device id only by the PeerId of that device's member row,
+ *   which `members` (device -> PeerId, as held) or the message introduces: a member row carried
+ *   by a run already verified, or the author's own row in its own run. Should two members' ids
+ *   share the origin's first three groups (made up on purpose), the origin is the device whose
+ *   id it is, or no one's.
+ * A run whose author cannot be placed yet is left out, like a gap (a later pull brings it once
+ * the member row has arrived); a run signed by a key that may not sign for its origin, or whose
+ * signature does not verify, is a `ProtocolError`, and nothing of the message is applied. Each pass is linear in the runs, and there are at most
+ * `MAX_INTRODUCTION_PASSES`, whatever the message holds.
+ */
+export function verifyRuns(
+  signatures: Signatures,
+  library: string,
+  runs: readonly ValidatedRun[],
+  members: ReadonlyMap<string, string>,
+): { verified: VerifiedRun[]; withheld: number } {
+  const peers = new Map(members);
+  const byPrefix = new Map<string, string[]>();
+  const place = (device: string) => {
+    const list = byPrefix.get(writerPrefix(device)) ?? [];
+    list.push(device);
+    byPrefix.set(writerPrefix(device), list);
+  };
+  for (const device of peers.keys()) place(device);
+  /** Whether `author` may sign for `origin`: yes, no (bad input), or not known here yet. */
+  const authority = (origin: string, author: string): 'yes' | 'no' | 'unknown' => {
+    if (isKeyDerivedId(origin)) return isWriterOf(origin, deviceIdForPeer(author)) ? 'yes' : 'no';
+    const candidates = byPrefix.get(writerPrefix(origin)) ?? [];
+    const device = candidates.length === 1 ? candidates[0] : candidates.find((d) => d === origin);
+    if (device === undefined || !isWriterOf(origin, device)) return candidates.length > 1 ? 'no' : 'unknown';
+    return peers.get(device) === author ? 'yes' : 'no';
+  };
+  const introduce = (run: ValidatedRun, from: (entry: LogEntry) => boolean) => {
+    for (const entry of run.entries) {
+      const peer = entry.fields?.peer;
+      if (entry.model !== MEMBERS_MODEL.name || typeof peer !== 'string' || peers.has(entry.id) || !from(entry)) continue;
+      peers.set(entry.id, peer);
+      place(entry.id);
+    }
+  };
+  const verified = new Map<ValidatedRun, VerifiedRun>();
+  for (let pass = 0, progress = true; progress && pass < MAX_INTRODUCTION_PASSES; pass++) {
+    progress = false;
+    for (const run of runs) {
+      if (verified.has(run)) continue;
+      const { origin, author } = run.chunk;
+      // The author's own member row in its own run names the key that must sign the run.
+      if (authority(origin, author) === 'unknown') introduce(run, (entry) => isWriterOf(origin, entry.id) && entry.fields?.peer === author);
+      const may = authority(origin, author);
+      if (may === 'unknown') continue;
+      if (may === 'no') throw new ProtocolError(`run ${origin}#${run.chunk.firstSeq}..${run.chunk.lastSeq} is not signed by its author's key (${author} may not sign for ${origin})`);
+      verified.set(run, { ...run, id: verifyRun(signatures, library, run.chunk) });
+      introduce(run, () => true);
+      progress = true;
+    }
   }
+  const left = runs.filter((run) => !verified.has(run));
+  return {
+    verified: runs.filter((run) => verified.has(run)).map((run) => verified.get(run)!),
+    withheld: left.reduce((n, run) => n + run.entries.length, 0),
+  };
 }
 
 function prefixed(where: string, err: unknown): unknown {
@@ -163,71 +242,100 @@ function checkFields(model: SharedModel, fields: Record<string, unknown>, full: 
 }
 
 /**
- * Applies validated entries inside the caller's transaction. Per origin, only entries that
- * extend the held contiguous prefix are applied; duplicates are skipped; anything after a gap
- * is reported and left for a later pull. The conflict rules make the outcome independent of
- * the order entries arrive in.
+ * Applies verified runs inside the caller's transaction, each whole or not at all (a run is
+ * stored and relayed as its author signed it). Per origin, only a run that extends the held
+ * contiguous prefix is applied, and only if it follows the run held there (`prev` is the held
+ * head, where known); a run already held is a duplicate, and one that takes the place of
+ * another run of its author is a fork (kept out, reported). Anything after a gap is reported
+ * and left for a later pull. The conflict rules make the outcome independent of the order
+ * runs arrive in.
  */
 export async function applyRemoteEntries(
   ctx: WriteContext,
   batch: WriteBatch,
-  entries: readonly LogEntry[],
+  runs: readonly VerifiedRun[],
   counts?: RemoteCounts,
-  received: readonly Chunk[] = [],
+  withheld = 0,
 ): Promise<ApplyResult> {
-  const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [], refused: 0 };
-  const accepted: LogEntry[] = [];
-  const sorted = isInOriginSeqOrder(entries) ? entries : [...entries].sort(byOriginSeq);
-  let blockedOrigin: string | undefined;
-  const expected = new Map<string, number>();
+  const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [], refused: 0, forks: [], withheld };
+  const accepted: VerifiedRun[] = [];
+  const sorted = [...runs].sort((a, b) => byOriginSeq(a.chunk, b.chunk));
+  const blocked = new Set<string>();
   // Only this device appends to the writer it appends to: a position of it beyond what it wrote
   // would be one its next write skips or reuses (a retired writer's tail is an origin like any).
   const ownWriter = appendedWriter(batch.currentWriter);
   const removals = batch.removals;
-  const batchRemovals = removalsIn(sorted, removals);
+  const batchRemovals = removalsIn(sorted.flatMap((run) => run.entries), removals);
   let closedAny = false;
-  for (const entry of sorted) {
-    if (entry.origin === blockedOrigin) continue;
-    const held = expected.get(entry.origin) ?? batch.seqOf(entry.origin);
-    const closedThrough = removals.closedThrough(entry.origin);
-    if (closedThrough !== undefined && entry.seq > closedThrough) {
-      result.refused += 1;
-    } else if (entry.seq <= held) {
-      result.duplicates += 1;
-    } else if (entry.seq === held + 1 && removals.refuses(entry, batchRemovals)) {
-      // Stamped after its device's removal: this position and every later one of the origin
-      // carry later clocks, so the origin is closed here for good.
-      removals.close(entry.origin, held);
+  // Runs appended by this batch, not flushed yet: a later run of the batch may fork them.
+  const appended = new Map<string, Chunk[]>();
+  const fork = (found: Fork) => {
+    // An origin with two histories: this device keeps the one it holds, and takes no more of
+    // either (the session that brought it goes on: its sender may be any honest relay).
+    result.forks.push(found);
+    removals.close(found.origin, batch.seqOf(found.origin));
+    closedAny = true;
+    blocked.add(found.origin);
+  };
+  for (const run of sorted) {
+    const { origin, firstSeq, lastSeq } = run.chunk;
+    const size = lastSeq - firstSeq + 1;
+    if (blocked.has(origin)) continue;
+    const held = batch.seqOf(origin);
+    const closedThrough = removals.closedThrough(origin);
+    if (closedThrough !== undefined && lastSeq > closedThrough) {
+      result.refused += size;
+    } else if (firstSeq <= held) {
+      // Positions held here: the same run (a duplicate), or another one of the author's there.
+      const mine = appended.get(origin)?.find((c) => c.firstSeq <= lastSeq && firstSeq <= c.lastSeq) ?? (await runCovering(batch.db, origin, firstSeq));
+      if (mine && !sameRun(mine, run.chunk)) fork({ origin, seq: Math.max(firstSeq, mine.firstSeq), held: mine, other: run.chunk });
+      else if (lastSeq <= held) result.duplicates += size;
+      else throw new ProtocolError(`run ${origin}#${firstSeq}..${lastSeq} overlaps the positions held here (through ${held}), which the log no longer holds`);
+    } else if (firstSeq === held + 1 && run.entries.some((entry) => removals.refuses(entry, batchRemovals))) {
+      // Stamped (in part) after its device's removal: every later run of the origin carries
+      // later clocks, so the origin is closed here for good, before this run.
+      removals.close(origin, held);
       closedAny = true;
-      result.refused += 1;
-    } else if (entry.origin === ownWriter) {
+      result.refused += size;
+    } else if (origin === ownWriter) {
       throw new ProtocolError(
-        `entry ${entry.origin}#${entry.seq} claims a position of the log this device appends to that it never wrote (it holds ${held})`,
+        `run ${origin}#${firstSeq}..${lastSeq} claims positions of the log this device appends to that it never wrote (it holds ${held})`,
       );
-    } else if (entry.seq === held + 1) {
-      expected.set(entry.origin, entry.seq);
-      accepted.push(entry);
+    } else if (firstSeq === held + 1) {
+      const head = batch.headOf(origin);
+      if (head !== undefined && !equalBytes(head, run.chunk.prev)) {
+        const mine = appended.get(origin)?.at(-1) ?? (await runEndingAt(batch.db, origin, held));
+        if (mine) fork({ origin, seq: held, held: mine, other: run.chunk });
+        else blocked.add(origin);
+        continue;
+      }
+      batch.appendChunk(run.chunk, run.id, run.newest);
+      appended.set(origin, [...(appended.get(origin) ?? []), run.chunk]);
+      accepted.push(run);
     } else {
-      result.gaps.push({ origin: entry.origin, heldSeq: held, firstReceivedSeq: entry.seq });
-      blockedOrigin = entry.origin;
+      result.gaps.push({ origin, heldSeq: held, firstReceivedSeq: firstSeq });
+      blocked.add(origin);
     }
   }
 
+  const entries = accepted.flatMap((run) => run.entries);
   const byModel = new Map<SharedModel, LogEntry[]>();
-  for (const entry of accepted) {
+  for (const entry of entries) {
     const model = ctx.registry.shared(entry.model);
     const list = byModel.get(model) ?? [];
     list.push(entry);
     byModel.set(model, list);
   }
   for (const [model, modelEntries] of byModel) await applyToModel(ctx, batch, model, modelEntries, counts);
-  // Log entries are appended in per-origin sequence order, as the batch requires. The batch
-  // makes the clock receive their clocks (and those of the rows) before the transaction ends.
-  appendAccepted(batch, accepted, received);
   if (closedAny) await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, removals.closedValue());
   if (batch.full) await batch.flush();
-  result.applied = accepted.length;
+  result.applied = entries.length;
   return result;
+}
+
+/** Whether two runs of an origin are the same run: same seqs, same predecessor, same entries. */
+function sameRun(a: Chunk, b: Chunk): boolean {
+  return a.firstSeq === b.firstSeq && a.lastSeq === b.lastSeq && equalBytes(a.prev, b.prev) && equalBytes(a.entries, b.entries);
 }
 
 /**
@@ -312,51 +420,8 @@ async function insertNewRows(
   return inserted;
 }
 
-/** Whether entries are grouped by origin in ascending order and by seq within an origin. */
-function isInOriginSeqOrder(entries: readonly LogEntry[]): boolean {
-  for (let i = 1; i < entries.length; i++) if (byOriginSeq(entries[i - 1]!, entries[i]!) > 0) return false;
-  return true;
-}
-
-function byOriginSeq(a: LogEntry, b: LogEntry): number {
-  return a.origin !== b.origin ? (a.origin < b.origin ? -1 : 1) : a.seq - b.seq;
-}
-
-/**
- * Appends accepted entries (sorted by origin and seq) to the log. A received chunk whose
- * entries were all accepted, and which fits the stored-chunk bounds, is stored as received;
- * the other entries are encoded into new chunks.
- */
-function appendAccepted(batch: WriteBatch, accepted: readonly LogEntry[], received: readonly Chunk[]): void {
-  const acceptedRange = new Map<string, { first: number; last: number }>();
-  for (const entry of accepted) {
-    const range = acceptedRange.get(entry.origin);
-    if (range) range.last = entry.seq;
-    else acceptedRange.set(entry.origin, { first: entry.seq, last: entry.seq });
-  }
-  const whole = new Map<string, Chunk>();
-  for (const chunk of received) {
-    const range = acceptedRange.get(chunk.origin);
-    const fits = chunk.lastSeq - chunk.firstSeq < MAX_CHUNK_ENTRIES && chunk.entries.byteLength <= MAX_CHUNK_BYTES;
-    if (range && fits && range.first <= chunk.firstSeq && chunk.lastSeq <= range.last) {
-      whole.set(`${chunk.origin}:${chunk.firstSeq}`, chunk);
-    }
-  }
-  for (let i = 0; i < accepted.length; ) {
-    const entry = accepted[i]!;
-    const chunk = whole.get(`${entry.origin}:${entry.seq}`);
-    if (!chunk) {
-      batch.appendLog(entry);
-      i += 1;
-      continue;
-    }
-    // The chunk's entries are the next ones of `accepted` (one origin, consecutive seqs).
-    const end = i + chunk.lastSeq - chunk.firstSeq + 1;
-    let newest = entry.hlc;
-    for (let k = i + 1; k < end; k++) if (accepted[k]!.hlc > newest) newest = accepted[k]!.hlc;
-    batch.appendChunk(chunk, newest);
-    i = end;
-  }
+function byOriginSeq(a: Chunk, b: Chunk): number {
+  return a.origin !== b.origin ? (a.origin < b.origin ? -1 : 1) : a.firstSeq - b.firstSeq;
 }
 
 /** A device-owned row as replicated from its owner (state-based sync). */

@@ -65,4 +65,21 @@ export interface LibraryStatus {
   partners: PartnerStatus[];
   /** Streams closed because a peer sent something invalid, since the node started. */
   protocolErrors: number;
+  /**
+   * Origins found forked here: their author signed two different runs for one place in its
+   * log (the first found of each origin, oldest first; see docs/operations.md).
+   */
+  forks: OriginFork[];
+}
+
+/** A fork of an origin found here (`lib.status().forks`, the `origin-forked` event). */
+export interface OriginFork {
+  /** The forked origin (a writer of `device`). */
+  origin: string;
+  /** The member device the origin belongs to, or null if its member row is not held. */
+  device: string | null;
+  /** The first position of the origin that two signed runs disagree on. */
+  seq: number;
+  /** Wall-clock ms when this device found it. */
+  detectedAt: number;
 }

@@ -1,6 +1,6 @@
 import type { DeviceForkedError, RemovalInfo } from '../errors.js';
 import type { Row } from '../models/types.js';
-import type { LibraryStatus } from './status.js';
+import type { LibraryStatus, OriginFork } from './status.js';
 import type { SyncRun } from './run-store.js';
 import type { ChangeEvent } from './write-batch.js';
 
@@ -33,6 +33,12 @@ export interface LibraryEvents {
    * the one that gives way: it refuses every change from partners from now on.
    */
   forked: [DeviceForkedError];
+  /**
+   * A member's origin forked: its author signed two different runs for one place in its log
+   * (a copy of its data directory wrote there too, or the device is buggy or hostile). The run
+   * held here is kept, the other refused; see docs/operations.md, "A fork is reported".
+   */
+  'origin-forked': [OriginFork];
   /**
    * This device is no longer a member of the library: a member removed it, or it left
    * (`lib.leave()`). It stops syncing the library; its local data stays readable.

@@ -2,8 +2,10 @@ import { CompiledQuery, type Kysely } from 'kysely';
 import { InternalError, ValidationError } from '../errors.js';
 import { decodeHlc, encodeHlc, type HlcClock } from '../hlc/index.js';
 import { newestClockOf } from '../models/merge.js';
-import { appendEntries, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
-import type { Chunk } from '../peer-log/chunk.js';
+import { appendChunks, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
+import { type Chunk, encodeChunks } from '../peer-log/chunk.js';
+import { GENESIS, signRun } from '../peer-log/signed-runs.js';
+import type { Signatures } from '../runtime/signatures.js';
 import { type LogEntry, MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
@@ -32,6 +34,17 @@ export interface SyncCounters {
   readonly ownerVersions: ReadonlyMap<string, number>;
   /** The writer this device's own shared changes go to (see `writers.ts`). */
   readonly writer: WriterState;
+  /**
+   * Per origin, the id of the run ending at its held seq, where known (not for a prefix adopted
+   * from a snapshot or held from before 2.0): the `prev` its next run must carry.
+   */
+  readonly heads: ReadonlyMap<string, Uint8Array>;
+}
+
+/** What signs this device's runs of one library. */
+export interface RunSigner {
+  readonly library: string;
+  readonly signatures: Signatures;
 }
 
 /** Pending rows are written out in the middle of a long transaction past this many. */
@@ -55,10 +68,12 @@ export class WriteBatch {
   readonly events: ChangeEvent[] = [];
   private readonly shared: Pending<SharedRowState> = new Map();
   private readonly owned: Pending<OwnedRowState> = new Map();
+  /** This device's own entries not yet made into signed runs (at the next flush). */
   private log: LogEntry[] = [];
   private chunks: Chunk[] = [];
   private pendingCount = 0;
   private readonly vector: Map<string, number>;
+  private readonly heads: Map<string, Uint8Array>;
   private readonly ownerVersions: Map<string, number>;
   /** Whether this transaction appended to the log or moved an owner's cursor. */
   advanced = false;
@@ -91,9 +106,12 @@ export class WriteBatch {
     committedRemovals: Removals,
     /** Draws fresh writer ids (`ownOrigin`). */
     private readonly random: Random,
+    /** Signs this device's runs (`flush`). */
+    private readonly signer: RunSigner,
   ) {
     this.removals = committedRemovals.copy();
     this.vector = new Map(committed.vector);
+    this.heads = new Map(committed.heads);
     this.ownerVersions = new Map(committed.ownerVersions);
     this.writer = committed.writer;
   }
@@ -128,7 +146,7 @@ export class WriteBatch {
   }
 
   counters(): SyncCounters {
-    return { vector: this.vector, ownerVersions: this.ownerVersions, writer: this.writer };
+    return { vector: this.vector, ownerVersions: this.ownerVersions, writer: this.writer, heads: this.heads };
   }
 
   /** The current writer, confirmed or retired or neither. */
@@ -254,21 +272,27 @@ export class WriteBatch {
   }
 
   /**
-   * Appends a whole chunk as received (already decoded and validated by the caller), so it is
-   * stored without being encoded again; its first seq must extend the origin's prefix.
-   * `newestHlc` is the newest clock of its entries (the caller decoded them).
+   * Appends a received run, whole and as signed (decoded, validated and verified by the caller:
+   * `id` is its run id); its first seq must extend the origin's prefix. `newestHlc` is the
+   * newest clock of its entries.
    */
-  appendChunk(chunk: Chunk, newestHlc: string): void {
+  appendChunk(chunk: Chunk, id: Uint8Array, newestHlc: string): void {
     this.extendPrefix(chunk.origin, chunk.firstSeq, chunk.lastSeq);
+    this.heads.set(chunk.origin, id);
     this.observe(newestHlc);
     this.chunks.push(chunk);
   }
 
-  /** Appends a log entry; its seq must extend the origin's contiguous prefix. */
+  /** Appends an entry of this device's own (it goes out in a run this device signs at `flush`). */
   appendLog(entry: LogEntry): void {
     this.extendPrefix(entry.origin, entry.seq, entry.seq);
     this.observe(entry.hlc);
     this.log.push(entry);
+  }
+
+  /** The id of the run `origin` ends at, where known. */
+  headOf(origin: string): Uint8Array | undefined {
+    return this.heads.get(origin);
   }
 
   private extendPrefix(origin: string, firstSeq: number, lastSeq: number): void {
@@ -288,6 +312,7 @@ export class WriteBatch {
     if (through <= this.seqOf(origin)) return;
     admit(this.vector, origin, this.self, 'origins');
     this.vector.set(origin, through);
+    this.heads.delete(origin);
     this.prunedPrefixes.set(origin, through);
     this.advanced = true;
   }
@@ -304,13 +329,13 @@ export class WriteBatch {
     this.shared.clear();
     this.owned.clear();
     this.localStates.clear();
-    await appendEntries(this.db, this.log, this.chunks);
+    await appendChunks(this.db, [...this.chunks, ...this.signOwnRuns()]);
     this.log = [];
     this.chunks = [];
     this.pendingCount = 0;
     for (const [origin, through] of this.prunedPrefixes) await holdPrunedPrefix(this.db, origin, through);
     this.prunedPrefixes.clear();
-    await writeVector(this.db, new Map([...this.changedOrigins].map((o) => [o, this.seqOf(o)])));
+    await writeVector(this.db, new Map([...this.changedOrigins].map((o) => [o, { seq: this.seqOf(o), head: this.heads.get(o) ?? null }])));
     this.changedOrigins.clear();
     if (this.writerChanged) {
       await putMeta(this.db, WRITER_META_KEY, writerMetaValue(this.writer));
@@ -324,6 +349,20 @@ export class WriteBatch {
         .execute();
       this.changedOwners.clear();
     }
+  }
+
+  /**
+   * This device's pending entries as signed runs, each following the origin's last run (a
+   * prefix whose last run is not known, adopted or held from before 2.0, is followed from
+   * `GENESIS`: receivers take that one link on the signature alone).
+   */
+  private signOwnRuns(): Chunk[] {
+    const { library, signatures } = this.signer;
+    return encodeChunks(this.log).map((run) => {
+      const { chunk, id } = signRun(signatures, library, run, this.heads.get(run.origin) ?? GENESIS);
+      this.heads.set(run.origin, id);
+      return chunk;
+    });
   }
 
   private put<S extends { id: string }>(pending: Pending<S>, table: ModelTable, state: S): void {

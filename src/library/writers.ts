@@ -24,7 +24,12 @@ export function newWriterId(device: string, source: Random): string {
 
 /** Whether `origin` is one of `device`'s writers (its device id or one derived from it). */
 export function isWriterOf(origin: string, device: string): boolean {
-  return origin.length === device.length && origin.startsWith(device.slice(0, DEVICE_PART));
+  return origin.length === device.length && origin.startsWith(writerPrefix(device));
+}
+
+/** The part of a device id (or of a writer id) that every writer of the device shares. */
+export function writerPrefix(id: string): string {
+  return id.slice(0, DEVICE_PART);
 }
 
 /**

@@ -67,7 +67,7 @@ function memberState(change: Change): SharedRowState {
 /** Bounds of a member row, as for the addresses a joiner sends (`join.addrs`). */
 export const MAX_MEMBER_ADDRS = 32;
 export const MAX_ADDR_LENGTH = 512;
-const MAX_PEER_ID_LENGTH = 128;
+export const MAX_PEER_ID_LENGTH = 128;
 /** Longest device name (`createSyncNode({ deviceName })`, `join.name`), in UTF-16 units. */
 export const MAX_DEVICE_NAME_LENGTH = 128;
 

@@ -7,6 +7,9 @@ import { isDeviceName, MAX_DEVICE_NAME_LENGTH } from '../models/system.js';
 import { parseBootstrap } from '../network/bootstrap.js';
 import { DEFAULT_LISTEN, Libp2pTransport } from '../network/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../network/peer-key.js';
+import type { PrivateKey } from '@libp2p/interface';
+import type { Signatures } from '../runtime/signatures.js';
+import { deviceSignatures } from './native-signatures.js';
 import { MAX_FRAME_BYTES, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_ID } from '../protocol/messages.js';
 import type { Transport } from '../protocol/transport.js';
 import type { WallClock } from '../runtime/runtime.js';
@@ -73,7 +76,17 @@ export interface DiscoveryOptions {
  * ```
  */
 export async function createSyncNode(options: SyncNodeOptions): Promise<SyncNode> {
-  return createNodeOverTransport(options, (dataDir, listen, discovery) =>
+  return createSyncNodeSigningWith(options, deviceSignatures);
+}
+
+/**
+ * `createSyncNode` with another way to sign (`openFileStorage`). Internal (not exported by the
+ * package): the benchmarks measure what signing costs against a baseline that signs nothing.
+ */
+export async function createSyncNodeSigningWith(options: SyncNodeOptions, signaturesFor: (key: PrivateKey) => Signatures): Promise<SyncNode> {
+  return createNodeOverTransport(
+    options,
+    (dataDir, listen, discovery) =>
     async () => {
       const privateKey = await loadOrCreatePeerKey(dataDir.peerKeyFile);
       return listenOnStablePorts(dataDir, listen, (addresses) =>
@@ -89,6 +102,7 @@ export async function createSyncNode(options: SyncNodeOptions): Promise<SyncNode
         }),
       );
     },
+    signaturesFor,
   );
 }
 
@@ -103,7 +117,11 @@ export type TransportStarter = (dataDir: DataDir, listen: string[], discovery: R
  * (not exported by the package): tests run nodes over the in-memory network with it, so that
  * what they test besides libp2p is built exactly as users get it.
  */
-export async function createNodeOverTransport(options: SyncNodeOptions, startTransport: TransportStarter): Promise<SyncNode> {
+export async function createNodeOverTransport(
+  options: SyncNodeOptions,
+  startTransport: TransportStarter,
+  signaturesFor: (key: PrivateKey) => Signatures = deviceSignatures,
+): Promise<SyncNode> {
   if (typeof options?.dataDir !== 'string' || options.dataDir === '') {
     throw new ValidationError('createSyncNode: dataDir must be a directory path');
   }
@@ -126,7 +144,7 @@ export async function createNodeOverTransport(options: SyncNodeOptions, startTra
   const dataDir = new DataDir(options.dataDir);
   return SyncNode.create({
     models: options.models,
-    openStorage: () => openFileStorage(dataDir),
+    openStorage: () => openFileStorage(dataDir, signaturesFor),
     startTransport: startTransport(dataDir, listen, discovery),
     runtime: { ...systemRuntime(), wallClock: options.wallClock ?? Date.now },
     maxClockDriftMs: drift,

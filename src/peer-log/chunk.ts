@@ -19,16 +19,28 @@ export const MAX_CHUNK_ENTRIES = 256;
 /** Bound on a chunk's estimated size (see `estimateSize`). */
 export const MAX_CHUNK_BYTES = 512 * 1024;
 
-/** Bytes a chunk costs on the wire besides its entries (origin, seqs, framing), rounded up. */
-export const CHUNK_OVERHEAD_BYTES = 64;
+/** Bytes a run costs on the wire besides its entries (origin, seqs, prev, signature, framing), rounded up. */
+export const CHUNK_OVERHEAD_BYTES = 192;
 
 type StoredEntry = [number, string, string, string, ChangeOp, StoredValues | null];
 
-export interface Chunk {
+/** A run of one origin's entries in the chunk encoding, before it is signed. */
+export interface RunBody {
   origin: string;
   firstSeq: number;
   lastSeq: number;
   entries: Uint8Array;
+}
+
+/**
+ * A stored or received run, signed by its origin's author (`signed-runs.ts`): `prev` is the id
+ * of the origin's run before it, `sig` the author's Ed25519 signature of this run's id, and
+ * `author` the PeerId whose key made it.
+ */
+export interface Chunk extends RunBody {
+  prev: Uint8Array;
+  sig: Uint8Array;
+  author: string;
 }
 
 /** `EntriesAfterResult` in stored form: runs of one origin's entries, not decoded. */
@@ -40,9 +52,9 @@ export interface ChunksAfterResult {
   pruned: PrunedOrigin[];
 }
 
-/** Splits entries (grouped by origin, seq ascending) into chunks within the size bounds. */
-export function encodeChunks(entries: readonly LogEntry[]): Chunk[] {
-  const chunks: Chunk[] = [];
+/** Splits entries (grouped by origin, seq ascending) into runs within the size bounds. */
+export function encodeChunks(entries: readonly LogEntry[]): RunBody[] {
+  const chunks: RunBody[] = [];
   let run: StoredEntry[] = [];
   let runOrigin = '';
   let firstSeq = 0;
@@ -82,14 +94,18 @@ function withoutArrayHeader(packed: Uint8Array): Uint8Array {
   return packed.subarray(header);
 }
 
-/** Roughly the encoded size of an entry (strings counted in UTF-16 units), for chunk bounds. */
+/**
+ * At least the encoded size of an entry (a UTF-16 unit takes at most 3 bytes of UTF-8), for run
+ * bounds: a run of several entries then takes at most `MAX_CHUNK_BYTES`, and a run of one entry
+ * what that entry takes, so every run fits a page (`MAX_RUN_BYTES` in protocol/messages.ts).
+ */
 function estimateSize(e: LogEntry): number {
-  let size = 96 + e.id.length + e.model.length;
+  let size = 96 + 3 * (e.id.length + e.model.length);
   if (e.fields === null) return size;
   for (const key in e.fields) {
     const value = e.fields[key];
-    size += key.length + 2;
-    if (typeof value === 'string') size += value.length + 5;
+    size += 3 * key.length + 2;
+    if (typeof value === 'string') size += 3 * value.length + 5;
     else if (value instanceof Uint8Array) size += value.byteLength + 5;
     else size += 9;
   }
@@ -109,7 +125,7 @@ export interface DecodedEntry {
  * and string clock, model and id; a chunk that fails is a `ProtocolError`. What the values mean
  * (known model, valid id, clock, op and fields) is checked where entries are applied.
  */
-export function decodeChunk(chunk: Chunk): DecodedEntry[] {
+export function decodeChunk(chunk: RunBody): DecodedEntry[] {
   const { origin, firstSeq, lastSeq } = chunk;
   const decoded: DecodedEntry[] = [];
   try {

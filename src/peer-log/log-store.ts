@@ -1,67 +1,68 @@
 import { type Kysely, sql } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
-import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult, decodeChunk, encodeChunks } from './chunk.js';
-import { exceedsRecordLimit, MAX_RECORD_BYTES } from '../models/values.js';
+import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult, decodeChunk } from './chunk.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
 
 type Db = Kysely<InternalTables>;
 
-/**
- * Appends entries (grouped by origin, already sequenced) and chunks kept in their received
- * encoding; call inside the write transaction.
- */
-export async function appendEntries(db: Db, entries: readonly LogEntry[], chunks: readonly Chunk[] = []): Promise<void> {
-  const rows = [...encodeChunks(entries), ...chunks];
-  if (rows.length === 0) return;
+/** Appends signed runs (each extending its origin's prefix); call inside the write transaction. */
+export async function appendChunks(db: Db, chunks: readonly Chunk[]): Promise<void> {
+  if (chunks.length === 0) return;
   await db
     .insertInto('sync_log')
-    .values(rows.map((c) => ({ origin: c.origin, first_seq: c.firstSeq, last_seq: c.lastSeq, entries: c.entries })))
+    .values(chunks.map((c) => ({ origin: c.origin, first_seq: c.firstSeq, last_seq: c.lastSeq, entries: c.entries, prev: c.prev, sig: c.sig, author: c.author })))
     .execute();
 }
 
-export async function readVector(db: Db): Promise<Map<string, { seq: number; prunedThrough: number }>> {
-  const rows = await db.selectFrom('sync_vector').selectAll().execute();
-  return new Map(rows.map((r) => [r.origin, { seq: r.seq, prunedThrough: r.pruned_through }]));
+/** Per origin: the last seq held, the prefix pruned, and the id of the run ending at `seq` (null: not known, see `heads`). */
+export interface HeldOrigin {
+  seq: number;
+  prunedThrough: number;
+  head: Uint8Array | null;
 }
 
-export async function writeVector(db: Db, changed: ReadonlyMap<string, number>): Promise<void> {
+export async function readVector(db: Db): Promise<Map<string, HeldOrigin>> {
+  const rows = await db.selectFrom('sync_vector').selectAll().execute();
+  return new Map(rows.map((r) => [r.origin, { seq: r.seq, prunedThrough: r.pruned_through, head: r.head }]));
+}
+
+/** Writes the origins' new positions with the id of the run each now ends at. */
+export async function writeVector(db: Db, changed: ReadonlyMap<string, { seq: number; head: Uint8Array | null }>): Promise<void> {
   if (changed.size === 0) return;
   await db
     .insertInto('sync_vector')
-    .values([...changed].map(([origin, seq]) => ({ origin, seq, pruned_through: 0 })))
-    .onConflict((oc) => oc.column('origin').doUpdateSet((eb) => ({ seq: eb.ref('excluded.seq') })))
+    .values([...changed].map(([origin, { seq, head }]) => ({ origin, seq, pruned_through: 0, head })))
+    .onConflict((oc) => oc.column('origin').doUpdateSet((eb) => ({ seq: eb.ref('excluded.seq'), head: eb.ref('excluded.head') })))
     .execute();
 }
 
-/** Records `origin` as held and pruned through `through` (a snapshot covered it); drops its older chunks. */
+/**
+ * Records `origin` as held and pruned through `through` (a snapshot covered it); drops its older
+ * chunks. The run ending there is not known here, so the next run of the origin is taken on its
+ * signature alone (`heads`).
+ */
 export async function holdPrunedPrefix(db: Db, origin: string, through: number): Promise<void> {
   await db.deleteFrom('sync_log').where('origin', '=', origin).where('last_seq', '<=', through).execute();
   await db
     .insertInto('sync_vector')
-    .values({ origin, seq: through, pruned_through: through })
-    .onConflict((oc) => oc.column('origin').doUpdateSet({ seq: through, pruned_through: through }))
+    .values({ origin, seq: through, pruned_through: through, head: null })
+    .onConflict((oc) => oc.column('origin').doUpdateSet({ seq: through, pruned_through: through, head: null }))
     .execute();
 }
 
 /**
- * Log chunks holding the entries the holder of `after` lacks, bounded by entry count and bytes.
- * Chunks come grouped by origin in sequence order, so every prefix of the result keeps each
- * origin gap-free. Stored chunks are handed out as they are, without decoding; a chunk is cut
- * only where the vector or the limits fall inside it. At least one entry is returned when any
- * is missing, so a single large entry still moves.
+ * Signed runs holding the entries the holder of `after` lacks, bounded by entry count and bytes.
+ * Runs come grouped by origin in sequence order, so every prefix of the result keeps each
+ * origin gap-free, and whole, as their author signed them: a page ends before a run that does
+ * not fit, except that it always carries its first run, so a single large run still moves. A
+ * position inside a stored run (no honest holder has one: runs are applied whole) gets that run
+ * whole, which shows the holder the fork it is on.
  */
 export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
   const held = await readVector(db);
   const result: ChunksAfterResult = { chunks: [], entries: 0, hasMore: false, pruned: [] };
   let bytes = 0;
   let full = false;
-  const room = (entries: number, size: number) =>
-    result.entries + entries <= limits.maxRecords && bytes + size + CHUNK_OVERHEAD_BYTES <= limits.maxBytes;
-  const take = (chunk: Chunk) => {
-    result.chunks.push(chunk);
-    result.entries += chunk.lastSeq - chunk.firstSeq + 1;
-    bytes += chunk.entries.byteLength + CHUNK_OVERHEAD_BYTES;
-  };
   for (const origin of [...held.keys()].sort()) {
     const { seq: heldSeq, prunedThrough } = held.get(origin)!;
     const from = after[origin] ?? 0;
@@ -77,35 +78,27 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
     let next = from + 1;
     let reading = true;
     while (reading && next <= heldSeq) {
-      // A few chunks at a time: bounded memory whatever the limits.
+      // A few runs at a time: bounded memory whatever the limits.
       const stored = await chunksReaching(db, origin, next, 4);
       reading = stored.length > 0;
-      for (const storedChunk of stored) {
-        // Nothing stored at `next`: the vector is ahead of the log.
-        if (storedChunk.firstSeq > next) reading = false;
-        if (!reading) break;
-        // Only a chunk larger than the record limit can hold an entry over it.
-        const unservable = storedChunk.entries.byteLength > MAX_RECORD_BYTES ? firstOverLimit(storedChunk, next) : undefined;
-        if (unservable === next) {
-          // Held from before the record limit: a partner would refuse it, so this log cannot
-          // serve past it; reported like a pruned position, the requester takes a snapshot.
-          if (next === from + 1) result.pruned.push({ origin, requestedAfter: from, prunedThrough: next });
+      for (const run of stored) {
+        if (run.firstSeq > next) {
+          // Nothing stored at `next`: the vector is ahead of the log.
           reading = false;
           break;
         }
-        const chunk = unservable === undefined ? storedChunk : sliceChunk(storedChunk, next, unservable - 1);
-        const whole = chunk.firstSeq === next && room(chunk.lastSeq - chunk.firstSeq + 1, chunk.entries.byteLength);
-        const part = whole ? chunk : cutChunk(chunk, next, room, result.entries === 0);
-        if (part) {
-          take(part);
-          next = part.lastSeq + 1;
-        }
-        if (next <= chunk.lastSeq) {
+        const entries = run.lastSeq - run.firstSeq + 1;
+        const size = run.entries.byteLength + CHUNK_OVERHEAD_BYTES;
+        const fits = result.entries + entries <= limits.maxRecords && bytes + size <= limits.maxBytes;
+        if (!fits && result.chunks.length > 0) {
           full = true;
           reading = false;
+          break;
         }
-        // The next page starts at the unservable entry and reports it.
-        if (unservable !== undefined) reading = false;
+        result.chunks.push(run);
+        result.entries += entries;
+        bytes += size;
+        next = run.lastSeq + 1;
       }
     }
     if (next <= heldSeq) result.hasMore = true;
@@ -113,54 +106,34 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
   return result;
 }
 
-/**
- * The longest part of `chunk` starting at seq `from` that `room` allows (at least one entry
- * when `atLeastOne`), sliced from the stored bytes; undefined when nothing fits.
- */
-function cutChunk(
-  chunk: Chunk,
-  from: number,
-  room: (entries: number, bytes: number) => boolean,
-  atLeastOne: boolean,
-): Chunk | undefined {
-  const decoded = decodeChunk(chunk).filter((d) => d.entry.seq >= from);
-  let count = 0;
-  while (count < decoded.length) {
-    const size = decoded[count]!.end - decoded[0]!.start;
-    if (!room(count + 1, size) && !(atLeastOne && count === 0)) break;
-    count += 1;
-  }
-  if (count === 0) return undefined;
-  const first = decoded[0]!;
-  const last = decoded[count - 1]!;
-  return { origin: chunk.origin, firstSeq: first.entry.seq, lastSeq: last.entry.seq, entries: chunk.entries.subarray(first.start, last.end) };
+/** The stored run of `origin` that ends at `lastSeq`, if the log holds one. */
+export async function runEndingAt(db: Db, origin: string, lastSeq: number): Promise<Chunk | undefined> {
+  const row = await db
+    .selectFrom('sync_log')
+    .selectAll()
+    .where('origin', '=', origin)
+    .where('last_seq', '=', lastSeq)
+    .executeTakeFirst();
+  return row && { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries, prev: row.prev, sig: row.sig, author: row.author };
 }
 
-/** The seq of the first entry from seq `from` on whose fields exceed the record limit, if any. */
-function firstOverLimit(chunk: Chunk, from: number): number | undefined {
-  return decodeChunk(chunk).find(({ entry }) => entry.seq >= from && entry.fields !== null && exceedsRecordLimit(entry.fields))
-    ?.entry.seq;
-}
-
-/** The entries `first` … `last` of `chunk`, sliced from its bytes. */
-function sliceChunk(chunk: Chunk, first: number, last: number): Chunk {
-  const decoded = decodeChunk(chunk);
-  const start = decoded[first - chunk.firstSeq]!.start;
-  const end = decoded[last - chunk.firstSeq]!.end;
-  return { origin: chunk.origin, firstSeq: first, lastSeq: last, entries: chunk.entries.subarray(start, end) };
+/** The stored run of `origin` that holds position `seq`, if the log holds one. */
+export async function runCovering(db: Db, origin: string, seq: number): Promise<Chunk | undefined> {
+  const [run] = await chunksReaching(db, origin, seq, 1);
+  return run && run.firstSeq <= seq ? run : undefined;
 }
 
 /** Up to `limit` stored chunks of `origin` that end at `seq` or later, in seq order. */
 async function chunksReaching(db: Db, origin: string, seq: number, limit: number): Promise<Chunk[]> {
   const rows = await db
     .selectFrom('sync_log')
-    .select(['first_seq', 'last_seq', 'entries'])
+    .select(['first_seq', 'last_seq', 'entries', 'prev', 'sig', 'author'])
     .where('origin', '=', origin)
     .where('last_seq', '>=', seq)
     .orderBy('last_seq')
     .limit(limit)
     .execute();
-  return rows.map((row) => ({ origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries }));
+  return rows.map((row) => ({ origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries, prev: row.prev, sig: row.sig, author: row.author }));
 }
 
 /** The entry of `origin` at `seq`, if the log holds it (not pruned). */

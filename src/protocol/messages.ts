@@ -1,6 +1,8 @@
 import { z } from 'zod';
-import { isDeviceName, MAX_ADDR_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_MEMBER_ADDRS } from '../models/system.js';
+import { isDeviceName, MAX_ADDR_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_MEMBER_ADDRS, MAX_PEER_ID_LENGTH } from '../models/system.js';
 import { MAX_RECORD_BYTES } from '../models/values.js';
+import { MAX_CHUNK_BYTES } from '../peer-log/chunk.js';
+import { RUN_ID_BYTES, SIGNATURE_BYTES } from '../peer-log/signed-runs.js';
 import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /**
@@ -47,11 +49,17 @@ export const MAX_PAGE_ENVELOPE_BYTES = 128 * 1024;
  */
 export const MAX_RECORD_TUPLE_BYTES = MAX_RECORD_BYTES + 64 * 1024;
 
-// Readers count each record by an upper bound of its encoding and stop before `MAX_PAGE_BYTES`,
-// except that a page always carries its first record, whatever its size: so a page holds
-// records worth at most `MAX_PAGE_BYTES`, or one record alone. Either fits one frame.
-if (Math.max(MAX_PAGE_BYTES, MAX_RECORD_TUPLE_BYTES) + MAX_PAGE_ENVELOPE_BYTES > MAX_FRAME_BYTES) {
-  throw new Error('internal: a page of records, or one record of the largest size, must fit one frame');
+/**
+ * Bytes of one run's entries at most: a run of several entries is bounded by `MAX_CHUNK_BYTES`,
+ * one of a single entry by that entry's tuple, so a page always has room for its first run.
+ */
+export const MAX_RUN_BYTES = Math.max(MAX_CHUNK_BYTES, MAX_RECORD_TUPLE_BYTES);
+
+// Readers count each record (or run) by an upper bound of its encoding and stop before
+// `MAX_PAGE_BYTES`, except that a page always carries its first record or run, whatever its
+// size: so a page holds records worth at most `MAX_PAGE_BYTES`, or one alone. Either fits one frame.
+if (Math.max(MAX_PAGE_BYTES, MAX_RUN_BYTES) + MAX_PAGE_ENVELOPE_BYTES > MAX_FRAME_BYTES) {
+  throw new Error('internal: a page of records, or one run of the largest size, must fit one frame');
 }
 
 /**
@@ -66,6 +74,8 @@ const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 /** A log position (seq) or an owned version: every vector entry, seq, version and coverage bound. */
 const position = z.number().int().min(0).max(MAX_POSITION);
 const shortText = z.string().max(256);
+/** A PeerId string, as member rows hold them (`MAX_PEER_ID_LENGTH`). */
+const peerId = z.string().min(1).max(MAX_PEER_ID_LENGTH);
 const fieldValues = z.record(z.string().max(64), z.unknown());
 
 /** `{origin device: last seq}` (shared log) or `{owner device: version}` (device-owned rows). */
@@ -77,11 +87,15 @@ const bytes = (max: number) =>
   z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.byteLength <= max, `must be at most ${max} bytes`);
 
 /**
- * A run of one origin's log entries: origin, first seq, last seq, and the entries in the log's
- * chunk encoding (docs/protocol.md, "Log chunk"), so stored chunks go out as they are.
+ * A signed run of one origin's log entries: origin, first seq, last seq, the entries in the
+ * log's chunk encoding (docs/protocol.md, "Log chunk"), the id of the origin's run before it and
+ * the author's signature and PeerId (docs/protocol.md, "Signed runs"), so stored runs go out as
+ * they are.
  */
+const exactBytes = (length: number) =>
+  z.custom<Uint8Array>((b) => b instanceof Uint8Array && b.byteLength === length, `must be ${length} bytes`);
 const chunkTuple = z
-  .tuple([uuid, position.min(1), position.min(1), bytes(MAX_FRAME_BYTES)])
+  .tuple([uuid, position.min(1), position.min(1), bytes(MAX_RUN_BYTES), exactBytes(RUN_ID_BYTES), exactBytes(SIGNATURE_BYTES), peerId])
   .refine(([, first, last]) => last >= first && last - first < MAX_BATCH_RECORDS, 'lastSeq must be firstSeq or after');
 export type ChunkTuple = z.infer<typeof chunkTuple>;
 const chunkList = z

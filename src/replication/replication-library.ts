@@ -1,3 +1,4 @@
+import type { OriginFork } from '../library/status.js';
 import type { RemovalInfo } from '../errors.js';
 import type { NewInvite, RevokeOutcome, StoredInvite } from '../library/invite-store.js';
 import type { Removal } from '../library/removals.js';
@@ -46,6 +47,8 @@ export interface ReplicationLibrary extends SessionLibrary, BackfillTarget {
   confirmOwned(version: number): Promise<void>;
   prune(partners: readonly string[], retainEntries?: number): Promise<number>;
   prunedVector(): Promise<VersionVector>;
+  /** Forks of members' origins found here (`LibraryStatus.forks`). */
+  forks(): Promise<OriginFork[]>;
   logSize(): Promise<number>;
   readonly lastSeen: LastSeenStorage;
 

@@ -697,6 +697,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       logSize: await this.library.logSize(),
       partners,
       protocolErrors: this.network.protocolErrors(),
+      forks: await this.library.forks(),
     };
   }
 

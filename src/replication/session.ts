@@ -697,12 +697,12 @@ export function snapshotRowFromTuple([model, id, hlc, deleted, values, fieldHlcs
   return { model, state: { id, hlc, deleted, values: values as StoredValues, fieldHlcs, upsertHlc, deleteHlc } };
 }
 
-function chunkToTuple(c: Chunk): ChunkTuple {
-  return [c.origin, c.firstSeq, c.lastSeq, c.entries];
+export function chunkToTuple(c: Chunk): ChunkTuple {
+  return [c.origin, c.firstSeq, c.lastSeq, c.entries, c.prev, c.sig, c.author];
 }
 
 export function chunksOf(tuples: readonly ChunkTuple[]): Chunk[] {
-  return tuples.map(([origin, firstSeq, lastSeq, entries]) => ({ origin, firstSeq, lastSeq, entries }));
+  return tuples.map(([origin, firstSeq, lastSeq, entries, prev, sig, author]) => ({ origin, firstSeq, lastSeq, entries, prev, sig, author }));
 }
 
 function ownedToTuple(r: OwnedRowUpdate): OwnedRowTuple {

@@ -3,11 +3,17 @@ import { type Generated, type Kysely, type Migration, type MigrationProvider, sq
 /** Types of the library database's internal tables (model tables are dynamic, see model-table.ts). */
 export interface InternalTables {
   sync_meta: { key: string; value: string };
-  /** The peer log in chunks: a contiguous run of one origin's entries per row (peer-log/chunk.ts). */
-  sync_log: { origin: string; first_seq: number; last_seq: number; entries: Uint8Array };
-  sync_vector: { origin: string; seq: number; pruned_through: number };
+  /**
+   * The peer log in signed runs: a contiguous run of one origin's entries per row, as its author
+   * signed it (peer-log/chunk.ts, peer-log/signed-runs.ts).
+   */
+  sync_log: { origin: string; first_seq: number; last_seq: number; entries: Uint8Array; prev: Uint8Array; sig: Uint8Array; author: string };
+  /** `head`: the id of the run ending at `seq`, null when not known (a prefix adopted from a snapshot, or held before 2.0). */
+  sync_vector: { origin: string; seq: number; pruned_through: number; head: Uint8Array | null };
   sync_acks: { partner: string; origin: string; seq: number };
   sync_owner_versions: { owner: string; version: number };
+  /** The first fork found of each origin: the run held here and the other one (`packRun`). */
+  sync_forks: { origin: string; seq: number; device: string | null; detected_at: number; held: Uint8Array; other: Uint8Array };
   /**
    * Invites this device issued; only the inviter can honour (or revoke) its own invites.
    * `created_at` is null for invites issued before it was recorded.
@@ -129,6 +135,38 @@ const migrations: Record<string, Migration> = {
         .createTable('sync_last_seen')
         .addColumn('device', 'text', (c) => c.primaryKey())
         .addColumn('seen_at', 'integer', (c) => c.notNull())
+        .execute();
+    },
+  },
+  '0006-signed-runs': {
+    // Protocol 2.0: runs are signed by their author. Entries held before are adopted as trusted
+    // by the device that holds them, but cannot be relayed (no signature): the log drops them and
+    // holds each origin as a pruned prefix, so a partner that lacks some takes a snapshot. The
+    // rows they made stay as they are.
+    async up(db: Kysely<unknown>) {
+      await db.schema.dropTable('sync_log').execute();
+      await db.schema
+        .createTable('sync_log')
+        .addColumn('origin', 'text', (c) => c.notNull())
+        .addColumn('first_seq', 'integer', (c) => c.notNull())
+        .addColumn('last_seq', 'integer', (c) => c.notNull())
+        .addColumn('entries', 'blob', (c) => c.notNull())
+        .addColumn('prev', 'blob', (c) => c.notNull())
+        .addColumn('sig', 'blob', (c) => c.notNull())
+        .addColumn('author', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sync_log_pk', ['origin', 'last_seq'])
+        .modifyEnd(sqlWithoutRowid)
+        .execute();
+      await db.schema.alterTable('sync_vector').addColumn('head', 'blob').execute();
+      await sql`UPDATE sync_vector SET pruned_through = seq`.execute(db);
+      await db.schema
+        .createTable('sync_forks')
+        .addColumn('origin', 'text', (c) => c.primaryKey())
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('device', 'text')
+        .addColumn('detected_at', 'integer', (c) => c.notNull())
+        .addColumn('held', 'blob', (c) => c.notNull())
+        .addColumn('other', 'blob', (c) => c.notNull())
         .execute();
     },
   },

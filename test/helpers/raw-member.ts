@@ -9,7 +9,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { expect } from 'vitest';
 import { encodeHlc, type Library, type SyncNode, type VersionVector } from '../../src/index.js';
 import { MEMBERS_MODEL } from '../../src/models/system.js';
-import { decodeChunk, encodeChunks } from '../../src/peer-log/chunk.js';
+import { decodeChunk } from '../../src/peer-log/chunk.js';
 import type { LogEntry } from '../../src/peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../../src/protocol/codec.js';
 import { type ChunkTuple, type Message, type MessageOf, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
@@ -18,10 +18,13 @@ import { encodeInvite } from '../../src/replication/invite-code.js';
 import { makeTempDir, removeTempDirs } from './child-process.js';
 import { type ClusterTransport, fastSync, shareLibrary, startNode, stopAllNodes, waitFor } from './cluster.js';
 import { keyWhere, RawPeer, type RawStream, type StreamEnd, stopAllRawPeers } from './raw-peer.js';
+import { signedTuples } from './signed-runs.js';
 
 export interface RawMember {
   peer: RawPeer;
   device: string;
+  /** The id of the last run it signed of each origin (`signedTuples`). */
+  heads: Map<string, Uint8Array>;
 }
 
 /**
@@ -43,7 +46,7 @@ export async function joinAsRawMember(
     async () => (await lib.members()).some((m) => m.device === device && m.peer === peer.peerId),
     'the raw member to be admitted',
   );
-  return { peer, device };
+  return { peer, device, heads: new Map() };
 }
 
 /** The cast of an attack by a member: the victim, an honest member and the hostile raw member. */
@@ -130,7 +133,7 @@ export async function pushMemberRow(
     fields: { ...fields, addrs: JSON.stringify(fields.addrs) },
   };
   const push = await MemberSession.open(member, node, library, { heartbeatMs: 200 });
-  const chunks = encodeChunks([row]).map((c): ChunkTuple => [c.origin, c.firstSeq, c.lastSeq, c.entries]);
+  const chunks = signedTuples(member.peer.key, library, [row], member.heads);
   await push.send({ t: 'changes', library, batch: 1, chunks });
   await waitFor(() => push.of('ack').some((a) => a.batch === 1), 'the node to ack the member row');
   return push;

@@ -183,7 +183,11 @@ export class RawPeer implements Dialable {
   /** Called for each inbound stream as it opens (after it is recorded in `inbound`). */
   onInbound: ((stream: RawStream) => void) | undefined;
 
-  private constructor(readonly transport: Transport) {
+  private constructor(
+    readonly transport: Transport,
+    /** Its key: runs it authors are signed with it (`signedTuples`). */
+    readonly key: PrivateKey,
+  ) {
     transport.handle((stream) => {
       const raw = new RawStream(stream);
       this.inbound.push(raw);
@@ -210,7 +214,7 @@ export class RawPeer implements Dialable {
             maxFirstFrameBytes: MAX_HANDSHAKE_FRAME_BYTES,
             ...limits,
           });
-    const peer = new RawPeer(peerTransport);
+    const peer = new RawPeer(peerTransport, privateKey);
     started.add(peer);
     return peer;
   }

@@ -1,0 +1,80 @@
+/**
+ * Issue 13, migration: libraries written by protocol 1.2 (test/fixtures/pre-2.0, two devices
+ * sharing one library) open with the 2.0 code. Their history was never signed, so each device
+ * adopts what it holds as trusted: the rows stay as they are, the log drops the unsigned runs and
+ * holds every origin as a pruned prefix (it cannot relay them to anyone). The two devices then
+ * sync signed changes both ways, and a device that joins afterwards receives the history by
+ * snapshot: all three digests are equal.
+ *
+ * The in-memory network and SQLite files copied from the fixture.
+ */
+import { cp } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { defineModel, type Library } from '../src/index.js';
+import { engineOf } from '../src/library/library.js';
+import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
+import { startNode, stopAllNodes, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+
+useMemoryTransport();
+
+afterEach(async () => {
+  await stopAllNodes();
+  await removeTempDirs();
+});
+
+const FIXTURE = join(import.meta.dirname, 'fixtures', 'pre-2.0');
+const LIBRARY = '87707bfb-0075-4b3e-90b1-d23f74c0e166';
+const note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', body: { type: 'text', nullable: true } } });
+const setting = defineModel({ name: 'setting', ownership: 'device', fields: { value: 'text' } });
+const models = [note, setting];
+
+async function copyOfFixture(device: 'a' | 'b'): Promise<string> {
+  const dir = await makeTempDir('lsync-upgrade-');
+  await cp(join(FIXTURE, device), dir, { recursive: true });
+  return dir;
+}
+
+/** The rows the fixture's script wrote, as `lib.list` returns them. */
+function expectFixtureRows(lib: Library) {
+  const notes = [
+    ...Array.from({ length: 300 }, (_, i) => ({ id: `a-${i}`, title: `a ${i}`, body: null })),
+    ...Array.from({ length: 200 }, (_, i) => ({ id: `b-${i}`, title: `b ${i}`, body: 'from b' })),
+  ].sort((x, y) => (x.id < y.id ? -1 : 1));
+  return Promise.all([
+    expect(lib.list('note', { limit: 1_000 })).resolves.toEqual(notes),
+    expect(lib.list('setting', { limit: 10 })).resolves.toEqual([
+      { id: 'theme-a', value: 'dark' },
+      { id: 'theme-b', value: 'light' },
+    ]),
+  ]);
+}
+
+describe('a library written by protocol 1.2', () => {
+  it('keeps its rows, holds its unsigned history as a pruned prefix, and syncs signed changes from then on', async () => {
+    const a = await startNode(await copyOfFixture('a'), { models });
+    const libA = a.library(LIBRARY);
+    await expectFixtureRows(libA);
+    // Every origin held is adopted as pruned through what was held: the log holds none of it.
+    const adopted = await engineOf(libA).prunedVector();
+    expect(adopted).toEqual(libA.versionVector());
+    expect(Object.keys(adopted).length).toBe(2);
+    expect(await engineOf(libA).logSize()).toBe(0);
+
+    const b = await startNode(await copyOfFixture('b'), { models, bootstrap: [a.multiaddrs()[0]!] });
+    const libB = b.library(LIBRARY);
+    await expectFixtureRows(libB);
+    await libA.upsert('note', { id: 'after-a', title: 'signed by a', body: null });
+    await libB.upsert('note', { id: 'after-b', title: 'signed by b', body: null });
+    await waitFor(async () => (await libA.get('note', 'after-b')) !== undefined && (await libB.get('note', 'after-a')) !== undefined, 'both new writes to cross');
+    await waitForConvergence([libA, libB]);
+
+    // A device that joins now cannot get the unsigned history from any log: it takes a snapshot.
+    const c = await startNode(undefined, { models });
+    const libC = await c.joinLibrary(await libA.createInvite());
+    await libC.synced();
+    await waitForConvergence([libA, libB, libC]);
+    expect(await libC.get('note', 'a-299')).toEqual({ id: 'a-299', title: 'a 299', body: null });
+    expect((await libC.syncHistory()).some((run) => run.kind === 'backfill' && run.outcome === 'done')).toBe(true);
+  });
+});
