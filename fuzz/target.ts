@@ -5,6 +5,7 @@
  * the fuzzer speaks to V as B (a member: a transport of its own under B's PeerId, which is what
  * the transport authenticates) or as strangers.
  */
+import { deviceIdForPeer } from '../src/membership/device-id.js';
 import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { defineModel } from '../src/models/define.js';
 import { encodeMessage } from '../src/protocol/codec.js';
@@ -75,13 +76,13 @@ export async function startFuzzTarget(rng: SeededRandom): Promise<FuzzTarget> {
   const sessionErrors: SessionErrorEvent[] = [];
   // The member's PeerId sorts first: it opens the sessions, as the fuzzer then does in its name.
   const member = await CoreNode.start(recordingTransport(hub.transport('peer-a-member'), record), {
-    deviceId: uuidFrom(rng),
+    deviceId: deviceIdForPeer('peer-a-member'),
     models: FUZZ_MODELS,
     tuning: TUNING,
     onSessionError: () => undefined,
   });
   const victim = await CoreNode.start(recordingTransport(hub.transport('peer-v-victim'), record), {
-    deviceId: uuidFrom(rng),
+    deviceId: deviceIdForPeer('peer-v-victim'),
     models: FUZZ_MODELS,
     tuning: TUNING,
     onSessionError: (event) => sessionErrors.push(event),

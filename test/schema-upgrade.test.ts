@@ -78,7 +78,8 @@ test('a retyped field is refused, and the refused open leaves the file as it was
 /**
  * Puts a library file back to its schema before device names, invite revocation and last-seen
  * (protocol 1.1): no `name` column in the member table, no `created_at` / `revoked_at` in the
- * invites, no last-seen table, and the migrations that add them not yet run.
+ * invites, no last-seen table, an unsigned log (2.0 came later still), and the migrations that
+ * add them not yet run.
  */
 function downgradeToSchema11(dataDir: string, libraryId: string): void {
   const db = new Database(path.join(dataDir, 'libraries', `${libraryId}.sqlite`));
@@ -88,7 +89,13 @@ function downgradeToSchema11(dataDir: string, libraryId: string): void {
       ALTER TABLE sync_invites DROP COLUMN created_at;
       ALTER TABLE sync_invites DROP COLUMN revoked_at;
       DROP TABLE sync_last_seen;
-      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen');
+      DROP TABLE sync_forks;
+      ALTER TABLE sync_vector DROP COLUMN head;
+      CREATE TABLE sync_log_11 (origin TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (origin, last_seq)) WITHOUT ROWID;
+      INSERT INTO sync_log_11 SELECT origin, first_seq, last_seq, entries FROM sync_log;
+      DROP TABLE sync_log;
+      ALTER TABLE sync_log_11 RENAME TO sync_log;
+      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs');
     `);
   } finally {
     db.close();

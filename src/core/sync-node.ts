@@ -2,6 +2,7 @@ import { EventEmitter } from 'eventemitter3';
 import { InviteError, NotFoundError, StoppedError, ValidationError } from '../errors.js';
 import { compareHlc, type Hlc, HlcClock, isDeviceId } from '../hlc/index.js';
 import { joinedLibraryMeta, LibraryEngine } from '../library/engine.js';
+import { isKeyDerivedId } from '../membership/device-id.js';
 import { engineOf, Library } from '../library/library.js';
 import type { Member } from '../library/types.js';
 import type { Model } from '../models/define.js';
@@ -287,6 +288,10 @@ export class SyncNode {
       recordIds: this.recordIds,
     });
     const { library, replicator } = await this.replicate(engine, bootstrap);
+    // A device id from before 2.0 binds its key only by its member row: the creator writes its
+    // own first, so that a joiner checks its runs by it before any of them (a key-derived id
+    // needs no row for that, and writes it at its first invite as before).
+    if (!bootstrap && !isKeyDerivedId(this.deviceId)) await replicator.registerSelf();
     signal?.addEventListener('abort', () => replicator.interruptBackfill(), { once: true });
     return library;
   }

@@ -123,7 +123,8 @@ const MAX_INTRODUCTION_PASSES = 3;
  *   which `members` (device -> PeerId, as held) or the message introduces: a member row carried
  *   by a run already verified, or the author's own row in its own run. Should two members' ids
  *   share the origin's first three groups (made up on purpose), the origin is the device whose
- *   id it is, or no one's.
+ *   id it is, or no one's: its runs are then left out, never taken as bad input of the honest
+ *   member that relays them.
  * A run whose author cannot be placed yet is left out, like a gap (a later pull brings it once
  * the member row has arrived); a run signed by a key that may not sign for its origin, or whose
  * signature does not verify, is a `ProtocolError`, and nothing of the message is applied. Each pass is linear in the runs, and there are at most
@@ -148,7 +149,7 @@ export function verifyRuns(
     if (isKeyDerivedId(origin)) return isWriterOf(origin, deviceIdForPeer(author)) ? 'yes' : 'no';
     const candidates = byPrefix.get(writerPrefix(origin)) ?? [];
     const device = candidates.length === 1 ? candidates[0] : candidates.find((d) => d === origin);
-    if (device === undefined || !isWriterOf(origin, device)) return candidates.length > 1 ? 'no' : 'unknown';
+    if (device === undefined || !isWriterOf(origin, device)) return 'unknown';
     return peers.get(device) === author ? 'yes' : 'no';
   };
   const introduce = (run: ValidatedRun, from: (entry: LogEntry) => boolean) => {
