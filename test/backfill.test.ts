@@ -181,7 +181,7 @@ describe('backfill', () => {
     expect(engineOf(libB).ownedVector()).toEqual(engineOf(libA).ownedVector());
 
     const runs = await libB.syncHistory();
-    expect(runs).toHaveLength(1);
+    expect(runs, JSON.stringify(runs.map(({ kind, outcome, error, peers }) => ({ kind, outcome, error, peers })))).toHaveLength(1);
     const [run] = runs as [SyncRun];
     const members = (await libA.members()).length;
     expect(members).toBe(2);

@@ -36,7 +36,7 @@ describe('the simulator', () => {
     expect(other.traceHash).not.toBe(first.traceHash);
   });
 
-  test(`a batch of ${BATCH.seeds} seeds heals and converges to the oracle`, { timeout: 180_000 }, async () => {
+  test(`a batch of ${BATCH.seeds} seeds heals and converges to the oracle`, { timeout: 360_000 }, async () => {
     const faults = noFaults();
     let writes = 0;
     for (let seed = BATCH.from; seed < BATCH.from + BATCH.seeds; seed += 1) {
