@@ -16,7 +16,12 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type Library, type OriginFork } from '../src/index.js';
 import type { LogEntry } from '../src/peer-log/types.js';
-import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { engineOf } from '../src/library/library.js';
+import { deviceSignatures } from '../src/node/native-signatures.js';
+import { encodeChunks } from '../src/peer-log/chunk.js';
+import { runId, signRun } from '../src/peer-log/signed-runs.js';
+import { shareLibrary, startNode, startNodeWithKey, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, MemberSession, type RawMember, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
 import { signedTuples } from './helpers/signed-runs.js';
 
@@ -187,5 +192,32 @@ describe('a fork that honest members meet', () => {
     expect((await libV.status()).protocolErrors).toBe(0);
     expect(libV.versionVector()[m]).toBe(1);
     await waitFor(async () => (await libV.status()).state === 'ready', 'V to be ready with N');
+  });
+});
+
+describe("a fork of this device's own writer", () => {
+  it('retires the writer: the next write goes to a fresh one, and reaches the partner', async () => {
+    // Another copy of V's data directory (V's key) signed another run at V's second position.
+    const key = await generateKeyPair('Ed25519');
+    const v = await startNodeWithKey(key);
+    const n = await startNode();
+    const [libV, libN] = (await shareLibrary(v, [n])) as [Library, Library];
+    await libV.upsert('note', { id: randomUUID(), title: 'first', body: null });
+    await libV.upsert('note', { id: randomUUID(), title: 'second', body: null });
+    await waitForConvergence([libV, libN]);
+    const own = libV.writer();
+    const held = libV.versionVector()[own]!;
+    const { chunks } = await engineOf(libV).chunksAfter({ [own]: held - 2 }, { maxRecords: 10, maxBytes: 1 << 20 });
+    const before = chunks.find((c) => c.origin === own && c.lastSeq === held - 1)!;
+    const signatures = deviceSignatures(key);
+    const [body] = encodeChunks([{ ...noteAt(own, held, 'the copy'), hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: own }) }]);
+    const copy = signRun(signatures, libV.id, body!, runId(signatures, libV.id, before, before.prev)).chunk;
+    expect(await engineOf(libV).applyRemoteChunks([copy])).toMatchObject({ applied: 0, forks: [{ origin: own, seq: held }] });
+
+    const after = randomUUID();
+    await libV.upsert('note', { id: after, title: 'after the fork', body: null });
+    expect(libV.writer()).not.toBe(own);
+    await waitFor(async () => (await libN.get('note', after)) !== undefined, "N to receive V's write after the fork");
+    await waitForConvergence([libV, libN]);
   });
 });

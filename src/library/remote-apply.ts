@@ -127,8 +127,9 @@ const MAX_INTRODUCTION_PASSES = 3;
  *   member that relays them.
  * A run whose author cannot be placed yet is left out, like a gap (a later pull brings it once
  * the member row has arrived); a run signed by a key that may not sign for its origin, or whose
- * signature does not verify, is a `ProtocolError`, and nothing of the message is applied. Each pass is linear in the runs, and there are at most
- * `MAX_INTRODUCTION_PASSES`, whatever the message holds.
+ * signature does not verify, is a `ProtocolError`, and nothing of the message is applied. Each
+ * pass is linear in the runs, and there are at most `MAX_INTRODUCTION_PASSES`, whatever the
+ * message holds.
  */
 export function verifyRuns(
   signatures: Signatures,
@@ -272,8 +273,11 @@ export async function applyRemoteEntries(
   const appended = new Map<string, Chunk[]>();
   const fork = (found: Fork) => {
     // An origin with two histories: this device keeps the one it holds, and takes no more of
-    // either (the session that brought it goes on: its sender may be any honest relay).
+    // either (the session that brought it goes on: its sender may be any honest relay). If it is
+    // the writer this device appends to, another copy of it wrote there: its next write goes to
+    // a fresh writer, as after a restore, since a closed origin is advertised no further.
     result.forks.push(found);
+    if (found.origin === ownWriter) batch.setWriter({ ...batch.currentWriter, retired: true });
     removals.close(found.origin, batch.seqOf(found.origin));
     closedAny = true;
     blocked.add(found.origin);
