@@ -26,6 +26,7 @@ import type { RecordIds } from '../util/ids.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { packRun } from '../peer-log/signed-runs.js';
+import { isKeyDerivedId } from '../membership/device-id.js';
 import { pack } from '../util/msgpack.js';
 import { runSql } from '../util/sql.js';
 import { LocalWriter, type WriteContext } from './local-writes.js';
@@ -387,7 +388,9 @@ export class LibraryEngine {
     const { runs, newest } = validateRemoteChunks(this.ctx, chunks);
     if (newest) this.ctx.clock.checkDrift(newest);
     await this.checkConcurrentCopy(runs.flatMap((run) => run.entries));
-    const members = new Map((await this.memberRows()).map((m) => [m.device, m.peer]));
+    // Key-derived origins prove their authors alone: the member list is read only for others.
+    const needsMembers = runs.some((run) => !isKeyDerivedId(run.chunk.origin));
+    const members = new Map(needsMembers ? (await this.memberRows()).map((m) => [m.device, m.peer]) : []);
     const { verified, withheld } = verifyRuns(this.signatures, this.id, runs, members);
     const result = await this.write((batch) => applyRemoteEntries(this.ctx, batch, verified, counts, withheld));
     if (result.forks.length > 0) await this.recordForks(result.forks);
@@ -397,8 +400,9 @@ export class LibraryEngine {
   /** Stores the first fork found of each origin, with its evidence, and tells listeners. */
   private async recordForks(forks: readonly Fork[]): Promise<void> {
     const detectedAt = this.runtime.wallClock();
+    const members = await this.memberRows();
     for (const fork of forks) {
-      const device = (await this.memberRows()).find((m) => isWriterOf(fork.origin, m.device))?.device ?? null;
+      const device = members.find((m) => isWriterOf(fork.origin, m.device))?.device ?? null;
       const inserted = await this.db
         .insertInto('sync_forks')
         .values({ origin: fork.origin, seq: fork.seq, device, detected_at: detectedAt, held: packRun(fork.held), other: packRun(fork.other) })
