@@ -4,7 +4,7 @@ import type { SharedModel } from '../models/define.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js';
 import { type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
-import { runCovering, runEndingAt } from '../peer-log/log-store.js';
+import { runCovering } from '../peer-log/log-store.js';
 import { equalBytes, verifyRun } from '../peer-log/signed-runs.js';
 import type { LogEntry } from '../peer-log/types.js';
 import type { Signatures } from '../runtime/signatures.js';
@@ -309,7 +309,7 @@ export async function applyRemoteEntries(
     } else if (firstSeq === held + 1) {
       const head = batch.headOf(origin);
       if (head !== undefined && !equalBytes(head, run.chunk.prev)) {
-        const mine = appended.get(origin)?.at(-1) ?? (await runEndingAt(batch.db, origin, held));
+        const mine = appended.get(origin)?.at(-1) ?? (await runCovering(batch.db, origin, held));
         if (mine) fork({ origin, seq: held, held: mine, other: run.chunk });
         else blocked.add(origin);
         continue;

@@ -106,17 +106,6 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
   return result;
 }
 
-/** The stored run of `origin` that ends at `lastSeq`, if the log holds one. */
-export async function runEndingAt(db: Db, origin: string, lastSeq: number): Promise<Chunk | undefined> {
-  const row = await db
-    .selectFrom('sync_log')
-    .selectAll()
-    .where('origin', '=', origin)
-    .where('last_seq', '=', lastSeq)
-    .executeTakeFirst();
-  return row && { origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries, prev: row.prev, sig: row.sig, author: row.author };
-}
-
 /** The stored run of `origin` that holds position `seq`, if the log holds one. */
 export async function runCovering(db: Db, origin: string, seq: number): Promise<Chunk | undefined> {
   const [run] = await chunksReaching(db, origin, seq, 1);
