@@ -1,6 +1,6 @@
 import { maxEncodedHlc } from '../hlc/hlc.js';
 import { type Model, type SharedModel, usesFieldClocks } from './define.js';
-import type { Change, SharedRowState, StoredValues } from './types.js';
+import type { Change, SharedRowState, StoredValue, StoredValues } from './types.js';
 
 /**
  * Built-in conflict rules. Each is a join: the resulting state depends only on the *set* of
@@ -19,7 +19,8 @@ function nullValues(model: Model): StoredValues {
  * the tombstone and brings the row back; an older one never does.
  */
 export function mergeRowLww(model: Model, current: SharedRowState | undefined, change: Change): SharedRowState {
-  if (current !== undefined && change.hlc <= current.hlc) return current;
+  if (current !== undefined && change.hlc < current.hlc) return current;
+  if (current !== undefined && change.hlc === current.hlc && compareContent(model, current, changeContent(change)) >= 0) return current;
   if (change.op === 'delete') {
     return {
       id: change.id,
@@ -68,12 +69,13 @@ export function mergeFieldLww(model: Model, current: SharedRowState | undefined,
     if (change.op === 'upsert') upsertHlc = maxEncodedHlc(upsertHlc, change.hlc);
     for (const [name, value] of Object.entries(change.fields ?? {})) {
       const fieldHlc = fieldHlcs[name] ?? previousUpsert;
-      if (fieldHlc === null || change.hlc > fieldHlc) {
+      if (fieldHlc === null || change.hlc > fieldHlc || (change.hlc === fieldHlc && compareStored(value, values[name] ?? null) > 0)) {
         fieldHlcs[name] = change.hlc;
         values[name] = value;
       }
     }
-    if (upsertHlc !== previousUpsert) {
+    // A field written at the upsert clock is implied (also by a second change at that clock, a fork's).
+    if (upsertHlc !== previousUpsert || change.hlc === upsertHlc) {
       for (const name of Object.keys(fieldHlcs)) if (fieldHlcs[name] === upsertHlc) delete fieldHlcs[name];
     }
   }
@@ -121,7 +123,7 @@ function firstUpsert(model: Model, change: Change): SharedRowState {
  */
 export function mergeStates(model: SharedModel, a: SharedRowState, b: SharedRowState): SharedRowState {
   if (model.join) return model.join(a, b);
-  if (!usesFieldClocks(model) || model.apply) return a.hlc >= b.hlc ? a : b;
+  if (!usesFieldClocks(model) || model.apply) return newerState(model, a, b);
   const upsertHlc = maxEncodedHlc(a.upsertHlc, b.upsertHlc);
   const deleteHlc = maxEncodedHlc(a.deleteHlc, b.deleteHlc);
   const values: StoredValues = {};
@@ -129,7 +131,8 @@ export function mergeStates(model: SharedModel, a: SharedRowState, b: SharedRowS
   for (const field of model.fields) {
     const clockA = a.fieldHlcs?.[field.name] ?? a.upsertHlc;
     const clockB = b.fieldHlcs?.[field.name] ?? b.upsertHlc;
-    const fromB = clockB !== null && (clockA === null || clockB > clockA);
+    const fromB =
+      clockB !== null && (clockA === null || clockB > clockA || (clockB === clockA && compareStored(b.values[field.name] ?? null, a.values[field.name] ?? null) > 0));
     const clock = fromB ? clockB : clockA;
     values[field.name] = (fromB ? b.values[field.name] : a.values[field.name]) ?? null;
     if (clock !== null && clock !== upsertHlc) fieldHlcs[field.name] = clock;
@@ -140,6 +143,52 @@ export function mergeStates(model: SharedModel, a: SharedRowState, b: SharedRowS
   const merged = { id: a.id, values, hlc: maxEncodedHlc(a.hlc, b.hlc)!, deleted: !live, fieldHlcs, upsertHlc, deleteHlc };
   // Unchanged: keep `a` itself, so callers can tell that nothing needs writing.
   return sameState(a, merged) ? a : merged;
+}
+
+/**
+ * Of two states, the one with the newer clock (`a` when both are alike). Two different changes
+ * with one clock come only from a device that signed two histories (a fork, whose runs every
+ * member applies): their content decides, so each replica keeps the same one whatever the order.
+ */
+export function newerState(model: Model, a: SharedRowState, b: SharedRowState): SharedRowState {
+  if (a.hlc !== b.hlc) return a.hlc > b.hlc ? a : b;
+  return compareContent(model, a, b) >= 0 ? a : b;
+}
+
+interface RowContent {
+  readonly deleted: boolean;
+  readonly values: StoredValues;
+}
+
+function changeContent(change: Change): RowContent {
+  return { deleted: change.op === 'delete', values: change.fields ?? {} };
+}
+
+/** A total order of row contents: a delete above a write, then the values field by field. */
+function compareContent(model: Model, a: RowContent, b: RowContent): number {
+  if (a.deleted !== b.deleted) return a.deleted ? 1 : -1;
+  if (a.deleted) return 0;
+  for (const field of model.fields) {
+    const order = compareStored(a.values[field.name] ?? null, b.values[field.name] ?? null);
+    if (order !== 0) return order;
+  }
+  return 0;
+}
+
+/** null, number, string, bytes. */
+const kindOf = (v: StoredValue) => (v === null ? 0 : typeof v === 'number' ? 1 : typeof v === 'string' ? 2 : 3);
+
+/** A total order of stored values (by kind, then value; bytes by length, then byte by byte). */
+export function compareStored(a: StoredValue, b: StoredValue): number {
+  const [kindA, kindB] = [kindOf(a), kindOf(b)];
+  if (kindA !== kindB) return kindA - kindB;
+  if (a === null || b === null) return 0;
+  if (a instanceof Uint8Array && b instanceof Uint8Array) {
+    if (a.byteLength !== b.byteLength) return a.byteLength - b.byteLength;
+    for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+    return 0;
+  }
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /**

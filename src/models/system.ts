@@ -3,6 +3,7 @@ import type { FieldDefinition, SharedModel } from './define.js';
 import { decodeHlc, isDeviceId } from '../hlc/index.js';
 import { isWriterOf } from '../library/writers.js';
 import { mayBind } from '../membership/device-id.js';
+import { newerState } from './merge.js';
 import type { Change, SharedRowState, StoredValues } from './types.js';
 
 const memberFields: readonly FieldDefinition[] = [
@@ -55,7 +56,7 @@ function joinMembers(held: SharedRowState, other: SharedRowState): SharedRowStat
   const rank = (state: SharedRowState) => (isWriterOf(decodeHlc(state.hlc).deviceId, state.id) ? 1 : 0);
   const [heldRank, otherRank] = [rank(held), rank(other)];
   if (otherRank !== heldRank) return otherRank > heldRank ? other : held;
-  return other.hlc > held.hlc ? other : held;
+  return newerState(MEMBERS_MODEL, held, other);
 }
 
 function memberState(change: Change): SharedRowState {
