@@ -10,6 +10,7 @@ import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { defineModel } from '../src/models/define.js';
 import { encodeMessage } from '../src/protocol/codec.js';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
+import { chunkToTuple } from '../src/replication/session.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import { unpack } from '../src/util/msgpack.js';
 import { engineOf, type Library } from '../src/library/library.js';
@@ -113,6 +114,13 @@ export async function startFuzzTarget(rng: SeededRandom): Promise<FuzzTarget> {
     const page = await engineOf(lib).snapshotAfter(null, { maxRecords: 8, maxBytes: 64 * 1024 });
     const rows = page.rows.map(({ model, state }) => [model, state.id, state.hlc, state.deleted, state.values, state.fieldHlcs, state.upsertHlc, state.deleteHlc]);
     const message = { t: 'snapshot-page', library: lib.id, req: 1, vector: engineOf(lib).versionVector(), rows, next: page.next, total: null };
+    corpus.push({ kind: message.t, frame: encodeMessage(message as never) });
+  }
+  // Fork evidence made of one of the victim's runs twice (no fork: a mutation may make one).
+  for (const lib of created) {
+    const [run] = (await engineOf(lib).chunksAfter({}, { maxRecords: 8, maxBytes: 64 * 1024 })).chunks;
+    const tuple = chunkToTuple(run!);
+    const message = { t: 'forked', library: lib.id, origin: run!.origin, evidence: [tuple, tuple], runs: [tuple] } as const;
     corpus.push({ kind: message.t, frame: encodeMessage(message as never) });
   }
   const library = created[0]!.id;

@@ -329,7 +329,7 @@ describe('chunksAfter', () => {
       if (page.chunks.length === 0) break;
       sizes.push(page.entries);
       const result = await engineOf(copy).applyRemoteChunks(page.chunks);
-      expect(result).toEqual({ applied: page.entries, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
+      expect(result).toEqual({ applied: page.entries, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0, forkedRuns: [] });
       for (const c of page.chunks) after[c.origin] = c.lastSeq;
       expect(copy.versionVector()).toEqual(after);
       if (!page.hasMore) break;

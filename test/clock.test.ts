@@ -331,7 +331,7 @@ describe('drift guard', () => {
 
     // Within the bound: accepted, and the clock moves above the remote value.
     const result = await engineOf(libA).applyRemoteChunks([near!]);
-    expect(result).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
+    expect(result).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0, forkedRuns: [] });
     const afterNear = await state(libA);
     expect(afterNear.logSize).toBe(before.logSize + 1);
     expect(afterNear.vector[near!.origin]).toBe(near!.lastSeq);
@@ -360,7 +360,7 @@ describe('drift guard', () => {
     const before = await state(libA);
     await expectDrift(libA, [edge!, past!], T + MAX_DRIFT + 1, T);
     expect(await state(libA)).toEqual(before);
-    expect(await engineOf(libA).applyRemoteChunks([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 });
+    expect(await engineOf(libA).applyRemoteChunks([edge!])).toEqual({ applied: 1, duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0, forkedRuns: [] });
     expect(decodeHlc(engineOf(libA).clockHighWater())).toMatchObject({ wallMs: T + MAX_DRIFT, counter: 1 });
   });
 

@@ -93,10 +93,12 @@ describe('a forged run', () => {
 });
 
 describe('two runs of one author for one place (a fork)', () => {
-  it('keeps the first, refuses the second, records both and reports them; sync goes on', async () => {
+  it('keeps the first in the log, applies both, records and reports them once, and relays the evidence; sync goes on', async () => {
     const { v, libV, libN, member } = await startVictimCast();
     const reported: OriginFork[] = [];
     libV.on('origin-forked', (fork) => reported.push(fork));
+    const reportedOnN: OriginFork[] = [];
+    libN.on('origin-forked', (fork) => reportedOnN.push(fork));
     const first = noteAt(member.device, 1, 'first copy');
     const session = await MemberSession.open(member, v, libV.id, { heartbeatMs: 200 });
     await session.send({ t: 'changes', library: libV.id, batch: 1, chunks: signedTuples(member.peer.key, libV.id, [first]) });
@@ -105,17 +107,25 @@ describe('two runs of one author for one place (a fork)', () => {
     const digest = await waitForConvergence([libV, libN]);
     const errorsBefore = (await libV.status()).protocolErrors;
 
-    // The same position, other content, signed by the same (the member's own) key.
-    const other = { ...noteAt(member.device, 1, 'second copy'), id: first.id };
+    // The same position, other content (a later write of the same note), signed by the same
+    // (the member's own) key.
+    const other = { ...noteAt(member.device, 1, 'second copy'), id: first.id, hlc: encodeHlc({ wallMs: Date.now() + 1_000, counter: 0, deviceId: member.device }) };
     await session.send({ t: 'changes', library: libV.id, batch: 2, chunks: signedTuples(member.peer.key, libV.id, [other]) });
     await waitFor(() => reported.length === 1, 'V to report the fork');
     expect(reported[0]).toMatchObject({ origin: member.device, device: member.device, seq: 1 });
     expect((await libV.status()).forks).toEqual(reported);
-    // Kept: the first run. The second is neither applied nor counted as bad input of the session.
-    expect(await libV.get('note', first.id)).toMatchObject({ title: 'first copy' });
-    expect(await libV.digest()).toBe(digest);
+    // The log keeps the first run; both runs are applied (the later write wins), and the second
+    // is not counted as bad input of the session.
+    expect(libV.versionVector()[member.device]).toBe(1);
+    await waitFor(async () => (await libV.get('note', first.id))?.title === 'second copy', 'V to apply the second run');
     expect((await libV.status()).protocolErrors).toBe(errorsBefore);
     expect(session.end).toBeUndefined();
+    // N held only the first run: V's fork evidence shows it the fork and brings it the second.
+    await waitFor(() => reportedOnN.length === 1, 'N to learn of the fork from V');
+    expect(reportedOnN[0]).toMatchObject({ origin: member.device, seq: 1 });
+    const forked = await waitForConvergence([libV, libN]);
+    expect(forked).not.toBe(digest);
+    expect(await libN.get('note', first.id)).toMatchObject({ title: 'second copy' });
     // The same fork again is not reported twice.
     await session.send({ t: 'changes', library: libV.id, batch: 3, chunks: signedTuples(member.peer.key, libV.id, [other]) });
     await waitFor(() => session.of('ack').some((a) => a.batch === 3), 'V to answer the repeated fork');
@@ -157,7 +167,7 @@ describe('a fork that honest members meet', () => {
     expect(libV.versionVector()[member.device]).toBe(1);
   });
 
-  it('on another honest member does not cost their session: the origin is closed, their sync goes on', async () => {
+  it('of a member that sent each of two partners another history: both record it and converge on both branches; their sync goes on', async () => {
     const { dirV, dirN, v: v0, n: n0, libV: libV0, member } = await startVictimCast();
     const id = libV0.id;
     const m = member.device;
@@ -179,9 +189,17 @@ describe('a fork that honest members meet', () => {
 
     const v = await startNode(dirV, { sync: rawMemberSync });
     const libV = v.library(id);
-    // V meets branch B on N: it records the fork, keeps A1, and takes no more of the origin.
+    // V meets branch B on N, N branch A on V: both record the fork, keep their own branch in the
+    // log, and apply the other's, so neither differs from the other.
     await waitFor(async () => (await libV.status()).forks.length === 1, 'V to record the fork');
+    await waitFor(async () => (await libN.status()).forks.length === 1, 'N to record the fork');
     expect((await libV.status()).forks).toMatchObject([{ origin: m, device: m, seq: 1 }]);
+    expect((await libN.status()).forks).toMatchObject([{ origin: m, device: m, seq: 1 }]);
+    await waitForConvergence([libV, libN]);
+    const titles = async (lib: Library) => (await lib.list('note')).map((note) => note.title).filter((t) => /^[AB]\d$/.test(String(t))).sort();
+    expect(await titles(libV)).toEqual(['A1', 'B1', 'B2']);
+    expect(await titles(libN)).toEqual(['A1', 'B1', 'B2']);
+    expect(libN.versionVector()[m]).toBe(2);
     // Honest writes still cross both ways, and V's session with N is not refused over it.
     const fromN = randomUUID();
     await libN.upsert('note', { id: fromN, title: 'by N after the fork', body: null });
@@ -212,7 +230,9 @@ describe("a fork of this device's own writer", () => {
     const signatures = deviceSignatures(key);
     const [body] = encodeChunks([{ ...noteAt(own, held, 'the copy'), hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: own }) }]);
     const copy = signRun(signatures, libV.id, body!, runId(signatures, libV.id, before, before.prev)).chunk;
-    expect(await engineOf(libV).applyRemoteChunks([copy])).toMatchObject({ applied: 0, forks: [{ origin: own, seq: held }] });
+    // Applied (kept off the log), and relayed to N as fork evidence.
+    expect(await engineOf(libV).applyRemoteChunks([copy])).toMatchObject({ applied: 1, forks: [{ origin: own, seq: held }] });
+    await waitFor(async () => (await libN.list('note')).some((note) => note.title === 'the copy'), "N to receive the copy's run as fork evidence");
 
     const after = randomUUID();
     await libV.upsert('note', { id: after, title: 'after the fork', body: null });

@@ -161,7 +161,7 @@ function plain(run: Chunk): Chunk {
   return { origin, firstSeq, lastSeq, entries: new Uint8Array(run.entries), prev: new Uint8Array(run.prev), sig: new Uint8Array(run.sig), author };
 }
 
-const NOTHING_ELSE = { duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0 };
+const NOTHING_ELSE = { duplicates: 0, gaps: [], refused: 0, forks: [], withheld: 0, forkedRuns: [] };
 
 const validItem = () => ({
   title: 'hello',
@@ -647,6 +647,7 @@ describe('applyRemoteChunks', () => {
       refused: 0,
       forks: [],
       withheld: 0,
+      forkedRuns: [],
     });
     expect(await snapshot(a.lib)).toEqual(start);
     expect(await a.lib.get('doc', 'b3')).toBeUndefined();
@@ -675,6 +676,7 @@ describe('applyRemoteChunks', () => {
       refused: 0,
       forks: [],
       withheld: 0,
+      forkedRuns: [],
     });
     await b.lib.upsert('doc', { id: 'b6', title: 'b6' });
     const e6 = (await runsOf(b.lib, { [B]: 6 }))[0]!;
@@ -685,15 +687,17 @@ describe('applyRemoteChunks', () => {
       refused: 0,
       forks: [],
       withheld: 0,
+      forkedRuns: [],
     });
     expect(a.lib.versionVector()).toMatchObject({ [B]: 7, [C]: 2 });
     expect(await a.lib.get('doc', 'c3')).toBeUndefined();
 
     // B's run across its own runs' boundary (3..4, where A holds B's runs 3 and 4..): a fork of
-    // B's log. A keeps what it holds, records the fork and takes no more of B's origin.
+    // B's log. A keeps what it holds in its log, records the fork, applies the other run (here
+    // the same changes: the rows stay) and takes no more of B's origin into its log.
     const held = await snapshot(a.lib);
     const forked = await engineOf(a.lib).applyRemoteChunks([across]);
-    expect(forked).toMatchObject({ applied: 0, duplicates: 0, forks: [{ origin: B, seq: 3 }] });
+    expect(forked).toMatchObject({ applied: 2, duplicates: 0, forks: [{ origin: B, seq: 3 }], forkedRuns: [across] });
     expect(await snapshot(a.lib)).toEqual(held);
     expect(await engineOf(a.lib).forks()).toMatchObject([{ origin: B, device: B, seq: 3 }]);
     expect(await engineOf(a.lib).applyRemoteChunks([c3!, c2!, c1!])).toEqual({ applied: 2, ...NOTHING_ELSE, duplicates: 1 });

@@ -2,7 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { DeviceForkedError, InviteError, NotFoundError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
+import { DeviceForkedError, InviteError, NotFoundError, ProtocolError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
 import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
@@ -38,10 +38,14 @@ import {
   type OwnedCoverage,
   type OwnedRowUpdate,
   validateOwnedRows,
-  type Fork,
   validateRemoteChunks,
   verifyRuns,
+  applyForkEvidence,
+  type ForkEvidenceResult,
+  type ValidatedRun,
+  type VerifiedRun,
 } from './remote-apply.js';
+import { type Fork, forkedOrigins, forkedRunsFor, forkSeq, provesFork, recordedFork } from './forked-runs.js';
 import type { RemoteCounts } from './counts.js';
 import { type SyncCounters, WriteBatch } from './write-batch.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
@@ -388,17 +392,78 @@ export class LibraryEngine {
     const { runs, newest } = validateRemoteChunks(this.ctx, chunks);
     if (newest) this.ctx.clock.checkDrift(newest);
     await this.checkConcurrentCopy(runs.flatMap((run) => run.entries));
-    // Key-derived origins prove their authors alone: the member list is read only for others.
-    const needsMembers = runs.some((run) => !isKeyDerivedId(run.chunk.origin));
-    const members = new Map(needsMembers ? (await this.memberRows()).map((m) => [m.device, m.peer]) : []);
-    const { verified, withheld } = verifyRuns(this.signatures, this.id, runs, members);
+    const { verified, withheld } = await this.verify(runs);
     const result = await this.write((batch) => applyRemoteEntries(this.ctx, batch, verified, counts, withheld));
-    if (result.forks.length > 0) await this.recordForks(result.forks);
+    const recorded = await this.recordForks(result.forks);
+    this.relayForkedRuns(result.forkedRuns.filter((run) => !recorded.has(run.origin)));
     return result;
   }
 
-  /** Stores the first fork found of each origin, with its evidence, and tells listeners. */
-  private async recordForks(forks: readonly Fork[]): Promise<void> {
+  /** `verifyRuns` against the member rows held (read only if some run is of a pre-2.0 origin). */
+  private async verify(runs: readonly ValidatedRun[]): Promise<{ verified: VerifiedRun[]; withheld: number }> {
+    // Key-derived origins prove their authors alone: the member list is read only for others.
+    const needsMembers = runs.some((run) => !isKeyDerivedId(run.chunk.origin));
+    const members = new Map(needsMembers ? (await this.memberRows()).map((m) => [m.device, m.peer]) : []);
+    return verifyRuns(this.signatures, this.id, runs, members);
+  }
+
+  /**
+   * Applies fork evidence a partner relays (docs/protocol.md, "Fork evidence"): signed runs of
+   * `origin` it holds from the fork on. Where the origin is not known forked here, `evidence`
+   * must prove the fork (two runs of its author for one place: `provesFork`), or the message is
+   * a `ProtocolError`; evidence whose author is not known here yet is left for a later session
+   * (`withheld`). Runs not held here yet are applied and kept (`forked-runs.ts`), and relayed on
+   * (`forked-runs` event; a new fork is `origin-forked`).
+   */
+  async applyForkEvidence(origin: string, evidence: readonly [Chunk, Chunk] | null, chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ForkEvidenceResult & { withheld: number }> {
+    this.assertOpen();
+    const all = [...(evidence ?? []), ...chunks];
+    if (all.some((chunk) => chunk.origin !== origin)) throw new ProtocolError(`fork evidence of ${origin} carries runs of another origin`);
+    const { runs, newest } = validateRemoteChunks(this.ctx, all);
+    if (newest) this.ctx.clock.checkDrift(newest);
+    const { verified, withheld } = await this.verify(runs);
+    const known = (await recordedFork(this.db, origin)) !== undefined;
+    let fork: Fork | undefined;
+    if (!known) {
+      const [a, b] = evidence ? runs.slice(0, 2).map((run) => verified.find((v) => v.chunk === run.chunk)) : [];
+      if (!a || !b) return { taken: [], refused: 0, withheld: withheld + chunks.length };
+      if (!provesFork(a, b)) throw new ProtocolError(`fork evidence of ${origin} shows no fork: its two runs are of one history`);
+      fork = { origin, seq: forkSeq(a.chunk, b.chunk), held: a.chunk, other: b.chunk };
+    }
+    const result = await this.write((batch) => applyForkEvidence(this.ctx, batch, origin, verified, fork !== undefined, counts));
+    if (fork) await this.recordForks([fork]);
+    else this.relayForkedRuns(result.taken);
+    return { ...result, withheld };
+  }
+
+  /** Tells the sessions of forked runs newly held here, so they relay them (`forked-runs`). */
+  private relayForkedRuns(runs: readonly Chunk[]): void {
+    for (const origin of new Set(runs.map((run) => run.origin))) {
+      this.events.emit('forked-runs', { origin, runs: runs.filter((run) => run.origin === origin) });
+    }
+  }
+
+  /**
+   * The fork evidence of `origin` for a partner that holds it through `after`: the runs that
+   * prove the fork, and every run of it held here from the fork on; undefined if it did not fork.
+   */
+  async forkEvidence(origin: string, after: number): Promise<{ evidence: [Chunk, Chunk]; runs: Chunk[] } | undefined> {
+    this.assertOpen();
+    const fork = await recordedFork(this.db, origin);
+    if (!fork) return undefined;
+    return { evidence: [fork.held, fork.other], runs: await forkedRunsFor(this.db, origin, fork.seq, after) };
+  }
+
+  /** The origins found forked here. */
+  async forkedOrigins(): Promise<string[]> {
+    this.assertOpen();
+    return forkedOrigins(this.db);
+  }
+
+  /** Stores the first fork found of each origin, with its evidence, and tells listeners; returns the origins new here. */
+  private async recordForks(forks: readonly Fork[]): Promise<Set<string>> {
+    const recorded = new Set<string>();
+    if (forks.length === 0) return recorded;
     const detectedAt = this.runtime.wallClock();
     const members = await this.memberRows();
     for (const fork of forks) {
@@ -408,8 +473,11 @@ export class LibraryEngine {
         .values({ origin: fork.origin, seq: fork.seq, device, detected_at: detectedAt, held: packRun(fork.held), other: packRun(fork.other) })
         .onConflict((oc) => oc.column('origin').doNothing())
         .executeTakeFirst();
-      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) > 0) this.events.emit('origin-forked', { origin: fork.origin, device, seq: fork.seq, detectedAt });
+      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) continue;
+      recorded.add(fork.origin);
+      this.events.emit('origin-forked', { origin: fork.origin, device, seq: fork.seq, detectedAt });
     }
+    return recorded;
   }
 
   /** The forks found of any origin (the first of each), oldest first. */

@@ -17,6 +17,7 @@ import type { ModelTable } from '../storage/model-table.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import { putMeta } from '../storage/meta.js';
 import { CLOSED_ORIGINS_META_KEY, type Removals } from './removals.js';
+import { type Fork, forkedRunCount, holdsRun, MAX_FORKED_RUNS, storeForkedRun } from './forked-runs.js';
 
 export interface GapReport {
   origin: string;
@@ -45,19 +46,10 @@ export interface ApplyResult {
   forks: Fork[];
   /** Entries of runs left out because their author is not known here yet (`verifyRuns`). */
   withheld: number;
+  /** Runs of forked origins newly held off the log (`forked-runs.ts`): applied, and to relay. */
+  forkedRuns: Chunk[];
 }
 
-/**
- * Two runs an origin's author signed for one place in its log: the one held here (kept) and
- * another that came (refused). An honest author never signs both, so the pair proves a fork.
- */
-export interface Fork {
-  readonly origin: string;
-  /** The first position the two disagree on (or may: the runs cover it differently). */
-  readonly seq: number;
-  readonly held: Chunk;
-  readonly other: Chunk;
-}
 
 /** A received run whose entries were validated, and whose signature was checked (`id`). */
 export interface VerifiedRun {
@@ -259,7 +251,7 @@ export async function applyRemoteEntries(
   counts?: RemoteCounts,
   withheld = 0,
 ): Promise<ApplyResult> {
-  const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [], refused: 0, forks: [], withheld };
+  const result: ApplyResult = { applied: 0, duplicates: 0, gaps: [], refused: 0, forks: [], withheld, forkedRuns: [] };
   const accepted: VerifiedRun[] = [];
   const sorted = [...runs].sort((a, b) => byOriginSeq(a.chunk, b.chunk));
   const blocked = new Set<string>();
@@ -271,14 +263,15 @@ export async function applyRemoteEntries(
   let closedAny = false;
   // Runs appended by this batch, not flushed yet: a later run of the batch may fork them.
   const appended = new Map<string, Chunk[]>();
-  const fork = (found: Fork) => {
-    // An origin with two histories: this device keeps the one it holds, and takes no more of
-    // either (the session that brought it goes on: its sender may be any honest relay). If it is
-    // the writer this device appends to, another copy of it wrote there: its next write goes to
-    // a fresh writer, as after a restore, since a closed origin is advertised no further.
+  // The other runs of forks found: applied like any, and kept off the log (`forked-runs.ts`).
+  const forking: VerifiedRun[] = [];
+  const fork = (found: Fork, run: VerifiedRun) => {
+    // An origin with two histories: this device keeps the one it holds in its log, applies the
+    // other run too, and takes the rest of either only as fork evidence (the session that
+    // brought it goes on: its sender may be any honest relay).
     result.forks.push(found);
-    if (found.origin === ownWriter) batch.setWriter({ ...batch.currentWriter, retired: true });
-    removals.close(found.origin, batch.seqOf(found.origin));
+    forking.push(run);
+    closeForkedOrigin(batch, found.origin);
     closedAny = true;
     blocked.add(found.origin);
   };
@@ -293,7 +286,7 @@ export async function applyRemoteEntries(
     } else if (firstSeq <= held) {
       // Positions held here: the same run (a duplicate), or another one of the author's there.
       const mine = appended.get(origin)?.find((c) => c.firstSeq <= lastSeq && firstSeq <= c.lastSeq) ?? (await runCovering(batch.db, origin, firstSeq));
-      if (mine && !sameRun(mine, run.chunk)) fork({ origin, seq: Math.max(firstSeq, mine.firstSeq), held: mine, other: run.chunk });
+      if (mine && !sameRun(mine, run.chunk)) fork({ origin, seq: Math.max(firstSeq, mine.firstSeq), held: mine, other: run.chunk }, run);
       else if (lastSeq <= held) result.duplicates += size;
       else throw new ProtocolError(`run ${origin}#${firstSeq}..${lastSeq} overlaps the positions held here (through ${held}), which the log no longer holds`);
     } else if (firstSeq === held + 1 && run.entries.some((entry) => removals.refuses(entry, batchRemovals))) {
@@ -310,7 +303,7 @@ export async function applyRemoteEntries(
       const head = batch.headOf(origin);
       if (head !== undefined && !equalBytes(head, run.chunk.prev)) {
         const mine = appended.get(origin)?.at(-1) ?? (await runCovering(batch.db, origin, held));
-        if (mine) fork({ origin, seq: held, held: mine, other: run.chunk });
+        if (mine) fork({ origin, seq: held, held: mine, other: run.chunk }, run);
         else blocked.add(origin);
         continue;
       }
@@ -323,7 +316,17 @@ export async function applyRemoteEntries(
     }
   }
 
-  const entries = accepted.flatMap((run) => run.entries);
+  const taken = await takeForkedRuns(batch, forking, batchRemovals);
+  result.refused += taken.refused;
+  result.forkedRuns = taken.runs.map((run) => run.chunk);
+  if (closedAny) await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, removals.closedValue());
+  result.applied = await applyRuns(ctx, batch, [...accepted, ...taken.runs], counts);
+  return result;
+}
+
+/** Applies the entries of runs taken (log or forked runs) to their models; returns how many. */
+async function applyRuns(ctx: WriteContext, batch: WriteBatch, runs: readonly VerifiedRun[], counts: RemoteCounts | undefined): Promise<number> {
+  const entries = runs.flatMap((run) => run.entries);
   const byModel = new Map<SharedModel, LogEntry[]>();
   for (const entry of entries) {
     const model = ctx.registry.shared(entry.model);
@@ -332,10 +335,80 @@ export async function applyRemoteEntries(
     byModel.set(model, list);
   }
   for (const [model, modelEntries] of byModel) await applyToModel(ctx, batch, model, modelEntries, counts);
-  if (closedAny) await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, removals.closedValue());
   if (batch.full) await batch.flush();
-  result.applied = entries.length;
-  return result;
+  return entries.length;
+}
+
+/**
+ * Closes a forked origin here, at the positions held: its log takes no more runs of it, so no
+ * partner is pulled for it again; what either branch holds comes as fork evidence. If it is the
+ * writer this device appends to, another copy of it wrote there: the next write goes to a fresh
+ * writer, as after a restore, since a closed origin is advertised no further.
+ */
+function closeForkedOrigin(batch: WriteBatch, origin: string): void {
+  if (origin === appendedWriter(batch.currentWriter)) batch.setWriter({ ...batch.currentWriter, retired: true });
+  if (batch.removals.closedThrough(origin) === undefined) batch.removals.close(origin, batch.seqOf(origin));
+}
+
+/**
+ * Takes runs of a forked origin off the log: each one not held here yet (`holdsRun`) is stored
+ * as a forked run, unless a removal refuses it (stamped after its device's cutoff) or the origin
+ * holds `MAX_FORKED_RUNS` already. Returns the runs taken, to apply and relay.
+ */
+async function takeForkedRuns(
+  batch: WriteBatch,
+  runs: readonly VerifiedRun[],
+  batchRemovals?: ReadonlyMap<string, string>,
+): Promise<{ runs: VerifiedRun[]; refused: number }> {
+  const taken: VerifiedRun[] = [];
+  let refused = 0;
+  const counts = new Map<string, number>();
+  const seen: Uint8Array[] = [];
+  for (const run of runs) {
+    const { origin } = run.chunk;
+    if (seen.some((id) => equalBytes(id, run.id)) || (await holdsRun(batch.db, run))) continue;
+    seen.push(run.id);
+    const count = counts.get(origin) ?? (await forkedRunCount(batch.db, origin));
+    if (count >= MAX_FORKED_RUNS || run.entries.some((entry) => batch.removals.refuses(entry, batchRemovals))) {
+      refused += run.entries.length;
+      continue;
+    }
+    counts.set(origin, count + 1);
+    await storeForkedRun(batch.db, run);
+    taken.push(run);
+  }
+  return { runs: taken, refused };
+}
+
+/** What fork evidence changed here (`applyForkEvidence`). */
+export interface ForkEvidenceResult {
+  /** The runs taken off the log (applied; to relay). */
+  taken: Chunk[];
+  /** Entries refused (after a removal's cutoff, or beyond `MAX_FORKED_RUNS`). */
+  refused: number;
+}
+
+/**
+ * Applies fork evidence inside the caller's transaction: runs of `origin`, verified, that
+ * another member holds of it from its fork on. If the origin was not known forked here
+ * (`newFork`: the evidence the caller checked with `provesFork`), it is closed here first. Every
+ * run not held yet is taken (`takeForkedRuns`) and applied.
+ */
+export async function applyForkEvidence(
+  ctx: WriteContext,
+  batch: WriteBatch,
+  origin: string,
+  runs: readonly VerifiedRun[],
+  newFork: boolean,
+  counts?: RemoteCounts,
+): Promise<ForkEvidenceResult> {
+  if (newFork) {
+    closeForkedOrigin(batch, origin);
+    await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, batch.removals.closedValue());
+  }
+  const taken = await takeForkedRuns(batch, runs);
+  await applyRuns(ctx, batch, taken.runs, counts);
+  return { taken: taken.runs.map((run) => run.chunk), refused: taken.refused };
 }
 
 /** Whether two runs of an origin are the same run: same seqs, same predecessor, same entries. */

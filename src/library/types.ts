@@ -2,6 +2,7 @@ import type { DeviceForkedError, RemovalInfo } from '../errors.js';
 import type { Row } from '../models/types.js';
 import type { LibraryStatus, OriginFork } from './status.js';
 import type { SyncRun } from './run-store.js';
+import type { Chunk } from '../peer-log/chunk.js';
 import type { ChangeEvent } from './write-batch.js';
 
 /*
@@ -40,10 +41,22 @@ export interface LibraryEvents {
    */
   'origin-forked': [OriginFork];
   /**
+   * Runs of an origin known forked that this device newly holds (from a partner's fork
+   * evidence or a push), applied; its sessions relay them to their partners (docs/protocol.md,
+   * "Fork evidence"). A new fork is `origin-forked` instead.
+   */
+  'forked-runs': [ForkedRuns];
+  /**
    * This device is no longer a member of the library: a member removed it, or it left
    * (`lib.leave()`). It stops syncing the library; its local data stays readable.
    */
   removed: [RemovalInfo];
+}
+
+/** Runs of a forked origin newly held here (`forked-runs`), as their author signed them. */
+export interface ForkedRuns {
+  origin: string;
+  runs: Chunk[];
 }
 
 /** Subscription to a library's events (the engine is their source; the facade passes them on). */

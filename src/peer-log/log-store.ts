@@ -79,7 +79,7 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
     let reading = true;
     while (reading && next <= heldSeq) {
       // A few runs at a time: bounded memory whatever the limits.
-      const stored = await chunksReaching(db, origin, next, 4);
+      const stored = await runsReaching(db, origin, next, 4);
       reading = stored.length > 0;
       for (const run of stored) {
         if (run.firstSeq > next) {
@@ -108,26 +108,25 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
 
 /** The stored run of `origin` that holds position `seq`, if the log holds one. */
 export async function runCovering(db: Db, origin: string, seq: number): Promise<Chunk | undefined> {
-  const [run] = await chunksReaching(db, origin, seq, 1);
+  const [run] = await runsReaching(db, origin, seq, 1);
   return run && run.firstSeq <= seq ? run : undefined;
 }
 
-/** Up to `limit` stored chunks of `origin` that end at `seq` or later, in seq order. */
-async function chunksReaching(db: Db, origin: string, seq: number, limit: number): Promise<Chunk[]> {
-  const rows = await db
+/** The stored runs of `origin` that end at `seq` or later (up to `limit` of them), in seq order. */
+export async function runsReaching(db: Db, origin: string, seq: number, limit?: number): Promise<Chunk[]> {
+  const query = db
     .selectFrom('sync_log')
     .select(['first_seq', 'last_seq', 'entries', 'prev', 'sig', 'author'])
     .where('origin', '=', origin)
     .where('last_seq', '>=', seq)
-    .orderBy('last_seq')
-    .limit(limit)
-    .execute();
+    .orderBy('last_seq');
+  const rows = await (limit === undefined ? query : query.limit(limit)).execute();
   return rows.map((row) => ({ origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries, prev: row.prev, sig: row.sig, author: row.author }));
 }
 
 /** The entry of `origin` at `seq`, if the log holds it (not pruned). */
 export async function entryAt(db: Db, origin: string, seq: number): Promise<LogEntry | undefined> {
-  const [chunk] = await chunksReaching(db, origin, seq, 1);
+  const [chunk] = await runsReaching(db, origin, seq, 1);
   if (!chunk || chunk.firstSeq > seq) return undefined;
   return decodeChunk(chunk).find((d) => d.entry.seq === seq)?.entry;
 }
@@ -178,8 +177,11 @@ export async function pruneAcknowledged(
 ): Promise<number> {
   const held = await readVector(db);
   const acks = await readAcks(db);
+  // A forked origin's runs are its fork evidence, relayed to every partner: kept.
+  const forked = new Set((await db.selectFrom('sync_forks').select('origin').execute()).map((r) => r.origin));
   let deleted = 0;
   for (const [origin, { seq: heldSeq, prunedThrough }] of held) {
+    if (forked.has(origin)) continue;
     let through = heldSeq;
     for (const partner of partners) through = Math.min(through, acks.get(partner)?.[origin] ?? 0);
     through = Math.max(through, heldSeq - retainEntries);

@@ -1,7 +1,7 @@
 import { ProtocolError } from '../errors.js';
 import type { Signatures } from '../runtime/signatures.js';
 import type { Chunk, RunBody } from './chunk.js';
-import { pack } from '../util/msgpack.js';
+import { pack, unpack } from '../util/msgpack.js';
 
 /**
  * Signed runs: how a device vouches for what it writes under its origins (docs/protocol.md,
@@ -73,4 +73,10 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 /** A run as fork evidence stores it: the wire's tuple, msgpack-encoded. */
 export function packRun(chunk: Chunk): Uint8Array {
   return pack([chunk.origin, chunk.firstSeq, chunk.lastSeq, chunk.entries, chunk.prev, chunk.sig, chunk.author]);
+}
+
+/** A run as `packRun` stored it. */
+export function unpackRun(bytes: Uint8Array): Chunk {
+  const [origin, firstSeq, lastSeq, entries, prev, sig, author] = unpack(bytes) as [string, number, number, Uint8Array, Uint8Array, Uint8Array, string];
+  return { origin, firstSeq, lastSeq, entries, prev, sig, author };
 }

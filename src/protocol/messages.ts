@@ -58,8 +58,8 @@ export const MAX_RUN_BYTES = Math.max(MAX_CHUNK_BYTES, MAX_RECORD_TUPLE_BYTES);
 // Readers count each record (or run) by an upper bound of its encoding and stop before
 // `MAX_PAGE_BYTES`, except that a page always carries its first record or run, whatever its
 // size: so a page holds records worth at most `MAX_PAGE_BYTES`, or one alone. Either fits one frame.
-if (Math.max(MAX_PAGE_BYTES, MAX_RUN_BYTES) + MAX_PAGE_ENVELOPE_BYTES > MAX_FRAME_BYTES) {
-  throw new Error('internal: a page of records, or one run of the largest size, must fit one frame');
+if (Math.max(MAX_PAGE_BYTES, 2 * MAX_RUN_BYTES) + MAX_PAGE_ENVELOPE_BYTES > MAX_FRAME_BYTES) {
+  throw new Error('internal: a page of records, one run of the largest size, or a fork evidence pair must fit one frame');
 }
 
 /**
@@ -165,6 +165,19 @@ const sharedPage = z.object({
   hasMore: z.boolean(),
   pruned: z.array(z.tuple([uuid, position, position])).max(MAX_VECTOR_ORIGINS),
 });
+/**
+ * Fork evidence (docs/protocol.md, "Fork evidence"): signed runs of a forked origin the sender
+ * holds from the fork on. `evidence`, two runs of the origin's author for one place, proves the
+ * fork to a receiver that does not know of it; the first message of an origin on a session
+ * carries it, and no runs, so each frame stays within bounds.
+ */
+const forked = z.object({
+  t: z.literal('forked'),
+  ...base,
+  origin: uuid,
+  evidence: z.tuple([chunkTuple, chunkTuple]).nullable(),
+  runs: chunkList,
+});
 const pullState = z.object({ t: z.literal('pull-state'), ...request, owner: uuid, after: position });
 const statePage = z
   .object({
@@ -219,6 +232,7 @@ export const messageSchema = z.discriminatedUnion('t', [
   heartbeat,
   pullShared,
   sharedPage,
+  forked,
   pullState,
   statePage,
   pullSnapshot,

@@ -1,10 +1,11 @@
 import { BusyError, ProtocolError, SyncError, TimeoutError, toSyncError } from '../errors.js';
-import type { LibraryEventSource } from '../library/types.js';
+import type { ForkedRuns, LibraryEventSource } from '../library/types.js';
+import type { OriginFork } from '../library/status.js';
 import type { OwnedPage } from '../library/owned-reads.js';
 import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from '../library/remote-apply.js';
 import type { SnapshotPage } from '../library/snapshot.js';
 import type { RemoteCounts } from '../library/counts.js';
-import type { Chunk, ChunksAfterResult } from '../peer-log/chunk.js';
+import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult } from '../peer-log/chunk.js';
 import type { ReadLimits, VersionVector } from '../peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { refuseStream } from './refuse-stream.js';
@@ -53,6 +54,11 @@ export interface SessionLibrary extends LibraryEventSource {
   sharedRowCount(): Promise<number>;
   applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
   applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
+  /** Fork evidence a partner relays (`forked`). */
+  applyForkEvidence(origin: string, evidence: readonly [Chunk, Chunk] | null, chunks: readonly Chunk[]): Promise<unknown>;
+  /** What this device relays of a forked origin to a partner holding it through `after`. */
+  forkEvidence(origin: string, after: number): Promise<{ evidence: [Chunk, Chunk]; runs: Chunk[] } | undefined>;
+  forkedOrigins(): Promise<string[]>;
 }
 
 /** What a session reports to the library's replicator. */
@@ -180,6 +186,9 @@ export class Session {
    */
   private advertised: { shared: VersionVector; owned: VersionVector } = { shared: {}, owned: {} };
   private readonly onAppended = () => this.pump();
+  /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
+  private readonly onOriginForked = ({ origin }: OriginFork) => this.relayFork(origin);
+  private readonly onForkedRuns = ({ origin, runs }: ForkedRuns) => this.relayFork(origin, runs);
 
   constructor(
     private readonly host: SessionHost,
@@ -209,11 +218,17 @@ export class Session {
   /** Runs the session until the stream ends or fails; errors are reported through the host. */
   start(): void {
     this.library.on('appended', this.onAppended);
+    this.library.on('origin-forked', this.onOriginForked);
+    this.library.on('forked-runs', this.onForkedRuns);
     this.stopHeartbeat = this.host.scheduler.setInterval(() => this.tick(), this.host.tuning.heartbeatMs);
     this.host.onAck(this, this.remoteShared);
     void this.readLoop();
     this.host.onPartnerAhead(this);
     this.checkPartnerCaughtUp();
+    void this.library.forkedOrigins().then(
+      (origins) => origins.forEach((origin) => this.relayFork(origin)),
+      (err) => this.close(toSyncError(err)),
+    );
   }
 
   /**
@@ -293,6 +308,8 @@ export class Session {
     this.markEnded();
     this.stopHeartbeat?.();
     this.library.off('appended', this.onAppended);
+    this.library.off('origin-forked', this.onOriginForked);
+    this.library.off('forked-runs', this.onForkedRuns);
     for (const request of this.pending.values()) {
       request.cancelTimer();
       request.reject(reason ?? new SyncError('STOPPED', 'session closed'));
@@ -340,6 +357,8 @@ export class Session {
         this.learnRemote(message.shared, message.owned);
         this.antiEntropy(message);
         return;
+      case 'forked':
+        return this.receiveForked(message);
       case 'pull-shared':
       case 'pull-state':
       case 'pull-snapshot':
@@ -444,6 +463,26 @@ export class Session {
     }
     await this.sendAck(message.batch);
     if (from > held) this.host.onPartnerAhead(this);
+  }
+
+  private async receiveForked(message: MessageOf<'forked'>): Promise<void> {
+    const evidence = message.evidence && (chunksOf(message.evidence) as [Chunk, Chunk]);
+    await this.library.applyForkEvidence(message.origin, evidence, chunksOf(message.runs));
+  }
+
+  /**
+   * Sends the partner the fork evidence of `origin`: the runs that prove the fork, then `runs`
+   * (by default every run held of it from the fork on, or from what the partner holds), in pages.
+   */
+  private relayFork(origin: string, runs?: readonly Chunk[]): void {
+    const send = async () => {
+      const held = await this.library.forkEvidence(origin, this.remoteShared[origin] ?? 0);
+      if (!held) return;
+      const base = { t: 'forked', library: this.library.id, origin } as const;
+      await this.send({ ...base, evidence: [chunkToTuple(held.evidence[0]), chunkToTuple(held.evidence[1])], runs: [] });
+      for (const page of runPages(runs ?? held.runs, this.limits())) await this.send({ ...base, evidence: null, runs: page.map(chunkToTuple) });
+    };
+    send().catch((err) => this.close(toSyncError(err)));
   }
 
   private async pushRound(): Promise<void> {
@@ -687,6 +726,27 @@ export function checkClaim(session: Session, owner: string, to: number): void {
  */
 export function provenCoverage(from: number, rows: readonly OwnedRowUpdate[]): number {
   return rows.reduce((newest, row) => Math.max(newest, row.version), from);
+}
+
+/** Runs in pages within `limits` (entries and bytes), each page holding one run at least. */
+function runPages(runs: readonly Chunk[], limits: ReadLimits): Chunk[][] {
+  const pages: Chunk[][] = [];
+  let page: Chunk[] = [];
+  let entries = 0;
+  let bytes = 0;
+  for (const run of runs) {
+    const size = run.entries.byteLength + CHUNK_OVERHEAD_BYTES;
+    const count = run.lastSeq - run.firstSeq + 1;
+    if (page.length > 0 && (entries + count > limits.maxRecords || bytes + size > limits.maxBytes)) {
+      pages.push(page);
+      [page, entries, bytes] = [[], 0, 0];
+    }
+    page.push(run);
+    entries += count;
+    bytes += size;
+  }
+  if (page.length > 0) pages.push(page);
+  return pages;
 }
 
 function snapshotRowToTuple({ model, state }: SnapshotRow): SnapshotRowTuple {

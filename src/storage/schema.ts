@@ -15,6 +15,12 @@ export interface InternalTables {
   /** The first fork found of each origin: the run held here and the other one (`packRun`). */
   sync_forks: { origin: string; seq: number; device: string | null; detected_at: number; held: Uint8Array; other: Uint8Array };
   /**
+   * Signed runs of forked origins that are not in `sync_log` (another branch, or positions after
+   * the origin was closed), applied like any; with `sync_log`'s runs of the origin from the fork
+   * on, what this device relays as fork evidence (`library/forked-runs.ts`).
+   */
+  sync_forked_runs: { id: Uint8Array; origin: string; first_seq: number; last_seq: number; entries: Uint8Array; prev: Uint8Array; sig: Uint8Array; author: string };
+  /**
    * Invites this device issued; only the inviter can honour (or revoke) its own invites.
    * `created_at` is null for invites issued before it was recorded.
    */
@@ -168,6 +174,25 @@ const migrations: Record<string, Migration> = {
         .addColumn('held', 'blob', (c) => c.notNull())
         .addColumn('other', 'blob', (c) => c.notNull())
         .execute();
+    },
+  },
+  '0007-forked-runs': {
+    // Every member applies every signed run of a forked origin that any member applied, so that
+    // all converge (docs/protocol.md, "Fork evidence"); those off this device's log are kept here.
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('sync_forked_runs')
+        .addColumn('id', 'blob', (c) => c.primaryKey())
+        .addColumn('origin', 'text', (c) => c.notNull())
+        .addColumn('first_seq', 'integer', (c) => c.notNull())
+        .addColumn('last_seq', 'integer', (c) => c.notNull())
+        .addColumn('entries', 'blob', (c) => c.notNull())
+        .addColumn('prev', 'blob', (c) => c.notNull())
+        .addColumn('sig', 'blob', (c) => c.notNull())
+        .addColumn('author', 'text', (c) => c.notNull())
+        .modifyEnd(sqlWithoutRowid)
+        .execute();
+      await db.schema.createIndex('sync_forked_runs_origin').on('sync_forked_runs').columns(['origin', 'first_seq']).execute();
     },
   },
 };

@@ -1,0 +1,98 @@
+import type { Kysely } from 'kysely';
+import type { Chunk } from '../peer-log/chunk.js';
+import { runCovering, runsReaching } from '../peer-log/log-store.js';
+import { equalBytes, unpackRun } from '../peer-log/signed-runs.js';
+import type { InternalTables } from '../storage/schema.js';
+
+/**
+ * The runs of forked origins: what makes members that took different branches of a fork
+ * converge (docs/protocol.md, "Fork evidence"). Once an origin forked, every member applies
+ * every signed run of it that any member applied (the conflict rules are joins, so the order and
+ * the branch do not matter), and relays them with the evidence of the fork to each partner.
+ * A member holds them in its log (the branch it took, up to where it closed the origin) and, for
+ * the others, here. A run is never applied twice: it is held if its log holds it or this table
+ * has its id.
+ */
+
+type Db = Kysely<InternalTables>;
+
+/** A run whose signature was checked, with its id. */
+interface SignedRun {
+  readonly chunk: Chunk;
+  readonly id: Uint8Array;
+}
+
+/**
+ * Two runs an origin's author signed for one place in its log: the one held here (in the log)
+ * and another that came. An honest author never signs both, so the pair proves a fork.
+ */
+export interface Fork {
+  readonly origin: string;
+  /** The first position the two disagree on (or may: the runs cover it differently). */
+  readonly seq: number;
+  readonly held: Chunk;
+  readonly other: Chunk;
+}
+
+/**
+ * Runs of one forked origin this table keeps at most. A device that signs more off the branch a
+ * member holds is hostile or broken beyond repair (remove it): its further runs are refused,
+ * and members that took different ones of them may then differ in what they show of it.
+ */
+export const MAX_FORKED_RUNS = 4096;
+
+/** Whether `b` proves that `a`'s author forked: both its, other runs for one place, or `b` follows `a`'s place but not `a`. */
+export function provesFork(a: SignedRun, b: SignedRun): boolean {
+  if (a.chunk.origin !== b.chunk.origin || equalBytes(a.id, b.id)) return false;
+  const overlap = a.chunk.firstSeq <= b.chunk.lastSeq && b.chunk.firstSeq <= a.chunk.lastSeq;
+  const follows = (x: SignedRun, y: SignedRun) => y.chunk.firstSeq === x.chunk.lastSeq + 1 && !equalBytes(y.chunk.prev, x.id);
+  return overlap || follows(a, b) || follows(b, a);
+}
+
+/** The first position two runs that prove a fork disagree on. */
+export function forkSeq(a: Chunk, b: Chunk): number {
+  const overlap = a.firstSeq <= b.lastSeq && b.firstSeq <= a.lastSeq;
+  return overlap ? Math.max(a.firstSeq, b.firstSeq) : Math.min(a.lastSeq, b.lastSeq);
+}
+
+/** Whether this device holds `run` already (in its log, or as a forked run). */
+export async function holdsRun(db: Db, run: SignedRun): Promise<boolean> {
+  const logged = await runCovering(db, run.chunk.origin, run.chunk.firstSeq);
+  if (logged && logged.lastSeq === run.chunk.lastSeq && equalBytes(logged.prev, run.chunk.prev) && equalBytes(logged.entries, run.chunk.entries)) {
+    return true;
+  }
+  return (await db.selectFrom('sync_forked_runs').select('id').where('id', '=', run.id).executeTakeFirst()) !== undefined;
+}
+
+export async function forkedRunCount(db: Db, origin: string): Promise<number> {
+  const row = await db.selectFrom('sync_forked_runs').select((eb) => eb.fn.countAll<number>().as('n')).where('origin', '=', origin).executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+export async function storeForkedRun(db: Db, run: SignedRun): Promise<void> {
+  const { origin, firstSeq, lastSeq, entries, prev, sig, author } = run.chunk;
+  await db.insertInto('sync_forked_runs').values({ id: run.id, origin, first_seq: firstSeq, last_seq: lastSeq, entries, prev, sig, author }).execute();
+}
+
+/**
+ * What this device relays of a forked origin to a partner that holds it through `after`: the
+ * runs of its log from the fork on (from `after` on, if the partner holds less), then its
+ * forked runs, each as signed.
+ */
+export async function forkedRunsFor(db: Db, origin: string, seq: number, after: number): Promise<Chunk[]> {
+  const logged = await runsReaching(db, origin, Math.min(seq, after + 1));
+  const rows = await db.selectFrom('sync_forked_runs').selectAll().where('origin', '=', origin).orderBy('first_seq').execute();
+  const others = rows.map((r) => ({ origin, firstSeq: r.first_seq, lastSeq: r.last_seq, entries: r.entries, prev: r.prev, sig: r.sig, author: r.author }));
+  return [...logged, ...others];
+}
+
+/** The fork recorded of `origin` (the first found here), with its evidence, if it forked. */
+export async function recordedFork(db: Db, origin: string): Promise<Fork | undefined> {
+  const row = await db.selectFrom('sync_forks').select(['seq', 'held', 'other']).where('origin', '=', origin).executeTakeFirst();
+  return row && { origin, seq: row.seq, held: unpackRun(row.held), other: unpackRun(row.other) };
+}
+
+/** The origins recorded as forked here. */
+export async function forkedOrigins(db: Db): Promise<string[]> {
+  return (await db.selectFrom('sync_forks').select('origin').execute()).map((r) => r.origin);
+}

@@ -1,0 +1,130 @@
+/**
+ * Issue 13, fork evidence (docs/protocol.md, "Fork evidence"). A member that signs two histories
+ * of its origin is found out where both meet, and the evidence travels: every member learns of
+ * the fork, applies every signed run of the origin any member applied, and so all converge.
+ * Evidence is checked like any signed run: a `forked` message that proves no fork, or whose runs
+ * do not verify, is bad input (PROTOCOL, counted, nothing stored).
+ *
+ * The in-memory network and SQLite files; the forking member is a raw protocol peer.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeHlc, type Library } from '../src/index.js';
+import type { LogEntry } from '../src/peer-log/types.js';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
+import { signedTuples } from './helpers/signed-runs.js';
+
+useMemoryTransport();
+
+afterEach(stopRawMemberTest);
+
+function noteAt(origin: string, seq: number, title: string, id: string = randomUUID()): LogEntry {
+  return { origin, seq, hlc: encodeHlc({ wallMs: Date.now(), counter: seq, deviceId: origin }), model: 'note', id, op: 'upsert', fields: { title, body: null } };
+}
+
+const titles = async (lib: Library) => (await lib.list('note')).map((note) => String(note.title)).sort();
+
+describe('fork evidence', () => {
+  it('reaches a device that joins after the fork: it holds both branches like the others', async () => {
+    const { v, libV, libN, member } = await startVictimCast();
+    const m = member.device;
+    const session = await MemberSession.open(member, v, libV.id, { heartbeatMs: 200 });
+    const heads = new Map<string, Uint8Array>();
+    // Branch A: two runs; branch B: one other run at the second position.
+    const a1 = signedTuples(member.peer.key, libV.id, [noteAt(m, 1, 'A1')], heads);
+    const headA1 = new Map(heads);
+    const a2 = signedTuples(member.peer.key, libV.id, [noteAt(m, 2, 'A2')], heads);
+    const b2 = signedTuples(member.peer.key, libV.id, [noteAt(m, 2, 'B2')], headA1);
+    await session.send({ t: 'changes', library: libV.id, batch: 1, chunks: [...a1, ...a2] });
+    await waitFor(() => session.of('ack').some((x) => x.batch === 1), 'V to ack branch A');
+    await session.send({ t: 'changes', library: libV.id, batch: 2, chunks: b2 });
+    await waitFor(async () => (await libN.status()).forks.length === 1, 'N to learn of the fork');
+    session.stop();
+    const digest = await waitForConvergence([libV, libN]);
+    expect(await titles(libV)).toEqual(['A1', 'A2', 'B2']);
+
+    const j = await startNode(undefined, { sync: rawMemberSync });
+    const libJ = await j.joinLibrary(await libN.createInvite());
+    await libJ.synced();
+    await waitFor(async () => (await libJ.status()).forks.length === 1, 'the joiner to learn of the fork');
+    expect(await waitForConvergence([libV, libN, libJ])).not.toBe(digest);
+    expect(await titles(libJ)).toEqual([...(await titles(libV))]);
+    expect(await titles(libJ)).toContain('B2');
+  });
+
+  it('is kept across a restart and relayed to a member that was away', async () => {
+    const { dirV, dirN, v, libV, n, member } = await startVictimCast();
+    const id = libV.id;
+    const m = member.device;
+    await stopNode(n);
+    const session = await MemberSession.open(member, v, id, { heartbeatMs: 200 });
+    const first = signedTuples(member.peer.key, id, [noteAt(m, 1, 'A1')]);
+    const other = signedTuples(member.peer.key, id, [noteAt(m, 1, 'B1')]);
+    await session.send({ t: 'changes', library: id, batch: 1, chunks: [...first, ...other] });
+    await waitFor(() => session.of('ack').some((x) => x.batch === 1), 'V to ack both runs');
+    session.stop();
+    expect(await titles(libV)).toEqual(['A1', 'B1']);
+    await stopNode(v);
+
+    // N was away during the fork; V restarted since. N gets both runs from the evidence V kept.
+    const v2 = await startNode(dirV, { sync: rawMemberSync });
+    const libV2 = v2.library(id);
+    const n2 = await startNode(dirN, { sync: rawMemberSync });
+    const libN2 = n2.library(id);
+    await waitFor(async () => (await libN2.status()).forks.length === 1, 'N to learn of the fork from the restarted V');
+    await waitForConvergence([libV2, libN2]);
+    expect(await titles(libN2)).toEqual(['A1', 'B1']);
+  });
+
+  it('that proves no fork, or does not verify, is refused and counted; nothing is stored', async () => {
+    const { v, libV, libN, member } = await startVictimCast();
+    const m = member.device;
+    const heads = new Map<string, Uint8Array>();
+    const one = signedTuples(member.peer.key, libV.id, [noteAt(m, 1, 'one')], heads);
+    const two = signedTuples(member.peer.key, libV.id, [noteAt(m, 2, 'two')], heads);
+    const digest = await waitForConvergence([libV, libN]);
+    const errorsBefore = (await libV.status()).protocolErrors;
+    // Two runs of one history: no fork.
+    await expectSessionRefused(
+      member,
+      v,
+      libV.id,
+      'fork evidence of one history',
+      { heartbeatMs: 200 },
+      (session) => session.send({ t: 'forked', library: libV.id, origin: m, evidence: [one[0]!, two[0]!], runs: [] }),
+      { code: 'PROTOCOL', message: /shows no fork/ },
+    );
+    // Two runs of one place, one of them signed by another key.
+    const stranger = await generateKeyPair('Ed25519');
+    const forged = signedTuples(stranger, libV.id, [noteAt(m, 1, 'forged')]);
+    await expectSessionRefused(
+      member,
+      v,
+      libV.id,
+      'fork evidence signed by another key',
+      { heartbeatMs: 200 },
+      (session) => session.send({ t: 'forked', library: libV.id, origin: m, evidence: [one[0]!, forged[0]!], runs: [] }),
+      { code: 'PROTOCOL', message: /not signed by its author's key/ },
+    );
+    // Evidence of one origin carrying a run of another.
+    const ofN = signedTuples(member.peer.key, libV.id, [noteAt(libN.writer(), 1, 'not mine')]);
+    await expectSessionRefused(
+      member,
+      v,
+      libV.id,
+      'fork evidence with a run of another origin',
+      { heartbeatMs: 200 },
+      (session) => session.send({ t: 'forked', library: libV.id, origin: m, evidence: [one[0]!, ofN[0]!], runs: [] }),
+      { code: 'PROTOCOL', message: /another origin/ },
+    );
+    expect((await libV.status()).protocolErrors).toBe(errorsBefore + 3);
+    expect((await libV.status()).forks).toEqual([]);
+    expect(await libV.digest()).toBe(digest);
+    // Honest sync goes on.
+    const after = randomUUID();
+    await libN.upsert('note', { id: after, title: 'after', body: null });
+    await waitFor(async () => (await libV.get('note', after)) !== undefined, "V to receive N's write");
+  });
+});
