@@ -9,11 +9,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeHlc, type Library } from '../src/index.js';
+import { encodeHlc, type Library, type SyncNode } from '../src/index.js';
+import type { ChunkTuple } from '../src/protocol/messages.js';
+import { engineOf } from '../src/library/library.js';
+import { chunksOf } from '../src/replication/session.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
-import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
+import { expectSessionRefused, MemberSession, rawMemberSync, startVictimCast, stopRawMemberTest, type VictimCast } from './helpers/raw-member.js';
 import { signedTuples } from './helpers/signed-runs.js';
 
 useMemoryTransport();
@@ -24,7 +27,69 @@ function noteAt(origin: string, seq: number, title: string, id: string = randomU
   return { origin, seq, hlc: encodeHlc({ wallMs: Date.now(), counter: seq, deviceId: origin }), model: 'note', id, op: 'upsert', fields: { title, body: null } };
 }
 
-const titles = async (lib: Library) => (await lib.list('note')).map((note) => String(note.title)).sort();
+const titles = async (lib: Library) => (await lib.list('note', { limit: 1_000 })).map((note) => String(note.title)).filter((t) => /^[AB]\d+$/.test(t)).sort();
+
+/**
+ * V and N, each given one branch of the member's origin by the member while the other was away,
+ * then both running again. Returns the restarted pair.
+ */
+async function branchesApart(cast: VictimCast, toV: ChunkTuple[], toN: ChunkTuple[]): Promise<[Library, Library]> {
+  const { dirV, dirN, v, n, libV, member } = cast;
+  const id = libV.id;
+  await stopNode(n);
+  const pushTo = async (node: SyncNode, chunks: ChunkTuple[]) => {
+    const session = await MemberSession.open(member, node, id, { heartbeatMs: 200 });
+    await session.send({ t: 'changes', library: id, batch: 1, chunks });
+    await waitFor(() => session.of('ack').some((x) => x.batch === 1), 'the push to be acked');
+    session.stop();
+  };
+  await pushTo(v, toV);
+  await stopNode(v);
+  const n2 = await startNode(dirN, { sync: rawMemberSync });
+  await pushTo(n2, toN);
+  const v2 = await startNode(dirV, { sync: rawMemberSync });
+  return [v2.library(id), n2.library(id)];
+}
+
+async function expectBothForkedAndAlike(libV: Library, libN: Library): Promise<void> {
+  await waitFor(async () => (await libV.status()).forks.length === 1, 'V to record the fork');
+  await waitFor(async () => (await libN.status()).forks.length === 1, 'N to record the fork');
+  await waitForConvergence([libV, libN]);
+  expect((await libV.status()).protocolErrors).toBe(0);
+  expect((await libN.status()).protocolErrors).toBe(0);
+}
+
+describe('an equivocating member', () => {
+  it('that sent two partners one seq with other contents (same clock, same note): both find the fork and keep the same', async () => {
+    const cast = await startVictimCast();
+    const m = cast.member.device;
+    const note = randomUUID();
+    const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: m });
+    const at = (title: string): LogEntry => ({ origin: m, seq: 1, hlc, model: 'note', id: note, op: 'upsert', fields: { title, body: null } });
+    const key = cast.member.peer.key;
+    const [libV, libN] = await branchesApart(cast, signedTuples(key, cast.libV.id, [at('aaa')]), signedTuples(key, cast.libV.id, [at('zzz')]));
+    // One position each: no vector shows the fork, the heads do.
+    expect(libV.versionVector()[m]).toBe(1);
+    expect(libN.versionVector()[m]).toBe(1);
+    await expectBothForkedAndAlike(libV, libN);
+    expect((await libV.get('note', note))?.title).toBe((await libN.get('note', note))?.title);
+  });
+
+  it('whose branches share a prefix: each walks the other back to where they part, and both hold both', async () => {
+    const cast = await startVictimCast();
+    const m = cast.member.device;
+    const key = cast.member.peer.key;
+    const id = cast.libV.id;
+    const heads = new Map<string, Uint8Array>();
+    const a1 = signedTuples(key, id, [noteAt(m, 1, 'A1')], heads);
+    const afterA1 = new Map(heads);
+    const branchA = [...a1, ...signedTuples(key, id, [noteAt(m, 2, 'A2')], heads), ...signedTuples(key, id, [noteAt(m, 3, 'A3')], heads)];
+    const branchB = [...a1, ...signedTuples(key, id, [noteAt(m, 2, 'B2')], afterA1), ...signedTuples(key, id, [noteAt(m, 3, 'B3')], afterA1), ...signedTuples(key, id, [noteAt(m, 4, 'B4')], afterA1)];
+    const [libV, libN] = await branchesApart(cast, branchA, branchB);
+    await expectBothForkedAndAlike(libV, libN);
+    expect(await titles(libV)).toEqual(['A1', 'A2', 'A3', 'B2', 'B3', 'B4']);
+  });
+});
 
 describe('fork evidence', () => {
   it('reaches a device that joins after the fork: it holds both branches like the others', async () => {
@@ -76,6 +141,28 @@ describe('fork evidence', () => {
     await waitFor(async () => (await libN2.status()).forks.length === 1, 'N to learn of the fork from the restarted V');
     await waitForConvergence([libV2, libN2]);
     expect(await titles(libN2)).toEqual(['A1', 'B1']);
+  });
+
+  it("brings a member that was behind the history before the fork into its log, not among the fork's runs", async () => {
+    const { libV, member } = await startVictimCast();
+    const id = libV.id;
+    const m = member.device;
+    const heads = new Map<string, Uint8Array>();
+    const runs = [];
+    let before = new Map<string, Uint8Array>();
+    for (let s = 1; s <= 300; s++) {
+      if (s === 300) before = new Map(heads);
+      runs.push(...chunksOf(signedTuples(member.peer.key, id, [noteAt(m, s, `A${s}`)], heads)));
+    }
+    const [other] = chunksOf(signedTuples(member.peer.key, id, [noteAt(m, 300, 'B300')], before));
+    const engine = engineOf(libV);
+    await engine.applyRemoteChunks([runs[0]!]);
+    // Another member relays the fork at 300 and its log from where V stands (1).
+    const result = await engine.applyForkEvidence(m, [runs[299]!, other!], runs.slice(1, 299));
+    expect(result).toMatchObject({ refused: 0 });
+    expect(libV.versionVector()[m]).toBe(299);
+    expect((await libV.status()).forks).toMatchObject([{ origin: m, seq: 300 }]);
+    expect(await titles(libV)).toEqual([...runs.map((_, i) => `A${i + 1}`), 'B300'].sort());
   });
 
   it('that proves no fork, or does not verify, is refused and counted; nothing is stored', async () => {

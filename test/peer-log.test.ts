@@ -201,7 +201,10 @@ describe('applying received runs', () => {
     const across = signRun(deviceSignatures(a.key), a.lib.id, body!, runs[1]!.prev).chunk;
     expect(across).toMatchObject({ firstSeq: 200, lastSeq: 260 });
     const digest = await c.lib.digest();
-    expect(await engineOf(c.lib).applyRemoteChunks([across])).toMatchObject({ applied: 61, forks: [{ origin: A, seq: 200 }], forkedRuns: [across] });
+    // Relayed on: the other run, and C's run it contradicts (a partner holding `across` lacks it).
+    const forked = await engineOf(c.lib).applyRemoteChunks([across]);
+    expect(forked).toMatchObject({ applied: 61, forks: [{ origin: A, seq: 200 }] });
+    expect(forked.forkedRuns.map(wire)).toEqual([across, runs[1]!].map(wire));
     expect(c.lib.versionVector()).toEqual({ [A]: 241 });
     expect(await engineOf(c.lib).logSize()).toBe(241);
     expect(await c.lib.digest()).not.toBe(digest);

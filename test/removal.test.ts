@@ -409,8 +409,10 @@ describe('a member relaying changes of a removed device', () => {
     expect(reported.filter((e) => e.peer === member.peer.peerId).map((e) => [(e.error as SyncError).code, e.error.message])).toEqual([
       ['PROTOCOL', expect.stringMatching(/page of nothing new/)],
     ]);
-    // The first page closed the origin (its change refused); the next, the same again, was bogus.
-    expect(pulls).toBeLessThanOrEqual(3);
+    // The first page closed the origin (its change refused). The next was asked for before that
+    // (a prefetch), so it counts as no fault; the one after, asked for once the origin was
+    // closed, the same again, was bogus (and the pull after it was on its way).
+    expect(pulls).toBeLessThanOrEqual(4);
     expect(await libV.digest()).toBe(before);
   }, 60_000);
 });

@@ -369,3 +369,53 @@ describe("a partner's hello checked against this device's writers", () => {
     expect(await engineOf(libO).checkOwnWriters(await held(libO, original))).toEqual({ kind: 'unchanged' });
   });
 });
+
+describe('a restored device whose writer a partner confirmed that lacked its lost tail', () => {
+  it('writes at the lost positions, yet every member ends with both: the partners find the fork by their heads', async () => {
+    // Simulator seed 44815's class: C confirms the restored writer (it holds no more of it than
+    // the backup), so D's next write takes the position of a write only B holds.
+    const dDir = await makeTempDir('lsync-restore-fork-d-');
+    const bDir = await makeTempDir('lsync-restore-fork-b-');
+    let d: SyncNode = await startNode(dDir);
+    let b: SyncNode = await startNode(bDir);
+    const cDir = await makeTempDir('lsync-restore-fork-c-');
+    const c = await startNode(cDir);
+    const [libD0] = await shareLibrary(d, [b, c]);
+    const id = libD0!.id;
+    const notes = new Map<string, string>();
+    record(notes, 'before-backup', await writeNotes(libD0!, 'before-backup', 2));
+    await waitForConvergence([libD0!, b.library(id), c.library(id)]);
+    await stopNode(d);
+    const backup = await makeTempDir('lsync-restore-fork-backup-');
+    cpSync(dDir, backup, { recursive: true });
+
+    // The lost tail: written while C is away, it reaches B alone.
+    await stopNode(c);
+    d = await startNode(dDir);
+    await d.library(id).synced();
+    record(notes, 'lost-tail', await writeNotes(d.library(id), 'lost-tail', 2));
+    await waitFor(() => holdsAll(b.library(id), notes), 'B to hold the lost tail');
+    await stopNode(d);
+    await stopNode(b);
+
+    // D is restored; C, back, confirms its writer, and D writes at the lost positions.
+    rmSync(dDir, { recursive: true, force: true });
+    cpSync(backup, dDir, { recursive: true });
+    const c2 = await startNode(cDir);
+    d = await startNode(dDir);
+    const libD = d.library(id);
+    await libD.synced();
+    const afterRestore = new Map<string, string>();
+    record(afterRestore, 'after-restore', await writeNotes(libD, 'after-restore', 2));
+    const libC = c2.library(id);
+    await waitFor(() => holdsAll(libC, afterRestore), 'C to hold the writes after the restore');
+    for (const [note, title] of afterRestore) notes.set(note, title);
+
+    // B is back: B and C hold D's writer alike far, each with other runs at its last positions.
+    b = await startNode(bDir);
+    const libB = b.library(id);
+    await waitFor(async () => (await holdsAll(libB, notes)) && (await holdsAll(libC, notes)) && (await holdsAll(libD, notes)), 'every note on every device', 30_000);
+    await waitForConvergence([libB, libC, libD]);
+    await expectNotes([libB, libC, libD], notes);
+  });
+});

@@ -6,8 +6,8 @@
  * - a run under another member's origin, or under the receiver's own, signed with the
  *   attacker's key is refused (PROTOCOL), counted, and never stored;
  * - two different runs of one author for one place are a fork: the receiver keeps the run it
- *   holds, refuses the other, records both (status().forks, the `origin-forked` event), and
- *   keeps syncing.
+ *   holds in its log, applies the other too, records both (status().forks, the
+ *   `origin-forked` event), relays the evidence, and keeps syncing (more in fork-evidence.test.ts).
  * Every honest replica's digest is unchanged by each attack and honest sync goes on.
  *
  * The in-memory network and SQLite files; the hostile member is a raw protocol peer.

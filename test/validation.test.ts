@@ -697,7 +697,9 @@ describe('applyRemoteChunks', () => {
     // the same changes: the rows stay) and takes no more of B's origin into its log.
     const held = await snapshot(a.lib);
     const forked = await engineOf(a.lib).applyRemoteChunks([across]);
-    expect(forked).toMatchObject({ applied: 2, duplicates: 0, forks: [{ origin: B, seq: 3 }], forkedRuns: [across] });
+    // Relayed on: the other run, and A's runs over its positions (a partner holding `across` lacks them).
+    expect(forked).toMatchObject({ applied: 2, duplicates: 0, forks: [{ origin: B, seq: 3 }] });
+    expect(forked.forkedRuns.map(plain)).toEqual([across, e2!, e3!].map(plain));
     expect(await snapshot(a.lib)).toEqual(held);
     expect(await engineOf(a.lib).forks()).toMatchObject([{ origin: B, device: B, seq: 3 }]);
     expect(await engineOf(a.lib).applyRemoteChunks([c3!, c2!, c1!])).toEqual({ applied: 2, ...NOTHING_ELSE, duplicates: 1 });

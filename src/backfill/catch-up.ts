@@ -356,6 +356,8 @@ export class CatchUp {
   private async pullLog(session: Session, run: Run): Promise<boolean> {
     const library = this.host.library;
     let requested = library.pullAfter();
+    // What a page was asked after, judged as it was asked (`pullAfter` when the pull went out).
+    let asked = requested;
     let reply = this.timed(session, () => session.pullShared(requested));
     for (;;) {
       const { page, bytes } = await reply;
@@ -364,23 +366,26 @@ export class CatchUp {
       const next = { ...requested };
       for (const [origin, , lastSeq] of page.chunks) next[origin] = Math.max(next[origin] ?? 0, lastSeq);
       const more = page.hasMore && session.state !== 'closed';
+      const nextAsked = library.pullAfter(next);
       if (more) reply = prefetched(this.timed(session, () => session.pullShared(next)));
       // The page starts right after `requested`: if nothing moved past it, the page was bogus.
       // Refusing a removed device's changes made after its removal closes their origin (the
       // partner may have taken them before it learned of the removal): that moves the vector
       // pulled after, once; entries of an origin closed before are nothing new.
-      // A fork found closes its origin the same way. Runs left out because their author's member
-      // row has not arrived yet are nothing new either, and no fault of the partner: the row
-      // comes in a later page (of another origin), and a later pull brings them again.
-      const askedAfter = library.pullAfter(requested);
+      // A fork found closes its origin the same way, also one found while the page was on its
+      // way (fork evidence, a partner's heads): so a page is judged against what was closed when
+      // it was asked for. Runs left out because their author's member row has not arrived yet
+      // are nothing new either, and no fault of the partner: the row comes in a later page (of
+      // another origin), and a later pull brings them again.
       const applied = await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
-      if (applied.withheld === 0 && !isBehind(askedAfter, library.pullAfter())) {
+      if (applied.withheld === 0 && !isBehind(asked, library.pullAfter())) {
         throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
       }
       const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
       this.advance(run, session, 'shared', records, bytes);
       if (!more || this.stopped) return true;
       requested = next;
+      asked = nextAsked;
     }
   }
 

@@ -16,6 +16,7 @@ import {
   readAcks,
   readVector,
   recordAck,
+  runCovering,
 } from '../peer-log/log-store.js';
 import type { Chunk, ChunksAfterResult } from '../peer-log/chunk.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
@@ -25,7 +26,7 @@ import { EventLoopTurns } from '../util/event-loop.js';
 import type { RecordIds } from '../util/ids.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Signatures } from '../runtime/signatures.js';
-import { packRun } from '../peer-log/signed-runs.js';
+import { equalBytes, runId } from '../peer-log/signed-runs.js';
 import { isKeyDerivedId } from '../membership/device-id.js';
 import { pack } from '../util/msgpack.js';
 import { runSql } from '../util/sql.js';
@@ -45,7 +46,7 @@ import {
   type ValidatedRun,
   type VerifiedRun,
 } from './remote-apply.js';
-import { type Fork, forkedOrigins, forkedRunsFor, forkSeq, provesFork, recordedFork } from './forked-runs.js';
+import { type Fork, forkedOrigins, forkedRunsFor, forkSeq, provesFork, recordedFork, recordForks } from './forked-runs.js';
 import type { RemoteCounts } from './counts.js';
 import { type SyncCounters, WriteBatch } from './write-batch.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
@@ -393,9 +394,12 @@ export class LibraryEngine {
     if (newest) this.ctx.clock.checkDrift(newest);
     await this.checkConcurrentCopy(runs.flatMap((run) => run.entries));
     const { verified, withheld } = await this.verify(runs);
-    const result = await this.write((batch) => applyRemoteEntries(this.ctx, batch, verified, counts, withheld));
-    const recorded = await this.recordForks(result.forks);
-    this.relayForkedRuns(result.forkedRuns.filter((run) => !recorded.has(run.origin)));
+    // Forks are recorded in the transaction that applies their runs: a crash keeps both or neither.
+    const { result, recorded } = await this.write(async (batch) => {
+      const applied = await applyRemoteEntries(this.ctx, batch, verified, counts, withheld);
+      return { result: applied, recorded: await recordForks(batch.db, applied.forks, this.runtime.wallClock()) };
+    });
+    this.reportForks(recorded, result.forkedRuns);
     return result;
   }
 
@@ -422,62 +426,68 @@ export class LibraryEngine {
     const { runs, newest } = validateRemoteChunks(this.ctx, all);
     if (newest) this.ctx.clock.checkDrift(newest);
     const { verified, withheld } = await this.verify(runs);
-    const known = (await recordedFork(this.db, origin)) !== undefined;
-    let fork: Fork | undefined;
-    if (!known) {
-      const [a, b] = evidence ? runs.slice(0, 2).map((run) => verified.find((v) => v.chunk === run.chunk)) : [];
-      if (!a || !b) return { taken: [], refused: 0, withheld: withheld + chunks.length };
-      if (!provesFork(a, b)) throw new ProtocolError(`fork evidence of ${origin} shows no fork: its two runs are of one history`);
-      fork = { origin, seq: forkSeq(a.chunk, b.chunk), held: a.chunk, other: b.chunk };
-    }
-    const result = await this.write((batch) => applyForkEvidence(this.ctx, batch, origin, verified, fork !== undefined, counts));
-    if (fork) await this.recordForks([fork]);
-    else this.relayForkedRuns(result.taken);
+    const [a, b] = evidence ? runs.slice(0, 2).map((run) => verified.find((v) => v.chunk === run.chunk)) : [];
+    if (a && b && !provesFork(a, b)) throw new ProtocolError(`fork evidence of ${origin} shows no fork: its two runs are of one history`);
+    const fork = a && b ? { origin, seq: forkSeq(a.chunk, b.chunk), held: a.chunk, other: b.chunk } : undefined;
+    const result = await this.write((batch) => applyForkEvidence(this.ctx, batch, origin, verified, fork, this.runtime.wallClock(), counts));
+    this.reportForks(result.recorded, [...result.taken, ...result.relay]);
     return { ...result, withheld };
   }
 
-  /** Tells the sessions of forked runs newly held here, so they relay them (`forked-runs`). */
-  private relayForkedRuns(runs: readonly Chunk[]): void {
+  /**
+   * Once committed: reports forks new here (`origin-forked`, which has every session relay their
+   * evidence in full) and has the sessions relay `runs` of forked origins (`forked-runs`).
+   */
+  private reportForks(recorded: readonly OriginFork[], runs: readonly Chunk[]): void {
+    for (const fork of recorded) this.events.emit('origin-forked', fork);
     for (const origin of new Set(runs.map((run) => run.origin))) {
       this.events.emit('forked-runs', { origin, runs: runs.filter((run) => run.origin === origin) });
     }
   }
 
-  /**
-   * The fork evidence of `origin` for a partner that holds it through `after`: the runs that
-   * prove the fork, and every run of it held here from the fork on; undefined if it did not fork.
-   */
-  async forkEvidence(origin: string, after: number): Promise<{ evidence: [Chunk, Chunk]; runs: Chunk[] } | undefined> {
+  /** The two runs that prove `origin`'s fork, and the position the fork was found at; undefined if it did not fork. */
+  async forkEvidence(origin: string): Promise<Fork | undefined> {
     this.assertOpen();
-    const fork = await recordedFork(this.db, origin);
-    if (!fork) return undefined;
-    return { evidence: [fork.held, fork.other], runs: await forkedRunsFor(this.db, origin, fork.seq, after) };
+    return recordedFork(this.db, origin);
+  }
+
+  /** Every run of a forked origin held here from `seq` (its fork) on, or from `after` on if less, a few at a time. */
+  forkedRuns(origin: string, seq: number, after: number): AsyncGenerator<Chunk[]> {
+    this.assertOpen();
+    return forkedRunsFor(this.db, origin, seq, after);
+  }
+
+  /** Per origin, the position held and the id of the run ending there, where known (`heads` message). */
+  heads(): [origin: string, seq: number, id: Uint8Array][] {
+    const heads: [string, number, Uint8Array][] = [];
+    for (const [origin, id] of this.counters.heads) heads.push([origin, this.counters.vector.get(origin) ?? 0, id]);
+    return heads;
+  }
+
+  /**
+   * The runs of this device's log that contradict a partner's `heads`: where it holds the
+   * partner's position of an origin in another run (other boundaries, or another id). Sent to the
+   * partner, each shows it a fork it cannot see by positions alone (two members that hold one
+   * position each of an equivocating device's log).
+   */
+  async runsContradicting(heads: readonly (readonly [string, number, Uint8Array])[]): Promise<Chunk[]> {
+    this.assertOpen();
+    const found: Chunk[] = [];
+    for (const [origin, seq, id] of heads) {
+      const held = this.counters.vector.get(origin) ?? 0;
+      if (held < seq) continue;
+      const own = held === seq ? this.counters.heads.get(origin) : undefined;
+      if (own !== undefined && equalBytes(own, id)) continue;
+      const run = await runCovering(this.db, origin, seq);
+      if (run && (run.lastSeq !== seq || !equalBytes(runId(this.signatures, this.id, run, run.prev), id))) found.push(run);
+    }
+    return found;
   }
 
   /** The origins found forked here. */
   async forkedOrigins(): Promise<string[]> {
     this.assertOpen();
     return forkedOrigins(this.db);
-  }
-
-  /** Stores the first fork found of each origin, with its evidence, and tells listeners; returns the origins new here. */
-  private async recordForks(forks: readonly Fork[]): Promise<Set<string>> {
-    const recorded = new Set<string>();
-    if (forks.length === 0) return recorded;
-    const detectedAt = this.runtime.wallClock();
-    const members = await this.memberRows();
-    for (const fork of forks) {
-      const device = members.find((m) => isWriterOf(fork.origin, m.device))?.device ?? null;
-      const inserted = await this.db
-        .insertInto('sync_forks')
-        .values({ origin: fork.origin, seq: fork.seq, device, detected_at: detectedAt, held: packRun(fork.held), other: packRun(fork.other) })
-        .onConflict((oc) => oc.column('origin').doNothing())
-        .executeTakeFirst();
-      if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) continue;
-      recorded.add(fork.origin);
-      this.events.emit('origin-forked', { origin: fork.origin, device, seq: fork.seq, detectedAt });
-    }
-    return recorded;
   }
 
   /** The forks found of any origin (the first of each), oldest first. */

@@ -1,7 +1,10 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import type { Chunk } from '../peer-log/chunk.js';
 import { runCovering, runsReaching } from '../peer-log/log-store.js';
-import { equalBytes, unpackRun } from '../peer-log/signed-runs.js';
+import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
+import { equalBytes, packRun, unpackRun } from '../peer-log/signed-runs.js';
+import type { OriginFork } from './status.js';
+import { isWriterOf } from './writers.js';
 import type { InternalTables } from '../storage/schema.js';
 
 /**
@@ -64,8 +67,14 @@ export async function holdsRun(db: Db, run: SignedRun): Promise<boolean> {
   return (await db.selectFrom('sync_forked_runs').select('id').where('id', '=', run.id).executeTakeFirst()) !== undefined;
 }
 
-export async function forkedRunCount(db: Db, origin: string): Promise<number> {
-  const row = await db.selectFrom('sync_forked_runs').select((eb) => eb.fn.countAll<number>().as('n')).where('origin', '=', origin).executeTakeFirstOrThrow();
+/** Forked runs held of `origin` that reach its fork (`seq`) or beyond: what `MAX_FORKED_RUNS` bounds. */
+export async function forkedRunCount(db: Db, origin: string, seq: number): Promise<number> {
+  const row = await db
+    .selectFrom('sync_forked_runs')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('origin', '=', origin)
+    .where('last_seq', '>=', seq)
+    .executeTakeFirstOrThrow();
   return Number(row.n);
 }
 
@@ -74,16 +83,29 @@ export async function storeForkedRun(db: Db, run: SignedRun): Promise<void> {
   await db.insertInto('sync_forked_runs').values({ id: run.id, origin, first_seq: firstSeq, last_seq: lastSeq, entries, prev, sig, author }).execute();
 }
 
+/** Runs read per query while relaying: memory stays bounded whatever a fork holds. */
+const RELAY_READ_RUNS = 16;
+
 /**
- * What this device relays of a forked origin to a partner that holds it through `after`: the
- * runs of its log from the fork on (from `after` on, if the partner holds less), then its
- * forked runs, each as signed.
+ * What this device relays of a forked origin to a partner that holds it through `after`, a few
+ * runs at a time: the runs of its log from the fork (`seq`) on, or from `after` on if the
+ * partner holds less, then its forked runs, each as signed.
  */
-export async function forkedRunsFor(db: Db, origin: string, seq: number, after: number): Promise<Chunk[]> {
-  const logged = await runsReaching(db, origin, Math.min(seq, after + 1));
-  const rows = await db.selectFrom('sync_forked_runs').selectAll().where('origin', '=', origin).orderBy('first_seq').execute();
-  const others = rows.map((r) => ({ origin, firstSeq: r.first_seq, lastSeq: r.last_seq, entries: r.entries, prev: r.prev, sig: r.sig, author: r.author }));
-  return [...logged, ...others];
+export async function* forkedRunsFor(db: Db, origin: string, seq: number, after: number): AsyncGenerator<Chunk[]> {
+  for (let next = Math.min(seq, after + 1); ; ) {
+    const logged = await runsReaching(db, origin, next, RELAY_READ_RUNS);
+    if (logged.length === 0) break;
+    yield logged;
+    next = logged.at(-1)!.lastSeq + 1;
+  }
+  for (let from: Uint8Array | undefined; ; ) {
+    let query = db.selectFrom('sync_forked_runs').selectAll().where('origin', '=', origin);
+    if (from) query = query.where('id', '>', from);
+    const rows = await query.orderBy('id').limit(RELAY_READ_RUNS).execute();
+    if (rows.length === 0) break;
+    yield rows.map((r) => ({ origin, firstSeq: r.first_seq, lastSeq: r.last_seq, entries: r.entries, prev: r.prev, sig: r.sig, author: r.author }));
+    from = rows.at(-1)!.id;
+  }
 }
 
 /** The fork recorded of `origin` (the first found here), with its evidence, if it forked. */
@@ -95,4 +117,30 @@ export async function recordedFork(db: Db, origin: string): Promise<Fork | undef
 /** The origins recorded as forked here. */
 export async function forkedOrigins(db: Db): Promise<string[]> {
   return (await db.selectFrom('sync_forks').select('origin').execute()).map((r) => r.origin);
+}
+
+/**
+ * Records the first fork found of each origin, in the caller's transaction; returns the ones new
+ * here (to report once it commits). At most `MAX_VECTOR_ORIGINS` origins are recorded forked, as
+ * a library holds at most that many: a fork of one more is not recorded (nor relayed).
+ */
+export async function recordForks(db: Db, forks: readonly Fork[], detectedAt: number): Promise<OriginFork[]> {
+  const recorded: OriginFork[] = [];
+  if (forks.length === 0) return recorded;
+  // The member list is a model table (`MEMBERS_MODEL`), not one of the typed internal tables.
+  const { rows: members } = await sql<{ id: string }>`SELECT id FROM sync_members`.execute(db);
+  let count = (await forkedOrigins(db)).length;
+  for (const fork of forks) {
+    if (count >= MAX_VECTOR_ORIGINS) break;
+    const device = members.find((m) => isWriterOf(fork.origin, m.id))?.id ?? null;
+    const inserted = await db
+      .insertInto('sync_forks')
+      .values({ origin: fork.origin, seq: fork.seq, device, detected_at: detectedAt, held: packRun(fork.held), other: packRun(fork.other) })
+      .onConflict((oc) => oc.column('origin').doNothing())
+      .executeTakeFirst();
+    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) continue;
+    count += 1;
+    recorded.push({ origin: fork.origin, device, seq: fork.seq, detectedAt });
+  }
+  return recorded;
 }

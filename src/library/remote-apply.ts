@@ -4,7 +4,7 @@ import type { SharedModel } from '../models/define.js';
 import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js';
 import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js';
 import { type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
-import { runCovering } from '../peer-log/log-store.js';
+import { runCovering, runsReaching } from '../peer-log/log-store.js';
 import { equalBytes, verifyRun } from '../peer-log/signed-runs.js';
 import type { LogEntry } from '../peer-log/types.js';
 import type { Signatures } from '../runtime/signatures.js';
@@ -17,7 +17,8 @@ import type { ModelTable } from '../storage/model-table.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import { putMeta } from '../storage/meta.js';
 import { CLOSED_ORIGINS_META_KEY, type Removals } from './removals.js';
-import { type Fork, forkedRunCount, holdsRun, MAX_FORKED_RUNS, storeForkedRun } from './forked-runs.js';
+import { type Fork, forkedRunCount, holdsRun, MAX_FORKED_RUNS, recordedFork, recordForks, storeForkedRun } from './forked-runs.js';
+import type { OriginFork } from './status.js';
 
 export interface GapReport {
   origin: string;
@@ -40,13 +41,16 @@ export interface ApplyResult {
    */
   refused: number;
   /**
-   * Runs refused because they fork their origin (another run of its author holds their place
-   * here); the origin is closed here from then on, like a removed device's.
+   * Runs that fork their origin (another run of its author holds their place here): applied off
+   * the log (`forkedRuns`), and the origin closed here from then on, like a removed device's.
    */
   forks: Fork[];
   /** Entries of runs left out because their author is not known here yet (`verifyRuns`). */
   withheld: number;
-  /** Runs of forked origins newly held off the log (`forked-runs.ts`): applied, and to relay. */
+  /**
+   * Runs of forked origins to relay (`forked-runs.ts`): those newly held off the log (applied),
+   * and the runs of this device's log they contradict.
+   */
   forkedRuns: Chunk[];
 }
 
@@ -240,7 +244,7 @@ function checkFields(model: SharedModel, fields: Record<string, unknown>, full: 
  * stored and relayed as its author signed it). Per origin, only a run that extends the held
  * contiguous prefix is applied, and only if it follows the run held there (`prev` is the held
  * head, where known); a run already held is a duplicate, and one that takes the place of
- * another run of its author is a fork (kept out, reported). Anything after a gap is reported
+ * another run of its author is a fork (applied off the log, reported). Anything after a gap is reported
  * and left for a later pull. The conflict rules make the outcome independent of the order
  * runs arrive in.
  */
@@ -316,10 +320,11 @@ export async function applyRemoteEntries(
     }
   }
 
-  const taken = await takeForkedRuns(batch, forking, batchRemovals);
+  const forkSeqs = new Map(result.forks.map((f) => [f.origin, f.seq]));
+  const taken = await takeForkedRuns(batch, forking, async (origin) => forkSeqs.get(origin) ?? (await recordedFork(batch.db, origin))?.seq ?? 1, batchRemovals);
   result.refused += taken.refused;
-  result.forkedRuns = taken.runs.map((run) => run.chunk);
-  if (closedAny) await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, removals.closedValue());
+  result.forkedRuns = [...taken.runs.map((run) => run.chunk), ...taken.contradicted];
+  if (closedAny || taken.runs.length > 0) await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, removals.closedValue());
   result.applied = await applyRuns(ctx, batch, [...accepted, ...taken.runs], counts);
   return result;
 }
@@ -351,64 +356,108 @@ function closeForkedOrigin(batch: WriteBatch, origin: string): void {
 }
 
 /**
- * Takes runs of a forked origin off the log: each one not held here yet (`holdsRun`) is stored
- * as a forked run, unless a removal refuses it (stamped after its device's cutoff) or the origin
- * holds `MAX_FORKED_RUNS` already. Returns the runs taken, to apply and relay.
+ * Takes runs of a forked origin (its fork at `forkAt(origin)`) not held here yet (`holdsRun`),
+ * unless a removal refuses them (stamped after the device's cutoff). A run of the history before
+ * the fork that extends the log (a member that was behind) is appended to it, as any run; the
+ * others are stored as forked runs, at most `MAX_FORKED_RUNS` from the fork on. Returns the runs
+ * taken, to apply and relay, and with them the runs of this device's log that a forked run
+ * contradicts (`contradictedRuns`): relayed too, so that where two branches share a prefix,
+ * each side walks the other back to where they part.
  */
 async function takeForkedRuns(
   batch: WriteBatch,
   runs: readonly VerifiedRun[],
+  forkAt: (origin: string) => Promise<number>,
   batchRemovals?: ReadonlyMap<string, string>,
-): Promise<{ runs: VerifiedRun[]; refused: number }> {
+): Promise<{ runs: VerifiedRun[]; refused: number; contradicted: Chunk[] }> {
   const taken: VerifiedRun[] = [];
+  const contradicted: Chunk[] = [];
   let refused = 0;
   const counts = new Map<string, number>();
   const seen: Uint8Array[] = [];
   for (const run of runs) {
-    const { origin } = run.chunk;
+    const { origin, firstSeq, lastSeq, prev } = run.chunk;
     if (seen.some((id) => equalBytes(id, run.id)) || (await holdsRun(batch.db, run))) continue;
     seen.push(run.id);
-    const count = counts.get(origin) ?? (await forkedRunCount(batch.db, origin));
-    if (count >= MAX_FORKED_RUNS || run.entries.some((entry) => batch.removals.refuses(entry, batchRemovals))) {
+    if (run.entries.some((entry) => batch.removals.refuses(entry, batchRemovals))) {
       refused += run.entries.length;
       continue;
     }
-    counts.set(origin, count + 1);
+    const at = await forkAt(origin);
+    const head = batch.headOf(origin);
+    if (firstSeq === batch.seqOf(origin) + 1 && lastSeq < at && (head === undefined || equalBytes(head, prev))) {
+      batch.appendChunk(run.chunk, run.id, run.newest);
+      batch.removals.close(origin, lastSeq);
+      taken.push(run);
+      continue;
+    }
+    const count = counts.get(origin) ?? (await forkedRunCount(batch.db, origin, at));
+    if (count >= MAX_FORKED_RUNS && lastSeq >= at) {
+      refused += run.entries.length;
+      continue;
+    }
+    counts.set(origin, count + (lastSeq >= at ? 1 : 0));
     await storeForkedRun(batch.db, run);
     taken.push(run);
+    for (const logged of await contradictedRuns(batch, run)) {
+      if (!contradicted.some((c) => c.origin === logged.origin && c.lastSeq === logged.lastSeq)) contradicted.push(logged);
+    }
   }
-  return { runs: taken, refused };
+  return { runs: taken, refused, contradicted };
+}
+
+/**
+ * The runs of this device's log that `run` (of another branch) contradicts: those over its
+ * positions, and the one right before it if `run` follows another. A partner that holds `run`
+ * in its log lacks them (the fork may have begun before `run`: members that share a prefix and
+ * hold one position each have found only its end), so they are relayed with the taken runs.
+ */
+async function contradictedRuns(batch: WriteBatch, run: VerifiedRun): Promise<Chunk[]> {
+  const { origin, firstSeq, lastSeq } = run.chunk;
+  const found = (await runsReaching(batch.db, origin, firstSeq - 1)).filter((logged) => logged.firstSeq <= lastSeq);
+  return found.filter((logged) =>
+    logged.lastSeq === firstSeq - 1 ? !equalBytes(batch.runIdOf(logged), run.chunk.prev) : !sameRun(logged, run.chunk),
+  );
 }
 
 /** What fork evidence changed here (`applyForkEvidence`). */
 export interface ForkEvidenceResult {
   /** The runs taken off the log (applied; to relay). */
   taken: Chunk[];
+  /** Runs of this device's log the taken ones contradict (`contradictedRuns`): to relay too. */
+  relay: Chunk[];
   /** Entries refused (after a removal's cutoff, or beyond `MAX_FORKED_RUNS`). */
   refused: number;
+  /** The fork, if it was new here (to report once committed). */
+  recorded: OriginFork[];
 }
 
 /**
  * Applies fork evidence inside the caller's transaction: runs of `origin`, verified, that
- * another member holds of it from its fork on. If the origin was not known forked here
- * (`newFork`: the evidence the caller checked with `provesFork`), it is closed here first. Every
- * run not held yet is taken (`takeForkedRuns`) and applied.
+ * another member holds of it from its fork on. A fork not known here (`evidence`, checked by the
+ * caller with `provesFork`) is recorded (`recordForks`) and the origin closed first. Every run
+ * not held yet is taken (`takeForkedRuns`) and applied.
  */
 export async function applyForkEvidence(
   ctx: WriteContext,
   batch: WriteBatch,
   origin: string,
   runs: readonly VerifiedRun[],
-  newFork: boolean,
+  evidence: Fork | undefined,
+  detectedAt: number,
   counts?: RemoteCounts,
 ): Promise<ForkEvidenceResult> {
-  if (newFork) {
-    closeForkedOrigin(batch, origin);
-    await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, batch.removals.closedValue());
-  }
-  const taken = await takeForkedRuns(batch, runs);
+  const known = await recordedFork(batch.db, origin);
+  const recorded = known || !evidence ? [] : await recordForks(batch.db, [evidence], detectedAt);
+  const fork = known ?? (recorded.length > 0 ? evidence : undefined);
+  // Not known here, and no evidence of it (or one forked origin more than a library holds).
+  if (!fork) return { taken: [], relay: [], refused: 0, recorded };
+  if (!known) closeForkedOrigin(batch, origin);
+  const entries = runs.flatMap((run) => run.entries);
+  const taken = await takeForkedRuns(batch, runs, async () => fork.seq, removalsIn(entries, batch.removals));
+  await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, batch.removals.closedValue());
   await applyRuns(ctx, batch, taken.runs, counts);
-  return { taken: taken.runs.map((run) => run.chunk), refused: taken.refused };
+  return { taken: taken.runs.map((run) => run.chunk), relay: taken.contradicted, refused: taken.refused, recorded };
 }
 
 /** Whether two runs of an origin are the same run: same seqs, same predecessor, same entries. */

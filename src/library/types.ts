@@ -36,8 +36,8 @@ export interface LibraryEvents {
   forked: [DeviceForkedError];
   /**
    * A member's origin forked: its author signed two different runs for one place in its log
-   * (a copy of its data directory wrote there too, or the device is buggy or hostile). The run
-   * held here is kept, the other refused; see docs/operations.md, "A fork is reported".
+   * (a copy of its data directory wrote there too, or the device is buggy or hostile). Both are
+   * applied, and the evidence relayed to every partner; see docs/operations.md, "A fork is reported".
    */
   'origin-forked': [OriginFork];
   /**

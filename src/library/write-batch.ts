@@ -4,7 +4,7 @@ import { decodeHlc, encodeHlc, type HlcClock } from '../hlc/index.js';
 import { newestClockOf } from '../models/merge.js';
 import { appendChunks, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
 import { type Chunk, encodeChunks } from '../peer-log/chunk.js';
-import { GENESIS, signRun } from '../peer-log/signed-runs.js';
+import { GENESIS, runId, signRun } from '../peer-log/signed-runs.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { type LogEntry, MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
@@ -288,6 +288,11 @@ export class WriteBatch {
     this.extendPrefix(entry.origin, entry.seq, entry.seq);
     this.observe(entry.hlc);
     this.log.push(entry);
+  }
+
+  /** The id of a stored or received run (as its author signed it). */
+  runIdOf(chunk: Chunk): Uint8Array {
+    return runId(this.signer.signatures, this.signer.library, chunk, chunk.prev);
   }
 
   /** The id of the run `origin` ends at, where known. */

@@ -140,15 +140,24 @@ export const REMOVALS_MODEL: SharedModel = {
   apply: applyRemoval,
   system: true,
   checkRecord: checkRemovalRecord,
-  join: (a, b) => (b.hlc < a.hlc ? b : a),
+  join: earlierRemoval,
   fields: removalFields,
   fieldsByName: new Map(removalFields.map((f) => [f.name, f])),
 };
 
 function applyRemoval(current: SharedRowState | undefined, change: Change): SharedRowState {
   if (change.op !== 'upsert') throw new ValidationError('sync_removals: a removal is written whole and never changed or deleted');
-  if (current !== undefined && current.hlc <= change.hlc) return current;
-  return { id: change.id, values: change.fields!, hlc: change.hlc, deleted: false, fieldHlcs: {}, upsertHlc: change.hlc, deleteHlc: null };
+  const proposed = { id: change.id, values: change.fields!, hlc: change.hlc, deleted: false, fieldHlcs: {}, upsertHlc: change.hlc, deleteHlc: null };
+  return current === undefined ? proposed : earlierRemoval(current, proposed);
+}
+
+/**
+ * The earlier of two removals of one device; of two with one clock (only a forked device signs
+ * such), the one `newerState` orders first by content, so every replica keeps the same.
+ */
+function earlierRemoval(held: SharedRowState, other: SharedRowState): SharedRowState {
+  if (held.hlc !== other.hlc) return other.hlc < held.hlc ? other : held;
+  return newerState(REMOVALS_MODEL, held, other);
 }
 
 function checkRemovalRecord(fields: StoredValues, whole: boolean): void {

@@ -178,6 +178,15 @@ const forked = z.object({
   evidence: z.tuple([chunkTuple, chunkTuple]).nullable(),
   runs: chunkList,
 });
+/**
+ * What the sender holds of each origin's log: the position and the id of the run ending there
+ * (docs/protocol.md, "Fork evidence"), so a receiver holding another run there shows it the fork.
+ */
+const heads = z.object({
+  t: z.literal('heads'),
+  ...base,
+  heads: z.array(z.tuple([uuid, position.min(1), exactBytes(RUN_ID_BYTES)])).max(MAX_VECTOR_ORIGINS),
+});
 const pullState = z.object({ t: z.literal('pull-state'), ...request, owner: uuid, after: position });
 const statePage = z
   .object({
@@ -233,6 +242,7 @@ export const messageSchema = z.discriminatedUnion('t', [
   pullShared,
   sharedPage,
   forked,
+  heads,
   pullState,
   statePage,
   pullSnapshot,

@@ -56,9 +56,15 @@ export interface SessionLibrary extends LibraryEventSource {
   applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
   /** Fork evidence a partner relays (`forked`). */
   applyForkEvidence(origin: string, evidence: readonly [Chunk, Chunk] | null, chunks: readonly Chunk[]): Promise<unknown>;
-  /** What this device relays of a forked origin to a partner holding it through `after`. */
-  forkEvidence(origin: string, after: number): Promise<{ evidence: [Chunk, Chunk]; runs: Chunk[] } | undefined>;
+  /** The two runs that prove `origin`'s fork, and where it was found (`Fork`), if it forked. */
+  forkEvidence(origin: string): Promise<{ seq: number; held: Chunk; other: Chunk } | undefined>;
+  /** What this device relays of a forked origin to a partner holding it through `after`, a few runs at a time. */
+  forkedRuns(origin: string, seq: number, after: number): AsyncIterable<Chunk[]>;
   forkedOrigins(): Promise<string[]>;
+  /** Per origin, the position held and the id of the run ending there (`heads`). */
+  heads(): [string, number, Uint8Array][];
+  /** The runs of this device's log that contradict a partner's `heads`. */
+  runsContradicting(heads: readonly (readonly [string, number, Uint8Array])[]): Promise<Chunk[]>;
 }
 
 /** What a session reports to the library's replicator. */
@@ -186,6 +192,8 @@ export class Session {
    */
   private advertised: { shared: VersionVector; owned: VersionVector } = { shared: {}, owned: {} };
   private readonly onAppended = () => this.pump();
+  /** Per origin, the position of the last `heads` entry sent on this session. */
+  private readonly headsSent = new Map<string, number>();
   /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
   private readonly onOriginForked = ({ origin }: OriginFork) => this.relayFork(origin);
   private readonly onForkedRuns = ({ origin, runs }: ForkedRuns) => this.relayFork(origin, runs);
@@ -225,10 +233,8 @@ export class Session {
     void this.readLoop();
     this.host.onPartnerAhead(this);
     this.checkPartnerCaughtUp();
-    void this.library.forkedOrigins().then(
-      (origins) => origins.forEach((origin) => this.relayFork(origin)),
-      (err) => this.close(toSyncError(err)),
-    );
+    this.relayForks().catch((err) => this.close(toSyncError(err)));
+    this.sendHeads().catch((err) => this.close(toSyncError(err)));
   }
 
   /**
@@ -359,6 +365,8 @@ export class Session {
         return;
       case 'forked':
         return this.receiveForked(message);
+      case 'heads':
+        return this.receiveHeads(message);
       case 'pull-shared':
       case 'pull-state':
       case 'pull-snapshot':
@@ -465,6 +473,27 @@ export class Session {
     if (from > held) this.host.onPartnerAhead(this);
   }
 
+  /**
+   * Tells the partner the run this device's log ends at for each origin that moved since the
+   * last `heads` of this session (all at its start), so a fork that positions do not show is
+   * found within a heartbeat (docs/protocol.md, "Fork evidence").
+   */
+  private async sendHeads(): Promise<void> {
+    const moved = this.library.heads().filter(([origin, seq]) => this.headsSent.get(origin) !== seq);
+    if (moved.length === 0) return;
+    for (const [origin, seq] of moved) this.headsSent.set(origin, seq);
+    await this.send({ t: 'heads', library: this.library.id, heads: moved });
+  }
+
+  /** Shows the partner every fork its `heads` reveal: the runs this device holds there instead, pushed. */
+  private async receiveHeads(message: MessageOf<'heads'>): Promise<void> {
+    const runs = await this.library.runsContradicting(message.heads);
+    for (const page of runPages(runs, this.limits())) {
+      this.inFlight += 1;
+      await this.send({ t: 'changes', library: this.library.id, batch: ++this.batchSeq, chunks: page.map(chunkToTuple) });
+    }
+  }
+
   private async receiveForked(message: MessageOf<'forked'>): Promise<void> {
     const evidence = message.evidence && (chunksOf(message.evidence) as [Chunk, Chunk]);
     await this.library.applyForkEvidence(message.origin, evidence, chunksOf(message.runs));
@@ -472,17 +501,34 @@ export class Session {
 
   /**
    * Sends the partner the fork evidence of `origin`: the runs that prove the fork, then `runs`
-   * (by default every run held of it from the fork on, or from what the partner holds), in pages.
+   * (by default every run held of it from the fork on, or from what the partner holds, read a
+   * few at a time), in pages within the batch limits.
    */
   private relayFork(origin: string, runs?: readonly Chunk[]): void {
-    const send = async () => {
-      const held = await this.library.forkEvidence(origin, this.remoteShared[origin] ?? 0);
-      if (!held) return;
-      const base = { t: 'forked', library: this.library.id, origin } as const;
-      await this.send({ ...base, evidence: [chunkToTuple(held.evidence[0]), chunkToTuple(held.evidence[1])], runs: [] });
-      for (const page of runPages(runs ?? held.runs, this.limits())) await this.send({ ...base, evidence: null, runs: page.map(chunkToTuple) });
+    this.sendForkEvidence(origin, runs).catch((err) => this.close(toSyncError(err)));
+  }
+
+  /** Relays every fork known here, one origin after another (reads stay a few runs at a time). */
+  private async relayForks(): Promise<void> {
+    for (const origin of await this.library.forkedOrigins()) {
+      if (this.state === 'closed') return;
+      await this.sendForkEvidence(origin);
+    }
+  }
+
+  private async sendForkEvidence(origin: string, runs?: readonly Chunk[]): Promise<void> {
+    const fork = await this.library.forkEvidence(origin);
+    if (!fork) return;
+    const base = { t: 'forked', library: this.library.id, origin } as const;
+    await this.send({ ...base, evidence: [chunkToTuple(fork.held), chunkToTuple(fork.other)], runs: [] });
+    const sendRuns = async (some: readonly Chunk[]) => {
+      for (const page of runPages(some, this.limits())) await this.send({ ...base, evidence: null, runs: page.map(chunkToTuple) });
     };
-    send().catch((err) => this.close(toSyncError(err)));
+    if (runs) return sendRuns(runs);
+    for await (const some of this.library.forkedRuns(origin, fork.seq, this.remoteShared[origin] ?? 0)) {
+      if (this.state === 'closed') return;
+      await sendRuns(some);
+    }
   }
 
   private async pushRound(): Promise<void> {
@@ -644,7 +690,9 @@ export class Session {
       this.close(new TimeoutError(`partner ${this.device} sent nothing for ${this.host.tuning.peerTimeoutMs} ms`));
       return;
     }
-    this.sendHeartbeat().catch((err) => this.close(toSyncError(err)));
+    this.sendHeartbeat()
+      .then(() => this.sendHeads())
+      .catch((err) => this.close(toSyncError(err)));
   }
 
   private sendHeartbeat(): Promise<void> {

@@ -126,14 +126,16 @@ export class ModelTable {
   /**
    * Writes whole rows. Row-level LWW tables keep a stored row whose clock is newer than the one
    * written, so a local upsert can be written without reading the row first (see
-   * `LocalWriter.upsert`) and the newer row still wins.
+   * `LocalWriter.upsert`) and the newer row still wins. One with the same clock is replaced: a
+   * remote row is written only as its merge's result, which may take another change of one clock
+   * (a fork's, ordered by content: `mergeRowLww`).
    */
   upsertSql(rowCount: number): string {
     const values = new Array(rowCount).fill(this.rowPlaceholder).join(', ');
     if (this.model.ownership === 'device' || this.model.conflict !== 'lww') {
       return `INSERT OR REPLACE INTO ${this.table} (${this.columnList}) VALUES ${values}`;
     }
-    return `INSERT INTO ${this.table} (${this.columnList}) VALUES ${values} ON CONFLICT (id) DO UPDATE SET ${this.replaceAll} WHERE excluded._hlc > ${this.table}._hlc`;
+    return `INSERT INTO ${this.table} (${this.columnList}) VALUES ${values} ON CONFLICT (id) DO UPDATE SET ${this.replaceAll} WHERE excluded._hlc >= ${this.table}._hlc`;
   }
 
   /** Inserts whole rows, skipping ids already held. */
