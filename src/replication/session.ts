@@ -194,6 +194,8 @@ export class Session {
   private readonly onAppended = () => this.pump();
   /** Per origin, the position of the last `heads` entry sent on this session. */
   private readonly headsSent = new Map<string, number>();
+  /** Forked origins whose evidence pair went out on this session. */
+  private readonly forkEvidenceSent = new Set<string>();
   /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
   private readonly onOriginForked = ({ origin }: OriginFork) => this.relayFork(origin);
   private readonly onForkedRuns = ({ origin, runs }: ForkedRuns) => this.relayFork(origin, runs);
@@ -520,7 +522,11 @@ export class Session {
     const fork = await this.library.forkEvidence(origin);
     if (!fork) return;
     const base = { t: 'forked', library: this.library.id, origin } as const;
-    await this.send({ ...base, evidence: [chunkToTuple(fork.held), chunkToTuple(fork.other)], runs: [] });
+    // The proof once per session: the partner, reading in order, knows the fork from then on.
+    if (!this.forkEvidenceSent.has(origin)) {
+      this.forkEvidenceSent.add(origin);
+      await this.send({ ...base, evidence: [chunkToTuple(fork.held), chunkToTuple(fork.other)], runs: [] });
+    }
     const sendRuns = async (some: readonly Chunk[]) => {
       for (const page of runPages(some, this.limits())) await this.send({ ...base, evidence: null, runs: page.map(chunkToTuple) });
     };
