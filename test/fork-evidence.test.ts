@@ -33,7 +33,7 @@ const titles = async (lib: Library) => (await lib.list('note', { limit: 1_000 })
  * V and N, each given one branch of the member's origin by the member while the other was away,
  * then both running again. Returns the restarted pair.
  */
-async function branchesApart(cast: VictimCast, toV: ChunkTuple[], toN: ChunkTuple[]): Promise<[Library, Library]> {
+async function branchesApart(cast: VictimCast, toV: ChunkTuple[], toN: ChunkTuple[], sync = rawMemberSync): Promise<[Library, Library]> {
   const { dirV, dirN, v, n, libV, member } = cast;
   const id = libV.id;
   await stopNode(n);
@@ -45,9 +45,9 @@ async function branchesApart(cast: VictimCast, toV: ChunkTuple[], toN: ChunkTupl
   };
   await pushTo(v, toV);
   await stopNode(v);
-  const n2 = await startNode(dirN, { sync: rawMemberSync });
+  const n2 = await startNode(dirN, { sync });
   await pushTo(n2, toN);
-  const v2 = await startNode(dirV, { sync: rawMemberSync });
+  const v2 = await startNode(dirV, { sync });
   return [v2.library(id), n2.library(id)];
 }
 
@@ -88,6 +88,87 @@ describe('an equivocating member', () => {
     const [libV, libN] = await branchesApart(cast, branchA, branchB);
     await expectBothForkedAndAlike(libV, libN);
     expect(await titles(libV)).toEqual(['A1', 'A2', 'A3', 'B2', 'B3', 'B4']);
+  });
+});
+
+describe('an equivocating member, and what its partners do about it', () => {
+  it('that two members meet in a catch-up of many pages: neither drops the other as sending nothing new', async () => {
+    const cast = await startVictimCast();
+    const m = cast.member.device;
+    const key = cast.member.peer.key;
+    const id = cast.libV.id;
+    const heads = new Map<string, Uint8Array>();
+    const a1 = signedTuples(key, id, [noteAt(m, 1, 'A1')], heads);
+    const afterA1 = new Map(heads);
+    const a2 = signedTuples(key, id, [noteAt(m, 2, 'A2')], heads);
+    const b: ChunkTuple[] = [];
+    for (let s = 2; s <= 12; s++) b.push(...signedTuples(key, id, [noteAt(m, s, `B${s}`)], afterA1));
+    // Pages of one entry: the fork is found (by heads or the first page) while pulls are on their way.
+    const [libV, libN] = await branchesApart(cast, [...a1, ...a2], [...a1, ...b], { ...rawMemberSync, batchRecords: 1 });
+    await expectBothForkedAndAlike(libV, libN);
+    expect(await titles(libV)).toEqual(['A1', 'A2', ...b.map((_, i) => `B${i + 2}`)].sort());
+  });
+
+  it("that a member relays to a partner met later: the relay reaches back to where the walk-back found the branches part", async () => {
+    const { dirV, dirN, v, n, libV, member } = await startVictimCast();
+    const id = libV.id;
+    const m = member.device;
+    const key = member.peer.key;
+    const heads = new Map<string, Uint8Array>();
+    const p1 = signedTuples(key, id, [noteAt(m, 1, 'A1')], heads);
+    const afterP1 = new Map(heads);
+    const x = [...signedTuples(key, id, [noteAt(m, 2, 'A2')], heads), ...signedTuples(key, id, [noteAt(m, 3, 'A3')], heads)];
+    const y2 = signedTuples(key, id, [noteAt(m, 2, 'B2')], afterP1);
+    const y3 = signedTuples(key, id, [noteAt(m, 3, 'B3')], afterP1);
+    // V finds the fork at 3 and takes B2 from someone since gone: its forked runs reach back to 2.
+    await stopNode(n);
+    const session = await MemberSession.open(member, v, id, { heartbeatMs: 200 });
+    await session.send({ t: 'changes', library: id, batch: 1, chunks: [...p1, ...x] });
+    await waitFor(() => session.of('ack').some((a) => a.batch === 1), 'V to ack A1..A3');
+    await session.send({ t: 'changes', library: id, batch: 2, chunks: y3 });
+    await waitFor(async () => (await libV.status()).forks.length === 1, 'V to record the fork');
+    await session.send({ t: 'forked', library: id, origin: m, evidence: null, runs: y2 });
+    await waitFor(async () => (await titles(libV)).includes('B2'), 'V to take B2');
+    session.stop();
+    await stopNode(v);
+    // N holds A1 B2 B3 only, and meets V.
+    const n2 = await startNode(dirN, { sync: rawMemberSync });
+    const toN = await MemberSession.open(member, n2, id, { heartbeatMs: 200 });
+    await toN.send({ t: 'changes', library: id, batch: 1, chunks: [...p1, ...y2, ...y3] });
+    await waitFor(() => toN.of('ack').some((a) => a.batch === 1), 'N to ack A1 B2 B3');
+    toN.stop();
+    const v2 = await startNode(dirV, { sync: rawMemberSync });
+    await expectBothForkedAndAlike(v2.library(id), n2.library(id));
+    expect(await titles(n2.library(id))).toEqual(['A1', 'A2', 'A3', 'B2', 'B3']);
+  });
+
+  it('whose heads name one origin twice is refused; one named again at the same position is answered once', async () => {
+    const { v, libV, member } = await startVictimCast();
+    await libV.transaction(async (tx) => {
+      for (let i = 0; i < 3; i++) await tx.upsert('note', { id: randomUUID(), title: `t${i}`, body: null });
+    });
+    const writer = libV.writer();
+    const held = libV.versionVector()[writer]!;
+    // Another id at V's own position: V shows the member the run it holds there, once.
+    const bogus: [string, number, Uint8Array] = [writer, held, new Uint8Array(32)];
+    const session = await MemberSession.open(member, v, libV.id, { heartbeatMs: 200 });
+    const before = session.of('changes').length;
+    for (let i = 0; i < 3; i++) await session.send({ t: 'heads', library: libV.id, heads: [bogus] });
+    await waitFor(() => session.of('changes').length > before, 'V to show the run it holds there');
+    // An honest heartbeat's round trip later, still one.
+    const acks = session.of('heartbeat').length;
+    await waitFor(() => session.of('heartbeat').length >= acks + 2, 'two more heartbeats from V');
+    expect(session.of('changes').slice(before)).toHaveLength(1);
+    session.stop();
+    await expectSessionRefused(
+      member,
+      v,
+      libV.id,
+      'heads naming one origin twice',
+      { heartbeatMs: 200 },
+      (s) => s.send({ t: 'heads', library: libV.id, heads: [bogus, bogus] }),
+      { code: 'PROTOCOL', message: /named twice/ },
+    );
   });
 });
 

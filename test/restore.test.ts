@@ -11,6 +11,7 @@ import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { type ClusterNodeOptions, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { keyWhere } from './helpers/raw-peer.js';
 import { engineOf } from '../src/library/library.js';
+import { prunableThrough } from './helpers/log-copy.js';
 
 useMemoryTransport();
 
@@ -147,9 +148,10 @@ describe('a data directory restored from a backup, when the partner pruned its l
     await libB.synced();
     record(notes, 'after-backup', await writeNotes(libB, 'after-backup', 5));
     await waitFor(() => holdsAll(libA!, notes), 'A holds the writes made after the backup');
-    // B acknowledged its own writes: A prunes them, so the restored copy cannot pull them as log.
-    const tail = libA!.versionVector()[writerInBackup]!;
-    await waitFor(async () => ((await engineOf(libA!).prunedVector())[writerInBackup] ?? 0) >= tail, "A to prune B's writer");
+    // B acknowledged its own writes: A prunes them (all but the run the writer ends at), so the
+    // restored copy cannot pull them as log.
+    const prunable = (await prunableThrough(libA!))[writerInBackup]!;
+    await waitFor(async () => ((await engineOf(libA!).prunedVector())[writerInBackup] ?? 0) >= prunable, "A to prune B's writer");
     await stopNode(b);
 
     // Restored, B meets A before it writes: A's hello retires the writer, whose tail is pruned.

@@ -355,18 +355,19 @@ export class CatchUp {
    */
   private async pullLog(session: Session, run: Run): Promise<boolean> {
     const library = this.host.library;
+    // What each page is asked after, as `pullAfter` was when the pull went out: so a page is
+    // judged against what was closed when it was asked for.
     let requested = library.pullAfter();
-    // What a page was asked after, judged as it was asked (`pullAfter` when the pull went out).
-    let asked = requested;
     let reply = this.timed(session, () => session.pullShared(requested));
     for (;;) {
       const { page, bytes } = await reply;
       if (page.pruned.length > 0) return false;
       if (page.chunks.length === 0) return true;
-      const next = { ...requested };
-      for (const [origin, , lastSeq] of page.chunks) next[origin] = Math.max(next[origin] ?? 0, lastSeq);
+      const reached = { ...requested };
+      for (const [origin, , lastSeq] of page.chunks) reached[origin] = Math.max(reached[origin] ?? 0, lastSeq);
+      // Origins closed since the last pull (a fork found meanwhile) are asked for no more.
+      const next = library.pullAfter(reached);
       const more = page.hasMore && session.state !== 'closed';
-      const nextAsked = library.pullAfter(next);
       if (more) reply = prefetched(this.timed(session, () => session.pullShared(next)));
       // The page starts right after `requested`: if nothing moved past it, the page was bogus.
       // Refusing a removed device's changes made after its removal closes their origin (the
@@ -378,14 +379,13 @@ export class CatchUp {
       // are nothing new either, and no fault of the partner: the row comes in a later page (of
       // another origin), and a later pull brings them again.
       const applied = await library.applyRemoteChunks(chunksOf(page.chunks), run.counts);
-      if (applied.withheld === 0 && !isBehind(asked, library.pullAfter())) {
+      if (applied.withheld === 0 && !isBehind(requested, library.pullAfter())) {
         throw new ProtocolError(`partner ${session.device} sent a page of nothing new`);
       }
       const records = page.chunks.reduce((n, [, first, last]) => n + last - first + 1, 0);
       this.advance(run, session, 'shared', records, bytes);
       if (!more || this.stopped) return true;
       requested = next;
-      asked = nextAsked;
     }
   }
 

@@ -465,23 +465,19 @@ export class LibraryEngine {
   }
 
   /**
-   * The runs of this device's log that contradict a partner's `heads`: where it holds the
-   * partner's position of an origin in another run (other boundaries, or another id). Sent to the
-   * partner, each shows it a fork it cannot see by positions alone (two members that hold one
-   * position each of an equivocating device's log).
+   * The run of this device's log that contradicts a partner's head of `origin` (the run ending at
+   * `seq` has id `id` there): the one holding that position here, if it has other boundaries or
+   * another id. Sent to the partner, it shows it a fork it cannot see by positions alone (two
+   * members that hold one position each of an equivocating device's log).
    */
-  async runsContradicting(heads: readonly (readonly [string, number, Uint8Array])[]): Promise<Chunk[]> {
+  async runContradicting(origin: string, seq: number, id: Uint8Array): Promise<Chunk | undefined> {
     this.assertOpen();
-    const found: Chunk[] = [];
-    for (const [origin, seq, id] of heads) {
-      const held = this.counters.vector.get(origin) ?? 0;
-      if (held < seq) continue;
-      const own = held === seq ? this.counters.heads.get(origin) : undefined;
-      if (own !== undefined && equalBytes(own, id)) continue;
-      const run = await runCovering(this.db, origin, seq);
-      if (run && (run.lastSeq !== seq || !equalBytes(runId(this.signatures, this.id, run, run.prev), id))) found.push(run);
-    }
-    return found;
+    const held = this.counters.vector.get(origin) ?? 0;
+    if (held < seq) return undefined;
+    const own = held === seq ? this.counters.heads.get(origin) : undefined;
+    if (own !== undefined && equalBytes(own, id)) return undefined;
+    const run = await runCovering(this.db, origin, seq);
+    return run && (run.lastSeq !== seq || !equalBytes(runId(this.signatures, this.id, run, run.prev), id)) ? run : undefined;
   }
 
   /** The origins found forked here. */

@@ -67,14 +67,9 @@ export async function holdsRun(db: Db, run: SignedRun): Promise<boolean> {
   return (await db.selectFrom('sync_forked_runs').select('id').where('id', '=', run.id).executeTakeFirst()) !== undefined;
 }
 
-/** Forked runs held of `origin` that reach its fork (`seq`) or beyond: what `MAX_FORKED_RUNS` bounds. */
-export async function forkedRunCount(db: Db, origin: string, seq: number): Promise<number> {
-  const row = await db
-    .selectFrom('sync_forked_runs')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('origin', '=', origin)
-    .where('last_seq', '>=', seq)
-    .executeTakeFirstOrThrow();
+/** Forked runs held of `origin`: what `MAX_FORKED_RUNS` bounds (history that extends the log is not one). */
+export async function forkedRunCount(db: Db, origin: string): Promise<number> {
+  const row = await db.selectFrom('sync_forked_runs').select((eb) => eb.fn.countAll<number>().as('n')).where('origin', '=', origin).executeTakeFirstOrThrow();
   return Number(row.n);
 }
 
@@ -88,11 +83,15 @@ const RELAY_READ_RUNS = 16;
 
 /**
  * What this device relays of a forked origin to a partner that holds it through `after`, a few
- * runs at a time: the runs of its log from the fork (`seq`) on, or from `after` on if the
- * partner holds less, then its forked runs, each as signed.
+ * runs at a time: the runs of its log from the fork (`seq`) on, or from further back where its
+ * forked runs reach or the partner holds less, then its forked runs, each as signed.
  */
 export async function* forkedRunsFor(db: Db, origin: string, seq: number, after: number): AsyncGenerator<Chunk[]> {
-  for (let next = Math.min(seq, after + 1); ; ) {
+  // The branches may part below the recorded fork: from the run before the lowest forked run on
+  // (what the walk-back found), the log's runs are the other side of that branch.
+  const lowest = await db.selectFrom('sync_forked_runs').select((eb) => eb.fn.min<number>('first_seq').as('first')).where('origin', '=', origin).executeTakeFirst();
+  const from = Math.min(seq, after + 1, lowest?.first == null ? seq : Math.max(1, Number(lowest.first) - 1));
+  for (let next = from; ; ) {
     const logged = await runsReaching(db, origin, next, RELAY_READ_RUNS);
     if (logged.length === 0) break;
     yield logged;

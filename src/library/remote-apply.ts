@@ -359,7 +359,7 @@ function closeForkedOrigin(batch: WriteBatch, origin: string): void {
  * Takes runs of a forked origin (its fork at `forkAt(origin)`) not held here yet (`holdsRun`),
  * unless a removal refuses them (stamped after the device's cutoff). A run of the history before
  * the fork that extends the log (a member that was behind) is appended to it, as any run; the
- * others are stored as forked runs, at most `MAX_FORKED_RUNS` from the fork on. Returns the runs
+ * others are stored as forked runs, at most `MAX_FORKED_RUNS` of the origin. Returns the runs
  * taken, to apply and relay, and with them the runs of this device's log that a forked run
  * contradicts (`contradictedRuns`): relayed too, so that where two branches share a prefix,
  * each side walks the other back to where they part.
@@ -391,12 +391,12 @@ async function takeForkedRuns(
       taken.push(run);
       continue;
     }
-    const count = counts.get(origin) ?? (await forkedRunCount(batch.db, origin, at));
-    if (count >= MAX_FORKED_RUNS && lastSeq >= at) {
+    const count = counts.get(origin) ?? (await forkedRunCount(batch.db, origin));
+    if (count >= MAX_FORKED_RUNS) {
       refused += run.entries.length;
       continue;
     }
-    counts.set(origin, count + (lastSeq >= at ? 1 : 0));
+    counts.set(origin, count + 1);
     await storeForkedRun(batch.db, run);
     taken.push(run);
     for (const logged of await contradictedRuns(batch, run)) {

@@ -167,8 +167,8 @@ export async function readAcks(db: Db): Promise<Map<string, VersionVector>> {
  * Deletes the entries every partner in `partners` has acknowledged. A partner that never acked
  * counts as holding nothing, so it blocks pruning (unlike a system that only looks at the acks
  * it has). With `retainEntries`, a lagging partner holds back at most that many entries per
- * origin: past the bound it must catch up from a snapshot (see docs/protocol.md). Returns the
- * number of entries deleted.
+ * origin: past the bound it must catch up from a snapshot (see docs/protocol.md). The last run
+ * of each origin is kept, and a forked origin's log whole. Returns the number of entries deleted.
  */
 export async function pruneAcknowledged(
   db: Db,
@@ -187,10 +187,13 @@ export async function pruneAcknowledged(
     through = Math.max(through, heldSeq - retainEntries);
     if (through <= prunedThrough) continue;
     // Whole chunks only: a chunk that reaches past `through` stays until all of it is acked.
+    // The run the origin ends at always stays: a partner's `heads` naming another run there is
+    // a fork this device must be able to prove (docs/protocol.md, "Fork evidence").
     const gone = await db
       .deleteFrom('sync_log')
       .where('origin', '=', origin)
       .where('last_seq', '<=', through)
+      .where('last_seq', '<', heldSeq)
       .returning(['first_seq', 'last_seq'])
       .execute();
     if (gone.length === 0) continue;

@@ -185,7 +185,10 @@ const forked = z.object({
 const heads = z.object({
   t: z.literal('heads'),
   ...base,
-  heads: z.array(z.tuple([uuid, position.min(1), exactBytes(RUN_ID_BYTES)])).max(MAX_VECTOR_ORIGINS),
+  heads: z
+    .array(z.tuple([uuid, position.min(1), exactBytes(RUN_ID_BYTES)]))
+    .max(MAX_VECTOR_ORIGINS)
+    .refine((heads) => new Set(heads.map(([origin]) => origin)).size === heads.length, 'an origin is named twice'),
 });
 const pullState = z.object({ t: z.literal('pull-state'), ...request, owner: uuid, after: position });
 const statePage = z

@@ -63,8 +63,8 @@ export interface SessionLibrary extends LibraryEventSource {
   forkedOrigins(): Promise<string[]>;
   /** Per origin, the position held and the id of the run ending there (`heads`). */
   heads(): [string, number, Uint8Array][];
-  /** The runs of this device's log that contradict a partner's `heads`. */
-  runsContradicting(heads: readonly (readonly [string, number, Uint8Array])[]): Promise<Chunk[]>;
+  /** The run of this device's log that contradicts a partner's head of `origin`, if any. */
+  runContradicting(origin: string, seq: number, id: Uint8Array): Promise<Chunk | undefined>;
 }
 
 /** What a session reports to the library's replicator. */
@@ -132,6 +132,12 @@ export class Session {
   readonly remoteShared: VersionVector;
   readonly remoteOwned: VersionVector;
   lastSeenAt: number;
+  /** When the heartbeat timer last fired (`tick`). */
+  private lastTickAt: number;
+  /** Since when the partner counts as silent: its last frame, moved on by this node's own stalls. */
+  private silentSince: number;
+  /** Whether a frame of the partner is being handled (the next ones wait, unread). */
+  private handling = false;
   /**
    * Whether this device's own device-owned rows as the partner holds them are known to be alike
    * (see `ownRowsToCheck`): from the start if its hello held no more of them than confirmed,
@@ -194,6 +200,8 @@ export class Session {
   private readonly onAppended = () => this.pump();
   /** Per origin, the position of the last `heads` entry sent on this session. */
   private readonly headsSent = new Map<string, number>();
+  /** Per origin, the highest position of the partner's `heads` checked on this session. */
+  private readonly headsChecked = new Map<string, number>();
   /** Forked origins whose evidence pair went out on this session. */
   private readonly forkEvidenceSent = new Set<string>();
   /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
@@ -219,6 +227,8 @@ export class Session {
     for (const [owner, version] of Object.entries(this.recorded(remoteHello.owned))) this.pushedOwned.set(owner, version);
     this.ownRowsChecked = (remoteHello.owned[this.library.deviceId] ?? 0) <= this.library.ownedConfirmed();
     this.lastSeenAt = host.now();
+    this.lastTickAt = this.lastSeenAt;
+    this.silentSince = this.lastSeenAt;
   }
 
   get peer(): string {
@@ -341,7 +351,13 @@ export class Session {
         this.frameBytes = next.value.byteLength;
         const message = decodeMessage(next.value);
         if (message.library !== this.library.id) throw new ProtocolError('message names another library');
-        await this.handle(message);
+        this.handling = true;
+        try {
+          await this.handle(message);
+        } finally {
+          this.handling = false;
+          this.lastSeenAt = this.host.now();
+        }
         if (this.state === 'closed') return;
       }
       this.close();
@@ -487,12 +503,20 @@ export class Session {
     await this.send({ t: 'heads', library: this.library.id, heads: moved });
   }
 
-  /** Shows the partner every fork its `heads` reveal: the runs this device holds there instead, pushed. */
+  /**
+   * Shows the partner every fork its `heads` reveal: the run this device holds there instead,
+   * pushed, one at a time. An origin is checked again on this session only at a later position
+   * (an honest partner's heads only move forward), so no partner gets more this way than the
+   * log it could pull.
+   */
   private async receiveHeads(message: MessageOf<'heads'>): Promise<void> {
-    const runs = await this.library.runsContradicting(message.heads);
-    for (const page of runPages(runs, this.limits())) {
+    for (const [origin, seq, id] of message.heads) {
+      if (seq <= (this.headsChecked.get(origin) ?? 0)) continue;
+      this.headsChecked.set(origin, seq);
+      const run = await this.library.runContradicting(origin, seq, id);
+      if (!run || this.state === 'closed') continue;
       this.inFlight += 1;
-      await this.send({ t: 'changes', library: this.library.id, batch: ++this.batchSeq, chunks: page.map(chunkToTuple) });
+      await this.send({ t: 'changes', library: this.library.id, batch: ++this.batchSeq, chunks: [chunkToTuple(run)] });
     }
   }
 
@@ -692,7 +716,15 @@ export class Session {
   }
 
   private tick(): void {
-    if (this.host.now() - this.lastSeenAt > this.host.tuning.peerTimeoutMs) {
+    // A tick that comes late found this node itself stalled (its host busy): frames that arrived
+    // meanwhile wait unread, so that time is no silence of the partner.
+    // Nor is the time this side spends handling a frame (applying a page under load): the next
+    // frames wait for it, unread.
+    const now = this.host.now();
+    const stalled = Math.max(0, now - this.lastTickAt - this.host.tuning.heartbeatMs);
+    this.lastTickAt = now;
+    this.silentSince = this.handling ? now : Math.max(this.silentSince, this.lastSeenAt) + stalled;
+    if (now - this.silentSince > this.host.tuning.peerTimeoutMs) {
       this.close(new TimeoutError(`partner ${this.device} sent nothing for ${this.host.tuning.peerTimeoutMs} ms`));
       return;
     }

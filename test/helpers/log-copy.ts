@@ -26,3 +26,24 @@ export async function runsOf(lib: Library, after: VersionVector = {}): Promise<C
 export async function copyRuns(from: Library, to: Library): Promise<ApplyResult> {
   return engineOf(to).applyRemoteChunks(await runsOf(from, to.versionVector()));
 }
+
+/**
+ * Per origin, the last position pruning may reach in `lib`'s log: the one before the run the
+ * origin ends at (pruning keeps that run, the evidence a fork at the head needs).
+ */
+export async function prunableThrough(lib: Library): Promise<VersionVector> {
+  const held = lib.versionVector();
+  const through: VersionVector = {};
+  for (const [origin, seq] of Object.entries(held)) {
+    const [last] = (await engineOf(lib).chunksAfter({ ...held, [origin]: seq - 1 }, EVERY_RUN)).chunks;
+    through[origin] = last ? last.firstSeq - 1 : seq;
+  }
+  return through;
+}
+
+/** Entries of the runs `lib`'s origins end at: what pruning everything leaves of its log. */
+export async function lastRunsSize(lib: Library): Promise<number> {
+  const held = lib.versionVector();
+  const through = await prunableThrough(lib);
+  return Object.entries(held).reduce((n, [origin, seq]) => n + seq - through[origin]!, 0);
+}
