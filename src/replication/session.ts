@@ -97,6 +97,12 @@ export type SessionState = 'catching-up' | 'live' | 'closed';
  */
 const MAX_UNKNOWN_ORIGINS = 2 * MAX_VECTOR_ORIGINS;
 
+/**
+ * Heartbeats between two `heads` of a session (after the first, at its start): a fork found
+ * within seconds, and a log read per moved origin that stays off most heartbeats.
+ */
+const HEADS_EVERY_HEARTBEATS = 5;
+
 /** How long a partner answering `busy` asks the puller to wait, in ms. */
 const BUSY_RETRY_MS = 500;
 
@@ -200,6 +206,11 @@ export class Session {
   private readonly onAppended = () => this.pump();
   /** Per origin, the position of the last `heads` entry sent on this session. */
   private readonly headsSent = new Map<string, number>();
+  /** The partner's heads waiting to be checked (per origin the highest), and whether a check runs. */
+  private readonly headsToCheck = new Map<string, [number, Uint8Array]>();
+  private checkingHeads = false;
+  /** Heartbeats since this side last sent `heads`. */
+  private heartbeatsSinceHeads = 0;
   /** Per origin, the highest position of the partner's `heads` checked on this session. */
   private readonly headsChecked = new Map<string, number>();
   /** Forked origins whose evidence pair went out on this session. */
@@ -384,7 +395,10 @@ export class Session {
       case 'forked':
         return this.receiveForked(message);
       case 'heads':
-        return this.receiveHeads(message);
+        // Checked beside the read loop: the check reads the log, which waits for any write
+        // transaction, and frames (acks, pulls) must not wait for it.
+        this.receiveHeads(message);
+        return;
       case 'pull-shared':
       case 'pull-state':
       case 'pull-snapshot':
@@ -494,7 +508,7 @@ export class Session {
   /**
    * Tells the partner the run this device's log ends at for each origin that moved since the
    * last `heads` of this session (all at its start), so a fork that positions do not show is
-   * found within a heartbeat (docs/protocol.md, "Fork evidence").
+   * found within `HEADS_EVERY_HEARTBEATS` heartbeats (docs/protocol.md, "Fork evidence").
    */
   private async sendHeads(): Promise<void> {
     const moved = this.library.heads().filter(([origin, seq]) => this.headsSent.get(origin) !== seq);
@@ -507,14 +521,27 @@ export class Session {
    * Shows the partner every fork its `heads` reveal: the run this device holds there instead,
    * pushed, one at a time. An origin is checked again on this session only at a later position
    * (an honest partner's heads only move forward), so no partner gets more this way than the
-   * log it could pull.
+   * log it could pull. Heads arriving while a check runs wait, merged (one per origin).
    */
-  private async receiveHeads(message: MessageOf<'heads'>): Promise<void> {
+  private receiveHeads(message: MessageOf<'heads'>): void {
     for (const [origin, seq, id] of message.heads) {
-      if (seq <= (this.headsChecked.get(origin) ?? 0)) continue;
+      if (seq > Math.max(this.headsChecked.get(origin) ?? 0, this.headsToCheck.get(origin)?.[0] ?? 0)) this.headsToCheck.set(origin, [seq, id]);
+    }
+    if (this.checkingHeads) return;
+    this.checkingHeads = true;
+    this.checkHeads()
+      .catch((err) => this.close(toSyncError(err)))
+      .finally(() => (this.checkingHeads = false));
+  }
+
+  private async checkHeads(): Promise<void> {
+    while (this.headsToCheck.size > 0 && this.state !== 'closed') {
+      const [origin, [seq, id]] = this.headsToCheck.entries().next().value!;
+      this.headsToCheck.delete(origin);
       this.headsChecked.set(origin, seq);
       const run = await this.library.runContradicting(origin, seq, id);
-      if (!run || this.state === 'closed') continue;
+      if (!run) continue;
+      // (A session closed meanwhile sends nothing: `send`.)
       this.inFlight += 1;
       await this.send({ t: 'changes', library: this.library.id, batch: ++this.batchSeq, chunks: [chunkToTuple(run)] });
     }
@@ -728,8 +755,10 @@ export class Session {
       this.close(new TimeoutError(`partner ${this.device} sent nothing for ${this.host.tuning.peerTimeoutMs} ms`));
       return;
     }
+    const withHeads = ++this.heartbeatsSinceHeads >= HEADS_EVERY_HEARTBEATS;
+    if (withHeads) this.heartbeatsSinceHeads = 0;
     this.sendHeartbeat()
-      .then(() => this.sendHeads())
+      .then(() => (withHeads ? this.sendHeads() : undefined))
       .catch((err) => this.close(toSyncError(err)));
   }
 
