@@ -51,6 +51,19 @@ async function branchesApart(cast: VictimCast, toV: ChunkTuple[], toN: ChunkTupl
   return [v2.library(id), n2.library(id)];
 }
 
+/**
+ * The member's first run (A1), which two branches share, with the heads to sign on from: `heads`
+ * goes on with branch A, `afterA1` starts branch B.
+ */
+function sharedFirstRun(cast: VictimCast) {
+  const m = cast.member.device;
+  const key = cast.member.peer.key;
+  const id = cast.libV.id;
+  const heads = new Map<string, Uint8Array>();
+  const a1 = signedTuples(key, id, [noteAt(m, 1, 'A1')], heads);
+  return { m, key, id, a1, heads, afterA1: new Map(heads) };
+}
+
 async function expectBothForkedAndAlike(libV: Library, libN: Library): Promise<void> {
   await waitFor(async () => (await libV.status()).forks.length === 1, 'V to record the fork');
   await waitFor(async () => (await libN.status()).forks.length === 1, 'N to record the fork');
@@ -77,12 +90,7 @@ describe('an equivocating member', () => {
 
   it('whose branches share a prefix: each walks the other back to where they part, and both hold both', async () => {
     const cast = await startVictimCast();
-    const m = cast.member.device;
-    const key = cast.member.peer.key;
-    const id = cast.libV.id;
-    const heads = new Map<string, Uint8Array>();
-    const a1 = signedTuples(key, id, [noteAt(m, 1, 'A1')], heads);
-    const afterA1 = new Map(heads);
+    const { m, key, id, a1, heads, afterA1 } = sharedFirstRun(cast);
     const branchA = [...a1, ...signedTuples(key, id, [noteAt(m, 2, 'A2')], heads), ...signedTuples(key, id, [noteAt(m, 3, 'A3')], heads)];
     const branchB = [...a1, ...signedTuples(key, id, [noteAt(m, 2, 'B2')], afterA1), ...signedTuples(key, id, [noteAt(m, 3, 'B3')], afterA1), ...signedTuples(key, id, [noteAt(m, 4, 'B4')], afterA1)];
     const [libV, libN] = await branchesApart(cast, branchA, branchB);
@@ -94,12 +102,7 @@ describe('an equivocating member', () => {
 describe('an equivocating member, and what its partners do about it', () => {
   it('that two members meet in a catch-up of many pages: neither drops the other as sending nothing new', async () => {
     const cast = await startVictimCast();
-    const m = cast.member.device;
-    const key = cast.member.peer.key;
-    const id = cast.libV.id;
-    const heads = new Map<string, Uint8Array>();
-    const a1 = signedTuples(key, id, [noteAt(m, 1, 'A1')], heads);
-    const afterA1 = new Map(heads);
+    const { m, key, id, a1, heads, afterA1 } = sharedFirstRun(cast);
     const a2 = signedTuples(key, id, [noteAt(m, 2, 'A2')], heads);
     const b: ChunkTuple[] = [];
     for (let s = 2; s <= 12; s++) b.push(...signedTuples(key, id, [noteAt(m, s, `B${s}`)], afterA1));

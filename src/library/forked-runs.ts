@@ -2,7 +2,7 @@ import { type Kysely, sql } from 'kysely';
 import type { Chunk } from '../peer-log/chunk.js';
 import { runCovering, runsReaching } from '../peer-log/log-store.js';
 import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
-import { equalBytes, packRun, unpackRun } from '../peer-log/signed-runs.js';
+import { equalBytes, packRun, sameRun, unpackRun } from '../peer-log/signed-runs.js';
 import type { OriginFork } from './status.js';
 import { isWriterOf } from './writers.js';
 import type { InternalTables } from '../storage/schema.js';
@@ -61,9 +61,7 @@ export function forkSeq(a: Chunk, b: Chunk): number {
 /** Whether this device holds `run` already (in its log, or as a forked run). */
 export async function holdsRun(db: Db, run: SignedRun): Promise<boolean> {
   const logged = await runCovering(db, run.chunk.origin, run.chunk.firstSeq);
-  if (logged && logged.lastSeq === run.chunk.lastSeq && equalBytes(logged.prev, run.chunk.prev) && equalBytes(logged.entries, run.chunk.entries)) {
-    return true;
-  }
+  if (logged && sameRun(logged, run.chunk)) return true;
   return (await db.selectFrom('sync_forked_runs').select('id').where('id', '=', run.id).executeTakeFirst()) !== undefined;
 }
 

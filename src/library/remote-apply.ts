@@ -5,7 +5,7 @@ import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js'
 import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js';
 import { type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
 import { runCovering, runsReaching } from '../peer-log/log-store.js';
-import { equalBytes, verifyRun } from '../peer-log/signed-runs.js';
+import { equalBytes, sameRun, verifyRun } from '../peer-log/signed-runs.js';
 import type { LogEntry } from '../peer-log/types.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
@@ -53,7 +53,6 @@ export interface ApplyResult {
    */
   forkedRuns: Chunk[];
 }
-
 
 /** A received run whose entries were validated, and whose signature was checked (`id`). */
 export interface VerifiedRun {
@@ -458,11 +457,6 @@ export async function applyForkEvidence(
   await putMeta(batch.db, CLOSED_ORIGINS_META_KEY, batch.removals.closedValue());
   await applyRuns(ctx, batch, taken.runs, counts);
   return { taken: taken.runs.map((run) => run.chunk), relay: taken.contradicted, refused: taken.refused, recorded };
-}
-
-/** Whether two runs of an origin are the same run: same seqs, same predecessor, same entries. */
-function sameRun(a: Chunk, b: Chunk): boolean {
-  return a.firstSeq === b.firstSeq && a.lastSeq === b.lastSeq && equalBytes(a.prev, b.prev) && equalBytes(a.entries, b.entries);
 }
 
 /**

@@ -70,6 +70,11 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** Whether two runs of an origin are the same run: same seqs, same predecessor, same entries. */
+export function sameRun(a: Chunk, b: Chunk): boolean {
+  return a.firstSeq === b.firstSeq && a.lastSeq === b.lastSeq && equalBytes(a.prev, b.prev) && equalBytes(a.entries, b.entries);
+}
+
 /** A run as fork evidence stores it: the wire's tuple, msgpack-encoded. */
 export function packRun(chunk: Chunk): Uint8Array {
   return pack([chunk.origin, chunk.firstSeq, chunk.lastSeq, chunk.entries, chunk.prev, chunk.sig, chunk.author]);
