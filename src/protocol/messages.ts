@@ -12,7 +12,7 @@ import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
 export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
-export const PROTOCOL_VERSION = [2, 0] as const;
+export const PROTOCOL_VERSION = [2, 1] as const;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;

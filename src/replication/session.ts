@@ -213,6 +213,8 @@ export class Session {
   private heartbeatsSinceHeads = 0;
   /** Per origin, the highest position of the partner's `heads` checked on this session. */
   private readonly headsChecked = new Map<string, number>();
+  /** Whether the partner speaks `forked` and `heads` (2.1): a 2.0 peer would end the session on them. */
+  private readonly forkAware: boolean;
   /** Forked origins whose evidence pair went out on this session. */
   private readonly forkEvidenceSent = new Set<string>();
   /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
@@ -240,6 +242,7 @@ export class Session {
     this.lastSeenAt = host.now();
     this.lastTickAt = this.lastSeenAt;
     this.silentSince = this.lastSeenAt;
+    this.forkAware = remoteHello.v[1] >= 1;
   }
 
   get peer(): string {
@@ -511,6 +514,7 @@ export class Session {
    * found within `HEADS_EVERY_HEARTBEATS` heartbeats (docs/protocol.md, "Fork evidence").
    */
   private async sendHeads(): Promise<void> {
+    if (!this.forkAware) return;
     const moved = this.library.heads().filter(([origin, seq]) => this.headsSent.get(origin) !== seq);
     if (moved.length === 0) return;
     for (const [origin, seq] of moved) this.headsSent.set(origin, seq);
@@ -570,6 +574,7 @@ export class Session {
   }
 
   private async sendForkEvidence(origin: string, runs?: readonly Chunk[]): Promise<void> {
+    if (!this.forkAware) return;
     const fork = await this.library.forkEvidence(origin);
     if (!fork) return;
     const base = { t: 'forked', library: this.library.id, origin } as const;
