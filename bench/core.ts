@@ -39,6 +39,8 @@ const OFFLINE = { listen: [], discovery: { mdns: false } };
 const noteFields = { title: 'text', body: { type: 'text', nullable: true }, rank: 'integer' } as const;
 export const NoteLww = defineModel({ name: 'note_lww', ownership: 'shared', conflict: 'lww', fields: noteFields });
 const NoteFields = defineModel({ name: 'note_fields', ownership: 'shared', conflict: 'lww-field', fields: noteFields });
+/** Device-owned rows: signed per transaction with a Merkle path per row (docs/protocol.md, "Signed owned rows"). */
+const NoteOwned = defineModel({ name: 'note_owned', ownership: 'device', fields: noteFields });
 
 export function sampleRow(i: number) {
   return { title: `note ${i}`, body: `body of note ${i} with some text`, rank: i };
@@ -129,12 +131,12 @@ interface ModelRates {
 async function measureModel(dir: string, model: Model, round: number): Promise<Map<Signing, ModelRates>> {
   const nodes: SyncNode[] = [];
   try {
-    const sides = new Map<Signing, { lib: Library; writeSeconds: number; applySeconds: number; entries: number }>();
+    const sides = new Map<Signing, { lib: Library; owner: string; writeSeconds: number; applySeconds: number }>();
     for (const signing of SIGNINGS) {
       const writer = await createBenchNode(signing, { dataDir: join(dir, `${signing}-a`), models: [model], ...OFFLINE });
       nodes.push(writer);
       const lib = await writer.createLibrary({ name: 'bench' });
-      sides.set(signing, { lib, writeSeconds: 0, applySeconds: 0, entries: 0 });
+      sides.set(signing, { lib, owner: writer.deviceId, writeSeconds: 0, applySeconds: 0 });
     }
     for (let from = 0, n = 0; from < ROWS; from += TX, n++) {
       for (const signing of signingOrder(round + n)) {
@@ -146,36 +148,63 @@ async function measureModel(dir: string, model: Model, round: number): Promise<M
         );
       }
     }
-    const applies = new Map<Signing, { replica: Library; chunks: Chunk[] }>();
+    const applies = new Map<Signing, { replica: Library; batches: ApplyBatch[] }>();
     for (const signing of SIGNINGS) {
       const side = sides.get(signing)!;
-      const page = await engineOf(side.lib).chunksAfter({}, { maxRecords: ROWS, maxBytes: 256 * 1024 * 1024 });
-      if (page.entries !== ROWS) throw new Error(`expected ${ROWS} log entries, read ${page.entries} (${signing})`);
-      side.entries = page.entries;
+      const batches = await applyBatches(side.lib, side.owner, model);
       const receiver = await createBenchNode(signing, { dataDir: join(dir, `${signing}-b`), models: [model], ...OFFLINE });
       nodes.push(receiver);
-      applies.set(signing, { replica: await receiver.createLibrary({ name: 'bench', id: side.lib.id }), chunks: page.chunks });
+      applies.set(signing, { replica: await receiver.createLibrary({ name: 'bench', id: side.lib.id }), batches });
     }
-    // Runs of up to 256 entries: batches of TX entries, as a live push of TX-entry transactions.
-    const perBatch = Math.max(1, Math.round(TX / 256));
-    const batches = Math.max(...[...applies.values()].map((a) => Math.ceil(a.chunks.length / perBatch)));
+    const batches = Math.max(...[...applies.values()].map((a) => a.batches.length));
     for (let b = 0; b < batches; b++) {
       for (const signing of signingOrder(round + b)) {
-        const { replica, chunks } = applies.get(signing)!;
-        const batch = chunks.slice(b * perBatch, (b + 1) * perBatch);
-        if (batch.length > 0) sides.get(signing)!.applySeconds += await timeIt(async () => void (await engineOf(replica).applyRemoteChunks(batch)));
+        const { replica, batches } = applies.get(signing)!;
+        const batch = batches[b];
+        if (batch) sides.get(signing)!.applySeconds += await timeIt(async () => void (await batch(replica)));
       }
     }
     const rates = new Map<Signing, ModelRates>();
     for (const signing of SIGNINGS) {
       const side = sides.get(signing)!;
       if ((await applies.get(signing)!.replica.digest()) !== (await side.lib.digest())) throw new Error(`bench replica diverged from the writer (${signing})`);
-      rates.set(signing, { write: ROWS / side.writeSeconds, apply: side.entries / side.applySeconds });
+      rates.set(signing, { write: ROWS / side.writeSeconds, apply: ROWS / side.applySeconds });
     }
     return rates;
   } finally {
     for (const node of nodes) await node.stop();
   }
+}
+
+/** One batch of a replica's apply, as a live push of one TX-row transaction brings it. */
+type ApplyBatch = (replica: Library) => Promise<unknown>;
+
+/**
+ * What a replica of `lib` applies, in batches of about TX rows: runs of the log (up to 256 entries
+ * each) for a shared model, pages of the owner's rows (each checked against its certificates) for
+ * a device-owned one. Read before the timing starts.
+ */
+async function applyBatches(lib: Library, owner: string, model: Model): Promise<ApplyBatch[]> {
+  const engine = engineOf(lib);
+  if (model.ownership === 'device') {
+    const batches: ApplyBatch[] = [];
+    for (let after = 0; after < ROWS; ) {
+      const page = await engine.ownedAfter(owner, after, { maxRecords: TX, maxBytes: 256 * 1024 * 1024 });
+      const coverage = { owner, from: page.from, to: page.to };
+      batches.push((replica) => engineOf(replica).applyRemoteOwned(page, coverage));
+      after = page.to;
+    }
+    return batches;
+  }
+  const page = await engine.chunksAfter({}, { maxRecords: ROWS, maxBytes: 256 * 1024 * 1024 });
+  if (page.entries !== ROWS) throw new Error(`expected ${ROWS} log entries, read ${page.entries}`);
+  const perBatch = Math.max(1, Math.round(TX / 256));
+  const batches: ApplyBatch[] = [];
+  for (let from = 0; from < page.chunks.length; from += perBatch) {
+    const chunks: Chunk[] = page.chunks.slice(from, from + perBatch);
+    batches.push((replica) => engineOf(replica).applyRemoteChunks(chunks));
+  }
+  return batches;
 }
 
 /** Awaited single writes per block of the single-row measurement (the signings alternate by block). */
@@ -186,12 +215,12 @@ const SINGLE_BLOCK = 100;
  * transaction, on a signed node and on an unsigned one open side by side, alternating in blocks of
  * SINGLE_BLOCK (which goes first alternates), each block timed on its own. Writes/s of each.
  */
-async function measureSingleWrites(dir: string, round: number): Promise<Map<Signing, number>> {
+async function measureSingleWrites(dir: string, model: Model, round: number): Promise<Map<Signing, number>> {
   const nodes: SyncNode[] = [];
   try {
     const sides = new Map<Signing, { node: SyncNode; lib: Library; seconds: number }>();
     for (const signing of SIGNINGS) {
-      const node = await createBenchNode(signing, { dataDir: join(dir, signing), models: [NoteLww], ...OFFLINE });
+      const node = await createBenchNode(signing, { dataDir: join(dir, signing), models: [model], ...OFFLINE });
       nodes.push(node);
       sides.set(signing, { node, lib: await node.createLibrary({ name: 'bench' }), seconds: 0 });
     }
@@ -199,14 +228,14 @@ async function measureSingleWrites(dir: string, round: number): Promise<Map<Sign
       for (const signing of signingOrder(round + n)) {
         const side = sides.get(signing)!;
         side.seconds += await timeIt(async () => {
-          for (let i = from; i < Math.min(SINGLE_WRITES, from + SINGLE_BLOCK); i++) await side.lib.upsert(NoteLww.name, sampleRow(i));
+          for (let i = from; i < Math.min(SINGLE_WRITES, from + SINGLE_BLOCK); i++) await side.lib.upsert(model.name, sampleRow(i));
         });
       }
     }
     const rates = new Map<Signing, number>();
     for (const [signing, side] of sides) {
-      const seq = side.lib.versionVector()[side.node.deviceId] ?? 0;
-      if (seq < SINGLE_WRITES) throw new Error(`single writes: the log holds ${seq} entries of this device, expected at least ${SINGLE_WRITES} (${signing})`);
+      const held = model.ownership === 'device' ? (await side.lib.list(model.name, { limit: SINGLE_WRITES + 1 })).length : (side.lib.versionVector()[side.node.deviceId] ?? 0);
+      if (held < SINGLE_WRITES) throw new Error(`single writes: ${held} of this device's writes are held, expected at least ${SINGLE_WRITES} (${signing})`);
       rates.set(signing, SINGLE_WRITES / side.seconds);
     }
     return rates;
@@ -228,13 +257,14 @@ export async function runCoreBenchmarks(): Promise<void> {
     hlcNowRate(); // warm-up
     report('hlc_now_per_s', median([hlcNowRate(), hlcNowRate(), hlcNowRate()]), 'ops/s', { target: 5_000_000 });
 
-    const models = [NoteLww, NoteFields];
+    const models = [NoteLww, NoteFields, NoteOwned];
+    const singleModels = [NoteLww, NoteOwned];
     const floors: number[] = [];
     const rowPlusLog: number[] = [];
     const rates = new Map<Model, { write: number[]; apply: number[]; writeRatio: number[]; applyRatio: number[]; unsignedWrite: number[]; unsignedApply: number[] }>(
       models.map((m) => [m, { write: [], apply: [], writeRatio: [], applyRatio: [], unsignedWrite: [], unsignedApply: [] }]),
     );
-    const single: Record<Signing, number[]> = { signed: [], unsigned: [] };
+    const single = new Map<Model, Record<Signing, number[]>>(singleModels.map((m) => [m, { signed: [], unsigned: [] }]));
     for (let round = 0; round < ROUNDS; round++) {
       const roundDir = join(dir, `round-${round}`);
       mkdirSync(roundDir);
@@ -257,8 +287,10 @@ export async function runCoreBenchmarks(): Promise<void> {
         r.unsignedWrite.push(unsigned.write);
         r.unsignedApply.push(unsigned.apply);
       }
-      const singles = await measureSingleWrites(join(roundDir, 'single'), round);
-      for (const signing of SIGNINGS) single[signing].push(singles.get(signing)!);
+      for (const model of singleModels) {
+        const singles = await measureSingleWrites(join(roundDir, `single-${model.name}`), model, round);
+        for (const signing of SIGNINGS) single.get(model)![signing].push(singles.get(signing)!);
+      }
       rmSync(roundDir, { recursive: true, force: true });
     }
     report('raw_sqlite_insert_rows_per_s', median(floors), 'rows/s', { note: 'floor: prepared inserts, 1000 per transaction', rounds: ROUNDS });
@@ -268,8 +300,9 @@ export async function runCoreBenchmarks(): Promise<void> {
     for (const model of models) {
       const r = rates.get(model)!;
       const tag = { model: model.name, conflict: model.ownership === 'shared' ? model.conflict : 'device' };
-      report('local_shared_writes_per_s', median(r.write), 'rows/s', { ...tag, transaction: TX });
-      report('local_shared_writes_vs_floor', median(r.writeRatio), 'ratio', { ...tag, target: 0.4 });
+      const writes = model.ownership === 'shared' ? 'local_shared_writes' : 'local_owned_writes';
+      report(`${writes}_per_s`, median(r.write), 'rows/s', { ...tag, transaction: TX });
+      report(`${writes}_vs_floor`, median(r.writeRatio), 'ratio', { ...tag, target: 0.4 });
       report('remote_apply_entries_per_s', median(r.apply), 'entries/s', { ...tag, batch: TX });
       report('remote_apply_vs_floor', median(r.applyRatio), 'ratio', { ...tag, target: 0.4 });
     }
@@ -280,14 +313,16 @@ export async function runCoreBenchmarks(): Promise<void> {
       reportSigningCost('remote_apply', 'entries/s', r.apply, r.unsignedApply, undefined, {
         ...tag,
         batch: TX,
-        note: 'context: the replica verifying runs; the targets are live push and backfill end to end',
+        note: 'context: the replica verifying runs or row certificates; the targets are live push and backfill end to end',
       });
     }
-    reportSigningCost('local_single_writes', 'writes/s', single.signed, single.unsigned, 0.8, {
-      model: NoteLww.name,
-      writes: SINGLE_WRITES,
-      note: 'awaited lib.upsert one after another, each its own transaction',
-    });
+    for (const [model, rates] of single) {
+      reportSigningCost('local_single_writes', 'writes/s', rates.signed, rates.unsigned, 0.8, {
+        model: model.name,
+        writes: SINGLE_WRITES,
+        note: 'awaited lib.upsert one after another, each its own transaction',
+      });
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -183,7 +183,7 @@ async function transfer(kind: 'snapshot' | 'chunks' | 'owned', from: Device, to:
     for (const [owner, through] of Object.entries(engineOf(from.lib).ownedVector())) {
       if (owner === to.node.deviceId || through <= (have[owner] ?? 0)) continue;
       const page = await engineOf(from.lib).ownedAfter(owner, have[owner] ?? 0, BIG);
-      await engineOf(to.lib).applyRemoteOwned(page.rows, { owner, from: page.from, to: page.to });
+      await engineOf(to.lib).applyRemoteOwned(page, { owner, from: page.from, to: page.to });
     }
     return;
   }

@@ -20,6 +20,7 @@ import type { LogEntry } from '../src/peer-log/types.js';
 import { engineOf } from '../src/library/library.js';
 import { isWriterOf } from '../src/library/writers.js';
 import { copyRuns, introduce, runsOf } from './helpers/log-copy.js';
+import { keyedDevice, signedOwnedRows } from './helpers/signed-runs.js';
 
 const note = defineModel({
   name: 'note',
@@ -380,7 +381,7 @@ describe('drift guard', () => {
 
   test('device-owned rows with a future HLC are refused the same way', async () => {
     const { libA } = await setup();
-    const owner = '7b7b7b7b-1111-4111-8111-111111111111';
+    const { key, device: owner } = await keyedDevice();
     const row = (wallMs: number) => ({
       model: 'volume',
       id: `vol-${wallMs}`,
@@ -393,7 +394,7 @@ describe('drift guard', () => {
     const before = await state(libA);
     let thrown: unknown;
     try {
-      await engineOf(libA).applyRemoteOwned([row(T + 1_000), row(T + 3_600_000)]);
+      await engineOf(libA).applyRemoteOwned(signedOwnedRows(key, libA.id, [row(T + 1_000), row(T + 3_600_000)]));
     } catch (err) {
       thrown = err;
     }
@@ -401,7 +402,7 @@ describe('drift guard', () => {
     expect(await state(libA)).toEqual(before);
     expect(await libA.get('volume', `vol-${T + 1_000}`)).toBeUndefined();
 
-    expect(await engineOf(libA).applyRemoteOwned([row(T + 1_000)])).toEqual({ applied: 1, stale: 0, advanced: false });
+    expect(await engineOf(libA).applyRemoteOwned(signedOwnedRows(key, libA.id, [row(T + 1_000)]))).toEqual({ applied: 1, stale: 0, advanced: false, withheld: 0 });
     expect(await libA.get('volume', `vol-${T + 1_000}`)).toEqual({ id: `vol-${T + 1_000}`, label: 'theirs' });
     expect(engineOf(libA).clockHighWater() > row(T + 1_000).hlc).toBe(true);
   });

@@ -20,8 +20,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc } from '../src/index.js';
 import type { Message } from '../src/protocol/messages.js';
+import { ownedToTuple } from '../src/replication/session.js';
 import { makeTempDir } from './helpers/child-process.js';
-import { signedTuples } from './helpers/signed-runs.js';
+import { signedOwnedTuples, signedTuples } from './helpers/signed-runs.js';
 import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import {
   expectSessionRefused,
@@ -67,6 +68,7 @@ describe('positions a member claims', () => {
     let { v, libV } = cast;
     const id = libV.id;
     const m = member.device;
+    const ownRows = (rows: Parameters<typeof signedOwnedTuples>[2]) => signedOwnedTuples(member.peer.key, id, rows);
     await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
     await libN.upsert('note', { id: 'n-1', title: 'from n', body: null });
     await libN.upsert('volume', { id: 'n-vol-1', path: '/n', bytes: 1 });
@@ -154,14 +156,14 @@ describe('positions a member claims', () => {
     await attack(
       'a coverage of 2^53 - 1',
       { heartbeatMs: 200 },
-      (s) => s.send({ t: 'state', library: id, batch: 1, owner: m, from: 0, to: huge, rows: [] }),
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: m, from: 0, to: huge, author: null, rows: [] }),
       /invalid message/,
     );
     // 4. The issue's `state` attack on an honest owner's cursor, not advertised.
     await attack(
       'a coverage beyond what the member advertised',
       { heartbeatMs: 200 },
-      (s) => s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, rows: [] }),
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, author: null, rows: [] }),
       /claims .* through version 1000000 but advertised/,
     );
     // 4b. Advertised first, a coverage of an honest owner's rows proves only the rows it serves:
@@ -178,7 +180,7 @@ describe('positions a member claims', () => {
       async (s) => {
         s.owned = { [n.deviceId]: 1_000_000 };
         await s.send({ t: 'heartbeat', library: id, shared: {}, owned: s.owned });
-        await s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, rows: [] });
+        await s.send({ t: 'state', library: id, batch: 1, owner: n.deviceId, from: 0, to: 1_000_000, author: null, rows: [] });
       },
     );
     await harmless(
@@ -186,7 +188,7 @@ describe('positions a member claims', () => {
       {
         heartbeatMs: 200,
         owned: { [n.deviceId]: 1_000_000 },
-        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: 1_000_000, rows: [], hasMore: false }],
+        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: 1_000_000, author: null, rows: [], hasMore: false }],
       },
       (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to pull the owner’s rows'),
     );
@@ -195,7 +197,7 @@ describe('positions a member claims', () => {
       {
         heartbeatMs: 200,
         owned: { [n.deviceId]: 1_000_000 },
-        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: pull.after, rows: [], hasMore: false }],
+        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: pull.after, author: null, rows: [], hasMore: false }],
       },
       (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to pull the owner’s rows'),
       /does not serve/,
@@ -203,7 +205,7 @@ describe('positions a member claims', () => {
     await attack(
       'a coverage running backwards',
       { heartbeatMs: 200 },
-      (s) => s.send({ t: 'state', library: id, batch: 1, owner: m, from: 9, to: 3, rows: [] }),
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: m, from: 9, to: 3, author: null, rows: [] }),
       /invalid message/,
     );
 
@@ -214,7 +216,7 @@ describe('positions a member claims', () => {
     await attack(
       "a claim of the victim's own rows that no row backs",
       { heartbeatMs: 200, owned: { [v.deviceId]: 1_000_000 } },
-      (s) => s.send({ t: 'state', library: id, batch: 1, owner: v.deviceId, from: 0, to: 1_000_000, rows: [] }),
+      (s) => s.send({ t: 'state', library: id, batch: 1, owner: v.deviceId, from: 0, to: 1_000_000, author: null, rows: [] }),
       /own rows|does not serve|advertis/,
     );
     // A bare coverage up to the claim, with no row carrying its last version: refused before it
@@ -225,7 +227,7 @@ describe('positions a member claims', () => {
       {
         heartbeatMs: 200,
         owned: { [v.deviceId]: claimed },
-        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: claimed, rows: [], hasMore: false }],
+        answerPullState: (pull) => [{ t: 'state-page', library: id, req: pull.req, owner: pull.owner, from: pull.after, to: claimed, author: null, rows: [], hasMore: false }],
       },
       (s) => waitFor(() => s.count('pull-state') > 0 || s.end !== undefined, 'the victim to compare its own rows'),
       /claims this device's own rows through version 1000000 but serves rows only through 0/,
@@ -235,7 +237,7 @@ describe('positions a member claims', () => {
     const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: m });
     s.owned = { [m]: 1 };
     await s.send({ t: 'heartbeat', library: id, shared: {}, owned: s.owned });
-    await s.send({ t: 'state', library: id, batch: 2, owner: m, from: 0, to: 1, rows: [['volume', 'm-vol', m, 1, hlc, false, { path: '/m', bytes: 1 }]] });
+    await s.send({ t: 'state', library: id, batch: 2, owner: m, from: 0, to: 1, ...ownRows([{ model: 'volume', id: 'm-vol', owner: m, version: 1, hlc, deleted: false, values: { path: '/m', bytes: 1 } }]) });
     await waitFor(() => s.of('ack').some((a) => a.batch === 2), 'the victim to ack the member’s rows');
     expect(await libV.get('volume', 'm-vol')).toMatchObject({ path: '/m' });
     expect(engineOf(libV).ownedVector()[m]).toBe(1);
@@ -243,7 +245,7 @@ describe('positions a member claims', () => {
     // would skip the rows it writes at those versions later (the simulator, seed 30022).
     s.owned = { [m]: 9 };
     await s.send({ t: 'heartbeat', library: id, shared: {}, owned: s.owned });
-    await s.send({ t: 'state', library: id, batch: 3, owner: m, from: 1, to: 9, rows: [['volume', 'm-vol-2', m, 2, hlc, false, { path: '/m2', bytes: 2 }]] });
+    await s.send({ t: 'state', library: id, batch: 3, owner: m, from: 1, to: 9, ...ownRows([{ model: 'volume', id: 'm-vol-2', owner: m, version: 2, hlc, deleted: false, values: { path: '/m2', bytes: 2 } }]) });
     await waitFor(() => s.of('ack').some((a) => a.batch === 3), 'the victim to ack the member’s coverage');
     expect(await libV.get('volume', 'm-vol-2')).toMatchObject({ path: '/m2' });
     expect(engineOf(libV).ownedVector()[m]).toBe(2);
@@ -266,7 +268,7 @@ describe('positions a member claims', () => {
     const held = engineOf(libV).ownedVector()[v.deviceId]!;
     const claimed = held + 5;
     const own = await engineOf(libV).ownedAfter(v.deviceId, 0, { maxRecords: 100, maxBytes: 1 << 20 });
-    const rows = own.rows.map((r) => [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values] as [string, string, string, number, string, boolean, Record<string, unknown>]);
+    const rows = own.rows.map(ownedToTuple);
     await expectSessionRefused(
       member,
       v,
@@ -283,6 +285,7 @@ describe('positions a member claims', () => {
             owner: pull.owner,
             from: pull.after,
             to: Math.max(pull.after, held),
+            author: own.author,
             rows: rows.filter(([, , , version]) => version > pull.after),
             hasMore: false,
           },

@@ -15,11 +15,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc, type SessionErrorEvent, type SyncError } from '../src/index.js';
 import { MEMBERS_MODEL } from '../src/models/system.js';
 import type { LogEntry } from '../src/peer-log/types.js';
-import { type ChunkTuple, MAX_VECTOR_ORIGINS, type OwnedRowTuple } from '../src/protocol/messages.js';
+import { type ChunkTuple, MAX_VECTOR_ORIGINS } from '../src/protocol/messages.js';
 import { startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, MemberSession, type RawMember, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
-import { signedTuples } from './helpers/signed-runs.js';
+import { keyedDevice, signedOwnedTuples, signedTuples } from './helpers/signed-runs.js';
 
 useMemoryTransport();
 
@@ -102,15 +102,16 @@ describe('origins and owners a library holds', () => {
     //    it can overtake it while the member still has frames in flight.
     const reported: SessionErrorEvent[] = [];
     v.on('session-error', (event) => reported.push(event));
-    const owners = invented(MAX_VECTOR_ORIGINS, 1);
+    // Owners with keys of their own, so that each one's rows verify: only the bound refuses them.
+    const list = await Promise.all(Array.from({ length: MAX_VECTOR_ORIGINS }, () => keyedDevice()));
+    const owners = Object.fromEntries(list.map(({ device }) => [device, 1]));
     const s = await MemberSession.open(member, v, id, { heartbeatMs: 60_000 });
     await s.send({ t: 'heartbeat', library: id, shared: {}, owned: owners });
-    const list = Object.keys(owners);
     for (let batch = 0; batch < list.length && !s.end; ) {
-      for (const owner of list.slice(batch, batch + 64)) {
+      for (const { key, device: owner } of list.slice(batch, batch + 64)) {
         const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: owner });
-        const row: OwnedRowTuple = ['volume', `${owner}-vol`, owner, 1, hlc, false, { path: '/invented', bytes: 1 }];
-        await s.send({ t: 'state', library: id, batch: ++batch, owner, from: 0, to: 1, rows: [row] });
+        const row = { model: 'volume', id: `${owner}-vol`, owner, version: 1, hlc, deleted: false, values: { path: '/invented', bytes: 1 } };
+        await s.send({ t: 'state', library: id, batch: ++batch, owner, from: 0, to: 1, ...signedOwnedTuples(key, id, [row]) });
       }
       await waitFor(() => s.end !== undefined || s.of('ack').some((a) => a.batch === batch), 'the victim to ack a round of coverages');
     }

@@ -220,7 +220,7 @@ describe('replication among several nodes', () => {
     for (const node of [c!, b!, a!]) {
       expect(ref.versionVector()[node.deviceId]).toBe(own.get(node)!.at(-1)!.seq);
       const page = ownRows.get(node)!;
-      await engineOf(ref).applyRemoteOwned(page.rows, { owner: node.deviceId, from: page.from, to: page.to });
+      await engineOf(ref).applyRemoteOwned(page, { owner: node.deviceId, from: page.from, to: page.to });
     }
     expect(await ref.digest()).toBe(digest);
   });

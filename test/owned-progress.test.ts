@@ -13,6 +13,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeHlc } from '../src/index.js';
 import type { Message } from '../src/protocol/messages.js';
+import { signedOwnedTuples } from './helpers/signed-runs.js';
 import { startNode, useMemoryTransport, waitFor } from './helpers/cluster.js';
 import { joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
@@ -37,8 +38,8 @@ describe('device-owned pages of a partner that holds more meanwhile', () => {
       answerPullState: (pull) => {
         const to = pull.after + 1;
         const hlc = encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: owner });
-        const row: [string, string, string, number, string, boolean, Record<string, unknown>] = ['volume', `vol-${to}`, owner, to, hlc, false, { path: `/v${to}`, bytes: to }];
-        const page: Message = { t: 'state-page', library: lib.id, req: pull.req, owner, from: pull.after, to, rows: [row], hasMore: to < last };
+        const row = { model: 'volume', id: `vol-${to}`, owner, version: to, hlc, deleted: false, values: { path: `/v${to}`, bytes: to } };
+        const page: Message = { t: 'state-page', library: lib.id, req: pull.req, owner, from: pull.after, to, ...signedOwnedTuples(member.peer.key, lib.id, [row]), hasMore: to < last };
         if (to === last) return [page];
         // Holds one more version by the time it answers: advertises it, then serves `to`.
         return [{ t: 'heartbeat', library: lib.id, shared: {}, owned: { [owner]: to + 1 } }, page];

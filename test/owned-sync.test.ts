@@ -53,7 +53,7 @@ describe('device-owned pages', () => {
         expect(seen.has(row.version)).toBe(false);
         seen.add(row.version);
       }
-      const result = await engineOf(replica).applyRemoteOwned(page.rows, { owner: owner.deviceId, from: page.from, to: page.to });
+      const result = await engineOf(replica).applyRemoteOwned(page, { owner: owner.deviceId, from: page.from, to: page.to });
       expect(result.advanced).toBe(true);
       expect(engineOf(replica).ownedVector()[owner.deviceId]).toBe(page.to);
       expect(page.hasMore).toBe(page.to < through);
@@ -68,11 +68,11 @@ describe('device-owned pages', () => {
     for (let i = 0; i < 6; i++) await lib.upsert('disk', { id: `d${i}`, label: `x${i}` });
     const replica = await (await node()).createLibrary({ name: 'owned', id: lib.id });
     const tail = await engineOf(lib).ownedAfter(owner.deviceId, 3, { maxRecords: 100, maxBytes: 1_000_000 });
-    const result = await engineOf(replica).applyRemoteOwned(tail.rows, { owner: owner.deviceId, from: tail.from, to: tail.to });
+    const result = await engineOf(replica).applyRemoteOwned(tail, { owner: owner.deviceId, from: tail.from, to: tail.to });
     expect(result.advanced).toBe(false);
     expect(engineOf(replica).ownedVector()[owner.deviceId] ?? 0).toBe(0);
     await expect(
-      engineOf(replica).applyRemoteOwned(tail.rows, { owner: owner.deviceId, from: 4, to: 6 }),
+      engineOf(replica).applyRemoteOwned(tail, { owner: owner.deviceId, from: 4, to: 6 }),
     ).rejects.toBeInstanceOf(ValidationError);
   });
 });

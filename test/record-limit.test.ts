@@ -12,7 +12,8 @@
  */
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { chunksOf } from '../src/replication/session.js';
+import { chunksOf, ownedToTuple } from '../src/replication/session.js';
+import { MAX_CERT_BYTES } from '../src/models/signed-owned-rows.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   encodeHlc,
@@ -27,7 +28,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { CHUNK_OVERHEAD_BYTES, encodeChunks } from '../src/peer-log/chunk.js';
 import { RUN_ID_BYTES, SIGNATURE_BYTES } from '../src/peer-log/signed-runs.js';
-import { MEMBERS_MODEL } from '../src/models/system.js';
+import { MAX_PEER_ID_LENGTH, MEMBERS_MODEL } from '../src/models/system.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { encodeMessage } from '../src/protocol/codec.js';
 import {
@@ -43,7 +44,7 @@ import { makeTempDir } from './helpers/child-process.js';
 import { librarySnapshot, shareLibrary, startNode, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, joinAsRawMember, MemberSession, rawMemberSync, stopRawMemberTest } from './helpers/raw-member.js';
 import { engineOf } from '../src/library/library.js';
-import { signedTuples } from './helpers/signed-runs.js';
+import { signedOwnedRows, signedOwnedTuples, signedTuples } from './helpers/signed-runs.js';
 import type { Chunk } from '../src/peer-log/chunk.js';
 
 useMemoryTransport();
@@ -75,7 +76,7 @@ describe('the record size limit and the frame', () => {
     expect(pack(values).byteLength).toBe(MAX_RECORD_BYTES);
     const fieldHlcs = Object.fromEntries(Array.from({ length: MAX_FIELDS }, (_, i) => [`f${i}`.padEnd(63, 'x'), hlc]));
     const snapshotRow = [model, WIDE_ID, hlc, false, values, fieldHlcs, hlc, hlc] as const;
-    const ownedRow = [model, WIDE_ID, uuidAt(1), Number.MAX_SAFE_INTEGER, hlc, false, values] as const;
+    const ownedRow = [model, WIDE_ID, uuidAt(1), Number.MAX_SAFE_INTEGER, hlc, false, values, new Uint8Array(MAX_CERT_BYTES)] as const;
     const entry: LogEntry = { origin: uuidAt(1), seq: Number.MAX_SAFE_INTEGER, hlc, model, id: WIDE_ID, op: 'upsert', fields: values };
     const [chunk] = encodeChunks([entry]);
     const chunkTuple = [chunk!.origin, chunk!.firstSeq, chunk!.lastSeq, chunk!.entries, new Uint8Array(RUN_ID_BYTES), new Uint8Array(SIGNATURE_BYTES)] as const;
@@ -92,8 +93,8 @@ describe('the record size limit and the frame', () => {
       [
         { t: 'snapshot-page', library, req: big, vector, rows: rows.snapshot, next: position, total: big },
         { t: 'shared-page', library, req: big, chunks: rows.chunks, hasMore: true, pruned },
-        { t: 'state-page', library, req: big, owner: uuidAt(1), from: big, to: big, rows: rows.owned, hasMore: true },
-        { t: 'state', library, batch: big, owner: uuidAt(1), from: big, to: big, rows: rows.owned },
+        { t: 'state-page', library, req: big, owner: uuidAt(1), from: big, to: big, author: 'p'.repeat(MAX_PEER_ID_LENGTH), rows: rows.owned, hasMore: true },
+        { t: 'state', library, batch: big, owner: uuidAt(1), from: big, to: big, author: 'p'.repeat(MAX_PEER_ID_LENGTH), rows: rows.owned },
         { t: 'changes', library, batch: big, chunks: rows.chunks },
       ] as Message[];
     for (const page of pages({ snapshot: [], owned: [], chunks: [] })) {
@@ -118,8 +119,8 @@ describe('the record size limit and the frame', () => {
     const vector = Object.fromEntries(Array.from({ length: MAX_VECTOR_ORIGINS }, (_, i) => [uuidAt(i), Number.MAX_SAFE_INTEGER]));
     const owned = await engineOf(lib).ownedAfter(node.deviceId, 0, PAGE);
     expect(owned.rows.length).toBeGreaterThan(0);
-    const statePage = { t: 'state-page', library: lib.id, req: 1, owner: node.deviceId, from: owned.from, to: owned.to, hasMore: owned.hasMore };
-    const ownedTuples = owned.rows.map((r) => [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values]);
+    const statePage = { t: 'state-page', library: lib.id, req: 1, owner: node.deviceId, from: owned.from, to: owned.to, author: owned.author, hasMore: owned.hasMore };
+    const ownedTuples = owned.rows.map(ownedToTuple);
     expect(encodeMessage({ ...statePage, rows: ownedTuples } as Message).byteLength).toBeLessThanOrEqual(MAX_FRAME_BYTES);
     const snapshot = await engineOf(lib).snapshotAfter(null, PAGE);
     const snapshotTuples = snapshot.rows.map(({ model, state: s }) => [model, s.id, s.hlc, s.deleted, s.values, s.fieldHlcs, s.upsertHlc, s.deleteHlc]);
@@ -200,7 +201,7 @@ describe('local writes', () => {
     await expect(engineOf(lib).applyRemoteChunks(runs([introduction, entry]))).rejects.toThrow(ValidationError);
     await expect(engineOf(lib).applyRemoteChunks(runs([introduction, entry]))).rejects.toThrow(new RegExp(`entry ${origin}#2: note: record is larger than`));
     const row = { model: 'volume', id: 'v', owner: origin, version: 1, hlc, deleted: false, values: { path: 'p'.repeat(MAX_RECORD_BYTES), bytes: 1 } };
-    await expect(engineOf(lib).applyRemoteOwned([row], { owner: origin, from: 0, to: 1 })).rejects.toThrow(/row 0: volume: record is larger than/);
+    await expect(engineOf(lib).applyRemoteOwned(signedOwnedRows(key, lib.id, [row]), { owner: origin, from: 0, to: 1 })).rejects.toThrow(/row 0: volume: record is larger than/);
     const state = { id: 'big', hlc, deleted: false, values: over, fieldHlcs: null, upsertHlc: null, deleteHlc: null };
     await expect(engineOf(lib).applySnapshot([{ model: 'note', state }], { vector: {}, next: null })).rejects.toThrow(/snapshot row 0: note: record is larger than/);
     expect(await librarySnapshot(lib)).toEqual(before);
@@ -240,7 +241,8 @@ describe('records at and over the limit between nodes', () => {
       async (s) => {
         // Advertised first (a coverage claim must not exceed what the sender advertised).
         await s.send({ t: 'heartbeat', library: libA.id, shared: {}, owned: { [m]: 1 } });
-        await s.send({ t: 'state', library: libA.id, batch: 1, owner: m, from: 0, to: 1, rows: [['volume', 'v', m, 1, ownedHlc, false, { path: 'p'.repeat(MAX_RECORD_BYTES), bytes: 1 }]] });
+        const row = { model: 'volume', id: 'v', owner: m, version: 1, hlc: ownedHlc, deleted: false, values: { path: 'p'.repeat(MAX_RECORD_BYTES), bytes: 1 } };
+        await s.send({ t: 'state', library: libA.id, batch: 1, owner: m, from: 0, to: 1, ...signedOwnedTuples(member.peer.key, libA.id, [row]) });
       },
       { code: 'VALIDATION', message: /record is larger than 1048576 bytes/ },
     );

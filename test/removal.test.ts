@@ -169,7 +169,7 @@ describe('removing a device', () => {
     expect(await libA.digest()).toBe(before);
     // Its device-owned rows written after the removal are refused too; the owner's cursor moves
     // past them, so they are never asked for again.
-    expect(await engineOf(libA).applyRemoteOwned(owned.rows, { owner: deviceC, from: owned.from, to: owned.to })).toMatchObject({ applied: 0 });
+    expect(await engineOf(libA).applyRemoteOwned(owned, { owner: deviceC, from: owned.from, to: owned.to })).toMatchObject({ applied: 0 });
     expect(await libA.get('volume', 'v-after')).toBeUndefined();
     expect(engineOf(libA).ownedVector()[deviceC]).toBe(owned.to);
     expect(await libA.digest()).toBe(before);

@@ -521,9 +521,14 @@ describe('protocol version', () => {
     expect(event.error).toBeInstanceOf(ProtocolVersionError);
     expect(event.error).toMatchObject({ code: 'PROTOCOL_VERSION', localVersion: V1, remoteVersion: '1.2' });
 
-    // Only the major version must match: 2.5 passes the version check (and then fails membership).
+    // 2.1, the last build whose device-owned rows were not signed, is refused the same way.
+    const unsignedRows = await raw.open(a);
+    await unsignedRows.send(hello(lib.id, randomUUID(), {}, [2, 1]));
+    expect(await unsignedRows.message(0)).toMatchObject({ t: 'error', code: 'PROTOCOL_VERSION', message: expect.stringContaining('2.1') });
+    // Only the major version must match: a later minor version passes the version check (and
+    // then fails membership).
     const minor = await raw.open(a);
-    await minor.send(hello(lib.id, randomUUID(), {}, [2, 5]));
+    await minor.send(hello(lib.id, randomUUID(), {}, [PROTOCOL_VERSION[0], 5]));
     expect(await minor.message(0)).toMatchObject({ t: 'error', code: 'NOT_MEMBER' });
   });
 

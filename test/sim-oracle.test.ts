@@ -177,7 +177,7 @@ async function deliver(from: Library, to: Library, random: SeededRandom): Promis
   for (const [owner, through] of Object.entries(engineOf(from).ownedVector())) {
     if (owner === to.deviceId || through <= (have[owner] ?? 0)) continue;
     const page = await engineOf(from).ownedAfter(owner, have[owner] ?? 0, BIG);
-    await engineOf(to).applyRemoteOwned(page.rows, { owner, from: page.from, to: page.to });
+    await engineOf(to).applyRemoteOwned(page, { owner, from: page.from, to: page.to });
   }
 }
 

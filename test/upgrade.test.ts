@@ -6,7 +6,12 @@
  * sync signed changes both ways, and a device that joins afterwards receives the history by
  * snapshot: all three digests are equal.
  *
- * The in-memory network and SQLite files copied from the fixture.
+ * Libraries written by protocol 2.1 (test/fixtures/v2.1: signed runs, device-owned rows not
+ * signed yet) open with the 3.0 code: each device signs its own rows as they are, keeps the other
+ * device's (adopted as trusted) but serves none of them until it holds them signed, pulled again
+ * from their owner; a device that joins later from either one gets every row, signed.
+ *
+ * The in-memory network and SQLite files copied from the fixtures.
  */
 import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,7 +19,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { defineModel, type Library } from '../src/index.js';
 import { engineOf } from '../src/library/library.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { startNode, stopAllNodes, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { startNode, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 
 useMemoryTransport();
 
@@ -24,14 +29,18 @@ afterEach(async () => {
 });
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'pre-2.0');
+const FIXTURE_2_1 = join(import.meta.dirname, 'fixtures', 'v2.1');
+const LIBRARY_2_1 = '8bcc4505-68d9-46a7-b2ed-60d2b0506406';
+/** What the 2.1 fixture's devices held when they were stopped (both alike). */
+const DIGEST_2_1 = '8ed7e303eae90a094b63d2c293718f8d3cfe02bbaa7b3991b1cdc83a7a96fde6';
 const LIBRARY = '87707bfb-0075-4b3e-90b1-d23f74c0e166';
 const note = defineModel({ name: 'note', ownership: 'shared', conflict: 'lww', fields: { title: 'text', body: { type: 'text', nullable: true } } });
 const setting = defineModel({ name: 'setting', ownership: 'device', fields: { value: 'text' } });
 const models = [note, setting];
 
-async function copyOfFixture(device: 'a' | 'b'): Promise<string> {
+async function copyOfFixture(device: 'a' | 'b', fixture = FIXTURE): Promise<string> {
   const dir = await makeTempDir('lsync-upgrade-');
-  await cp(join(FIXTURE, device), dir, { recursive: true });
+  await cp(join(fixture, device), dir, { recursive: true });
   return dir;
 }
 
@@ -76,5 +85,46 @@ describe('a library written by protocol 1.2', () => {
     await waitForConvergence([libA, libB, libC]);
     expect(await libC.get('note', 'a-299')).toEqual({ id: 'a-299', title: 'a 299', body: null });
     expect((await libC.syncHistory()).some((run) => run.kind === 'backfill' && run.outcome === 'done')).toBe(true);
+  });
+});
+
+describe('a library written by protocol 2.1', () => {
+  const ALL = { maxRecords: 1_000, maxBytes: 1 << 20 };
+
+  it('signs its own device-owned rows, serves another device\'s only once it holds them signed, and a later device gets them all', async () => {
+    const a = await startNode(await copyOfFixture('a', FIXTURE_2_1), { models });
+    const libA = a.library(LIBRARY_2_1);
+    // Nothing changed in the data: the digest leaves certificates out.
+    expect(await libA.digest()).toBe(DIGEST_2_1);
+    const settings = await libA.list('setting', { limit: 100 });
+    expect(settings).toHaveLength(39 + 19);
+    const ownRows = await engineOf(libA).ownedAfter(a.deviceId, 0, ALL);
+    // 40 rows of A's (one a tombstone), each with its certificate, at the versions they had.
+    expect(ownRows.rows).toHaveLength(40);
+    expect(ownRows.author).toBe(a.peerId);
+    expect(ownRows.rows.every((row) => row.cert.byteLength > 0)).toBe(true);
+    // B's rows stay, adopted, but A cannot prove them: its cursor for B starts again.
+    const others = Object.keys(engineOf(libA).ownedVector()).filter((owner) => owner !== a.deviceId);
+    expect(others).toEqual([]);
+
+    const b = await startNode(await copyOfFixture('b', FIXTURE_2_1), { models, bootstrap: [a.multiaddrs()[0]!] });
+    const libB = b.library(LIBRARY_2_1);
+    await waitFor(
+      () => engineOf(libA).ownedVector()[b.deviceId] !== undefined && engineOf(libB).ownedVector()[a.deviceId] !== undefined,
+      'each device to pull the other one\'s rows again, signed',
+    );
+    await waitForConvergence([libA, libB]);
+    const bRowsOnA = await engineOf(libA).ownedAfter(b.deviceId, 0, ALL);
+    expect(bRowsOnA.rows).toHaveLength(20);
+    expect(bRowsOnA.author).toBe(b.peerId);
+
+    // A device that joins from A alone, B away, gets B's rows signed from A.
+    await stopNode(b);
+    const c = await startNode(undefined, { models });
+    const libC = await c.joinLibrary(await libA.createInvite());
+    await libC.synced();
+    await waitForConvergence([libA, libC]);
+    expect(await libC.list('setting', { limit: 100 })).toEqual(settings);
+    expect(engineOf(libC).ownedVector()[b.deviceId]).toBe(engineOf(libA).ownedVector()[b.deviceId]);
   });
 });

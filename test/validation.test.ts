@@ -37,7 +37,7 @@ import { runId, signRun } from '../src/peer-log/signed-runs.js';
 import { pack } from '../src/util/msgpack.js';
 import { engineOf } from '../src/library/library.js';
 import { introduce, runsOf } from './helpers/log-copy.js';
-import { signedTuples } from './helpers/signed-runs.js';
+import { keyedDevice, signedOwnedRows, signedTuples } from './helpers/signed-runs.js';
 
 const item = defineModel({
   name: 'item',
@@ -79,7 +79,6 @@ const MODELS = [item, doc, tag, volume];
 
 const T = 1_750_000_000_000;
 const BIG = { maxRecords: 100_000, maxBytes: 1 << 30 };
-const OTHER_DEVICE = '3c3c3c3c-4d4d-4e4e-8f8f-909090909090';
 
 class ManualClock {
   constructor(public ms: number) {}
@@ -365,19 +364,21 @@ describe('local write validation', () => {
 describe('ownership of device-owned rows', () => {
   async function withForeignRow() {
     const d = await seeded();
+    const other = await keyedDevice();
     const foreign = {
       model: 'volume',
       id: 'their-volume',
-      owner: OTHER_DEVICE,
+      owner: other.device,
       version: 1,
-      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: OTHER_DEVICE }),
+      hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: other.device }),
       deleted: false,
       values: { label: 'theirs', size: 7 },
     };
     d.wall.ms = Date.now(); // keep local wall time near the foreign row's clock
-    expect(await engineOf(d.lib).applyRemoteOwned([foreign])).toEqual({ applied: 1, stale: 0, advanced: false });
+    const signed = (...rows: (typeof foreign)[]) => signedOwnedRows(other.key, d.lib.id, rows);
+    expect(await engineOf(d.lib).applyRemoteOwned(signed(foreign))).toEqual({ applied: 1, stale: 0, advanced: false, withheld: 0 });
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
-    return { d, foreign };
+    return { d, foreign, other, signed };
   }
 
   test('upsert with the id, update and delete of a row owned by another device are OwnershipErrors', async () => {
@@ -400,19 +401,19 @@ describe('ownership of device-owned rows', () => {
   });
 
   test('a replicated row that claims an id owned by someone else is refused as a whole batch', async () => {
-    const { d, foreign } = await withForeignRow();
+    const { d, foreign, other, signed } = await withForeignRow();
     const hijack = {
       ...foreign,
       id: d.volumeId, // owned by this device
-      hlc: encodeHlc({ wallMs: Date.now(), counter: 1, deviceId: OTHER_DEVICE }),
+      hlc: encodeHlc({ wallMs: Date.now(), counter: 1, deviceId: other.device }),
     };
     const newer = { ...foreign, version: 2, values: { label: 'theirs v2', size: 8 } };
-    await expectRefused(d, () => engineOf(d.lib).applyRemoteOwned([newer, hijack]), OwnershipError);
+    await expectRefused(d, () => engineOf(d.lib).applyRemoteOwned(signed(newer, hijack)), OwnershipError);
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs', size: 7 });
     expect(await d.lib.get('volume', d.volumeId)).toEqual({ id: d.volumeId, label: 'disk', size: 100 });
     // An older version of the foreign row is stale.
-    expect(await engineOf(d.lib).applyRemoteOwned([newer])).toEqual({ applied: 1, stale: 0, advanced: false });
-    expect(await engineOf(d.lib).applyRemoteOwned([foreign])).toEqual({ applied: 0, stale: 1, advanced: false });
+    expect(await engineOf(d.lib).applyRemoteOwned(signed(newer))).toEqual({ applied: 1, stale: 0, advanced: false, withheld: 0 });
+    expect(await engineOf(d.lib).applyRemoteOwned(signed(foreign))).toEqual({ applied: 0, stale: 1, advanced: false, withheld: 0 });
     expect(await d.lib.get('volume', 'their-volume')).toEqual({ id: 'their-volume', label: 'theirs v2', size: 8 });
   });
 });

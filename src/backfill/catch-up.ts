@@ -1,6 +1,6 @@
 import { BusyError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
 import type { SnapshotCheckpoint, SnapshotPosition, SnapshotRow } from '../library/snapshot.js';
-import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from '../library/remote-apply.js';
+import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, SignedOwnedRows } from '../library/remote-apply.js';
 import type { RemoteCounts } from '../library/counts.js';
 import type { SyncCheckpoint, SyncRun } from '../library/run-store.js';
 import type { SyncProgress } from '../library/types.js';
@@ -27,10 +27,10 @@ export interface BackfillTarget {
   appendedWriter(): string | undefined;
   ownedConfirmed(): number;
   applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
-  applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
+  applyRemoteOwned(page: SignedOwnedRows, coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
   applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void>;
   snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined>;
-  mergeOwnRows(rows: readonly unknown[], coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean>;
+  mergeOwnRows(page: SignedOwnedRows, coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean>;
   settleOwnRows(through: number, diverged: boolean): Promise<number>;
   /** Whether this library, joined by invite, has not completed its first sync yet. */
   backfillPending(): Promise<boolean>;
@@ -258,11 +258,12 @@ export class CatchUp {
     const library = this.host.library;
     await this.checkOwnRows(session, run);
     for (const [owner, advertised] of session.ownedToPull()) {
-      await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (rows, coverage) => {
-        const to = provenCoverage(coverage.from, rows);
-        await library.applyRemoteOwned(rows, { ...coverage, to }, run.counts);
+      await this.pullOwned(session, run, owner, library.ownedVector()[owner] ?? 0, advertised, async (page, coverage) => {
+        const to = provenCoverage(coverage.from, page.rows);
+        const { withheld } = await library.applyRemoteOwned(page, { ...coverage, to }, run.counts);
         session.noteOwnedCoverage(owner, coverage.to);
-        return to;
+        // Rows withheld (their owner's key is not known yet) come again with a later pull.
+        return withheld > 0 ? coverage.from : to;
       });
     }
     while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.acceptableShared())) {
@@ -291,9 +292,9 @@ export class CatchUp {
     if (through === undefined) return;
     let diverged = false;
     let newestServed = 0;
-    const reached = await this.pullOwned(session, run, library.deviceId, library.ownedConfirmed(), through, async (rows, coverage) => {
-      for (const row of rows) newestServed = Math.max(newestServed, row.version);
-      if (await library.mergeOwnRows(rows, coverage, run.counts)) diverged = true;
+    const reached = await this.pullOwned(session, run, library.deviceId, library.ownedConfirmed(), through, async (page, coverage) => {
+      for (const row of page.rows) newestServed = Math.max(newestServed, row.version);
+      if (await library.mergeOwnRows(page, coverage, run.counts)) diverged = true;
       // Judged as a whole once the pages reach `through` (below).
       return coverage.to;
     });
@@ -331,7 +332,7 @@ export class CatchUp {
     owner: string,
     after: number,
     through: number,
-    apply: (rows: OwnedRowUpdate[], coverage: OwnedCoverage) => Promise<number>,
+    apply: (page: { author: string | null; rows: OwnedRowUpdate[] }, coverage: OwnedCoverage) => Promise<number>,
   ): Promise<number> {
     let held = after;
     while (held < through && session.state !== 'closed' && !this.stopped) {
@@ -340,7 +341,7 @@ export class CatchUp {
       if (page.owner !== owner || page.from !== from) throw new ProtocolError('state page does not answer the request');
       checkClaim(session, owner, page.to);
       if (page.to <= from) break;
-      const reached = await apply(page.rows.map(ownedFromTuple), { owner, from, to: page.to });
+      const reached = await apply({ author: page.author, rows: page.rows.map(ownedFromTuple) }, { owner, from, to: page.to });
       this.advance(run, session, 'owned', page.rows.length, bytes);
       if (reached <= from) break;
       held = reached;

@@ -138,7 +138,7 @@ export class SyncNode {
       for (const id of await storage.libraryIds()) {
         const opened = await storage.open(id);
         try {
-          prepared.push({ opened, ...(await prepareLibrary(opened.db, registry, { deviceId })) });
+          prepared.push({ opened, ...(await prepareLibrary(opened.db, registry, { deviceId, signatures: storage.signatures })) });
         } catch (err) {
           await opened.release();
           throw err;
@@ -271,7 +271,7 @@ export class SyncNode {
     const opened = await this.storage.create(id);
     // A joined library backfills from its partners before it is ready.
     const meta = bootstrap ? joinedLibraryMeta(bootstrap) : {};
-    const prepared = await prepareLibrary(opened.db, this.registry, { deviceId: this.deviceId, create: { id, name, meta } });
+    const prepared = await prepareLibrary(opened.db, this.registry, { deviceId: this.deviceId, signatures: this.storage.signatures, create: { id, name, meta } });
     const engine = new LibraryEngine({
       id,
       name,

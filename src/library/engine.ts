@@ -2,7 +2,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { EventEmitter } from 'eventemitter3';
 import type { Kysely } from 'kysely';
-import { DeviceForkedError, InviteError, NotFoundError, ProtocolError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
+import { DeviceForkedError, InternalError, InviteError, NotFoundError, ProtocolError, type RemovalInfo, StoppedError, ValidationError } from '../errors.js';
 import { encodeHlc, HLC_TIME_LENGTH, type HlcClock } from '../hlc/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { Row } from '../models/types.js';
@@ -27,7 +27,8 @@ import type { RecordIds } from '../util/ids.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { equalBytes, runId } from '../peer-log/signed-runs.js';
-import { isKeyDerivedId } from '../membership/device-id.js';
+import { deviceIdForPeer, isKeyDerivedId } from '../membership/device-id.js';
+import { verifyOwnedRow } from '../models/signed-owned-rows.js';
 import { pack } from '../util/msgpack.js';
 import { runSql } from '../util/sql.js';
 import { LocalWriter, type WriteContext } from './local-writes.js';
@@ -38,6 +39,7 @@ import {
   type OwnedApplyResult,
   type OwnedCoverage,
   type OwnedRowUpdate,
+  type SignedOwnedRows,
   validateOwnedRows,
   validateRemoteChunks,
   verifyRuns,
@@ -553,23 +555,65 @@ export class LibraryEngine {
   /**
    * Applies replicated device-owned rows (state-based sync), in one transaction. With
    * `coverage`, the rows are all of the owner's rows in that version range, and the owner's
-   * cursor moves forward when it is contiguous with what is held.
+   * cursor moves forward when it is contiguous with what is held. Each row must be signed by its
+   * owner (`page.author`, checked against the owner: `checkOwnedRows`); rows of an owner whose
+   * key is not known here yet (a pre-2.0 device whose member row has not arrived) are withheld,
+   * and the cursor stays.
    */
-  async applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult> {
+  async applyRemoteOwned(page: SignedOwnedRows, coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult> {
     this.assertOpen();
-    const hlcs = validateOwnedRows(this.ctx, rows);
-    for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => applyRemoteOwned(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
+    const rows = await this.checkOwnedRows(page);
+    if (rows === 'withheld') return { applied: 0, stale: 0, advanced: false, withheld: page.rows.length };
+    return this.write(async (batch) => {
+      if (rows.length > 0) batch.setOwnerAuthor(rows[0]!.owner, page.author!);
+      return applyRemoteOwned(this.ctx, batch, rows, coverage, counts);
+    });
   }
 
   /**
    * Merges a page of this device's own device-owned rows as a partner holds them (after
    * `ownedConfirmed()`; see `own-rows.ts`); returns whether they differ from the rows held.
    */
-  async mergeOwnRows(rows: readonly unknown[], coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean> {
+  async mergeOwnRows(page: SignedOwnedRows, coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean> {
     this.assertOpen();
-    for (const hlc of validateOwnedRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
-    return this.write((batch) => mergeOwnRows(this.ctx, batch, rows as OwnedRowUpdate[], coverage, counts));
+    const rows = await this.checkOwnedRows(page);
+    if (rows === 'withheld') throw new InternalError('internal: this device always knows its own key');
+    return this.write((batch) => mergeOwnRows(this.ctx, batch, rows, coverage, counts));
+  }
+
+  /**
+   * Validates received owned rows (shapes, clock drift) and checks that each is its owner's:
+   * all of one owner, `author` a key that may sign for it (the PeerId a key-derived id derives
+   * from, else the one of the owner's member row, which may not be held yet: 'withheld'), and
+   * each row's certificate proves it signed by that key. Anything else is a `ProtocolError` or
+   * `ValidationError`, before anything is written.
+   */
+  private async checkOwnedRows(page: SignedOwnedRows): Promise<OwnedRowUpdate[] | 'withheld'> {
+    const hlcs = validateOwnedRows(this.ctx, page.rows);
+    for (const hlc of hlcs) this.ctx.clock.checkDrift(hlc);
+    const rows = page.rows as OwnedRowUpdate[];
+    if (rows.length === 0) return rows;
+    const owner = rows[0]!.owner;
+    if (rows.some((row) => row.owner !== owner)) throw new ValidationError('owned rows of one message must be of one owner');
+    const { author } = page;
+    if (author === null) throw new ProtocolError(`rows of ${owner} come without the key that signed them`);
+    const may = await this.maySignFor(owner, author);
+    if (may === 'unknown') return 'withheld';
+    if (may === 'no') throw new ProtocolError(`rows of ${owner} are signed by ${author}, which is not its key`);
+    for (const row of rows) {
+      if (!(row.cert instanceof Uint8Array)) throw new ValidationError(`${row.model} ${row.id}: cert must be bytes`);
+      verifyOwnedRow(this.signatures, this.id, owner, author, row, row.cert);
+    }
+    return rows;
+  }
+
+  /** Whether `author` (a PeerId) may sign the rows of `owner`: yes, no, or not known here yet. */
+  private async maySignFor(owner: string, author: string): Promise<'yes' | 'no' | 'unknown'> {
+    if (owner === this.deviceId) return author === this.signatures.peer ? 'yes' : 'no';
+    if (isKeyDerivedId(owner)) return deviceIdForPeer(author) === owner ? 'yes' : 'no';
+    const held = this.counters.ownerAuthors.get(owner) ?? (await this.memberRows()).find((m) => m.device === owner)?.peer;
+    if (held === undefined) return 'unknown';
+    return held === author ? 'yes' : 'no';
   }
 
   /**
@@ -605,7 +649,8 @@ export class LibraryEngine {
     this.assertOpen();
     const through = this.counters.ownerVersions.get(owner) ?? 0;
     const tables = [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
-    return readOwnedAfter(this.db, tables, owner, after, through, limits);
+    const author = owner === this.deviceId ? this.signatures.peer : (this.counters.ownerAuthors.get(owner) ?? null);
+    return readOwnedAfter(this.db, tables, owner, after, through, author, limits);
   }
 
   /**

@@ -157,7 +157,8 @@ export class LocalWriter {
     const hlc = this.batch.stamp();
     if (current) assertNewer(hlc, current.hlc, model, id);
     this.batch.setVersion(owner, version);
-    this.batch.putOwned(this.table(model), { id, values, owner, version, hlc, deleted });
+    // Signed with the other rows of the transaction when it writes them out (`WriteBatch.flush`).
+    this.batch.putOwned(this.table(model), { id, values, owner, version, hlc, deleted, cert: null });
     this.batch.events.push({ model: model.name, id, op, origin: 'local' });
     if (this.batch.full) await this.batch.flush();
     return rowFromStored(model, id, values);

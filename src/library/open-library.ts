@@ -9,6 +9,8 @@ import { ModelTable } from '../storage/model-table.js';
 import { type InternalTables, migrationProvider } from '../storage/schema.js';
 import type { SyncCounters } from './write-batch.js';
 import { storedWriter, WRITER_META_KEY } from './writers.js';
+import { adoptUnsignedOwnedRows } from './adopt-owned-rows.js';
+import type { Signatures } from '../runtime/signatures.js';
 
 export interface LibraryMeta {
   id: string;
@@ -36,6 +38,8 @@ export const OWNED_CONFIRMED_META_KEY = 'owned_confirmed';
 
 export interface PrepareOptions {
   deviceId: string;
+  /** This device's key: it signs the device-owned rows of a library from before 3.0 at open. */
+  signatures: Signatures;
   create?: { id: string; name: string; meta?: Readonly<Record<string, string>> };
 }
 
@@ -107,12 +111,14 @@ async function prepareInTransaction(
     for (const statement of statements) await runSql(db, statement);
     tables.set(model.name, table);
   }
+  await adoptUnsignedOwnedRows(db, tables.values(), meta.deviceId, meta.id, expected.signatures);
 
   const held = await readVector(db);
   const vector = new Map([...held].map(([origin, v]) => [origin, v.seq]));
   const heads = new Map([...held].flatMap(([origin, v]) => (v.head === null ? [] : [[origin, v.head] as const])));
   const owners = await db.selectFrom('sync_owner_versions').selectAll().execute();
   const ownerVersions = new Map(owners.map((o) => [o.owner, o.version]));
+  const ownerAuthors = new Map(owners.flatMap((o) => (o.author === null ? [] : [[o.owner, o.author] as const])));
   const hlc = metaMap.get('hlc');
   let ownedConfirmed = Number(metaMap.get(OWNED_CONFIRMED_META_KEY));
   if (!Number.isSafeInteger(ownedConfirmed)) {
@@ -123,7 +129,7 @@ async function prepareInTransaction(
   return {
     meta,
     tables,
-    counters: { vector, ownerVersions, writer: storedWriter(meta.deviceId, metaMap.get(WRITER_META_KEY)), heads },
+    counters: { vector, ownerVersions, ownerAuthors, writer: storedWriter(meta.deviceId, metaMap.get(WRITER_META_KEY)), heads },
     highWater: hlc === undefined ? undefined : decodeHlc(hlc),
     ownedConfirmed,
   };

@@ -46,7 +46,7 @@ export async function mergeOwnRows(
     const values: StoredValues = {};
     for (const field of table.model.fields) values[field.name] = row.deleted ? null : (row.values?.[field.name] ?? null);
     if (counts) countChange(counts, current, row);
-    batch.putOwned(table, { id: row.id, values, owner, version: row.version, hlc: row.hlc, deleted: row.deleted });
+    batch.putOwned(table, { id: row.id, values, owner, version: row.version, hlc: row.hlc, deleted: row.deleted, cert: row.cert });
     batch.events.push({ model: row.model, id: row.id, op: row.deleted ? 'delete' : 'upsert', origin: 'remote' });
     if (batch.full) await batch.flush();
   }
@@ -88,7 +88,8 @@ export async function restampOwnRows(
         // Rows given a new version leave the range once flushed, so each round reads the rest.
         await batch.flush();
         const rows = await runSql<SqlRow>(batch.db, table.ownedAfterSql(), [owner, confirmed, through, RESTAMP_PAGE]);
-        for (const row of rows) batch.putOwned(table, { ...table.ownedFromRow(row), version: ++next });
+        // A new version is a new write to sign (`WriteBatch.flush`).
+        for (const row of rows) batch.putOwned(table, { ...table.ownedFromRow(row), version: ++next, cert: null });
         restamped += rows.length;
         if (rows.length < RESTAMP_PAGE) break;
       }

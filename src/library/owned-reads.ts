@@ -8,6 +8,8 @@ import { runSql } from '../util/sql.js';
 import type { OwnedRowUpdate } from './remote-apply.js';
 
 export interface OwnedPage {
+  /** The PeerId whose key signed the rows (the owner's); null when none of its rows is held. */
+  author: string | null;
   /** Rows with `from < version <= to`, in version order. */
   rows: OwnedRowUpdate[];
   from: number;
@@ -18,15 +20,18 @@ export interface OwnedPage {
 
 /**
  * Bytes an owned-row tuple costs at most besides its id and values: array header 1, model name
- * (at most 63 ASCII characters) 65, owner 38, version 9, HLC 54, deleted 1; rounded up. The id
- * counts 3 + 3 bytes per UTF-16 unit, so a page's count is an upper bound of its encoding.
+ * (at most 63 ASCII characters) 65, owner 38, version 9, HLC 54, deleted 1, the certificate's
+ * header 3; rounded up. The id counts 3 + 3 bytes per UTF-16 unit and the certificate its
+ * length, so a page's count is an upper bound of its encoding.
  */
-const ROW_OVERHEAD_BYTES = 176;
+const ROW_OVERHEAD_BYTES = 180;
 
 /**
  * The owner's device-owned rows (tombstones included) after version `after`, across every
  * device-owned model, merged in version order and cut at the limits. Only versions this device
- * holds contiguously (`through`) are served, so the page's coverage claim is true.
+ * holds contiguously (`through`) are served, so the page's coverage claim is true. Rows signed
+ * by `author`; a row without a certificate (held from before owned rows were signed) cannot be
+ * checked by anyone and is left out.
  */
 export async function readOwnedAfter(
   db: Kysely<InternalTables>,
@@ -34,9 +39,10 @@ export async function readOwnedAfter(
   owner: string,
   after: number,
   through: number,
+  author: string | null,
   limits: ReadLimits,
 ): Promise<OwnedPage> {
-  if (through <= after) return { rows: [], from: after, to: after, hasMore: false };
+  if (through <= after) return { author, rows: [], from: after, to: after, hasMore: false };
   const candidates: OwnedRowUpdate[] = [];
   // A table cut at the record limit may hold more rows just above its last one, so nothing
   // beyond the smallest such version is known to be complete.
@@ -47,6 +53,7 @@ export async function readOwnedAfter(
     if (found.length > limits.maxRecords) safeThrough = Math.min(safeThrough, kept[kept.length - 1]!._version as number);
     for (const row of kept) {
       const state = table.ownedFromRow(row);
+      if (state.cert === null) continue;
       candidates.push({
         model: table.model.name,
         id: state.id,
@@ -55,6 +62,7 @@ export async function readOwnedAfter(
         hlc: state.hlc,
         deleted: state.deleted,
         values: state.deleted ? null : state.values,
+        cert: state.cert,
       });
     }
   }
@@ -65,7 +73,7 @@ export async function readOwnedAfter(
   for (const row of candidates) {
     if (row.version > safeThrough) break;
     const valueBytes = row.values ? pack(row.values).byteLength : 0;
-    const size = ROW_OVERHEAD_BYTES + 3 * row.id.length + valueBytes;
+    const size = ROW_OVERHEAD_BYTES + 3 * row.id.length + valueBytes + row.cert.byteLength;
     if (rows.length >= limits.maxRecords || (rows.length > 0 && bytes + size > limits.maxBytes)) {
       to = rows[rows.length - 1]!.version;
       break;
@@ -76,5 +84,5 @@ export async function readOwnedAfter(
     rows.push(row);
     bytes += size;
   }
-  return { rows, from: after, to, hasMore: to < through };
+  return { author, rows, from: after, to, hasMore: to < through };
 }

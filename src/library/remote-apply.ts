@@ -555,6 +555,8 @@ export interface OwnedRowUpdate {
   readonly deleted: boolean;
   /** Every field when live; ignored for a tombstone. */
   readonly values: StoredValues | null;
+  /** The owner's proof of the write (`signed-owned-rows.ts`), checked before the row is applied. */
+  readonly cert: Uint8Array;
 }
 
 /**
@@ -574,6 +576,14 @@ export interface OwnedApplyResult {
   stale: number;
   /** Whether the coverage extended this device's cursor for the owner. */
   advanced: boolean;
+  /** Rows left out because their owner's key is not known here yet (nothing applied, cursor kept). */
+  withheld: number;
+}
+
+/** Owned rows as a message carries them: all of one owner, signed by `author` (a PeerId). */
+export interface SignedOwnedRows {
+  readonly author: string | null;
+  readonly rows: readonly unknown[];
 }
 
 export function validateOwnedRows(ctx: WriteContext, rows: readonly unknown[]): Hlc[] {
@@ -617,7 +627,7 @@ export async function applyRemoteOwned(
   coverage?: OwnedCoverage,
   counts?: RemoteCounts,
 ): Promise<OwnedApplyResult> {
-  const result: OwnedApplyResult = { applied: 0, stale: 0, advanced: false };
+  const result: OwnedApplyResult = { applied: 0, stale: 0, advanced: false, withheld: 0 };
   if (coverage) checkCoverage(rows, coverage);
   for (const row of rows) {
     const model = ctx.registry.get(row.model);
@@ -628,7 +638,9 @@ export async function applyRemoteOwned(
     }
     // A removed device's rows written after its removal are refused; the cursor still moves.
     const afterRemoval = batch.removals.refuses({ origin: row.owner, hlc: row.hlc });
-    if (row.owner === ctx.deviceId || (current && current.version >= row.version) || afterRemoval) {
+    // A row held from before owned rows were signed gives way to the owner's signed one.
+    const held = current && (current.version > row.version || (current.version === row.version && current.cert !== null));
+    if (row.owner === ctx.deviceId || held || afterRemoval) {
       result.stale += 1;
       continue;
     }
@@ -642,6 +654,7 @@ export async function applyRemoteOwned(
       version: row.version,
       hlc: row.hlc,
       deleted: row.deleted,
+      cert: row.cert,
     });
     batch.events.push({ model: model.name, id: row.id, op: row.deleted ? 'delete' : 'upsert', origin: 'remote' });
     if (batch.full) await batch.flush();

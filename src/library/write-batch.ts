@@ -5,6 +5,7 @@ import { newestClockOf } from '../models/merge.js';
 import { appendChunks, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
 import { type Chunk, encodeChunks } from '../peer-log/chunk.js';
 import { GENESIS, runId, signRun } from '../peer-log/signed-runs.js';
+import { signOwnedRows } from '../models/signed-owned-rows.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { type LogEntry, MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
@@ -32,6 +33,8 @@ export interface SyncCounters {
    * writes, or replicated pages and batches that covered a contiguous version range).
    */
   readonly ownerVersions: ReadonlyMap<string, number>;
+  /** Per owner, the PeerId whose key signed the owner's rows held here (its member key). */
+  readonly ownerAuthors: ReadonlyMap<string, string>;
   /** The writer this device's own shared changes go to (see `writers.ts`). */
   readonly writer: WriterState;
   /**
@@ -75,6 +78,7 @@ export class WriteBatch {
   private readonly vector: Map<string, number>;
   private readonly heads: Map<string, Uint8Array>;
   private readonly ownerVersions: Map<string, number>;
+  private readonly ownerAuthors: Map<string, string>;
   /** Whether this transaction appended to the log or moved an owner's cursor. */
   advanced = false;
   private readonly changedOrigins = new Set<string>();
@@ -113,6 +117,7 @@ export class WriteBatch {
     this.vector = new Map(committed.vector);
     this.heads = new Map(committed.heads);
     this.ownerVersions = new Map(committed.ownerVersions);
+    this.ownerAuthors = new Map(committed.ownerAuthors);
     this.writer = committed.writer;
   }
 
@@ -146,7 +151,7 @@ export class WriteBatch {
   }
 
   counters(): SyncCounters {
-    return { vector: this.vector, ownerVersions: this.ownerVersions, writer: this.writer, heads: this.heads };
+    return { vector: this.vector, ownerVersions: this.ownerVersions, ownerAuthors: this.ownerAuthors, writer: this.writer, heads: this.heads };
   }
 
   /** The current writer, confirmed or retired or neither. */
@@ -184,6 +189,14 @@ export class WriteBatch {
     this.ownerVersions.set(owner, version);
     this.changedOwners.add(owner);
     this.advanced = true;
+  }
+
+  /** Records the PeerId that signed the rows of `owner` this transaction takes. */
+  setOwnerAuthor(owner: string, author: string): void {
+    if (this.ownerAuthors.get(owner) === author) return;
+    admit(this.ownerVersions, owner, this.self, 'owners');
+    this.ownerAuthors.set(owner, author);
+    this.changedOwners.add(owner);
   }
 
   loadShared(table: ModelTable, id: string): Promise<SharedRowState | undefined> {
@@ -329,6 +342,7 @@ export class WriteBatch {
 
   /** Writes everything pending, including counters. The caller commits the transaction. */
   async flush(): Promise<void> {
+    this.signOwnRows();
     for (const [table, rows] of this.shared) await this.writeShared(table, [...rows.values()]);
     for (const [table, rows] of this.owned) await this.writeRows(table, [...rows.values()], (s, out) => table.ownedParams(s, out));
     this.shared.clear();
@@ -349,8 +363,8 @@ export class WriteBatch {
     if (this.changedOwners.size > 0) {
       await this.db
         .insertInto('sync_owner_versions')
-        .values([...this.changedOwners].map((owner) => ({ owner, version: this.versionOf(owner) })))
-        .onConflict((oc) => oc.column('owner').doUpdateSet((eb) => ({ version: eb.ref('excluded.version') })))
+        .values([...this.changedOwners].map((owner) => ({ owner, version: this.versionOf(owner), author: this.ownerAuthors.get(owner) ?? null })))
+        .onConflict((oc) => oc.column('owner').doUpdateSet((eb) => ({ version: eb.ref('excluded.version'), author: eb.ref('excluded.author') })))
         .execute();
       this.changedOwners.clear();
     }
@@ -368,6 +382,21 @@ export class WriteBatch {
       this.heads.set(run.origin, id);
       return chunk;
     });
+  }
+
+  /**
+   * Signs this device's pending owned rows that are not signed yet (written or given a new
+   * version in this transaction), all under one signature per `MAX_SIGNED_ROWS`.
+   */
+  private signOwnRows(): void {
+    const unsigned: { table: ModelTable; state: OwnedRowState }[] = [];
+    for (const [table, rows] of this.owned) {
+      for (const state of rows.values()) if (state.owner === this.self && state.cert === null) unsigned.push({ table, state });
+    }
+    if (unsigned.length === 0) return;
+    const { library, signatures } = this.signer;
+    const certs = signOwnedRows(signatures, library, this.self, unsigned.map(({ table, state }) => ({ ...state, model: table.model.name })));
+    unsigned.forEach(({ table, state }, i) => this.owned.get(table)!.set(state.id, { ...state, cert: certs[i]! }));
   }
 
   private put<S extends { id: string }>(pending: Pending<S>, table: ModelTable, state: S): void {

@@ -63,4 +63,10 @@ export interface OwnedRowState {
   readonly version: number;
   readonly hlc: string;
   readonly deleted: boolean;
+  /**
+   * The owner's proof of this write (`library/signed-owned-rows.ts`); null for a row of this
+   * device's not signed yet (signed when its transaction writes it out) or one held from before
+   * owned rows were signed (adopted as trusted, never served).
+   */
+  readonly cert: Uint8Array | null;
 }

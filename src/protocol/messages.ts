@@ -3,6 +3,7 @@ import { isDeviceName, MAX_ADDR_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_MEMBER_ADDRS
 import { MAX_RECORD_BYTES } from '../models/values.js';
 import { MAX_CHUNK_BYTES } from '../peer-log/chunk.js';
 import { RUN_ID_BYTES, SIGNATURE_BYTES } from '../peer-log/signed-runs.js';
+import { MAX_CERT_BYTES } from '../models/signed-owned-rows.js';
 import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /**
@@ -12,7 +13,7 @@ import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
 export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
-export const PROTOCOL_VERSION = [2, 1] as const;
+export const PROTOCOL_VERSION = [3, 0] as const;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -106,8 +107,20 @@ const chunkList = z
     `at most ${MAX_BATCH_RECORDS} entries`,
   );
 
-/** A device-owned row as a tuple: model, id, owner, version, hlc, deleted, values. */
-const ownedRowTuple = z.tuple([shortText, shortText, uuid, position.min(1), shortText, z.boolean(), fieldValues.nullable()]);
+/**
+ * A device-owned row as a tuple: model, id, owner, version, hlc, deleted, values, and the owner's
+ * certificate of the write (docs/protocol.md, "Signed owned rows").
+ */
+const ownedRowTuple = z.tuple([
+  shortText,
+  shortText,
+  uuid,
+  position.min(1),
+  shortText,
+  z.boolean(),
+  fieldValues.nullable(),
+  bytes(MAX_CERT_BYTES),
+]);
 export type OwnedRowTuple = z.infer<typeof ownedRowTuple>;
 
 /**
@@ -148,8 +161,11 @@ const hello = z.object({
   tips: writerTips.optional(),
 });
 const changes = z.object({ t: z.literal('changes'), ...base, batch: count, chunks: chunkList });
-/** Coverage `(from, to]` of an owner's versions. */
-const coverage = { owner: uuid, from: position, to: position };
+/**
+ * Coverage `(from, to]` of an owner's versions, and the PeerId whose key signed the owner's rows
+ * (null when the sender holds none of them).
+ */
+const coverage = { owner: uuid, from: position, to: position, author: peerId.nullable() };
 const coverageInOrder = (c: { from: number; to: number }) => c.from <= c.to;
 const state = z
   .object({ t: z.literal('state'), ...base, batch: count, ...coverage, rows: z.array(ownedRowTuple).max(MAX_BATCH_RECORDS) })

@@ -2,7 +2,7 @@ import { BusyError, ProtocolError, SyncError, TimeoutError, toSyncError } from '
 import type { ForkedRuns, LibraryEventSource } from '../library/types.js';
 import type { OriginFork } from '../library/status.js';
 import type { OwnedPage } from '../library/owned-reads.js';
-import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate } from '../library/remote-apply.js';
+import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, SignedOwnedRows } from '../library/remote-apply.js';
 import type { SnapshotPage } from '../library/snapshot.js';
 import type { RemoteCounts } from '../library/counts.js';
 import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult } from '../peer-log/chunk.js';
@@ -53,7 +53,7 @@ export interface SessionLibrary extends LibraryEventSource {
   snapshotAfter(after: SnapshotPosition | null, limits: ReadLimits): Promise<SnapshotPage>;
   sharedRowCount(): Promise<number>;
   applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
-  applyRemoteOwned(rows: readonly unknown[], coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
+  applyRemoteOwned(page: SignedOwnedRows, coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
   /** Fork evidence a partner relays (`forked`). */
   applyForkEvidence(origin: string, evidence: readonly [Chunk, Chunk] | null, chunks: readonly Chunk[]): Promise<unknown>;
   /** The two runs that prove `origin`'s fork, and where it was found (`Fork`), if it forked. */
@@ -213,8 +213,6 @@ export class Session {
   private heartbeatsSinceHeads = 0;
   /** Per origin, the highest position of the partner's `heads` checked on this session. */
   private readonly headsChecked = new Map<string, number>();
-  /** Whether the partner speaks `forked` and `heads` (2.1): a 2.0 peer would end the session on them. */
-  private readonly forkAware: boolean;
   /** Forked origins whose evidence pair went out on this session. */
   private readonly forkEvidenceSent = new Set<string>();
   /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
@@ -242,7 +240,6 @@ export class Session {
     this.lastSeenAt = host.now();
     this.lastTickAt = this.lastSeenAt;
     this.silentSince = this.lastSeenAt;
-    this.forkAware = remoteHello.v[1] >= 1;
   }
 
   get peer(): string {
@@ -457,6 +454,7 @@ export class Session {
           owner: message.owner,
           from: page.from,
           to: page.to,
+          author: page.author,
           rows: page.rows.map(ownedToTuple),
           hasMore: page.hasMore,
         });
@@ -501,7 +499,7 @@ export class Session {
     const held = this.library.ownedVector()[owner] ?? 0;
     if (from <= held && owner !== this.library.deviceId) {
       const rows = message.rows.map(ownedFromTuple);
-      await this.library.applyRemoteOwned(rows, { owner, from, to: provenCoverage(from, rows) });
+      await this.library.applyRemoteOwned({ author: message.author, rows }, { owner, from, to: provenCoverage(from, rows) });
       this.noteOwnedCoverage(owner, to);
     }
     await this.sendAck(message.batch);
@@ -514,7 +512,6 @@ export class Session {
    * found within `HEADS_EVERY_HEARTBEATS` heartbeats (docs/protocol.md, "Fork evidence").
    */
   private async sendHeads(): Promise<void> {
-    if (!this.forkAware) return;
     const moved = this.library.heads().filter(([origin, seq]) => this.headsSent.get(origin) !== seq);
     if (moved.length === 0) return;
     for (const [origin, seq] of moved) this.headsSent.set(origin, seq);
@@ -574,7 +571,6 @@ export class Session {
   }
 
   private async sendForkEvidence(origin: string, runs?: readonly Chunk[]): Promise<void> {
-    if (!this.forkAware) return;
     const fork = await this.library.forkEvidence(origin);
     if (!fork) return;
     const base = { t: 'forked', library: this.library.id, origin } as const;
@@ -633,6 +629,7 @@ export class Session {
           owner,
           from: page.from,
           to: page.to,
+          author: page.author,
           rows: page.rows.map(ownedToTuple),
         });
         sent = Math.max(page.to, this.pushedOwned.get(owner) ?? 0);
@@ -885,10 +882,10 @@ export function chunksOf(tuples: readonly ChunkTuple[]): Chunk[] {
   return tuples.map(([origin, firstSeq, lastSeq, entries, prev, sig, author]) => ({ origin, firstSeq, lastSeq, entries, prev, sig, author }));
 }
 
-function ownedToTuple(r: OwnedRowUpdate): OwnedRowTuple {
-  return [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values];
+export function ownedToTuple(r: OwnedRowUpdate): OwnedRowTuple {
+  return [r.model, r.id, r.owner, r.version, r.hlc, r.deleted, r.values, r.cert];
 }
 
-export function ownedFromTuple([model, id, owner, version, hlc, deleted, values]: OwnedRowTuple): OwnedRowUpdate {
-  return { model, id, owner, version, hlc, deleted, values: values as OwnedRowUpdate['values'] };
+export function ownedFromTuple([model, id, owner, version, hlc, deleted, values, cert]: OwnedRowTuple): OwnedRowUpdate {
+  return { model, id, owner, version, hlc, deleted, values: values as OwnedRowUpdate['values'], cert };
 }

@@ -11,7 +11,8 @@ import type { OwnedRowState, SharedRowState, StoredValue, StoredValues } from '.
  *
  *   shared, row LWW:      _hlc (winning clock), _deleted
  *   shared, field rules:  _hlc (newest clock), _deleted, _clocks (JSON, see encodeClocks)
- *   device-owned:         _hlc, _deleted, _owner, _version
+ *   device-owned:         _hlc, _deleted, _owner, _version, _cert (the owner's signature, see
+ *                         library/signed-owned-rows.ts; added to tables from before it)
  */
 const SQL_TYPES: Record<FieldType, string> = {
   text: 'TEXT',
@@ -32,9 +33,12 @@ const DELETED: MetaColumn = { name: '_deleted', definition: 'INTEGER NOT NULL' }
 const CLOCKS: MetaColumn = { name: '_clocks', definition: 'TEXT' };
 const OWNER: MetaColumn = { name: '_owner', definition: 'TEXT NOT NULL' };
 const VERSION: MetaColumn = { name: '_version', definition: 'INTEGER NOT NULL' };
+const CERT: MetaColumn = { name: '_cert', definition: 'BLOB' };
+/** Sync columns a table from an earlier version may lack: added (nullable) when it is opened. */
+const ADDED_LATER: ReadonlySet<MetaColumn> = new Set([CERT]);
 
 function metaColumns(model: Model): MetaColumn[] {
-  if (model.ownership === 'device') return [HLC, DELETED, OWNER, VERSION];
+  if (model.ownership === 'device') return [HLC, DELETED, OWNER, VERSION, CERT];
   return usesFieldClocks(model) ? [HLC, DELETED, CLOCKS] : [HLC, DELETED];
 }
 
@@ -109,10 +113,13 @@ export class ModelTable {
         );
       }
     }
-    for (const column of this.columns) {
-      if (column.startsWith('_') && !existing.has(column)) {
+    for (const column of this.meta) {
+      if (existing.has(column.name)) continue;
+      if (ADDED_LATER.has(column)) {
+        statements.push(`ALTER TABLE ${this.table} ADD COLUMN ${column.name} ${column.definition}`);
+      } else {
         throw new SchemaMismatchError(
-          `table "${this.model.name}" lacks sync column ${column}: it was created with another ownership or conflict rule`,
+          `table "${this.model.name}" lacks sync column ${column.name}: it was created with another ownership or conflict rule`,
         );
       }
     }
@@ -172,7 +179,7 @@ export class ModelTable {
   ownedParams(state: OwnedRowState, out: StoredValue[]): void {
     out.push(state.id);
     this.pushValues(state.values, out);
-    out.push(state.hlc, state.deleted ? 1 : 0, state.owner, state.version);
+    out.push(state.hlc, state.deleted ? 1 : 0, state.owner, state.version, state.cert);
   }
 
   sharedFromRow(row: SqlRow): SharedRowState {
@@ -200,12 +207,16 @@ export class ModelTable {
       deleted: row._deleted === 1,
       owner: row._owner as string,
       version: row._version as number,
+      cert: (row._cert as Uint8Array | null) ?? null,
     };
   }
 
-  /** The row's columns in canonical order: what the digest hashes. */
+  /**
+   * The row's columns in canonical order: what the digest hashes. A certificate is proof, not
+   * data: a row held with it and the same row adopted from before owned rows were signed are alike.
+   */
   canonicalTuple(row: SqlRow): StoredValue[] {
-    return this.columns.map((c) => row[c] ?? null);
+    return this.columns.filter((c) => c !== CERT.name).map((c) => row[c] ?? null);
   }
 
   valuesFromRow(row: SqlRow): StoredValues {

@@ -11,7 +11,8 @@ export interface InternalTables {
   /** `head`: the id of the run ending at `seq`, null when not known (a prefix adopted from a snapshot, or held before 2.0). */
   sync_vector: { origin: string; seq: number; pruned_through: number; head: Uint8Array | null };
   sync_acks: { partner: string; origin: string; seq: number };
-  sync_owner_versions: { owner: string; version: number };
+  /** `author`: the PeerId whose key signs the owner's rows (null until one of its rows is held). */
+  sync_owner_versions: { owner: string; version: number; author: string | null };
   /** The first fork found of each origin: the run held here and the other one (`packRun`). */
   sync_forks: { origin: string; seq: number; device: string | null; detected_at: number; held: Uint8Array; other: Uint8Array };
   /**
@@ -193,6 +194,15 @@ const migrations: Record<string, Migration> = {
         .modifyEnd(sqlWithoutRowid)
         .execute();
       await db.schema.createIndex('sync_forked_runs_origin').on('sync_forked_runs').columns(['origin', 'first_seq']).execute();
+    },
+  },
+  '0008-owner-authors': {
+    // Device-owned rows are signed by their owners (protocol 3.0): a holder serves another
+    // owner's rows with the PeerId that signed them. The tables' `_cert` columns are added as
+    // the model tables are opened, and the rows held from before are adopted at open
+    // (`adoptUnsignedOwnedRows`).
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sync_owner_versions').addColumn('author', 'text').execute();
     },
   },
 };

@@ -317,7 +317,7 @@ export class MemberSession {
           for (const reply of this.options.answerPullSnapshot?.(message) ?? []) void this.send(reply);
         } else if (message.t === 'pull-state') {
           const replies = this.options.answerPullState?.(message) ?? [
-            { t: 'state-page', library: this.library, req: message.req, owner: message.owner, from: message.after, to: message.after, rows: [], hasMore: false },
+            { t: 'state-page', library: this.library, req: message.req, owner: message.owner, from: message.after, to: message.after, author: null, rows: [], hasMore: false },
           ];
           for (const reply of replies) void this.send(reply);
         }

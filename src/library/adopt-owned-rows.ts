@@ -1,0 +1,46 @@
+import type { Kysely } from 'kysely';
+import { MAX_SIGNED_ROWS, signOwnedRows } from '../models/signed-owned-rows.js';
+import type { Signatures } from '../runtime/signatures.js';
+import { putMeta, readMeta } from '../storage/meta.js';
+import type { ModelTable, SqlRow } from '../storage/model-table.js';
+import type { InternalTables } from '../storage/schema.js';
+import { runSql } from '../util/sql.js';
+
+/** `sync_meta` key: set once the device-owned rows held from before 3.0 were adopted. */
+export const OWNED_ROWS_SIGNED_META_KEY = 'owned_rows_signed';
+
+/**
+ * Device-owned rows are signed since protocol 3.0 (`models/signed-owned-rows.ts`); a library
+ * from before holds them without certificates. Once, when such a library is opened (in the
+ * transaction that upgrades it, so a crash leaves it as it was):
+ * - this device signs its own rows, as they are (same versions): partners that hold them
+ *   unsigned take the signed ones when they next pull them;
+ * - another owner's rows are kept as they are (adopted as trusted, as the unsigned log was at
+ *   2.0) but nobody can check them, so they are never served, and the owner's cursor goes back
+ *   to the start: the owner's rows are pulled again, signed, from whoever holds them so, and
+ *   each replaces the unsigned one it matches.
+ */
+export async function adoptUnsignedOwnedRows(
+  db: Kysely<InternalTables>,
+  tables: Iterable<ModelTable>,
+  self: string,
+  library: string,
+  signatures: Signatures,
+): Promise<void> {
+  if ((await readMeta(db, OWNED_ROWS_SIGNED_META_KEY)) !== undefined) return;
+  const ownedTables = [...tables].filter((t) => t.model.ownership === 'device');
+  const unsignedOwners = new Set<string>();
+  for (const table of ownedTables) {
+    for (;;) {
+      const rows = await runSql<SqlRow>(db, `SELECT * FROM ${table.table} WHERE _owner = ? AND _cert IS NULL ORDER BY _version LIMIT ?`, [self, MAX_SIGNED_ROWS]);
+      const states = rows.map((row) => table.ownedFromRow(row));
+      const certs = signOwnedRows(signatures, library, self, states.map((state) => ({ ...state, model: table.model.name })));
+      for (const [i, state] of states.entries()) await runSql(db, `UPDATE ${table.table} SET _cert = ? WHERE id = ?`, [certs[i]!, state.id]);
+      if (rows.length < MAX_SIGNED_ROWS) break;
+    }
+    const others = await runSql<{ owner: string }>(db, `SELECT DISTINCT _owner AS owner FROM ${table.table} WHERE _cert IS NULL`);
+    for (const { owner } of others) unsignedOwners.add(owner);
+  }
+  if (unsignedOwners.size > 0) await db.deleteFrom('sync_owner_versions').where('owner', 'in', [...unsignedOwners]).execute();
+  await putMeta(db, OWNED_ROWS_SIGNED_META_KEY, '1');
+}
