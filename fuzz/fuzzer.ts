@@ -14,7 +14,6 @@
  *   full digest every `DIGEST_EVERY` inputs and at the end.
  */
 import { NetworkError, SyncError } from '../src/errors.js';
-import type { SessionErrorEvent } from '../src/replication/wire-errors.js';
 import { decodeMessage, encodeMessage } from '../src/protocol/codec.js';
 import { type Message, PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { SeededRandom } from '../src/sim/prng.js';
@@ -46,8 +45,6 @@ export interface FuzzStats {
   closedByCode: Record<string, number>;
   /** Inputs that changed stored data (valid changes of the member). */
   applied: number;
-  /** Hellos refused as showing a fork of the victim's log, which retires its writer. */
-  writersRetired: number;
   /** The victim's protocol-error counter at the end (bad input, counted). */
   protocolErrors: number;
   findings: Finding[];
@@ -168,7 +165,6 @@ export class Fuzzer {
       byPlace: { 'stranger-first': 0, 'member-first': 0, 'member-session': 0 },
       closedByCode: {},
       applied: 0,
-      writersRetired: 0,
       protocolErrors: 0,
       findings: [],
       elapsedMs: 0,
@@ -200,11 +196,7 @@ export class Fuzzer {
         for (const err of this.escaped.splice(0)) found(`escaped: ${err.stack ?? err.message}`);
         const after = await this.state();
         if (!sameState(after, state)) {
-          if (retiredWriter(events)) {
-            // Documented (docs/protocol.md, `hello`): a hello that shows a fork of this
-            // device's log is refused with DEVICE_FORKED and the writer is retired.
-            stats.writersRetired += 1;
-          } else if (!this.reopened && (refused || place === 'stranger-first' || !isValid(frame))) {
+          if (!this.reopened && (refused || place === 'stranger-first' || !isValid(frame))) {
             found(`storage changed by a refused or invalid input (${describeChange(state, after)})`);
           } else {
             stats.applied += 1;
@@ -318,10 +310,6 @@ export class Fuzzer {
   private async digests(): Promise<string> {
     return (await Promise.all(this.target.libraries.map((core) => core.library.digest()))).join(',');
   }
-}
-
-function retiredWriter(events: readonly SessionErrorEvent[]): boolean {
-  return events.some(({ error }) => error instanceof SyncError && error.code === 'DEVICE_FORKED');
 }
 
 function sameState(a: State, b: State): boolean {

@@ -27,7 +27,6 @@ print('fuzz_rate', Math.round((stats.inputs * 1000) / Math.max(1, stats.elapsedM
 print('fuzz_sessions_closed', Object.values(stats.closedByCode).reduce((a, b) => a + b, 0), { by_code: stats.closedByCode });
 print('fuzz_protocol_errors', stats.protocolErrors);
 print('fuzz_applied', stats.applied);
-print('fuzz_writers_retired', stats.writersRetired);
 print('fuzz_crashes', stats.findings.length);
 for (const finding of stats.findings) print('fuzz_finding', finding.input, { ...finding });
 process.exit(stats.findings.length > 0 ? 1 : 0);

@@ -298,25 +298,32 @@ describe('positions a member claims', () => {
     expect(await libV.get('volume', 'v-vol-2')).toMatchObject({ path: '/v2' });
   });
 
-  it("a fork a member claimed stands while it is a member, and is dropped once it is one no more", async () => {
-    // The member's hello claims more of the victim's confirmed writer than the victim wrote: the
-    // victim can only read that as another copy of itself appending (DEVICE_FORKED). Were the
-    // claim false and the member gone, the victim stayed in `error` for good (the simulator,
-    // seed 40453), since only a passing session with that member retracted it.
+  it("a claim to hold more of the victim's writer than it wrote is a claim like any: the victim keeps its writer, and its state", async () => {
+    // Until 3.0 the victim read such a hello as another copy of itself appending (DEVICE_FORKED)
+    // and showed `error` until the member was gone (the simulator, seed 40453). Positions of its
+    // writer beyond its own are signed by its own key: it pulls them, and a member that serves
+    // none advertised changes it does not serve.
     const { v, libV, libN, member } = await startVictimCast();
     await libV.upsert('note', { id: 'v-1', title: 'from v', body: null });
     await waitForConvergence([libV, libN]);
     const writer = libV.writer();
     const held = libV.versionVector()[writer]!;
-    await expect(MemberSession.open(member, v, libV.id, { heartbeatMs: 200, shared: { [writer]: held + 1 } })).rejects.toThrow(
-      /"code":"DEVICE_FORKED","message":"partner \S+ holds another change at position/,
+    const errorsBefore = (await libV.status()).protocolErrors;
+    await expectSessionRefused(
+      member,
+      v,
+      libV.id,
+      "a claim of the victim's writer beyond what it wrote",
+      { heartbeatMs: 200, shared: { [writer]: held + 1 } },
+      (s) => s.pulled('pull-shared', 'the victim to pull its own writer'),
+      { code: 'PROTOCOL', message: /advertises changes it does not serve/ },
     );
-    await waitFor(async () => (await libV.status()).error?.code === 'DEVICE_FORKED', 'the victim to show the fork');
-    expect((await libV.status()).state).toBe('error');
-    await libN.removeMember(member.device);
-    await waitFor(async () => (await libV.status()).state === 'ready', 'the victim to drop the claim of a member gone');
+    expect((await libV.status()).protocolErrors).toBe(errorsBefore + 1);
     expect((await libV.status()).error).toBeNull();
+    expect((await libV.status()).state).toBe('ready');
     await libV.upsert('note', { id: 'v-2', title: 'after the claim', body: null });
+    expect(libV.writer()).toBe(writer);
+    expect(libV.versionVector()[writer]).toBe(held + 1);
     await waitForConvergence([libV, libN]);
   });
 

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../src/errors.js';
 import { decodeMessage, encodeMessage } from '../src/protocol/codec.js';
 import { FrameDecoder } from '../src/protocol/framing.js';
-import { MAX_HANDSHAKE_FRAME_BYTES, MAX_POSITION, MAX_VECTOR_ORIGINS, MAX_WRITER_TIPS, type Message } from '../src/protocol/messages.js';
+import { MAX_HANDSHAKE_FRAME_BYTES, MAX_POSITION, MAX_VECTOR_ORIGINS, type Message } from '../src/protocol/messages.js';
 
 const limits = { firstFrameBytes: 100, frameBytes: 1_000 };
 
@@ -72,7 +72,7 @@ describe('the handshake frame limit', () => {
   // The largest position a vector may hold (it encodes in as many bytes as any larger integer).
   const fullVector = (entries: number) => Object.fromEntries(Array.from({ length: entries }, (_, i) => [uuid(i), MAX_POSITION]));
 
-  it('holds a hello with two full vectors and every tip, and a join with every address', () => {
+  it('holds a hello with two full vectors, and a join with every address', () => {
     const hello: Message = {
       t: 'hello',
       v: [Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
@@ -80,7 +80,6 @@ describe('the handshake frame limit', () => {
       device: uuid(2),
       shared: fullVector(MAX_VECTOR_ORIGINS),
       owned: fullVector(MAX_VECTOR_ORIGINS),
-      tips: Array.from({ length: MAX_WRITER_TIPS }, (_, i) => [uuid(i), MAX_POSITION, 'f'.repeat(32)] as [string, number, string]),
     };
     const join: Message = {
       t: 'join',

@@ -341,8 +341,8 @@ describe('two devices started from copies of one data directory', () => {
   });
 });
 
-describe("a partner's hello checked against this device's writers", () => {
-  it('confirms a writer held alike, retires one held further, and reports another entry at a position as a fork', async () => {
+describe("a position of this device's writer that a copy wrote too", () => {
+  it('changes nothing at the hello; the signed run shows the fork: both changes are applied, and the next write goes to a fresh writer', async () => {
     const dir = await makeTempDir('lsync-writers-');
     const first = await startNode(dir, { listen: [], ...onLibp2p });
     const lib = await first.createLibrary({ name: 'writers' });
@@ -358,24 +358,38 @@ describe("a partner's hello checked against this device's writers", () => {
     const original = await startNode(dir, { listen: [], ...onLibp2p });
     const copy = await startNode(copyDir, { listen: [], ...onLibp2p });
     const [libO, libC] = [original.library(id), copy.library(id)];
-    await libO.upsert('note', { id: 'n2', title: 'original', body: null });
-    await libC.upsert('note', { id: 'n2', title: 'copy', body: null });
+    await libO.upsert('note', { id: 'n2-original', title: 'original', body: null });
+    await libC.upsert('note', { id: 'n2-copy', title: 'copy', body: null });
     expect(libO.writer()).toBe(libC.writer());
-    const held = async (of: Library, to: SyncNode) => ({ shared: of.versionVector(), tips: await engineOf(of).tipsFor([to.deviceId]) });
-    expect(await engineOf(libC).checkOwnWriters(await held(libO, copy))).toEqual({ kind: 'forked', origin: copy.deviceId, seq: 2 });
-    // The forked writer is retired: the copy's next change goes to a fresh writer.
+    // A hello holding as much of the writer as the copy: nothing to decide from positions.
+    expect(await engineOf(libC).checkOwnWriters(libO.versionVector())).toBe('unchanged');
+    expect(libC.writer()).toBe(copy.deviceId);
+    // The original's run at position 2, signed by the same key: the copy's writer forked.
+    const [run] = (await engineOf(libO).chunksAfter({ [original.deviceId]: 1 }, { maxRecords: 10, maxBytes: 1 << 20 })).chunks;
+    expect((await engineOf(libC).applyRemoteChunks([run!])).forks).toMatchObject([{ origin: copy.deviceId, seq: 2 }]);
+    expect((await libC.status()).forks).toMatchObject([{ origin: copy.deviceId, seq: 2 }]);
+    expect((await libC.status()).error).toBeNull();
+    // Both branches are applied, and the forked writer is retired: the copy's next change goes to
+    // a fresh writer.
+    expect(await libC.get('note', 'n2-original')).toEqual({ id: 'n2-original', title: 'original', body: null });
+    expect(await libC.get('note', 'n2-copy')).toEqual({ id: 'n2-copy', title: 'copy', body: null });
     await libC.upsert('note', { id: 'n3', title: 'after the fork', body: null });
     expect(libC.writer()).not.toBe(copy.deviceId);
     expect(libC.versionVector()[copy.deviceId]).toBe(2);
     // The original holds its own position 2 alike on itself: nothing to report.
-    expect(await engineOf(libO).checkOwnWriters(await held(libO, original))).toEqual({ kind: 'unchanged' });
+    expect(await engineOf(libO).checkOwnWriters(libO.versionVector())).toBe('unchanged');
   });
 });
 
 describe('a restored device whose writer a partner confirmed that lacked its lost tail', () => {
-  it('writes at the lost positions, yet every member ends with both: the partners find the fork by their heads', async () => {
+  it.each([
+    { written: 2, cStays: true, how: 'with C: the partners find the fork by their heads' },
+    { written: 2, cStays: false, how: 'B and D alone, their last positions other runs' },
+    { written: 1, cStays: false, how: 'B and D alone, B holding more of the writer D appends to' },
+  ])('writes at the lost positions, yet every member ends with both, $how', async ({ written, cStays }) => {
     // Simulator seed 44815's class: C confirms the restored writer (it holds no more of it than
-    // the backup), so D's next write takes the position of a write only B holds.
+    // the backup), so D's next write takes the position of a write only B holds. Until 3.0, D
+    // then refused every session with B (DEVICE_FORKED): without C, the two stayed apart.
     const dDir = await makeTempDir('lsync-restore-fork-d-');
     const bDir = await makeTempDir('lsync-restore-fork-b-');
     let d: SyncNode = await startNode(dDir);
@@ -407,17 +421,30 @@ describe('a restored device whose writer a partner confirmed that lacked its los
     d = await startNode(dDir);
     const libD = d.library(id);
     await libD.synced();
+    const writer = libD.writer();
     const afterRestore = new Map<string, string>();
-    record(afterRestore, 'after-restore', await writeNotes(libD, 'after-restore', 2));
+    record(afterRestore, 'after-restore', await writeNotes(libD, 'after-restore', written));
+    expect(libD.writer()).toBe(writer);
     const libC = c2.library(id);
     await waitFor(() => holdsAll(libC, afterRestore), 'C to hold the writes after the restore');
     for (const [note, title] of afterRestore) notes.set(note, title);
+    if (!cStays) await stopNode(c2);
+    const libs = cStays ? [libD, libC] : [libD];
 
-    // B is back: B and C hold D's writer alike far, each with other runs at its last positions.
+    // B is back: it holds D's writer as far or further, with other runs at D's last positions.
     b = await startNode(bDir);
     const libB = b.library(id);
-    await waitFor(async () => (await holdsAll(libB, notes)) && (await holdsAll(libC, notes)) && (await holdsAll(libD, notes)), 'every note on every device', 30_000);
-    await waitForConvergence([libB, libC, libD]);
-    await expectNotes([libB, libC, libD], notes);
+    libs.push(libB);
+    const holdAll = async () => (await Promise.all(libs.map((lib) => holdsAll(lib, notes)))).every(Boolean);
+    await waitFor(holdAll, 'every note on every device', 30_000);
+    await waitForConvergence(libs);
+    await expectNotes(libs, notes);
+    // A fork of D's writer, proven by runs D signed: reported, and D writes to a fresh writer.
+    for (const lib of [libD, libB]) await waitFor(async () => (await lib.status()).forks.some((f) => f.origin === writer), 'the fork reported');
+    expect((await libD.status()).error).toBeNull();
+    record(notes, 'after-fork', await writeNotes(libD, 'after-fork', 1));
+    expect(libD.writer()).not.toBe(writer);
+    await waitFor(holdAll, 'the write after the fork on every device');
+    await waitForConvergence(libs);
   });
 });

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../src/errors.js';
 import { encodeHlc } from '../src/index.js';
-import { MAX_SIGNED_ROWS, type OwnedRowContent, signOwnedRows, verifyOwnedRow } from '../src/models/signed-owned-rows.js';
+import { MAX_SIGNED_ROWS, type OwnedRowContent, OwnedRowVerifier, signOwnedRows } from '../src/models/signed-owned-rows.js';
 import { namedPeerSignatures } from '../src/node/native-signatures.js';
 import { pack, unpack } from '../src/util/msgpack.js';
 
@@ -26,8 +26,9 @@ function rowsOf(count: number): OwnedRowContent[] {
   }));
 }
 
+/** Each row checked on its own (a verifier per row: nothing proven before). */
 const verify = (row: OwnedRowContent, cert: Uint8Array, library = LIBRARY, rowOwner = OWNER, author = owner.peer) =>
-  verifyOwnedRow(owner, library, rowOwner, author, row, cert);
+  new OwnedRowVerifier(owner, library, rowOwner, author).verify(row, cert);
 
 describe('certificates of device-owned rows', () => {
   it('prove every row of trees of every size, and only that row', () => {
@@ -102,5 +103,41 @@ describe('certificates of device-owned rows', () => {
       new Uint8Array(4096),
     ];
     for (const cert of malformed) expect(() => verify(rows[1]!, cert)).toThrow(ProtocolError);
+  });
+
+  it('checked by one verifier: every row of every tree, one signature check per tree, in any order', () => {
+    for (const size of [1, 2, 3, 5, 8, 13, 100]) {
+      const rows = rowsOf(size);
+      const certs = signOwnedRows(owner, LIBRARY, OWNER, rows);
+      let checks = 0;
+      const counting = { ...owner, verify: (...args: Parameters<typeof owner.verify>) => (checks++, owner.verify(...args)) };
+      const verifier = new OwnedRowVerifier(counting, LIBRARY, OWNER, owner.peer);
+      // Every third row first, then the others backwards: joins at every level.
+      const order = [...rows.keys()].filter((i) => i % 3 === 0).concat([...rows.keys()].filter((i) => i % 3 !== 0).reverse());
+      for (const i of order) expect(() => verifier.verify(rows[i]!, certs[i]!), `row ${i} of ${size}`).not.toThrow();
+      expect(checks, `size ${size}`).toBe(1);
+    }
+  });
+
+  it('checked by one verifier after others of their tree: a changed row, path or length is still refused', () => {
+    const rows = rowsOf(16);
+    const certs = signOwnedRows(owner, LIBRARY, OWNER, rows);
+    const verifier = new OwnedRowVerifier(owner, LIBRARY, OWNER, owner.peer);
+    for (let i = 0; i < 15; i++) verifier.verify(rows[i]!, certs[i]!);
+    const [size, index, path, sig] = unpack(certs[15]!) as [number, number, Uint8Array, Uint8Array];
+    const withPath = (p: Uint8Array) => pack([size, index, p, sig]);
+    const changedAt = (at: number) => {
+      const p = new Uint8Array(path);
+      p[at] = p[at]! ^ 1;
+      return withPath(p);
+    };
+    expect(() => verifier.verify({ ...rows[15]!, version: 99 }, certs[15]!)).toThrow(ProtocolError);
+    // Each hash of the path, the last ones above where the path joins the rows proven.
+    for (let level = 0; level < path.byteLength / 32; level++) expect(() => verifier.verify(rows[15]!, changedAt(level * 32)), `level ${level}`).toThrow(ProtocolError);
+    expect(() => verifier.verify(rows[15]!, withPath(new Uint8Array([...path, ...path.subarray(0, 32)])))).toThrow(ProtocolError);
+    expect(() => verifier.verify(rows[15]!, withPath(path.subarray(0, path.byteLength - 32)))).toThrow(ProtocolError);
+    // Another row's certificate for a proven row: its place differs.
+    expect(() => verifier.verify(rows[3]!, certs[4]!)).toThrow(ProtocolError);
+    expect(() => verifier.verify(rows[15]!, certs[15]!)).not.toThrow();
   });
 });

@@ -26,9 +26,10 @@ import { EventLoopTurns } from '../util/event-loop.js';
 import type { RecordIds } from '../util/ids.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Signatures } from '../runtime/signatures.js';
-import { equalBytes, runId } from '../peer-log/signed-runs.js';
+import { runId } from '../peer-log/signed-runs.js';
+import { equalBytes } from '../util/bytes.js';
 import { deviceIdForPeer, isKeyDerivedId } from '../membership/device-id.js';
-import { verifyOwnedRow } from '../models/signed-owned-rows.js';
+import { OwnedRowVerifier } from '../models/signed-owned-rows.js';
 import { pack } from '../util/msgpack.js';
 import { runSql } from '../util/sql.js';
 import { LocalWriter, type WriteContext } from './local-writes.js';
@@ -71,8 +72,7 @@ import { RunStore, type SyncRun } from './run-store.js';
 import { OWNED_CONFIRMED_META_KEY } from './open-library.js';
 import { deleteMeta, putMeta, readMeta } from '../storage/meta.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
-import { appendedWriter, entryFingerprint, isWriterOf, type PartnerHold, type WriterCheck, type WriterTip } from './writers.js';
-import { MAX_WRITER_TIPS } from '../protocol/messages.js';
+import { appendedWriter, isWriterOf, type WriterCheck } from './writers.js';
 import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
 
 /** `sync_meta` key: this device is no longer a member (`RemovalInfo` as JSON), also when told by a refusal. */
@@ -290,31 +290,25 @@ export class LibraryEngine {
 
   /**
    * Checks this device's writers against what a partner's hello says it holds of them: confirms
-   * the current writer, retires it if the partner holds more (a restored or copied data
-   * directory: the missing tail then arrives by catch-up), or reports a fork (the partner holds
-   * another entry at a position of one of them). Serialised with local writes.
+   * the current writer, or retires it if the partner holds more of it before this run appended
+   * to it (a restored or copied data directory: the missing tail then arrives by catch-up).
+   * Serialised with local writes. A partner that holds more of a writer appended to in this run
+   * changes nothing here: what it holds beyond is signed by this device's key, so pulling it
+   * shows what it is (`applyRemoteEntries`): a tail this device lost, taken like any, or another
+   * branch, a fork, which retires the writer (`closeForkedOrigin`) and converges by its evidence.
    */
-  async checkOwnWriters(partner: PartnerHold): Promise<WriterCheck> {
+  async checkOwnWriters(partner: VersionVector): Promise<WriterCheck> {
     this.assertOpen();
     return this.write(async (batch) => {
       const writer = batch.currentWriter;
-      for (const [origin, seq, fingerprint] of partner.tips) {
-        if (!isWriterOf(origin, this.deviceId) || seq > batch.seqOf(origin)) continue;
-        const held = await entryAt(batch.db, origin, seq);
-        if (held && entryFingerprint(held) !== fingerprint) {
-          if (origin === writer.id) batch.setWriter({ ...writer, retired: true });
-          return { kind: 'forked', origin, seq };
-        }
-      }
-      if ((partner.shared[writer.id] ?? 0) > batch.seqOf(writer.id)) {
-        if (writer.retired) return { kind: 'unchanged' };
+      if (writer.retired || (writer.confirmed && (partner[writer.id] ?? 0) > batch.seqOf(writer.id))) return 'unchanged';
+      if ((partner[writer.id] ?? 0) > batch.seqOf(writer.id)) {
         batch.setWriter({ ...writer, retired: true });
-        // Appended to in this run, yet the partner holds more: another copy appended too.
-        return writer.confirmed ? { kind: 'forked', origin: writer.id, seq: batch.seqOf(writer.id) + 1 } : { kind: 'restored' };
+        return 'restored';
       }
-      if (writer.confirmed || writer.retired) return { kind: 'unchanged' };
+      if (writer.confirmed) return 'unchanged';
       batch.setWriter({ ...writer, confirmed: true });
-      return { kind: 'confirmed' };
+      return 'confirmed';
     });
   }
 
@@ -348,24 +342,6 @@ export class LibraryEngine {
     );
     this.events.emit('forked', this.forkedBy);
     throw this.forkedBy;
-  }
-
-  /**
-   * What this device holds of the writers of `devices`, for the hello it sends them: the
-   * `MAX_WRITER_TIPS` written last.
-   */
-  async tipsFor(devices: readonly string[]): Promise<WriterTip[]> {
-    this.assertOpen();
-    const tips: { tip: WriterTip; hlc: string }[] = [];
-    for (const [origin, { seq, prunedThrough }] of await readVector(this.db)) {
-      if (!devices.some((device) => isWriterOf(origin, device)) || seq <= prunedThrough) continue;
-      const entry = await entryAt(this.db, origin, seq);
-      if (entry) tips.push({ tip: [origin, seq, entryFingerprint(entry)], hlc: entry.hlc });
-    }
-    return tips
-      .sort((a, b) => (a.hlc < b.hlc ? 1 : -1))
-      .slice(0, MAX_WRITER_TIPS)
-      .map((t) => t.tip);
   }
 
   /** The HLC high-water mark of this device's clock, encoded. */
@@ -600,9 +576,10 @@ export class LibraryEngine {
     const may = await this.maySignFor(owner, author);
     if (may === 'unknown') return 'withheld';
     if (may === 'no') throw new ProtocolError(`rows of ${owner} are signed by ${author}, which is not its key`);
+    const verifier = new OwnedRowVerifier(this.signatures, this.id, owner, author);
     for (const row of rows) {
       if (!(row.cert instanceof Uint8Array)) throw new ValidationError(`${row.model} ${row.id}: cert must be bytes`);
-      verifyOwnedRow(this.signatures, this.id, owner, author, row, row.cert);
+      verifier.verify(row, row.cert);
     }
     return rows;
   }

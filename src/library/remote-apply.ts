@@ -5,7 +5,8 @@ import type { ChangeOp, SharedRowState, StoredValues } from '../models/types.js'
 import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js';
 import { type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
 import { runCovering, runsReaching } from '../peer-log/log-store.js';
-import { equalBytes, sameRun, verifyRun } from '../peer-log/signed-runs.js';
+import { sameRun, verifyRun } from '../peer-log/signed-runs.js';
+import { equalBytes } from '../util/bytes.js';
 import type { LogEntry } from '../peer-log/types.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
@@ -258,9 +259,6 @@ export async function applyRemoteEntries(
   const accepted: VerifiedRun[] = [];
   const sorted = [...runs].sort((a, b) => byOriginSeq(a.chunk, b.chunk));
   const blocked = new Set<string>();
-  // Only this device appends to the writer it appends to: a position of it beyond what it wrote
-  // would be one its next write skips or reuses (a retired writer's tail is an origin like any).
-  const ownWriter = appendedWriter(batch.currentWriter);
   const removals = batch.removals;
   const batchRemovals = removalsIn(sorted.flatMap((run) => run.entries), removals);
   let closedAny = false;
@@ -298,11 +296,10 @@ export async function applyRemoteEntries(
       removals.close(origin, held);
       closedAny = true;
       result.refused += size;
-    } else if (origin === ownWriter) {
-      throw new ProtocolError(
-        `run ${origin}#${firstSeq}..${lastSeq} claims positions of the log this device appends to that it never wrote (it holds ${held})`,
-      );
     } else if (firstSeq === held + 1) {
+      // Of the writer this device appends to too: a run of it beyond what it holds is signed by
+      // this device's key, so it is its own, a tail it lost (the run follows its head: taken)
+      // or another copy's branch (a fork: the writer is retired, `closeForkedOrigin`).
       const head = batch.headOf(origin);
       if (head !== undefined && !equalBytes(head, run.chunk.prev)) {
         const mine = appended.get(origin)?.at(-1) ?? (await runCovering(batch.db, origin, held));

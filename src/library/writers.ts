@@ -1,8 +1,5 @@
-import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import type { LogEntry, VersionVector } from '../peer-log/types.js';
 import type { Random } from '../runtime/runtime.js';
-import { pack } from '../util/msgpack.js';
 
 /**
  * Writer ids: the log origins of one device's own shared changes (docs/architecture.md, "A log
@@ -68,34 +65,9 @@ export function writerMetaValue(writer: WriterState): string {
 }
 
 /**
- * What a partner holds of one of the receiving device's writers: the origin, the last seq held
- * and the fingerprint of the entry there (`hello.tips`).
- */
-export type WriterTip = [origin: string, seq: number, fingerprint: string];
-
-/**
- * A digest of an entry's content, the same wherever the entry is stored: it is computed from
- * the decoded entry (fields in sorted order), not from the bytes, which relays may re-encode.
- */
-export function entryFingerprint(entry: LogEntry): string {
-  const fields = entry.fields === null ? null : Object.entries(entry.fields).sort(([a], [b]) => (a < b ? -1 : 1));
-  return bytesToHex(sha256(pack([entry.hlc, entry.model, entry.id, entry.op, fields]))).slice(0, 32);
-}
-
-/** What a hello tells the receiving device about its own writers. */
-export interface PartnerHold {
-  readonly shared: VersionVector;
-  readonly tips: readonly WriterTip[];
-}
-
-/**
  * Outcome of checking this device's writers against a partner's hello: `confirmed` (the
  * current writer may be appended to), `restored` (the partner holds more of the unconfirmed
  * current writer: a backup or copy of this data directory; it is retired and its missing tail
- * arrives by catch-up), `forked` (a position of one of this device's writers holds another
- * entry on the partner, or the partner holds more of a writer appended to in this run: another
- * copy of this data directory wrote there), `unchanged`.
+ * arrives by catch-up), `unchanged`.
  */
-export type WriterCheck =
-  | { kind: 'confirmed' | 'restored' | 'unchanged' }
-  | { kind: 'forked'; origin: string; seq: number };
+export type WriterCheck = 'confirmed' | 'restored' | 'unchanged';

@@ -1,6 +1,8 @@
 import { ProtocolError } from '../errors.js';
 import type { Signatures } from '../runtime/signatures.js';
 import type { StoredValues } from './types.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { concatBytes, equalBytes } from '../util/bytes.js';
 import { pack, unpack } from '../util/msgpack.js';
 
 /**
@@ -57,31 +59,43 @@ export function signOwnedRows(signatures: Signatures, library: string, owner: st
     const levels = treeLevels(signatures, leaves);
     const sig = signatures.sign(statement(signatures, library, owner, leaves.length, levels[levels.length - 1]![0]!));
     leaves.forEach((_, index) => {
-      certs.push(pack([leaves.length, index, concat(auditPath(levels, index)), sig]));
+      certs.push(pack([leaves.length, index, concatBytes(auditPath(levels, index)), sig]));
     });
   }
   return certs;
 }
 
 /**
- * Checks that `cert` proves `row` a row of `owner` signed by the key `author` (a PeerId) names;
- * anything else is a `ProtocolError` (bad input: refused, counted, never stored). Whether that
- * PeerId may sign for the owner is the caller's to check.
+ * Checks rows of `owner` against the key `author` (a PeerId) names, a message at a time: a row
+ * whose certificate does not prove it signed by that key is a `ProtocolError` (bad input:
+ * refused, counted, never stored). Whether that PeerId may sign for the owner is the caller's to
+ * check. The nodes of a tree a row proved are remembered, so the next row of the same tree costs
+ * its leaf and a hash or two, then byte comparisons up to the root, and the signature is checked
+ * once per tree.
  */
-export function verifyOwnedRow(
-  signatures: Signatures,
-  library: string,
-  owner: string,
-  author: string,
-  row: OwnedRowContent,
-  cert: Uint8Array,
-): void {
-  const where = `${row.model} ${row.id} of ${owner} (version ${row.version})`;
-  const { size, index, path, sig } = decodeCertificate(cert, where);
-  const root = rootFromPath(signatures, leafHash(signatures, row), index, size, path);
-  if (root === null) throw new ProtocolError(`${where}: its certificate's path does not fit a tree of ${size} rows`);
-  if (!signatures.verify(author, statement(signatures, library, owner, size, root), sig)) {
-    throw new ProtocolError(`${where} is not signed by its owner's key (${author})`);
+export class OwnedRowVerifier {
+  /** Per tree (its size and signature), the nodes proven so far, by `nodeKey`. */
+  private readonly trees = new Map<string, Map<number, Uint8Array>>();
+
+  constructor(
+    private readonly signatures: Signatures,
+    private readonly library: string,
+    private readonly owner: string,
+    private readonly author: string,
+  ) {}
+
+  verify(row: OwnedRowContent, cert: Uint8Array): void {
+    const where = `${row.model} ${row.id} of ${this.owner} (version ${row.version})`;
+    const { size, index, path, sig } = decodeCertificate(cert, where);
+    const treeKey = `${size}:${bytesToHex(sig)}`;
+    const proven = this.trees.get(treeKey) ?? new Map<number, Uint8Array>();
+    const walk = walkToRoot(this.signatures, leafHash(this.signatures, row), index, size, path, proven);
+    if (walk === null) throw new ProtocolError(`${where}: its certificate's path does not fit a tree of ${size} rows`);
+    if (!walk.known && !this.signatures.verify(this.author, statement(this.signatures, this.library, this.owner, size, walk.root), sig)) {
+      throw new ProtocolError(`${where} is not signed by its owner's key (${this.author})`);
+    }
+    for (const [key, node] of walk.nodes) proven.set(key, node);
+    this.trees.set(treeKey, proven);
   }
 }
 
@@ -122,7 +136,7 @@ function leafHash(signatures: Signatures, row: OwnedRowContent): Uint8Array {
 function statement(signatures: Signatures, library: string, owner: string, size: number, root: Uint8Array): Uint8Array {
   const size_ = new Uint8Array(4);
   new DataView(size_.buffer).setUint32(0, size);
-  return signatures.sha256(concat([DOMAIN, TEXT.encode(library), new Uint8Array([0]), TEXT.encode(owner), size_, root]));
+  return signatures.sha256(concatBytes([DOMAIN, TEXT.encode(library), new Uint8Array([0]), TEXT.encode(owner), size_, root]));
 }
 
 /**
@@ -151,33 +165,62 @@ function auditPath(levels: readonly Uint8Array[][], index: number): Uint8Array[]
   return path;
 }
 
-/** The root a leaf and its path lead to (RFC 9162, 2.1.3.2), or null if they fit no tree of `size`. */
-function rootFromPath(signatures: Signatures, leaf: Uint8Array, index: number, size: number, path: Uint8Array): Uint8Array | null {
-  let fn = index;
-  let sn = size - 1;
-  let r = leaf;
-  for (let at = 0; at < path.byteLength; at += HASH_BYTES) {
-    const p = path.subarray(at, at + HASH_BYTES);
-    if (sn === 0) return null;
-    if (fn % 2 === 1 || fn === sn) {
-      r = nodeHash(signatures, p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      r = nodeHash(signatures, r, p);
+/** A node's place in its tree: its level (0 for leaves) and position there. */
+const nodeKey = (level: number, position: number) => level * MAX_SIGNED_ROWS + position;
+
+/**
+ * Walks from a leaf at `index` of a tree of `size` leaves to the root, level by level as
+ * `treeLevels` builds them (RFC 9162's tree): at each level the path gives the sibling, unless
+ * the node is the unpaired last one, which moves up as it is. Nodes already `proven` (of the
+ * same tree, by rows checked before) must match, and above two of them nothing is hashed.
+ * Returns the root, the nodes the walk met (to remember once the row is proven), and whether the
+ * root was proven before; or null if the path does not fit the tree or contradicts it.
+ */
+function walkToRoot(
+  signatures: Signatures,
+  leaf: Uint8Array,
+  index: number,
+  size: number,
+  path: Uint8Array,
+  proven: ReadonlyMap<number, Uint8Array>,
+): { root: Uint8Array; nodes: Map<number, Uint8Array>; known: boolean } | null {
+  const nodes = new Map<number, Uint8Array>();
+  let node = leaf;
+  let position = index;
+  let width = size;
+  let level = 0;
+  let at = 0;
+  const meet = (): boolean | null => {
+    const held = proven.get(nodeKey(level, position));
+    nodes.set(nodeKey(level, position), node);
+    if (held === undefined) return false;
+    return equalBytes(held, node) ? true : null;
+  };
+  let known = meet();
+  if (known === null) return null;
+  while (width > 1) {
+    const sibling = position ^ 1;
+    if (sibling < width) {
+      if (at + HASH_BYTES > path.byteLength) return null;
+      const hash = path.subarray(at, at + HASH_BYTES);
+      at += HASH_BYTES;
+      const heldSibling = proven.get(nodeKey(level, sibling));
+      if (heldSibling !== undefined && !equalBytes(heldSibling, hash)) return null;
+      nodes.set(nodeKey(level, sibling), hash);
+      const heldParent = known && heldSibling !== undefined ? proven.get(nodeKey(level + 1, position >> 1)) : undefined;
+      node = heldParent ?? (position % 2 === 0 ? nodeHash(signatures, node, hash) : nodeHash(signatures, hash, node));
     }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
+    position >>= 1;
+    width = Math.ceil(width / 2);
+    level += 1;
+    known = meet();
+    if (known === null) return null;
   }
-  return sn === 0 ? r : null;
+  return at === path.byteLength ? { root: node, nodes, known } : null;
 }
 
 function nodeHash(signatures: Signatures, left: Uint8Array, right: Uint8Array): Uint8Array {
-  return prefixedHash(signatures, NODE, concat([left, right]));
+  return prefixedHash(signatures, NODE, concatBytes([left, right]));
 }
 
 function prefixedHash(signatures: Signatures, prefix: number, data: Uint8Array): Uint8Array {
@@ -185,14 +228,4 @@ function prefixedHash(signatures: Signatures, prefix: number, data: Uint8Array):
   bytes[0] = prefix;
   bytes.set(data, 1);
   return signatures.sha256(bytes);
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
 }

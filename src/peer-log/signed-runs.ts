@@ -1,6 +1,7 @@
 import { ProtocolError } from '../errors.js';
 import type { Signatures } from '../runtime/signatures.js';
 import type { Chunk, RunBody } from './chunk.js';
+import { equalBytes } from '../util/bytes.js';
 import { pack, unpack } from '../util/msgpack.js';
 
 /**
@@ -62,12 +63,6 @@ export function verifyRun(signatures: Signatures, library: string, chunk: Chunk)
     throw new ProtocolError(`run ${chunk.origin}#${chunk.firstSeq}..${chunk.lastSeq} is not signed by its author's key (${author})`);
   }
   return id;
-}
-
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** Whether two runs of an origin are the same run: same seqs, same predecessor, same entries. */

@@ -24,12 +24,6 @@ export const MAX_PAGE_BYTES = 1024 * 1024;
 /** Entries of one version vector and of a `pruned` list: what a library holds at most. */
 export { MAX_VECTOR_ORIGINS };
 /**
- * Tips a `hello` carries at most: the receiver's writers whose entries the sender wrote most
- * recently (the check of older writers is not needed to catch a copy that writes now), so that
- * a hello with two full vectors still fits the first-frame limit.
- */
-export const MAX_WRITER_TIPS = 64;
-/**
  * Largest first frame of a stream (`hello`, `join`, or the `hello` / `welcome` / `error`
  * answering them), checked before the peer is known to be a member: a `hello` with two full
  * vectors takes about 96 KB, a `join` about 17 KB. Until it is accepted, a peer can make this
@@ -150,7 +144,6 @@ const request = { ...base, req: count, maxRecords: count.min(1), maxBytes: count
  * What the sender holds of the receiver's own writers: origin, last seq held, and the content
  * fingerprint of the entry there (docs/protocol.md, `hello`). Optional: 1.0 peers send none.
  */
-const writerTips = z.array(z.tuple([uuid, position.min(1), z.string().regex(/^[0-9a-f]{32}$/)])).max(MAX_WRITER_TIPS);
 const hello = z.object({
   t: z.literal('hello'),
   v: version,
@@ -158,7 +151,6 @@ const hello = z.object({
   device: uuid,
   shared: vector,
   owned: vector,
-  tips: writerTips.optional(),
 });
 const changes = z.object({ t: z.literal('changes'), ...base, batch: count, chunks: chunkList });
 /**

@@ -420,7 +420,7 @@ export class SyncNetwork {
     try {
       stream = await this.transport.openStream(peer);
       const frames = stream.frames()[Symbol.asyncIterator]();
-      await stream.send(encodeMessage(await helloFor(replicator.library, replicator.devicesOf(peer))));
+      await stream.send(encodeMessage(helloFor(replicator.library)));
       const reply = await this.firstMessage(frames, stream);
       if (reply.t === 'error') throw errorFromWire(reply.code, reply.message, reply.removal);
       if (reply.t !== 'hello') throw new ProtocolError(`expected hello, got ${reply.t}`);
@@ -513,7 +513,7 @@ export class SyncNetwork {
         checkHello(first, replicator, stream.remotePeer);
         await replicator.checkSingleCopy(stream.remotePeer);
         await replicator.checkWriters(first, first.device);
-        await stream.send(encodeMessage(await helloFor(replicator.library, [first.device])));
+        await stream.send(encodeMessage(helloFor(replicator.library)));
         replicator.adopt(new Session(replicator, stream, frames, first.device, first, 'inbound'));
       } else if (first.t === 'join') {
         checkVersion(first.v);
@@ -637,8 +637,8 @@ function sessionKey(library: string, peer: string): string {
 }
 
 
-/** A hello to `partners`, the devices the peer may be: it carries what is held of their writers. */
-async function helloFor(library: ReplicationLibrary, partners: readonly string[]): Promise<MessageOf<'hello'>> {
+/** A hello: what this device holds. */
+function helloFor(library: ReplicationLibrary): MessageOf<'hello'> {
   return {
     t: 'hello',
     v: [...PROTOCOL_VERSION],
@@ -646,7 +646,6 @@ async function helloFor(library: ReplicationLibrary, partners: readonly string[]
     device: library.deviceId,
     shared: library.versionVector(),
     owned: library.ownedVector(),
-    tips: await library.tipsFor(partners),
   };
 }
 

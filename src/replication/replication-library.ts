@@ -4,7 +4,7 @@ import type { NewInvite, RevokeOutcome, StoredInvite } from '../library/invite-s
 import type { Removal } from '../library/removals.js';
 import type { LibraryStatus } from '../library/status.js';
 import type { InviteInfo, MemberRow, SyncProgress } from '../library/types.js';
-import type { PartnerHold, WriterCheck, WriterTip } from '../library/writers.js';
+import type { WriterCheck } from '../library/writers.js';
 import type { Row } from '../models/types.js';
 import type { VersionVector } from '../peer-log/types.js';
 import type { BackfillTarget } from '../backfill/catch-up.js';
@@ -20,10 +20,8 @@ export interface ReplicationLibrary extends SessionLibrary, BackfillTarget {
   readonly name: string;
   /** Whether this library holds changes of `origin`, or device-owned rows of it as owner. */
   holdsOrigin(origin: string): boolean;
-  /** What this device holds of the writers of `devices`, for the hello it sends them. */
-  tipsFor(devices: readonly string[]): Promise<WriterTip[]>;
-  /** Checks this device's writers against what a partner's hello says it holds of them. */
-  checkOwnWriters(partner: PartnerHold): Promise<WriterCheck>;
+  /** Checks this device's writers against what a partner's hello says it holds of them (`shared`). */
+  checkOwnWriters(partner: VersionVector): Promise<WriterCheck>;
   get(model: string, id: string): Promise<Row | undefined>;
 
   /** Member rows of devices that are members, and the PeerIds of removed devices. */

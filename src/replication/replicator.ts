@@ -159,7 +159,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     }
     // Nobody else can hold a position of this device's log: its writer is confirmed at once.
     if (this.partners().length === 0) {
-      await this.library.checkOwnWriters({ shared: {}, tips: [] });
+      await this.library.checkOwnWriters({});
       this.writerChecked = true;
     }
     this.stopPruning = this.scheduler.setInterval(() => void this.prune().catch(() => undefined), this.tuning.pruneIntervalMs);
@@ -283,25 +283,13 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
 
   /**
    * Before a session with `partner` starts: checks this device's writers against its hello
-   * (`Library.checkOwnWriters`). A fork refuses the session with `DEVICE_FORKED`. Once the
-   * writer is confirmed (or retired), this device's member row is refreshed if it was waiting.
+   * (`Library.checkOwnWriters`). Once the writer is confirmed (or retired), this device's member
+   * row is refreshed if it was waiting.
    */
   async checkWriters(hello: Hello, partner: string): Promise<void> {
     if (this.refusal) throw this.refusal;
     if (this.inactive) throw this.notMemberAnyMore();
-    const check = await this.library.checkOwnWriters({ shared: hello.shared, tips: hello.tips ?? [] });
-    if (check.kind === 'forked') {
-      const device = this.library.deviceId;
-      throw this.recordFork(
-        partner,
-        new DeviceForkedError(
-          `partner ${partner} holds another change at position ${check.seq} of this device's log (origin ${check.origin}): ` +
-            `this data directory is a copy of device ${device}, and another copy of it wrote there. ` +
-            `Only one copy can be device ${device}: stop the other copies, and give a copy that must stay a device of its own ` +
-            `a fresh data directory (joined by invite)`,
-        ),
-      );
-    }
+    await this.library.checkOwnWriters(hello.shared);
     if (this.fork?.partner === partner) {
       this.fork = undefined;
       this.scheduleStatus(true);
