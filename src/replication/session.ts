@@ -106,6 +106,22 @@ const HEADS_EVERY_HEARTBEATS = 5;
 /** How long a partner answering `busy` asks the puller to wait, in ms. */
 const BUSY_RETRY_MS = 500;
 
+/**
+ * Pages served on a session that the transport has not taken yet (back-pressure), at most; a
+ * further pull is answered `busy`. The read loop never waits for the transport (see
+ * `sendBeside`), so this bounds what a partner that pulls without reading makes this node hold:
+ * an honest catch-up has two pulls outstanding (one prefetched), like `pushWindow` for pushes.
+ */
+const MAX_QUEUED_PAGES = 4;
+/**
+ * Frames the read loop sent that the transport has not taken yet (pages, acks, `busy`,
+ * heartbeats), beyond which it waits for the transport again: only a partner that reads nothing
+ * while it sends on makes that many (an honest one has at most its push window of batches to
+ * ack, and a few pulls), and it then waits on itself alone, with what this node holds for it
+ * bounded.
+ */
+const MAX_QUEUED_FRAMES = 64;
+
 type PageReply = MessageOf<'shared-page'> | MessageOf<'state-page'> | MessageOf<'snapshot-page'>;
 type PullRequest = MessageOf<'pull-shared'> | MessageOf<'pull-state'> | MessageOf<'pull-snapshot'>;
 
@@ -188,6 +204,10 @@ export class Session {
   private readonly pending = new Map<number, PendingRequest>();
   /** Size of the frame being handled (for page replies). */
   private frameBytes = 0;
+  /** Pages served that the transport has not taken yet (MAX_QUEUED_PAGES). */
+  private queuedPages = 0;
+  /** Frames the read loop sent that the transport has not taken yet (MAX_QUEUED_FRAMES). */
+  private queuedFrames = 0;
   /** Pushes committed changes the partner lacks, within the in-flight window (coalesced). */
   private readonly pump = coalescing(
     () => this.pushRound(),
@@ -402,8 +422,8 @@ export class Session {
       case 'pull-shared':
       case 'pull-state':
       case 'pull-snapshot':
-        if (!this.host.mayServe(this)) {
-          return this.send({ t: 'busy', library: this.library.id, req: message.req, retryAfterMs: BUSY_RETRY_MS });
+        if (this.queuedPages >= MAX_QUEUED_PAGES || !this.host.mayServe(this)) {
+          return this.sendBeside({ t: 'busy', library: this.library.id, req: message.req, retryAfterMs: BUSY_RETRY_MS });
         }
         return this.serve(message);
       case 'shared-page':
@@ -433,7 +453,7 @@ export class Session {
       case 'pull-shared': {
         const page = await this.library.chunksAfter(message.after, limits);
         this.noteSent(page.chunks);
-        return this.send({
+        return this.sendPage({
           t: 'shared-page',
           library: this.library.id,
           req: message.req,
@@ -447,7 +467,7 @@ export class Session {
         await this.advertise({}, { [message.owner]: page.to });
         mergeMax(this.servedOwned, { [message.owner]: page.to });
         this.checkPartnerCaughtUp();
-        return this.send({
+        return this.sendPage({
           t: 'state-page',
           library: this.library.id,
           req: message.req,
@@ -464,15 +484,16 @@ export class Session {
         const vector = this.library.versionVector();
         const page = await this.library.snapshotAfter(message.after, limits);
         mergeMax(this.sentShared, vector);
+        const total = message.after === null ? await this.library.sharedRowCount() : null;
         await this.advertise(vector, {});
-        return this.send({
+        return this.sendPage({
           t: 'snapshot-page',
           library: this.library.id,
           req: message.req,
           vector,
           rows: page.rows.map(snapshotRowToTuple),
           next: page.next,
-          total: message.after === null ? await this.library.sharedRowCount() : null,
+          total,
         });
       }
     }
@@ -487,7 +508,7 @@ export class Session {
     // An origin new here is known once its entries are held: its push cursor starts now, and
     // the partner's ack of it is recorded (both keep recorded origins only).
     this.learnRemote(sent, {});
-    await this.sendAck(message.batch);
+    await this.sendBeside(this.ackMessage(message.batch));
     // A gap means this device is behind the partner: its pull fills the gap.
     if (result.gaps.length > 0) this.host.onPartnerAhead(this);
   }
@@ -502,7 +523,7 @@ export class Session {
       await this.library.applyRemoteOwned({ author: message.author, rows }, { owner, from, to: provenCoverage(from, rows) });
       this.noteOwnedCoverage(owner, to);
     }
-    await this.sendAck(message.batch);
+    await this.sendBeside(this.ackMessage(message.batch));
     if (from > held) this.host.onPartnerAhead(this);
   }
 
@@ -769,7 +790,11 @@ export class Session {
   }
 
   private sendAck(batch: number | null): Promise<void> {
-    return this.send({ t: 'ack', library: this.library.id, batch, ...this.vectorsToAdvertise() });
+    return this.send(this.ackMessage(batch));
+  }
+
+  private ackMessage(batch: number | null): MessageOf<'ack'> {
+    return { t: 'ack', library: this.library.id, batch, ...this.vectorsToAdvertise() };
   }
 
   private vectorsToAdvertise(): { shared: VersionVector; owned: VersionVector } {
@@ -777,9 +802,14 @@ export class Session {
     return this.advertised;
   }
 
-  /** Advertises this side's vectors first unless the partner already knows it holds these. */
+  /**
+   * Advertises this side's vectors first unless the partner already knows it holds these: the
+   * heartbeat is queued before the frame that follows (`sendBeside`), which is all that matters.
+   */
   private async advertise(shared: VersionVector, owned: VersionVector): Promise<void> {
-    if (isBehind(this.advertised.shared, shared) || isBehind(this.advertised.owned, owned)) await this.sendHeartbeat();
+    if (isBehind(this.advertised.shared, shared) || isBehind(this.advertised.owned, owned)) {
+      await this.sendBeside({ t: 'heartbeat', library: this.library.id, ...this.vectorsToAdvertise() });
+    }
   }
 
   /** Limits of a push batch or a pull; within the page bounds, so a batch always fits a frame. */
@@ -817,6 +847,37 @@ export class Session {
   private async send(message: Message): Promise<void> {
     if (this.state === 'closed') return;
     await this.stream.send(encodeMessage(message));
+  }
+
+  /**
+   * Sends a frame without waiting for the transport to take more. The read loop sends this way
+   * (acks, pages, busy, the heartbeat before a claim): `stream.send` queues the frame at once, in
+   * order, and only its promise waits for the partner to read. A read loop that waited would
+   * deadlock with a partner doing the same: each stream's buffer full of frames (pushes, pages)
+   * the other side does not read, because its read loop waits to send too.
+   */
+  private async sendBeside(message: Message, onTaken?: () => void): Promise<void> {
+    if (this.queuedFrames >= MAX_QUEUED_FRAMES) {
+      // A partner that reads nothing while it sends on: wait for it, as any send does.
+      try {
+        return await this.send(message);
+      } finally {
+        onTaken?.();
+      }
+    }
+    this.queuedFrames += 1;
+    this.send(message)
+      .catch((err) => this.close(toSyncError(err)))
+      .finally(() => {
+        this.queuedFrames -= 1;
+        onTaken?.();
+      });
+  }
+
+  /** A page for a pull, sent beside the read loop and counted until the transport takes it. */
+  private sendPage(message: PageReply): Promise<void> {
+    this.queuedPages += 1;
+    return this.sendBeside(message, () => (this.queuedPages -= 1));
   }
 }
 
