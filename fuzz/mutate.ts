@@ -6,6 +6,7 @@
  * other positions) and from nothing (random bytes, raw msgpack headers that claim huge lengths,
  * extension types). Every choice comes from one `SeededRandom`, so a seed names its inputs.
  */
+import { concatBytes } from '../src/util/bytes.js';
 import { decodeChunk, encodeChunks } from '../src/peer-log/chunk.js';
 import type { SeededRandom } from '../src/sim/prng.js';
 import { pack, unpack, unpackEach } from '../src/util/msgpack.js';
@@ -67,15 +68,15 @@ export class Mutator {
         if (out.byteLength > 0) out[at] = rng.pick(INTERESTING_BYTES);
         return out;
       case 2: // insert bytes
-        return concat(input.subarray(0, at), rng.bytes(1 + rng.int(8)), input.subarray(at));
+        return concatBytes([input.subarray(0, at), rng.bytes(1 + rng.int(8)), input.subarray(at)]);
       case 3: // delete a range
-        return concat(input.subarray(0, at), input.subarray(Math.min(input.byteLength, at + 1 + rng.int(16))));
+        return concatBytes([input.subarray(0, at), input.subarray(Math.min(input.byteLength, at + 1 + rng.int(16)))]);
       case 4: // truncate
         return input.subarray(0, at);
       case 5: // splice with another frame
-        return concat(input.subarray(0, at), rng.pick(this.corpus).frame.subarray(at));
+        return concatBytes([input.subarray(0, at), rng.pick(this.corpus).frame.subarray(at)]);
       case 6: // duplicate a range
-        return concat(input.subarray(0, at), input.subarray(at, at + 1 + rng.int(32)), input.subarray(at));
+        return concatBytes([input.subarray(0, at), input.subarray(at, at + 1 + rng.int(32)), input.subarray(at)]);
       default: // an interesting integer over 1, 2, 4 or 8 bytes
         {
           const width = rng.pick([1, 2, 4, 8]);
@@ -184,7 +185,7 @@ export class Mutator {
       copy[this.rng.int(copy.length + 1)] = this.hostileValue();
       tuples[i] = copy;
     } else tuples[i] = this.hostileValue();
-    return concat(...tuples.map((t) => pack(t)));
+    return concatBytes(tuples.map((t) => pack(t)));
   }
 
   /** The message packed with one value swapped for raw bytes no encoder produces: deep nesting, ext types, lying lengths. */
@@ -195,7 +196,7 @@ export class Mutator {
     const needle = pack(marker);
     const at = indexOf(encoded, needle);
     if (at < 0) return encoded;
-    return concat(encoded.subarray(0, at), this.rawValue(), encoded.subarray(at + needle.byteLength));
+    return concatBytes([encoded.subarray(0, at), this.rawValue(), encoded.subarray(at + needle.byteLength)]);
   }
 
   /** Raw msgpack bytes of a hostile value. */
@@ -286,7 +287,7 @@ export class Mutator {
   private fromNothing(): Uint8Array {
     const rng = this.rng;
     if (rng.chance(0.5)) return rng.bytes(rng.int(64));
-    return concat(Uint8Array.of(rng.pick([0x80, 0x8f, 0xde, 0xdf, 0x90, 0xdc, 0xdd, 0xc0, 0xc1, 0xd4])), rng.bytes(rng.int(8)));
+    return concatBytes([Uint8Array.of(rng.pick([0x80, 0x8f, 0xde, 0xdf, 0x90, 0xdc, 0xdd, 0xc0, 0xc1, 0xd4])), rng.bytes(rng.int(8))]);
   }
 }
 
@@ -349,14 +350,4 @@ function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
     return i;
   }
   return -1;
-}
-
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }

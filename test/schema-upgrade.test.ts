@@ -97,7 +97,6 @@ function downgradeToSchema11(dataDir: string, libraryId: string): void {
       DROP TABLE sync_log;
       ALTER TABLE sync_log_11 RENAME TO sync_log;
       ALTER TABLE sync_owner_versions DROP COLUMN author;
-      DELETE FROM sync_meta WHERE key = 'owned_rows_signed';
       DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs', '0007-forked-runs', '0008-owner-authors');
     `);
   } finally {

@@ -127,4 +127,15 @@ describe('a library written by protocol 2.1', () => {
     expect(await libC.list('setting', { limit: 100 })).toEqual(settings);
     expect(engineOf(libC).ownedVector()[b.deviceId]).toBe(engineOf(libA).ownedVector()[b.deviceId]);
   });
+
+  it('signs its own rows of a device-owned model that the first 3.0 open did not register, when a later one does', async () => {
+    const dir = await copyOfFixture('a', FIXTURE_2_1);
+    const first = await startNode(dir, { models: [note] });
+    expect(await first.library(LIBRARY_2_1).list('note', { limit: 1 })).toHaveLength(1);
+    await stopNode(first);
+    const a = await startNode(dir, { models });
+    const own = await engineOf(a.library(LIBRARY_2_1)).ownedAfter(a.deviceId, 0, ALL);
+    expect(own.rows).toHaveLength(40);
+    expect(own.rows.every((row) => row.cert.byteLength > 0)).toBe(true);
+  });
 });

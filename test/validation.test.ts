@@ -261,6 +261,10 @@ describe('local write validation', () => {
     ['bin', [0, 1]],
     ['bin', new ArrayBuffer(2)],
     ['note', 7],
+    // Lone surrogates (half of a character): msgpack and SQLite would store U+FFFD instead.
+    ['title', 'emoji cut \uD83D'],
+    ['title', '\uDE00 low half first'],
+    ['note', `${'x'.repeat(100)}\uD83D`],
   ];
 
   test.each(wrongTypes)('upsert with a wrong type for %s (%s) is a ValidationError and writes nothing', async (field, value) => {
@@ -268,6 +272,16 @@ describe('local write validation', () => {
     await expectRefused(d, () => d.lib.upsert('item', { ...validItem(), [field]: value }), ValidationError);
     // the same through update of an existing row
     await expectRefused(d, () => d.lib.update('item', d.itemId, { [field]: value }), ValidationError);
+  });
+
+  test('text with a lone surrogate, in a shared or a device-owned row or an id, is a ValidationError naming it', async () => {
+    const d = await seeded();
+    await expectRefused(d, () => d.lib.upsert('volume', { label: 'disk \uD83D', size: 1 }), ValidationError);
+    await expect(d.lib.upsert('item', { ...validItem(), title: 'cut \uD83D' })).rejects.toThrow(/lone surrogate/);
+    await expectRefused(d, () => d.lib.upsert('item', { ...validItem(), id: 'id-\uD83D' }), ValidationError);
+    await expectRefused(d, () => d.lib.upsert('volume', { id: 'vol-\uDE00', label: 'disk', size: 1 }), ValidationError);
+    // A whole character (a surrogate pair) is text like any.
+    expect(await d.lib.upsert('item', { ...validItem(), title: 'whole \uD83D\uDE00' })).toMatchObject({ title: 'whole \u{1F600}' });
   });
 
   test('unknown field, missing required field and null for a non-nullable field are ValidationErrors', async () => {

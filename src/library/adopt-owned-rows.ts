@@ -1,18 +1,15 @@
 import type { Kysely } from 'kysely';
 import { MAX_SIGNED_ROWS, signOwnedRows } from '../models/signed-owned-rows.js';
 import type { Signatures } from '../runtime/signatures.js';
-import { putMeta, readMeta } from '../storage/meta.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import { runSql } from '../util/sql.js';
 
-/** `sync_meta` key: set once the device-owned rows held from before 3.0 were adopted. */
-export const OWNED_ROWS_SIGNED_META_KEY = 'owned_rows_signed';
-
 /**
- * Device-owned rows are signed since protocol 3.0 (`models/signed-owned-rows.ts`); a library
- * from before holds them without certificates. Once, when such a library is opened (in the
- * transaction that upgrades it, so a crash leaves it as it was):
+ * Device-owned rows are signed since protocol 3.0 (`models/signed-owned-rows.ts`); a table from
+ * before holds them without certificates. When its `_cert` column is added (in the transaction
+ * that upgrades the library, so a crash leaves it as it was; also at a later open, for a model
+ * not registered at the first 3.0 open):
  * - this device signs its own rows, as they are (same versions): partners that hold them
  *   unsigned take the signed ones when they next pull them;
  * - another owner's rows are kept as they are (adopted as trusted, as the unsigned log was at
@@ -22,15 +19,14 @@ export const OWNED_ROWS_SIGNED_META_KEY = 'owned_rows_signed';
  */
 export async function adoptUnsignedOwnedRows(
   db: Kysely<InternalTables>,
-  tables: Iterable<ModelTable>,
+  /** Device-owned tables whose `_cert` column was just added. */
+  tables: readonly ModelTable[],
   self: string,
   library: string,
   signatures: Signatures,
 ): Promise<void> {
-  if ((await readMeta(db, OWNED_ROWS_SIGNED_META_KEY)) !== undefined) return;
-  const ownedTables = [...tables].filter((t) => t.model.ownership === 'device');
   const unsignedOwners = new Set<string>();
-  for (const table of ownedTables) {
+  for (const table of tables) {
     for (;;) {
       const rows = await runSql<SqlRow>(db, `SELECT * FROM ${table.table} WHERE _owner = ? AND _cert IS NULL ORDER BY _version LIMIT ?`, [self, MAX_SIGNED_ROWS]);
       const states = rows.map((row) => table.ownedFromRow(row));
@@ -42,5 +38,4 @@ export async function adoptUnsignedOwnedRows(
     for (const { owner } of others) unsignedOwners.add(owner);
   }
   if (unsignedOwners.size > 0) await db.deleteFrom('sync_owner_versions').where('owner', 'in', [...unsignedOwners]).execute();
-  await putMeta(db, OWNED_ROWS_SIGNED_META_KEY, '1');
 }

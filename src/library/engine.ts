@@ -290,21 +290,21 @@ export class LibraryEngine {
 
   /**
    * Checks this device's writers against what a partner's hello says it holds of them: confirms
-   * the current writer, or retires it if the partner holds more of it before this run appended
-   * to it (a restored or copied data directory: the missing tail then arrives by catch-up).
-   * Serialised with local writes. A partner that holds more of a writer appended to in this run
-   * changes nothing here: what it holds beyond is signed by this device's key, so pulling it
-   * shows what it is (`applyRemoteEntries`): a tail this device lost, taken like any, or another
-   * branch, a fork, which retires the writer (`closeForkedOrigin`) and converges by its evidence.
+   * the current writer, or retires it if the partner holds more of it (a restored or copied data
+   * directory, or a claim: partners that believe they hold positions of it would drop this
+   * device's next writes there, so it writes on to a fresh writer). What the partner holds of it
+   * beyond is signed by this device's key, so pulling it shows what it is (`applyRemoteEntries`):
+   * a tail this device lost, taken like any, or another branch, a fork, which converges by its
+   * evidence; neither refuses the session. Serialised with local writes.
    */
   async checkOwnWriters(partner: VersionVector): Promise<WriterCheck> {
     this.assertOpen();
     return this.write(async (batch) => {
       const writer = batch.currentWriter;
-      if (writer.retired || (writer.confirmed && (partner[writer.id] ?? 0) > batch.seqOf(writer.id))) return 'unchanged';
+      if (writer.retired) return 'unchanged';
       if ((partner[writer.id] ?? 0) > batch.seqOf(writer.id)) {
         batch.setWriter({ ...writer, retired: true });
-        return 'restored';
+        return 'retired';
       }
       if (writer.confirmed) return 'unchanged';
       batch.setWriter({ ...writer, confirmed: true });

@@ -101,17 +101,18 @@ async function prepareInTransaction(
   }
 
   const tables = new Map<string, ModelTable>();
+  const unsigned: ModelTable[] = [];
   for (const model of registry.all()) {
     const table = new ModelTable(model);
     const existing = await runSql<{ name: string; type: string }>(db, `PRAGMA table_info(${table.table})`);
-    const statements =
-      existing.length === 0
-        ? table.createStatements()
-        : table.upgradeStatements(new Map(existing.map((c) => [c.name.toLowerCase(), c.type])));
+    const columns = new Map(existing.map((c) => [c.name.toLowerCase(), c.type]));
+    const statements = existing.length === 0 ? table.createStatements() : table.upgradeStatements(columns);
     for (const statement of statements) await runSql(db, statement);
+    // A device-owned table from before 3.0, whichever open brings its model back.
+    if (existing.length > 0 && table.model.ownership === 'device' && !columns.has('_cert')) unsigned.push(table);
     tables.set(model.name, table);
   }
-  await adoptUnsignedOwnedRows(db, tables.values(), meta.deviceId, meta.id, expected.signatures);
+  await adoptUnsignedOwnedRows(db, unsigned, meta.deviceId, meta.id, expected.signatures);
 
   const held = await readVector(db);
   const vector = new Map([...held].map(([origin, v]) => [origin, v.seq]));

@@ -66,8 +66,8 @@ export function writerMetaValue(writer: WriterState): string {
 
 /**
  * Outcome of checking this device's writers against a partner's hello: `confirmed` (the
- * current writer may be appended to), `restored` (the partner holds more of the unconfirmed
- * current writer: a backup or copy of this data directory; it is retired and its missing tail
- * arrives by catch-up), `unchanged`.
+ * current writer may be appended to), `retired` (the partner holds more of the current writer:
+ * a backup or copy of this data directory, or a claim; its tail, if any, arrives by catch-up),
+ * `unchanged`.
  */
-export type WriterCheck = 'confirmed' | 'restored' | 'unchanged';
+export type WriterCheck = 'confirmed' | 'retired' | 'unchanged';

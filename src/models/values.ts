@@ -6,10 +6,23 @@ import type { FieldValue, JsonValue, Row, StoredValue, StoredValues } from './ty
 const MAX_ID_LENGTH = 256;
 
 export function checkRecordId(model: Model, id: unknown): string {
-  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) {
-    throw new ValidationError(`${model.name}: id must be a non-empty string of at most ${MAX_ID_LENGTH} characters`);
+  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH || !isWellFormed(id)) {
+    throw new ValidationError(`${model.name}: id must be a non-empty string of at most ${MAX_ID_LENGTH} characters, without lone surrogates`);
   }
   return id;
+}
+
+/** A surrogate half without its other half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Whether a string is well-formed UTF-16 (no lone surrogate, e.g. an emoji cut in half by
+ * `slice`). Such a string cannot be stored or sent as it is: msgpack and SQLite turn each lone
+ * surrogate into U+FFFD, so replicas would hold other text than the writer, and a device-owned
+ * row's certificate (over the text as written) would verify nowhere.
+ */
+function isWellFormed(text: string): boolean {
+  return !LONE_SURROGATE.test(text);
 }
 
 /**
@@ -19,7 +32,7 @@ export function checkRecordId(model: Model, id: unknown): string {
 function sameFormValue(field: FieldDefinition, value: unknown): StoredValue | undefined {
   switch (field.type) {
     case 'text':
-      return typeof value === 'string' ? value : undefined;
+      return typeof value === 'string' && isWellFormed(value) ? value : undefined;
     case 'integer':
       return typeof value === 'number' && Number.isSafeInteger(value) ? value : undefined;
     case 'real':
@@ -43,6 +56,9 @@ export function toStored(model: Model, field: FieldDefinition, value: FieldValue
   const where = `${model.name}.${field.name}`;
   if (field.type === 'json') return canonicalJson(value, where);
   const stored = field.type === 'boolean' ? (typeof value === 'boolean' ? (value ? 1 : 0) : undefined) : sameFormValue(field, value);
+  if (stored === undefined && typeof value === 'string' && field.type === 'text') {
+    throw new ValidationError(`${where} holds a lone surrogate (half of a character, e.g. an emoji cut by slice): it cannot be stored as written`);
+  }
   if (stored === undefined) throw new ValidationError(`${where} must be of type ${field.type}, got ${describe(value)}`);
   return stored;
 }
