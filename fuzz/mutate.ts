@@ -293,7 +293,7 @@ export class Mutator {
 
 /** Message kinds of the protocol (for "another kind than the frame was"). */
 const KINDS = [
-  'hello', 'changes', 'state', 'ack', 'heartbeat', 'pull-shared', 'shared-page', 'forked', 'heads', 'pull-state', 'state-page',
+  'hello', 'changes', 'state', 'ack', 'heartbeat', 'pull-shared', 'shared-page', 'forked', 'heads', 'owned-digests', 'pull-state', 'state-page',
   'pull-snapshot', 'snapshot-page', 'busy', 'join', 'welcome', 'error',
 ];
 

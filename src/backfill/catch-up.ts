@@ -50,6 +50,8 @@ export interface CatchUpHost {
   readonly scheduler: Scheduler;
   now(): number;
   onProgress(progress: SyncProgress): void;
+  /** Pulling `owner`'s rows again from `session`'s partner took `rows` this device lacked (`repairOwned`). */
+  onOwnedRepaired(session: Session, owner: string, rows: number): void;
   /** The state or a run changed: report status. */
   onChange(): void;
 }
@@ -266,6 +268,7 @@ export class CatchUp {
         return withheld > 0 ? coverage.from : to;
       });
     }
+    for (const [owner, version] of session.ownedToRepair()) await this.repairOwned(session, run, owner, version);
     while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.acceptableShared())) {
       const checkpoint = await library.snapshotCheckpoint();
       if (checkpoint) {
@@ -318,6 +321,28 @@ export class CatchUp {
     }
     await library.settleOwnRows(through, diverged);
     session.ownRowsChecked = true;
+  }
+
+  /**
+   * The partner summarised `owner`'s rows otherwise than this device, at the version both hold
+   * (`owned-digests.ts`): a page served here before left some out, or either side holds older
+   * versions of some. All of the partner's rows of `owner` are pulled again, from the start; each
+   * one missing here, or newer than the one held, is taken (it is signed, so a partner can only
+   * bring the owner's own rows). That summary is then settled for the session: a partner
+   * repeating a false one costs one pull of its rows, no more than a push of them would. Whether
+   * a summary was false cannot be told: the partner's rows may change at the same version
+   * meanwhile (it repairs too), so its pages need not add up to what it summarised.
+   */
+  private async repairOwned(session: Session, run: Run, owner: string, version: number): Promise<void> {
+    const library = this.host.library;
+    let taken = 0;
+    await this.pullOwned(session, run, owner, 0, version, async (page, coverage) => {
+      const { applied } = await library.applyRemoteOwned(page, { ...coverage, to: provenCoverage(coverage.from, page.rows) }, run.counts);
+      taken += applied;
+      return coverage.to;
+    });
+    session.ownedRepaired(owner);
+    if (taken > 0) this.host.onOwnedRepaired(session, owner, taken);
   }
 
   /**

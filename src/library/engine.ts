@@ -72,6 +72,7 @@ import { RunStore, type SyncRun } from './run-store.js';
 import { OWNED_CONFIRMED_META_KEY } from './open-library.js';
 import { deleteMeta, putMeta, readMeta } from '../storage/meta.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
+import { heldOwnedDigests } from './owned-digests.js';
 import { appendedWriter, isWriterOf, type WriterCheck } from './writers.js';
 import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
 
@@ -138,6 +139,8 @@ export class LibraryEngine {
   private readonly runtime: Runtime;
   private readonly signatures: Signatures;
   private counters: SyncCounters;
+  /** Per owner, the summaries of its rows at a version (`ownedDigests`), until a transaction writes its rows. */
+  private readonly ownedDigestCache = new Map<string, { version: number; digests: Promise<ReadonlyMap<string, Uint8Array>> }>();
   private ownedConfirmedVersion: number;
   /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
   private readonly openedAt: string;
@@ -631,6 +634,25 @@ export class LibraryEngine {
   }
 
   /**
+   * Per device-owned model, the summary of `owner`'s rows this device serves through `version`
+   * (`owned-digests.ts`), or undefined unless it holds `owner` through exactly `version`.
+   */
+  async ownedDigests(owner: string, version: number): Promise<ReadonlyMap<string, Uint8Array> | undefined> {
+    this.assertOpen();
+    if ((this.counters.ownerVersions.get(owner) ?? 0) !== version) return undefined;
+    const cached = this.ownedDigestCache.get(owner);
+    if (cached?.version === version) return cached.digests;
+    const tables = [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
+    const digests = heldOwnedDigests(this.db, tables, owner, version, () => this.turns.turn());
+    this.ownedDigestCache.set(owner, { version, digests });
+    // A failed read is not remembered.
+    digests.catch(() => {
+      if (this.ownedDigestCache.get(owner)?.digests === digests) this.ownedDigestCache.delete(owner);
+    });
+    return digests;
+  }
+
+  /**
    * The member rows of devices that are members, and the PeerIds of removed devices
    * (`Removals.peersOf`): every row naming one of those PeerIds is left out.
    */
@@ -952,6 +974,7 @@ export class LibraryEngine {
       return { value, batch };
     });
     this.counters = batch.counters();
+    for (const owner of batch.ownersWritten) this.ownedDigestCache.delete(owner);
     // Removals and closed origins, like the counters, only once committed (a transaction that
     // rolled back must leave no device refused, no origin closed, no removal to skip rewriting).
     this.removalState.adopt(batch.removals);

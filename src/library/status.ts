@@ -66,6 +66,12 @@ export interface LibraryStatus {
   /** Streams closed because a peer sent something invalid, since the node started. */
   protocolErrors: number;
   /**
+   * Rows of other devices this device lacked, or held at an older version, although it held their
+   * owner through that version (a page served to it left them out), taken since the node started
+   * because a partner's summary of the owner's rows differed (docs/protocol.md, `owned-digests`).
+   */
+  ownedRepairs: number;
+  /**
    * Origins found forked here: their author signed two different runs for one place in its
    * log (the first found of each origin, oldest first; see docs/operations.md).
    */

@@ -83,6 +83,8 @@ export class WriteBatch {
   advanced = false;
   private readonly changedOrigins = new Set<string>();
   private readonly changedOwners = new Set<string>();
+  /** Owners whose device-owned rows this transaction wrote (their summaries change). */
+  readonly ownersWritten = new Set<string>();
   private readonly prunedPrefixes = new Map<string, number>();
   /** The newest clock put in this transaction that the clock has not received yet. */
   private unreceived: string | null = null;
@@ -281,6 +283,7 @@ export class WriteBatch {
 
   putOwned(table: ModelTable, state: OwnedRowState): void {
     this.observe(state.hlc);
+    this.ownersWritten.add(state.owner);
     this.put(this.owned, table, state);
   }
 

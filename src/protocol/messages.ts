@@ -13,7 +13,9 @@ import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
 export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
-export const PROTOCOL_VERSION = [3, 0] as const;
+export const PROTOCOL_VERSION = [3, 1] as const;
+/** The first minor version of the current major that sends `owned-digests` (3.0 refuses a message it does not know). */
+export const OWNED_DIGESTS_MINOR = 1;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -198,6 +200,21 @@ const heads = z.object({
     .max(MAX_VECTOR_ORIGINS)
     .refine((heads) => new Set(heads.map(([origin]) => origin)).size === heads.length, 'an origin is named twice'),
 });
+/**
+ * Summaries of owners' device-owned rows the sender serves, one per owner and model, each at
+ * the version the sender holds that owner through (docs/protocol.md, `owned-digests`).
+ */
+export const MAX_OWNED_DIGESTS = MAX_VECTOR_ORIGINS;
+/** Bytes of one summary: a SHA-256 prefix (a member cannot choose a row set to match another's). */
+export const OWNED_DIGEST_BYTES = 16;
+const ownedDigests = z.object({
+  t: z.literal('owned-digests'),
+  ...base,
+  digests: z
+    .array(z.tuple([uuid, position.min(1), shortText, exactBytes(OWNED_DIGEST_BYTES)]))
+    .max(MAX_OWNED_DIGESTS)
+    .refine((digests) => new Set(digests.map(([owner, , model]) => `${owner} ${model}`)).size === digests.length, 'an owner and model are named twice'),
+});
 const pullState = z.object({ t: z.literal('pull-state'), ...request, owner: uuid, after: position });
 const statePage = z
   .object({
@@ -254,6 +271,7 @@ export const messageSchema = z.discriminatedUnion('t', [
   sharedPage,
   forked,
   heads,
+  ownedDigests,
   pullState,
   statePage,
   pullSnapshot,

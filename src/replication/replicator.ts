@@ -101,6 +101,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private cancelStatus: CancelTimer | undefined;
   private stopped = false;
   private everLive = false;
+  /** Rows taken by pulling an owner's rows again after a partner's summary differed (`status().ownedRepairs`). */
+  private ownedRowsRepaired = 0;
   private catchUp!: CatchUp;
   /** This device's member row is to be refreshed once it can be (see `refreshSelfIfDue`). */
   private selfRefreshDue = false;
@@ -140,6 +142,10 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       scheduler: this.scheduler,
       now: () => this.now(),
       onProgress: (progress) => this.library.emitProgress(progress),
+      onOwnedRepaired: (_session, _owner, rows) => {
+        this.ownedRowsRepaired += rows;
+        this.scheduleStatus();
+      },
       onChange: () => this.scheduleStatus(true),
     });
     this.lastSeen = await LastSeen.open(this.library.lastSeen);
@@ -685,6 +691,7 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
       logSize: await this.library.logSize(),
       partners,
       protocolErrors: this.network.protocolErrors(),
+      ownedRepairs: this.ownedRowsRepaired,
       forks: await this.library.forks(),
     };
   }

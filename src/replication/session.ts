@@ -13,7 +13,8 @@ import type { ChunkTuple, Message, MessageOf, OwnedRowTuple, SnapshotPosition, S
 import type { SnapshotRow } from '../library/snapshot.js';
 import type { StoredValues } from '../models/types.js';
 import { coalescing } from '../util/coalescing.js';
-import { MAX_PAGE_BYTES, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
+import { MAX_OWNED_DIGESTS, MAX_PAGE_BYTES, OWNED_DIGESTS_MINOR, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
+import { equalBytes } from '../util/bytes.js';
 import type { FrameStream } from '../protocol/transport.js';
 import type { CancelTimer, Scheduler } from '../runtime/runtime.js';
 import { filterOrigins, isBehind, mergeMax } from './vectors.js';
@@ -50,6 +51,8 @@ export interface SessionLibrary extends LibraryEventSource {
   withoutRemovedWriters(vector: VersionVector): VersionVector;
   chunksAfter(vector: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult>;
   ownedAfter(owner: string, after: number, limits: ReadLimits): Promise<OwnedPage>;
+  /** Per model, the summary of `owner`'s rows served here through `version`, unless it holds another version. */
+  ownedDigests(owner: string, version: number): Promise<ReadonlyMap<string, Uint8Array> | undefined>;
   snapshotAfter(after: SnapshotPosition | null, limits: ReadLimits): Promise<SnapshotPage>;
   sharedRowCount(): Promise<number>;
   applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
@@ -233,6 +236,20 @@ export class Session {
   private heartbeatsSinceHeads = 0;
   /** Per origin, the highest position of the partner's `heads` checked on this session. */
   private readonly headsChecked = new Map<string, number>();
+  /** Per owner, the version whose summary (`owned-digests`) went out on this session. */
+  private readonly ownedDigestsSent = new Map<string, number>();
+  /** Whether the partner takes `owned-digests` (3.1 or later: a 3.0 peer would end the session over one). */
+  private readonly sendsOwnedDigests: boolean;
+  /** The partner's summaries waiting to be compared (per owner the latest), and whether a comparison runs. */
+  private readonly ownedDigestsToCheck = new Map<string, { version: number; claimed: Map<string, Uint8Array> }>();
+  private checkingOwnedDigests = false;
+  /** Per owner, the version of the partner's summary last compared on this session (each compared once). */
+  private readonly ownedDigestsChecked = new Map<string, number>();
+  /**
+   * Owners whose rows the partner summarised otherwise than this device, with the version both
+   * held: the catch-up pulls the partner's rows of them again, from the start.
+   */
+  private readonly ownedRepairs = new Map<string, number>();
   /** Forked origins whose evidence pair went out on this session. */
   private readonly forkEvidenceSent = new Set<string>();
   /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
@@ -257,6 +274,7 @@ export class Session {
     this.helloOwned = this.library.ownedVector();
     for (const [owner, version] of Object.entries(this.recorded(remoteHello.owned))) this.pushedOwned.set(owner, version);
     this.ownRowsChecked = (remoteHello.owned[this.library.deviceId] ?? 0) <= this.library.ownedConfirmed();
+    this.sendsOwnedDigests = remoteHello.v[1] >= OWNED_DIGESTS_MINOR;
     this.lastSeenAt = host.now();
     this.lastTickAt = this.lastSeenAt;
     this.silentSince = this.lastSeenAt;
@@ -294,8 +312,19 @@ export class Session {
     return (
       isBehind(this.library.versionVector(), this.acceptableShared()) ||
       this.ownedBehind(this.remoteOwned) ||
-      this.ownRowsToCheck() !== undefined
+      this.ownRowsToCheck() !== undefined ||
+      this.ownedRepairs.size > 0
     );
+  }
+
+  /** The owners whose rows the partner summarised otherwise than this device (see `receiveOwnedDigests`). */
+  ownedToRepair(): [owner: string, version: number][] {
+    return [...this.ownedRepairs];
+  }
+
+  /** The catch-up pulled `owner`'s rows again: that summary is settled for this session. */
+  ownedRepaired(owner: string): void {
+    this.ownedRepairs.delete(owner);
   }
 
   /**
@@ -418,6 +447,10 @@ export class Session {
         // Checked beside the read loop: the check reads the log, which waits for any write
         // transaction, and frames (acks, pulls) must not wait for it.
         this.receiveHeads(message);
+        return;
+      case 'owned-digests':
+        // Compared beside the read loop too: a summary not cached reads the owner's rows.
+        this.receiveOwnedDigests(message);
         return;
       case 'pull-shared':
       case 'pull-state':
@@ -545,6 +578,63 @@ export class Session {
    * (an honest partner's heads only move forward), so no partner gets more this way than the
    * log it could pull. Heads arriving while a check runs wait, merged (one per origin).
    */
+  /**
+   * Summaries of owners' rows held here through the version the partner holds too, each owner
+   * once per version on a session: the partner compares them with its own and pulls again what
+   * it lacks (`owned-digests.ts`). Not the partner's own rows: it is their authority.
+   */
+  private async sendOwnedDigests(): Promise<void> {
+    if (!this.sendsOwnedDigests) return;
+    const digests: [string, number, string, Uint8Array][] = [];
+    for (const [owner, version] of Object.entries(this.library.ownedVector())) {
+      if (owner === this.device || version === 0 || this.remoteOwned[owner] !== version || this.ownedDigestsSent.get(owner) === version) continue;
+      const held = await this.library.ownedDigests(owner, version);
+      if (!held) continue;
+      // The rest go with a later heartbeat.
+      if (digests.length + held.size > MAX_OWNED_DIGESTS) break;
+      this.ownedDigestsSent.set(owner, version);
+      for (const [model, digest] of held) digests.push([owner, version, model, digest]);
+    }
+    if (digests.length > 0) await this.send({ t: 'owned-digests', library: this.library.id, digests });
+  }
+
+  /**
+   * The partner's summaries of owners' rows, kept for comparison where this device holds the
+   * owner through the same version (never its own rows: it is their authority), each owner and
+   * version once per session, so a partner repeating a false summary gets one pull of the rows.
+   */
+  private receiveOwnedDigests(message: MessageOf<'owned-digests'>): void {
+    const held = this.library.ownedVector();
+    for (const [owner, version, model, digest] of message.digests) {
+      if (owner === this.library.deviceId || held[owner] !== version || this.ownedDigestsChecked.get(owner) === version) continue;
+      let claim = this.ownedDigestsToCheck.get(owner);
+      if (claim?.version !== version) this.ownedDigestsToCheck.set(owner, (claim = { version, claimed: new Map() }));
+      claim.claimed.set(model, digest);
+    }
+    if (this.checkingOwnedDigests || this.ownedDigestsToCheck.size === 0) return;
+    this.checkingOwnedDigests = true;
+    this.checkOwnedDigests()
+      .catch((err) => this.close(toSyncError(err)))
+      .finally(() => (this.checkingOwnedDigests = false));
+  }
+
+  private async checkOwnedDigests(): Promise<void> {
+    for (const [owner, { version, claimed }] of this.ownedDigestsToCheck) {
+      if (this.state === 'closed') return;
+      this.ownedDigestsToCheck.delete(owner);
+      // Undefined: this device holds another version of the owner by now.
+      const held = await this.library.ownedDigests(owner, version);
+      if (!held) continue;
+      this.ownedDigestsChecked.set(owner, version);
+      // Models this device does not have are not compared.
+      const mine = (model: string) => held.get(model);
+      if ([...claimed].some(([model, digest]) => mine(model) !== undefined && !equalBytes(digest, mine(model)!))) {
+        this.ownedRepairs.set(owner, version);
+        this.host.onPartnerAhead(this);
+      }
+    }
+  }
+
   private receiveHeads(message: MessageOf<'heads'>): void {
     for (const [origin, seq, id] of message.heads) {
       if (seq > Math.max(this.headsChecked.get(origin) ?? 0, this.headsToCheck.get(origin)?.[0] ?? 0)) this.headsToCheck.set(origin, [seq, id]);
@@ -781,7 +871,7 @@ export class Session {
     const withHeads = ++this.heartbeatsSinceHeads >= HEADS_EVERY_HEARTBEATS;
     if (withHeads) this.heartbeatsSinceHeads = 0;
     this.sendHeartbeat()
-      .then(() => (withHeads ? this.sendHeads() : undefined))
+      .then(() => (withHeads ? this.sendHeads().then(() => this.sendOwnedDigests()) : undefined))
       .catch((err) => this.close(toSyncError(err)));
   }
 

@@ -145,6 +145,8 @@ export interface MemberSessionOptions {
   owned?: VersionVector;
   /** Heartbeat interval of the raw side (it must stay under the node's peerTimeoutMs). */
   heartbeatMs: number;
+  /** The protocol version its hello names (default: this build's). */
+  version?: readonly [number, number];
   /** Reply to a pull-shared, or undefined to leave it unanswered (default: an empty, final page). */
   answerPullShared?: (pull: MessageOf<'pull-shared'>) => Message | undefined;
   /** Frames sent in reply to a pull-snapshot, in order (default: none, the pull times out). */
@@ -213,7 +215,7 @@ export class MemberSession {
     void session.read();
     await session.send({
       t: 'hello',
-      v: [...PROTOCOL_VERSION],
+      v: [...(options.version ?? PROTOCOL_VERSION)],
       library,
       device: member.device,
       shared: session.shared,
