@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Change, encodeHlc, type Library, PROTOCOL_VERSION, type RemovalInfo, type SessionErrorEvent, type SyncError, type SyncNode } from '../src/index.js';
 import { mergeStates } from '../src/models/merge.js';
-import { REMOVALS_MODEL } from '../src/models/system.js';
+import { KEPT_MODEL, keptRowId, keptWriters, REMOVALS_MODEL } from '../src/models/system.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
 import { keyWhere, RawPeer, stopAllRawPeers } from './helpers/raw-peer.js';
 import type { PrivateKey } from '@libp2p/interface';
@@ -61,6 +61,22 @@ async function titles(lib: Library): Promise<string[]> {
 
 async function has(lib: Library, title: string): Promise<boolean> {
   return (await titles(lib)).includes(title);
+}
+
+/**
+ * A, B and C synced; A removes C while B and C are stopped, then stops; B and C start again, not
+ * told: C can write after its removal and B take it.
+ */
+async function removedWhileOthersAway() {
+  const { a, b, c, libA, libC, id } = await threeMembers();
+  const deviceC = libC!.deviceId;
+  await stopNode(b.node);
+  await stopNode(c.node);
+  await libA!.removeMember(deviceC);
+  await stopNode(a.node);
+  await restart(b);
+  await restart(c);
+  return { a, b, c, id, deviceC };
 }
 
 async function memberIds(lib: Library): Promise<string[]> {
@@ -288,15 +304,8 @@ describe('removing a device', () => {
   }, 60_000);
 
   it("a member holding a removed device's change from after the cutoff (taken before it learned of the removal) still pushes live to one that refused it", async () => {
-    const { a, b, c, libA: libA0, libC: libC0, id } = await threeMembers();
-    const deviceC = libC0!.deviceId;
-    await stopNode(b.node);
-    await stopNode(c.node);
-    await libA0!.removeMember(deviceC);
-    await stopNode(a.node);
+    const { a, b, c, id, deviceC } = await removedWhileOthersAway();
     // B, not told yet, takes a change C makes after its removal.
-    await restart(b);
-    await restart(c);
     await c.node.library(id).upsert('note', { id: 'c-after', title: 'c-after', body: null });
     await waitFor(() => has(b.node.library(id), 'c-after'), 'B has the change C made after its removal');
     await stopNode(c.node);
@@ -310,7 +319,37 @@ describe('removing a device', () => {
     await waitFor(async () => (await libA.status()).partners.some((p) => p.state === 'live'), 'A and B in session');
     await libB.upsert('note', { id: 'b-live', title: 'b-live', body: null });
     await waitFor(() => has(libA, 'b-live'), "A has B's write, pushed live");
-    expect(await has(libA, 'c-after')).toBe(false);
+  }, 90_000);
+
+  it("members that took a removed device's changes after its cutoff, before they learned of the removal, and members that refused them converge: all keep them, and none takes the device's later ones", async () => {
+    const { a, b, c, id, deviceC } = await removedWhileOthersAway();
+    // B, not told yet, takes changes C makes after its removal: shared and device-owned.
+    const libC = c.node.library(id);
+    await libC.upsert('note', { id: 'c-after', title: 'c-after', body: null });
+    await libC.upsert('volume', { id: 'c-vol', path: '/c', bytes: 1 });
+    await waitFor(async () => (await has(b.node.library(id), 'c-after')) && (await b.node.library(id).get('volume', 'c-vol')) !== undefined, "B has C's changes made after its removal");
+    await stopNode(c.node);
+    // C, offline, writes on: what it writes now no member took before it learned of the removal.
+    const offline = await startNode(c.dir, { listen: [] });
+    await offline.library(id).upsert('note', { id: 'c-later', title: 'c-later', body: null });
+    await stopNode(offline);
+
+    // A refused them (it removed C); meeting B, which kept them, it takes them too.
+    await restart(a);
+    const [libA, libB] = [a.node.library(id), b.node.library(id)];
+    await waitFor(async () => !(await memberIds(libB)).includes(deviceC), 'B holds the removal');
+    await waitFor(() => has(libA, 'c-after'), 'A to take the change B kept');
+    await waitFor(async () => (await libA.get('volume', 'c-vol')) !== undefined, 'A to take the row B kept');
+    await waitForConvergence([libA, libB]);
+
+    // C comes back: it learns it was removed, and its later change reaches no member.
+    await restart(c);
+    await waitFor(async () => (await c.node.library(id).status()).state === 'removed', 'C to learn it was removed');
+    await libB.upsert('note', { id: 'b-after', title: 'b-after', body: null });
+    await waitFor(() => has(libA, 'b-after'), "A to have B's next write");
+    await waitForConvergence([libA, libB]);
+    expect(await has(libA, 'c-later')).toBe(false);
+    expect(await has(libB, 'c-later')).toBe(false);
   }, 90_000);
 
   it("a removal written by a device after its own removal, carried in one batch with that removal, closes nothing: the device it named keeps syncing", async () => {
@@ -439,6 +478,35 @@ describe('the sync_removals rule', () => {
     expect(joined).toEqual(earlyFirst);
     expect(mergeStates(REMOVALS_MODEL, apply(undefined, early), apply(undefined, late))).toEqual(earlyFirst);
     expect(() => apply(earlyFirst, { op: 'delete', id: 'd', hlc: late.hlc, fields: null })).toThrow(/never changed or deleted/);
+  });
+
+  it("keeps the greatest kept position of each writer whatever the order, and refuses a kept row its member did not write", () => {
+    const removed = '0b7c1e2a-5d6f-8a8b-9c0d-1e2f3a4b5c6d';
+    const member = '1c2d3e4f-5a6b-8c7d-8e9f-0a1b2c3d4e5f';
+    const writerA = `${removed.slice(0, 24)}aaaaaaaaaaaa`;
+    const writerB = `${removed.slice(0, 24)}bbbbbbbbbbbb`;
+    const kept = (wallMs: number, writers: Record<string, number>, owned: number, by = member): Change => ({
+      op: 'upsert',
+      id: keptRowId(removed, member),
+      hlc: encodeHlc({ wallMs, counter: 0, deviceId: by }),
+      fields: { device: removed, member, writers: JSON.stringify(writers), owned },
+    });
+    const apply = KEPT_MODEL.apply!;
+    const first = kept(1_000, { [writerA]: 5, [writerB]: 2 }, 3);
+    const second = kept(2_000, { [writerA]: 4, [writerB]: 9 }, 1);
+    const oneWay = apply(apply(undefined, first), second);
+    expect(apply(apply(undefined, second), first)).toEqual(oneWay);
+    expect(mergeStates(KEPT_MODEL, apply(undefined, first), apply(undefined, second))).toEqual(oneWay);
+    expect(keptWriters(oneWay.values)).toEqual(new Map([[writerA, 5], [writerB, 9]]));
+    expect(oneWay.values.owned).toBe(3);
+    expect(() => apply(undefined, kept(3_000, { [writerA]: 99 }, 0, removed))).toThrow(/not by its member/);
+    const check = (fields: Record<string, unknown>, id = keptRowId(removed, member)) => () =>
+      KEPT_MODEL.checkRecord!({ device: removed, member, writers: JSON.stringify({ [writerA]: 1 }), owned: 0, ...fields } as never, true, id);
+    expect(check({})).not.toThrow();
+    expect(check({ writers: JSON.stringify({ [`${member.slice(0, 24)}aaaaaaaaaaaa`]: 1 }) })).toThrow(/writers of the device/);
+    expect(check({ member: removed }, keptRowId(removed, removed))).toThrow(/two device ids/);
+    expect(check({}, keptRowId(member, removed))).toThrow(/two device ids/);
+    expect(check({ owned: -1 })).toThrow(/owned must be a version/);
   });
 });
 

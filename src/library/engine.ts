@@ -52,7 +52,7 @@ import {
 import { type Fork, forkedOrigins, forkedRunsFor, forkSeq, provesFork, recordedFork, recordForks } from './forked-runs.js';
 import type { RemoteCounts } from './counts.js';
 import { type SyncCounters, WriteBatch } from './write-batch.js';
-import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
+import { KEPT_MODEL, MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from './status.js';
 import type { InviteInfo, LibraryEvents, LibraryTransaction, ListOptions, Member, MemberRow, SyncProgress } from './types.js';
 import type { OriginFork } from './status.js';
@@ -73,6 +73,7 @@ import { OWNED_CONFIRMED_META_KEY } from './open-library.js';
 import { deleteMeta, putMeta, readMeta } from '../storage/meta.js';
 import { mergeOwnRows, restampOwnRows } from './own-rows.js';
 import { heldOwnedDigests } from './owned-digests.js';
+import { readKept, recordKept } from './kept-changes.js';
 import { appendedWriter, isWriterOf, type WriterCheck } from './writers.js';
 import { CLOSED_ORIGINS_META_KEY, noLongerMemberError, type Removal, removalInfo, Removals } from './removals.js';
 
@@ -827,6 +828,7 @@ export class LibraryEngine {
     const closedOrigins = closed === undefined ? {} : (JSON.parse(closed) as Record<string, number>);
     for (const [origin, through] of Object.entries(closedOrigins)) this.removalState.close(origin, through);
     const own = await this.readRemovals(this.db, this.removalState);
+    this.removalState.setKept(await readKept(this.db, this.table(KEPT_MODEL.name)));
     if (own && !this.ownRemoval) this.ownRemoval = removalInfo(own);
     const told = await readMeta(this.db, REMOVED_META_KEY);
     if (!this.ownRemoval && told !== undefined) this.ownRemoval = JSON.parse(told) as RemovalInfo;
@@ -841,6 +843,16 @@ export class LibraryEngine {
     this.assertOpen();
     await putMeta(this.db, REMOVED_META_KEY, JSON.stringify(info));
     this.setOwnRemoval(info);
+  }
+
+  /**
+   * Reads the `sync_removal_kept` rows into `into`, and opens again the origins closed below what
+   * a member kept (not those closed for a fork), so their kept changes are pulled.
+   */
+  private async takeKept(db: Kysely<InternalTables>, into: Removals): Promise<void> {
+    into.setKept(await readKept(db, this.table(KEPT_MODEL.name)));
+    const forked = new Set(await forkedOrigins(db));
+    if (into.reopenKept((origin) => forked.has(origin))) await putMeta(db, CLOSED_ORIGINS_META_KEY, into.closedValue());
   }
 
   /** Reads the `sync_removals` rows into `into`; returns this device's own removal, if any. */
@@ -969,7 +981,20 @@ export class LibraryEngine {
       const value = await fn(batch);
       await batch.flush();
       // Into the batch's copy: the library adopts it with the counters once committed.
-      if (batch.events.some((e) => e.model === REMOVALS_MODEL.name)) ownRemoval = await this.readRemovals(trx, batch.removals);
+      const removalsIn = batch.events.some((e) => e.model === REMOVALS_MODEL.name);
+      if (removalsIn) {
+        ownRemoval = await this.readRemovals(trx, batch.removals);
+        // What this device took of a device now known removed, after its cutoff: recorded with
+        // the removal, so no crash comes between (`kept-changes.ts`).
+        if (!batch.removals.of(this.deviceId)) {
+          await recordKept(batch, new LocalWriter(this.ctx, batch, true), batch.removals.all(), this.deviceId, {
+            kept: this.table(KEPT_MODEL.name),
+            owned: [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device'),
+          });
+          await batch.flush();
+        }
+      }
+      if (removalsIn || batch.events.some((e) => e.model === KEPT_MODEL.name)) await this.takeKept(trx, batch.removals);
       await putMeta(trx, 'hlc', batch.highWater());
       return { value, batch };
     });

@@ -633,8 +633,9 @@ export async function applyRemoteOwned(
     if (current && current.owner !== row.owner) {
       throw new OwnershipError(`${model.name} ${row.id} is owned by ${current.owner}, not ${row.owner}`);
     }
-    // A removed device's rows written after its removal are refused; the cursor still moves.
-    const afterRemoval = batch.removals.refuses({ origin: row.owner, hlc: row.hlc });
+    // A removed device's rows written after its removal are refused (unless a member kept them:
+    // they come again when summaries are compared); the cursor still moves.
+    const afterRemoval = batch.removals.refusesOwned(row);
     // A row held from before owned rows were signed gives way to the owner's signed one.
     const held = current && (current.version > row.version || (current.version === row.version && current.cert !== null));
     if (row.owner === ctx.deviceId || held || afterRemoval) {

@@ -12,6 +12,16 @@ export interface Removal {
   readonly cutoff: string;
 }
 
+/**
+ * What members took of one removed device after its cutoff, before they learned of the removal
+ * (the `sync_removal_kept` rows of it, merged): per writer the greatest position, and the
+ * greatest version of its device-owned rows.
+ */
+export interface Kept {
+  readonly writers: ReadonlyMap<string, number>;
+  readonly owned: number;
+}
+
 /** `sync_meta` key of the closed origins: `{ origin: last accepted seq }` (JSON). */
 export const CLOSED_ORIGINS_META_KEY = 'closed_origins';
 
@@ -26,15 +36,18 @@ export function noLongerMemberError(library: string, removal: RemovalInfo): Remo
 }
 
 /**
- * What this library knows of removed devices: their cutoffs, and the log origins closed for
- * good. A removed device's changes stamped after its cutoff are refused wherever changes are
- * admitted (`remote-apply.ts`). A writer's clocks grow with its log positions, so the first
- * refused position of an origin closes it: nothing after it can be accepted either, and what a
- * partner advertises of it beyond does not count as ahead (`cap`), and pulls ask for it after
- * the largest position (`pullAfter`), so catch-up never asks for it again.
+ * What this library knows of removed devices: their cutoffs, what members kept of them, and the
+ * log origins closed. A removed device's changes stamped after its cutoff are refused wherever
+ * changes are admitted (`remote-apply.ts`), but for those members kept: took before they learned
+ * of the removal (`Kept`), which every member keeps. A writer's clocks grow with its log
+ * positions, so the first refused position of an origin closes it: nothing after it is accepted
+ * either, what a partner advertises of it beyond does not count as ahead (`cap`), and pulls ask
+ * for it after the largest position (`pullAfter`). Only a member's kept position beyond it opens
+ * it again (`reopenKept`).
  */
 export class Removals {
   private byDevice = new Map<string, Removal>();
+  private kept = new Map<string, Kept>();
   private readonly closed: Map<string, number>;
   /** Whether `set` or `close` ran on this copy: only then does `adopt` take it over. */
   private changed = false;
@@ -50,6 +63,7 @@ export class Removals {
   copy(): Removals {
     const copy = new Removals(this.closed);
     copy.byDevice = new Map(this.byDevice);
+    copy.kept = new Map(this.kept);
     return copy;
   }
 
@@ -60,6 +74,7 @@ export class Removals {
   adopt(committed: Removals): void {
     if (!committed.changed) return;
     this.byDevice = new Map(committed.byDevice);
+    this.kept = new Map(committed.kept);
     this.closed.clear();
     for (const [origin, through] of committed.closed) this.closed.set(origin, through);
   }
@@ -68,6 +83,33 @@ export class Removals {
   set(removals: readonly Removal[]): void {
     this.byDevice = new Map(removals.map((r) => [r.device, r]));
     this.changed = true;
+  }
+
+  /** Replaces what members kept of removed devices (the `sync_removal_kept` rows as held, merged per device). */
+  setKept(kept: ReadonlyMap<string, Kept>): void {
+    this.kept = new Map(kept);
+    this.changed = true;
+  }
+
+  /** The greatest position of `origin` (a removed device's writer) that a member kept. */
+  keptThrough(origin: string): number {
+    let through = 0;
+    for (const [device, kept] of this.kept) if (isWriterOf(origin, device)) through = Math.max(through, kept.writers.get(origin) ?? 0);
+    return through;
+  }
+
+  /**
+   * Reopens closed origins that members kept beyond where they were closed (unless `stays`, an
+   * origin closed for a fork), so their kept changes are pulled. Returns whether any was.
+   */
+  reopenKept(stays: (origin: string) => boolean): boolean {
+    let reopened = false;
+    for (const [origin, through] of this.closed) {
+      if (this.cutoffFor(origin) === undefined || this.keptThrough(origin) <= through || stays(origin)) continue;
+      this.closed.delete(origin);
+      reopened = this.changed = true;
+    }
+    return reopened;
   }
 
   of(device: string): Removal | undefined {
@@ -103,10 +145,16 @@ export class Removals {
     return cutoff;
   }
 
-  /** Whether an entry of a removed device's writer was stamped after its cutoff. */
-  refuses(entry: Pick<LogEntry, 'origin' | 'hlc'>, extra?: ReadonlyMap<string, string>): boolean {
+  /** Whether an entry of a removed device's writer was stamped after its cutoff, beyond what members kept. */
+  refuses(entry: Pick<LogEntry, 'origin' | 'seq' | 'hlc'>, extra?: ReadonlyMap<string, string>): boolean {
     const cutoff = this.cutoffFor(entry.origin, extra);
-    return cutoff !== undefined && entry.hlc > cutoff;
+    return cutoff !== undefined && entry.hlc > cutoff && entry.seq > this.keptThrough(entry.origin);
+  }
+
+  /** Whether a removed device's own row was written after its cutoff, beyond the version members kept. */
+  refusesOwned(row: { owner: string; version: number; hlc: string }): boolean {
+    const cutoff = this.cutoffFor(row.owner);
+    return cutoff !== undefined && row.hlc > cutoff && row.version > (this.kept.get(row.owner)?.owned ?? 0);
   }
 
   /** The last accepted seq of a closed origin. */

@@ -166,4 +166,89 @@ function checkRemovalRecord(fields: StoredValues, whole: boolean): void {
   if (fields.kind !== 'removed' && fields.kind !== 'left') throw new ValidationError("sync_removals: kind must be 'removed' or 'left'");
 }
 
-export const SYSTEM_MODELS: readonly SharedModel[] = [MEMBERS_MODEL, REMOVALS_MODEL];
+const keptFields: readonly FieldDefinition[] = [
+  { name: 'device', type: 'text', nullable: false },
+  { name: 'member', type: 'text', nullable: false },
+  // `{ writer id: seq }`: positions of the removed device's writers the member held.
+  { name: 'writers', type: 'json', nullable: false },
+  // The removed device's device-owned version the member held.
+  { name: 'owned', type: 'integer', nullable: false },
+];
+
+/**
+ * What a member took of a removed device after the device's cutoff, before it learned of the
+ * removal (docs/architecture.md, "The cutoff rule"): one row per removed device and member
+ * (id = `<device>/<member>`), written only by that member's engine (`LibraryEngine.recordKept`),
+ * with the positions it held of the device's writers and the version of its device-owned rows.
+ * Every member keeps the removed device's changes through the greatest such position (and rows
+ * through the greatest version), so members that took them and members that refused them agree.
+ * Positions only grow: the merge keeps the greater of each (`joinKept`), whatever the clocks, and
+ * a row is refused unless its member wrote it.
+ */
+export const KEPT_MODEL: SharedModel = {
+  name: 'sync_removal_kept',
+  ownership: 'shared',
+  conflict: 'lww-field',
+  naturalKey: [],
+  apply: applyKept,
+  system: true,
+  checkRecord: checkKeptRecord,
+  join: joinKept,
+  fields: keptFields,
+  fieldsByName: new Map(keptFields.map((f) => [f.name, f])),
+};
+
+/** The id of `member`'s row of what it kept of removed `device`. */
+export function keptRowId(device: string, member: string): string {
+  return `${device}/${member}`;
+}
+
+/** Positions per writer, as a kept row holds them. */
+export function keptWriters(values: StoredValues): Map<string, number> {
+  return new Map(Object.entries(JSON.parse(values.writers as string) as Record<string, number>));
+}
+
+function applyKept(current: SharedRowState | undefined, change: Change): SharedRowState {
+  if (change.op !== 'upsert') throw new ValidationError('sync_removal_kept: a row is written whole (upsert), never partially');
+  const author = decodeHlc(change.hlc).deviceId;
+  if (!isWriterOf(author, change.fields!.member as string)) {
+    throw new ValidationError(`sync_removal_kept: ${change.id} is written by ${author}, not by its member`);
+  }
+  const proposed = { id: change.id, values: change.fields!, hlc: change.hlc, deleted: false, fieldHlcs: {}, upsertHlc: change.hlc, deleteHlc: null };
+  return current === undefined ? proposed : joinKept(current, proposed);
+}
+
+/** The greater position of each writer and the greater owned version of two kept rows; the newer clock. */
+function joinKept(held: SharedRowState, other: SharedRowState): SharedRowState {
+  const writers = keptWriters(held.values);
+  for (const [writer, seq] of keptWriters(other.values)) writers.set(writer, Math.max(seq, writers.get(writer) ?? 0));
+  const sorted = Object.fromEntries([...writers].sort(([a], [b]) => (a < b ? -1 : 1)));
+  const newer = newerState(KEPT_MODEL, held, other);
+  return {
+    ...newer,
+    values: { ...newer.values, writers: JSON.stringify(sorted), owned: Math.max(held.values.owned as number, other.values.owned as number) },
+  };
+}
+
+function checkKeptRecord(fields: StoredValues, whole: boolean, id: string): void {
+  if (!whole) throw new ValidationError('sync_removal_kept: a row is written whole (upsert), never partially');
+  const { device, member } = fields;
+  if (!isDeviceId(device) || !isDeviceId(member) || device === member || id !== keptRowId(device, member)) {
+    throw new ValidationError('sync_removal_kept: device and member must be two device ids, and the id `<device>/<member>`');
+  }
+  const writers: unknown = JSON.parse(fields.writers as string);
+  const positions = writers !== null && typeof writers === 'object' && !Array.isArray(writers) ? Object.entries(writers) : undefined;
+  if (!positions || positions.length > MAX_KEPT_WRITERS || positions.some(([writer, seq]) => !isWriterOf(writer, device) || !isPosition(seq))) {
+    throw new ValidationError(`sync_removal_kept: writers must map at most ${MAX_KEPT_WRITERS} writers of the device to positions`);
+  }
+  if (!isPosition(fields.owned)) throw new ValidationError('sync_removal_kept: owned must be a version');
+}
+
+/** Writers of one removed device a kept row names at most (a library holds 1 024 origins). */
+const MAX_KEPT_WRITERS = 1_024;
+
+function isPosition(value: unknown): boolean {
+  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= 2 ** 52;
+}
+
+export const SYSTEM_MODELS: readonly SharedModel[] = [MEMBERS_MODEL, REMOVALS_MODEL, KEPT_MODEL];

@@ -14,7 +14,7 @@ import { CatchUp } from '../backfill/catch-up.js';
 import type { InviteInfo, InviteOptions, LibrarySync, Member, SyncedOptions } from '../library/types.js';
 import type { StoredInvite } from '../library/invite-store.js';
 import type { ReplicationLibrary } from './replication-library.js';
-import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
+import { KEPT_MODEL, MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import { mayBind } from '../membership/device-id.js';
 import { noLongerMemberError, removalInfo } from '../library/removals.js';
 import type { VersionVector } from '../peer-log/types.js';
@@ -116,6 +116,8 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
   private readonly syncedWaiters = new Set<() => void>();
   private readonly onChange = (event: { model: string }) => {
     if (event.model === MEMBERS_MODEL.name || event.model === REMOVALS_MODEL.name) void this.refreshMembers();
+    // A member kept a removed device's changes this device refused: they may be pulled now.
+    if (event.model === KEPT_MODEL.name) this.catchUp.trigger();
   };
   /** Removed by a member: this device stops syncing (a leave stops once acknowledged: `leave`). */
   private readonly onRemoved = (removal: RemovalInfo) => {

@@ -160,6 +160,11 @@ export class ModelTable {
     return `SELECT count(*) AS n FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ?`;
   }
 
+  /** A row of one owner written after a clock, if any (device-owned tables). */
+  ownedAfterClockSql(): string {
+    return `SELECT 1 AS found FROM ${this.table} WHERE _owner = ? AND _hlc > ? LIMIT 1`;
+  }
+
   /** Every row, tombstones included, in id order (snapshots). */
   allRowsSql(withAfter: boolean): string {
     return `SELECT * FROM ${this.table}${withAfter ? ' WHERE id > ?' : ''} ORDER BY id LIMIT ?`;
