@@ -5,7 +5,8 @@
  * it held less than the owner wrote for good. Partners holding an owner through the same version
  * now compare summaries of its rows (`owned-digests`); where they differ, the rows are pulled
  * again, so the victim gets what it was denied from the first honest partner it meets, and a
- * member's false summary costs one pull and is refused.
+ * member's false summary costs one pull (it is not refused: nothing tells it from a partner whose
+ * rows changed meanwhile).
  *
  * The in-memory network and SQLite files; the hostile member is a raw protocol peer.
  */

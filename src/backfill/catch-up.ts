@@ -98,6 +98,8 @@ export class CatchUp {
   private readonly busyUntil = new Map<string, number>();
   private readonly latencyMs = new Map<string, number>();
   private wake: (() => void) | undefined;
+  /** Repairs of an owner's rows run so far (`repairOwned`). */
+  private repairs = 0;
   /** Starts a run, or asks the running one to look again (coalesced). */
   readonly trigger = coalescing(
     () => (this.finished = this.run()),
@@ -244,13 +246,15 @@ export class CatchUp {
    */
   private async pullFrom(session: Session, run: Run): Promise<void> {
     const library = this.host.library;
-    const before = { done: run.done, shared: library.versionVector(), owned: library.ownedVector(), covered: session.ownedCoverageGrowth };
+    const before = { done: run.done, shared: library.versionVector(), owned: library.ownedVector(), covered: session.ownedCoverageGrowth, repairs: this.repairs };
     await this.pullAll(session, run);
     const served =
       run.done > before.done ||
       isBehind(before.shared, library.versionVector()) ||
       isBehind(before.owned, library.ownedVector()) ||
-      session.ownedCoverageGrowth > before.covered;
+      session.ownedCoverageGrowth > before.covered ||
+      // A repair answers a summary, not an advertised lead: it may rightly bring nothing.
+      this.repairs > before.repairs;
     if (!this.stopped && !served && session.state !== 'closed' && session.partnerAhead()) {
       throw new ProtocolError(`partner ${session.device} advertises changes it does not serve`);
     }
@@ -329,7 +333,8 @@ export class CatchUp {
    * versions of some. All of the partner's rows of `owner` are pulled again, from the start; each
    * one missing here, or newer than the one held, is taken (it is signed, so a partner can only
    * bring the owner's own rows). That summary is then settled for the session: a partner
-   * repeating a false one costs one pull of its rows, no more than a push of them would. Whether
+   * repeating a false one costs one pull of its rows (pages through the newest row each serves,
+   * as any pull: one without rows ends it), and the catch-up from others waits meanwhile. Whether
    * a summary was false cannot be told: the partner's rows may change at the same version
    * meanwhile (it repairs too), so its pages need not add up to what it summarised.
    */
@@ -337,10 +342,14 @@ export class CatchUp {
     const library = this.host.library;
     let taken = 0;
     await this.pullOwned(session, run, owner, 0, version, async (page, coverage) => {
-      const { applied } = await library.applyRemoteOwned(page, { ...coverage, to: provenCoverage(coverage.from, page.rows) }, run.counts);
+      const to = provenCoverage(coverage.from, page.rows);
+      const { applied } = await library.applyRemoteOwned(page, { ...coverage, to }, run.counts);
       taken += applied;
-      return coverage.to;
+      // Through the newest row served, as any pull: a page without rows ends the repair (a
+      // partner claiming one version a page would otherwise take a round trip per version).
+      return to;
     });
+    this.repairs += 1;
     session.ownedRepaired(owner);
     if (taken > 0) this.host.onOwnedRepaired(session, owner, taken);
   }

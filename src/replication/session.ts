@@ -573,12 +573,6 @@ export class Session {
   }
 
   /**
-   * Shows the partner every fork its `heads` reveal: the run this device holds there instead,
-   * pushed, one at a time. An origin is checked again on this session only at a later position
-   * (an honest partner's heads only move forward), so no partner gets more this way than the
-   * log it could pull. Heads arriving while a check runs wait, merged (one per origin).
-   */
-  /**
    * Summaries of owners' rows held here through the version the partner holds too, each owner
    * once per version on a session: the partner compares them with its own and pulls again what
    * it lacks (`owned-digests.ts`). Not the partner's own rows: it is their authority.
@@ -635,6 +629,12 @@ export class Session {
     }
   }
 
+  /**
+   * Shows the partner every fork its `heads` reveal: the run this device holds there instead,
+   * pushed, one at a time. An origin is checked again on this session only at a later position
+   * (an honest partner's heads only move forward), so no partner gets more this way than the
+   * log it could pull. Heads arriving while a check runs wait, merged (one per origin).
+   */
   private receiveHeads(message: MessageOf<'heads'>): void {
     for (const [origin, seq, id] of message.heads) {
       if (seq > Math.max(this.headsChecked.get(origin) ?? 0, this.headsToCheck.get(origin)?.[0] ?? 0)) this.headsToCheck.set(origin, [seq, id]);
