@@ -629,7 +629,7 @@ export class LibraryEngine {
   async ownedAfter(owner: string, after: number, limits: ReadLimits): Promise<OwnedPage> {
     this.assertOpen();
     const through = this.counters.ownerVersions.get(owner) ?? 0;
-    const tables = [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
+    const tables = this.ownedTables();
     const author = owner === this.deviceId ? this.signatures.peer : (this.counters.ownerAuthors.get(owner) ?? null);
     return readOwnedAfter(this.db, tables, owner, after, through, author, limits);
   }
@@ -643,8 +643,7 @@ export class LibraryEngine {
     if ((this.counters.ownerVersions.get(owner) ?? 0) !== version) return undefined;
     const cached = this.ownedDigestCache.get(owner);
     if (cached?.version === version) return cached.digests;
-    const tables = [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
-    const digests = heldOwnedDigests(this.db, tables, owner, version, () => this.turns.turn());
+    const digests = heldOwnedDigests(this.db, this.ownedTables(), owner, version, () => this.turns.turn());
     this.ownedDigestCache.set(owner, { version, digests });
     // A failed read is not remembered.
     digests.catch(() => {
@@ -989,7 +988,7 @@ export class LibraryEngine {
         if (!batch.removals.of(this.deviceId)) {
           await recordKept(batch, new LocalWriter(this.ctx, batch, true), batch.removals.all(), this.deviceId, {
             kept: this.table(KEPT_MODEL.name),
-            owned: [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device'),
+            owned: this.ownedTables(),
           });
           await batch.flush();
         }
@@ -1017,6 +1016,11 @@ export class LibraryEngine {
     const row = rows[0];
     if (!row || row._deleted === 1) return undefined;
     return rowFromStored(model, id, table.valuesFromRow(row));
+  }
+
+  /** The tables of device-owned models. */
+  private ownedTables(): ModelTable[] {
+    return [...this.ctx.tables.values()].filter((t) => t.model.ownership === 'device');
   }
 
   private table(name: string): ModelTable {

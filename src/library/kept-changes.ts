@@ -71,9 +71,7 @@ export async function recordKept(
     const held = (await batch.loadShared(tables.kept, id))?.values;
     const heldWriters = held ? keptWriters(held) : new Map<string, number>();
     const more = Object.entries(writers).some(([origin, seq]) => seq > (heldWriters.get(origin) ?? 0)) || owned > ((held?.owned as number | undefined) ?? 0);
-    if (!more) continue;
-    for (const [origin, seq] of heldWriters) writers[origin] = Math.max(seq, writers[origin] ?? 0);
-    const sorted = Object.fromEntries(Object.entries(writers).sort(([a], [b]) => (a < b ? -1 : 1)));
-    await writer.upsert(KEPT_MODEL.name, { id, device: removal.device, member: self, writers: sorted, owned: Math.max(owned, (held?.owned as number | undefined) ?? 0) });
+    // The row's merge keeps the greater of what it held and this (`joinKept`).
+    if (more) await writer.upsert(KEPT_MODEL.name, { id, device: removal.device, member: self, writers, owned });
   }
 }

@@ -4,6 +4,7 @@ import { decodeHlc, isDeviceId } from '../hlc/index.js';
 import { isWriterOf } from '../library/writers.js';
 import { mayBind } from '../membership/device-id.js';
 import { newerState } from './merge.js';
+import { canonicalJson } from './values.js';
 import type { Change, SharedRowState, StoredValues } from './types.js';
 
 const memberFields: readonly FieldDefinition[] = [
@@ -222,11 +223,14 @@ function applyKept(current: SharedRowState | undefined, change: Change): SharedR
 function joinKept(held: SharedRowState, other: SharedRowState): SharedRowState {
   const writers = keptWriters(held.values);
   for (const [writer, seq] of keptWriters(other.values)) writers.set(writer, Math.max(seq, writers.get(writer) ?? 0));
-  const sorted = Object.fromEntries([...writers].sort(([a], [b]) => (a < b ? -1 : 1)));
   const newer = newerState(KEPT_MODEL, held, other);
   return {
     ...newer,
-    values: { ...newer.values, writers: JSON.stringify(sorted), owned: Math.max(held.values.owned as number, other.values.owned as number) },
+    values: {
+      ...newer.values,
+      writers: canonicalJson(Object.fromEntries(writers), 'sync_removal_kept'),
+      owned: Math.max(held.values.owned as number, other.values.owned as number),
+    },
   };
 }
 
