@@ -194,7 +194,8 @@ async function transfer(kind: 'snapshot' | 'chunks' | 'owned', from: Device, to:
     if (page.pruned.length === 0) return;
   }
   const page = await engineOf(from.lib).snapshotAfter(null, BIG);
-  await engineOf(to.lib).applySnapshot(page.rows, { vector: from.lib.versionVector(), next: null });
+  const vector = from.lib.versionVector();
+  await engineOf(to.lib).applySnapshot(page.rows, { vector, proofs: await engineOf(from.lib).snapshotProofs(vector, {}), next: null });
 }
 
 /** Every clock `d` stores (shared rows, owned rows) is below the mark its clock issues from. */

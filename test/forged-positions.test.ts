@@ -48,7 +48,7 @@ describe('a snapshot applied at the library', () => {
     await lib.upsert('note', { id: 'a', title: 'a', body: null });
     const own = lib.versionVector()[node.deviceId]!;
     const other = '00000000-0000-4000-8000-000000000007';
-    await engineOf(lib).applySnapshot([], { vector: { [node.deviceId]: own + 1_000, [other]: 7 }, next: null });
+    await engineOf(lib).applySnapshot([], { vector: { [node.deviceId]: own + 1_000, [other]: 7 }, proofs: [], next: null });
     expect(lib.versionVector()).toMatchObject({ [node.deviceId]: own, [other]: 7 });
     await lib.upsert('note', { id: 'b', title: 'b', body: null });
     expect(lib.versionVector()[node.deviceId]).toBe(own + 1);

@@ -89,9 +89,11 @@ describe('the record size limit and the frame', () => {
     const position: [string, string] = [model, WIDE_ID];
     const pruned = Array.from({ length: MAX_VECTOR_ORIGINS }, (_, i) => [uuidAt(i), Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER]);
     const big = Number.MAX_SAFE_INTEGER;
+    const author = 'p'.repeat(MAX_PEER_ID_LENGTH);
+    const proofs = Array.from({ length: MAX_VECTOR_ORIGINS }, (_, i) => [uuidAt(i), big, big, new Uint8Array(RUN_ID_BYTES), new Uint8Array(RUN_ID_BYTES), new Uint8Array(SIGNATURE_BYTES), author]);
     const pages = (rows: { snapshot: unknown[]; owned: unknown[]; chunks: unknown[] }): Message[] =>
       [
-        { t: 'snapshot-page', library, req: big, vector, rows: rows.snapshot, next: position, total: big },
+        { t: 'snapshot-page', library, req: big, vector, rows: rows.snapshot, next: position, total: big, proofs },
         { t: 'shared-page', library, req: big, chunks: rows.chunks, hasMore: true, pruned },
         { t: 'state-page', library, req: big, owner: uuidAt(1), from: big, to: big, author: 'p'.repeat(MAX_PEER_ID_LENGTH), rows: rows.owned, hasMore: true },
         { t: 'state', library, batch: big, owner: uuidAt(1), from: big, to: big, author: 'p'.repeat(MAX_PEER_ID_LENGTH), rows: rows.owned },
@@ -203,7 +205,7 @@ describe('local writes', () => {
     const row = { model: 'volume', id: 'v', owner: origin, version: 1, hlc, deleted: false, values: { path: 'p'.repeat(MAX_RECORD_BYTES), bytes: 1 } };
     await expect(engineOf(lib).applyRemoteOwned(signedOwnedRows(key, lib.id, [row]), { owner: origin, from: 0, to: 1 })).rejects.toThrow(/row 0: volume: record is larger than/);
     const state = { id: 'big', hlc, deleted: false, values: over, fieldHlcs: null, upsertHlc: null, deleteHlc: null };
-    await expect(engineOf(lib).applySnapshot([{ model: 'note', state }], { vector: {}, next: null })).rejects.toThrow(/snapshot row 0: note: record is larger than/);
+    await expect(engineOf(lib).applySnapshot([{ model: 'note', state }], { vector: {}, proofs: [], next: null })).rejects.toThrow(/snapshot row 0: note: record is larger than/);
     expect(await librarySnapshot(lib)).toEqual(before);
     // At the limit, each is taken.
     const result = await engineOf(lib).applyRemoteChunks(runs([introduction, { ...entry, fields: noteOf(MAX_RECORD_BYTES) }]));

@@ -92,12 +92,13 @@ function downgradeToSchema11(dataDir: string, libraryId: string): void {
       DROP TABLE sync_forks;
       DROP TABLE sync_forked_runs;
       ALTER TABLE sync_vector DROP COLUMN head;
+      ALTER TABLE sync_vector DROP COLUMN proof;
       CREATE TABLE sync_log_11 (origin TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, entries BLOB NOT NULL, PRIMARY KEY (origin, last_seq)) WITHOUT ROWID;
       INSERT INTO sync_log_11 SELECT origin, first_seq, last_seq, entries FROM sync_log;
       DROP TABLE sync_log;
       ALTER TABLE sync_log_11 RENAME TO sync_log;
       ALTER TABLE sync_owner_versions DROP COLUMN author;
-      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs', '0007-forked-runs', '0008-owner-authors');
+      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs', '0007-forked-runs', '0008-owner-authors', '0009-snapshot-proofs');
     `);
   } finally {
     db.close();

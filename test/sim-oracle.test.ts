@@ -236,7 +236,8 @@ async function runWorkload(seed: number, steps: number): Promise<Run> {
     if (step === steps >> 1) {
       const source = random.pick(writers).lib;
       const snapshot = await engineOf(source).snapshotAfter(null, BIG);
-      await engineOf(all[3]!.lib).applySnapshot(snapshot.rows, { vector: source.versionVector(), next: null });
+      const vector = source.versionVector();
+      await engineOf(all[3]!.lib).applySnapshot(snapshot.rows, { vector, proofs: await engineOf(source).snapshotProofs(vector, {}), next: null });
     }
   }
   return { writers, late: all[3]!, writes, refused };

@@ -38,7 +38,8 @@ const EVERYTHING = { maxRecords: 100_000, maxBytes: 1 << 30 };
 async function applyWholeSnapshot(from: Library, to: Library): Promise<void> {
   const page = await engineOf(from).snapshotAfter(null, EVERYTHING);
   expect(page.next).toBeNull();
-  await engineOf(to).applySnapshot(page.rows, { vector: from.versionVector(), next: null });
+  const vector = from.versionVector();
+  await engineOf(to).applySnapshot(page.rows, { vector, proofs: await engineOf(from).snapshotProofs(vector, {}), next: null });
 }
 
 /**

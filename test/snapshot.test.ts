@@ -10,6 +10,7 @@ import { removeTempDirs } from './helpers/child-process.js';
 import { startNode, stopAllNodes, useMemoryTransport } from './helpers/cluster.js';
 import { engineOf } from '../src/library/library.js';
 import type { LibraryEngine } from '../src/library/engine.js';
+import { checkpointValue } from '../src/library/snapshot.js';
 import { introduce, runsOf } from './helpers/log-copy.js';
 
 useMemoryTransport();
@@ -75,12 +76,12 @@ describe('snapshots', () => {
     expect(page.next).toBeNull();
     expect(page.rows.some((r) => r.model === 'note' && r.state.deleted)).toBe(true);
     const counts = { added: 0, updated: 0, deleted: 0 };
-    await engineOf(x.lib).applySnapshot(page.rows, { vector: {}, next: null }, counts);
+    await engineOf(x.lib).applySnapshot(page.rows, { vector: {}, proofs: [], next: null }, counts);
     expect(await x.lib.digest()).toBe(await both.lib.digest());
     expect(counts.added).toBeGreaterThan(0);
 
     // And the other way round.
-    await engineOf(y.lib).applySnapshot((await ownSnapshot(both.lib)).rows, { vector: {}, next: null });
+    await engineOf(y.lib).applySnapshot((await ownSnapshot(both.lib)).rows, { vector: {}, proofs: [], next: null });
     expect(await y.lib.digest()).toBe(await both.lib.digest());
   });
 
@@ -90,7 +91,7 @@ describe('snapshots', () => {
     x.lib.on('change', (e) => changes.push(`${e.model}/${e.id}`));
     const digest = await x.lib.digest();
     const counts = { added: 0, updated: 0, deleted: 0 };
-    await engineOf(x.lib).applySnapshot((await ownSnapshot(x.lib)).rows, { vector: {}, next: null }, counts);
+    await engineOf(x.lib).applySnapshot((await ownSnapshot(x.lib)).rows, { vector: {}, proofs: [], next: null }, counts);
     expect(counts).toEqual({ added: 0, updated: 0, deleted: 0 });
     expect(changes).toEqual([]);
     expect(await x.lib.digest()).toBe(digest);
@@ -100,13 +101,15 @@ describe('snapshots', () => {
     const { x } = await divergentWriters();
     const target = await replicaOf(x.lib.id);
     const vector = x.lib.versionVector();
+    const proofs = await engineOf(x.lib).snapshotProofs(vector, {});
     let after = null as Awaited<ReturnType<LibraryEngine['snapshotAfter']>>['next'];
     let pages = 0;
     do {
       const page = await engineOf(x.lib).snapshotAfter(after, { maxRecords: 2, maxBytes: 1 << 20 });
       expect(page.rows.length).toBeLessThanOrEqual(2);
-      await engineOf(target.lib).applySnapshot(page.rows, { vector, next: page.next });
-      expect(await engineOf(target.lib).snapshotCheckpoint()).toEqual(page.next === null ? undefined : { vector, next: page.next });
+      await engineOf(target.lib).applySnapshot(page.rows, { vector, proofs, next: page.next });
+      const stored = await engineOf(target.lib).snapshotCheckpoint();
+      expect(stored && checkpointValue(stored)).toEqual(page.next === null ? undefined : checkpointValue({ vector, proofs, next: page.next }));
       after = page.next;
       pages += 1;
     } while (after !== null);
@@ -114,6 +117,9 @@ describe('snapshots', () => {
     expect(await target.lib.digest()).toBe(await x.lib.digest());
     expect(target.lib.versionVector()).toEqual(vector);
     expect(await engineOf(target.lib).prunedVector()).toEqual(vector);
+    // It holds the proofs of what it adopted, so it can serve the same snapshot in turn.
+    const proven = await engineOf(target.lib).snapshotProofs(vector, {});
+    expect(checkpointValue({ vector, proofs: proven, next: null })).toBe(checkpointValue({ vector, proofs, next: null }));
   });
 
   it('refuses a snapshot row that breaks its model, and applies nothing of the page', async () => {
@@ -122,10 +128,10 @@ describe('snapshots', () => {
     const digest = await x.lib.digest();
     const live = page.rows.find((r) => r.model === 'note' && !r.state.deleted)!;
     const broken = { ...live, state: { ...live.state, values: { ...live.state.values, title: null } } };
-    await expect(engineOf(x.lib).applySnapshot([...page.rows, broken], { vector: {}, next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
+    await expect(engineOf(x.lib).applySnapshot([...page.rows, broken], { vector: {}, proofs: [], next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
     const tag = page.rows.find((r) => r.model === 'tag' && !r.state.deleted)!;
     const forgedTag = { ...tag, state: { ...tag.state, values: { label: 'not-the-key' } } };
-    await expect(engineOf(x.lib).applySnapshot([forgedTag], { vector: {}, next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
+    await expect(engineOf(x.lib).applySnapshot([forgedTag], { vector: {}, proofs: [], next: null })).rejects.toMatchObject({ code: 'VALIDATION' });
     expect(await x.lib.digest()).toBe(digest);
   });
 });

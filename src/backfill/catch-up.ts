@@ -1,5 +1,6 @@
 import { BusyError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
 import type { SnapshotCheckpoint, SnapshotPosition, SnapshotRow } from '../library/snapshot.js';
+import { proofFromTuple, type RunProof } from '../peer-log/signed-runs.js';
 import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, SignedOwnedRows } from '../library/remote-apply.js';
 import type { RemoteCounts } from '../library/counts.js';
 import type { SyncCheckpoint, SyncRun } from '../library/run-store.js';
@@ -29,6 +30,7 @@ export interface BackfillTarget {
   applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
   applyRemoteOwned(page: SignedOwnedRows, coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
   applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void>;
+  proveSnapshotVector(vector: VersionVector, proofs: readonly RunProof[]): Promise<unknown>;
   snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined>;
   mergeOwnRows(page: SignedOwnedRows, coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean>;
   settleOwnRows(through: number, diverged: boolean): Promise<number>;
@@ -160,8 +162,9 @@ export class CatchUp {
         }
         const ahead = sessions.filter((s) => s.partnerAhead());
         if (ahead.length === 0) {
-          // Caught up with every open session; with none open, the run could not finish.
-          completed = sessions.length > 0;
+          // Caught up with every open session; with none open, or with changes held by a
+          // partner that cannot hand them over (before 3.2), the run could not finish.
+          completed = sessions.length > 0 && !sessions.some((s) => s.holdsOutOfReach());
           if (this.pending && completed) await this.completeBackfill();
           break;
         }
@@ -280,9 +283,16 @@ export class CatchUp {
         continue;
       }
       const before = run.done;
-      if (!(await this.pullLog(session, run))) await this.snapshotFrom(session, run, undefined);
-      // An empty page: the partner serves nothing more; `pullFrom` judges what it advertised.
-      else if (run.done === before) return;
+      if (await this.pullLog(session, run)) {
+        // An empty page: the partner serves nothing more; `pullFrom` judges what it advertised.
+        if (run.done === before) return;
+      } else if (session.provesSnapshots) {
+        await this.snapshotFrom(session, run, undefined);
+      } else {
+        // Its vector could claim an honest device's origin beyond what it wrote: another partner serves it.
+        session.snapshotUnproven();
+        return;
+      }
     }
   }
 
@@ -444,11 +454,17 @@ export class CatchUp {
       // The next page is read by the partner while this one is applied.
       if (page.next !== null) reply = prefetched(this.timed(session, () => session.pullSnapshot(page.next)));
       if (page.total !== null) run.total = Math.max(run.total, run.done + page.total);
-      const vector: VersionVector = checkpoint?.vector ?? page.vector;
       if (page.next !== null && checkpoint?.next && !positionAfter(page.next, checkpoint.next)) {
         throw new ProtocolError(`partner ${session.device} sent a snapshot page that does not move forward`);
       }
-      checkpoint = { vector, next: page.next };
+      if (checkpoint) {
+        checkpoint = { ...checkpoint, next: page.next };
+      } else {
+        // The snapshot's vector is proven before anything of it is applied (its first page).
+        const proofs = (page.proofs ?? []).map(proofFromTuple);
+        await library.proveSnapshotVector(page.vector, proofs);
+        checkpoint = { vector: page.vector, proofs, next: page.next };
+      }
       await library.applySnapshot(page.rows.map(snapshotRowFromTuple), checkpoint, run.counts);
       this.advance(run, session, 'snapshot', page.rows.length, bytes);
       if (page.next === null || this.stopped) return;

@@ -13,7 +13,9 @@ import {
   entriesAfter,
   entryAt,
   pruneAcknowledged,
+  type ProvenHead,
   readAcks,
+  readProofs,
   readVector,
   recordAck,
   runCovering,
@@ -26,7 +28,8 @@ import { EventLoopTurns } from '../util/event-loop.js';
 import type { RecordIds } from '../util/ids.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Signatures } from '../runtime/signatures.js';
-import { runId } from '../peer-log/signed-runs.js';
+import { runId, type RunProof } from '../peer-log/signed-runs.js';
+import { OriginAuthors } from './origin-authors.js';
 import { equalBytes } from '../util/bytes.js';
 import { deviceIdForPeer, isKeyDerivedId } from '../membership/device-id.js';
 import { OwnedRowVerifier } from '../models/signed-owned-rows.js';
@@ -61,6 +64,9 @@ import { LastSeenStore } from './last-seen-store.js';
 import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
 import {
   applySnapshotRows,
+  checkpointValue,
+  parseCheckpoint,
+  proveVector,
   readSnapshot,
   type SnapshotCheckpoint,
   type SnapshotPage,
@@ -502,28 +508,52 @@ export class LibraryEngine {
   async applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void> {
     this.assertOpen();
     for (const hlc of validateSnapshotRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
+    const proven = checkpoint.next === null ? await this.proveSnapshotVector(checkpoint.vector, checkpoint.proofs) : undefined;
     await this.write(async (batch) => {
       await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
-      if (checkpoint.next === null) {
+      if (proven) {
         // A closed origin is held no further than accepted, whatever the partner took.
         for (const [origin, through] of Object.entries(this.removalState.cap(checkpoint.vector))) {
           // A snapshot never moves the counter this device appends to: only its own writes do
           // (a position it adopted would be one it then skips or reuses). A retired writer's
           // tail is an origin like any other, also while it is still the current writer.
-          if (origin !== appendedWriter(batch.currentWriter)) batch.adoptPrunedPrefix(origin, through);
+          if (origin === appendedWriter(batch.currentWriter)) continue;
+          const head = proven.get(origin);
+          batch.adoptPrunedPrefix(origin, through, head?.proof.lastSeq === through ? head : null);
         }
         await deleteMeta(batch.db, SNAPSHOT_META_KEY);
       } else {
-        await putMeta(batch.db, SNAPSHOT_META_KEY, JSON.stringify(checkpoint));
+        await putMeta(batch.db, SNAPSHOT_META_KEY, checkpointValue(checkpoint));
       }
     });
+  }
+
+  /**
+   * Checks the proofs of a snapshot's vector for the positions it would adopt here
+   * (`proveVector`); returns the verified heads. A `ProtocolError` for a claim not proven.
+   */
+  async proveSnapshotVector(vector: VersionVector, proofs: readonly RunProof[]): Promise<Map<string, ProvenHead>> {
+    this.assertOpen();
+    const needsMembers = proofs.some((proof) => !isKeyDerivedId(proof.origin));
+    const authors = new OriginAuthors(new Map(needsMembers ? (await this.memberRows()).map((m) => [m.device, m.peer]) : []));
+    // The counter this device appends to is never adopted (`applySnapshot`): nothing to prove of it.
+    const writer = this.appendedWriter();
+    const adopted = Object.fromEntries(Object.entries(vector).filter(([origin]) => origin !== writer));
+    return proveVector(this.signatures, this.id, adopted, proofs, this.versionVector(), authors);
+  }
+
+  /** Proofs of the positions of `vector` held beyond `known` (what the partner holds), for a snapshot's first page. */
+  async snapshotProofs(vector: VersionVector, known: VersionVector): Promise<RunProof[]> {
+    this.assertOpen();
+    const wanted = Object.fromEntries(Object.entries(vector).filter(([origin, seq]) => seq > (known[origin] ?? 0)));
+    return readProofs(this.db, this.signatures, wanted);
   }
 
   /** Where an unfinished snapshot read stands, if one is in progress. */
   async snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined> {
     this.assertOpen();
     const value = await readMeta(this.db, SNAPSHOT_META_KEY);
-    return value === undefined ? undefined : (JSON.parse(value) as SnapshotCheckpoint);
+    return value === undefined ? undefined : parseCheckpoint(value);
   }
 
   /** Past and running backfill and catch-up runs, oldest first (at most the last 1 000). */

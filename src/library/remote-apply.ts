@@ -6,14 +6,14 @@ import { checkRecordId, checkRecordSize, checkStored } from '../models/values.js
 import { type Chunk, decodeChunk, MAX_CHUNK_ENTRIES } from '../peer-log/chunk.js';
 import { runCovering, runsReaching } from '../peer-log/log-store.js';
 import { sameRun, verifyRun } from '../peer-log/signed-runs.js';
+import { OriginAuthors } from './origin-authors.js';
 import { equalBytes } from '../util/bytes.js';
 import type { LogEntry } from '../peer-log/types.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import { countChange, type RemoteCounts } from './counts.js';
 import type { WriteBatch } from './write-batch.js';
-import { appendedWriter, isWriterOf, writerPrefix } from './writers.js';
-import { deviceIdForPeer, isKeyDerivedId } from '../membership/device-id.js';
+import { appendedWriter, isWriterOf } from './writers.js';
 import type { ModelTable } from '../storage/model-table.js';
 import { MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import { putMeta } from '../storage/meta.js';
@@ -111,16 +111,11 @@ const MAX_INTRODUCTION_PASSES = 3;
 
 /**
  * Checks each run's signature against its `author` PeerId, and that the author may sign for the
- * run's origin:
- * - an origin of a key-derived device id may be signed only by the PeerId that derives its
- *   device id (the origin keeps the id's first three groups, key-derived digit included), so no
- *   member row is needed and no other key can take it;
- * - an origin of a random (pre-2.0) device id only by the PeerId of that device's member row,
- *   which `members` (device -> PeerId, as held) or the message introduces: a member row carried
- *   by a run already verified, or the author's own row in its own run. Should two members' ids
- *   share the origin's first three groups (made up on purpose), the origin is the device whose
- *   id it is, or no one's: its runs are then left out, never taken as bad input of the honest
- *   member that relays them.
+ * run's origin (`OriginAuthors`): for an origin of a random (pre-2.0) device id, by the member
+ * rows `members` holds (device -> PeerId) or the message introduces: a member row carried by a
+ * run already verified, or the author's own row in its own run. A run of an origin that is no
+ * one's (two members' ids made up to share its first three groups) is left out, never taken as
+ * bad input of the honest member that relays it.
  * A run whose author cannot be placed yet is left out, like a gap (a later pull brings it once
  * the member row has arrived); a run signed by a key that may not sign for its origin, or whose
  * signature does not verify, is a `ProtocolError`, and nothing of the message is applied. Each
@@ -133,28 +128,12 @@ export function verifyRuns(
   runs: readonly ValidatedRun[],
   members: ReadonlyMap<string, string>,
 ): { verified: VerifiedRun[]; withheld: number } {
-  const peers = new Map(members);
-  const byPrefix = new Map<string, string[]>();
-  const place = (device: string) => {
-    const list = byPrefix.get(writerPrefix(device)) ?? [];
-    list.push(device);
-    byPrefix.set(writerPrefix(device), list);
-  };
-  for (const device of peers.keys()) place(device);
-  /** Whether `author` may sign for `origin`: yes, no (bad input), or not known here yet. */
-  const authority = (origin: string, author: string): 'yes' | 'no' | 'unknown' => {
-    if (isKeyDerivedId(origin)) return isWriterOf(origin, deviceIdForPeer(author)) ? 'yes' : 'no';
-    const candidates = byPrefix.get(writerPrefix(origin)) ?? [];
-    const device = candidates.length === 1 ? candidates[0] : candidates.find((d) => d === origin);
-    if (device === undefined || !isWriterOf(origin, device)) return 'unknown';
-    return peers.get(device) === author ? 'yes' : 'no';
-  };
+  const authors = new OriginAuthors(members);
   const introduce = (run: ValidatedRun, from: (entry: LogEntry) => boolean) => {
     for (const entry of run.entries) {
       const peer = entry.fields?.peer;
-      if (entry.model !== MEMBERS_MODEL.name || typeof peer !== 'string' || peers.has(entry.id) || !from(entry)) continue;
-      peers.set(entry.id, peer);
-      place(entry.id);
+      if (entry.model !== MEMBERS_MODEL.name || typeof peer !== 'string' || !from(entry)) continue;
+      authors.introduce(entry.id, peer);
     }
   };
   const verified = new Map<ValidatedRun, VerifiedRun>();
@@ -164,8 +143,8 @@ export function verifyRuns(
       if (verified.has(run)) continue;
       const { origin, author } = run.chunk;
       // The author's own member row in its own run names the key that must sign the run.
-      if (authority(origin, author) === 'unknown') introduce(run, (entry) => isWriterOf(origin, entry.id) && entry.fields?.peer === author);
-      const may = authority(origin, author);
+      if (authors.authority(origin, author) === 'unknown') introduce(run, (entry) => isWriterOf(origin, entry.id) && entry.fields?.peer === author);
+      const may = authors.authority(origin, author);
       if (may === 'unknown') continue;
       if (may === 'no') throw new ProtocolError(`run ${origin}#${run.chunk.firstSeq}..${run.chunk.lastSeq} is not signed by its author's key (${author} may not sign for ${origin})`);
       verified.set(run, { ...run, id: verifyRun(signatures, library, run.chunk) });

@@ -1,4 +1,3 @@
-import { ValidationError } from '../errors.js';
 import { decodeHlc, type Hlc } from '../hlc/index.js';
 import type { SharedModel } from '../models/define.js';
 import { mergeStates } from '../models/merge.js';
@@ -12,6 +11,13 @@ import type { InternalTables } from '../storage/schema.js';
 import { naturalKeyId, type WriteContext } from './local-writes.js';
 import type { WriteBatch } from './write-batch.js';
 import { countChange, type RemoteCounts } from './counts.js';
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
+import { ProtocolError, ValidationError } from '../errors.js';
+import { isKeyDerivedId } from '../membership/device-id.js';
+import type { ProvenHead } from '../peer-log/log-store.js';
+import { packProof, type RunProof, unpackProof, verifyProof } from '../peer-log/signed-runs.js';
+import type { Signatures } from '../runtime/signatures.js';
+import type { OriginAuthors } from './origin-authors.js';
 
 /**
  * Snapshots: the current state of every shared row, tombstones included, with the clocks its
@@ -19,11 +25,63 @@ import { countChange, type RemoteCounts } from './counts.js';
  * from a snapshot, then from the log after the snapshot's vector.
  */
 
-/** Where a snapshot read stands: the last model and id returned. */
-/** Where a snapshot read stands: the vector it covers and the position of the next page. */
+/**
+ * Where a snapshot read stands: the vector it covers, the proofs of that vector its first page
+ * brought (`proveVector`), and the position of the next page.
+ */
 export interface SnapshotCheckpoint {
   vector: VersionVector;
+  proofs: RunProof[];
   next: SnapshotPosition | null;
+}
+
+/** A checkpoint as `sync_meta` stores it: JSON, each proof `packProof`'s bytes in hex. */
+export function checkpointValue(checkpoint: SnapshotCheckpoint): string {
+  return JSON.stringify({ vector: checkpoint.vector, proofs: checkpoint.proofs.map((p) => bytesToHex(packProof(p))), next: checkpoint.next });
+}
+
+/** A stored checkpoint; one stored before 3.2 holds no proofs, so its snapshot starts again (undefined). */
+export function parseCheckpoint(value: string): SnapshotCheckpoint | undefined {
+  const stored = JSON.parse(value) as { vector: VersionVector; next: SnapshotPosition | null; proofs?: string[] };
+  if (stored.proofs === undefined) return undefined;
+  return { vector: stored.vector, proofs: stored.proofs.map((hex) => unpackProof(hexToBytes(hex))), next: stored.next };
+}
+
+/**
+ * Checks the proofs of a snapshot's vector (docs/protocol.md, "Snapshot proofs") for the
+ * positions it holds beyond `held`, which the receiver would adopt without their entries. Each
+ * needs the proof of the run ending exactly there, signed by a key that may sign for its origin
+ * (`authors`): a member could otherwise claim an honest device's origin further than it wrote,
+ * and the receiver would skip its real entries there. A position of a random-id (pre-2.0) origin
+ * may come without one (history from before 2.0 was never signed, see "Before 2.0"), and so may
+ * one whose proof's author is not known here yet; it is then held as before, without a head.
+ * Returns the verified heads by origin; anything else is a `ProtocolError`.
+ */
+export function proveVector(
+  signatures: Signatures,
+  library: string,
+  vector: VersionVector,
+  proofs: readonly RunProof[],
+  held: VersionVector,
+  authors: OriginAuthors,
+): Map<string, ProvenHead> {
+  const byOrigin = new Map(proofs.map((proof) => [proof.origin, proof]));
+  const proven = new Map<string, ProvenHead>();
+  for (const [origin, through] of Object.entries(vector)) {
+    if (through <= (held[origin] ?? 0)) continue;
+    const proof = byOrigin.get(origin);
+    const keyDerived = isKeyDerivedId(origin);
+    if (!proof) {
+      if (keyDerived) throw new ProtocolError(`snapshot claims ${origin} through ${through} without a proof of it`);
+      continue;
+    }
+    if (proof.lastSeq !== through) throw new ProtocolError(`snapshot claims ${origin} through ${through}, but its proof is of a run ending at ${proof.lastSeq}`);
+    const may = authors.authority(origin, proof.author);
+    if (may === 'no') throw new ProtocolError(`snapshot proof of ${origin} is signed by ${proof.author}, who may not sign for it`);
+    if (may === 'unknown') continue;
+    proven.set(origin, { proof, id: verifyProof(signatures, library, proof) });
+  }
+  return proven;
 }
 
 export type SnapshotPosition = [model: string, id: string];

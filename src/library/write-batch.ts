@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely } from 'kysely';
 import { InternalError, ValidationError } from '../errors.js';
 import { decodeHlc, encodeHlc, type HlcClock } from '../hlc/index.js';
 import { newestClockOf } from '../models/merge.js';
-import { appendChunks, holdPrunedPrefix, writeVector } from '../peer-log/log-store.js';
+import { appendChunks, holdPrunedPrefix, type ProvenHead, writeVector } from '../peer-log/log-store.js';
 import { type Chunk, encodeChunks } from '../peer-log/chunk.js';
 import { GENESIS, runId, signRun } from '../peer-log/signed-runs.js';
 import { signOwnedRows } from '../models/signed-owned-rows.js';
@@ -85,7 +85,7 @@ export class WriteBatch {
   private readonly changedOwners = new Set<string>();
   /** Owners whose device-owned rows this transaction wrote (their summaries change). */
   readonly ownersWritten = new Set<string>();
-  private readonly prunedPrefixes = new Map<string, number>();
+  private readonly prunedPrefixes = new Map<string, { through: number; proven: ProvenHead | null }>();
   /** The newest clock put in this transaction that the clock has not received yet. */
   private unreceived: string | null = null;
   /**
@@ -328,13 +328,16 @@ export class WriteBatch {
   /**
    * Holds `origin` through `through` without its entries: a snapshot covered them. The log
    * keeps none of them (they count as pruned here), so the next entry appended is `through + 1`.
+   * `proven`: the verified proof of the run ending there, so the next run must follow it, and
+   * this device can prove the position in turn; null for a position nobody signed (`Proven`).
    */
-  adoptPrunedPrefix(origin: string, through: number): void {
+  adoptPrunedPrefix(origin: string, through: number, proven: ProvenHead | null): void {
     if (through <= this.seqOf(origin)) return;
     admit(this.vector, origin, this.self, 'origins');
     this.vector.set(origin, through);
-    this.heads.delete(origin);
-    this.prunedPrefixes.set(origin, through);
+    if (proven) this.heads.set(origin, proven.id);
+    else this.heads.delete(origin);
+    this.prunedPrefixes.set(origin, { through, proven });
     this.advanced = true;
   }
 
@@ -355,7 +358,7 @@ export class WriteBatch {
     this.log = [];
     this.chunks = [];
     this.pendingCount = 0;
-    for (const [origin, through] of this.prunedPrefixes) await holdPrunedPrefix(this.db, origin, through);
+    for (const [origin, { through, proven }] of this.prunedPrefixes) await holdPrunedPrefix(this.db, origin, through, proven);
     this.prunedPrefixes.clear();
     await writeVector(this.db, new Map([...this.changedOrigins].map((o) => [o, { seq: this.seqOf(o), head: this.heads.get(o) ?? null }])));
     this.changedOrigins.clear();

@@ -1,6 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 import type { InternalTables } from '../storage/schema.js';
 import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult, decodeChunk } from './chunk.js';
+import { packProof, proofOf, type RunProof, unpackProof } from './signed-runs.js';
+import type { Signatures } from '../runtime/signatures.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
 
 type Db = Kysely<InternalTables>;
@@ -36,18 +38,47 @@ export async function writeVector(db: Db, changed: ReadonlyMap<string, { seq: nu
     .execute();
 }
 
+/** The verified proof of the run an origin ends at, and that run's id. */
+export interface ProvenHead {
+  proof: RunProof;
+  id: Uint8Array;
+}
+
 /**
  * Records `origin` as held and pruned through `through` (a snapshot covered it); drops its older
- * chunks. The run ending there is not known here, so the next run of the origin is taken on its
- * signature alone (`heads`).
+ * chunks. With `proven`, the run ending there is known by its proof: the next run must follow
+ * it, and the proof is kept to prove the position to others. Without (a position nobody signed:
+ * held from before 2.0), the next run of the origin is taken on its signature alone.
  */
-export async function holdPrunedPrefix(db: Db, origin: string, through: number): Promise<void> {
+export async function holdPrunedPrefix(db: Db, origin: string, through: number, proven: ProvenHead | null): Promise<void> {
   await db.deleteFrom('sync_log').where('origin', '=', origin).where('last_seq', '<=', through).execute();
+  const head = proven?.id ?? null;
+  const proof = proven ? packProof(proven.proof) : null;
   await db
     .insertInto('sync_vector')
-    .values({ origin, seq: through, pruned_through: through, head: null })
-    .onConflict((oc) => oc.column('origin').doUpdateSet({ seq: through, pruned_through: through, head: null }))
+    .values({ origin, seq: through, pruned_through: through, head, proof })
+    .onConflict((oc) => oc.column('origin').doUpdateSet({ seq: through, pruned_through: through, head, proof }))
     .execute();
+}
+
+/**
+ * Proofs of the positions `vector` names (`proofOf` the run of the log ending there, else the
+ * proof kept with a prefix adopted from a snapshot); a position this device cannot prove (held
+ * from before 2.0, or adopted before 3.2) is left out.
+ */
+export async function readProofs(db: Db, signatures: Signatures, vector: VersionVector): Promise<RunProof[]> {
+  const proofs: RunProof[] = [];
+  for (const [origin, seq] of Object.entries(vector)) {
+    const [run] = await runsReaching(db, origin, seq, 1);
+    if (run?.lastSeq === seq) {
+      proofs.push(proofOf(signatures, run));
+      continue;
+    }
+    const kept = await db.selectFrom('sync_vector').select('proof').where('origin', '=', origin).executeTakeFirst();
+    const proof = kept?.proof ? unpackProof(kept.proof) : undefined;
+    if (proof?.lastSeq === seq) proofs.push(proof);
+  }
+  return proofs;
 }
 
 /**

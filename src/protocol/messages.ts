@@ -13,9 +13,11 @@ import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 
 /** libp2p protocol id. The major version is also in `hello`, so a mismatch gets a clear error. */
 export const PROTOCOL_ID = '/leaderless-sync/1.0.0';
-export const PROTOCOL_VERSION = [3, 1] as const;
+export const PROTOCOL_VERSION = [3, 2] as const;
 /** The first minor version of the current major that sends `owned-digests` (3.0 refuses a message it does not know). */
 export const OWNED_DIGESTS_MINOR = 1;
+/** The first minor version whose snapshots prove their vectors (`proofs` of `snapshot-page`). */
+export const SNAPSHOT_PROOFS_MINOR = 2;
 
 /** Hard limit of one frame; a larger frame resets the stream. Pages stay well below it. */
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
@@ -37,9 +39,10 @@ const MAX_BATCH_RECORDS = MAX_PAGE_RECORDS;
 /**
  * Bytes a page or batch message holds at most besides its records: a vector or `pruned` list at
  * its maximum (`MAX_VECTOR_ORIGINS` origins of 46 and 56 bytes), a snapshot position of two
- * 256-character ids, and the other fields; rounded up.
+ * 256-character ids, a snapshot's proofs (`MAX_VECTOR_ORIGINS` of at most 250 bytes) and the
+ * other fields; rounded up.
  */
-export const MAX_PAGE_ENVELOPE_BYTES = 128 * 1024;
+export const MAX_PAGE_ENVELOPE_BYTES = 384 * 1024;
 /**
  * Bytes one record's tuple takes at most: its values at the record limit, plus id (256 UTF-16
  * units), model name, owner, clocks and up to `MAX_FIELDS` field clocks; rounded up.
@@ -95,6 +98,13 @@ const chunkTuple = z
   .tuple([uuid, position.min(1), position.min(1), bytes(MAX_RUN_BYTES), exactBytes(RUN_ID_BYTES), exactBytes(SIGNATURE_BYTES), peerId])
   .refine(([, first, last]) => last >= first && last - first < MAX_BATCH_RECORDS, 'lastSeq must be firstSeq or after');
 export type ChunkTuple = z.infer<typeof chunkTuple>;
+/**
+ * A signed run without its entries: origin, first seq, last seq, the id of the run before it,
+ * the SHA-256 of its entries, the author's signature and PeerId (docs/protocol.md, "Snapshot proofs").
+ */
+const proofTuple = z
+  .tuple([uuid, position.min(1), position.min(1), exactBytes(RUN_ID_BYTES), exactBytes(RUN_ID_BYTES), exactBytes(SIGNATURE_BYTES), peerId])
+  .refine(([, first, last]) => last >= first, 'lastSeq must be firstSeq or after');
 const chunkList = z
   .array(chunkTuple)
   .max(MAX_BATCH_RECORDS)
@@ -235,6 +245,12 @@ const snapshotPage = z.object({
   rows: z.array(snapshotRowTuple).max(MAX_BATCH_RECORDS),
   next: snapshotPosition.nullable(),
   total: count.nullable(),
+  // Sent from 3.2 on, on the first page; a 3.1 partner leaves it out.
+  proofs: z
+    .array(proofTuple)
+    .max(MAX_VECTOR_ORIGINS)
+    .refine((proofs) => new Set(proofs.map(([origin]) => origin)).size === proofs.length, 'each origin once')
+    .optional(),
 });
 const busy = z.object({ t: z.literal('busy'), ...base, req: count, retryAfterMs: count.max(3_600_000) });
 const join = z.object({

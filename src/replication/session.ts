@@ -13,8 +13,9 @@ import type { ChunkTuple, Message, MessageOf, OwnedRowTuple, SnapshotPosition, S
 import type { SnapshotRow } from '../library/snapshot.js';
 import type { StoredValues } from '../models/types.js';
 import { coalescing } from '../util/coalescing.js';
-import { MAX_OWNED_DIGESTS, MAX_PAGE_BYTES, OWNED_DIGESTS_MINOR, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
+import { MAX_OWNED_DIGESTS, MAX_PAGE_BYTES, OWNED_DIGESTS_MINOR, SNAPSHOT_PROOFS_MINOR, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
 import { equalBytes } from '../util/bytes.js';
+import { proofToTuple, type RunProof } from '../peer-log/signed-runs.js';
 import type { FrameStream } from '../protocol/transport.js';
 import type { CancelTimer, Scheduler } from '../runtime/runtime.js';
 import { filterOrigins, isBehind, mergeMax } from './vectors.js';
@@ -54,6 +55,7 @@ export interface SessionLibrary extends LibraryEventSource {
   /** Per model, the summary of `owner`'s rows served here through `version`, unless it holds another version. */
   ownedDigests(owner: string, version: number): Promise<ReadonlyMap<string, Uint8Array> | undefined>;
   snapshotAfter(after: SnapshotPosition | null, limits: ReadLimits): Promise<SnapshotPage>;
+  snapshotProofs(vector: VersionVector, known: VersionVector): Promise<RunProof[]>;
   sharedRowCount(): Promise<number>;
   applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
   applyRemoteOwned(page: SignedOwnedRows, coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
@@ -250,6 +252,13 @@ export class Session {
    * held: the catch-up pulls the partner's rows of them again, from the start.
    */
   private readonly ownedRepairs = new Map<string, number>();
+  /** Whether the partner's snapshots prove their vectors (3.2 or later: `proofs` of `snapshot-page`). */
+  readonly provesSnapshots: boolean;
+  /**
+   * The partner's log no longer reaches back to this device, and its snapshots prove nothing
+   * (before 3.2): it is not pulled for shared changes again on this session.
+   */
+  private sharedOutOfReach = false;
   /** Forked origins whose evidence pair went out on this session. */
   private readonly forkEvidenceSent = new Set<string>();
   /** Relays fork evidence: all of a fork new here, or the runs newly held of a known one. */
@@ -275,6 +284,7 @@ export class Session {
     for (const [owner, version] of Object.entries(this.recorded(remoteHello.owned))) this.pushedOwned.set(owner, version);
     this.ownRowsChecked = (remoteHello.owned[this.library.deviceId] ?? 0) <= this.library.ownedConfirmed();
     this.sendsOwnedDigests = remoteHello.v[1] >= OWNED_DIGESTS_MINOR;
+    this.provesSnapshots = remoteHello.v[1] >= SNAPSHOT_PROOFS_MINOR;
     this.lastSeenAt = host.now();
     this.lastTickAt = this.lastSeenAt;
     this.silentSince = this.lastSeenAt;
@@ -310,11 +320,21 @@ export class Session {
   /** Whether the partner advertises changes (shared or device-owned) this device lacks. */
   partnerAhead(): boolean {
     return (
-      isBehind(this.library.versionVector(), this.acceptableShared()) ||
+      (!this.sharedOutOfReach && isBehind(this.library.versionVector(), this.acceptableShared())) ||
       this.ownedBehind(this.remoteOwned) ||
       this.ownRowsToCheck() !== undefined ||
       this.ownedRepairs.size > 0
     );
+  }
+
+  /** The catch-up needs a snapshot from a partner whose snapshots prove nothing: see `sharedOutOfReach`. */
+  snapshotUnproven(): void {
+    this.sharedOutOfReach = true;
+  }
+
+  /** Whether the partner holds shared changes this device lacks and cannot take from it (`snapshotUnproven`). */
+  holdsOutOfReach(): boolean {
+    return this.sharedOutOfReach && isBehind(this.library.versionVector(), this.acceptableShared());
   }
 
   /** The owners whose rows the partner summarised otherwise than this device (see `receiveOwnedDigests`). */
@@ -517,7 +537,10 @@ export class Session {
         const vector = this.library.versionVector();
         const page = await this.library.snapshotAfter(message.after, limits);
         mergeMax(this.sentShared, vector);
-        const total = message.after === null ? await this.library.sharedRowCount() : null;
+        const first = message.after === null;
+        const total = first ? await this.library.sharedRowCount() : null;
+        // The first page proves the positions the requester would adopt (what it advertised is at most what it holds).
+        const proofs = first ? (await this.library.snapshotProofs(vector, this.remoteShared)).map(proofToTuple) : undefined;
         await this.advertise(vector, {});
         return this.sendPage({
           t: 'snapshot-page',
@@ -527,6 +550,7 @@ export class Session {
           rows: page.rows.map(snapshotRowToTuple),
           next: page.next,
           total,
+          ...(proofs ? { proofs } : {}),
         });
       }
     }

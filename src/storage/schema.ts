@@ -8,8 +8,12 @@ export interface InternalTables {
    * signed it (peer-log/chunk.ts, peer-log/signed-runs.ts).
    */
   sync_log: { origin: string; first_seq: number; last_seq: number; entries: Uint8Array; prev: Uint8Array; sig: Uint8Array; author: string };
-  /** `head`: the id of the run ending at `seq`, null when not known (a prefix adopted from a snapshot, or held before 2.0). */
-  sync_vector: { origin: string; seq: number; pruned_through: number; head: Uint8Array | null };
+  /**
+   * `head`: the id of the run ending at `seq`, null when not known (a prefix held from before 2.0,
+   * or adopted from a snapshot before 3.2). `proof`: the proof of that run, for a prefix adopted
+   * from a snapshot (`packProof`).
+   */
+  sync_vector: { origin: string; seq: number; pruned_through: number; head: Uint8Array | null; proof: Uint8Array | null };
   sync_acks: { partner: string; origin: string; seq: number };
   /** `author`: the PeerId whose key signs the owner's rows (null until one of its rows is held). */
   sync_owner_versions: { owner: string; version: number; author: string | null };
@@ -203,6 +207,13 @@ const migrations: Record<string, Migration> = {
     // (`adoptUnsignedOwnedRows`).
     async up(db: Kysely<unknown>) {
       await db.schema.alterTable('sync_owner_versions').addColumn('author', 'text').execute();
+    },
+  },
+  '0009-snapshot-proofs': {
+    // A snapshot proves the position of each origin it covers (protocol 3.2): a prefix adopted
+    // from one keeps the proof of the run ending there, to prove it to others (`packProof`).
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sync_vector').addColumn('proof', 'blob').execute();
     },
   },
 };
