@@ -275,7 +275,18 @@ export class CatchUp {
         return withheld > 0 ? coverage.from : to;
       });
     }
-    for (const [owner, version] of session.ownedToRepair()) await this.repairOwned(session, run, owner, version);
+    await this.pullShared(session, run);
+    // After what the partner advertises: a summary (false, or of rows no repair changes) never
+    // holds the log up.
+    for (const [owner, version] of session.ownedToRepair()) {
+      if (this.stopped || session.state === 'closed') return;
+      await this.repairOwned(session, run, owner, version);
+    }
+  }
+
+  /** The partner's shared log after this device's vector, or its snapshot where the log no longer reaches back. */
+  private async pullShared(session: Session, run: Run): Promise<void> {
+    const library = this.host.library;
     while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.acceptableShared())) {
       const checkpoint = await library.snapshotCheckpoint();
       if (checkpoint) {

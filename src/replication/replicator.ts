@@ -24,6 +24,7 @@ import { isWriterOf } from '../library/writers.js';
 import { isDeviceId } from '../hlc/index.js';
 import { decodeInvite, encodeInvite, hashSecret, inviteProof, newInviteSecret, proofsEqual } from './invite-code.js';
 import { LAST_SEEN_SAVE_MS, LastSeen } from './last-seen.js';
+import { RepairLedger } from './repair-ledger.js';
 import type { Session, SessionHost, SessionTuning } from './session.js';
 import { filterOrigins, mergeMax } from './vectors.js';
 import type { CancelTimer, Runtime, Scheduler } from '../runtime/runtime.js';
@@ -79,6 +80,7 @@ const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
  */
 export class LibraryReplicator implements SessionHost, LibrarySync {
   readonly sessions = new Map<string, Session>();
+  readonly repairLedger = new RepairLedger();
   /** Member rows (and the bootstrap inviter until its row arrives), and the same by PeerId. */
   private members: Member[] = [];
   private membersByPeer = new Map<string, Member[]>();

@@ -15,6 +15,8 @@ import type { StoredValues } from '../models/types.js';
 import { coalescing } from '../util/coalescing.js';
 import { MAX_OWNED_DIGESTS, MAX_PAGE_BYTES, OWNED_DIGESTS_MINOR, SNAPSHOT_PROOFS_MINOR, MAX_PAGE_RECORDS, MAX_VECTOR_ORIGINS } from '../protocol/messages.js';
 import { equalBytes } from '../util/bytes.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import type { RepairLedger } from './repair-ledger.js';
 import { proofToTuple, type RunProof } from '../peer-log/signed-runs.js';
 import type { FrameStream } from '../protocol/transport.js';
 import type { CancelTimer, Scheduler } from '../runtime/runtime.js';
@@ -89,6 +91,8 @@ export interface SessionHost {
   onPartnerAhead(session: Session): void;
   /** Whether a pull from this session may be served now (otherwise it is answered `busy`). */
   mayServe(session: Session): boolean;
+  /** Summary mismatches already answered by a repair, across sessions. */
+  readonly repairLedger: RepairLedger;
   onStateChange(session: Session): void;
   onClosed(session: Session, reason: Error | undefined): void;
 }
@@ -251,7 +255,7 @@ export class Session {
    * Owners whose rows the partner summarised otherwise than this device, with the version both
    * held: the catch-up pulls the partner's rows of them again, from the start.
    */
-  private readonly ownedRepairs = new Map<string, number>();
+  private readonly ownedRepairs = new Map<string, { version: number; mismatch: string }>();
   /** Whether the partner's snapshots prove their vectors (3.2 or later: `proofs` of `snapshot-page`). */
   readonly provesSnapshots: boolean;
   /**
@@ -339,11 +343,13 @@ export class Session {
 
   /** The owners whose rows the partner summarised otherwise than this device (see `receiveOwnedDigests`). */
   ownedToRepair(): [owner: string, version: number][] {
-    return [...this.ownedRepairs];
+    return [...this.ownedRepairs].map(([owner, { version }]) => [owner, version]);
   }
 
-  /** The catch-up pulled `owner`'s rows again: that summary is settled for this session. */
+  /** The catch-up pulled `owner`'s rows again: that mismatch is answered, also for later sessions (`RepairLedger`). */
   ownedRepaired(owner: string): void {
+    const repair = this.ownedRepairs.get(owner);
+    if (repair) this.host.repairLedger.add(repair.mismatch);
     this.ownedRepairs.delete(owner);
   }
 
@@ -646,10 +652,12 @@ export class Session {
       this.ownedDigestsChecked.set(owner, version);
       // Models this device does not have are not compared.
       const mine = (model: string) => held.get(model);
-      if ([...claimed].some(([model, digest]) => mine(model) !== undefined && !equalBytes(digest, mine(model)!))) {
-        this.ownedRepairs.set(owner, version);
-        this.host.onPartnerAhead(this);
-      }
+      const differing = [...claimed].filter(([model, digest]) => mine(model) !== undefined && !equalBytes(digest, mine(model)!));
+      if (differing.length === 0) continue;
+      const mismatch = [this.peer, owner, version, ...differing.sort(([a], [b]) => (a < b ? -1 : 1)).map(([m, d]) => `${m}:${bytesToHex(d)}:${bytesToHex(mine(m)!)}`)].join(' ');
+      if (this.host.repairLedger.has(mismatch)) continue;
+      this.ownedRepairs.set(owner, { version, mismatch });
+      this.host.onPartnerAhead(this);
     }
   }
 
