@@ -1,5 +1,5 @@
 import { BusyError, ProtocolError, type SyncError, toSyncError } from '../errors.js';
-import type { SnapshotCheckpoint, SnapshotPosition, SnapshotRow } from '../library/snapshot.js';
+import type { SnapshotCheckpoint, SnapshotPosition, SnapshotRow, VectorProof } from '../library/snapshot.js';
 import { proofFromTuple, type RunProof } from '../peer-log/signed-runs.js';
 import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, SignedOwnedRows } from '../library/remote-apply.js';
 import type { RemoteCounts } from '../library/counts.js';
@@ -30,7 +30,7 @@ export interface BackfillTarget {
   applyRemoteChunks(chunks: readonly Chunk[], counts?: RemoteCounts): Promise<ApplyResult>;
   applyRemoteOwned(page: SignedOwnedRows, coverage?: OwnedCoverage, counts?: RemoteCounts): Promise<OwnedApplyResult>;
   applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void>;
-  proveSnapshotVector(vector: VersionVector, proofs: readonly RunProof[]): Promise<unknown>;
+  proveSnapshotVector(vector: VersionVector, proofs: readonly RunProof[]): Promise<VectorProof>;
   snapshotCheckpoint(): Promise<SnapshotCheckpoint | undefined>;
   mergeOwnRows(page: SignedOwnedRows, coverage: OwnedCoverage, counts?: RemoteCounts): Promise<boolean>;
   settleOwnRows(through: number, diverged: boolean): Promise<number>;
@@ -289,18 +289,15 @@ export class CatchUp {
     const library = this.host.library;
     while (!this.stopped && session.state !== 'closed' && isBehind(library.versionVector(), session.acceptableShared())) {
       const checkpoint = await library.snapshotCheckpoint();
-      if (checkpoint) {
-        await this.snapshotFrom(session, run, checkpoint);
-        continue;
-      }
       const before = run.done;
-      if (await this.pullLog(session, run)) {
+      if (!checkpoint && (await this.pullLog(session, run))) {
         // An empty page: the partner serves nothing more; `pullFrom` judges what it advertised.
         if (run.done === before) return;
-      } else if (session.provesSnapshots) {
-        await this.snapshotFrom(session, run, undefined);
-      } else {
-        // Its vector could claim an honest device's origin beyond what it wrote: another partner serves it.
+        continue;
+      }
+      // Before 3.2 a snapshot's vector could claim an honest device's origin beyond what it wrote.
+      if (!session.provesSnapshots || !(await this.snapshotFrom(session, run, checkpoint))) {
+        // Another partner serves what this one cannot prove.
         session.snapshotUnproven();
         return;
       }
@@ -447,10 +444,12 @@ export class CatchUp {
 
   /**
    * Reads the partner's current shared rows page by page. The snapshot covers the vector the
-   * partner held at its first page: every later page reflects at least that. A page from a
-   * partner that does not hold that vector (after a failover) restarts the snapshot from it.
+   * partner held at its first page, which that page proves: every later page reflects at least
+   * that. A page from a partner that does not hold that vector (after a failover) restarts the
+   * snapshot from it. Returns false, having applied nothing, when the partner cannot prove its
+   * vector (`proveSnapshotVector`: positions it holds without their proofs).
    */
-  private async snapshotFrom(session: Session, run: Run, resumed: SnapshotCheckpoint | undefined): Promise<void> {
+  private async snapshotFrom(session: Session, run: Run, resumed: SnapshotCheckpoint | undefined): Promise<boolean> {
     const library = this.host.library;
     let checkpoint = resumed;
     let reply = this.timed(session, () => session.pullSnapshot(checkpoint?.next ?? null));
@@ -462,9 +461,6 @@ export class CatchUp {
         reply = this.timed(session, () => session.pullSnapshot(null));
         continue;
       }
-      // The next page is read by the partner while this one is applied.
-      if (page.next !== null) reply = prefetched(this.timed(session, () => session.pullSnapshot(page.next)));
-      if (page.total !== null) run.total = Math.max(run.total, run.done + page.total);
       if (page.next !== null && checkpoint?.next && !positionAfter(page.next, checkpoint.next)) {
         throw new ProtocolError(`partner ${session.device} sent a snapshot page that does not move forward`);
       }
@@ -472,13 +468,16 @@ export class CatchUp {
         checkpoint = { ...checkpoint, next: page.next };
       } else {
         // The snapshot's vector is proven before anything of it is applied (its first page).
-        const proofs = (page.proofs ?? []).map(proofFromTuple);
-        await library.proveSnapshotVector(page.vector, proofs);
-        checkpoint = { vector: page.vector, proofs, next: page.next };
+        const { heads, unproven } = await library.proveSnapshotVector(page.vector, (page.proofs ?? []).map(proofFromTuple));
+        if (unproven.length > 0) return false;
+        checkpoint = { vector: page.vector, proofs: [...heads.values()].map((head) => head.proof), next: page.next };
       }
+      // The next page is read by the partner while this one is applied.
+      if (page.next !== null) reply = prefetched(this.timed(session, () => session.pullSnapshot(page.next)));
+      if (page.total !== null) run.total = Math.max(run.total, run.done + page.total);
       await library.applySnapshot(page.rows.map(snapshotRowFromTuple), checkpoint, run.counts);
       this.advance(run, session, 'snapshot', page.rows.length, bytes);
-      if (page.next === null || this.stopped) return;
+      if (page.next === null || this.stopped) return true;
     }
   }
 

@@ -13,7 +13,6 @@ import {
   entriesAfter,
   entryAt,
   pruneAcknowledged,
-  type ProvenHead,
   readAcks,
   readProofs,
   readVector,
@@ -65,8 +64,10 @@ import { type OwnedPage, readOwnedAfter } from './owned-reads.js';
 import {
   applySnapshotRows,
   checkpointValue,
+  headsOf,
   parseCheckpoint,
   proveVector,
+  type VectorProof,
   readSnapshot,
   type SnapshotCheckpoint,
   type SnapshotPage,
@@ -508,7 +509,8 @@ export class LibraryEngine {
   async applySnapshot(rows: readonly SnapshotRow[], checkpoint: SnapshotCheckpoint, counts?: RemoteCounts): Promise<void> {
     this.assertOpen();
     for (const hlc of validateSnapshotRows(this.ctx, rows)) this.ctx.clock.checkDrift(hlc);
-    const proven = checkpoint.next === null ? await this.proveSnapshotVector(checkpoint.vector, checkpoint.proofs) : undefined;
+    // The first page proved the vector (`proveSnapshotVector`, by the catch-up); the checkpoint holds the proofs that verified.
+    const proven = checkpoint.next === null ? headsOf(this.signatures, this.id, checkpoint.proofs) : undefined;
     await this.write(async (batch) => {
       await applySnapshotRows(this.ctx, batch, rows, counts ?? { added: 0, updated: 0, deleted: 0 });
       if (proven) {
@@ -530,16 +532,17 @@ export class LibraryEngine {
 
   /**
    * Checks the proofs of a snapshot's vector for the positions it would adopt here
-   * (`proveVector`); returns the verified heads. A `ProtocolError` for a claim not proven.
+   * (`proveVector`): a `ProtocolError` for a wrong proof, else the heads proven and the origins
+   * claimed without the proof they need.
    */
-  async proveSnapshotVector(vector: VersionVector, proofs: readonly RunProof[]): Promise<Map<string, ProvenHead>> {
+  async proveSnapshotVector(vector: VersionVector, proofs: readonly RunProof[]): Promise<VectorProof> {
     this.assertOpen();
     const needsMembers = proofs.some((proof) => !isKeyDerivedId(proof.origin));
     const authors = new OriginAuthors(new Map(needsMembers ? (await this.memberRows()).map((m) => [m.device, m.peer]) : []));
     // The counter this device appends to is never adopted (`applySnapshot`): nothing to prove of it.
     const writer = this.appendedWriter();
     const adopted = Object.fromEntries(Object.entries(vector).filter(([origin]) => origin !== writer));
-    return proveVector(this.signatures, this.id, adopted, proofs, this.versionVector(), authors);
+    return proveVector(this.signatures, this.id, adopted, proofs, this.versionVector(), new Set(this.counters.heads.keys()), authors);
   }
 
   /** Proofs of the positions of `vector` held beyond `known` (what the partner holds), for a snapshot's first page. */

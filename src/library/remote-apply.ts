@@ -282,8 +282,16 @@ export async function applyRemoteEntries(
       const head = batch.headOf(origin);
       if (head !== undefined && !equalBytes(head, run.chunk.prev)) {
         const mine = appended.get(origin)?.at(-1) ?? (await runCovering(batch.db, origin, held));
-        if (mine) fork({ origin, seq: held, held: mine, other: run.chunk }, run);
-        else blocked.add(origin);
+        if (mine) {
+          fork({ origin, seq: held, held: mine, other: run.chunk }, run);
+        } else {
+          // The head is a snapshot's proof of a prefix held without its runs: the author signed
+          // two histories there, and this device holds no run to show it. Closed like a fork (no
+          // later run of either branch follows here), so no relay is pulled for it in vain.
+          removals.close(origin, held);
+          closedAny = true;
+          result.refused += size;
+        }
         continue;
       }
       batch.appendChunk(run.chunk, run.id, run.newest);

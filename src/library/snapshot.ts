@@ -26,8 +26,8 @@ import type { OriginAuthors } from './origin-authors.js';
  */
 
 /**
- * Where a snapshot read stands: the vector it covers, the proofs of that vector its first page
- * brought (`proveVector`), and the position of the next page.
+ * Where a snapshot read stands: the vector it covers, the proofs of it that its first page
+ * brought and that verified there (`proveVector`), and the position of the next page.
  */
 export interface SnapshotCheckpoint {
   vector: VersionVector;
@@ -47,15 +47,25 @@ export function parseCheckpoint(value: string): SnapshotCheckpoint | undefined {
   return { vector: stored.vector, proofs: stored.proofs.map((hex) => unpackProof(hexToBytes(hex))), next: stored.next };
 }
 
+/** What a snapshot's proofs show of its vector (`proveVector`). */
+export interface VectorProof {
+  /** The verified heads of the positions proven, by origin. */
+  heads: Map<string, ProvenHead>;
+  /** Origins claimed beyond what is held here without the proof they need: the partner cannot serve this snapshot. */
+  unproven: string[];
+}
+
 /**
  * Checks the proofs of a snapshot's vector (docs/protocol.md, "Snapshot proofs") for the
  * positions it holds beyond `held`, which the receiver would adopt without their entries. Each
  * needs the proof of the run ending exactly there, signed by a key that may sign for its origin
  * (`authors`): a member could otherwise claim an honest device's origin further than it wrote,
- * and the receiver would skip its real entries there. A position of a random-id (pre-2.0) origin
- * may come without one (history from before 2.0 was never signed, see "Before 2.0"), and so may
- * one whose proof's author is not known here yet; it is then held as before, without a head.
- * Returns the verified heads by origin; anything else is a `ProtocolError`.
+ * and the receiver would skip its real entries there. A proof that is wrong (another position,
+ * another key, a bad signature) is a `ProtocolError`. A missing one makes the origin `unproven`
+ * (an honest partner may hold a position it cannot prove: adopted from a snapshot before 3.2),
+ * except for a random-id (pre-2.0) origin of which this device holds no signed run yet
+ * (`knownHeads`): its history before 2.0 was never signed, so no one may be able to prove it.
+ * A proof whose author's member row is not held here yet proves nothing and is left out.
  */
 export function proveVector(
   signatures: Signatures,
@@ -63,25 +73,30 @@ export function proveVector(
   vector: VersionVector,
   proofs: readonly RunProof[],
   held: VersionVector,
+  knownHeads: ReadonlySet<string>,
   authors: OriginAuthors,
-): Map<string, ProvenHead> {
+): VectorProof {
   const byOrigin = new Map(proofs.map((proof) => [proof.origin, proof]));
-  const proven = new Map<string, ProvenHead>();
+  const result: VectorProof = { heads: new Map(), unproven: [] };
   for (const [origin, through] of Object.entries(vector)) {
     if (through <= (held[origin] ?? 0)) continue;
     const proof = byOrigin.get(origin);
-    const keyDerived = isKeyDerivedId(origin);
     if (!proof) {
-      if (keyDerived) throw new ProtocolError(`snapshot claims ${origin} through ${through} without a proof of it`);
+      if (isKeyDerivedId(origin) || knownHeads.has(origin)) result.unproven.push(origin);
       continue;
     }
     if (proof.lastSeq !== through) throw new ProtocolError(`snapshot claims ${origin} through ${through}, but its proof is of a run ending at ${proof.lastSeq}`);
     const may = authors.authority(origin, proof.author);
     if (may === 'no') throw new ProtocolError(`snapshot proof of ${origin} is signed by ${proof.author}, who may not sign for it`);
     if (may === 'unknown') continue;
-    proven.set(origin, { proof, id: verifyProof(signatures, library, proof) });
+    result.heads.set(origin, { proof, id: verifyProof(signatures, library, proof) });
   }
-  return proven;
+  return result;
+}
+
+/** The heads of proofs verified before (a checkpoint's): their ids. */
+export function headsOf(signatures: Signatures, library: string, proofs: readonly RunProof[]): Map<string, ProvenHead> {
+  return new Map(proofs.map((proof) => [proof.origin, { proof, id: verifyProof(signatures, library, proof) }]));
 }
 
 export type SnapshotPosition = [model: string, id: string];
