@@ -120,6 +120,10 @@ describe('snapshots', () => {
     // It holds the proofs of what it adopted, so it can serve the same snapshot in turn.
     const proven = await engineOf(target.lib).snapshotProofs(vector, {});
     expect(checkpointValue({ vector, proofs: proven, next: null })).toBe(checkpointValue({ vector, proofs, next: null }));
+    // Proofs are kept per origin until it moves on: asked again after a write, they prove the new position.
+    await x.lib.upsert('note', { id: 'after-snapshot', title: 'later', body: null });
+    const later = x.lib.versionVector();
+    expect((await engineOf(x.lib).snapshotProofs(later, {})).map((p) => [p.origin, p.lastSeq])).toEqual(Object.entries(later));
   });
 
   it('refuses a snapshot row that breaks its model, and applies nothing of the page', async () => {

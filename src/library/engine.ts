@@ -148,6 +148,8 @@ export class LibraryEngine {
   private readonly signatures: Signatures;
   private counters: SyncCounters;
   /** Per owner, the summaries of its rows at a version (`ownedDigests`), until a transaction writes its rows. */
+  /** Per origin, the proof of the run its log ended at when a snapshot last asked (`snapshotProofs`). */
+  private readonly proofs = new Map<string, RunProof>();
   private readonly ownedDigestCache = new Map<string, { version: number; digests: Promise<ReadonlyMap<string, Uint8Array>> }>();
   private ownedConfirmedVersion: number;
   /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
@@ -545,11 +547,20 @@ export class LibraryEngine {
     return proveVector(this.signatures, this.id, adopted, proofs, this.versionVector(), new Set(this.counters.heads.keys()), authors);
   }
 
-  /** Proofs of the positions of `vector` held beyond `known` (what the partner holds), for a snapshot's first page. */
+  /**
+   * Proofs of the positions of `vector` held beyond `known` (what the partner holds), for a
+   * snapshot's first page. Each is kept per origin until the origin moves on: a proof hashes its
+   * run's entries (up to 512 KiB), and first pages can be asked for again and again.
+   */
   async snapshotProofs(vector: VersionVector, known: VersionVector): Promise<RunProof[]> {
     this.assertOpen();
-    const wanted = Object.fromEntries(Object.entries(vector).filter(([origin, seq]) => seq > (known[origin] ?? 0)));
-    return readProofs(this.db, this.signatures, wanted);
+    const wanted = Object.entries(vector).filter(([origin, seq]) => seq > (known[origin] ?? 0));
+    const missing = wanted.filter(([origin, seq]) => this.proofs.get(origin)?.lastSeq !== seq);
+    for (const proof of await readProofs(this.db, this.signatures, Object.fromEntries(missing))) this.proofs.set(proof.origin, proof);
+    return wanted.flatMap(([origin, seq]) => {
+      const proof = this.proofs.get(origin);
+      return proof?.lastSeq === seq ? [proof] : [];
+    });
   }
 
   /** Where an unfinished snapshot read stands, if one is in progress. */
