@@ -155,6 +155,11 @@ export class ModelTable {
     return `SELECT * FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ? ORDER BY _version LIMIT ?`;
   }
 
+  /** Rows of one owner at one version, at most a given number (device-owned tables). */
+  ownedAtSql(): string {
+    return `SELECT * FROM ${this.table} WHERE _owner = ? AND _version = ? ORDER BY id LIMIT ?`;
+  }
+
   /** How many rows of one owner have `after < _version <= through` (device-owned tables). */
   ownedCountSql(): string {
     return `SELECT count(*) AS n FROM ${this.table} WHERE _owner = ? AND _version > ? AND _version <= ?`;
