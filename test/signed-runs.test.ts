@@ -20,7 +20,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { engineOf } from '../src/library/library.js';
 import { deviceSignatures } from '../src/node/native-signatures.js';
 import { encodeChunks } from '../src/peer-log/chunk.js';
-import { runId, signRun } from '../src/peer-log/signed-runs.js';
+import { signRun } from '../src/peer-log/signed-runs.js';
 import { shareLibrary, startNode, startNodeWithKey, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { expectSessionRefused, MemberSession, type RawMember, rawMemberSync, startVictimCast, stopRawMemberTest } from './helpers/raw-member.js';
 import { signedTuples } from './helpers/signed-runs.js';
@@ -225,11 +225,17 @@ describe("a fork of this device's own writer", () => {
     await waitForConvergence([libV, libN]);
     const own = libV.writer();
     const held = libV.versionVector()[own]!;
-    const { chunks } = await engineOf(libV).chunksAfter({ [own]: held - 2 }, { maxRecords: 10, maxBytes: 1 << 20 });
-    const before = chunks.find((c) => c.origin === own && c.lastSeq === held - 1)!;
+    // N acknowledged everything, so V prunes its writer's runs, all but the one it ends at (it
+    // stays, to prove forks there): the fork is met with that run alone, every time (the test
+    // read the run before it, and failed when the prune came first). The copy's run follows the
+    // same run as V's last one.
+    await waitFor(async () => ((await engineOf(libV).prunedVector())[own] ?? 0) >= held - 1, "V to prune its writer's log but its last run");
+    const { chunks } = await engineOf(libV).chunksAfter({ ...libV.versionVector(), [own]: held - 1 }, { maxRecords: 10, maxBytes: 1 << 20 });
+    const last = chunks.find((c) => c.origin === own && c.firstSeq === held && c.lastSeq === held);
+    expect(last, `V's run at ${own}#${held}`).toBeDefined();
     const signatures = deviceSignatures(key);
     const [body] = encodeChunks([{ ...noteAt(own, held, 'the copy'), hlc: encodeHlc({ wallMs: Date.now(), counter: 0, deviceId: own }) }]);
-    const copy = signRun(signatures, libV.id, body!, runId(signatures, libV.id, before, before.prev)).chunk;
+    const copy = signRun(signatures, libV.id, body!, last!.prev).chunk;
     // Applied (kept off the log), and relayed to N as fork evidence.
     expect(await engineOf(libV).applyRemoteChunks([copy])).toMatchObject({ applied: 1, forks: [{ origin: own, seq: held }] });
     await waitFor(async () => (await libN.list('note')).some((note) => note.title === 'the copy'), "N to receive the copy's run as fork evidence");
