@@ -15,7 +15,7 @@ import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { ProtocolError, ValidationError } from '../errors.js';
 import { isKeyDerivedId } from '../membership/device-id.js';
 import type { ProvenHead } from '../peer-log/log-store.js';
-import { packProof, type RunProof, unpackProof, verifyProof } from '../peer-log/signed-runs.js';
+import { packProof, proofId, type RunProof, unpackProof, verifyProof } from '../peer-log/signed-runs.js';
 import type { Signatures } from '../runtime/signatures.js';
 import type { OriginAuthors } from './origin-authors.js';
 
@@ -94,9 +94,9 @@ export function proveVector(
   return result;
 }
 
-/** The heads of proofs verified before (a checkpoint's): their ids. */
+/** The heads of proofs verified before (a checkpoint's, by `proveVector`): their ids, not checked again. */
 export function headsOf(signatures: Signatures, library: string, proofs: readonly RunProof[]): Map<string, ProvenHead> {
-  return new Map(proofs.map((proof) => [proof.origin, { proof, id: verifyProof(signatures, library, proof) }]));
+  return new Map(proofs.map((proof) => [proof.origin, { proof, id: proofId(signatures, library, proof) }]));
 }
 
 export type SnapshotPosition = [model: string, id: string];

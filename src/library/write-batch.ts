@@ -329,7 +329,7 @@ export class WriteBatch {
    * Holds `origin` through `through` without its entries: a snapshot covered them. The log
    * keeps none of them (they count as pruned here), so the next entry appended is `through + 1`.
    * `proven`: the verified proof of the run ending there, so the next run must follow it, and
-   * this device can prove the position in turn; null for a position nobody signed (`Proven`).
+   * this device can prove the position in turn; null where no proof verified (a pre-2.0 origin's).
    */
   adoptPrunedPrefix(origin: string, through: number, proven: ProvenHead | null): void {
     if (through <= this.seqOf(origin)) return;

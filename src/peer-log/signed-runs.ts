@@ -76,11 +76,16 @@ export function verifyProof(signatures: Signatures, library: string, proof: RunP
   if (proof.firstSeq === 1 && !equalBytes(proof.prev, GENESIS)) {
     throw new ProtocolError(`run ${proof.origin}#1..${proof.lastSeq} is an origin's first run but follows another`);
   }
-  const id = headerId(signatures, library, proof);
+  const id = proofId(signatures, library, proof);
   if (!signatures.verify(proof.author, id, proof.sig)) {
     throw new ProtocolError(`run ${proof.origin}#${proof.firstSeq}..${proof.lastSeq} is not signed by its author's key (${proof.author})`);
   }
   return id;
+}
+
+/** The id of the run a proof stands for (its signature not checked: see `verifyProof`). */
+export function proofId(signatures: Signatures, library: string, proof: RunProof): Uint8Array {
+  return headerId(signatures, library, proof);
 }
 
 /** A proof as `sync_vector.proof` and a snapshot checkpoint store it: the wire's tuple, msgpack-encoded. */

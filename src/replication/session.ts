@@ -324,7 +324,7 @@ export class Session {
   /** Whether the partner advertises changes (shared or device-owned) this device lacks. */
   partnerAhead(): boolean {
     return (
-      (!this.sharedOutOfReach && isBehind(this.library.versionVector(), this.acceptableShared())) ||
+      (!this.sharedOutOfReach && this.sharedLead()) ||
       this.ownedBehind(this.remoteOwned) ||
       this.ownRowsToCheck() !== undefined ||
       this.ownedRepairs.size > 0
@@ -338,7 +338,12 @@ export class Session {
 
   /** Whether the partner holds shared changes this device lacks and cannot take from it (`snapshotUnproven`). */
   holdsOutOfReach(): boolean {
-    return this.sharedOutOfReach && isBehind(this.library.versionVector(), this.acceptableShared());
+    return this.sharedOutOfReach && this.sharedLead();
+  }
+
+  /** Whether the partner holds shared changes this device lacks and may accept. */
+  private sharedLead(): boolean {
+    return isBehind(this.library.versionVector(), this.acceptableShared());
   }
 
   /** The owners whose rows the partner summarised otherwise than this device (see `receiveOwnedDigests`). */
