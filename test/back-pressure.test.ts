@@ -10,7 +10,7 @@
  * it had written everything and then several more heartbeat intervals went by.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Library, SessionErrorEvent, VersionVector } from '../src/index.js';
+import type { Library, SessionErrorEvent } from '../src/index.js';
 import type { LogEntry } from '../src/peer-log/types.js';
 import { removeTempDirs } from './helpers/child-process.js';
 import { fastSync, startNode, stopAllNodes, useMemoryTransport, waitFor } from './helpers/cluster.js';
@@ -85,6 +85,9 @@ describe('push window', () => {
     s.shared = { ...s.hello.shared };
     s.owned = { ...s.hello.owned };
     await s.ack(null, s.shared, s.owned);
+    // Its heads name A's runs: what A counts as acknowledged.
+    await waitFor(() => s.count('heads') >= 1, "A's heads");
+    await s.echoHeads([origin]);
     await waitFor(async () => (await partnerState(lib, member.device))?.acked[origin] === held, "A to record the member's ack");
     await waitFor(() => s.count('changes') === 1, 'the note written before the ack');
     const first = s.of('changes')[0]!;
@@ -120,7 +123,9 @@ describe('push window', () => {
     // Heartbeats (even advertising more) and acks without a batch number free no slot.
     s.shared = { [origin]: held + 1 + BATCH };
     await s.ack(null, s.shared);
-    await waitFor(async () => (await partnerState(lib, member.device))?.acked[origin] === held + 1 + BATCH, 'the batch-less ack');
+    // A handles frames in order: once this pull is answered, the ack before it was handled.
+    await s.send({ t: 'pull-shared', library: lib.id, req: 1, after: lib.versionVector(), maxRecords: 10, maxBytes: 1_000 });
+    await waitFor(() => s.received.some((m) => (m.t === 'shared-page' || m.t === 'busy') && m.req === 1), 'the pull after the batch-less ack to be answered');
     await s.quietFor(QUIET_BEATS, 'heartbeats after the batch-less ack');
     expect(s.count('changes')).toBe(WINDOW);
 
@@ -184,7 +189,10 @@ describe('push window', () => {
     expect((await partnerState(lib, member.device))?.state).toBe('live');
     expect(errors).toEqual([]);
     expect((await lib.status()).protocolErrors).toBe(0);
-    const ackedVector: VersionVector = (await partnerState(lib, member.device))!.acked;
-    expect(ackedVector[origin]).toBe(total);
+    // Acks claimed every position; A counts one only once the member's heads name its run there.
+    expect((await partnerState(lib, member.device))!.acked[origin]).toBe(held);
+    await waitFor(() => s.of('heads').some((m) => m.heads.some(([o, seq]) => o === origin && seq === total)), "A's heads at its last write");
+    await s.echoHeads([origin]);
+    await waitFor(async () => (await partnerState(lib, member.device))!.acked[origin] === total, "A to count the member's ack of everything");
   });
 });

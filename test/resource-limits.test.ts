@@ -153,12 +153,19 @@ describe('vectors with invented origins', () => {
     for (let i = 0; i < 30; i++) {
       await session.ack(i === 0 ? null : i, { ...invented(MAX_VECTOR_ORIGINS - 1, 9), [a.deviceId]: ownA }, invented(MAX_VECTOR_ORIGINS, 9));
     }
-    // A handles frames in order: once this pull is answered, every ack before it was handled.
+    // Only heads naming A's runs count as acks: those of invented origins (any id) and A's own.
+    await waitFor(() => session.count('heads') >= 1, "A's heads");
+    const someId = session.of('heads')[0]!.heads[0]![2];
+    await session.send({ t: 'heads', library: libA.id, heads: Object.keys(invented(MAX_VECTOR_ORIGINS - 1, 9)).map((o) => [o, 9, someId]) });
+    await session.echoHeads([a.deviceId]);
+    // A handles frames in order: once this pull is answered, every frame before it was handled
+    // (heads are compared beside the read loop: the wait for the ack below covers them).
     await session.send({ t: 'pull-shared', library: libA.id, req: 1, after: libA.versionVector(), maxRecords: 10, maxBytes: 1_000 });
     await waitFor(() => session.received.some((m) => (m.t === 'shared-page' || m.t === 'busy') && m.req === 1), 'the pull to be answered');
 
     const partnerOf = async (device: string) => (await libA.status()).partners.find((p) => p.device === device)!;
     const members = await libA.members();
+    await waitFor(async () => (await partnerOf(raw.device)).acked[a.deviceId] === ownA, "the member's ack of A's origin");
     const partner = await partnerOf(raw.device);
     expect(partner.acked).toEqual({ [a.deviceId]: ownA });
     expect(Object.keys(partner.acked).length).toBeLessThanOrEqual(members.length);
@@ -181,6 +188,8 @@ describe('vectors with invented origins', () => {
     // (C's write went to the writer C appends to, which A now holds.)
     const writerC = libC.writer();
     const again = await MemberSession.open(raw, a, libA.id, { shared: { [writerC]: 1 }, heartbeatMs: 200 });
+    await waitFor(() => again.of('heads').some((m) => m.heads.some(([o]) => o === writerC)), "A's head of C's origin");
+    await again.echoHeads([writerC]);
     await waitFor(async () => (await partnerOf(raw.device)).acked[writerC] === 1, "the ack of C's origin to be kept");
     expect((await partnerOf(raw.device)).acked).toEqual({ [a.deviceId]: ownA, [writerC]: 1 });
     expect(again.end).toBeUndefined();

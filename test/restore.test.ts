@@ -8,7 +8,7 @@ import { cpSync, rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Library, SessionErrorEvent, SyncError, SyncNode } from '../src/index.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { type ClusterNodeOptions, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { type ClusterNodeOptions, fastSync, shareLibrary, startNode, startNodeWithKey, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
 import { keyWhere } from './helpers/raw-peer.js';
 import { engineOf } from '../src/library/library.js';
 import { prunableThrough } from './helpers/log-copy.js';
@@ -382,6 +382,7 @@ describe("a position of this device's writer that a copy wrote too", () => {
 });
 
 describe('a restored device whose writer a partner confirmed that lacked its lost tail', () => {
+  const pruning = { sync: { ...fastSync, pruneIntervalMs: 10 } };
   it.each([
     { written: 2, cStays: true, how: 'with C: the partners find the fork by their heads' },
     { written: 2, cStays: false, how: 'B and D alone, their last positions other runs' },
@@ -390,12 +391,14 @@ describe('a restored device whose writer a partner confirmed that lacked its los
     // Simulator seed 44815's class: C confirms the restored writer (it holds no more of it than
     // the backup), so D's next write takes the position of a write only B holds. Until 3.0, D
     // then refused every session with B (DEVICE_FORKED): without C, the two stayed apart.
+    // Pruning runs all the time: a partner's claim to hold a position (its hello) once let a
+    // device prune its own run at the first forked position, and the fork could not be proven.
     const dDir = await makeTempDir('lsync-restore-fork-d-');
     const bDir = await makeTempDir('lsync-restore-fork-b-');
-    let d: SyncNode = await startNode(dDir);
-    let b: SyncNode = await startNode(bDir);
+    let d: SyncNode = await startNode(dDir, pruning);
+    let b: SyncNode = await startNode(bDir, pruning);
     const cDir = await makeTempDir('lsync-restore-fork-c-');
-    const c = await startNode(cDir);
+    const c = await startNode(cDir, pruning);
     const [libD0] = await shareLibrary(d, [b, c]);
     const id = libD0!.id;
     const notes = new Map<string, string>();
@@ -407,7 +410,7 @@ describe('a restored device whose writer a partner confirmed that lacked its los
 
     // The lost tail: written while C is away, it reaches B alone.
     await stopNode(c);
-    d = await startNode(dDir);
+    d = await startNode(dDir, pruning);
     await d.library(id).synced();
     record(notes, 'lost-tail', await writeNotes(d.library(id), 'lost-tail', 2));
     await waitFor(() => holdsAll(b.library(id), notes), 'B to hold the lost tail');
@@ -417,11 +420,12 @@ describe('a restored device whose writer a partner confirmed that lacked its los
     // D is restored; C, back, confirms its writer, and D writes at the lost positions.
     rmSync(dDir, { recursive: true, force: true });
     cpSync(backup, dDir, { recursive: true });
-    const c2 = await startNode(cDir);
-    d = await startNode(dDir);
+    const c2 = await startNode(cDir, pruning);
+    d = await startNode(dDir, pruning);
     const libD = d.library(id);
     await libD.synced();
     const writer = libD.writer();
+    const restoredAt = libD.versionVector()[writer]!;
     const afterRestore = new Map<string, string>();
     record(afterRestore, 'after-restore', await writeNotes(libD, 'after-restore', written));
     expect(libD.writer()).toBe(writer);
@@ -432,7 +436,7 @@ describe('a restored device whose writer a partner confirmed that lacked its los
     const libs = cStays ? [libD, libC] : [libD];
 
     // B is back: it holds D's writer as far or further, with other runs at D's last positions.
-    b = await startNode(bDir);
+    b = await startNode(bDir, pruning);
     const libB = b.library(id);
     libs.push(libB);
     const holdAll = async () => (await Promise.all(libs.map((lib) => holdsAll(lib, notes)))).every(Boolean);
@@ -442,6 +446,11 @@ describe('a restored device whose writer a partner confirmed that lacked its los
     // A fork of D's writer, proven by runs D signed: reported, and D writes to a fresh writer.
     for (const lib of [libD, libB]) await waitFor(async () => (await lib.status()).forks.some((f) => f.origin === writer), 'the fork reported');
     expect((await libD.status()).error).toBeNull();
+    // Past the backup, B and D hold other histories of the writer: neither counts the other's
+    // claim to hold those positions as an ack, so neither may prune its own runs there.
+    const ackedWriter = async (lib: Library, partnerDevice: string) => (await lib.status()).partners.find((p) => p.device === partnerDevice)!.acked[writer] ?? 0;
+    expect(await ackedWriter(libD, b.deviceId)).toBeLessThanOrEqual(restoredAt);
+    expect(await ackedWriter(libB, d.deviceId)).toBeLessThanOrEqual(restoredAt);
     record(notes, 'after-fork', await writeNotes(libD, 'after-fork', 1));
     expect(libD.writer()).not.toBe(writer);
     await waitFor(holdAll, 'the write after the fork on every device');

@@ -329,10 +329,17 @@ describe('acknowledgements', () => {
     const claim = { [a.deviceId]: HUGE, [b.deviceId]: HUGE, [c.deviceId]: HUGE };
     await own.send({ ...ack(libA.id, claim), device: c.deviceId, partner: c.deviceId, for: c.deviceId } as Record<string, unknown>);
     await own.send({ ...ack(libA.id, claim), batch: 7 });
-    await waitFor(async () => (await engineOf(libA).acks()).get(insiderDevice)?.[a.deviceId] === HUGE, "the insider's ack to be recorded");
+    // Claims are no acks: only heads naming A's runs are. A head past A's log, or naming another
+    // run than A's at a position, counts for nothing; the insider's echo of A's head does.
+    const headOfA = () => own.messages.flatMap((m) => (m.t === 'heads' ? m.heads : [])).find(([o]) => o === a.deviceId);
+    await waitFor(() => headOfA() !== undefined, "A's heads to the insider");
+    const [, headSeq, headId] = headOfA()!;
+    await own.send({ t: 'heads', library: libA.id, heads: [[a.deviceId, headSeq - 1, new Uint8Array(headId.length)], [b.deviceId, HUGE, headId]] });
+    await own.send({ t: 'heads', library: libA.id, heads: [[a.deviceId, headSeq, headId]] });
+    await waitFor(async () => (await engineOf(libA).acks()).get(insiderDevice)?.[a.deviceId] === headSeq, "the insider's ack to be recorded");
 
     const acks = await engineOf(libA).acks();
-    expect(acks.get(insiderDevice)).toEqual(claim);
+    expect(acks.get(insiderDevice)).toEqual({ [a.deviceId]: headSeq });
     expect(acks.get(c.deviceId)).toEqual(cAck);
     expect([...acks.keys()].sort()).toEqual([b.deviceId, c.deviceId, insiderDevice].sort());
     expect(acks.get(b.deviceId)![a.deviceId]).toBeLessThanOrEqual(libA.versionVector()[a.deviceId]!);

@@ -19,7 +19,7 @@ import {
   recordAck,
   runCovering,
 } from '../peer-log/log-store.js';
-import type { Chunk, ChunksAfterResult } from '../peer-log/chunk.js';
+import type { Chunk, ChunksAfterResult, HeadComparison } from '../peer-log/chunk.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
@@ -456,19 +456,20 @@ export class LibraryEngine {
   }
 
   /**
-   * The run of this device's log that contradicts a partner's head of `origin` (the run ending at
-   * `seq` has id `id` there): the one holding that position here, if it has other boundaries or
-   * another id. Sent to the partner, it shows it a fork it cannot see by positions alone (two
-   * members that hold one position each of an equivocating device's log).
+   * A partner's head of `origin` (the run ending at `seq` has id `id` there) against this
+   * device's log (`HeadComparison`). A contradicting run, sent to the partner, shows it a fork it
+   * cannot see by positions alone (two members that hold one position each of an equivocating
+   * device's log).
    */
-  async runContradicting(origin: string, seq: number, id: Uint8Array): Promise<Chunk | undefined> {
+  async compareHead(origin: string, seq: number, id: Uint8Array): Promise<HeadComparison> {
     this.assertOpen();
     const held = this.counters.vector.get(origin) ?? 0;
-    if (held < seq) return undefined;
+    if (held < seq) return { kind: 'beyond' };
     const own = held === seq ? this.counters.heads.get(origin) : undefined;
-    if (own !== undefined && equalBytes(own, id)) return undefined;
+    if (own !== undefined && equalBytes(own, id)) return { kind: 'same' };
     const run = await runCovering(this.db, origin, seq);
-    return run && (run.lastSeq !== seq || !equalBytes(runId(this.signatures, this.id, run, run.prev), id)) ? run : undefined;
+    if (!run) return { kind: 'unheld' };
+    return run.lastSeq === seq && equalBytes(runId(this.signatures, this.id, run, run.prev), id) ? { kind: 'same' } : { kind: 'contradicted', run };
   }
 
   /** The origins found forked here. */

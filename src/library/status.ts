@@ -27,7 +27,10 @@ export interface PartnerStatus {
   /** `direct`, or `relayed` while the partner is reached only through a relay (another member); null when not connected. */
   connection: ConnectionKind | null;
   state: PartnerSyncState;
-  /** The shared-log vector the partner last acknowledged (persisted; survives restarts). */
+  /**
+   * Per origin, the highest position the partner's `heads` showed it holds with the same runs as
+   * this device: what it acknowledged, and what pruning counts on (persisted; survives restarts).
+   */
   acked: VersionVector;
   /** The device-owned versions the partner last reported holding (this session only). */
   ackedOwned: VersionVector;

@@ -43,6 +43,17 @@ export interface Chunk extends RunBody {
   author: string;
 }
 
+/**
+ * How a partner's head of an origin (the position its log ends at and the id of the run ending
+ * there) stands against this device's log:
+ * - `same`: the run ending there is held here; runs commit to the ones before them, so the
+ *   partner holds this device's history of the origin through that position;
+ * - `beyond`: this device does not hold the position yet;
+ * - `unheld`: the position was pruned here, so nothing is known;
+ * - `contradicted`: the run held at that position has other boundaries or another id (a fork).
+ */
+export type HeadComparison = { kind: 'same' } | { kind: 'beyond' } | { kind: 'unheld' } | { kind: 'contradicted'; run: Chunk };
+
 /** `EntriesAfterResult` in stored form: runs of one origin's entries, not decoded. */
 export interface ChunksAfterResult {
   chunks: Chunk[];

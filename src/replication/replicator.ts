@@ -442,13 +442,16 @@ export class LibraryReplicator implements SessionHost, LibrarySync {
     });
   }
 
-  onAck(session: Session, shared: VersionVector): void {
+  onConfirmed(session: Session, confirmed: VersionVector): void {
     const merged = { ...this.acks.get(session.device) };
-    if (mergeMax(merged, this.recordedOnly(shared))) {
+    if (mergeMax(merged, this.recordedOnly(confirmed))) {
       this.acks.set(session.device, merged);
       this.unsavedAcks.add(session.device);
       this.scheduleStatus();
     }
+  }
+
+  onAck(session: Session, shared: VersionVector): void {
     // The leave is acknowledged by a partner this session sent it to: the ack alone could be a
     // false claim, and the leave then reached no one.
     const leaving = this.leaving;

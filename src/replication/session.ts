@@ -5,7 +5,7 @@ import type { OwnedPage } from '../library/owned-reads.js';
 import type { ApplyResult, OwnedApplyResult, OwnedCoverage, OwnedRowUpdate, SignedOwnedRows } from '../library/remote-apply.js';
 import type { SnapshotPage } from '../library/snapshot.js';
 import type { RemoteCounts } from '../library/counts.js';
-import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult } from '../peer-log/chunk.js';
+import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult, type HeadComparison } from '../peer-log/chunk.js';
 import type { ReadLimits, VersionVector } from '../peer-log/types.js';
 import { decodeMessage, encodeMessage } from '../protocol/codec.js';
 import { refuseStream } from './refuse-stream.js';
@@ -70,8 +70,8 @@ export interface SessionLibrary extends LibraryEventSource {
   forkedOrigins(): Promise<string[]>;
   /** Per origin, the position held and the id of the run ending there (`heads`). */
   heads(): [string, number, Uint8Array][];
-  /** The run of this device's log that contradicts a partner's head of `origin`, if any. */
-  runContradicting(origin: string, seq: number, id: Uint8Array): Promise<Chunk | undefined>;
+  /** A partner's head of `origin` against this device's log. */
+  compareHead(origin: string, seq: number, id: Uint8Array): Promise<HeadComparison>;
 }
 
 /** What a session reports to the library's replicator. */
@@ -81,8 +81,13 @@ export interface SessionHost {
   /** The node's timers (heartbeats, request timeouts). */
   readonly scheduler: Scheduler;
   now(): number;
-  /** The partner (authenticated) holds at least these vectors. */
+  /** The partner (authenticated) advertises holding at least `shared` (`Session.remoteShared`). */
   onAck(session: Session, shared: VersionVector): void;
+  /**
+   * The partner holds this device's history of each origin through `confirmed`
+   * (`Session.confirmedShared`): what may be pruned of it.
+   */
+  onConfirmed(session: Session, confirmed: VersionVector): void;
   /** Whether a vector entry the partner sends names an origin (or owner) known here. */
   isKnownOrigin(origin: string): boolean;
   /** Whether a vector entry may be kept in push cursors (members, this device, held origins). */
@@ -242,6 +247,16 @@ export class Session {
   private heartbeatsSinceHeads = 0;
   /** Per origin, the highest position of the partner's `heads` checked on this session. */
   private readonly headsChecked = new Map<string, number>();
+  /** The partner's heads past what this device held when they were checked: checked again once it holds them. */
+  private readonly headsBeyond = new Map<string, [number, Uint8Array]>();
+  /**
+   * Per origin, the highest position where the partner's `heads` named the run this device holds
+   * ending there. Runs commit to the ones before them, so the partner holds this device's history
+   * of the origin through there, and only that is acknowledged for pruning. A position merely
+   * advertised (hello, acks, heartbeats) may hold another history, a fork not found yet: pruning
+   * on it deleted this device's run at the first forked position, the fork's evidence.
+   */
+  private readonly confirmedShared: VersionVector = {};
   /** Per owner, the version whose summary (`owned-digests`) went out on this session. */
   private readonly ownedDigestsSent = new Map<string, number>();
   /** Whether the partner takes `owned-digests` (3.1 or later: a 3.0 peer would end the session over one). */
@@ -674,9 +689,27 @@ export class Session {
    */
   private receiveHeads(message: MessageOf<'heads'>): void {
     for (const [origin, seq, id] of message.heads) {
-      if (seq > Math.max(this.headsChecked.get(origin) ?? 0, this.headsToCheck.get(origin)?.[0] ?? 0)) this.headsToCheck.set(origin, [seq, id]);
+      if (seq <= Math.max(this.headsChecked.get(origin) ?? 0, this.headsToCheck.get(origin)?.[0] ?? 0)) continue;
+      if (this.headsToCheck.size >= MAX_VECTOR_ORIGINS && !this.headsToCheck.has(origin)) continue;
+      this.headsToCheck.set(origin, [seq, id]);
+      this.headsBeyond.delete(origin);
     }
-    if (this.checkingHeads) return;
+    this.checkHeadsSoon();
+  }
+
+  /** Heads the partner sent past what this device held are checked again once it holds them. */
+  private recheckHeadsBeyond(): void {
+    const held = this.library.versionVector();
+    for (const [origin, [seq, id]] of this.headsBeyond) {
+      if ((held[origin] ?? 0) < seq) continue;
+      this.headsBeyond.delete(origin);
+      if (seq > (this.headsToCheck.get(origin)?.[0] ?? 0)) this.headsToCheck.set(origin, [seq, id]);
+    }
+    this.checkHeadsSoon();
+  }
+
+  private checkHeadsSoon(): void {
+    if (this.checkingHeads || this.headsToCheck.size === 0) return;
     this.checkingHeads = true;
     this.checkHeads()
       .catch((err) => this.close(toSyncError(err)))
@@ -687,13 +720,22 @@ export class Session {
     while (this.headsToCheck.size > 0 && this.state !== 'closed') {
       const [origin, [seq, id]] = this.headsToCheck.entries().next().value!;
       this.headsToCheck.delete(origin);
-      this.headsChecked.set(origin, seq);
-      const run = await this.library.runContradicting(origin, seq, id);
-      if (!run) continue;
+      // Kept per origin held here only (and `headsBeyond` bounded): a partner can name origins without end.
+      if (this.host.isRecordedOrigin(origin)) this.headsChecked.set(origin, seq);
+      const head = await this.library.compareHead(origin, seq, id);
+      if (head.kind === 'same') this.confirm(origin, seq);
+      if (head.kind === 'beyond' && (this.headsBeyond.size < MAX_VECTOR_ORIGINS || this.headsBeyond.has(origin))) this.headsBeyond.set(origin, [seq, id]);
+      if (head.kind !== 'contradicted') continue;
       // (A session closed meanwhile sends nothing: `send`.)
       this.inFlight += 1;
-      await this.send({ t: 'changes', library: this.library.id, batch: ++this.batchSeq, chunks: [chunkToTuple(run)] });
+      await this.send({ t: 'changes', library: this.library.id, batch: ++this.batchSeq, chunks: [chunkToTuple(head.run)] });
     }
+  }
+
+  private confirm(origin: string, seq: number): void {
+    if (seq <= (this.confirmedShared[origin] ?? 0)) return;
+    this.confirmedShared[origin] = seq;
+    this.host.onConfirmed(this, { [origin]: seq });
   }
 
   private async receiveForked(message: MessageOf<'forked'>): Promise<void> {
@@ -907,6 +949,7 @@ export class Session {
     }
     const withHeads = ++this.heartbeatsSinceHeads >= HEADS_EVERY_HEARTBEATS;
     if (withHeads) this.heartbeatsSinceHeads = 0;
+    this.recheckHeadsBeyond();
     this.sendHeartbeat()
       .then(() => (withHeads ? this.sendHeads().then(() => this.sendOwnedDigests()) : undefined))
       .catch((err) => this.close(toSyncError(err)));

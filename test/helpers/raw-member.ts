@@ -241,6 +241,17 @@ export class MemberSession {
     return this.send({ t: 'ack', library: this.library, batch, shared, owned });
   }
 
+  /**
+   * Sends back the heads the node sent (the latest per origin; of `origins` only if given): this
+   * member holds the node's runs there, which is what the node counts as acknowledged.
+   */
+  echoHeads(origins?: readonly string[]): Promise<void> {
+    const latest = new Map<string, [string, number, Uint8Array]>();
+    for (const message of this.of('heads')) for (const head of message.heads) latest.set(head[0], head);
+    const heads = [...latest.values()].filter(([origin]) => !origins || origins.includes(origin));
+    return this.send({ t: 'heads', library: this.library, heads });
+  }
+
   of<T extends Message['t']>(t: T): Array<MessageOf<T>> {
     return this.received.filter((m): m is MessageOf<T> => m.t === t);
   }
