@@ -119,6 +119,11 @@ function hlcNowRate(): number {
 interface ModelRates {
   write: number;
   apply: number;
+  /**
+   * Writes and the first read of them for a partner, rows/s: a device signs its own rows there,
+   * not at the write (src/library/sign-own-rows.ts). Device-owned models only.
+   */
+  served?: number;
 }
 
 /**
@@ -131,12 +136,12 @@ interface ModelRates {
 async function measureModel(dir: string, model: Model, round: number): Promise<Map<Signing, ModelRates>> {
   const nodes: SyncNode[] = [];
   try {
-    const sides = new Map<Signing, { lib: Library; owner: string; writeSeconds: number; applySeconds: number }>();
+    const sides = new Map<Signing, { lib: Library; owner: string; writeSeconds: number; applySeconds: number; serveSeconds: number }>();
     for (const signing of SIGNINGS) {
       const writer = await createBenchNode(signing, { dataDir: join(dir, `${signing}-a`), models: [model], ...OFFLINE });
       nodes.push(writer);
       const lib = await writer.createLibrary({ name: 'bench' });
-      sides.set(signing, { lib, owner: writer.deviceId, writeSeconds: 0, applySeconds: 0 });
+      sides.set(signing, { lib, owner: writer.deviceId, writeSeconds: 0, applySeconds: 0, serveSeconds: 0 });
     }
     for (let from = 0, n = 0; from < ROWS; from += TX, n++) {
       for (const signing of signingOrder(round + n)) {
@@ -151,7 +156,8 @@ async function measureModel(dir: string, model: Model, round: number): Promise<M
     const applies = new Map<Signing, { replica: Library; batches: ApplyBatch[] }>();
     for (const signing of SIGNINGS) {
       const side = sides.get(signing)!;
-      const batches = await applyBatches(side.lib, side.owner, model);
+      let batches: ApplyBatch[] = [];
+      side.serveSeconds = await timeIt(async () => void (batches = await applyBatches(side.lib, side.owner, model)));
       const receiver = await createBenchNode(signing, { dataDir: join(dir, `${signing}-b`), models: [model], ...OFFLINE });
       nodes.push(receiver);
       applies.set(signing, { replica: await receiver.createLibrary({ name: 'bench', id: side.lib.id }), batches });
@@ -168,7 +174,8 @@ async function measureModel(dir: string, model: Model, round: number): Promise<M
     for (const signing of SIGNINGS) {
       const side = sides.get(signing)!;
       if ((await applies.get(signing)!.replica.digest()) !== (await side.lib.digest())) throw new Error(`bench replica diverged from the writer (${signing})`);
-      rates.set(signing, { write: ROWS / side.writeSeconds, apply: ROWS / side.applySeconds });
+      const served = model.ownership === 'device' ? { served: ROWS / (side.writeSeconds + side.serveSeconds) } : {};
+      rates.set(signing, { write: ROWS / side.writeSeconds, apply: ROWS / side.applySeconds, ...served });
     }
     return rates;
   } finally {
@@ -214,21 +221,32 @@ const SINGLE_BLOCK = 100;
  * Single-row local writes: SINGLE_WRITES awaited `lib.upsert`s one after another, each its own
  * transaction, on a signed node and on an unsigned one open side by side, alternating in blocks of
  * SINGLE_BLOCK (which goes first alternates), each block timed on its own. Writes/s of each.
+ * `served` (device-owned models): each write is followed by the read a live push makes of it, where
+ * the device signs it (one signature per write, the worst case: a push that finds several
+ * writes signs them together).
  */
-async function measureSingleWrites(dir: string, model: Model, round: number): Promise<Map<Signing, number>> {
+async function measureSingleWrites(dir: string, model: Model, round: number, served = false): Promise<Map<Signing, number>> {
   const nodes: SyncNode[] = [];
   try {
-    const sides = new Map<Signing, { node: SyncNode; lib: Library; seconds: number }>();
+    const sides = new Map<Signing, { node: SyncNode; lib: Library; seconds: number; pushedThrough: number }>();
     for (const signing of SIGNINGS) {
       const node = await createBenchNode(signing, { dataDir: join(dir, signing), models: [model], ...OFFLINE });
       nodes.push(node);
-      sides.set(signing, { node, lib: await node.createLibrary({ name: 'bench' }), seconds: 0 });
+      sides.set(signing, { node, lib: await node.createLibrary({ name: 'bench' }), seconds: 0, pushedThrough: 0 });
     }
+    const push = async (side: { node: SyncNode; lib: Library; pushedThrough: number }) => {
+      const page = await engineOf(side.lib).ownedAfter(side.node.deviceId, side.pushedThrough, { maxRecords: 100, maxBytes: 1 << 20 });
+      if (page.rows.length === 0) throw new Error('single writes: a push read found no new row');
+      side.pushedThrough = page.to;
+    };
     for (let from = 0, n = 0; from < SINGLE_WRITES; from += SINGLE_BLOCK, n++) {
       for (const signing of signingOrder(round + n)) {
         const side = sides.get(signing)!;
         side.seconds += await timeIt(async () => {
-          for (let i = from; i < Math.min(SINGLE_WRITES, from + SINGLE_BLOCK); i++) await side.lib.upsert(model.name, sampleRow(i));
+          for (let i = from; i < Math.min(SINGLE_WRITES, from + SINGLE_BLOCK); i++) {
+            await side.lib.upsert(model.name, sampleRow(i));
+            if (served) await push(side);
+          }
         });
       }
     }
@@ -265,6 +283,8 @@ export async function runCoreBenchmarks(): Promise<void> {
       models.map((m) => [m, { write: [], apply: [], writeRatio: [], applyRatio: [], unsignedWrite: [], unsignedApply: [] }]),
     );
     const single = new Map<Model, Record<Signing, number[]>>(singleModels.map((m) => [m, { signed: [], unsigned: [] }]));
+    const singleServed: Record<Signing, number[]> = { signed: [], unsigned: [] };
+    const txServed: Record<Signing, number[]> = { signed: [], unsigned: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const roundDir = join(dir, `round-${round}`);
       mkdirSync(roundDir);
@@ -286,11 +306,17 @@ export async function runCoreBenchmarks(): Promise<void> {
         r.applyRatio.push(signed.apply / floor);
         r.unsignedWrite.push(unsigned.write);
         r.unsignedApply.push(unsigned.apply);
+        if (signed.served !== undefined) {
+          txServed.signed.push(signed.served);
+          txServed.unsigned.push(unsigned.served!);
+        }
       }
       for (const model of singleModels) {
         const singles = await measureSingleWrites(join(roundDir, `single-${model.name}`), model, round);
         for (const signing of SIGNINGS) single.get(model)![signing].push(singles.get(signing)!);
       }
+      const served = await measureSingleWrites(join(roundDir, 'single-served'), NoteOwned, round, true);
+      for (const signing of SIGNINGS) singleServed[signing].push(served.get(signing)!);
       rmSync(roundDir, { recursive: true, force: true });
     }
     report('raw_sqlite_insert_rows_per_s', median(floors), 'rows/s', { note: 'floor: prepared inserts, 1000 per transaction', rounds: ROUNDS });
@@ -323,6 +349,17 @@ export async function runCoreBenchmarks(): Promise<void> {
         note: 'awaited lib.upsert one after another, each its own transaction',
       });
     }
+    // A device signs its own rows when they are first read for a partner: these include that read.
+    reportSigningCost('local_single_writes_served', 'writes/s', singleServed.signed, singleServed.unsigned, 0.8, {
+      model: NoteOwned.name,
+      writes: SINGLE_WRITES,
+      note: 'each write followed by the read a live push makes of it, where its row is signed (one signature per write)',
+    });
+    reportSigningCost('local_tx_writes_served', 'rows/s', txServed.signed, txServed.unsigned, 0.9, {
+      model: NoteOwned.name,
+      transaction: TX,
+      note: 'the writes and the first read of every row for a partner, in pages of TX, where the rows are signed',
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

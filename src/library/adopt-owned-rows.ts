@@ -1,9 +1,9 @@
 import type { Kysely } from 'kysely';
-import { MAX_SIGNED_ROWS, signOwnedRows } from '../models/signed-owned-rows.js';
 import type { Signatures } from '../runtime/signatures.js';
-import type { ModelTable, SqlRow } from '../storage/model-table.js';
+import type { ModelTable } from '../storage/model-table.js';
 import type { InternalTables } from '../storage/schema.js';
 import { runSql } from '../util/sql.js';
+import { signOwnRowsFrom } from './sign-own-rows.js';
 
 /**
  * Device-owned rows are signed since protocol 3.0 (`models/signed-owned-rows.ts`); a table from
@@ -25,15 +25,9 @@ export async function adoptUnsignedOwnedRows(
   library: string,
   signatures: Signatures,
 ): Promise<void> {
+  for (let left = true; left; ) left = await signOwnRowsFrom(db, tables, self, library, signatures, 0);
   const unsignedOwners = new Set<string>();
   for (const table of tables) {
-    for (;;) {
-      const rows = await runSql<SqlRow>(db, `SELECT * FROM ${table.table} WHERE _owner = ? AND _cert IS NULL ORDER BY _version LIMIT ?`, [self, MAX_SIGNED_ROWS]);
-      const states = rows.map((row) => table.ownedFromRow(row));
-      const certs = signOwnedRows(signatures, library, self, states.map((state) => ({ ...state, model: table.model.name })));
-      for (const [i, state] of states.entries()) await runSql(db, `UPDATE ${table.table} SET _cert = ? WHERE id = ?`, [certs[i]!, state.id]);
-      if (rows.length < MAX_SIGNED_ROWS) break;
-    }
     const others = await runSql<{ owner: string }>(db, `SELECT DISTINCT _owner AS owner FROM ${table.table} WHERE _cert IS NULL`);
     for (const { owner } of others) unsignedOwners.add(owner);
   }

@@ -53,6 +53,7 @@ import {
 } from './remote-apply.js';
 import { type Fork, forkedOrigins, forkedRunsFor, forkSeq, provesFork, recordedFork, recordForks } from './forked-runs.js';
 import type { RemoteCounts } from './counts.js';
+import { signOwnRowsFrom } from './sign-own-rows.js';
 import { type SyncCounters, WriteBatch } from './write-batch.js';
 import { KEPT_MODEL, MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from './status.js';
@@ -147,6 +148,8 @@ export class LibraryEngine {
   private readonly runtime: Runtime;
   private readonly signatures: Signatures;
   private counters: SyncCounters;
+  /** The signing of this device's own rows that runs, if one does (`signOwnRows`). */
+  private signingOwnRows: Promise<void> | undefined;
   /** Per owner, the summaries of its rows at a version (`ownedDigests`), until a transaction writes its rows. */
   /** Per origin, the proof of the run its log ended at when a snapshot last asked (`snapshotProofs`). */
   private readonly proofs = new Map<string, RunProof>();
@@ -673,7 +676,11 @@ export class LibraryEngine {
   /** Device-owned rows of `owner` after `after`, as far as they are held contiguously. */
   async ownedAfter(owner: string, after: number, limits: ReadLimits): Promise<OwnedPage> {
     this.assertOpen();
-    const through = this.counters.ownerVersions.get(owner) ?? 0;
+    if (owner === this.deviceId) await this.signOwnRows();
+    let through = this.counters.ownerVersions.get(owner) ?? 0;
+    // A write since the signing left rows unsigned: a page never claims them (it would carry none).
+    const unsigned = owner === this.deviceId ? this.counters.unsignedOwnFrom : null;
+    if (unsigned !== null) through = Math.min(through, unsigned - 1);
     const tables = this.ownedTables();
     const author = owner === this.deviceId ? this.signatures.peer : (this.counters.ownerAuthors.get(owner) ?? null);
     return readOwnedAfter(this.db, tables, owner, after, through, author, limits);
@@ -686,6 +693,7 @@ export class LibraryEngine {
   async ownedDigests(owner: string, version: number): Promise<ReadonlyMap<string, Uint8Array> | undefined> {
     this.assertOpen();
     if ((this.counters.ownerVersions.get(owner) ?? 0) !== version) return undefined;
+    if (owner === this.deviceId) await this.signOwnRows();
     const cached = this.ownedDigestCache.get(owner);
     if (cached?.version === version) return cached.digests;
     const digests = heldOwnedDigests(this.db, this.ownedTables(), owner, version, () => this.turns.turn());
@@ -1061,6 +1069,44 @@ export class LibraryEngine {
     const row = rows[0];
     if (!row || row._deleted === 1) return undefined;
     return rowFromStored(model, id, table.valuesFromRow(row));
+  }
+
+  /**
+   * Signs this device's rows written since the last signing (`sign-own-rows.ts`), before they are
+   * read to be served: one signing at a time (a reader waits for the one running, which may fail),
+   * a tree per transaction, with turns of the event loop between. The mark is cleared inside each
+   * transaction: a write that committed before it began is signed by it, and one after it marks
+   * its rows again.
+   */
+  private signOwnRows(): Promise<void> {
+    if (!this.signingOwnRows && this.counters.unsignedOwnFrom === null) return Promise.resolve();
+    this.signingOwnRows ??= this.signMarkedOwnRows().finally(() => (this.signingOwnRows = undefined));
+    return this.signingOwnRows;
+  }
+
+  private async signMarkedOwnRows(): Promise<void> {
+    while (this.counters.unsignedOwnFrom !== null) {
+      await this.turns.turn();
+      const taken: { from: number | null; left: boolean } = { from: null, left: false };
+      try {
+        await this.db.transaction().execute(async (trx) => {
+          taken.from = this.counters.unsignedOwnFrom;
+          if (taken.from === null) return;
+          this.counters = { ...this.counters, unsignedOwnFrom: null };
+          taken.left = await signOwnRowsFrom(trx, this.ownedTables(), this.deviceId, this.id, this.signatures, taken.from);
+        });
+      } catch (err) {
+        // Rolled back: those rows are still unsigned.
+        this.markUnsignedFrom(taken.from);
+        throw err;
+      }
+      if (taken.left) this.markUnsignedFrom(taken.from);
+    }
+  }
+
+  private markUnsignedFrom(from: number | null): void {
+    const later = this.counters.unsignedOwnFrom;
+    if (from !== null) this.counters = { ...this.counters, unsignedOwnFrom: later === null ? from : Math.min(later, from) };
   }
 
   /** The tables of device-owned models. */

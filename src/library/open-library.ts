@@ -10,6 +10,7 @@ import { type InternalTables, migrationProvider } from '../storage/schema.js';
 import type { SyncCounters } from './write-batch.js';
 import { storedWriter, WRITER_META_KEY } from './writers.js';
 import { adoptUnsignedOwnedRows } from './adopt-owned-rows.js';
+import { lowestUnsignedOwnVersion } from './sign-own-rows.js';
 import type { Signatures } from '../runtime/signatures.js';
 
 export interface LibraryMeta {
@@ -113,6 +114,8 @@ async function prepareInTransaction(
     tables.set(model.name, table);
   }
   await adoptUnsignedOwnedRows(db, unsigned, meta.deviceId, meta.id, expected.signatures);
+  const ownedTables = [...tables.values()].filter((t) => t.model.ownership === 'device');
+  const unsignedOwnFrom = await lowestUnsignedOwnVersion(db, ownedTables, meta.deviceId);
 
   const held = await readVector(db);
   const vector = new Map([...held].map(([origin, v]) => [origin, v.seq]));
@@ -130,7 +133,7 @@ async function prepareInTransaction(
   return {
     meta,
     tables,
-    counters: { vector, ownerVersions, ownerAuthors, writer: storedWriter(meta.deviceId, metaMap.get(WRITER_META_KEY)), heads },
+    counters: { vector, ownerVersions, ownerAuthors, writer: storedWriter(meta.deviceId, metaMap.get(WRITER_META_KEY)), heads, unsignedOwnFrom },
     highWater: hlc === undefined ? undefined : decodeHlc(hlc),
     ownedConfirmed,
   };

@@ -5,7 +5,6 @@ import { newestClockOf } from '../models/merge.js';
 import { appendChunks, holdPrunedPrefix, type ProvenHead, writeVector } from '../peer-log/log-store.js';
 import { type Chunk, encodeChunks } from '../peer-log/chunk.js';
 import { GENESIS, runId, signRun } from '../peer-log/signed-runs.js';
-import { signOwnedRows } from '../models/signed-owned-rows.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { type LogEntry, MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
@@ -42,6 +41,8 @@ export interface SyncCounters {
    * from a snapshot or held from before 2.0): the `prev` its next run must carry.
    */
   readonly heads: ReadonlyMap<string, Uint8Array>;
+  /** The lowest version of this device's own rows not signed yet, null when all are (`sign-own-rows.ts`). */
+  readonly unsignedOwnFrom: number | null;
 }
 
 /** What signs this device's runs of one library. */
@@ -97,6 +98,7 @@ export class WriteBatch {
   private readonly localStates = new Set<SharedRowState>();
   private writer: WriterState;
   private writerChanged = false;
+  private unsignedOwnFrom: number | null;
   /**
    * Removals and closed origins as this transaction changes them (a removal it applies, an
    * origin it closes); adopted by the library only once committed, like the counters.
@@ -121,6 +123,7 @@ export class WriteBatch {
     this.ownerVersions = new Map(committed.ownerVersions);
     this.ownerAuthors = new Map(committed.ownerAuthors);
     this.writer = committed.writer;
+    this.unsignedOwnFrom = committed.unsignedOwnFrom;
   }
 
   /**
@@ -153,7 +156,14 @@ export class WriteBatch {
   }
 
   counters(): SyncCounters {
-    return { vector: this.vector, ownerVersions: this.ownerVersions, ownerAuthors: this.ownerAuthors, writer: this.writer, heads: this.heads };
+    return {
+      vector: this.vector,
+      ownerVersions: this.ownerVersions,
+      ownerAuthors: this.ownerAuthors,
+      writer: this.writer,
+      heads: this.heads,
+      unsignedOwnFrom: this.unsignedOwnFrom,
+    };
   }
 
   /** The current writer, confirmed or retired or neither. */
@@ -348,7 +358,7 @@ export class WriteBatch {
 
   /** Writes everything pending, including counters. The caller commits the transaction. */
   async flush(): Promise<void> {
-    this.signOwnRows();
+    this.noteUnsignedOwnRows();
     for (const [table, rows] of this.shared) await this.writeShared(table, [...rows.values()]);
     for (const [table, rows] of this.owned) await this.writeRows(table, [...rows.values()], (s, out) => table.ownedParams(s, out));
     this.shared.clear();
@@ -390,19 +400,13 @@ export class WriteBatch {
     });
   }
 
-  /**
-   * Signs this device's pending owned rows that are not signed yet (written or given a new
-   * version in this transaction), all under one signature per `MAX_SIGNED_ROWS`.
-   */
-  private signOwnRows(): void {
-    const unsigned: { table: ModelTable; state: OwnedRowState }[] = [];
-    for (const [table, rows] of this.owned) {
-      for (const state of rows.values()) if (state.owner === this.self && state.cert === null) unsigned.push({ table, state });
+  /** This device's pending owned rows are written unsigned, and signed before they are served (`sign-own-rows.ts`). */
+  private noteUnsignedOwnRows(): void {
+    for (const rows of this.owned.values()) {
+      for (const state of rows.values()) {
+        if (state.owner === this.self && state.cert === null && (this.unsignedOwnFrom === null || state.version < this.unsignedOwnFrom)) this.unsignedOwnFrom = state.version;
+      }
     }
-    if (unsigned.length === 0) return;
-    const { library, signatures } = this.signer;
-    const certs = signOwnedRows(signatures, library, this.self, unsigned.map(({ table, state }) => ({ ...state, model: table.model.name })));
-    unsigned.forEach(({ table, state }, i) => this.owned.get(table)!.set(state.id, { ...state, cert: certs[i]! }));
   }
 
   private put<S extends { id: string }>(pending: Pending<S>, table: ModelTable, state: S): void {
