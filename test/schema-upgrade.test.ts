@@ -98,7 +98,7 @@ function downgradeToSchema11(dataDir: string, libraryId: string): void {
       DROP TABLE sync_log;
       ALTER TABLE sync_log_11 RENAME TO sync_log;
       ALTER TABLE sync_owner_versions DROP COLUMN author;
-      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs', '0007-forked-runs', '0008-owner-authors', '0009-snapshot-proofs');
+      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs', '0007-forked-runs', '0008-owner-authors', '0009-snapshot-proofs', '0010-confirmed-acks');
     `);
   } finally {
     db.close();
@@ -126,4 +126,37 @@ test('a library from before device names and invite revocation opens, gets its n
   expect(await reopened.invites()).toEqual([{ id: expect.any(String), createdAt: null, expiresAt }]);
   await reopened.revokeInvite(invite);
   expect(await reopened.invites()).toEqual([]);
+});
+
+test('acks saved before they were confirmed by heads are dropped at open; later ones are kept', async () => {
+  const dataDir = await makeTempDir('lsync-schema-acks-');
+  const first = await startNode(dataDir, { models: [noteV1] });
+  const lib = await first.createLibrary({ name: 'acks' });
+  await stopNode(first);
+  const file = path.join(dataDir, 'libraries', `${lib.id}.sqlite`);
+  const acksIn = () => {
+    const db = new Database(file, { readonly: true });
+    try {
+      return (db.prepare('SELECT count(*) AS n FROM sync_acks').get() as { n: number }).n;
+    } finally {
+      db.close();
+    }
+  };
+  const saveAck = (migrated: boolean) => {
+    const db = new Database(file);
+    try {
+      db.prepare('INSERT INTO sync_acks (partner, origin, seq) VALUES (?, ?, ?)').run('0190a0a0-0000-7000-8000-0000000000bb', first.deviceId, 1);
+      if (!migrated) db.prepare("DELETE FROM kysely_migration WHERE name = '0010-confirmed-acks'").run();
+    } finally {
+      db.close();
+    }
+  };
+  // An ack the previous version saved (a position the partner advertised): gone once opened.
+  saveAck(false);
+  await stopNode(await startNode(dataDir, { models: [noteV1] }));
+  expect(acksIn()).toBe(0);
+  // One saved since is kept across opens.
+  saveAck(true);
+  await stopNode(await startNode(dataDir, { models: [noteV1] }));
+  expect(acksIn()).toBe(1);
 });

@@ -216,6 +216,14 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('sync_vector').addColumn('proof', 'blob').execute();
     },
   },
+  '0010-confirmed-acks': {
+    // A partner's ack is now a position its `heads` showed it holds with the same runs; acks saved
+    // before were positions it advertised, which may hold another history (a fork not found yet).
+    // They are dropped, so pruning waits for each partner's heads at its next session.
+    async up(db: Kysely<unknown>) {
+      await db.deleteFrom('sync_acks' as never).execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {
