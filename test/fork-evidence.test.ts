@@ -285,3 +285,36 @@ describe('fork evidence', () => {
     await waitFor(async () => (await libV.get('note', after)) !== undefined, "V to receive N's write");
   });
 });
+
+describe("a partner's heads", () => {
+  it('confirm what it holds step by step while it writes ahead of this device, and its last head once it stops', async () => {
+    const { v, libV, member } = await startVictimCast();
+    const m = member.device;
+    const base = libV.versionVector()[m] ?? 0;
+    const heads = new Map(member.heads);
+    const runs: ChunkTuple[][] = [];
+    const ids: Uint8Array[] = [];
+    for (let i = 1; i <= 4; i++) {
+      runs.push(signedTuples(member.peer.key, libV.id, [noteAt(m, base + i, `A${i}`)], heads));
+      ids.push(heads.get(m)!);
+    }
+    const session = await MemberSession.open(member, v, libV.id, { heartbeatMs: 200 });
+    const acked = async () => (await libV.status()).partners.find((p) => p.device === m)!.acked[m] ?? 0;
+    const push = async (batch: number, chunks: ChunkTuple[]) => {
+      await session.send({ t: 'changes', library: libV.id, batch, chunks });
+      await waitFor(() => session.of('ack').some((a) => a.batch === batch), `V to ack batch ${batch}`);
+    };
+    // Each head is past what V holds when it arrives (V checks it before the next batch is applied).
+    await session.send({ t: 'heads', library: libV.id, heads: [[m, base + 2, ids[1]!]] });
+    await push(1, runs[0]!);
+    await session.send({ t: 'heads', library: libV.id, heads: [[m, base + 4, ids[3]!]] });
+    await push(2, runs[1]!);
+    // V holds the first head now: confirmed there, although a later head arrived meanwhile.
+    await waitFor(async () => (await acked()) === base + 2, 'V to count the first head once it holds it');
+    await push(3, [...runs[2]!, ...runs[3]!]);
+    // And the last one once V holds it too, with no further heads.
+    await waitFor(async () => (await acked()) === base + 4, 'V to count the last head once it holds it');
+    expect(libV.versionVector()[m]).toBe(base + 4);
+    expect(session.end).toBeUndefined();
+  });
+});

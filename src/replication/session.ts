@@ -247,8 +247,12 @@ export class Session {
   private heartbeatsSinceHeads = 0;
   /** Per origin, the highest position of the partner's `heads` checked on this session. */
   private readonly headsChecked = new Map<string, number>();
-  /** The partner's heads past what this device held when they were checked: checked again once it holds them. */
-  private readonly headsBeyond = new Map<string, [number, Uint8Array]>();
+  /**
+   * The partner's heads past what this device held when they were checked, checked again once it
+   * holds them: per origin the first waiting (held first, so a partner that keeps writing while
+   * this device lags is still confirmed step by step) and the latest (confirmed once writes stop).
+   */
+  private readonly headsBeyond = new Map<string, { first: [number, Uint8Array]; latest?: [number, Uint8Array] }>();
   /**
    * Per origin, the highest position where the partner's `heads` named the run this device holds
    * ending there. Runs commit to the ones before them, so the partner holds this device's history
@@ -692,7 +696,6 @@ export class Session {
       if (seq <= Math.max(this.headsChecked.get(origin) ?? 0, this.headsToCheck.get(origin)?.[0] ?? 0)) continue;
       if (this.headsToCheck.size >= MAX_VECTOR_ORIGINS && !this.headsToCheck.has(origin)) continue;
       this.headsToCheck.set(origin, [seq, id]);
-      this.headsBeyond.delete(origin);
     }
     this.checkHeadsSoon();
   }
@@ -700,10 +703,13 @@ export class Session {
   /** Heads the partner sent past what this device held are checked again once it holds them. */
   private recheckHeadsBeyond(): void {
     const held = this.library.versionVector();
-    for (const [origin, [seq, id]] of this.headsBeyond) {
-      if ((held[origin] ?? 0) < seq) continue;
-      this.headsBeyond.delete(origin);
-      if (seq > (this.headsToCheck.get(origin)?.[0] ?? 0)) this.headsToCheck.set(origin, [seq, id]);
+    for (const [origin, { first, latest }] of this.headsBeyond) {
+      const holds = held[origin] ?? 0;
+      if (holds < first[0]) continue;
+      const head = latest && holds >= latest[0] ? latest : first;
+      if (head === first && latest) this.headsBeyond.set(origin, { first: latest });
+      else this.headsBeyond.delete(origin);
+      if (head[0] > (this.headsToCheck.get(origin)?.[0] ?? 0)) this.headsToCheck.set(origin, head);
     }
     this.checkHeadsSoon();
   }
@@ -724,11 +730,20 @@ export class Session {
       if (this.host.isRecordedOrigin(origin)) this.headsChecked.set(origin, seq);
       const head = await this.library.compareHead(origin, seq, id);
       if (head.kind === 'same') this.confirm(origin, seq);
-      if (head.kind === 'beyond' && (this.headsBeyond.size < MAX_VECTOR_ORIGINS || this.headsBeyond.has(origin))) this.headsBeyond.set(origin, [seq, id]);
+      if (head.kind === 'beyond') this.waitForHead(origin, [seq, id]);
       if (head.kind !== 'contradicted') continue;
       // (A session closed meanwhile sends nothing: `send`.)
       this.inFlight += 1;
       await this.send({ t: 'changes', library: this.library.id, batch: ++this.batchSeq, chunks: [chunkToTuple(head.run)] });
+    }
+  }
+
+  private waitForHead(origin: string, head: [number, Uint8Array]): void {
+    const waiting = this.headsBeyond.get(origin);
+    if (!waiting) {
+      if (this.headsBeyond.size < MAX_VECTOR_ORIGINS) this.headsBeyond.set(origin, { first: head });
+    } else if (head[0] > waiting.first[0]) {
+      waiting.latest = head;
     }
   }
 
