@@ -150,9 +150,9 @@ export class LibraryEngine {
   private counters: SyncCounters;
   /** The signing of this device's own rows that runs, if one does (`signOwnRows`). */
   private signingOwnRows: Promise<void> | undefined;
-  /** Per owner, the summaries of its rows at a version (`ownedDigests`), until a transaction writes its rows. */
   /** Per origin, the proof of the run its log ended at when a snapshot last asked (`snapshotProofs`). */
   private readonly proofs = new Map<string, RunProof>();
+  /** Per owner, the summaries of its rows at a version (`ownedDigests`), until a transaction writes its rows. */
   private readonly ownedDigestCache = new Map<string, { version: number; digests: Promise<ReadonlyMap<string, Uint8Array>> }>();
   private ownedConfirmedVersion: number;
   /** The clock's time part when this run opened the library (see `checkConcurrentCopy`). */
@@ -1087,20 +1087,20 @@ export class LibraryEngine {
   private async signMarkedOwnRows(): Promise<void> {
     while (this.counters.unsignedOwnFrom !== null) {
       await this.turns.turn();
-      const taken: { from: number | null; left: boolean } = { from: null, left: false };
+      const taken: { from: number | null; next: number | null } = { from: null, next: null };
       try {
         await this.db.transaction().execute(async (trx) => {
           taken.from = this.counters.unsignedOwnFrom;
           if (taken.from === null) return;
           this.counters = { ...this.counters, unsignedOwnFrom: null };
-          taken.left = await signOwnRowsFrom(trx, this.ownedTables(), this.deviceId, this.id, this.signatures, taken.from);
+          taken.next = await signOwnRowsFrom(trx, this.ownedTables(), this.deviceId, this.id, this.signatures, taken.from);
         });
       } catch (err) {
         // Rolled back: those rows are still unsigned.
         this.markUnsignedFrom(taken.from);
         throw err;
       }
-      if (taken.left) this.markUnsignedFrom(taken.from);
+      this.markUnsignedFrom(taken.next);
     }
   }
 

@@ -113,7 +113,7 @@ async function prepareInTransaction(
     if (existing.length > 0 && table.model.ownership === 'device' && !columns.has('_cert')) unsigned.push(table);
     tables.set(model.name, table);
   }
-  await adoptUnsignedOwnedRows(db, unsigned, meta.deviceId, meta.id, expected.signatures);
+  await adoptUnsignedOwnedRows(db, unsigned, meta.deviceId);
   const ownedTables = [...tables.values()].filter((t) => t.model.ownership === 'device');
   const unsignedOwnFrom = await lowestUnsignedOwnVersion(db, ownedTables, meta.deviceId);
 

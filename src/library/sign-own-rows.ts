@@ -15,7 +15,8 @@ import { runSql } from '../util/sql.js';
 
 /**
  * Signs up to `MAX_SIGNED_ROWS` of this device's rows without a certificate from version `from`
- * on, in version order, one tree per table; returns whether some may be left.
+ * on, in version order, one tree per table; returns the version to go on from, null when none
+ * is left (a table that filled its tree may hold more from its last version signed).
  */
 export async function signOwnRowsFrom(
   db: Kysely<InternalTables>,
@@ -24,8 +25,8 @@ export async function signOwnRowsFrom(
   library: string,
   signatures: Signatures,
   from: number,
-): Promise<boolean> {
-  let left = false;
+): Promise<number | null> {
+  let next: number | null = null;
   for (const table of tables) {
     const rows = await runSql<SqlRow>(db, `SELECT * FROM ${table.table} WHERE _owner = ? AND _version >= ? AND _cert IS NULL ORDER BY _version LIMIT ?`, [
       self,
@@ -36,9 +37,10 @@ export async function signOwnRowsFrom(
     const states = rows.map((row) => table.ownedFromRow(row));
     const certs = signOwnedRows(signatures, library, self, states.map((state) => ({ ...state, model: table.model.name })));
     for (const [i, state] of states.entries()) await runSql(db, `UPDATE ${table.table} SET _cert = ? WHERE id = ?`, [certs[i]!, state.id]);
-    if (rows.length === MAX_SIGNED_ROWS) left = true;
+    const last = states[states.length - 1]!.version;
+    if (rows.length === MAX_SIGNED_ROWS && (next === null || last < next)) next = last;
   }
-  return left;
+  return next;
 }
 
 /** The lowest version of this device's rows without a certificate (left so by a stop before they were served), if any. */

@@ -84,8 +84,8 @@ export interface SessionHost {
   /** The partner (authenticated) advertises holding at least `shared` (`Session.remoteShared`). */
   onAck(session: Session, shared: VersionVector): void;
   /**
-   * The partner holds this device's history of each origin through `confirmed`
-   * (`Session.confirmedShared`): what may be pruned of it.
+   * The partner holds this device's history of each origin through `confirmed` (its `heads`
+   * named the runs held here, `Session.confirm`): what may be pruned of it.
    */
   onConfirmed(session: Session, confirmed: VersionVector): void;
   /** Whether a vector entry the partner sends names an origin (or owner) known here. */
@@ -253,14 +253,6 @@ export class Session {
    * this device lags is still confirmed step by step) and the latest (confirmed once writes stop).
    */
   private readonly headsBeyond = new Map<string, { first: [number, Uint8Array]; latest?: [number, Uint8Array] }>();
-  /**
-   * Per origin, the highest position where the partner's `heads` named the run this device holds
-   * ending there. Runs commit to the ones before them, so the partner holds this device's history
-   * of the origin through there, and only that is acknowledged for pruning. A position merely
-   * advertised (hello, acks, heartbeats) may hold another history, a fork not found yet: pruning
-   * on it deleted this device's run at the first forked position, the fork's evidence.
-   */
-  private readonly confirmedShared: VersionVector = {};
   /** Per owner, the version whose summary (`owned-digests`) went out on this session. */
   private readonly ownedDigestsSent = new Map<string, number>();
   /** Whether the partner takes `owned-digests` (3.1 or later: a 3.0 peer would end the session over one). */
@@ -747,9 +739,14 @@ export class Session {
     }
   }
 
+  /**
+   * The partner's `heads` named the run this device holds ending at `seq`. Runs commit to the
+   * ones before them, so the partner holds this device's history of the origin through there, and
+   * only that is acknowledged for pruning. A position merely advertised (hello, acks, heartbeats)
+   * may hold another history, a fork not found yet: pruning on it deleted this device's run at the
+   * first forked position, the fork's evidence.
+   */
   private confirm(origin: string, seq: number): void {
-    if (seq <= (this.confirmedShared[origin] ?? 0)) return;
-    this.confirmedShared[origin] = seq;
     this.host.onConfirmed(this, { [origin]: seq });
   }
 
