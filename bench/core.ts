@@ -221,9 +221,10 @@ const SINGLE_BLOCK = 100;
  * Single-row local writes: SINGLE_WRITES awaited `lib.upsert`s one after another, each its own
  * transaction, on a signed node and on an unsigned one open side by side, alternating in blocks of
  * SINGLE_BLOCK (which goes first alternates), each block timed on its own. Writes/s of each.
- * `served` (device-owned models): each write is followed by the read a live push makes of it, where
- * the device signs it (one signature per write, the worst case: a push that finds several
- * writes signs them together).
+ * `served`: each write is followed by the read a live push makes of it, which signs what is not
+ * signed yet: a device-owned row (one signature per write, the worst case: a push that finds
+ * several writes signs them together), or a shared run whose signature has not come back from
+ * the thread pool yet (`own-run-signatures.ts`).
  */
 async function measureSingleWrites(dir: string, model: Model, round: number, served = false): Promise<Map<Signing, number>> {
   const nodes: SyncNode[] = [];
@@ -234,10 +235,19 @@ async function measureSingleWrites(dir: string, model: Model, round: number, ser
       nodes.push(node);
       sides.set(signing, { node, lib: await node.createLibrary({ name: 'bench' }), seconds: 0, pushedThrough: 0 });
     }
+    const limits = { maxRecords: 100, maxBytes: 1 << 20 };
     const push = async (side: { node: SyncNode; lib: Library; pushedThrough: number }) => {
-      const page = await engineOf(side.lib).ownedAfter(side.node.deviceId, side.pushedThrough, { maxRecords: 100, maxBytes: 1 << 20 });
-      if (page.rows.length === 0) throw new Error('single writes: a push read found no new row');
-      side.pushedThrough = page.to;
+      const self = side.node.deviceId;
+      if (model.ownership === 'device') {
+        const page = await engineOf(side.lib).ownedAfter(self, side.pushedThrough, limits);
+        if (page.rows.length === 0) throw new Error('single writes: a push read found no new row');
+        side.pushedThrough = page.to;
+      } else {
+        const page = await engineOf(side.lib).chunksAfter({ [self]: side.pushedThrough }, limits);
+        const own = page.chunks.filter((c) => c.origin === self);
+        if (own.length === 0) throw new Error('single writes: a push read found no new run');
+        side.pushedThrough = own.at(-1)!.lastSeq;
+      }
     };
     for (let from = 0, n = 0; from < SINGLE_WRITES; from += SINGLE_BLOCK, n++) {
       for (const signing of signingOrder(round + n)) {
@@ -283,7 +293,7 @@ export async function runCoreBenchmarks(): Promise<void> {
       models.map((m) => [m, { write: [], apply: [], writeRatio: [], applyRatio: [], unsignedWrite: [], unsignedApply: [] }]),
     );
     const single = new Map<Model, Record<Signing, number[]>>(singleModels.map((m) => [m, { signed: [], unsigned: [] }]));
-    const singleServed: Record<Signing, number[]> = { signed: [], unsigned: [] };
+    const singleServed = new Map<Model, Record<Signing, number[]>>(singleModels.map((m) => [m, { signed: [], unsigned: [] }]));
     const txServed: Record<Signing, number[]> = { signed: [], unsigned: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const roundDir = join(dir, `round-${round}`);
@@ -314,9 +324,9 @@ export async function runCoreBenchmarks(): Promise<void> {
       for (const model of singleModels) {
         const singles = await measureSingleWrites(join(roundDir, `single-${model.name}`), model, round);
         for (const signing of SIGNINGS) single.get(model)![signing].push(singles.get(signing)!);
+        const served = await measureSingleWrites(join(roundDir, `single-served-${model.name}`), model, round, true);
+        for (const signing of SIGNINGS) singleServed.get(model)![signing].push(served.get(signing)!);
       }
-      const served = await measureSingleWrites(join(roundDir, 'single-served'), NoteOwned, round, true);
-      for (const signing of SIGNINGS) singleServed[signing].push(served.get(signing)!);
       rmSync(roundDir, { recursive: true, force: true });
     }
     report('raw_sqlite_insert_rows_per_s', median(floors), 'rows/s', { note: 'floor: prepared inserts, 1000 per transaction', rounds: ROUNDS });
@@ -349,12 +359,15 @@ export async function runCoreBenchmarks(): Promise<void> {
         note: 'awaited lib.upsert one after another, each its own transaction',
       });
     }
-    // A device signs its own rows when they are first read for a partner: these include that read.
-    reportSigningCost('local_single_writes_served', 'writes/s', singleServed.signed, singleServed.unsigned, 0.8, {
-      model: NoteOwned.name,
-      writes: SINGLE_WRITES,
-      note: 'each write followed by the read a live push makes of it, where its row is signed (one signature per write)',
-    });
+    // A device signs its own runs and rows after writing them (runs off this thread once
+    // committed, rows when first read for a partner): these include the read a push makes.
+    for (const [model, rates] of singleServed) {
+      reportSigningCost('local_single_writes_served', 'writes/s', rates.signed, rates.unsigned, 0.8, {
+        model: model.name,
+        writes: SINGLE_WRITES,
+        note: 'each write followed by the read a live push makes of it, which signs what is not signed yet (one signature per write)',
+      });
+    }
     reportSigningCost('local_tx_writes_served', 'rows/s', txServed.signed, txServed.unsigned, 0.9, {
       model: NoteOwned.name,
       transaction: TX,

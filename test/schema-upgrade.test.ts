@@ -98,7 +98,7 @@ function downgradeToSchema11(dataDir: string, libraryId: string): void {
       DROP TABLE sync_log;
       ALTER TABLE sync_log_11 RENAME TO sync_log;
       ALTER TABLE sync_owner_versions DROP COLUMN author;
-      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs', '0007-forked-runs', '0008-owner-authors', '0009-snapshot-proofs', '0010-confirmed-acks');
+      DELETE FROM kysely_migration WHERE name IN ('0004-invite-revocation', '0005-last-seen', '0006-signed-runs', '0007-forked-runs', '0008-owner-authors', '0009-snapshot-proofs', '0010-confirmed-acks', '0011-unsigned-own-runs');
     `);
   } finally {
     db.close();
@@ -146,7 +146,7 @@ test('acks saved before they were confirmed by heads are dropped at open; later 
     const db = new Database(file);
     try {
       db.prepare('INSERT INTO sync_acks (partner, origin, seq) VALUES (?, ?, ?)').run('0190a0a0-0000-7000-8000-0000000000bb', first.deviceId, 1);
-      if (!migrated) db.prepare("DELETE FROM kysely_migration WHERE name = '0010-confirmed-acks'").run();
+      if (!migrated) db.prepare("DELETE FROM kysely_migration WHERE name IN ('0010-confirmed-acks', '0011-unsigned-own-runs')").run();
     } finally {
       db.close();
     }

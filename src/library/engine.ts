@@ -18,6 +18,7 @@ import {
   readVector,
   recordAck,
   runCovering,
+  storeRunSignatures,
 } from '../peer-log/log-store.js';
 import type { Chunk, ChunksAfterResult, HeadComparison } from '../peer-log/chunk.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from '../peer-log/types.js';
@@ -54,6 +55,7 @@ import {
 import { type Fork, forkedOrigins, forkedRunsFor, forkSeq, provesFork, recordedFork, recordForks } from './forked-runs.js';
 import type { RemoteCounts } from './counts.js';
 import { signOwnRowsFrom } from './sign-own-rows.js';
+import { OwnRunSignatures } from './own-run-signatures.js';
 import { type SyncCounters, WriteBatch } from './write-batch.js';
 import { KEPT_MODEL, MEMBERS_MODEL, REMOVALS_MODEL } from '../models/system.js';
 import type { LibraryStatus } from './status.js';
@@ -124,6 +126,8 @@ const DIGEST_PAGE = 1_000;
 const SNAPSHOT_META_KEY = 'snapshot_checkpoint';
 
 const MAX_LIST_LIMIT = 10_000;
+/** Signatures of this device's runs are stored once this many are made (`storeRunSignatures`). */
+const STORE_RUN_SIGNATURES_EVERY = 256;
 
 /**
  * The engine of one library: it owns the library's SQLite database and everything stored in it
@@ -167,6 +171,10 @@ export class LibraryEngine {
   /** The user's operations running now, and who waits for them to end. */
   private userOperations = 0;
   private idle: (() => void) | undefined;
+  /** Signatures of this device's runs, which writes store unsigned (`own-run-signatures.ts`). */
+  private readonly ownRunSignatures: OwnRunSignatures;
+  /** The storing of signatures made, once the last one started has ended. */
+  private storingRunSignatures: Promise<void> = Promise.resolve();
   /** Backfill and catch-up runs (sync history). */
   readonly runs: RunStore;
   /** When each partner device was last heard from. */
@@ -183,6 +191,7 @@ export class LibraryEngine {
     this.turns = new EventLoopTurns(options.runtime.scheduler);
     this.counters = options.counters;
     this.ownedConfirmedVersion = options.ownedConfirmed;
+    this.ownRunSignatures = new OwnRunSignatures(this.signatures, this.id, () => void this.storeRunSignatures(), STORE_RUN_SIGNATURES_EVERY);
     this.runs = new RunStore(options.db);
     this.lastSeen = new LastSeenStore(options.db);
     // What the clock would issue now (not issued: it would cost a tick): past everything this
@@ -367,13 +376,13 @@ export class LibraryEngine {
 
   async entriesAfter(vector: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
     this.assertOpen();
-    return entriesAfter(this.db, vector, limits);
+    return entriesAfter(this.db, this.ownRunSignatures.signStored, vector, limits);
   }
 
   /** `entriesAfter` in the log's stored form (what the wire carries), not decoded. */
   async chunksAfter(vector: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
     this.assertOpen();
-    return chunksAfter(this.db, vector, limits);
+    return chunksAfter(this.db, this.ownRunSignatures.signStored, vector, limits);
   }
 
   /**
@@ -448,7 +457,7 @@ export class LibraryEngine {
   /** Every run of a forked origin held here from `seq` (its fork) on, or from `after` on if less, a few at a time. */
   forkedRuns(origin: string, seq: number, after: number): AsyncGenerator<Chunk[]> {
     this.assertOpen();
-    return forkedRunsFor(this.db, origin, seq, after);
+    return forkedRunsFor(this.db, this.ownRunSignatures.signStored, origin, seq, after);
   }
 
   /** Per origin, the position held and the id of the run ending there, where known (`heads` message). */
@@ -470,7 +479,7 @@ export class LibraryEngine {
     if (held < seq) return { kind: 'beyond' };
     const own = held === seq ? this.counters.heads.get(origin) : undefined;
     if (own !== undefined && equalBytes(own, id)) return { kind: 'same' };
-    const run = await runCovering(this.db, origin, seq);
+    const run = await runCovering(this.db, this.ownRunSignatures.signStored, origin, seq);
     if (!run) return { kind: 'unheld' };
     return run.lastSeq === seq && equalBytes(runId(this.signatures, this.id, run, run.prev), id) ? { kind: 'same' } : { kind: 'contradicted', run };
   }
@@ -560,7 +569,7 @@ export class LibraryEngine {
     this.assertOpen();
     const wanted = Object.entries(vector).filter(([origin, seq]) => seq > (known[origin] ?? 0));
     const missing = wanted.filter(([origin, seq]) => this.proofs.get(origin)?.lastSeq !== seq);
-    for (const proof of await readProofs(this.db, this.signatures, Object.fromEntries(missing))) this.proofs.set(proof.origin, proof);
+    for (const proof of await readProofs(this.db, this.signatures, this.ownRunSignatures.signStored, Object.fromEntries(missing))) this.proofs.set(proof.origin, proof);
     return wanted.flatMap(([origin, seq]) => {
       const proof = this.proofs.get(origin);
       return proof?.lastSeq === seq ? [proof] : [];
@@ -989,6 +998,7 @@ export class LibraryEngine {
     // tells them about its change.
     if (this.userOperations > 0) await new Promise<void>((resolve) => (this.idle = resolve));
     this.events.removeAllListeners();
+    await this.storeRunSignatures();
     this.closed = true;
     await this.release();
   }
@@ -1029,6 +1039,7 @@ export class LibraryEngine {
       const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState, this.runtime.random, {
         library: this.id,
         signatures: this.signatures,
+        signStored: this.ownRunSignatures.signStored,
       });
       const value = await fn(batch);
       await batch.flush();
@@ -1051,6 +1062,7 @@ export class LibraryEngine {
       return { value, batch };
     });
     this.counters = batch.counters();
+    this.ownRunSignatures.signCommitted(batch.ownRunsWritten);
     for (const owner of batch.ownersWritten) this.ownedDigestCache.delete(owner);
     // Removals and closed origins, like the counters, only once committed (a transaction that
     // rolled back must leave no device refused, no origin closed, no removal to skip rewriting).
@@ -1069,6 +1081,20 @@ export class LibraryEngine {
     const row = rows[0];
     if (!row || row._deleted === 1) return undefined;
     return rowFromStored(model, id, table.valuesFromRow(row));
+  }
+
+  /**
+   * Stores the signatures of this device's runs made since the last store, after that one: in
+   * the background, one statement per thousand. One that fails is lost only until its run is
+   * next read, which signs it again.
+   */
+  private storeRunSignatures(): Promise<void> {
+    this.storingRunSignatures = this.storingRunSignatures.then(async () => {
+      const made = this.ownRunSignatures.take();
+      if (made.length === 0 || this.closed) return;
+      await storeRunSignatures(this.db, made).catch(() => undefined);
+    });
+    return this.storingRunSignatures;
   }
 
   /**

@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import type { Chunk } from '../peer-log/chunk.js';
-import { runCovering, runsReaching } from '../peer-log/log-store.js';
+import { runCovering, runsReaching, type SignStoredRun } from '../peer-log/log-store.js';
 import { MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 import { packRun, sameRun, unpackRun } from '../peer-log/signed-runs.js';
 import { equalBytes } from '../util/bytes.js';
@@ -60,8 +60,8 @@ export function forkSeq(a: Chunk, b: Chunk): number {
 }
 
 /** Whether this device holds `run` already (in its log, or as a forked run). */
-export async function holdsRun(db: Db, run: SignedRun): Promise<boolean> {
-  const logged = await runCovering(db, run.chunk.origin, run.chunk.firstSeq);
+export async function holdsRun(db: Db, sign: SignStoredRun, run: SignedRun): Promise<boolean> {
+  const logged = await runCovering(db, sign, run.chunk.origin, run.chunk.firstSeq);
   if (logged && sameRun(logged, run.chunk)) return true;
   return (await db.selectFrom('sync_forked_runs').select('id').where('id', '=', run.id).executeTakeFirst()) !== undefined;
 }
@@ -85,13 +85,13 @@ const RELAY_READ_RUNS = 16;
  * runs at a time: the runs of its log from the fork (`seq`) on, or from further back where its
  * forked runs reach or the partner holds less, then its forked runs, each as signed.
  */
-export async function* forkedRunsFor(db: Db, origin: string, seq: number, after: number): AsyncGenerator<Chunk[]> {
+export async function* forkedRunsFor(db: Db, sign: SignStoredRun, origin: string, seq: number, after: number): AsyncGenerator<Chunk[]> {
   // The branches may part below the recorded fork: from the run before the lowest forked run on
   // (what the walk-back found), the log's runs are the other side of that branch.
   const lowest = await db.selectFrom('sync_forked_runs').select((eb) => eb.fn.min<number>('first_seq').as('first')).where('origin', '=', origin).executeTakeFirst();
   const from = Math.min(seq, after + 1, lowest?.first == null ? seq : Math.max(1, Number(lowest.first) - 1));
   for (let next = from; ; ) {
-    const logged = await runsReaching(db, origin, next, RELAY_READ_RUNS);
+    const logged = await runsReaching(db, sign, origin, next, RELAY_READ_RUNS);
     if (logged.length === 0) break;
     yield logged;
     next = logged.at(-1)!.lastSeq + 1;

@@ -265,7 +265,7 @@ export async function applyRemoteEntries(
       result.refused += size;
     } else if (firstSeq <= held) {
       // Positions held here: the same run (a duplicate), or another one of the author's there.
-      const mine = appended.get(origin)?.find((c) => c.firstSeq <= lastSeq && firstSeq <= c.lastSeq) ?? (await runCovering(batch.db, origin, firstSeq));
+      const mine = appended.get(origin)?.find((c) => c.firstSeq <= lastSeq && firstSeq <= c.lastSeq) ?? (await runCovering(batch.db, batch.signStored, origin, firstSeq));
       if (mine && !sameRun(mine, run.chunk)) fork({ origin, seq: Math.max(firstSeq, mine.firstSeq), held: mine, other: run.chunk }, run);
       else if (lastSeq <= held) result.duplicates += size;
       else throw new ProtocolError(`run ${origin}#${firstSeq}..${lastSeq} overlaps the positions held here (through ${held}), which the log no longer holds`);
@@ -281,7 +281,7 @@ export async function applyRemoteEntries(
       // or another copy's branch (a fork: the writer is retired, `closeForkedOrigin`).
       const head = batch.headOf(origin);
       if (head !== undefined && !equalBytes(head, run.chunk.prev)) {
-        const mine = appended.get(origin)?.at(-1) ?? (await runCovering(batch.db, origin, held));
+        const mine = appended.get(origin)?.at(-1) ?? (await runCovering(batch.db, batch.signStored, origin, held));
         if (mine) {
           fork({ origin, seq: held, held: mine, other: run.chunk }, run);
         } else {
@@ -360,7 +360,7 @@ async function takeForkedRuns(
   const seen: Uint8Array[] = [];
   for (const run of runs) {
     const { origin, firstSeq, lastSeq, prev } = run.chunk;
-    if (seen.some((id) => equalBytes(id, run.id)) || (await holdsRun(batch.db, run))) continue;
+    if (seen.some((id) => equalBytes(id, run.id)) || (await holdsRun(batch.db, batch.signStored, run))) continue;
     seen.push(run.id);
     if (run.entries.some((entry) => batch.removals.refuses(entry, batchRemovals))) {
       refused += run.entries.length;
@@ -397,7 +397,7 @@ async function takeForkedRuns(
  */
 async function contradictedRuns(batch: WriteBatch, run: VerifiedRun): Promise<Chunk[]> {
   const { origin, firstSeq, lastSeq } = run.chunk;
-  const found = (await runsReaching(batch.db, origin, firstSeq - 1)).filter((logged) => logged.firstSeq <= lastSeq);
+  const found = (await runsReaching(batch.db, batch.signStored, origin, firstSeq - 1)).filter((logged) => logged.firstSeq <= lastSeq);
   return found.filter((logged) =>
     logged.lastSeq === firstSeq - 1 ? !equalBytes(batch.runIdOf(logged), run.chunk.prev) : !sameRun(logged, run.chunk),
   );

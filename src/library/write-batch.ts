@@ -2,9 +2,9 @@ import { CompiledQuery, type Kysely } from 'kysely';
 import { InternalError, ValidationError } from '../errors.js';
 import { decodeHlc, encodeHlc, type HlcClock } from '../hlc/index.js';
 import { newestClockOf } from '../models/merge.js';
-import { appendChunks, holdPrunedPrefix, type ProvenHead, writeVector } from '../peer-log/log-store.js';
+import { appendChunks, holdPrunedPrefix, type ProvenHead, type SignStoredRun, type StoredRun, writeVector } from '../peer-log/log-store.js';
 import { type Chunk, encodeChunks } from '../peer-log/chunk.js';
-import { GENESIS, runId, signRun } from '../peer-log/signed-runs.js';
+import { GENESIS, runId } from '../peer-log/signed-runs.js';
 import type { Signatures } from '../runtime/signatures.js';
 import { type LogEntry, MAX_VECTOR_ORIGINS } from '../peer-log/types.js';
 import type { ModelTable, SqlRow } from '../storage/model-table.js';
@@ -15,6 +15,7 @@ import { putMeta } from '../storage/meta.js';
 import type { Random } from '../runtime/runtime.js';
 import type { Removals } from './removals.js';
 import { newWriterId, WRITER_META_KEY, writerMetaValue, type WriterState } from './writers.js';
+import type { WrittenRun } from './own-run-signatures.js';
 
 export interface ChangeEvent {
   model: string;
@@ -49,6 +50,8 @@ export interface SyncCounters {
 export interface RunSigner {
   readonly library: string;
   readonly signatures: Signatures;
+  /** Signs a run of this device's stored unsigned, as the log's readers need (`own-run-signatures.ts`). */
+  readonly signStored: SignStoredRun;
 }
 
 /** Pending rows are written out in the middle of a long transaction past this many. */
@@ -75,6 +78,8 @@ export class WriteBatch {
   /** This device's own entries not yet made into signed runs (at the next flush). */
   private log: LogEntry[] = [];
   private chunks: Chunk[] = [];
+  /** This device's runs written unsigned so far, to sign once committed. */
+  readonly ownRunsWritten: WrittenRun[] = [];
   private pendingCount = 0;
   private readonly vector: Map<string, number>;
   private readonly heads: Map<string, Uint8Array>;
@@ -364,7 +369,7 @@ export class WriteBatch {
     this.shared.clear();
     this.owned.clear();
     this.localStates.clear();
-    await appendChunks(this.db, [...this.chunks, ...this.signOwnRuns()]);
+    await appendChunks(this.db, [...this.chunks, ...this.ownRuns()]);
     this.log = [];
     this.chunks = [];
     this.pendingCount = 0;
@@ -387,17 +392,25 @@ export class WriteBatch {
   }
 
   /**
-   * This device's pending entries as signed runs, each following the origin's last run (a
-   * prefix whose last run is not known, adopted or held from before 2.0, is followed from
-   * `GENESIS`: receivers take that one link on the signature alone).
+   * This device's pending entries as runs, each following the origin's last run (a prefix whose
+   * last run is not known, adopted or held from before 2.0, is followed from `GENESIS`:
+   * receivers take that one link on the signature alone). Stored unsigned, and signed once
+   * committed (`ownRunsWritten`, `own-run-signatures.ts`); their ids are fixed here.
    */
-  private signOwnRuns(): Chunk[] {
+  private ownRuns(): StoredRun[] {
     const { library, signatures } = this.signer;
-    return encodeChunks(this.log).map((run) => {
-      const { chunk, id } = signRun(signatures, library, run, this.heads.get(run.origin) ?? GENESIS);
+    return encodeChunks(this.log).map((body) => {
+      const run = { ...body, prev: this.heads.get(body.origin) ?? GENESIS, author: signatures.peer };
+      const id = runId(signatures, library, run, run.prev);
       this.heads.set(run.origin, id);
-      return chunk;
+      this.ownRunsWritten.push({ run, id });
+      return { ...run, sig: null };
     });
+  }
+
+  /** Signs a stored run of this device's not signed yet (for the log's readers in this transaction). */
+  get signStored(): SignStoredRun {
+    return this.signer.signStored;
   }
 
   /** This device's pending owned rows are written unsigned, and signed before they are served (`sign-own-rows.ts`). */

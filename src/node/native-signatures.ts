@@ -23,26 +23,36 @@ const sha256 = (data: Uint8Array): Uint8Array => hash('sha256', data, 'buffer');
 export function deviceSignatures(key: PrivateKey): Signatures {
   if (key.type !== 'Ed25519') throw new Error(`internal: a device key must be Ed25519, not ${key.type}`);
   // libp2p's raw Ed25519 private key is the 32-byte seed followed by the public key.
-  return nativeSignatures(peerIdFromPrivateKey(key).toString(), key.raw.subarray(0, 32), (peer) => {
-    const publicKey = peerIdFromString(peer).publicKey;
-    return publicKey?.type === 'Ed25519' ? publicKeyFromRaw(publicKey.raw) : null;
-  });
+  return nativeSignatures(
+    peerIdFromPrivateKey(key).toString(),
+    key.raw.subarray(0, 32),
+    (peer) => {
+      const publicKey = peerIdFromString(peer).publicKey;
+      return publicKey?.type === 'Ed25519' ? publicKeyFromRaw(publicKey.raw) : null;
+    },
+    'thread-pool',
+  );
 }
 
 /**
  * `Signatures` for the simulator's and the fuzzer's peers, whose names are not PeerIds: each
  * name's key is derived from the name itself, the same in every node of a run (a test keyring,
- * which anyone can derive: only for networks where no key is secret).
+ * which anyone can derive: only for networks where no key is secret). They sign on this thread
+ * only: a signature coming back from the thread pool would order a run's events by the
+ * machine's timing, not by its seed.
  */
 export function namedPeerSignatures(peer: string): Signatures {
-  return nativeSignatures(peer, seedOfName(peer), (name) => createPublicKey(privateKeyFromSeed(seedOfName(name))));
+  return nativeSignatures(peer, seedOfName(peer), (name) => createPublicKey(privateKeyFromSeed(seedOfName(name))), 'this-thread');
 }
 
 function seedOfName(name: string): Uint8Array {
   return sha256(new TextEncoder().encode(`leaderless-sync test key\u0000${name}`));
 }
 
-function nativeSignatures(peer: string, seed: Uint8Array, keyOfPeer: (peer: string) => KeyObject | null): Signatures {
+/** Where `signOffThread` signs: Node's thread pool, or this thread (a deterministic run). */
+type SigningThread = 'thread-pool' | 'this-thread';
+
+function nativeSignatures(peer: string, seed: Uint8Array, keyOfPeer: (peer: string) => KeyObject | null, signingThread: SigningThread): Signatures {
   const own = privateKeyFromSeed(seed);
   const keys = new Map<string, KeyObject | null>();
   const publicKeyOf = (peer: string): KeyObject | null => {
@@ -65,6 +75,10 @@ function nativeSignatures(peer: string, seed: Uint8Array, keyOfPeer: (peer: stri
     peer,
     sha256,
     sign: (message) => sign(null, message, own),
+    signOffThread: (message) =>
+      signingThread === 'this-thread'
+        ? Promise.resolve(sign(null, message, own))
+        : new Promise((resolve, reject) => sign(null, message, own, (error, signature) => (error ? reject(error) : resolve(signature)))),
     verify(author, message, signature) {
       const key = `${author}:${Buffer.from(message).toString('base64')}:${Buffer.from(signature).toString('base64')}`;
       if (checked.has(key)) return true;

@@ -3,18 +3,60 @@ import type { InternalTables } from '../storage/schema.js';
 import { type Chunk, CHUNK_OVERHEAD_BYTES, type ChunksAfterResult, decodeChunk } from './chunk.js';
 import { packProof, proofOf, type RunProof, unpackProof } from './signed-runs.js';
 import type { Signatures } from '../runtime/signatures.js';
+import { runSql } from '../util/sql.js';
 import type { EntriesAfterResult, LogEntry, ReadLimits, VersionVector } from './types.js';
 
 type Db = Kysely<InternalTables>;
 
-/** Appends signed runs (each extending its origin's prefix); call inside the write transaction. */
-export async function appendChunks(db: Db, chunks: readonly Chunk[]): Promise<void> {
+/** A run of this device's as a write stores it: its signature comes later (`own-run-signatures.ts`). */
+export type UnsignedRun = Omit<Chunk, 'sig'>;
+
+/** A run as the log stores it: signed, or this device's own run not signed yet (`sig` null). */
+export type StoredRun = UnsignedRun & { sig: Uint8Array | null };
+
+/**
+ * The signature of a stored run of this device's that is not signed yet: the log's readers call
+ * it, so a run always leaves the log signed.
+ */
+export type SignStoredRun = (run: UnsignedRun) => Uint8Array;
+
+/** `sync_log.sig` of a run not signed yet (the column predates unsigned runs, and is NOT NULL). */
+const NOT_SIGNED = new Uint8Array(0);
+
+/** Appends runs (each extending its origin's prefix); call inside the write transaction. */
+export async function appendChunks(db: Db, chunks: readonly StoredRun[]): Promise<void> {
   if (chunks.length === 0) return;
   await db
     .insertInto('sync_log')
-    .values(chunks.map((c) => ({ origin: c.origin, first_seq: c.firstSeq, last_seq: c.lastSeq, entries: c.entries, prev: c.prev, sig: c.sig, author: c.author })))
+    .values(chunks.map((c) => ({ origin: c.origin, first_seq: c.firstSeq, last_seq: c.lastSeq, entries: c.entries, prev: c.prev, sig: c.sig ?? NOT_SIGNED, author: c.author })))
     .execute();
 }
+
+/** A signature of a run stored unsigned, to store with it (`storeRunSignatures`). */
+export interface RunSignature {
+  origin: string;
+  lastSeq: number;
+  sig: Uint8Array;
+}
+
+/**
+ * Stores the signatures of runs stored unsigned, in one statement; a run pruned or signed
+ * meanwhile is left as it is.
+ */
+export async function storeRunSignatures(db: Db, signatures: readonly RunSignature[]): Promise<void> {
+  for (let from = 0; from < signatures.length; from += SIGNATURES_PER_STATEMENT) {
+    const some = signatures.slice(from, from + SIGNATURES_PER_STATEMENT);
+    await runSql(
+      db,
+      `UPDATE sync_log SET sig = signed.column3 FROM (VALUES ${some.map(() => '(?, ?, ?)').join(', ')}) AS signed ` +
+        'WHERE sync_log.origin = signed.column1 AND sync_log.last_seq = signed.column2 AND length(sync_log.sig) = 0',
+      some.flatMap((s) => [s.origin, s.lastSeq, s.sig]),
+    );
+  }
+}
+
+/** Well inside SQLite's bound on a statement's parameters. */
+const SIGNATURES_PER_STATEMENT = 1_000;
 
 /** Per origin: the last seq held, the prefix pruned, and the id of the run ending at `seq` (null: not known, see `heads`). */
 export interface HeldOrigin {
@@ -66,10 +108,10 @@ export async function holdPrunedPrefix(db: Db, origin: string, through: number, 
  * proof kept with a prefix adopted from a snapshot); a position this device cannot prove (held
  * from before 2.0, or adopted before 3.2) is left out.
  */
-export async function readProofs(db: Db, signatures: Signatures, vector: VersionVector): Promise<RunProof[]> {
+export async function readProofs(db: Db, signatures: Signatures, sign: SignStoredRun, vector: VersionVector): Promise<RunProof[]> {
   const proofs: RunProof[] = [];
   for (const [origin, seq] of Object.entries(vector)) {
-    const [run] = await runsReaching(db, origin, seq, 1);
+    const [run] = await runsReaching(db, sign, origin, seq, 1);
     if (run?.lastSeq === seq) {
       proofs.push(proofOf(signatures, run));
       continue;
@@ -89,7 +131,7 @@ export async function readProofs(db: Db, signatures: Signatures, vector: Version
  * position inside a stored run (no honest holder has one: runs are applied whole) gets that run
  * whole, which shows the holder the fork it is on.
  */
-export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
+export async function chunksAfter(db: Db, sign: SignStoredRun, after: VersionVector, limits: ReadLimits): Promise<ChunksAfterResult> {
   const held = await readVector(db);
   const result: ChunksAfterResult = { chunks: [], entries: 0, hasMore: false, pruned: [] };
   let bytes = 0;
@@ -110,7 +152,7 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
     let reading = true;
     while (reading && next <= heldSeq) {
       // A few runs at a time: bounded memory whatever the limits.
-      const stored = await runsReaching(db, origin, next, 4);
+      const stored = await runsReaching(db, sign, origin, next, 4);
       reading = stored.length > 0;
       for (const run of stored) {
         if (run.firstSeq > next) {
@@ -138,13 +180,17 @@ export async function chunksAfter(db: Db, after: VersionVector, limits: ReadLimi
 }
 
 /** The stored run of `origin` that holds position `seq`, if the log holds one. */
-export async function runCovering(db: Db, origin: string, seq: number): Promise<Chunk | undefined> {
-  const [run] = await runsReaching(db, origin, seq, 1);
+export async function runCovering(db: Db, sign: SignStoredRun, origin: string, seq: number): Promise<Chunk | undefined> {
+  const [run] = await runsReaching(db, sign, origin, seq, 1);
   return run && run.firstSeq <= seq ? run : undefined;
 }
 
-/** The stored runs of `origin` that end at `seq` or later (up to `limit` of them), in seq order. */
-export async function runsReaching(db: Db, origin: string, seq: number, limit?: number): Promise<Chunk[]> {
+/** The stored runs of `origin` that end at `seq` or later (up to `limit` of them), in seq order, each signed. */
+export async function runsReaching(db: Db, sign: SignStoredRun, origin: string, seq: number, limit?: number): Promise<Chunk[]> {
+  return (await storedRunsReaching(db, origin, seq, limit)).map((run) => (run.sig === null ? { ...run, sig: sign(run) } : { ...run, sig: run.sig }));
+}
+
+async function storedRunsReaching(db: Db, origin: string, seq: number, limit?: number): Promise<StoredRun[]> {
   const query = db
     .selectFrom('sync_log')
     .select(['first_seq', 'last_seq', 'entries', 'prev', 'sig', 'author'])
@@ -152,19 +198,27 @@ export async function runsReaching(db: Db, origin: string, seq: number, limit?: 
     .where('last_seq', '>=', seq)
     .orderBy('last_seq');
   const rows = await (limit === undefined ? query : query.limit(limit)).execute();
-  return rows.map((row) => ({ origin, firstSeq: row.first_seq, lastSeq: row.last_seq, entries: row.entries, prev: row.prev, sig: row.sig, author: row.author }));
+  return rows.map((row) => ({
+    origin,
+    firstSeq: row.first_seq,
+    lastSeq: row.last_seq,
+    entries: row.entries,
+    prev: row.prev,
+    sig: row.sig.byteLength === 0 ? null : row.sig,
+    author: row.author,
+  }));
 }
 
 /** The entry of `origin` at `seq`, if the log holds it (not pruned). */
 export async function entryAt(db: Db, origin: string, seq: number): Promise<LogEntry | undefined> {
-  const [chunk] = await runsReaching(db, origin, seq, 1);
+  const [chunk] = await storedRunsReaching(db, origin, seq, 1);
   if (!chunk || chunk.firstSeq > seq) return undefined;
   return decodeChunk(chunk).find((d) => d.entry.seq === seq)?.entry;
 }
 
 /** `chunksAfter`, decoded into entries. */
-export async function entriesAfter(db: Db, after: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
-  const { chunks, hasMore, pruned } = await chunksAfter(db, after, limits);
+export async function entriesAfter(db: Db, sign: SignStoredRun, after: VersionVector, limits: ReadLimits): Promise<EntriesAfterResult> {
+  const { chunks, hasMore, pruned } = await chunksAfter(db, sign, after, limits);
   return { entries: chunks.flatMap((c) => decodeChunk(c).map((d) => d.entry)), hasMore, pruned };
 }
 

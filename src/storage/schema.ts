@@ -224,6 +224,12 @@ const migrations: Record<string, Migration> = {
       await db.deleteFrom('sync_acks' as never).execute();
     },
   },
+  '0011-unsigned-own-runs': {
+    // Nothing to change: from here on a run of this device's may be stored with an empty `sig`
+    // until its signature is stored (`own-run-signatures.ts`). The entry makes an older build,
+    // which would serve such a run as it is stored, refuse the library at open.
+    async up() {},
+  },
 };
 
 export const migrationProvider: MigrationProvider = {
