@@ -19,7 +19,7 @@ import { MAX_SIGNED_ROWS, OwnedRowVerifier } from '../src/models/signed-owned-ro
 import { deviceSignatures } from '../src/node/native-signatures.js';
 import { unpack } from '../src/util/msgpack.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { shareLibrary, startNode, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { startNode, stopAllNodes, useMemoryTransport, waitFor, waitForConvergence, writtenWhileAway } from './helpers/cluster.js';
 
 useMemoryTransport();
 
@@ -101,25 +101,13 @@ describe("this device's own rows", () => {
   });
 
   it('left unsigned by a stop are signed after the restart and reach a partner that was away', async () => {
-    const dirA = await makeTempDir('lsync-own-sign-a-');
-    const dirB = await makeTempDir('lsync-own-sign-b-');
-    let a = await startNode(dirA);
-    const b = await startNode(dirB);
-    const [libA0, libB] = (await shareLibrary(a, [b])) as [Library, Library];
-    const id = libA0.id;
-    await waitForConvergence([libA0, libB]);
-    await stopNode(b);
-    await writeVolumes(libA0, 'away', 5);
-    await stopNode(a);
-    expect(unsignedRows(dirA, id, a.deviceId)).toBe(5);
+    const away = await writtenWhileAway((libA) => writeVolumes(libA, 'away', 5));
+    expect(unsignedRows(away.dirA, away.id, away.deviceA)).toBe(5);
 
-    a = await startNode(dirA);
-    const b2 = await startNode(dirB);
-    const libA = a.library(id);
-    const libB2 = b2.library(id);
-    await waitFor(async () => (await libB2.list('volume', { limit: 100 })).filter((v) => String(v.id).startsWith('away-')).length === 5, "B to hold A's rows");
-    await waitForConvergence([libA, libB2]);
-    expect(unsignedRows(dirA, id, a.deviceId)).toBe(0);
-    expect((await libB2.status()).protocolErrors).toBe(0);
+    const [libA, libB] = await away.restart();
+    await waitFor(async () => (await libB.list('volume', { limit: 100 })).filter((v) => String(v.id).startsWith('away-')).length === 5, "B to hold A's rows");
+    await waitForConvergence([libA, libB]);
+    expect(unsignedRows(away.dirA, away.id, away.deviceA)).toBe(0);
+    expect((await libB.status()).protocolErrors).toBe(0);
   });
 });

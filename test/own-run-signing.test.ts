@@ -7,6 +7,8 @@
  * 1. A read of the log serves every run signed (a stranger's check verifies each), whether its
  *    signature was stored yet or not; once enough are made they are stored in the file, and
  *    what is stored is what was served.
+ *    A stop stores every signature, made by a read or by the thread pool; a read once the close
+ *    began is STOPPED, not a failure of the released database.
  * 2. Runs left unsigned by a crash (no stop stored their signatures) are signed when read after
  *    the restart and reach a partner that was away, with no protocol error there.
  * 3. A transaction rolled back leaves nothing behind for the seq it would have written: the run
@@ -23,7 +25,7 @@ import { deviceSignatures } from '../src/node/native-signatures.js';
 import { verifyRun } from '../src/peer-log/signed-runs.js';
 import type { Chunk } from '../src/peer-log/chunk.js';
 import { makeTempDir, removeTempDirs } from './helpers/child-process.js';
-import { shareLibrary, startNode, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence } from './helpers/cluster.js';
+import { startNode, stopAllNodes, stopNode, useMemoryTransport, waitFor, waitForConvergence, writtenWhileAway } from './helpers/cluster.js';
 
 useMemoryTransport();
 
@@ -87,43 +89,43 @@ describe("this device's own runs", () => {
       const sig = stored.get(run.lastSeq)!;
       if (sig.byteLength > 0) expect(Buffer.from(run.sig)).toEqual(sig);
     }
-    // A stop stores the signatures made and not stored yet: every run read is signed in the file.
+    // A stop stores the signatures made and not stored yet, those of runs never read too (the
+    // thread pool's, waited for): every run is signed in the file.
+    await writeNotes(lib, 'last', 5);
     await stopNode(a);
     expect(unsignedCount(storedSignatures(dir, lib.id, a.deviceId))).toBe(0);
   });
 
+  it('are stored at close after the engine refuses new reads: a read once the close began is STOPPED', async () => {
+    const a = await startNode();
+    const lib = await a.createLibrary({ name: 'closing' });
+    await writeNotes(lib, 'n', 3);
+    const engine = engineOf(lib);
+    const closing = engine.close();
+    await expect(engine.chunksAfter({}, EVERYTHING)).rejects.toMatchObject({ code: 'STOPPED' });
+    await closing;
+  });
+
   it('left unsigned by a crash are signed after the restart and reach a partner that was away', async () => {
-    const dirA = await makeTempDir('lsync-own-runs-a-');
-    const dirB = await makeTempDir('lsync-own-runs-b-');
-    let a = await startNode(dirA);
-    const b = await startNode(dirB);
-    const [libA0, libB] = (await shareLibrary(a, [b])) as [Library, Library];
-    const id = libA0.id;
-    await waitForConvergence([libA0, libB]);
-    await stopNode(b);
-    await writeNotes(libA0, 'away', 20);
-    const origin = a.deviceId;
-    await stopNode(a);
+    const away = await writtenWhileAway((libA) => writeNotes(libA, 'away', 20));
     // The state a crash right after the writes leaves: the runs committed, none of their
     // signatures stored.
-    const away = (seq: number) => seq > (libB.versionVector()[origin] ?? 0);
-    const db = libraryFile(dirA, id, false);
+    const db = libraryFile(away.dirA, away.id, false);
     try {
-      db.prepare("UPDATE sync_log SET sig = x'' WHERE origin = ? AND last_seq > ?").run(origin, libB.versionVector()[origin] ?? 0);
+      db.prepare("UPDATE sync_log SET sig = x'' WHERE origin = ? AND last_seq > ?").run(away.deviceA, away.heldByB);
     } finally {
       db.close();
     }
-    expect([...storedSignatures(dirA, id, origin).entries()].filter(([seq, sig]) => away(seq) && sig.byteLength > 0)).toEqual([]);
+    const written = [...storedSignatures(away.dirA, away.id, away.deviceA)].filter(([seq]) => seq > away.heldByB);
+    expect(written.length).toBeGreaterThan(0);
+    expect(written.filter(([, sig]) => sig.byteLength > 0)).toEqual([]);
 
-    a = await startNode(dirA);
-    const b2 = await startNode(dirB);
-    const libA = a.library(id);
-    const libB2 = b2.library(id);
-    await waitFor(async () => (await libB2.list('note', { limit: 100 })).filter((n) => String(n.id).startsWith('away-')).length === 20, "B to hold A's notes");
-    await waitForConvergence([libA, libB2]);
-    expect((await libB2.status()).protocolErrors).toBe(0);
+    const [libA, libB] = await away.restart();
+    await waitFor(async () => (await libB.list('note', { limit: 100 })).filter((n) => String(n.id).startsWith('away-')).length === 20, "B to hold A's notes");
+    await waitForConvergence([libA, libB]);
+    expect((await libB.status()).protocolErrors).toBe(0);
     // B holds A's runs as A signed them after the restart.
-    expectVerified((await engineOf(libB2).chunksAfter({}, EVERYTHING)).chunks, id);
+    expectVerified((await engineOf(libB).chunksAfter({}, EVERYTHING)).chunks, away.id);
   });
 
   it('leave no signature behind for a transaction rolled back', async () => {

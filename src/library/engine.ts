@@ -166,6 +166,8 @@ export class LibraryEngine {
   /** Set once this device is no longer a member (removed, or it left). */
   private ownRemoval: RemovalInfo | null = null;
   private closed = false;
+  /** Set once the database is let go, after the close stored the signatures made (`storeRunSignatures`). */
+  private released = false;
   /** Set when closing begins, to the close itself: from then on no user operation starts (see `whileOpen`). */
   private closing: Promise<void> | undefined;
   /** The user's operations running now, and who waits for them to end. */
@@ -998,8 +1000,11 @@ export class LibraryEngine {
     // tells them about its change.
     if (this.userOperations > 0) await new Promise<void>((resolve) => (this.idle = resolve));
     this.events.removeAllListeners();
-    await this.storeRunSignatures();
     this.closed = true;
+    // What the thread pool still signs, then every signature made, before the file is let go.
+    await this.ownRunSignatures.settled();
+    await this.storeRunSignatures();
+    this.released = true;
     await this.release();
   }
 
@@ -1039,7 +1044,7 @@ export class LibraryEngine {
       const batch = new WriteBatch(trx, this.counters, this.ctx.clock, this.deviceId, this.removalState, this.runtime.random, {
         library: this.id,
         signatures: this.signatures,
-        signStored: this.ownRunSignatures.signStored,
+        signStored: this.ownRunSignatures.signUncommitted,
       });
       const value = await fn(batch);
       await batch.flush();
@@ -1091,7 +1096,7 @@ export class LibraryEngine {
   private storeRunSignatures(): Promise<void> {
     this.storingRunSignatures = this.storingRunSignatures.then(async () => {
       const made = this.ownRunSignatures.take();
-      if (made.length === 0 || this.closed) return;
+      if (made.length === 0 || this.released) return;
       await storeRunSignatures(this.db, made).catch(() => undefined);
     });
     return this.storingRunSignatures;

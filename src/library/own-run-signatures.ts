@@ -1,11 +1,13 @@
 import { bytesToHex } from '@noble/hashes/utils.js';
-import type { RunSignature, SignStoredRun, UnsignedRun } from '../peer-log/log-store.js';
+import { InternalError } from '../errors.js';
+import type { RunSignature, SignStoredRun } from '../peer-log/log-store.js';
 import { runId } from '../peer-log/signed-runs.js';
 import type { Signatures } from '../runtime/signatures.js';
 
-/** A run of this device's a committed write stored unsigned, with its id. */
+/** A run of this device's a write stored unsigned: where it is, and its id (what is signed). */
 export interface WrittenRun {
-  run: UnsignedRun;
+  origin: string;
+  lastSeq: number;
   id: Uint8Array;
 }
 
@@ -17,14 +19,19 @@ export interface WrittenRun {
  * - a read of the log that finds a run not signed yet signs it on this thread at once
  *   (`signStored`): it never waits for the thread pool, whose round trip costs more than a
  *   signature;
- * - signatures made are stored with their runs many at a time (`take`, `storeRunSignatures`).
- * A signature lost in a stop is made again when its run is next read: Ed25519 signatures are
- * deterministic, so it is the same one. Signatures are kept by run id, so one made for a run
- * that another stored since (a transaction rolled back, the seq written again) is never used.
+ * - signatures made are stored with their runs many at a time (`take`, `storeRunSignatures`),
+ *   and at close once those still on the thread pool are back (`settled`).
+ * A signature lost in a crash is made again when its run is next read: Ed25519 signatures are
+ * deterministic, so it is the same one.
+ *
+ * Signatures are stored by position (origin, last seq), so only those of committed runs are
+ * kept: a committed run's seq is never written again, while a transaction that rolls back
+ * leaves its seqs to the next. A read inside a transaction signs without keeping
+ * (`signUncommitted`).
  */
 export class OwnRunSignatures {
   /** Runs being signed off this thread, by id (hex). */
-  private readonly signing = new Map<string, RunSignature>();
+  private readonly signing = new Map<string, Promise<void>>();
   /** Signatures made and not stored yet, by run id (hex). */
   private readonly made = new Map<string, RunSignature>();
 
@@ -38,23 +45,22 @@ export class OwnRunSignatures {
 
   /** Starts signing the runs a committed write stored unsigned. */
   signCommitted(runs: readonly WrittenRun[]): void {
-    for (const { run, id } of runs) {
+    for (const { origin, lastSeq, id } of runs) {
       const key = bytesToHex(id);
-      this.signing.set(key, { origin: run.origin, lastSeq: run.lastSeq, sig: new Uint8Array(0) });
-      this.signatures.signOffThread(id).then(
+      const signed = this.signatures.signOffThread(id).then(
         (sig) => {
-          if (this.signing.delete(key)) this.keep(key, { origin: run.origin, lastSeq: run.lastSeq, sig });
+          if (this.signing.delete(key)) this.keep(key, { origin, lastSeq, sig });
         },
         // Not signed there: the run's first read signs it.
-        () => this.signing.delete(key),
+        () => void this.signing.delete(key),
       );
+      this.signing.set(key, signed);
     }
   }
 
-  /** The signature of a stored run of this device's not signed yet: the one made, or one made now. */
+  /** The signature of a committed run of this device's stored unsigned: the one made, or one made now and kept. */
   readonly signStored: SignStoredRun = (run) => {
-    const id = runId(this.signatures, this.library, run, run.prev);
-    const key = bytesToHex(id);
+    const { id, key } = this.idOf(run);
     const made = this.made.get(key);
     if (made) return made.sig;
     this.signing.delete(key);
@@ -63,11 +69,31 @@ export class OwnRunSignatures {
     return sig;
   };
 
+  /** `signStored` for a run read inside a transaction, which may still roll back: not kept. */
+  readonly signUncommitted: SignStoredRun = (run) => {
+    const { id, key } = this.idOf(run);
+    return this.made.get(key)?.sig ?? this.signatures.sign(id);
+  };
+
+  /** Resolves once every signature started on the thread pool has come back (made or failed). */
+  async settled(): Promise<void> {
+    while (this.signing.size > 0) await Promise.all(this.signing.values());
+  }
+
   /** The signatures made and not stored yet, handed over to be stored. */
   take(): RunSignature[] {
     const taken = [...this.made.values()];
     this.made.clear();
     return taken;
+  }
+
+  private idOf(run: Parameters<SignStoredRun>[0]): { id: Uint8Array; key: string } {
+    // Only this device's own runs are stored unsigned: a library file moved under another key is not signed for its old author.
+    if (run.author !== this.signatures.peer) {
+      throw new InternalError(`internal: run ${run.origin}#${run.firstSeq}..${run.lastSeq} of ${run.author} is stored unsigned, but this device is ${this.signatures.peer}`);
+    }
+    const id = runId(this.signatures, this.library, run, run.prev);
+    return { id, key: bytesToHex(id) };
   }
 
   private keep(key: string, signature: RunSignature): void {

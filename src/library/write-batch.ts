@@ -50,7 +50,7 @@ export interface SyncCounters {
 export interface RunSigner {
   readonly library: string;
   readonly signatures: Signatures;
-  /** Signs a run of this device's stored unsigned, as the log's readers need (`own-run-signatures.ts`). */
+  /** Signs a run of this device's stored unsigned, as the log's readers in the transaction need (`own-run-signatures.ts`). */
   readonly signStored: SignStoredRun;
 }
 
@@ -403,7 +403,7 @@ export class WriteBatch {
       const run = { ...body, prev: this.heads.get(body.origin) ?? GENESIS, author: signatures.peer };
       const id = runId(signatures, library, run, run.prev);
       this.heads.set(run.origin, id);
-      this.ownRunsWritten.push({ run, id });
+      this.ownRunsWritten.push({ origin: run.origin, lastSeq: run.lastSeq, id });
       return { ...run, sig: null };
     });
   }

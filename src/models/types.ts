@@ -65,8 +65,8 @@ export interface OwnedRowState {
   readonly deleted: boolean;
   /**
    * The owner's proof of this write (`library/signed-owned-rows.ts`); null for a row of this
-   * device's not signed yet (signed when its transaction writes it out) or one held from before
-   * owned rows were signed (adopted as trusted, never served).
+   * device's not signed yet (signed when first read to be served: `sign-own-rows.ts`) or one
+   * held from before owned rows were signed (adopted as trusted, never served).
    */
   readonly cert: Uint8Array | null;
 }

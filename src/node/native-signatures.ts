@@ -77,7 +77,7 @@ function nativeSignatures(peer: string, seed: Uint8Array, keyOfPeer: (peer: stri
     sign: (message) => sign(null, message, own),
     signOffThread: (message) =>
       signingThread === 'this-thread'
-        ? Promise.resolve(sign(null, message, own))
+        ? new Promise((resolve) => resolve(sign(null, message, own)))
         : new Promise((resolve, reject) => sign(null, message, own, (error, signature) => (error ? reject(error) : resolve(signature)))),
     verify(author, message, signature) {
       const key = `${author}:${Buffer.from(message).toString('base64')}:${Buffer.from(signature).toString('base64')}`;

@@ -147,6 +147,45 @@ export async function shareLibrary(owner: SyncNode, joiners: SyncNode[]): Promis
   return libs;
 }
 
+/** Two nodes that share a library, after A wrote while B was away and both stopped (`writtenWhileAway`). */
+export interface WrittenWhileAway {
+  dirA: string;
+  id: string;
+  /** A's device id. */
+  deviceA: string;
+  /** What B held of A's origin when it stopped. */
+  heldByB: number;
+  /** Starts both again: A's library and B's. */
+  restart(): Promise<[Library, Library]>;
+}
+
+/**
+ * A shares a library with B, and both converge; B stops, A runs `whileAway` on the library and
+ * stops too, so a test can look at A's files before both start again.
+ */
+export async function writtenWhileAway(whileAway: (libA: Library) => Promise<void>): Promise<WrittenWhileAway> {
+  const dirA = await makeTempDir('lsync-away-a-');
+  const dirB = await makeTempDir('lsync-away-b-');
+  const a = await startNode(dirA);
+  const b = await startNode(dirB);
+  const [libA, libB] = (await shareLibrary(a, [b])) as [Library, Library];
+  await waitForConvergence([libA, libB]);
+  await stopNode(b);
+  const heldByB = libB.versionVector()[a.deviceId] ?? 0;
+  await whileAway(libA);
+  await stopNode(a);
+  return {
+    dirA,
+    id: libA.id,
+    deviceA: a.deviceId,
+    heldByB,
+    async restart() {
+      const [a2, b2] = [await startNode(dirA), await startNode(dirB)];
+      return [a2.library(libA.id), b2.library(libA.id)];
+    },
+  };
+}
+
 /** What a library holds, for asserting that something left it untouched. */
 export async function librarySnapshot(lib: Library) {
   return {
