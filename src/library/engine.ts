@@ -193,7 +193,8 @@ export class LibraryEngine {
     this.turns = new EventLoopTurns(options.runtime.scheduler);
     this.counters = options.counters;
     this.ownedConfirmedVersion = options.ownedConfirmed;
-    this.ownRunSignatures = new OwnRunSignatures(this.signatures, this.id, () => void this.storeRunSignatures(), STORE_RUN_SIGNATURES_EVERY);
+    const macrotask = (fn: () => void) => options.runtime.scheduler.macrotask(fn);
+    this.ownRunSignatures = new OwnRunSignatures(this.signatures, this.id, () => void this.storeRunSignatures(), STORE_RUN_SIGNATURES_EVERY, macrotask);
     this.runs = new RunStore(options.db);
     this.lastSeen = new LastSeenStore(options.db);
     // What the clock would issue now (not issued: it would cost a tick): past everything this

@@ -14,11 +14,13 @@ export interface WrittenRun {
 /**
  * Signatures of this device's own runs, which a write stores unsigned so that no signature is
  * on the write's path (a single-row write would spend about a fifth of its time on it):
- * - once the write commits, each run is signed off this thread (`Signatures.signOffThread`:
- *   Node's thread pool, on another core), while the next write goes on;
  * - a read of the log that finds a run not signed yet signs it on this thread at once
  *   (`signStored`): it never waits for the thread pool, whose round trip costs more than a
  *   signature;
+ * - the runs no read signed by the next macrotask after their commit (a live push reads its
+ *   write's runs at once) are signed off this thread (`Signatures.signOffThread`: Node's thread
+ *   pool, on another core), while the writes go on: no run is signed twice over, which would
+ *   take a core from the replica or the next write;
  * - signatures made are stored with their runs many at a time (`take`, `storeRunSignatures`),
  *   and at close once those still on the thread pool are back (`settled`).
  * A signature lost in a crash is made again when its run is next read: Ed25519 signatures are
@@ -30,6 +32,8 @@ export interface WrittenRun {
  * (`signUncommitted`).
  */
 export class OwnRunSignatures {
+  /** Runs committed and not handed to the thread pool yet (`dispatch`, at the next macrotask). */
+  private committed: WrittenRun[] = [];
   /** Runs being signed off this thread, by id (hex). */
   private readonly signing = new Map<string, Promise<void>>();
   /** Signatures made and not stored yet, by run id (hex). */
@@ -41,12 +45,24 @@ export class OwnRunSignatures {
     /** Called when `made` has grown to `storeEvery` signatures not stored yet. */
     private readonly onMany: () => void,
     private readonly storeEvery: number,
+    /** Runs a function at the next macrotask (the node's scheduler). */
+    private readonly macrotask: (fn: () => void) => void,
   ) {}
 
-  /** Starts signing the runs a committed write stored unsigned. */
+  /** Has the runs a committed write stored unsigned signed (`dispatch`) unless a read signs them first. */
   signCommitted(runs: readonly WrittenRun[]): void {
+    if (runs.length === 0) return;
+    if (this.committed.length === 0) this.macrotask(() => this.dispatch());
+    this.committed.push(...runs);
+  }
+
+  /** Hands the committed runs no read has signed to the thread pool. */
+  private dispatch(): void {
+    const runs = this.committed;
+    this.committed = [];
     for (const { origin, lastSeq, id } of runs) {
       const key = bytesToHex(id);
+      if (this.made.has(key)) continue;
       const signed = this.signatures.signOffThread(id).then(
         (sig) => {
           if (this.signing.delete(key)) this.keep(key, { origin, lastSeq, sig });
@@ -75,8 +91,9 @@ export class OwnRunSignatures {
     return this.made.get(key)?.sig ?? this.signatures.sign(id);
   };
 
-  /** Resolves once every signature started on the thread pool has come back (made or failed). */
+  /** Resolves once every committed run is signed (or its signing failed): those not handed to the thread pool yet too. */
   async settled(): Promise<void> {
+    this.dispatch();
     while (this.signing.size > 0) await Promise.all(this.signing.values());
   }
 
